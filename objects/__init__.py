@@ -1,0 +1,1 @@
+"""Versioned domain objects (placeholder; filled in by the objects work)."""

@@ -1,0 +1,90 @@
+"""The request context every remotable call carries."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from objects import exception
+
+if TYPE_CHECKING:
+    from objects.storage import Storage
+
+
+def _new_request_id() -> str:
+    return "req-" + str(uuid.uuid4())
+
+
+class RequestContext:
+    """Who is asking, and (on the conductor only) where the data lives.
+
+    Only the identity fields travel over RPC (``to_dict``/``from_dict``). The conductor
+    attaches a ``db`` (an :class:`objects.storage.Storage` bound to the request's
+    transaction) before running a method body; anywhere else ``ctx.db`` raises
+    :class:`objects.exception.DatabaseNotAvailable` at once.
+    """
+
+    def __init__(
+        self,
+        user_id: str | None = None,
+        project_id: str | None = None,
+        request_id: str | None = None,
+        roles: tuple[str, ...] | list[str] = (),
+        is_admin: bool = False,
+    ) -> None:
+        self.user_id = user_id
+        self.project_id = project_id
+        self.request_id = request_id or _new_request_id()
+        self.roles = tuple(roles)
+        self.is_admin = bool(is_admin)
+        self._db: Storage | None = None
+
+    @property
+    def db(self) -> Storage:
+        if self._db is None:
+            raise exception.DatabaseNotAvailable()
+        return self._db
+
+    @db.setter
+    def db(self, storage: Storage | None) -> None:
+        self._db = storage
+
+    @property
+    def has_db(self) -> bool:
+        return self._db is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "project_id": self.project_id,
+            "request_id": self.request_id,
+            "roles": list(self.roles),
+            "is_admin": self.is_admin,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RequestContext:
+        """Build a context from ``to_dict()`` output; unknown keys are ignored."""
+        if not isinstance(values, dict):
+            raise exception.ObjectValueError(reason="context must be a dict")
+        roles = values.get("roles") or ()
+        if not isinstance(roles, (list, tuple)):
+            raise exception.ObjectValueError(reason="context roles must be a list")
+        return cls(
+            user_id=values.get("user_id"),
+            project_id=values.get("project_id"),
+            request_id=values.get("request_id"),
+            roles=tuple(str(r) for r in roles),
+            is_admin=bool(values.get("is_admin", False)),
+        )
+
+    def elevated(self) -> RequestContext:
+        ctx = RequestContext(self.user_id, self.project_id, self.request_id, self.roles, True)
+        ctx._db = self._db
+        return ctx
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestContext(user_id={self.user_id!r}, project_id={self.project_id!r}, "
+            f"request_id={self.request_id!r})"
+        )

@@ -1,0 +1,111 @@
+"""Exceptions raised by versioned objects.
+
+Every exception takes an optional message as its first positional argument plus
+keyword fields, kept on ``exc.kwargs`` so they survive the trip over RPC::
+
+    raise NotFound("no Instance with id 42", objname="Instance", id=42)
+
+Tree::
+
+    ObjectsError
+    ├── IncompatibleObjectVersion   the registry has no compatible version
+    ├── UnsupportedObjectError      unknown object name or namespace
+    ├── ObjectActionError           a remotable action cannot run (bad state, not remotable, ...)
+    │   └── OrphanedObjectError     a lazy load was asked of an object with no context
+    ├── NotFound                    no row / object for the key
+    ├── ConcurrentUpdate            a save based on a stale copy
+    ├── ObjectValueError            a primitive or value is malformed (also a ValueError)
+    └── DatabaseNotAvailable        a database call was made outside the conductor
+
+The transport layer re-raises these on the caller as their own types (it names this
+module by string, ``"objects.exception"``), so callers can ``except NotFound``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ObjectsError(Exception):
+    """Root of every exception this package raises."""
+
+    msg_fmt = "An unknown object error occurred"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError, ValueError):
+                message = self.msg_fmt
+        self.message = message
+        super().__init__(message)
+
+    def __reduce__(self) -> Any:  # keeps copy/deepcopy working with keyword fields
+        return (_rebuild, (type(self), self.message, self.kwargs))
+
+
+def _rebuild(cls: type[ObjectsError], message: str, kwargs: dict[str, Any]) -> ObjectsError:
+    return cls(message, **kwargs)
+
+
+class IncompatibleObjectVersion(ObjectsError):
+    """Raised when no registered version of an object can read the requested one.
+
+    Fields: ``objname``, ``objver`` (requested), ``supported`` (highest we have).
+    """
+
+    msg_fmt = "Version %(objver)s of %(objname)s is not supported, supported version is %(supported)s"
+
+
+class UnsupportedObjectError(ObjectsError):
+    """Raised for an unknown object name or a foreign namespace. Field: ``objtype``."""
+
+    msg_fmt = "Unsupported object type %(objtype)s"
+
+
+class ObjectActionError(ObjectsError):
+    """Raised when an action cannot run on an object. Fields: ``action``, ``reason``."""
+
+    msg_fmt = "Object action %(action)s failed because: %(reason)s"
+
+
+class OrphanedObjectError(ObjectActionError):
+    """Raised when an object without a context is asked to lazy-load or call remotely."""
+
+    msg_fmt = "Cannot call %(method)s on orphaned %(objtype)s object"
+
+
+class NotFound(ObjectsError):
+    """Raised when the object asked for does not exist. Fields: ``objname``, plus the key."""
+
+    msg_fmt = "%(objname)s not found"
+
+
+class ConcurrentUpdate(ObjectsError):
+    """Raised when a save is based on a stale copy; nothing was written.
+
+    Fields: ``objname``, ``id``, ``expected`` (revision the caller had), ``actual``.
+    Refresh the object and apply the change again.
+    """
+
+    msg_fmt = "%(objname)s %(id)s was changed by someone else; refresh and retry"
+
+
+class ObjectValueError(ObjectsError, ValueError):
+    """Raised when a value or a wire primitive is malformed. Field: ``reason``."""
+
+    msg_fmt = "Invalid object value: %(reason)s"
+
+
+class DatabaseNotAvailable(ObjectsError):
+    """Raised when an object method touches the database outside the conductor.
+
+    Compute processes never open a database session: hook them to a conductor with
+    ``conductor.connect(transport_url)`` so remotable methods run there.
+    """
+
+    msg_fmt = (
+        "No database in this process: remotable methods run on the conductor; "
+        "call conductor.connect(transport_url) at start-up"
+    )

@@ -1,0 +1,70 @@
+"""The persistence seam between remotable method bodies and the conductor.
+
+Method bodies of the built-in domain (``Instance.get``, ``save``, ...) never import a
+database library: they call ``context.db``, an object with this interface, which the
+conductor binds to the request's transaction (``conductor.db.storage.SQLStorage``).
+Tests use :class:`objects.fixture.MemoryStorage`, a dict-backed implementation.
+
+Records are plain dicts keyed by field name. Scalar fields hold Python values
+(``int``, ``str``, ``bool``, ``float``, timezone-aware ``datetime``); list, dict and
+nested-object fields hold JSON-compatible values (a nested object as its field dict).
+Every record also carries ``"revision"``: an integer the storage bumps on every
+update, used for optimistic concurrency. Tables with ``created_at``/``updated_at``
+columns get them set by the storage (``updated_at`` strictly increases per row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+Record = dict[str, Any]
+
+
+class Storage(Protocol):
+    """What a remotable method body may ask of the database. Object names are
+    ``obj_name()`` strings ("Instance"); the storage maps them to tables."""
+
+    def get(self, objname: str, id: int) -> Record:
+        """The row with this id. Raises ``NotFound``."""
+        ...
+
+    def get_by(self, objname: str, **equals: Any) -> Record:
+        """The first row (lowest id) matching all ``field == value``. Raises ``NotFound``."""
+        ...
+
+    def query(
+        self,
+        objname: str,
+        filters: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        marker: int | None = None,
+    ) -> list[Record]:
+        """Rows ordered by id. ``filters``: field -> value (equality) or a list/tuple/set
+        (IN). ``marker``: only ids greater than it. Unknown filter fields raise
+        ``ObjectValueError``."""
+        ...
+
+    def create(self, objname: str, values: Mapping[str, Any]) -> Record:
+        """Insert a row; returns it with ``id``, ``revision`` and timestamps set."""
+        ...
+
+    def update(
+        self,
+        objname: str,
+        id: int,
+        values: Mapping[str, Any],
+        expected_revision: int | None = None,
+    ) -> Record:
+        """Write only ``values``; returns the whole row after the write. When
+        ``expected_revision`` is given and differs from the row's, raises
+        ``ConcurrentUpdate`` and writes nothing. Raises ``NotFound``."""
+        ...
+
+    def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:
+        """Delete the row. Raises ``NotFound`` / ``ConcurrentUpdate`` as ``update``."""
+        ...
+
+    def get_many(self, objname: str, ids: Sequence[int]) -> dict[int, Record]:
+        """Rows for these ids in one query; missing ids are simply absent."""
+        ...

@@ -1,0 +1,1 @@
+"""RPC over a message broker (placeholder)."""
