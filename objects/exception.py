@@ -15,6 +15,8 @@ Tree::
     ├── NotFound                    no row / object for the key
     ├── ConcurrentUpdate            a save based on a stale copy
     ├── ObjectValueError            a primitive or value is malformed (also a ValueError)
+    ├── DuplicateEntry              a create collides with a unique key
+    ├── DatabaseError               the database failed the request (outage, deadlock); retry later
     └── DatabaseNotAvailable        a database call was made outside the conductor
 
 The transport layer re-raises these on the caller as their own types (it names this
@@ -96,6 +98,21 @@ class ObjectValueError(ObjectsError, ValueError):
     """Raised when a value or a wire primitive is malformed. Field: ``reason``."""
 
     msg_fmt = "Invalid object value: %(reason)s"
+
+
+class DuplicateEntry(ObjectsError):
+    """Raised when a create or save collides with a unique key. Fields: ``objname``, ``columns``."""
+
+    msg_fmt = "%(objname)s already exists with the same %(columns)s"
+
+
+class DatabaseError(ObjectsError):
+    """Raised when the database failed the request (connection lost, deadlock, timeout).
+
+    Nothing was committed; the request may be retried once the database is back.
+    """
+
+    msg_fmt = "The database failed the request: %(reason)s; nothing was written, retry later"
 
 
 class DatabaseNotAvailable(ObjectsError):
