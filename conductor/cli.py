@@ -1,2 +1,166 @@
-def main() -> int:
+"""The ``conductor`` command: ``serve``, ``db upgrade``, ``demo``.
+
+Configuration is read here, once: flags first, then ``CONDUCTOR_TRANSPORT_URL`` /
+``CONDUCTOR_DATABASE_URL``. Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from conductor import db
+from conductor.manager import current_request
+from conductor.service import DEFAULT_WORKERS, Conductor
+
+LOG = logging.getLogger("conductor")
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request.get()
+        return True
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _require(value: str | None, flag: str, env: str) -> str:
+    if not value:
+        raise SystemExit(
+            f"conductor: no {flag.lstrip('-').replace('-', ' ')} given; "
+            f"pass {flag} or set {env}"
+        )
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conductor",
+        description="Serve versioned-object persistence over RPC (nova-conductor style).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a conductor on a topic until SIGTERM")
+    serve.add_argument("--transport-url", default=os.environ.get("CONDUCTOR_TRANSPORT_URL"),
+                       help="broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// "
+                            "(env CONDUCTOR_TRANSPORT_URL)")
+    serve.add_argument("--database-url", default=os.environ.get("CONDUCTOR_DATABASE_URL"),
+                       help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
+                            "(env CONDUCTOR_DATABASE_URL)")
+    serve.add_argument("--topic", default="conductor", help="RPC topic (default: conductor)")
+    serve.add_argument("--server", default=None, help="this conductor's name (default: host name)")
+    serve.add_argument("--objects", action="append", default=[], metavar="MODULE",
+                       help="import MODULE for its own objects and models (repeatable)")
+    serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                       help=f"requests served at once (default: {DEFAULT_WORKERS})")
+    serve.add_argument("--log-level", default="INFO")
+
+    dbp = sub.add_parser("db", help="database schema commands")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="migrate the database to the newest schema (alembic head)")
+    up.add_argument("--database-url", default=os.environ.get("CONDUCTOR_DATABASE_URL"),
+                    help="SQLAlchemy URL (env CONDUCTOR_DATABASE_URL)")
+
+    demo = sub.add_parser("demo", help="an embedded conductor and a compute workload; no servers needed")
+    demo.add_argument("--instances", type=int, default=500, help="instances to create (default: 500)")
+    demo.add_argument("--in-flight", type=int, default=100,
+                      help="operations kept in flight at once (default: 100)")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    transport_url = _require(args.transport_url, "--transport-url", "CONDUCTOR_TRANSPORT_URL")
+    database_url = _require(args.database_url, "--database-url", "CONDUCTOR_DATABASE_URL")
+    import objects
+
+    objects.register_all()
+    for module in args.objects:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            LOG.error("cannot import --objects %s: %s", module, exc)
+            return EXIT_USAGE
+    try:
+        db.check_at_head(database_url)
+    except db.SchemaNotAtHead as exc:
+        LOG.error("%s", exc)
+        return EXIT_FAILURE
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        LOG.info("received %s: stopping", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    service = Conductor(
+        transport_url, database_url, args.topic,
+        server=args.server, workers=args.workers, auto_upgrade=False,
+    )
+    try:
+        service.start()
+    except Exception as exc:  # noqa: BLE001 - report and exit non-zero
+        LOG.error("conductor could not start: %s", exc)
+        return EXIT_FAILURE
+    print(f"conductor: serving topic {args.topic!r}", flush=True)
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        # NOTE: stop() stops consuming first, then lets in-flight requests finish and
+        # be acknowledged; unacknowledged ones go back to the queue for the next conductor.
+        service.stop()
     return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
+    url = _require(args.database_url, "--database-url", "CONDUCTOR_DATABASE_URL")
+    before = db.current_revision(url)
+    db.upgrade(url)
+    after = db.current_revision(url)
+    if before == after:
+        print(f"database {db.mask_url(url)} already at head ({after})")
+    else:
+        print(f"database {db.mask_url(url)} upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``conductor`` console script."""
+    args = _build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "db":
+        return _db_upgrade(args)
+    if args.command == "demo":
+        from conductor import demo
+
+        return demo.run(instances=args.instances, in_flight=args.in_flight)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The compute side: an indirection API that sends remotable calls to a conductor.
+
+``connect()`` installs a :class:`ConductorAPI` as the process's indirection API, after
+which every ``@remotable`` method of every object travels as RPC to the conductor topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import transport
+from objects import base, exception
+from objects.indirection import IndirectionAPI
+
+LOG = logging.getLogger(__name__)
+
+#: RPC API version of the conductor endpoint this client speaks.
+RPC_API_VERSION = "1.0"
+
+
+class ConductorAPI(IndirectionAPI):
+    """Runs remotable methods on a conductor over a transport.
+
+    Args:
+        rpc_transport: a transport from ``transport.get_transport``.
+        topic: the conductor's topic.
+        timeout: default per-call deadline in seconds.
+        owns_transport: close the transport in :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        rpc_transport: transport.Transport,
+        topic: str = "conductor",
+        timeout: float | None = 60.0,
+        owns_transport: bool = False,
+    ) -> None:
+        self._transport = rpc_transport
+        self._owns_transport = owns_transport
+        self.topic = topic
+        self.timeout = timeout
+        self._client = transport.RPCClient(
+            rpc_transport,
+            transport.Target(topic=topic, version=RPC_API_VERSION),
+            timeout=timeout,
+            serializer=base.VersionedObjectSerializer(),
+        )
+        # objname -> highest version the conductor said it supports (learned from
+        # IncompatibleObjectVersion), so a client that is ahead backports before sending.
+        self._conductor_versions: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- class actions -------------------------------------------------------------
+
+    def object_class_action_versions(
+        self,
+        context: Any,
+        objname: str,
+        objmethod: str,
+        object_versions: dict[str, str],
+        args: Any,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        return self.object_class_action_versions_async(
+            context, objname, objmethod, object_versions, args, kwargs
+        ).result()
+
+    def object_class_action_versions_async(
+        self,
+        context: Any,
+        objname: str,
+        objmethod: str,
+        object_versions: dict[str, str],
+        args: Any,
+        kwargs: dict[str, Any],
+    ) -> Future[Any]:
+        return self._client.call_async(
+            context,
+            "object_class_action_versions",
+            objname=objname,
+            objmethod=objmethod,
+            object_versions=dict(object_versions),
+            args=list(args),
+            kwargs=dict(kwargs),
+        )
+
+    # -- instance actions ----------------------------------------------------------
+
+    def object_action(
+        self,
+        context: Any,
+        objinst: Any,
+        objmethod: str,
+        args: Any,
+        kwargs: dict[str, Any],
+        object_versions: dict[str, str] | None = None,
+    ) -> tuple[dict[str, Any], Any]:
+        updates, result = self.object_action_async(
+            context, objinst, objmethod, args, kwargs, object_versions
+        ).result()
+        return updates, result
+
+    def object_action_async(
+        self,
+        context: Any,
+        objinst: Any,
+        objmethod: str,
+        args: Any,
+        kwargs: dict[str, Any],
+        object_versions: dict[str, str] | None = None,
+    ) -> Future[Any]:
+        objname = objinst.obj_name()
+        outer: Future[Any] = Future()
+
+        def send(backport_to: str | None) -> None:
+            payload: Any = objinst
+            if backport_to is not None:
+                payload = objinst.obj_to_primitive(target_version=backport_to)
+            inner = self._client.call_async(
+                context,
+                "object_action",
+                objinst=payload,
+                objmethod=objmethod,
+                args=list(args),
+                kwargs=dict(kwargs),
+                object_versions=dict(object_versions) if object_versions else None,
+            )
+            inner.add_done_callback(lambda f: on_done(f, backport_to))
+
+        def on_done(inner: Future[Any], tried: str | None) -> None:
+            exc = inner.exception()
+            if exc is None:
+                updates, result = inner.result()
+                outer.set_result((updates, result))
+                return
+            supported = _supported_version(exc, objname)
+            if supported is not None and tried is None:
+                # NOTE: this client is ahead of the conductor (rolling upgrade, compute
+                # first). Send the object again at the conductor's version; the fields it
+                # cannot see stay untouched on our side.
+                with self._lock:
+                    self._conductor_versions[objname] = supported
+                try:
+                    send(supported)
+                except BaseException as err:  # noqa: BLE001 - the future carries it
+                    outer.set_exception(err)
+                return
+            outer.set_exception(exc)
+
+        with self._lock:
+            known = self._conductor_versions.get(objname)
+        send(known if known and _newer(objinst.VERSION, known) else None)
+        return outer
+
+    def object_backport_versions(
+        self, context: Any, objinst: Any, object_versions: dict[str, str]
+    ) -> Any:
+        return self._client.call(
+            context,
+            "object_backport_versions",
+            objinst=objinst,
+            object_versions=dict(object_versions),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop using this client; closes the transport if ``connect()`` made it."""
+        if self._closed:
+            return
+        self._closed = True
+        if base.get_indirection_api() is self:
+            base.set_indirection_api(None)
+        if self._owns_transport:
+            self._transport.cleanup()
+
+    def __enter__(self) -> ConductorAPI:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2])
+
+
+def _newer(ours: str, theirs: str) -> bool:
+    return _version_tuple(ours) > _version_tuple(theirs)
+
+
+def _supported_version(exc: BaseException, objname: str) -> str | None:
+    if not isinstance(exc, exception.IncompatibleObjectVersion):
+        return None
+    if exc.kwargs.get("objname") not in (None, objname):
+        return None
+    supported = exc.kwargs.get("supported")
+    return str(supported) if supported else None
+
+
+def connect(
+    transport_url: str,
+    topic: str = "conductor",
+    timeout: float = 60.0,
+) -> ConductorAPI:
+    """Hook this process's objects to the conductor on ``topic``.
+
+    Every ``@remotable`` method then runs on the conductor. A later ``connect()``
+    replaces the indirection API. Returns the client; ``close()`` it at shutdown.
+
+    Args:
+        transport_url: ``memory://``, ``amqp://user:pass@host:5672//`` or ``rabbit://...``.
+        topic: the conductor's topic.
+        timeout: default per-call deadline in seconds.
+    """
+    rpc_transport = transport.get_transport(transport_url)
+    api = ConductorAPI(rpc_transport, topic=topic, timeout=timeout, owns_transport=True)
+    base.set_indirection_api(api)
+    LOG.debug("objects now use the conductor on topic %s", topic)
+    return api
+
+
+__all__ = ["ConductorAPI", "RPC_API_VERSION", "connect"]
+
