@@ -1,1 +1,38 @@
-"""RPC over a message broker (placeholder)."""
+"""RPC and notifications over a message broker, with futures.
+
+The transport moves JSON envelopes between clients and servers and knows nothing about
+objects or databases. See DESIGN.md for the semantics.
+"""
+
+from __future__ import annotations
+
+from transport import exceptions
+from transport._transport import Transport, get_transport
+from transport.client import RPCClient
+from transport.config import DEFAULT_CONFIG, TransportConfig
+from transport.dispatcher import RPCDispatcher, current_request_id
+from transport.futures import RPCFuture
+from transport.serializer import NoOpSerializer, Serializer
+from transport.server import RPCServer, ServerState
+from transport.target import Target
+
+__all__ = [
+    # transports
+    "DEFAULT_CONFIG",
+    "Transport",
+    "TransportConfig",
+    "get_transport",
+    # rpc
+    "RPCClient",
+    "RPCDispatcher",
+    "RPCFuture",
+    "RPCServer",
+    "ServerState",
+    "Target",
+    "current_request_id",
+    # serialization
+    "NoOpSerializer",
+    "Serializer",
+    # errors
+    "exceptions",
+]

@@ -1,0 +1,188 @@
+"""The caller's side of replies: pending calls by request id, deadlines, the call monitor.
+
+One :class:`ReplyWaiter` per transport: one reply queue for every client of the process,
+replies matched to pending calls by request id. A single daemon thread enforces deadlines
+and watches heartbeats; nothing polls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from transport import _wire
+from transport.driver import Driver
+from transport.exceptions import CallMonitorTimeout, ConnectionLost, MessagingTimeout
+from transport.futures import RPCFuture
+
+LOG = logging.getLogger(__name__)
+
+_END = object()
+
+
+class PendingCall:
+    """What a caller waits on: a future (call) or a queue of items (multicall)."""
+
+    def __init__(
+        self,
+        request_id: str,
+        method: str,
+        timeout: float,
+        monitor_interval: float | None,
+        convert: Callable[[Any], Any],
+        allowed_exmods: Iterable[str],
+        *,
+        multi: bool = False,
+    ) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.monitor_interval = monitor_interval
+        self.heartbeat_deadline: float | None = None
+        self.convert = convert
+        self.allowed_exmods = tuple(allowed_exmods)
+        self.future: RPCFuture | None = None if multi else RPCFuture(request_id, method)
+        self.items: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if multi else None
+
+    def fail(self, exc: BaseException) -> None:
+        if self.future is not None:
+            if not self.future.done():
+                self.future.set_exception(exc)
+        elif self.items is not None:
+            self.items.put(exc)
+
+    def deliver(self, value: Any) -> None:
+        try:
+            value = self.convert(value)
+        except Exception as exc:  # a reply the serializer cannot read fails only this call
+            self.fail(exc)
+            return
+        if self.future is not None:
+            if not self.future.done():
+                self.future.set_result(value)
+        elif self.items is not None:
+            self.items.put(value)
+
+    def end(self) -> None:
+        if self.items is not None:
+            self.items.put(_END)
+
+
+class ReplyWaiter:
+    """Matches replies to pending calls and fails calls whose deadline or monitor passed."""
+
+    def __init__(self, driver: Driver, monitor_misses: int) -> None:
+        self._driver = driver
+        self._misses = monitor_misses
+        self._pending: dict[str, PendingCall] = {}
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._timers: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._address: str | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """This process's reply address (the reply queue is started on first use)."""
+        if self._address is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._watch, name="transport-monitor", daemon=True)
+                    self._thread.start()
+            self._address = self._driver.start_replies(self._on_reply, self._on_lost)
+        return self._address
+
+    def register(self, call: PendingCall) -> None:
+        with self._lock:
+            if self._closed:
+                raise ConnectionLost(reason="the transport was cleaned up")
+            self._pending[call.request_id] = call
+            self._schedule(call.deadline, call.request_id)
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._pending.pop(request_id, None)
+
+    def _schedule(self, when: float, request_id: str) -> None:  # lock held
+        wake = not self._timers or when < self._timers[0][0]
+        heapq.heappush(self._timers, (when, next(self._seq), request_id))
+        if wake:
+            self._wakeup.notify()
+
+    def _on_reply(self, body: bytes) -> None:
+        try:
+            reply = _wire.decode(body)
+            request_id, kind = reply["id"], reply["t"]
+        except Exception as exc:
+            LOG.warning("dropping malformed reply: %s", exc)
+            return
+        with self._lock:
+            call = self._pending.get(request_id)
+            if call is None:
+                return  # its caller gave up (timeout) or it is a duplicate after redelivery
+            if kind == "hb":
+                if call.monitor_interval:
+                    call.heartbeat_deadline = time.monotonic() + call.monitor_interval * self._misses
+                    self._schedule(call.heartbeat_deadline, request_id)
+                return
+            if kind in ("r", "e", "end"):
+                self._pending.pop(request_id, None)
+        # Resolve outside the lock: done-callbacks may start more calls right away.
+        if kind == "r" or kind == "i":
+            call.deliver(reply.get("v"))
+        elif kind == "e":
+            call.fail(_wire.deserialize_exception(reply.get("exc"), call.allowed_exmods))
+        elif kind == "end":
+            call.end()
+
+    def _on_lost(self, reason: str) -> None:
+        with self._lock:
+            calls, self._pending = list(self._pending.values()), {}
+        if calls:
+            LOG.warning("failing %d pending calls: broker connection lost (%s)", len(calls), reason)
+        for call in calls:
+            call.fail(ConnectionLost(reason=reason, method=call.method))
+
+    def _watch(self) -> None:
+        while True:
+            expired: list[tuple[PendingCall, BaseException]] = []
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    when, _, request_id = heapq.heappop(self._timers)
+                    call = self._pending.get(request_id)
+                    if call is None:
+                        continue
+                    if when >= call.deadline:
+                        exc: BaseException = MessagingTimeout(method=call.method, timeout=call.timeout)
+                    elif call.heartbeat_deadline == when:
+                        silence = round(call.monitor_interval * self._misses, 3)  # type: ignore[operator]
+                        exc = CallMonitorTimeout(method=call.method, silence=silence)
+                    else:
+                        continue  # a heartbeat arrived after this check was scheduled
+                    del self._pending[request_id]
+                    expired.append((call, exc))
+                if not expired:
+                    timeout = self._timers[0][0] - now if self._timers else None
+                    self._wakeup.wait(timeout)
+            for call, exc in expired:
+                call.fail(exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            calls, self._pending = list(self._pending.values()), {}
+            self._wakeup.notify()
+        for call in calls:
+            call.fail(ConnectionLost(reason="the transport was cleaned up", method=call.method))

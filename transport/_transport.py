@@ -1,0 +1,103 @@
+"""The :class:`Transport` handle and :func:`get_transport`."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from urllib.parse import urlsplit
+
+from transport._replies import ReplyWaiter
+from transport.config import DEFAULT_CONFIG, TransportConfig
+from transport.driver import Driver
+
+__all__ = ["Transport", "get_transport"]
+
+_live: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+class Transport:
+    """A connection to a broker shared by clients, servers, notifiers and listeners.
+
+    Create it with :func:`get_transport`; call :meth:`cleanup` when done.
+
+    Attributes:
+        url: the URL it was created from.
+        config: its :class:`~transport.config.TransportConfig`.
+    """
+
+    def __init__(self, driver: Driver, config: TransportConfig) -> None:
+        self.url = driver.url
+        self.config = config
+        self._driver = driver
+        self._lock = threading.Lock()
+        self._reply_waiter: ReplyWaiter | None = None
+        self._cleaned = False
+        _live.add(self)
+
+    @property
+    def _replies(self) -> ReplyWaiter:
+        waiter = self._reply_waiter
+        if waiter is None:
+            with self._lock:
+                if self._reply_waiter is None:
+                    self._reply_waiter = ReplyWaiter(self._driver, self.config.call_monitor_misses)
+                waiter = self._reply_waiter
+        return waiter
+
+    def cleanup(self) -> None:
+        """Fail pending calls, close connections and stop threads. Safe to call twice."""
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+            waiter = self._reply_waiter
+        if waiter is not None:
+            waiter.close()
+        self._driver.close()
+        _live.discard(self)
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.url}>"
+
+
+def get_transport(url: str = "memory://", config: TransportConfig | None = None) -> Transport:
+    """Create a transport for ``url``.
+
+    ``memory://`` and ``memory://NAME`` are in-process brokers (same name, same broker);
+    ``amqp://`` and ``rabbit://`` reach RabbitMQ through kombu.
+
+    Raises:
+        ValueError: an unknown URL scheme.
+    """
+    config = config or DEFAULT_CONFIG
+    scheme = urlsplit(url).scheme
+    driver: Driver
+    if scheme == "memory":
+        from transport.drivers.memory import MemoryDriver
+
+        driver = MemoryDriver(url, config)
+    elif scheme in ("amqp", "rabbit", "pyamqp"):
+        # Imported here so kombu loads only for RabbitMQ transports.
+        from transport.drivers.amqp import AMQPDriver
+
+        driver = AMQPDriver(url, config)
+    else:
+        raise ValueError(f"unsupported transport URL {url!r}; use memory://, amqp:// or rabbit://")
+    return Transport(driver, config)
+
+
+@atexit.register
+def _cleanup_at_exit() -> None:
+    # Close broker connections politely at exit; the threads are daemons either way.
+    for transport in list(_live):
+        try:
+            transport.cleanup()
+        except Exception:  # never let one transport's failure hide another's cleanup
+            pass

@@ -1,0 +1,135 @@
+"""The envelope format on the wire: JSON only, never pickle.
+
+A request::
+
+    {"id": "<unique request id>", "method": "m", "args": {...}, "ctxt": {...},
+     "ns": namespace|null, "ver": version|null, "reply_to": address|null,
+     "hb": heartbeat interval|null, "multi": bool}
+
+A reply (``t`` is the kind; ``id`` is the request id it answers)::
+
+    {"id": ..., "t": "r", "v": result}        single result
+    {"id": ..., "t": "i", "v": item}          one multicall item
+    {"id": ..., "t": "end"}                   multicall finished
+    {"id": ..., "t": "hb"}                    call monitor heartbeat
+    {"id": ..., "t": "e", "exc": failure}     failure (see ``serialize_exception``)
+
+A failure carries ``class``, ``module``, ``message``, ``args`` and ``kwargs``; never a
+traceback. Drivers see envelopes as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from transport.exceptions import MessageDeliveryFailure, MessageTooLarge, RemoteError
+
+LOG = logging.getLogger(__name__)
+
+# Modules whose exceptions always come back as their own types. objects.exception is named
+# by string only: the transport imports nothing from objects.
+DEFAULT_ALLOWED_EXMODS = ("builtins", "transport.exceptions", "objects.exception")
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_decoder = json.JSONDecoder()
+
+
+def encode(envelope: dict[str, Any], limit: int | None = None) -> bytes:
+    """Encode an envelope; raise MessageTooLarge over ``limit`` bytes, TypeError if not JSON."""
+    try:
+        body = _encoder.encode(envelope).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"message is not JSON-serialisable: {exc}") from exc
+    if limit is not None and len(body) > limit:
+        raise MessageTooLarge(size=len(body), limit=limit)
+    return body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """Decode an envelope; raise MessageDeliveryFailure when it is not a JSON object."""
+    try:
+        envelope = _decoder.decode(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MessageDeliveryFailure(reason=f"undecodable message: {exc}") from exc
+    if not isinstance(envelope, dict):
+        raise MessageDeliveryFailure(reason="message is not a JSON object")
+    return envelope
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        _encoder.encode(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def serialize_exception(exc: BaseException) -> dict[str, Any]:
+    """The wire form of an exception: class, module, message, args, kwargs (no traceback)."""
+    cls = type(exc)
+    args = list(exc.args)
+    kwargs = getattr(exc, "kwargs", None)
+    if not isinstance(kwargs, dict):
+        kwargs = {}
+    if not _json_safe(args):
+        args = [str(exc)]
+    if not _json_safe(kwargs):
+        kwargs = {}
+    return {
+        "class": cls.__name__,
+        "module": cls.__module__,
+        "message": str(exc),
+        "args": args,
+        "kwargs": kwargs,
+    }
+
+
+def deserialize_exception(data: Any, allowed_modules: Iterable[str]) -> Exception:
+    """Rebuild a remote failure as its own type if its module is allowed, else RemoteError."""
+    if not isinstance(data, dict):
+        return RemoteError("UnknownError", repr(data))
+    name = str(data.get("class", "UnknownError"))
+    module = str(data.get("module", ""))
+    message = str(data.get("message", ""))
+    raw_args, raw_kwargs = data.get("args"), data.get("kwargs")
+    args: list[Any] = raw_args if isinstance(raw_args, list) else [message]
+    kwargs: dict[str, Any] = raw_kwargs if isinstance(raw_kwargs, dict) else {}
+    qualified = name if module == "builtins" else f"{module}.{name}"
+    if module in set(allowed_modules):
+        cls = _find_class(module, name)
+        if cls is not None:
+            try:
+                return cls(*args, **kwargs)
+            except Exception:  # a constructor that does not take its own args back
+                LOG.debug("cannot rebuild remote %s, returning RemoteError", qualified)
+    return RemoteError(qualified, message)
+
+
+def _find_class(module: str, name: str) -> type[Exception] | None:
+    try:
+        mod = builtins if module == "builtins" else importlib.import_module(module)
+    except ImportError:
+        return None
+    cls = getattr(mod, name, None)
+    # Only Exception subclasses: a server must not make a caller raise SystemExit.
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        return cls
+    return None
+
+
+def request_reply_info(body: bytes) -> tuple[str | None, str | None]:
+    """Best effort (request id, reply address) from a body that failed validation."""
+    try:
+        envelope = decode(body)
+    except MessageDeliveryFailure:
+        return None, None
+    req_id, reply_to = envelope.get("id"), envelope.get("reply_to")
+    return (
+        req_id if isinstance(req_id, str) else None,
+        reply_to if isinstance(reply_to, str) else None,
+    )

@@ -1,0 +1,211 @@
+"""The caller's side of RPC: :class:`RPCClient`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from transport import _wire
+from transport._replies import _END, PendingCall
+from transport.exceptions import InvalidTarget, UnsupportedVersion
+from transport.futures import RPCFuture
+from transport.serializer import Serializer, context_to_dict
+from transport.target import Target, version_is_compatible
+
+if TYPE_CHECKING:
+    from transport._transport import Transport
+
+__all__ = ["RPCClient"]
+
+_TARGET_FIELDS = ("topic", "server", "fanout", "version", "namespace", "exchange")
+_UNSET: Any = object()
+
+
+class RPCClient:
+    """Sends requests to the servers of a :class:`~transport.target.Target`.
+
+    Args:
+        transport: from :func:`transport.get_transport`.
+        target: where requests go; needs a topic to send.
+        version_cap: highest version the servers are known to handle; sending above it
+            raises UnsupportedVersion locally.
+        timeout: default overall deadline of a call in seconds (None: the transport's).
+        serializer: turns contexts and entities into primitives (None: contexts as dicts,
+            entities as they are).
+        allowed_remote_exmods: extra modules whose exceptions come back as their own types.
+
+    Example::
+
+        client = RPCClient(transport, Target(topic="conductor", version="1.0"))
+        future = client.call_async(ctxt, "object_action", objinst=obj, objmethod="save",
+                                   args=[], kwargs={})
+        updates, result = future.wait()
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        target: Target,
+        version_cap: str | None = None,
+        timeout: float | None = None,
+        serializer: Serializer | None = None,
+        allowed_remote_exmods: Iterable[str] = (),
+        call_monitor_interval: float | None = _UNSET,
+    ) -> None:
+        self.transport = transport
+        self.target = target
+        self.version_cap = version_cap
+        self.timeout = timeout
+        self.serializer = serializer
+        self.allowed_remote_exmods = tuple(allowed_remote_exmods)
+        self.call_monitor_interval = (
+            transport.config.call_monitor_interval
+            if call_monitor_interval is _UNSET
+            else call_monitor_interval
+        )
+        self._exmods = _wire.DEFAULT_ALLOWED_EXMODS + self.allowed_remote_exmods
+
+    def prepare(self, **overrides: Any) -> RPCClient:
+        """A client sharing this transport with some settings replaced.
+
+        Accepts Target fields (``topic``, ``server``, ``fanout``, ``version``, ``namespace``,
+        ``exchange``) and ``timeout``, ``version_cap``, ``serializer``,
+        ``allowed_remote_exmods``, ``call_monitor_interval``.
+        """
+        target_overrides = {k: overrides.pop(k) for k in _TARGET_FIELDS if k in overrides}
+        settings: dict[str, Any] = {
+            "version_cap": self.version_cap,
+            "timeout": self.timeout,
+            "serializer": self.serializer,
+            "allowed_remote_exmods": self.allowed_remote_exmods,
+            "call_monitor_interval": self.call_monitor_interval,
+        }
+        unknown = set(overrides) - set(settings)
+        if unknown:
+            raise TypeError(f"prepare() got unknown options {sorted(unknown)}")
+        settings.update(overrides)
+        return RPCClient(self.transport, self.target.replace(**target_overrides), **settings)
+
+    def can_send_version(self, version: str | None = None) -> bool:
+        """Whether ``version`` (default: the target's) is within the version cap."""
+        version = version or self.target.version
+        return self.version_cap is None or version_is_compatible(self.version_cap, version)
+
+    # -- sending ------------------------------------------------------------------
+    def cast(self, ctxt: Any, method: str, **kwargs: Any) -> None:
+        """Send a request without waiting for a result; returns once the broker has it.
+
+        A fanout target reaches every started server of the topic.
+
+        Raises:
+            MessageUndeliverable: nobody consumes the (non-fanout) topic.
+        """
+        envelope = self._envelope(ctxt, method, kwargs, reply_to=None)
+        self._send(envelope, ttl=None)
+
+    def call(self, ctxt: Any, method: str, **kwargs: Any) -> Any:
+        """Invoke ``method`` on one server and return its (deserialized) result.
+
+        Raises:
+            MessagingTimeout: no reply within the timeout.
+            CallMonitorTimeout: the server running it stopped sending heartbeats.
+            MessageUndeliverable: nobody consumes the topic.
+            RemoteError: the server raised a type the caller may not rebuild; allowed
+                types are raised as themselves.
+        """
+        return self.call_async(ctxt, method, **kwargs).wait()
+
+    def call_async(self, ctxt: Any, method: str, **kwargs: Any) -> RPCFuture:
+        """Like :meth:`call` but return at once with a future of the result."""
+        call = self._start(ctxt, method, kwargs, multi=False)
+        assert call.future is not None
+        return call.future
+
+    def multicall(self, ctxt: Any, method: str, **kwargs: Any) -> Iterator[Any]:
+        """Invoke ``method`` and iterate its results as the server produces them.
+
+        An endpoint method returning a generator streams each item; an ordinary one yields
+        its single result. The timeout covers the whole stream.
+        """
+        call = self._start(ctxt, method, kwargs, multi=True)
+        return self._iterate(call)
+
+    def _iterate(self, call: PendingCall) -> Iterator[Any]:
+        assert call.items is not None
+        try:
+            while True:
+                item = call.items.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.transport._replies.forget(call.request_id)
+
+    def _start(self, ctxt: Any, method: str, kwargs: dict[str, Any], *, multi: bool) -> PendingCall:
+        if self.target.fanout:
+            raise InvalidTarget(target=repr(self.target), reason="a call cannot go to a fanout target")
+        replies = self.transport._replies
+        timeout = self.timeout if self.timeout is not None else self.transport.config.default_timeout
+        envelope = self._envelope(ctxt, method, kwargs, reply_to=replies.address)
+        envelope["multi"] = multi
+        envelope["hb"] = self.call_monitor_interval
+        call = PendingCall(
+            envelope["id"],
+            method,
+            timeout,
+            self.call_monitor_interval,
+            self._converter(ctxt),
+            self._exmods,
+            multi=multi,
+        )
+        replies.register(call)
+        try:
+            self._send(envelope, ttl=timeout)
+        except BaseException:
+            replies.forget(call.request_id)
+            raise
+        return call
+
+    def _converter(self, ctxt: Any) -> Any:
+        serializer = self.serializer
+        if serializer is None:
+            return _identity
+        return lambda value: serializer.deserialize_entity(ctxt, value)
+
+    def _envelope(self, ctxt: Any, method: str, kwargs: dict[str, Any], reply_to: str | None) -> dict[str, Any]:
+        self.target.require_topic()
+        version = self.target.version
+        if not self.can_send_version(version):
+            raise UnsupportedVersion(
+                f"version {version} is above the version cap {self.version_cap}",
+                version=version,
+                version_cap=self.version_cap,
+                namespace=self.target.namespace,
+            )
+        serializer = self.serializer
+        if serializer is None:
+            ctxt_dict = context_to_dict(ctxt)
+            args = kwargs
+        else:
+            ctxt_dict = serializer.serialize_context(ctxt)
+            args = {k: serializer.serialize_entity(ctxt, v) for k, v in kwargs.items()}
+        return {
+            "id": uuid.uuid4().hex,
+            "method": method,
+            "args": args,
+            "ctxt": ctxt_dict,
+            "ns": self.target.namespace,
+            "ver": version,
+            "reply_to": reply_to,
+        }
+
+    def _send(self, envelope: dict[str, Any], *, ttl: float | None) -> None:
+        body = _wire.encode(envelope, self.transport.config.max_message_size)
+        self.transport._driver.send(self.target, body, ttl=ttl)
+
+
+def _identity(value: Any) -> Any:
+    return value

@@ -1,0 +1,144 @@
+"""The driver contract: move opaque envelopes between targets. Knows nothing about objects.
+
+A driver owns the broker connections and any I/O thread. Everything above it (client,
+server, dispatcher, notifier) works on ``bytes`` envelopes built by :mod:`transport._wire`.
+The interface deliberately passes one envelope per call but never promises one envelope per
+broker message, so a driver may batch several envelopes into one broker message later.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transport.config import TransportConfig
+    from transport.target import Target
+
+__all__ = ["Driver", "Incoming", "Listener", "OnMessage"]
+
+
+class Incoming(abc.ABC):
+    """One delivered message. Exactly one of ``ack``/``requeue``/``dead_letter`` settles it.
+
+    Settling is thread-safe and may happen on any thread; settling a message whose
+    connection has since been lost is a no-op (the broker redelivers it).
+
+    Attributes:
+        body: the envelope bytes.
+        redelivered: the broker delivered this message before (a server died holding it).
+    """
+
+    body: bytes
+    redelivered: bool
+
+    @abc.abstractmethod
+    def ack(self) -> None:
+        """The message was handled (and its reply sent); the broker forgets it."""
+
+    @abc.abstractmethod
+    def requeue(self) -> None:
+        """Give the message back to the queue for another consumer."""
+
+    @abc.abstractmethod
+    def dead_letter(self, reason: str) -> None:
+        """Remove the message and park it in the driver's dead-letter place for inspection."""
+
+
+OnMessage = Callable[[Incoming], None]
+
+
+class Listener(abc.ABC):
+    """A running consumption started by :meth:`Driver.listen`."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop consuming. No ``on_message`` call starts after this returns; unsettled
+        messages stay with the caller to settle. Safe to call twice."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Stop consuming and hand unsettled messages back to the broker at once, as if the
+        process had died; settling them later is a no-op. Never raises."""
+
+
+class Driver(abc.ABC):
+    """Moves opaque envelopes to a :class:`~transport.target.Target`.
+
+    ``on_message`` callbacks run on the driver's I/O side and must not block: hand the
+    message to a worker and return.
+    """
+
+    def __init__(self, url: str, config: TransportConfig) -> None:
+        self.url = url
+        self.config = config
+
+    @abc.abstractmethod
+    def send(self, target: Target, body: bytes, *, ttl: float | None = None) -> None:
+        """Hand a request or cast to the broker; returns once the broker holds it.
+
+        ``target.topic`` is set; ``target.server`` picks the ``<topic>.<server>`` queue;
+        ``target.fanout`` copies it to every fanout queue of the topic (none is fine).
+        ``ttl`` (seconds) drops the message if no server took it by then.
+
+        Raises:
+            MessageUndeliverable: no queue is bound for a non-fanout target.
+            TransportError: the broker stayed unreachable through the retries.
+        """
+
+    @abc.abstractmethod
+    def send_reply(self, address: str, body: bytes) -> None:
+        """Send a reply envelope to a reply address from :meth:`start_replies`. A vanished
+        address drops the reply silently (its caller is gone)."""
+
+    @abc.abstractmethod
+    def start_replies(self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]) -> str:
+        """Start consuming this process's reply queue (once) and return its address.
+
+        ``on_reply`` gets every reply body. ``on_lost(reason)`` is called when replies
+        may have been lost (the connection dropped); the caller fails its pending calls.
+        """
+
+    @abc.abstractmethod
+    def listen(self, target: Target, on_message: OnMessage, *, prefetch: int) -> Listener:
+        """Declare and consume the queues a server of ``target`` reads: ``<topic>`` and
+        ``<topic>.<server>`` (durable) and a fanout queue of its own. Returns once consuming."""
+
+    @abc.abstractmethod
+    def notify(self, target: Target, priority: str, body: bytes) -> None:
+        """Publish a notification to ``<topic>.<priority>``; declares that (default pool)
+        queue first so notifications wait for a listener that is not up yet."""
+
+    @abc.abstractmethod
+    def listen_notifications(
+        self,
+        targets: list[tuple[Target, str]],
+        pool: str | None,
+        on_message: OnMessage,
+        *,
+        prefetch: int,
+    ) -> Listener:
+        """Consume notifications for each ``(target, priority)``. Listeners of one pool share
+        messages; each pool (None is the default pool) gets its own copy of each."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and threads. Safe to call twice."""
+
+
+def exchange_name(target: Target, config: TransportConfig) -> str:
+    """The exchange a target's messages go through."""
+    return target.exchange or config.default_exchange
+
+
+def routing_key(target: Target) -> str:
+    """``<topic>`` or ``<topic>.<server>``: also the name of the queue bound to it."""
+    topic = target.require_topic()
+    return f"{topic}.{target.server}" if target.server else topic
+
+
+def notification_queue(target: Target, priority: str, pool: str | None) -> str:
+    """``<topic>.<priority>`` for the default pool, ``<topic>.<priority>.<pool>`` otherwise."""
+    key = f"{target.require_topic()}.{priority}"
+    return f"{key}.{pool}" if pool else key

@@ -1,0 +1,1 @@
+"""Broker drivers: ``memory`` (in-process) and ``amqp`` (RabbitMQ through kombu)."""

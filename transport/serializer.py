@@ -1,0 +1,63 @@
+"""Hooks that turn entities and request contexts into JSON-compatible primitives and back.
+
+The objects package ships ``objects.base.VersionedObjectSerializer`` with the same four
+methods by duck typing; the transport only ever calls them.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+__all__ = ["NoOpSerializer", "Serializer", "context_to_dict"]
+
+
+def context_to_dict(ctxt: Any) -> dict[str, Any]:
+    """A request context as a dict: dicts pass through, other objects use ``to_dict()``."""
+    if ctxt is None:
+        return {}
+    if isinstance(ctxt, dict):
+        return ctxt
+    to_dict = getattr(ctxt, "to_dict", None)
+    if to_dict is None:
+        raise TypeError(f"context {type(ctxt).__name__} is neither a dict nor has to_dict()")
+    result = to_dict()
+    if not isinstance(result, dict):
+        raise TypeError(f"{type(ctxt).__name__}.to_dict() returned {type(result).__name__}")
+    return result
+
+
+class Serializer(abc.ABC):
+    """Converts entities and contexts to primitives for the wire, and back."""
+
+    @abc.abstractmethod
+    def serialize_entity(self, ctxt: Any, entity: Any) -> Any:
+        """Return ``entity`` as JSON-compatible primitives."""
+
+    @abc.abstractmethod
+    def deserialize_entity(self, ctxt: Any, entity: Any) -> Any:
+        """Rebuild an entity from the primitives ``serialize_entity`` produced."""
+
+    @abc.abstractmethod
+    def serialize_context(self, ctxt: Any) -> dict[str, Any]:
+        """Return the request context as a JSON-compatible dict."""
+
+    @abc.abstractmethod
+    def deserialize_context(self, ctxt: dict[str, Any]) -> Any:
+        """Rebuild the request context the server hands to endpoints."""
+
+
+class NoOpSerializer(Serializer):
+    """Passes entities through untouched; contexts travel as dicts."""
+
+    def serialize_entity(self, ctxt: Any, entity: Any) -> Any:
+        return entity
+
+    def deserialize_entity(self, ctxt: Any, entity: Any) -> Any:
+        return entity
+
+    def serialize_context(self, ctxt: Any) -> dict[str, Any]:
+        return context_to_dict(ctxt)
+
+    def deserialize_context(self, ctxt: dict[str, Any]) -> Any:
+        return ctxt

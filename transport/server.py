@@ -1,0 +1,286 @@
+"""The serving side of RPC: :class:`RPCServer` consumes a target and runs its endpoints."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from transport import _wire
+from transport._pool import WorkerPool
+from transport.dispatcher import RPCDispatcher
+from transport.driver import Incoming, Listener
+from transport.exceptions import (
+    MessageDeliveryFailure,
+    MessageTooLarge,
+    MessagingException,
+    TransportError,
+)
+from transport.serializer import Serializer
+from transport.target import Target
+
+if TYPE_CHECKING:
+    from transport._transport import Transport
+
+__all__ = ["RPCServer", "ServerState"]
+
+LOG = logging.getLogger(__name__)
+
+_REQUIRED = {"id": str, "method": str, "args": dict, "ctxt": dict}
+
+
+class ServerState(enum.Enum):
+    """Lifecycle of a server: NEW -start-> RUNNING -stop-> STOPPING -(drained)-> STOPPED."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class _Running:
+    __slots__ = ("reply_to", "interval", "due")
+
+    def __init__(self, reply_to: str, interval: float) -> None:
+        self.reply_to = reply_to
+        self.interval = interval
+        self.due = time.monotonic() + interval
+
+
+class RPCServer:
+    """Consumes ``<topic>``, ``<topic>.<server>`` and the topic's fanout, runs endpoints.
+
+    Each request runs on a worker thread; it is acknowledged after the handler finished and
+    its reply was sent (at-least-once: a server that dies first leaves the request to the
+    next one, with the same request id). While a call runs, the server sends heartbeats so
+    its caller notices if it dies.
+
+    Args:
+        transport: from :func:`transport.get_transport`.
+        target: ``topic`` required; ``server`` adds the server's own queue.
+        endpoints: objects whose public methods are callable (see :mod:`transport.dispatcher`).
+        serializer: rebuilds contexts and arguments, serializes results.
+        executor: only "threading" is supported.
+        max_workers: handlers running at once.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        target: Target,
+        endpoints: Sequence[object],
+        serializer: Serializer | None = None,
+        executor: str = "threading",
+        max_workers: int = 8,
+    ) -> None:
+        if executor != "threading":
+            raise ValueError(f"unsupported executor {executor!r}; use 'threading'")
+        target.require_topic()
+        self.transport = transport
+        self.target = target
+        self.dispatcher = RPCDispatcher(endpoints, serializer)
+        self.max_workers = max_workers
+        self.state = ServerState.NEW
+        self._pool = WorkerPool(max_workers, f"rpc-{target.topic}")
+        self._listener: Listener | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._running: dict[str, _Running] = {}
+        self._beat = threading.Condition(self._lock)
+        self._beat_thread: threading.Thread | None = None
+        self._killed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        """Declare and consume the target's queues; returns once consuming."""
+        with self._lock:
+            if self.state is not ServerState.NEW:
+                raise RuntimeError(f"cannot start a server that is {self.state.value}")
+            self.state = ServerState.RUNNING
+        prefetch = self.max_workers * self.transport.config.prefetch_multiplier
+        try:
+            self._listener = self.transport._driver.listen(self.target, self._on_message, prefetch=prefetch)
+        except BaseException:
+            with self._lock:
+                self.state = ServerState.STOPPED
+            self._stopped.set()
+            raise
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop consuming, then wait for in-flight requests to finish (and be acknowledged)."""
+        # NOTE: stop consuming before flipping the state: a message arriving in between is
+        # then requeued to other consumers instead of bouncing back to us.
+        if self._listener is not None:
+            self._listener.stop()
+        with self._lock:
+            if self.state in (ServerState.STOPPING, ServerState.STOPPED):
+                pass
+            else:
+                self.state = ServerState.STOPPING
+            self._beat.notify_all()
+        if not self._pool.drain(timeout):
+            LOG.warning("server %s stopped with requests still running", self.target.topic)
+        self._pool.shutdown()
+        with self._lock:
+            self.state = ServerState.STOPPED
+            self._beat.notify_all()
+        self._stopped.set()
+
+    def kill(self) -> None:
+        """Stop at once as if the process died: unacknowledged requests go back to their
+        queue for another server, running handlers' replies are dropped. Never raises."""
+        with self._lock:
+            self.state = ServerState.STOPPED
+            self._killed = True
+            self._beat.notify_all()
+        if self._listener is not None:
+            try:
+                self._listener.kill()
+            except Exception:
+                LOG.debug("kill of %s listener failed", self.target.topic, exc_info=True)
+        self._pool.shutdown()
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server is stopped and drained; False if ``timeout`` passed first."""
+        return self._stopped.wait(timeout)
+
+    # -- handling -------------------------------------------------------------------
+    def _on_message(self, incoming: Incoming) -> None:
+        with self._lock:
+            if self.state is not ServerState.RUNNING:
+                incoming.requeue()
+                return
+            self._pool.submit(lambda: self._handle(incoming))
+
+    def _handle(self, incoming: Incoming) -> None:
+        limit = self.transport.config.max_message_size
+        if len(incoming.body) > limit:
+            self._reject(incoming, MessageTooLarge(size=len(incoming.body), limit=limit))
+            return
+        try:
+            envelope = _wire.decode(incoming.body)
+            for key, kind in _REQUIRED.items():
+                if not isinstance(envelope.get(key), kind):
+                    raise MessageDeliveryFailure(reason=f"field {key!r} missing or not a {kind.__name__}")
+        except MessageDeliveryFailure as exc:
+            self._reject(incoming, exc)
+            return
+        request_id: str = envelope["id"]
+        reply_to = envelope.get("reply_to") if isinstance(envelope.get("reply_to"), str) else None
+        interval = envelope.get("hb")
+        if reply_to and isinstance(interval, (int, float)) and interval > 0:
+            self._watch(request_id, reply_to, float(interval))
+        try:
+            sent = self._run(envelope, request_id, reply_to)
+        finally:
+            self._unwatch(request_id)
+        if self._killed:
+            return
+        if sent:
+            incoming.ack()
+        else:
+            incoming.requeue()
+
+    def _run(self, envelope: dict[str, Any], request_id: str, reply_to: str | None) -> bool:
+        """Dispatch and reply; False when the reply could not be sent (requeue it)."""
+        method = envelope["method"]
+        multi = bool(envelope.get("multi"))
+        try:
+            streaming, value = self.dispatcher.dispatch(
+                request_id,
+                envelope["ctxt"],
+                method,
+                envelope["args"],
+                envelope.get("ns"),
+                envelope.get("ver"),
+            )
+            if streaming and reply_to and multi:
+                for item in value:
+                    self._reply(reply_to, {"id": request_id, "t": "i", "v": item})
+            elif streaming:
+                # A plain call (or cast) of a generator method gets the whole list.
+                value, streaming = list(value), False
+            if reply_to:
+                if multi:
+                    if not streaming:
+                        self._reply(reply_to, {"id": request_id, "t": "i", "v": value})
+                    self._reply(reply_to, {"id": request_id, "t": "end"})
+                else:
+                    self._reply(reply_to, {"id": request_id, "t": "r", "v": value})
+        except TransportError as exc:
+            LOG.warning("could not reply to %s (%s); requeueing it", method, exc)
+            return False
+        except Exception as exc:
+            if isinstance(exc, MessagingException):
+                LOG.warning("request %s %s failed: %s", request_id, method, exc)
+            else:
+                LOG.warning("request %s %s raised", request_id, method, exc_info=True)
+            if reply_to:
+                try:
+                    self._reply(reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)})
+                except TransportError:
+                    return False
+        return True
+
+    def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
+        if self._killed:
+            raise TransportError(reason="the server was killed")
+        try:
+            body = _wire.encode(reply, self.transport.config.max_message_size)
+        except (MessageTooLarge, TypeError) as exc:
+            # The caller gets a typed error instead of a reply it could never read.
+            body = _wire.encode({"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)})
+        self.transport._driver.send_reply(reply_to, body)
+
+    def _reject(self, incoming: Incoming, exc: MessagingException) -> None:
+        request_id, reply_to = _wire.request_reply_info(incoming.body)
+        LOG.warning("rejecting a message on %s: %s", self.target.topic, exc)
+        if request_id and reply_to:
+            try:
+                self._reply(reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)})
+                incoming.ack()
+                return
+            except TransportError:
+                pass
+        incoming.dead_letter(str(exc))
+
+    # -- call monitor -----------------------------------------------------------------
+    def _watch(self, request_id: str, reply_to: str, interval: float) -> None:
+        with self._lock:
+            self._running[request_id] = _Running(reply_to, interval)
+            if self._beat_thread is None:
+                self._beat_thread = threading.Thread(
+                    target=self._heartbeats, name=f"rpc-heartbeat-{self.target.topic}", daemon=True
+                )
+                self._beat_thread.start()
+            self._beat.notify()
+
+    def _unwatch(self, request_id: str) -> None:
+        with self._lock:
+            self._running.pop(request_id, None)
+
+    def _heartbeats(self) -> None:
+        # Heartbeats go out from their own thread: a handler busy for minutes still shows
+        # its caller it is alive.
+        while True:
+            with self._lock:
+                if self.state is ServerState.STOPPED:
+                    self._beat_thread = None
+                    return
+                now = time.monotonic()
+                due = [(rid, r.reply_to) for rid, r in self._running.items() if r.due <= now]
+                for rid, _ in due:
+                    self._running[rid].due = now + self._running[rid].interval
+                if not due:
+                    nxt = min((r.due for r in self._running.values()), default=None)
+                    self._beat.wait(None if nxt is None else max(0.0, nxt - now))
+                    continue
+            for rid, reply_to in due:
+                try:
+                    self._reply(reply_to, {"id": rid, "t": "hb"})
+                except TransportError as exc:
+                    LOG.debug("heartbeat for %s not sent: %s", rid, exc)
