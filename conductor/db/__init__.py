@@ -1,0 +1,62 @@
+"""The conductor's database layer: engines, models, migrations, and the Storage seam.
+
+Only the conductor opens a database. The service creates an engine and a session factory
+once, checks the schema is at head, and per request opens a session, binds a
+:class:`SQLStorage` to it as ``context.db``, and commits (storing the result for
+exactly-once replies through :mod:`conductor.db.requests`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from conductor.db.engine import (
+    ConductorSession,
+    create_engine,
+    session_factory,
+    session_scope,
+)
+from conductor.db.errors import SchemaNotAtHead, mask_url, translate_errors
+from conductor.db.migration import check_at_head, current_revision, head_revision, upgrade
+from conductor.db.models import (
+    Base,
+    Revisioned,
+    UTCDateTime,
+    ensure_user_tables,
+    get_table,
+    register_model,
+    registered_models,
+)
+from conductor.db.requests import lookup_result, prune, store_result
+from conductor.db.storage import SQLStorage
+
+__all__ = [
+    # engines and sessions
+    "ConductorSession",
+    "Engine",
+    "create_engine",
+    "session_factory",
+    "session_scope",
+    # migrations
+    "check_at_head",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+    # models
+    "Base",
+    "Revisioned",
+    "UTCDateTime",
+    "ensure_user_tables",
+    "get_table",
+    "register_model",
+    "registered_models",
+    # storage and exactly-once
+    "SQLStorage",
+    "lookup_result",
+    "prune",
+    "store_result",
+    # errors
+    "SchemaNotAtHead",
+    "mask_url",
+    "translate_errors",
+]

@@ -1,0 +1,182 @@
+"""Engines and sessions: the only place the conductor opens a database.
+
+``create_engine`` knows the two databases we support: SQLite (the embedded default, a file
+in WAL mode shared by the conductor's worker threads) and PostgreSQL through psycopg 3.
+``session_scope`` runs one request's transaction: commit on success, roll back on error,
+SQLAlchemy errors translated to ``objects.exception`` types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, cast
+
+import sqlalchemy
+from sqlalchemy import event, pool
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
+
+from conductor.db.errors import mask_url, translate_errors
+from objects import exception
+
+__all__ = [
+    "DEFAULT_MAX_OVERFLOW",
+    "DEFAULT_POOL_SIZE",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "ConductorSession",
+    "create_engine",
+    "session_factory",
+    "session_scope",
+]
+
+#: Connections kept open per engine; size it to the conductor's worker count.
+DEFAULT_POOL_SIZE = 10
+#: Extra connections allowed under bursts, closed again when returned.
+DEFAULT_MAX_OVERFLOW = 20
+#: How long an SQLite writer waits for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "UPSERT", "TRUNCATE")
+WROTE_KEY = "conductor.wrote"
+
+
+def _normalize(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise exception.ObjectValueError(
+            reason=f"cannot parse database URL {mask_url(url)!r}: use sqlite:///PATH or "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        ) from exc
+    # Plain postgresql:// would pick psycopg2, which we do not ship; we ship psycopg 3.
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _is_sqlite_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or str(url.database).startswith("file::memory:")
+
+
+def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers run while one writer commits; NORMAL sync is durable across
+        # application crashes (not power loss mid-checkpoint), the usual WAL trade-off.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    echo: bool = False,
+) -> Engine:
+    """An engine for ``url``, set up for many worker threads.
+
+    SQLite (``sqlite:///path``): WAL journal, a busy timeout so concurrent writers wait
+    instead of failing, foreign keys on, connections shareable across threads.
+    ``sqlite://`` (in memory) uses one shared connection. PostgreSQL: ``postgresql://`` is
+    taken to mean psycopg 3 (``postgresql+psycopg://``).
+
+    Args:
+        url: the database URL.
+        pool_size: connections kept open (about the number of concurrent requests).
+        max_overflow: extra connections allowed under bursts.
+        echo: log every statement (debugging).
+
+    Raises:
+        ObjectValueError: the URL cannot be parsed.
+    """
+    parsed = _normalize(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {
+            "check_same_thread": False,
+            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+        }
+        if _is_sqlite_memory(parsed):
+            # One connection, or every checkout would see its own empty database.
+            kwargs["poolclass"] = pool.StaticPool
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+    else:
+        kwargs.update(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            # Servers and proxies drop idle connections; recycle before they do.
+            pool_recycle=1800,
+        )
+    with translate_errors():
+        engine = sqlalchemy.create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+class ConductorSession(Session):
+    """A Session that records whether anything was written during its transaction.
+
+    ``session.info[WROTE_KEY]`` turns true on a flush and on any ``session.execute`` of an
+    INSERT, UPDATE or DELETE (Core, ORM or textual), so the service knows which requests
+    changed data (and must store their result for exactly-once replies). The flag lives
+    as long as the session: use one session per request.
+    """
+
+
+def _is_write(state: ORMExecuteState) -> bool:
+    if state.is_insert or state.is_update or state.is_delete:
+        return True
+    if isinstance(state.statement, sqlalchemy.TextClause):
+        verb = state.statement.text.lstrip().split(None, 1)[:1]
+        return bool(verb) and verb[0].upper() in _WRITE_VERBS
+    return False
+
+
+@event.listens_for(ConductorSession, "do_orm_execute")
+def _note_execute(state: ORMExecuteState) -> None:
+    if _is_write(state):
+        state.session.info[WROTE_KEY] = True
+
+
+@event.listens_for(ConductorSession, "after_flush")
+def _note_flush(session: Session, flush_context: UOWTransaction) -> None:
+    session.info[WROTE_KEY] = True
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A factory of :class:`ConductorSession` bound to ``engine``.
+
+    Objects stay readable after commit (``expire_on_commit=False``): the service builds
+    its reply from them after the transaction has ended.
+    """
+    factory = sessionmaker(bind=engine, class_=ConductorSession, expire_on_commit=False)
+    return cast("sessionmaker[Session]", factory)
+
+
+@contextlib.contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction: commit when the block succeeds, roll back when it raises.
+
+    SQLAlchemy errors, from the block or from the commit, come out as
+    ``objects.exception`` types (see :mod:`conductor.db.errors`).
+    """
+    session = factory()
+    try:
+        with translate_errors():
+            yield session
+            session.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            session.rollback()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()

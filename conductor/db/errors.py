@@ -1,0 +1,137 @@
+"""The boundary where SQLAlchemy and DBAPI errors become typed errors.
+
+No SQLAlchemy exception leaves ``conductor/db``: storage calls, the exactly-once helpers
+and migrations run under :func:`translate_errors`, and the service wraps user method
+bodies and the commit in it too. What callers see:
+
+==========================================  ============================================
+SQLAlchemy / DBAPI                          raised instead
+==========================================  ============================================
+IntegrityError, unique key                  ``objects.exception.DuplicateEntry``
+IntegrityError, NOT NULL / CHECK / FK       ``objects.exception.ObjectValueError``
+DataError, bind-parameter conversion        ``objects.exception.ObjectValueError``
+StaleDataError (ORM version check)          ``objects.exception.ConcurrentUpdate``
+NoResultFound                               ``objects.exception.NotFound``
+everything else (outage, lock, deadlock)    ``objects.exception.DatabaseError``
+==========================================  ============================================
+
+Plus :class:`SchemaNotAtHead`, raised by ``check_at_head`` before a conductor serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import exc as orm_exc
+
+from objects import exception
+
+__all__ = ["SchemaNotAtHead", "mask_url", "translate_errors"]
+
+_UNIQUE_SQLSTATE = "23505"
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
+_PG_KEY = re.compile(r"Key \((.+?)\)=")
+_REASON_LIMIT = 300
+
+
+class SchemaNotAtHead(exception.ObjectsError):
+    """Raised when the database schema is not the one this code expects.
+
+    Fields: ``url`` (password masked), ``current`` (the database's revision or None),
+    ``head`` (the code's). Run ``conductor db upgrade --database-url URL`` to fix it.
+    """
+
+    msg_fmt = (
+        "The database %(url)s is at schema revision %(current)s but this conductor needs "
+        "%(head)s: run `conductor db upgrade --database-url %(url)s` first"
+    )
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as text with its password replaced by ``***`` (safe for logs and errors)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sa_exc.ArgumentError, ValueError, TypeError):
+        return "<unparseable database URL>"
+
+
+def _reason(exc: BaseException) -> str:
+    # Use the driver's message, not SQLAlchemy's: that one appends the SQL and bound
+    # parameters, which can be long and hold user data.
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    reason = text[0] if text else type(exc).__name__
+    return reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 3] + "..."
+
+
+def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _UNIQUE_SQLSTATE:
+        return True
+    if getattr(orig, "sqlite_errorname", "") in {
+        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+    }:
+        return True
+    return "UNIQUE constraint failed" in str(orig)
+
+
+def _duplicate_columns(exc: sa_exc.IntegrityError) -> list[str]:
+    text = str(exc.orig)
+    match = _SQLITE_UNIQUE.search(text.splitlines()[0] if text else "")
+    if match:  # "UNIQUE constraint failed: instances.uuid, instances.host"
+        return [part.strip().rsplit(".", 1)[-1] for part in match.group(1).split(",")]
+    diag = getattr(exc.orig, "diag", None)
+    detail = getattr(diag, "message_detail", None) or text
+    match = _PG_KEY.search(detail)  # "Key (uuid)=(...) already exists."
+    if match:
+        return [part.strip() for part in match.group(1).split(",")]
+    return []
+
+
+@contextlib.contextmanager
+def translate_errors(objname: str | None = None) -> Iterator[None]:
+    """Re-raise SQLAlchemy and DBAPI errors as ``objects.exception`` types.
+
+    Args:
+        objname: the object name to put on ``DuplicateEntry``/``NotFound``/``ConcurrentUpdate``.
+    """
+    name = objname or "Object"
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        if _is_unique_violation(exc):
+            columns = _duplicate_columns(exc)
+            raise exception.DuplicateEntry(
+                f"{name} already exists with the same {', '.join(columns) or 'unique key'}",
+                objname=name,
+                columns=columns,
+            ) from exc
+        raise exception.ObjectValueError(reason=_reason(exc)) from exc
+    except sa_exc.DataError as exc:
+        raise exception.ObjectValueError(reason=_reason(exc)) from exc
+    except sa_exc.DBAPIError as exc:
+        # OperationalError, InterfaceError, InternalError, ProgrammingError...: the
+        # database (or the connection to it) failed the request.
+        raise exception.DatabaseError(reason=_reason(exc)) from exc
+    except sa_exc.StatementError as exc:
+        # Raised before the statement reached the database: a bind processor refused the
+        # value (a str for a DateTime, something json cannot encode, ...).
+        orig = exc.orig
+        if isinstance(orig, exception.ObjectsError):
+            raise orig from exc
+        if isinstance(orig, (TypeError, ValueError, OverflowError)):
+            raise exception.ObjectValueError(reason=_reason(exc)) from exc
+        raise exception.DatabaseError(reason=_reason(exc)) from exc
+    except orm_exc.StaleDataError as exc:
+        raise exception.ConcurrentUpdate(
+            f"{name} was changed by someone else; refresh and retry", objname=name
+        ) from exc
+    except sa_exc.NoResultFound as exc:
+        raise exception.NotFound(objname=name) from exc
+    except sa_exc.SQLAlchemyError as exc:
+        raise exception.DatabaseError(reason=_reason(exc)) from exc

@@ -1,0 +1,129 @@
+"""Schema migrations: alembic, driven from code (``conductor db upgrade``) or its own CLI.
+
+The revisions live in the top-level ``alembic/`` folder of the source tree (the project is
+installed editable), next to ``alembic.ini`` so ``alembic upgrade head`` works as well.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import URL
+
+from alembic import command
+from conductor.db.engine import create_engine
+from conductor.db.errors import SchemaNotAtHead, mask_url, translate_errors
+from objects import exception
+
+__all__ = [
+    "ALEMBIC_DIR",
+    "alembic_config",
+    "check_at_head",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+]
+
+#: The folder holding env.py and versions/.
+ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+
+
+def alembic_config() -> Config:
+    """An alembic Config pointing at our migrations (no ini file, no logging setup).
+
+    Raises:
+        DatabaseError: the ``alembic/`` folder is missing from the source tree.
+    """
+    if not (ALEMBIC_DIR / "env.py").is_file():
+        raise exception.DatabaseError(
+            f"The migrations folder {ALEMBIC_DIR} is missing; install the conductor from "
+            "its source tree (pip install -e .)",
+            reason="migrations folder missing",
+        )
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this code ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "alembic/versions holds no revision"
+    return head
+
+
+def current_revision(database_url: str | URL) -> str | None:
+    """The revision the database is at (None when it was never migrated).
+
+    Raises:
+        DatabaseError: the database cannot be reached.
+    """
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with translate_errors(), engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def upgrade(database_url: str | URL, revision: str = "head") -> None:
+    """Migrate the database to ``revision`` (the newest by default); a no-op when there.
+
+    Args:
+        database_url: the database; its password is never logged.
+        revision: an alembic revision id, or "head".
+
+    Raises:
+        DatabaseError: the database cannot be reached or refused a migration.
+        ObjectValueError: ``revision`` is unknown.
+    """
+    config = alembic_config()
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with translate_errors(), engine.begin() as connection:
+            # env.py uses this connection rather than opening one from a URL, so the
+            # password never passes through alembic's ini-style config.
+            config.attributes["connection"] = connection
+            try:
+                command.upgrade(config, revision)
+            except CommandError as exc:
+                raise exception.ObjectValueError(
+                    reason=f"cannot upgrade {mask_url(database_url)} to {revision!r}: {exc}"
+                ) from exc
+    finally:
+        engine.dispose()
+
+
+def check_at_head(database_url: str | URL) -> None:
+    """Make sure the database schema is the one this code expects.
+
+    Raises:
+        SchemaNotAtHead: it is behind (or was never migrated), or at a revision this
+            code does not know (migrated by a newer conductor); the message names the
+            command that fixes it.
+        DatabaseError: the database cannot be reached.
+    """
+    current = current_revision(database_url)
+    head = head_revision()
+    if current == head:
+        return
+    url = mask_url(database_url)
+    known = {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+    if current is not None and current not in known:
+        raise SchemaNotAtHead(
+            f"The database {url} is at schema revision {current}, which this conductor does "
+            f"not know (its newest is {head}): it was migrated by a newer version; run that "
+            "version's conductor instead",
+            url=url,
+            current=current,
+            head=head,
+        )
+    raise SchemaNotAtHead(url=url, current=current or "none (empty database)", head=head)

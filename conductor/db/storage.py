@@ -1,0 +1,373 @@
+"""SQLStorage: the ``objects.storage.Storage`` seam on SQLAlchemy.
+
+The conductor binds one ``SQLStorage`` to each request's session and hands it to method
+bodies as ``context.db``. Hot paths are single Core statements built once per table:
+``get`` and ``get_many`` are one SELECT (``WHERE id IN (...)`` for many), ``create`` one
+``INSERT ... RETURNING``, ``update`` one ``UPDATE ... WHERE id = ? AND revision = ?
+RETURNING``; only a zero-row update or delete pays a second SELECT, to say whether the row
+is missing or the caller's copy is stale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Float,
+    Integer,
+    Numeric,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from conductor.db.engine import WROTE_KEY
+from conductor.db.errors import translate_errors
+from conductor.db.models import UTCDateTime, get_table, utcnow
+from objects import exception
+from objects.storage import Record
+
+__all__ = ["SQLStorage"]
+
+_MICROSECOND = dt.timedelta(microseconds=1)
+# Stay well below SQLite's 32766 and PostgreSQL's 65535 bound parameters per statement.
+_IN_CHUNK = 5000
+# Storage-owned columns: the caller never writes them.
+_MANAGED = frozenset({"id", "revision", "created_at", "updated_at"})
+
+
+def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], None]:
+    """A check that refuses values the column would refuse on PostgreSQL.
+
+    SQLite stores anything anywhere; checking here makes both databases reject the same
+    values, with the same typed error, before a statement is sent.
+    """
+    kinds: tuple[type, ...] | None
+    max_length: int | None = None
+    if isinstance(column_type, Boolean):
+        kinds = (bool,)
+    elif isinstance(column_type, Integer):
+        kinds = (int,)
+    elif isinstance(column_type, (Float, Numeric)):
+        kinds = (int, float)
+    elif isinstance(column_type, String):
+        kinds = (str,)
+        max_length = column_type.length
+    elif isinstance(column_type, UTCDateTime):
+        kinds = (dt.datetime,)
+    else:  # JSON and user types: the bind processor (json.dumps, ...) decides.
+        kinds = None
+
+    def check(value: Any) -> None:
+        if value is None:
+            if not nullable:
+                raise exception.ObjectValueError(reason=f"{name} cannot be None")
+            return
+        if kinds is None:
+            return
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise exception.ObjectValueError(
+                reason=f"{name} must be {' or '.join(k.__name__ for k in kinds)}, "
+                f"not {type(value).__name__}"
+            )
+        if max_length is not None and isinstance(value, str) and len(value) > max_length:
+            raise exception.ObjectValueError(
+                reason=f"{name} is longer than {max_length} characters"
+            )
+
+    return check
+
+
+@dataclasses.dataclass(frozen=True)
+class _TableOps:
+    """What SQLStorage needs of one table, computed once: statements, columns, checks."""
+
+    table: Table
+    names: tuple[str, ...]
+    checks: Mapping[str, Callable[[Any], None]]
+    timestamps: bool  # has created_at and updated_at
+    has_updated_at: bool
+    select_all: Select[Any]
+    select_one: Select[Any]
+    select_many: Select[Any]
+    select_state: Select[Any]
+
+    @classmethod
+    def build(cls, table: Table) -> _TableOps:
+        c = table.c
+        checks = {
+            col.name: _checker(col.type, bool(col.nullable), f"{table.name}.{col.name}")
+            for col in table.columns
+        }
+        select_all = select(table).order_by(c.id)
+        state_cols = [c.revision] + ([c.updated_at] if "updated_at" in c else [])
+        return cls(
+            table=table,
+            names=tuple(col.name for col in table.columns),
+            checks=checks,
+            timestamps="created_at" in c and "updated_at" in c,
+            has_updated_at="updated_at" in c,
+            select_all=select_all,
+            select_one=select(table).where(c.id == bindparam("id")),
+            select_many=select(table).where(c.id.in_(bindparam("ids", expanding=True))),
+            select_state=select(*state_cols).where(c.id == bindparam("id")),
+        )
+
+
+@functools.cache
+def _ops_for_table(table: Table) -> _TableOps:
+    return _TableOps.build(table)
+
+
+def _ops(objname: str) -> _TableOps:
+    return _ops_for_table(get_table(objname))
+
+
+class SQLStorage:
+    """The Storage protocol (``objects.storage.Storage``) over one SQLAlchemy session.
+
+    Every method runs in the session's transaction; the caller (the conductor, one
+    session per request) commits or rolls back. Records are dicts keyed by column name,
+    which is the field name. Errors are ``objects.exception`` types, never SQLAlchemy's.
+
+    Args:
+        session: the request's session; method bodies that need more than the protocol
+            may use it directly as ``context.db.session``.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._wrote = False
+
+    @property
+    def wrote(self) -> bool:
+        """True once this request wrote anything, through the protocol or the raw session."""
+        return self._wrote or bool(self.session.info.get(WROTE_KEY))
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, objname: str, id: int) -> Record:
+        ops = _ops(objname)
+        with translate_errors(objname):
+            row = self.session.execute(ops.select_one, {"id": id}).first()
+        if row is None:
+            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+        return dict(zip(ops.names, row, strict=True))
+
+    def get_by(self, objname: str, **equals: Any) -> Record:
+        ops = _ops(objname)
+        stmt = ops.select_all.where(*self._conditions(ops, objname, equals)).limit(1)
+        with translate_errors(objname):
+            row = self.session.execute(stmt).first()
+        if row is None:
+            fields = {**_jsonable(equals), "objname": objname}
+            raise exception.NotFound(f"{objname} with {_describe(equals)} not found", **fields)
+        return dict(zip(ops.names, row, strict=True))
+
+    def query(
+        self,
+        objname: str,
+        filters: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        marker: int | None = None,
+    ) -> list[Record]:
+        ops = _ops(objname)
+        stmt = ops.select_all
+        conditions = self._conditions(ops, objname, filters or {})
+        if marker is not None:
+            if isinstance(marker, bool) or not isinstance(marker, int):
+                raise exception.ObjectValueError(reason=f"marker must be an id, not {marker!r}")
+            conditions.append(ops.table.c.id > marker)
+        if conditions:
+            stmt = stmt.where(*conditions)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise exception.ObjectValueError(
+                    reason=f"limit must be a non-negative int, not {limit!r}"
+                )
+            stmt = stmt.limit(limit)
+        names = ops.names
+        with translate_errors(objname):
+            rows = self.session.execute(stmt).all()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def get_many(self, objname: str, ids: Sequence[int]) -> dict[int, Record]:
+        ops = _ops(objname)
+        wanted = list(dict.fromkeys(ids))
+        found: dict[int, Record] = {}
+        names = ops.names
+        with translate_errors(objname):
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                for row in self.session.execute(ops.select_many, {"ids": chunk}):
+                    record = dict(zip(names, row, strict=True))
+                    found[record["id"]] = record
+        return found
+
+    # -- writes ------------------------------------------------------------------------
+
+    def create(self, objname: str, values: Mapping[str, Any]) -> Record:
+        ops = _ops(objname)
+        row_values = self._checked(ops, objname, values, creating=True)
+        row_values["revision"] = 1
+        if ops.timestamps:
+            now = utcnow()
+            row_values["created_at"] = now
+            row_values["updated_at"] = now
+        elif ops.has_updated_at:
+            row_values["updated_at"] = utcnow()
+        stmt = insert(ops.table).values(row_values).returning(*ops.table.c)
+        self._wrote = True
+        with translate_errors(objname):
+            row = self.session.execute(stmt).one()
+        return dict(zip(ops.names, row, strict=True))
+
+    def update(
+        self,
+        objname: str,
+        id: int,
+        values: Mapping[str, Any],
+        expected_revision: int | None = None,
+    ) -> Record:
+        ops = _ops(objname)
+        c = ops.table.c
+        row_values: dict[str, Any] = self._checked(ops, objname, values, creating=False)
+        row_values.pop("id", None)
+        row_values["revision"] = c.revision + 1
+        conditions: list[ColumnElement[bool]] = [c.id == id]
+        if expected_revision is not None:
+            conditions.append(c.revision == expected_revision)
+        now = utcnow() if ops.has_updated_at else None
+        self._wrote = True
+        # At most a few rounds: the first normally; another only when this process's clock
+        # is behind the row's updated_at (written by a conductor whose clock runs ahead).
+        for _ in range(3):
+            where = list(conditions)
+            if now is not None:
+                row_values["updated_at"] = now
+                # updated_at must strictly increase per row, whichever clock wrote it last.
+                where.append(or_(c.updated_at.is_(None), c.updated_at < now))
+            stmt = update(ops.table).values(row_values).where(and_(*where))
+            with translate_errors(objname):
+                row = self.session.execute(stmt.returning(*ops.table.c)).first()
+            if row is not None:
+                return dict(zip(ops.names, row, strict=True))
+            latest = self._state(ops, objname, id, expected_revision)
+            now = utcnow() if latest is None else max(utcnow(), latest + _MICROSECOND)
+        raise exception.DatabaseError(
+            reason=f"could not advance {objname} {id} updated_at past {now}"
+        )
+
+    def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:
+        ops = _ops(objname)
+        c = ops.table.c
+        stmt = delete(ops.table).where(c.id == id)
+        if expected_revision is not None:
+            stmt = stmt.where(c.revision == expected_revision)
+        self._wrote = True
+        with translate_errors(objname):
+            result = self.session.execute(stmt)
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            self._state(ops, objname, id, expected_revision)
+            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _state(
+        self, ops: _TableOps, objname: str, id: int, expected_revision: int | None
+    ) -> dt.datetime | None:
+        """After a write matched no row: raise NotFound or ConcurrentUpdate, or return the
+        row's ``updated_at`` when neither applies."""
+        with translate_errors(objname):
+            row = self.session.execute(ops.select_state, {"id": id}).first()
+        if row is None:
+            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+        if expected_revision is not None and row[0] != expected_revision:
+            raise exception.ConcurrentUpdate(
+                objname=objname, id=id, expected=expected_revision, actual=row[0]
+            )
+        return row[1] if len(row) > 1 else None
+
+    @staticmethod
+    def _checked(
+        ops: _TableOps, objname: str, values: Mapping[str, Any], *, creating: bool
+    ) -> dict[str, Any]:
+        checks = ops.checks
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            check = checks.get(name)
+            if check is None:
+                raise exception.ObjectValueError(
+                    reason=f"{objname} has no field {name!r} in table {ops.table.name}"
+                )
+            if name in _MANAGED:
+                # The storage keeps these; an id is accepted on create (an explicit key).
+                if name == "id" and creating:
+                    check(value)
+                    out[name] = value
+                continue
+            check(value)
+            out[name] = value
+        return out
+
+    @staticmethod
+    def _conditions(
+        ops: _TableOps, objname: str, filters: Mapping[str, Any]
+    ) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        c = ops.table.c
+        for name, value in filters.items():
+            if name not in c:
+                raise exception.ObjectValueError(
+                    reason=f"cannot filter {objname} on unknown field {name!r}"
+                )
+            column = c[name]
+            if isinstance(column.type, JSON):
+                raise exception.ObjectValueError(
+                    reason=f"cannot filter {objname} on {name!r}: it is a list/dict/object field"
+                )
+            check = ops.checks[name]
+            if isinstance(value, (list, tuple, set, frozenset)):
+                present = [v for v in value if v is not None]
+                for v in present:
+                    check(v)
+                condition: ColumnElement[bool] = column.in_(present)
+                if len(present) != len(value):  # None in the list: also match NULL
+                    condition = or_(condition, column.is_(None))
+                conditions.append(condition)
+            elif value is None:
+                conditions.append(column.is_(None))
+            else:
+                check(value)
+                conditions.append(column == value)
+        return conditions
+
+
+def _describe(equals: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in equals.items()) or "no filter"
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    # Exception kwargs travel over RPC as JSON; keep only what survives it.
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        elif isinstance(value, Iterable) and not isinstance(value, Mapping):
+            out[key] = [v for v in value if isinstance(v, (str, int, float, bool))]
+    return out
