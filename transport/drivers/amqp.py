@@ -1,0 +1,631 @@
+"""``amqp://`` / ``rabbit://``: RabbitMQ through kombu. The only module importing kombu.
+
+Two connections per driver (that is, per transport):
+
+* the *publisher* connection, used under a lock by whichever thread sends. Publisher
+  confirms plus ``mandatory`` tell the sender at once that nobody consumes a topic
+  (RabbitMQ sends ``basic.return`` before the ``basic.ack``), and a request that
+  :meth:`send` returned for is on the broker;
+* the *consumer* connection, owned by one daemon I/O thread that waits in ``select`` on the
+  socket and a wake-up pipe. Other threads never touch it: they post commands (consume,
+  cancel, ack) and wake the thread. Heartbeats keep flowing while handlers run on workers.
+
+Topology (``<ex>`` is the target's exchange, default ``conductor``)::
+
+    <ex>                direct  <topic>, <topic>.<server>  ->  durable queues of those names
+    <ex>_fanout         direct  <topic>                    ->  <topic>_fanout_<id> (one per server)
+    <ex>_notifications  direct  <topic>.<priority>         ->  <topic>.<priority>[.<pool>]
+    (default)                   reply_<id>                 ->  one reply queue per transport
+    (default)                   <topic>.dead               ->  rejected messages with no caller
+
+Bodies are the transport's JSON envelopes, published as ``application/json``; consumers
+accept only that, and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import kombu as _kombu
+
+from transport.config import TransportConfig
+from transport.driver import (
+    Driver,
+    Incoming,
+    Listener,
+    OnMessage,
+    exchange_name,
+    notification_queue,
+    routing_key,
+)
+from transport.exceptions import (
+    MessageDeliveryFailure,
+    MessageUndeliverable,
+    TransportError,
+)
+from transport.target import Target
+
+__all__ = ["AMQPDriver"]
+
+LOG = logging.getLogger(__name__)
+
+# kombu is only partly typed; the driver treats it as dynamic rather than sprinkle ignores.
+kombu: Any = _kombu
+
+_JSON = "application/json"
+_HEARTBEAT = 15  # seconds; the I/O thread checks twice per interval
+_COMMAND_TIMEOUT = 30.0
+
+
+def _kombu_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "rabbit":
+        parts = parts._replace(scheme="amqp")
+    return urlunsplit(parts)
+
+
+def _backoff(attempt: int, cap: float) -> float:
+    """Jittered exponential backoff: a random delay up to min(cap, 0.1 * 2**attempt)."""
+    return random.uniform(0.05, min(cap, 0.1 * (2**attempt)))
+
+
+class _Publisher:
+    """The publishing connection; one publish at a time under a lock."""
+
+    def __init__(self, url: str, config: TransportConfig) -> None:
+        self._url = url
+        self._config = config
+        self._lock = threading.Lock()
+        self._conn: kombu.Connection | None = None
+        self._producer: kombu.Producer | None = None
+        self._declared: set[str] = set()
+        self._returned = False
+        self._closed = False
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        self._returned = True
+
+    def _connect(self) -> kombu.Producer:
+        if self._producer is None:
+            conn = kombu.Connection(
+                self._url,
+                heartbeat=_HEARTBEAT,
+                connect_timeout=5,
+                transport_options={"confirm_publish": True},
+            )
+            conn.connect()
+            self._conn = conn
+            self._producer = kombu.Producer(conn.channel(), on_return=self._on_return)
+            self._declared = set()
+        return self._producer
+
+    def _reset(self) -> None:
+        conn, self._conn, self._producer = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.release()
+
+    def publish(
+        self,
+        exchange: str,
+        key: str,
+        body: bytes,
+        *,
+        mandatory: bool = False,
+        ttl: float | None = None,
+        persistent: bool = False,
+        declare: tuple[Any, ...] = (),
+        headers: dict[str, Any] | None = None,
+    ) -> bool:
+        """Publish and wait for the broker's confirm; False if it was returned unroutable."""
+        attempt = 0
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise TransportError(reason="the transport was cleaned up")
+                try:
+                    producer = self._connect()
+                    for entity in declare:
+                        if entity.name not in self._declared:
+                            entity(producer.channel).declare()
+                            self._declared.add(entity.name)
+                    self._returned = False
+                    producer.publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=key,
+                        mandatory=mandatory,
+                        expiration=ttl,
+                        delivery_mode=2 if persistent else 1,
+                        content_type=_JSON,
+                        content_encoding="binary",
+                        headers=headers,
+                        retry=False,
+                    )
+                    return not self._returned
+                except Exception as exc:
+                    conn = self._conn
+                    self._reset()
+                    if conn is None or not isinstance(exc, conn.connection_errors):
+                        if conn is not None and isinstance(exc, conn.channel_errors):
+                            raise MessageDeliveryFailure(reason=str(exc)) from exc
+                        if not isinstance(exc, OSError):
+                            raise
+                    if attempt >= self._config.connect_retries:
+                        raise TransportError(reason=f"cannot publish to {exchange or 'reply'}: {exc}") from exc
+                    LOG.info("publisher connection failed (%s); retrying", exc)
+            time.sleep(_backoff(attempt, self._config.retry_interval_max))
+            attempt += 1
+
+    def heartbeat_check(self) -> None:
+        if self._lock.acquire(blocking=False):  # busy publishing means alive anyway
+            try:
+                if self._conn is not None:
+                    self._conn.heartbeat_check()
+            except Exception as exc:
+                LOG.info("publisher heartbeat failed (%s); reconnecting on next send", exc)
+                self._reset()
+            finally:
+                self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._reset()
+
+
+class _Subscription:
+    """Queues consumed on one channel of the consumer connection, re-declared on reconnect."""
+
+    def __init__(self, queues: list[kombu.Queue], on_message: OnMessage, prefetch: int, dead_letter: str) -> None:
+        self.queues = queues
+        self.on_message = on_message
+        self.prefetch = prefetch
+        self.dead_letter_queue = dead_letter
+        self.channel: Any = None
+        self.consumer: kombu.Consumer | None = None
+        self.generation = -1
+        self.cancelled = False
+        self.is_reply = False
+        self.on_lost: Callable[[str], None] | None = None
+
+
+class _AMQPIncoming(Incoming):
+    def __init__(self, driver: AMQPDriver, sub: _Subscription, message: Any) -> None:
+        body = message.body
+        # py-amqp hands bodies with a content_encoding over already decoded.
+        self.body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        self.redelivered = bool(message.delivery_info.get("redelivered"))
+        self._driver = driver
+        self._sub = sub
+        self._message = message
+        self._generation = sub.generation
+        self._settled = False
+
+    def _settle(self, action: str) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        self._driver._io.post(lambda: self._driver._settle(self._sub, self._generation, self._message, action))
+
+    def ack(self) -> None:
+        self._settle("ack")
+
+    def requeue(self) -> None:
+        self._settle("requeue")
+
+    def dead_letter(self, reason: str) -> None:
+        if self._settled:
+            return
+        try:
+            self._driver._dead_letter(self._sub.dead_letter_queue, self.body, reason)
+        except Exception as exc:  # keep the message rather than lose it
+            LOG.warning("cannot dead-letter a message (%s); requeueing it", exc)
+            self.requeue()
+            return
+        self.ack()
+
+
+class _AMQPListener(Listener):
+    def __init__(self, driver: AMQPDriver, sub: _Subscription) -> None:
+        self._driver = driver
+        self._sub = sub
+
+    def stop(self) -> None:
+        if not self._sub.cancelled:
+            self._driver._io.call(lambda: self._driver._cancel(self._sub, close=False))
+
+    def kill(self) -> None:
+        try:
+            self._driver._io.call(lambda: self._driver._cancel(self._sub, close=True), timeout=5)
+        except Exception as exc:
+            LOG.debug("kill of a listener failed: %s", exc)
+
+
+class _IOThread:
+    """Runs commands and broker I/O of the consumer connection on one daemon thread."""
+
+    def __init__(self, name: str, run: Callable[[], None]) -> None:
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any] | None]] = queue.SimpleQueue()
+        self.wake_r, self._wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def post(self, fn: Callable[[], Any]) -> None:
+        self._commands.put((fn, None))
+        self.wake()
+
+    def call(self, fn: Callable[[], Any], timeout: float = _COMMAND_TIMEOUT) -> Any:
+        if threading.current_thread() is self._thread:
+            return fn()
+        self.ensure_started()
+        future: Future[Any] = Future()
+        self._commands.put((fn, future))
+        self.wake()
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise TransportError(reason=f"the broker did not answer within {timeout}s") from None
+
+    def run_commands(self) -> None:
+        with contextlib.suppress(OSError):
+            while self.wake_r.recv(4096):
+                pass
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future is None:
+                fn()
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def fail_commands(self, exc: BaseException) -> None:
+        while True:
+            try:
+                _, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future is not None:
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        for sock in (self.wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class AMQPDriver(Driver):
+    """Driver for RabbitMQ; see the module docstring for connections and topology."""
+
+    def __init__(self, url: str, config: TransportConfig) -> None:
+        super().__init__(url, config)
+        self._kombu_url = _kombu_url(url)
+        self._publisher = _Publisher(self._kombu_url, config)
+        self._io = _IOThread("transport-amqp-io", self._run)
+        self._conn: kombu.Connection | None = None
+        self._generation = 0
+        self._subs: list[_Subscription] = []
+        self._reply_sub: _Subscription | None = None
+        self._reply_queue: str | None = None
+        self._reply_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._connected = threading.Event()
+
+    # -- entities -------------------------------------------------------------------
+    def _exchange(self, name: str) -> kombu.Exchange:
+        return kombu.Exchange(name, type="direct", durable=True, auto_delete=False)
+
+    def _durable_queue(self, name: str, exchange: str, key: str) -> kombu.Queue:
+        arguments = {"x-queue-type": "quorum"} if self.config.quorum_queues else None
+        return kombu.Queue(
+            name,
+            self._exchange(exchange),
+            routing_key=key,
+            durable=True,
+            auto_delete=False,
+            queue_arguments=arguments,
+        )
+
+    # -- sending --------------------------------------------------------------------
+    def send(self, target: Target, body: bytes, *, ttl: float | None = None) -> None:
+        exchange = exchange_name(target, self.config)
+        persistent = self.config.persistent
+        if target.fanout:
+            name = exchange + "_fanout"
+            self._publisher.publish(
+                name, target.require_topic(), body, ttl=ttl, declare=(self._exchange(name),)
+            )
+            return
+        key = routing_key(target)
+        delivered = self._publisher.publish(
+            exchange,
+            key,
+            body,
+            mandatory=True,
+            ttl=ttl,
+            persistent=persistent,
+            declare=(self._exchange(exchange),),
+        )
+        if not delivered:
+            raise MessageUndeliverable(target=key)
+
+    def send_reply(self, address: str, body: bytes) -> None:
+        self._publisher.publish("", address, body)
+
+    def notify(self, target: Target, priority: str, body: bytes) -> None:
+        exchange = exchange_name(target, self.config) + "_notifications"
+        key = notification_queue(target, priority, None)
+        self._publisher.publish(
+            exchange,
+            key,
+            body,
+            persistent=self.config.persistent,
+            declare=(self._durable_queue(key, exchange, key),),
+        )
+
+    def _dead_letter(self, name: str, body: bytes, reason: str) -> None:
+        dead = kombu.Queue(name, durable=True, auto_delete=False)
+        self._publisher.publish("", name, body, persistent=True, declare=(dead,), headers={"x-reason": reason})
+
+    # -- consuming ------------------------------------------------------------------
+    def start_replies(self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]) -> str:
+        with self._reply_lock:
+            if self._reply_queue is not None:
+                return self._reply_queue
+            name = f"reply_{uuid.uuid4().hex}"
+            # NOTE: not exclusive: after a reconnect the same queue (and the replies that
+            # arrived meanwhile) is consumed again; x-expires removes it once we are gone.
+            q = kombu.Queue(
+                name,
+                exchange=kombu.Exchange(""),
+                routing_key=name,
+                durable=False,
+                auto_delete=False,
+                queue_arguments={"x-expires": int(self.config.reply_queue_expires * 1000)},
+            )
+
+            def deliver(incoming: Incoming) -> None:
+                on_reply(incoming.body)
+
+            sub = _Subscription([q], deliver, prefetch=0, dead_letter=name + ".dead")
+            sub.is_reply = True
+            sub.on_lost = on_lost
+            self._io.call(lambda: self._subscribe(sub))
+            self._reply_sub, self._reply_queue = sub, name
+            return name
+
+    def listen(self, target: Target, on_message: OnMessage, *, prefetch: int) -> Listener:
+        exchange = exchange_name(target, self.config)
+        topic = target.require_topic()
+        queues = [self._durable_queue(topic, exchange, topic)]
+        if target.server:
+            key = routing_key(target)
+            queues.append(self._durable_queue(key, exchange, key))
+        fanout = f"{topic}_fanout_{uuid.uuid4().hex}"
+        queues.append(
+            kombu.Queue(
+                fanout,
+                self._exchange(exchange + "_fanout"),
+                routing_key=topic,
+                durable=False,
+                auto_delete=True,
+                queue_arguments={"x-expires": int(self.config.fanout_queue_expires * 1000)},
+            )
+        )
+        sub = _Subscription(queues, on_message, prefetch, dead_letter=f"{topic}.dead")
+        self._io.call(lambda: self._subscribe(sub))
+        return _AMQPListener(self, sub)
+
+    def listen_notifications(
+        self,
+        targets: list[tuple[Target, str]],
+        pool: str | None,
+        on_message: OnMessage,
+        *,
+        prefetch: int,
+    ) -> Listener:
+        queues = []
+        for target, priority in targets:
+            exchange = exchange_name(target, self.config) + "_notifications"
+            name = notification_queue(target, priority, pool)
+            queues.append(self._durable_queue(name, exchange, notification_queue(target, priority, None)))
+        dead = f"{targets[0][0].require_topic()}.dead" if targets else "notifications.dead"
+        sub = _Subscription(queues, on_message, prefetch, dead_letter=dead)
+        self._io.call(lambda: self._subscribe(sub))
+        return _AMQPListener(self, sub)
+
+    # -- the I/O thread -------------------------------------------------------------
+    def _subscribe(self, sub: _Subscription) -> None:
+        self._subs.append(sub)
+        self._consume(sub)
+
+    def _consume(self, sub: _Subscription) -> None:
+        assert self._conn is not None
+        channel = self._conn.channel()
+        if sub.is_reply and self._generation > 0:
+            try:
+                channel.queue_declare(queue=sub.queues[0].name, passive=True)
+            except self._conn.channel_errors:
+                # The reply queue vanished (broker restart, expiry): replies are lost.
+                channel = self._conn.channel()
+                if sub.on_lost is not None:
+                    sub.on_lost("the reply queue was lost with the connection")
+        if sub.prefetch:
+            channel.basic_qos(0, sub.prefetch, False)
+        consumer = kombu.Consumer(
+            channel,
+            queues=sub.queues,
+            on_message=lambda message: self._deliver(sub, message),
+            accept=[_JSON],
+            no_ack=False,
+        )
+        consumer.consume()
+        sub.channel, sub.consumer, sub.generation = channel, consumer, self._generation
+
+    def _deliver(self, sub: _Subscription, message: Any) -> None:
+        incoming = _AMQPIncoming(self, sub, message)
+        if sub.is_reply:
+            message.ack()  # on the I/O thread already; the reply is ours now
+            sub.on_message(incoming)
+            return
+        if message.content_type != _JSON:
+            # Never decode foreign content types (pickle!): park the message instead.
+            LOG.warning("rejecting a %s message on %s", message.content_type, sub.dead_letter_queue)
+            threading.Thread(
+                target=incoming.dead_letter, args=(f"content type {message.content_type}",), daemon=True
+            ).start()
+            return
+        sub.on_message(incoming)
+
+    def _settle(self, sub: _Subscription, generation: int, message: Any, action: str) -> None:
+        if generation != self._generation or sub.channel is None or generation != sub.generation:
+            return  # the broker already gave this message back when the connection dropped
+        try:
+            if action == "ack":
+                message.ack()
+            else:
+                message.requeue()
+        except Exception as exc:  # a closed channel: the broker requeued it already
+            LOG.debug("cannot %s a message: %s", action, exc)
+
+    def _cancel(self, sub: _Subscription, *, close: bool) -> None:
+        sub.cancelled = True
+        if sub.consumer is not None and sub.generation == self._generation:
+            with contextlib.suppress(Exception):
+                sub.consumer.cancel()
+        if close:
+            if sub in self._subs:
+                self._subs.remove(sub)
+            channel, sub.channel, sub.consumer = sub.channel, None, None
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    channel.close()  # the broker requeues what was not acknowledged
+
+    def _connect(self) -> None:
+        attempt = 0
+        while not self._closing.is_set():
+            try:
+                conn = kombu.Connection(self._kombu_url, heartbeat=_HEARTBEAT, connect_timeout=5)
+                conn.connect()
+                self._conn = conn
+                for sub in list(self._subs):
+                    if sub.cancelled:
+                        self._subs.remove(sub)
+                    else:
+                        self._consume(sub)
+                self._connected.set()
+                if attempt or self._generation:
+                    LOG.info("reconnected to the broker; %d consumers restored", len(self._subs))
+                return
+            except Exception as exc:
+                self._drop(exc)
+                delay = _backoff(attempt, self.config.retry_interval_max)
+                LOG.info("broker connection failed (%s); retrying in %.2fs", exc, delay)
+                attempt += 1
+                if attempt > self.config.connect_retries:
+                    self._io.fail_commands(TransportError(reason=f"cannot reach the broker: {exc}"))
+                self._closing.wait(delay)
+
+    def _drop(self, exc: BaseException) -> None:
+        self._connected.clear()
+        self._generation += 1
+        conn, self._conn = self._conn, None
+        for sub in self._subs:
+            sub.channel, sub.consumer = None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.collect()
+
+    def _run(self) -> None:
+        last_beat = time.monotonic()
+        while not self._closing.is_set():
+            if self._conn is None:
+                self._connect()
+                continue
+            conn = self._conn
+            try:
+                self._io.run_commands()
+                readable, _, _ = select.select([conn.connection.sock, self._io.wake_r], [], [], _HEARTBEAT / 4)
+                if conn.connection.sock in readable:
+                    for _ in range(256):  # then give queued commands (acks) a turn
+                        try:
+                            conn.drain_events(timeout=0)
+                        except TimeoutError:
+                            break
+                now = time.monotonic()
+                if now - last_beat > _HEARTBEAT / 4:
+                    last_beat = now
+                    conn.heartbeat_check()
+                    self._publisher.heartbeat_check()
+            except Exception as exc:
+                if self._closing.is_set():
+                    break
+                LOG.warning("broker connection lost (%s); reconnecting", exc)
+                self._drop(exc)
+        self._io.run_commands()
+        self._io.fail_commands(TransportError(reason="the transport was cleaned up"))
+
+    def close(self) -> None:
+        if self._closing.is_set():
+            return
+        reply_queue = self._reply_queue
+
+        def shutdown() -> None:
+            for sub in list(self._subs):
+                self._cancel(sub, close=True)
+            if reply_queue is not None and self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.default_channel.queue_delete(reply_queue)
+
+        if self._io._started:
+            with contextlib.suppress(Exception):
+                self._io.call(shutdown, timeout=5)
+        self._closing.set()
+        self._io.wake()
+        if self._io._started and threading.current_thread() is not self._io._thread:
+            self._io._thread.join(5)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.release()
+        self._publisher.close()
+        self._io.close()
+
+    # -- for tests --------------------------------------------------------------------
+    def _sockets(self) -> Iterator[socket.socket]:
+        """The live sockets of both connections (tests drop them to simulate a failure)."""
+        for conn in (self._conn, self._publisher._conn):
+            sock = getattr(getattr(conn, "connection", None), "sock", None) if conn else None
+            if sock is not None:
+                yield sock
+
+
