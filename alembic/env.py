@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from alembic import context
 from conductor.db.engine import create_engine
+from conductor.db.migration import compare_server_default
 from conductor.db.models import MANAGED_TABLES, Base
 
 config = context.config
@@ -61,6 +62,7 @@ def _configure(connection: Connection) -> None:
         include_name=include_name,
         include_object=include_object,
         compare_type=True,
+        compare_server_default=compare_server_default,
         # SQLite can only ALTER by copying the table; batch mode does that for us.
         render_as_batch=connection.dialect.name == "sqlite",
     )

@@ -9,6 +9,7 @@ SQLAlchemy errors translated to ``objects.exception`` types.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -55,6 +56,15 @@ def _normalize(url: str | URL) -> URL:
     return parsed
 
 
+def _json_dumps(value: Any) -> str:
+    # Both drivers encode JSON columns with this; a value json refuses is the caller's
+    # mistake, so say so in our terms instead of a TypeError from deep in the driver.
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise exception.ObjectValueError(reason=f"not JSON-compatible: {exc}") from exc
+
+
 def _is_sqlite_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or str(url.database).startswith("file::memory:")
 
@@ -96,7 +106,7 @@ def create_engine(
         ObjectValueError: the URL cannot be parsed.
     """
     parsed = _normalize(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {
             "check_same_thread": False,

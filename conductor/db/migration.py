@@ -7,12 +7,15 @@ installed editable), next to ``alembic.ini`` so ``alembic upgrade head`` works a
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import JSON, Column
 from sqlalchemy.engine import URL
 
 from alembic import command
@@ -23,6 +26,7 @@ from objects import exception
 __all__ = [
     "ALEMBIC_DIR",
     "alembic_config",
+    "compare_server_default",
     "check_at_head",
     "current_revision",
     "head_revision",
@@ -48,6 +52,34 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     return config
+
+
+_CAST = re.compile(r"::[a-z ]+$")
+
+
+def _literal(default: str) -> str:
+    return _CAST.sub("", default.strip()).strip("()").strip().strip("'")
+
+
+def compare_server_default(
+    context: Any,
+    inspected_column: Column[Any],
+    metadata_column: Column[Any],
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool | None:
+    """Autogenerate's server-default comparison, able to compare JSON defaults.
+
+    PostgreSQL's ``json`` type has no ``=`` operator, so alembic's own comparison (which
+    asks the database) fails on ``'[]'::json``; compare the literals as text instead.
+    Returns True when they differ, None to let alembic decide for other columns.
+    """
+    if not isinstance(metadata_column.type, JSON):
+        return None
+    if inspected_default is None or rendered_metadata_default is None:
+        return (inspected_default is None) != (rendered_metadata_default is None)
+    return _literal(inspected_default) != _literal(rendered_metadata_default)
 
 
 @functools.cache

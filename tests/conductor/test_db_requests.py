@@ -1,0 +1,104 @@
+"""Exactly-once helpers: request results stored in the request's own transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy
+from sqlalchemy.orm import Session, sessionmaker
+
+from conductor import db
+from conductor.db import requests
+from objects import exception
+
+
+@pytest.fixture
+def factory(migrated_database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = db.create_engine(migrated_database_url)
+    try:
+        yield db.session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def test_an_unknown_request_id_is_not_found(factory: sessionmaker[Session]) -> None:
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-unknown") == (False, None)
+
+
+def test_a_stored_result_is_found_after_commit(factory: sessionmaker[Session]) -> None:
+    result = {"updates": {"host": "h", "obj_revision": 3}, "result": [1, "two", None]}
+    with db.session_scope(factory) as session:
+        requests.store_result(session, "req-1", result)
+        assert requests.lookup_result(session, "req-1") == (True, result)
+
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-1") == (True, result)
+
+
+def test_a_stored_none_result_is_told_apart_from_an_unknown_id(
+    factory: sessionmaker[Session],
+) -> None:
+    with db.session_scope(factory) as session:
+        requests.store_result(session, "req-none", None)
+
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-none") == (True, None)
+
+
+def test_a_result_stored_in_a_rolled_back_transaction_is_gone(
+    factory: sessionmaker[Session],
+) -> None:
+    with pytest.raises(RuntimeError), db.session_scope(factory) as session:
+        db.SQLStorage(session).create(
+            "Flavor", {"flavorid": "f", "name": "n", "vcpus": 1, "memory_mb": 1, "root_gb": 1}
+        )
+        requests.store_result(session, "req-rolled-back", {"ok": True})
+        raise RuntimeError("the method body failed after writing")
+
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-rolled-back") == (False, None)
+        assert db.SQLStorage(session).query("Flavor") == []
+
+
+def test_storing_the_same_request_id_twice_raises_duplicate_entry(
+    factory: sessionmaker[Session],
+) -> None:
+    with db.session_scope(factory) as session:
+        requests.store_result(session, "req-twice", 1)
+
+    with pytest.raises(exception.DuplicateEntry) as caught, db.session_scope(factory) as session:
+        requests.store_result(session, "req-twice", 2)
+
+    assert caught.value.kwargs["objname"] == requests.OBJNAME
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-twice") == (True, 1)
+
+
+def test_a_result_json_cannot_encode_raises_object_value_error(
+    factory: sessionmaker[Session],
+) -> None:
+    with pytest.raises(exception.ObjectValueError), db.session_scope(factory) as session:
+        requests.store_result(session, "req-set", {1, 2})
+
+
+def test_prune_forgets_only_old_results(factory: sessionmaker[Session]) -> None:
+    with db.session_scope(factory) as session:
+        requests.store_result(session, "req-old", "old")
+        requests.store_result(session, "req-new", "new")
+        table = db.get_table("Instance").metadata.tables["conductor_requests"]
+        session.execute(
+            sqlalchemy.update(table)
+            .where(table.c.request_id == "req-old")
+            .values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+        )
+
+    with db.session_scope(factory) as session:
+        removed = requests.prune(session, older_than_seconds=3600)
+
+    assert removed == 1
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-old") == (False, None)
+        assert requests.lookup_result(session, "req-new") == (True, "new")
