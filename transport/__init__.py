@@ -12,6 +12,7 @@ from transport.client import RPCClient
 from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.dispatcher import RPCDispatcher, current_request_id
 from transport.futures import RPCFuture
+from transport.notify import NotificationListener, Notifier
 from transport.serializer import NoOpSerializer, Serializer
 from transport.server import RPCServer, ServerState
 from transport.target import Target
@@ -30,6 +31,9 @@ __all__ = [
     "ServerState",
     "Target",
     "current_request_id",
+    # notifications
+    "NotificationListener",
+    "Notifier",
     # serialization
     "NoOpSerializer",
     "Serializer",

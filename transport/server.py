@@ -123,6 +123,9 @@ class RPCServer:
             self._beat.notify_all()
         if not self._pool.drain(timeout):
             LOG.warning("server %s stopped with requests still running", self.target.topic)
+        if self._listener is not None:
+            # Everything handled is acknowledged by now; give back whatever is left.
+            self._listener.kill()
         self._pool.shutdown()
         with self._lock:
             self.state = ServerState.STOPPED

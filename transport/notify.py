@@ -1,0 +1,203 @@
+"""Notifications: :class:`Notifier` publishes events, :class:`NotificationListener` consumes them.
+
+A notification goes to ``<topic>.<priority>`` for each of the notifier's topics and waits
+there until a listener takes it. Listeners in one pool share the messages; each pool (the
+default pool is ``None``) gets every message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from transport import _wire
+from transport._pool import WorkerPool
+from transport.driver import Incoming, Listener
+from transport.exceptions import MessageDeliveryFailure
+from transport.serializer import NoOpSerializer, Serializer
+from transport.target import Target
+
+if TYPE_CHECKING:
+    from transport._transport import Transport
+
+__all__ = ["PRIORITIES", "NotificationListener", "Notifier"]
+
+LOG = logging.getLogger(__name__)
+
+PRIORITIES = ("audit", "debug", "info", "warn", "error", "critical", "sample")
+
+
+class Notifier:
+    """Publishes notifications; a failure to publish is logged, never raised.
+
+    Args:
+        transport: from :func:`transport.get_transport`.
+        publisher_id: who sends, e.g. ``"compute.host1"``.
+        topics: each notification goes to ``<topic>.<priority>`` of every topic.
+        serializer: turns the context and payload into primitives.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        publisher_id: str,
+        topics: Sequence[str] = ("notifications",),
+        serializer: Serializer | None = None,
+    ) -> None:
+        self.transport = transport
+        self.publisher_id = publisher_id
+        self.topics = tuple(topics)
+        self.serializer = serializer or NoOpSerializer()
+
+    def prepare(self, publisher_id: str | None = None) -> Notifier:
+        """A notifier like this one with another publisher id."""
+        return Notifier(self.transport, publisher_id or self.publisher_id, self.topics, self.serializer)
+
+    def audit(self, ctxt: Any, event_type: str, payload: Any) -> None:
+        """Send an ``audit`` notification."""
+        self._notify(ctxt, event_type, payload, "audit")
+
+    def debug(self, ctxt: Any, event_type: str, payload: Any) -> None:
+        """Send a ``debug`` notification."""
+        self._notify(ctxt, event_type, payload, "debug")
+
+    def info(self, ctxt: Any, event_type: str, payload: Any) -> None:
+        """Send an ``info`` notification."""
+        self._notify(ctxt, event_type, payload, "info")
+
+    def warn(self, ctxt: Any, event_type: str, payload: Any) -> None:
+        """Send a ``warn`` notification."""
+        self._notify(ctxt, event_type, payload, "warn")
+
+    warning = warn
+
+    def error(self, ctxt: Any, event_type: str, payload: Any) -> None:
+        """Send an ``error`` notification."""
+        self._notify(ctxt, event_type, payload, "error")
+
+    def critical(self, ctxt: Any, event_type: str, payload: Any) -> None:
+        """Send a ``critical`` notification."""
+        self._notify(ctxt, event_type, payload, "critical")
+
+    def sample(self, ctxt: Any, event_type: str, payload: Any) -> None:
+        """Send a ``sample`` notification (metering data)."""
+        self._notify(ctxt, event_type, payload, "sample")
+
+    def _notify(self, ctxt: Any, event_type: str, payload: Any, priority: str) -> None:
+        try:
+            message = {
+                "message_id": str(uuid.uuid4()),
+                "publisher_id": self.publisher_id,
+                "event_type": event_type,
+                "priority": priority.upper(),
+                "payload": self.serializer.serialize_entity(ctxt, payload),
+                "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+                "ctxt": self.serializer.serialize_context(ctxt),
+            }
+            body = _wire.encode(message, self.transport.config.max_message_size)
+            for topic in self.topics:
+                self.transport._driver.notify(Target(topic=topic), priority, body)
+        except Exception:
+            # NOTE: deliberate: a notification must never break the operation it reports on.
+            LOG.exception("could not send notification %s (%s)", event_type, priority)
+
+
+class NotificationListener:
+    """Calls endpoint methods named after the priority for each notification.
+
+    ``endpoint.info(ctxt, publisher_id, event_type, payload, metadata)``, where metadata
+    holds ``message_id`` and ``timestamp``. Only priorities some endpoint implements are
+    consumed. A message is acknowledged after its endpoints ran.
+
+    Args:
+        transport: from :func:`transport.get_transport`.
+        targets: topics to consume (``Target(topic="notifications")``).
+        endpoints: objects with priority-named methods.
+        pool: listeners of one pool share messages; each pool gets every message.
+        serializer: rebuilds the context and payload.
+        max_workers: endpoint calls running at once.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        targets: Sequence[Target],
+        endpoints: Sequence[object],
+        pool: str | None = None,
+        serializer: Serializer | None = None,
+        executor: str = "threading",
+        max_workers: int = 8,
+    ) -> None:
+        if executor != "threading":
+            raise ValueError(f"unsupported executor {executor!r}; use 'threading'")
+        self.transport = transport
+        self.targets = list(targets)
+        self.endpoints = list(endpoints)
+        self.pool = pool
+        self.serializer = serializer or NoOpSerializer()
+        self.max_workers = max_workers
+        self._workers = WorkerPool(max_workers, "notify")
+        self._listener: Listener | None = None
+        self._lock = threading.Lock()
+        self._running = False
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Declare and consume the queues; returns once consuming."""
+        priorities = [p for p in PRIORITIES if any(callable(getattr(e, p, None)) for e in self.endpoints)]
+        pairs = [(target, priority) for target in self.targets for priority in priorities]
+        prefetch = self.max_workers * self.transport.config.prefetch_multiplier
+        with self._lock:
+            self._running = True
+        self._listener = self.transport._driver.listen_notifications(
+            pairs, self.pool, self._on_message, prefetch=prefetch
+        )
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop consuming and wait for notifications being handled."""
+        if self._listener is not None:
+            self._listener.stop()
+        with self._lock:
+            self._running = False
+        self._workers.drain(timeout)
+        if self._listener is not None:
+            self._listener.kill()
+        self._workers.shutdown()
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stopped; False if ``timeout`` passed first."""
+        return self._stopped.wait(timeout)
+
+    def _on_message(self, incoming: Incoming) -> None:
+        with self._lock:
+            if not self._running:
+                incoming.requeue()
+                return
+            self._workers.submit(lambda: self._handle(incoming))
+
+    def _handle(self, incoming: Incoming) -> None:
+        try:
+            message = _wire.decode(incoming.body)
+            priority = str(message["priority"]).lower()
+            ctxt = self.serializer.deserialize_context(message.get("ctxt") or {})
+            payload = self.serializer.deserialize_entity(ctxt, message.get("payload"))
+            metadata = {"message_id": message.get("message_id"), "timestamp": message.get("timestamp")}
+            args = (ctxt, message.get("publisher_id"), message.get("event_type"), payload, metadata)
+        except (MessageDeliveryFailure, KeyError, TypeError, ValueError) as exc:
+            LOG.warning("rejecting a malformed notification: %s", exc)
+            incoming.dead_letter(f"malformed notification: {exc}")
+            return
+        for endpoint in self.endpoints:
+            method = getattr(endpoint, priority, None)
+            if not callable(method):
+                continue
+            try:
+                method(*args)
+            except Exception:
+                LOG.exception("notification endpoint %s.%s failed", type(endpoint).__name__, priority)
+        incoming.ack()
