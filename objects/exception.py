@@ -11,10 +11,14 @@ Tree::
     ├── IncompatibleObjectVersion   the registry has no compatible version
     ├── UnsupportedObjectError      unknown object name or namespace
     ├── ObjectActionError           a remotable action cannot run (bad state, not remotable, ...)
-    │   └── OrphanedObjectError     a lazy load was asked of an object with no context
+    │   ├── OrphanedObjectError     a lazy load was asked of an object with no context
+    │   ├── ReadOnlyFieldError      a read-only field that is set was assigned again
+    │   └── AttributeNotLoadable    an unset field of a class that cannot lazy-load
+    │                               (also NotImplementedError and AttributeError)
     ├── NotFound                    no row / object for the key
     ├── ConcurrentUpdate            a save based on a stale copy
     ├── ObjectValueError            a primitive or value is malformed (also a ValueError)
+    │   └── InvalidTargetVersion    a primitive was asked for above the object's VERSION
     ├── DuplicateEntry              a create collides with a unique key
     ├── DatabaseError               the database failed the request (outage, deadlock); retry later
     └── DatabaseNotAvailable        a database call was made outside the conductor
@@ -78,6 +82,23 @@ class OrphanedObjectError(ObjectActionError):
     msg_fmt = "Cannot call %(method)s on orphaned %(objtype)s object"
 
 
+class ReadOnlyFieldError(ObjectActionError):
+    """Raised when a read-only field that is already set is assigned. Field: ``field``."""
+
+    msg_fmt = "Cannot modify read-only field %(field)s"
+
+
+class AttributeNotLoadable(ObjectActionError, NotImplementedError, AttributeError):
+    """Raised when an unset field is read on a class whose ``obj_load_attr`` cannot load it.
+
+    Also a ``NotImplementedError`` (oslo's type for this) and an ``AttributeError`` (so
+    ``hasattr`` and ``getattr(obj, name, default)`` work). Fields: ``objtype``, ``attr``.
+    Set the field, or override ``obj_load_attr`` to load it.
+    """
+
+    msg_fmt = "%(objtype)s.%(attr)s is not set and %(objtype)s cannot lazy-load it"
+
+
 class NotFound(ObjectsError):
     """Raised when the object asked for does not exist. Fields: ``objname``, plus the key."""
 
@@ -98,6 +119,15 @@ class ObjectValueError(ObjectsError, ValueError):
     """Raised when a value or a wire primitive is malformed. Field: ``reason``."""
 
     msg_fmt = "Invalid object value: %(reason)s"
+
+
+class InvalidTargetVersion(ObjectValueError):
+    """Raised when a primitive is asked for at a version above the object's own.
+
+    Fields: ``objname``, ``version`` (asked), ``supported`` (the object's VERSION).
+    """
+
+    msg_fmt = "%(objname)s cannot be serialized at %(version)s; its version is %(supported)s"
 
 
 class DuplicateEntry(ObjectsError):

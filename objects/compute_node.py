@@ -1,0 +1,45 @@
+"""``ComputeNode``: a hypervisor host and how much of it is used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from objects import fields
+from objects.base import VersionedObject, remotable, remotable_classmethod
+from objects.persistent import PersistentObject
+
+__all__ = ["ComputeNode"]
+
+
+class ComputeNode(PersistentObject, VersionedObject):
+    """A compute node, stored in the ``compute_nodes`` table (one row per host).
+
+    Version history:
+        1.0: initial version.
+    """
+
+    VERSION = "1.0"
+
+    fields = {
+        "id": fields.IntegerField(read_only=True),
+        "host": fields.StringField(),
+        "vcpus": fields.IntegerField(),
+        "vcpus_used": fields.IntegerField(),
+        "memory_mb": fields.IntegerField(),
+        "memory_mb_used": fields.IntegerField(),
+    }
+
+    @remotable_classmethod
+    def get_by_host(cls, context: Any, host: str) -> ComputeNode:
+        """The node of ``host``. Raises ``NotFound``."""
+        return cls._db_get_by(context, host=host)
+
+    @remotable
+    def create(self) -> None:
+        """Insert this node; afterwards it has its ``id``."""
+        self._db_create()
+
+    @remotable
+    def save(self) -> None:
+        """Write the changed fields; a stale copy raises ``ConcurrentUpdate``."""
+        self._db_save()

@@ -1,0 +1,45 @@
+"""``Flavor``: a named hardware template (vCPUs, memory, disk)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from objects import fields
+from objects.base import VersionedObject, remotable, remotable_classmethod
+from objects.persistent import PersistentObject
+
+__all__ = ["Flavor"]
+
+
+class Flavor(PersistentObject, VersionedObject):
+    """A flavor, stored in the ``flavors`` table.
+
+    Version history:
+        1.0: initial version.
+    """
+
+    VERSION = "1.0"
+
+    fields = {
+        "id": fields.IntegerField(read_only=True),
+        "flavorid": fields.StringField(),
+        "name": fields.StringField(),
+        "vcpus": fields.IntegerField(),
+        "memory_mb": fields.IntegerField(),
+        "root_gb": fields.IntegerField(),
+    }
+
+    @remotable_classmethod
+    def get(cls, context: Any, id: int) -> Flavor:
+        """The flavor with this database id. Raises ``NotFound``."""
+        return cls._db_get(context, id)
+
+    @remotable_classmethod
+    def get_by_flavorid(cls, context: Any, flavorid: str) -> Flavor:
+        """The flavor with this public flavor id. Raises ``NotFound``."""
+        return cls._db_get_by(context, flavorid=flavorid)
+
+    @remotable
+    def create(self) -> None:
+        """Insert this flavor; afterwards it has its ``id``."""
+        self._db_create()

@@ -1,0 +1,291 @@
+"""Futures of remotable calls, pending objects, and ``wait_all``.
+
+Every ``_async`` twin returns an :class:`ObjectFuture` (a ``concurrent.futures.Future``,
+so ``concurrent.futures.as_completed`` and ``asyncio.wrap_future`` work on it) or, for
+``get``-style class methods, a *pending object*: an instance whose fields are not there
+yet. Reading or setting a field of a pending object waits for its load; ``obj.wait()``
+waits for the load and for the object's outstanding instance-method futures.
+
+The transport resolves its futures on its I/O thread. Our own future is resolved in a
+done-callback *after* the reply has been applied to the object, so a caller that sees
+the future done also sees the object updated.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+__all__ = ["ObjectFuture", "PendingObjectMixin", "PendingState", "wait_all"]
+
+T = TypeVar("T")
+
+
+class ObjectFuture(Future[T], Generic[T]):
+    """A ``concurrent.futures.Future`` with ``wait(timeout=None)`` returning the result."""
+
+    def wait(self, timeout: float | None = None) -> T:
+        """Block until resolved; return the result or raise the failure.
+
+        Raises:
+            TimeoutError: not resolved within ``timeout`` seconds.
+        """
+        return self.result(timeout)
+
+
+def done_future(fn: Callable[[], T]) -> ObjectFuture[T]:
+    """Run ``fn`` now; a future already holding its result or its exception."""
+    future: ObjectFuture[T] = ObjectFuture()
+    try:
+        result = fn()
+    except BaseException as exc:  # noqa: BLE001 - the future carries it to the caller
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+    return future
+
+
+def chain(source: Future[Any], convert: Callable[[Any], T]) -> ObjectFuture[T]:
+    """A future resolved with ``convert(source.result())`` once ``source`` resolves.
+
+    ``convert`` runs in ``source``'s done-callback (the transport's I/O thread); its
+    exception, like ``source``'s, becomes the new future's exception.
+    """
+    out: ObjectFuture[T] = ObjectFuture()
+
+    def _done(done: Future[Any]) -> None:
+        try:
+            exc = done.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+            value = convert(done.result())
+        except BaseException as err:  # noqa: BLE001 - the future carries it
+            out.set_exception(err)
+            return
+        out.set_result(value)
+
+    source.add_done_callback(_done)
+    return out
+
+
+class PendingState:
+    """What is in flight on one object: its load and its instance-method futures.
+
+    A new operation drops the futures that succeeded and the failures ``wait()`` has
+    already raised; an unobserved failure stays until ``wait()`` reports it.
+    """
+
+    __slots__ = ("lock", "load", "ops", "reported")
+
+    def __init__(self, load: Future[Any] | None = None) -> None:
+        self.lock = threading.Lock()
+        self.load = load
+        self.ops: list[Future[Any]] = []
+        self.reported: set[int] = set()
+
+    def add_op(self, future: Future[Any]) -> None:
+        with self.lock:
+            self.ops = [f for f in self.ops if not _forgettable(f, self.reported)]
+            self.reported = {id(f) for f in self.ops if id(f) in self.reported}
+            self.ops.append(future)
+
+    def futures(self) -> list[Future[Any]]:
+        with self.lock:
+            found = list(self.ops)
+        if self.load is not None:
+            found.insert(0, self.load)
+        return found
+
+    def in_flight(self) -> list[Future[Any]]:
+        with self.lock:
+            return [f for f in self.ops if not f.done()]
+
+    def wait_load(self, timeout: float | None = None) -> None:
+        """Wait for the load; raise its failure."""
+        load = self.load
+        if load is not None:
+            load.result(timeout)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the load and every op; raise the first failure (load first)."""
+        pending = self.futures()
+        if not pending:
+            return
+        _, not_done = concurrent.futures.wait(pending, timeout)
+        if not_done:
+            raise TimeoutError(
+                f"{len(not_done)} operation(s) on the object still pending after {timeout}s"
+            )
+        for future in pending:
+            exc = future.exception()
+            if exc is not None:
+                if future is not self.load:
+                    with self.lock:
+                        self.reported.add(id(future))
+                raise exc
+
+
+def _forgettable(future: Future[Any], reported: set[int]) -> bool:
+    if not future.done():
+        return False
+    if future.cancelled():
+        return True
+    return future.exception() is None or id(future) in reported
+
+
+P = TypeVar("P", bound="PendingObjectMixin")
+
+
+class PendingObjectMixin:
+    """The pending-object half of ``VersionedObject``: loads and calls still in flight.
+
+    State lives in ``_obj_pending`` (``None`` on an object with nothing in flight, so
+    the hot paths pay one attribute read).
+    """
+
+    _obj_pending: PendingState | None = None
+    _context: Any = None
+    obj_revision: int | None = None
+    if TYPE_CHECKING:
+        fields: ClassVar[dict[str, Any]]
+        _changed_fields: set[str]
+        _obj_snapshots: dict[str, Any]
+
+        @classmethod
+        def obj_name(cls) -> str: ...
+
+    @classmethod
+    def _obj_new_pending(cls: type[P], context: Any, future: Future[Any]) -> P:
+        """A new instance, empty until ``future`` (resolving with a loaded one) is absorbed."""
+        obj = cls.__new__(cls)
+        d = obj.__dict__
+        d["_context"] = context
+        d["_changed_fields"] = set()
+        d["_obj_snapshots"] = {}
+        state = PendingState()
+        d["_obj_pending"] = state
+        objname = cls.obj_name()
+
+        def absorb(loaded: Any) -> P:
+            if not isinstance(loaded, PendingObjectMixin) or loaded.obj_name() != objname:
+                from objects.exception import ObjectActionError
+
+                raise ObjectActionError(
+                    action="load", reason=f"expected a {objname} object, got {loaded!r}"
+                )
+            obj._obj_absorb(loaded)
+            return obj
+
+        state.load = chain(future, absorb)
+        return obj
+
+    def _obj_absorb(self, loaded: PendingObjectMixin) -> None:
+        # Build the whole state first, then publish it with one dict update so a reader on
+        # another thread never sees half of it.
+        fields = self.fields
+        src = loaded.__dict__
+        values: dict[str, Any] = {k: v for k, v in src.items() if k in fields}
+        values["_changed_fields"] = set(loaded._changed_fields).intersection(fields)
+        values["_obj_snapshots"] = {k: v for k, v in loaded._obj_snapshots.items() if k in fields}
+        if loaded.obj_revision is not None:
+            values["obj_revision"] = loaded.obj_revision
+        if self._context is None:
+            values["_context"] = loaded._context
+        self.__dict__.update(values)
+
+    def _obj_pending_state(self) -> PendingState:
+        state = self.__dict__.get("_obj_pending")
+        if state is None:
+            state = PendingState()
+            self.__dict__["_obj_pending"] = state
+        return state
+
+    def _obj_wait_load(self) -> None:
+        state = self._obj_pending
+        if state is not None and state.load is not None:
+            state.wait_load()
+
+    def _obj_before_op(self) -> None:
+        # NOTE: a new remotable call waits for the object's load and for the calls already
+        # in flight on it, so it sends the state they produced (their revision, their
+        # fields) rather than racing them into a ConcurrentUpdate.
+        state = self._obj_pending
+        if state is None:
+            return
+        state.wait_load()
+        for future in state.in_flight():
+            try:
+                future.exception()
+            except BaseException:  # noqa: BLE001 - cancelled; wait() reports it
+                pass
+
+    def wait(self: P, timeout: float | None = None) -> P:
+        """Wait for everything pending on this object; returns it.
+
+        Raises:
+            TimeoutError: still pending after ``timeout`` seconds.
+            Exception: the first failure (the load's, else the earliest call's); a second
+                ``wait()`` raises the same one.
+        """
+        state = self._obj_pending
+        if state is not None:
+            state.wait(timeout)
+        return self
+
+
+def wait_all(items: Iterable[Any], timeout: float | None = None) -> list[Any]:
+    """Wait for many futures and pending objects, then raise the first failure.
+
+    Everything is waited for before a failure is raised, so no operation is still
+    running when this returns or raises.
+
+    Args:
+        items: futures and versioned objects, in any mix.
+        timeout: overall deadline in seconds (``None``: no limit).
+
+    Returns:
+        For each item in order: a future's result, or the object itself.
+
+    Raises:
+        TimeoutError: something was still pending after ``timeout``.
+        Exception: the first failure in ``items`` order.
+    """
+    items = list(items)
+    futures: list[Future[Any]] = []
+    for item in items:
+        if isinstance(item, Future):
+            futures.append(item)
+            continue
+        if not hasattr(type(item), "_obj_pending"):
+            raise TypeError(f"wait_all takes futures and versioned objects, got {type(item).__name__}")
+        state = item.__dict__.get("_obj_pending")
+        if state is not None:
+            futures.extend(state.futures())
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if futures:
+        _, not_done = concurrent.futures.wait(futures, timeout)
+        if not_done:
+            raise TimeoutError(
+                f"{len(not_done)} of {len(futures)} operation(s) still pending after {timeout}s"
+            )
+    results: list[Any] = []
+    first: BaseException | None = None
+    for item in items:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            if isinstance(item, Future):
+                results.append(item.result(remaining))
+            else:
+                results.append(item.wait(remaining))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after all are waited for
+            if first is None:
+                first = exc
+            results.append(None)
+    if first is not None:
+        raise first
+    return results

@@ -1,0 +1,219 @@
+"""``PersistentObject``: the one place where storage records become objects and back.
+
+Mix it into a versioned object whose rows live in a table named after the object (the
+``Storage`` protocol in :mod:`objects.storage`, reached through ``context.db``), and its
+remotable methods become one-liners::
+
+    @remotable_classmethod
+    def get(cls, context, id):
+        return cls._db_get(context, id)
+
+    @remotable
+    def save(self):
+        self._db_save()
+
+Records hold scalar fields as Python values and list, dict and nested-object fields as
+JSON-compatible values (a nested object as the dict of its field primitives). The
+record's ``"revision"`` becomes ``obj_revision``, used for optimistic saves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from objects import exception
+from objects.registry import VersionedObjectRegistry
+
+if TYPE_CHECKING:
+    from objects.base import VersionedObject
+    from objects.fields import Field
+    from objects.storage import Record
+
+    _Base = VersionedObject
+else:
+    _Base = object
+
+__all__ = ["PersistentObject", "field_from_record", "field_to_record"]
+
+P = TypeVar("P", bound="PersistentObject")
+
+#: Columns the storage owns: never written from an object.
+STORAGE_MANAGED = frozenset({"id", "created_at", "updated_at"})
+
+
+def field_to_record(field: Field, value: Any) -> Any:
+    """The value a record stores for ``field``."""
+    if value is None:
+        return None
+    if field.is_object:
+        if field.mutable:
+            return [_object_to_record(item) for item in value]
+        return _object_to_record(value)
+    if field.mutable:
+        return field.copy_value(value)
+    return value
+
+
+def field_from_record(field: Field, value: Any, context: Any) -> Any:
+    """The field value for what a record stores (validated like an assignment)."""
+    if value is None:
+        return field.coerce(None)
+    if field.is_object:
+        objname: str = field.objname  # type: ignore[attr-defined]
+        if field.mutable:
+            return [_object_from_record(objname, item, context) for item in value]
+        return _object_from_record(objname, value, context)
+    return field.coerce(value)
+
+
+def _object_to_record(obj: VersionedObject) -> dict[str, Any]:
+    prim = obj.obj_to_primitive()
+    return dict(prim["versioned_object.data"])
+
+
+def _object_from_record(objname: str, values: Any, context: Any) -> VersionedObject:
+    if not isinstance(values, Mapping):
+        raise exception.ObjectValueError(
+            reason=f"a stored {objname} must be a dict of its fields, got {type(values).__name__}"
+        )
+    cls = VersionedObjectRegistry.newest(objname)
+    return cls._obj_from_data(dict(values), context)
+
+
+class PersistentObject(_Base):
+    """Mixin: generic create/get/save/destroy/refresh through ``context.db``.
+
+    Put it before ``VersionedObject`` in the bases. The table is ``obj_name()``'s (the
+    storage maps names to tables); rows are keyed by the integer field ``id``.
+    """
+
+    @classmethod
+    def _from_record(cls: type[P], context: Any, record: Record) -> P:
+        """A clean object (no changes) from a storage record; unknown keys are ignored."""
+        obj = cls._obj_from_data({}, context)
+        obj._obj_fill(record)
+        return obj
+
+    def _obj_fill(self, record: Record, only: Iterable[str] | None = None) -> None:
+        """Take the record's values (of all fields, or ``only``) as clean, loaded values."""
+        cls = type(self)
+        plan = cls._obj_from_plan
+        d = self.__dict__
+        context = self._context
+        filled = []
+        name = ""
+        try:
+            for name in cls.fields if only is None else only:
+                if name not in record:
+                    continue
+                value = record[name]
+                field, plain = plan[name]
+                d[name] = value if type(value) is plain else field_from_record(field, value, context)
+                filled.append(name)
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, exception.ObjectsError):
+                raise
+            raise exception.ObjectValueError(reason=f"stored {cls.obj_name()}.{name}: {exc}") from None
+        revision = record.get("revision")
+        if revision is not None:
+            d["obj_revision"] = int(revision)
+        self.obj_reset_changes(filled, recursive=True)
+
+    def _record_values(self, names: Iterable[str]) -> dict[str, Any]:
+        fields = self.fields
+        d = self.__dict__
+        return {
+            name: field_to_record(fields[name], d[name])
+            for name in names
+            if name in d and name not in STORAGE_MANAGED
+        }
+
+    @classmethod
+    def _db_get(cls: type[P], context: Any, id: int) -> P:
+        """Load by id. Raises ``NotFound``."""
+        return cls._from_record(context, context.db.get(cls.obj_name(), id))
+
+    @classmethod
+    def _db_get_by(cls: type[P], context: Any, **equals: Any) -> P:
+        """Load the first row matching all ``field == value``. Raises ``NotFound``."""
+        return cls._from_record(context, context.db.get_by(cls.obj_name(), **equals))
+
+    @classmethod
+    def _db_query(
+        cls: type[P],
+        context: Any,
+        filters: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        marker: int | None = None,
+    ) -> list[P]:
+        """Objects for the rows matching ``filters``, ordered by id."""
+        records = context.db.query(cls.obj_name(), filters=filters, limit=limit, marker=marker)
+        return [cls._from_record(context, record) for record in records]
+
+    def _db_create(self) -> None:
+        """Insert this object; afterwards it has ``id``, timestamps, a revision and no changes.
+
+        Raises:
+            ObjectActionError: it was already created.
+        """
+        if "id" in self.__dict__:
+            raise exception.ObjectActionError(
+                action="create", reason=f"{self.obj_name()} {self.__dict__['id']} already exists"
+            )
+        record = self._obj_context_db().create(self.obj_name(), self._record_values(self.fields))
+        self._obj_fill(record)
+
+    def _db_save(self) -> None:
+        """Write the changed fields, if any, based on ``obj_revision``.
+
+        Raises:
+            ConcurrentUpdate: the row changed since this copy was read; nothing written.
+            ObjectActionError: the object was never created.
+        """
+        object_id = self._obj_require_id("save")
+        changes = self.obj_what_changed()
+        values = self._record_values(changes)
+        if not values:
+            self.obj_reset_changes(recursive=True)
+            return
+        record = self._obj_context_db().update(
+            self.obj_name(), object_id, values, expected_revision=self.obj_revision
+        )
+        self._obj_fill(record, only=self._obj_loaded_or(changes, record))
+
+    def _db_destroy(self) -> None:
+        """Delete the row (optimistically, like save)."""
+        object_id = self._obj_require_id("destroy")
+        self._obj_context_db().delete(
+            self.obj_name(), object_id, expected_revision=self.obj_revision
+        )
+
+    def _db_refresh(self) -> None:
+        """Reload every field that is set (and storage-managed ones) from the row."""
+        object_id = self._obj_require_id("refresh")
+        record = self._obj_context_db().get(self.obj_name(), object_id)
+        self._obj_fill(record)
+
+    def _obj_loaded_or(self, changes: set[str], record: Record) -> list[str]:
+        # After a save, refresh what we had plus what the storage manages; fields this
+        # copy never had (an older caller's object) stay unset.
+        d = self.__dict__
+        return [
+            name
+            for name in self.fields
+            if name in d or name in changes or (name in STORAGE_MANAGED and name in record)
+        ]
+
+    def _obj_require_id(self, action: str) -> int:
+        object_id = self.__dict__.get("id")
+        if object_id is None:
+            raise exception.ObjectActionError(
+                action=action, reason=f"this {self.obj_name()} was never created (it has no id)"
+            )
+        return int(object_id)
+
+    def _obj_context_db(self) -> Any:
+        if self._context is None:
+            raise exception.OrphanedObjectError(method="database access", objtype=self.obj_name())
+        return self._context.db

@@ -1,0 +1,218 @@
+"""``@remotable`` methods, their ``_async`` twins, and the process's indirection API.
+
+With no indirection API installed (or inside :func:`local_execution`) a remotable
+method runs its body here. With one installed (``conductor.connect()`` does that), class
+methods travel through ``object_class_action_versions`` and instance methods through
+``object_action``; both carry the caller's version manifest so the conductor answers
+at versions this process can read.
+
+Re-exported by ``objects.base``; this module only exists to keep base.py readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from objects import exception
+from objects.futures import ObjectFuture, chain, done_future
+
+if TYPE_CHECKING:
+    from objects.indirection import IndirectionAPI
+
+__all__ = [
+    "add_async_twins",
+    "get_indirection_api",
+    "local_execution",
+    "remotable",
+    "remotable_classmethod",
+    "set_indirection_api",
+]
+
+_api: IndirectionAPI | None = None
+_local: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "objects_local_execution", default=False
+)
+
+
+def set_indirection_api(api: IndirectionAPI | None) -> None:
+    """Send every remotable call of this process through ``api`` (``None``: run locally).
+
+    Installed once at start-up; never created implicitly.
+    """
+    global _api
+    _api = api
+
+
+def get_indirection_api() -> IndirectionAPI | None:
+    """The installed indirection API, or ``None``."""
+    return _api
+
+
+@contextlib.contextmanager
+def local_execution() -> Iterator[None]:
+    """Run remotable bodies locally inside this block, even with an indirection API set.
+
+    The conductor wraps every request in it so it never calls itself. Context-variable
+    based: it covers this thread (or task) only.
+    """
+    token = _local.set(True)
+    try:
+        yield
+    finally:
+        _local.reset(token)
+
+
+def active_api() -> IndirectionAPI | None:
+    """The API remotable calls go through right now (``None``: run locally)."""
+    api = _api
+    if api is None or _local.get():
+        return None
+    return api
+
+
+def _adopt(result: Any, context: Any) -> Any:
+    # Objects made by a local body (or deserialized without one) belong to the caller.
+    if getattr(result, "_context", False) is None and hasattr(type(result), "obj_name"):
+        result._context = context
+    return result
+
+
+def remotable_classmethod(
+    fn: Callable[..., Any] | None = None, *, pending: bool | None = None
+) -> Any:
+    """Decorate a classmethod ``fn(cls, context, *args, **kwargs)`` as remotable.
+
+    Args:
+        fn: the body, run on the conductor (or here with no indirection API).
+        pending: its ``_async`` twin returns a pending instance of the class instead of
+            a future. Default: only for methods named ``get``.
+    """
+    if fn is None:
+        return lambda f: remotable_classmethod(f, pending=pending)
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(cls: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        api = active_api()
+        if api is None:
+            return _adopt(fn(cls, context, *args, **kwargs), context)
+        result = api.object_class_action_versions(
+            context, cls.obj_name(), name, cls._obj_manifest(), args, kwargs
+        )
+        return _adopt(result, context)
+
+    wrapper.remotable = True  # type: ignore[attr-defined]
+    wrapper.remotable_kind = "classmethod"  # type: ignore[attr-defined]
+    wrapper.original_fn = fn  # type: ignore[attr-defined]
+    wrapper.pending = (name == "get") if pending is None else bool(pending)  # type: ignore[attr-defined]
+    return classmethod(wrapper)
+
+
+def remotable(fn: Callable[..., Any]) -> Any:
+    """Decorate an instance method ``fn(self, *args, **kwargs)`` as remotable.
+
+    The object needs a context (``OrphanedObjectError`` otherwise). Through an
+    indirection API the returned ``(updates, result)`` is applied to this object in place.
+    """
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        context = self._context
+        if context is None:
+            raise exception.OrphanedObjectError(method=name, objtype=self.obj_name())
+        if self._obj_pending is not None:
+            self._obj_before_op()
+        api = active_api()
+        if api is None:
+            return fn(self, *args, **kwargs)
+        updates, result = api.object_action(
+            context, self, name, args, kwargs, object_versions=type(self)._obj_manifest()
+        )
+        self._obj_apply_updates(updates)
+        return result
+
+    wrapper.remotable = True  # type: ignore[attr-defined]
+    wrapper.remotable_kind = "instance"  # type: ignore[attr-defined]
+    wrapper.original_fn = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
+    def twin(cls: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        api = active_api()
+        future: ObjectFuture[Any]
+        if api is None:
+            future = done_future(lambda: wrapper(cls, context, *args, **kwargs))
+        else:
+            source = api.object_class_action_versions_async(
+                context, cls.obj_name(), name, cls._obj_manifest(), args, kwargs
+            )
+            future = chain(source, lambda result: _adopt(result, context))
+        if pending:
+            return cls._obj_new_pending(context, future)
+        return future
+
+    twin.__name__ = twin.__qualname__ = f"{name}_async"
+    twin.__doc__ = (
+        f"Start ``{name}`` and return at once with "
+        + ("a pending object." if pending else "a future of its result.")
+    )
+    twin.async_of = name  # type: ignore[attr-defined]
+    return classmethod(twin)
+
+
+def _instance_twin(wrapper: Callable[..., Any], name: str) -> Any:
+    def twin(self: Any, *args: Any, **kwargs: Any) -> ObjectFuture[Any]:
+        context = self._context
+        if context is None:
+            raise exception.OrphanedObjectError(method=f"{name}_async", objtype=self.obj_name())
+        if self._obj_pending is not None:
+            self._obj_before_op()
+        api = active_api()
+        future: ObjectFuture[Any]
+        if api is None:
+            future = done_future(lambda: wrapper(self, *args, **kwargs))
+        else:
+            source = api.object_action_async(
+                context, self, name, args, kwargs, object_versions=type(self)._obj_manifest()
+            )
+
+            def apply(reply: Any) -> Any:
+                updates, result = reply
+                self._obj_apply_updates(updates)
+                return result
+
+            future = chain(source, apply)
+        self._obj_pending_state().add_op(future)
+        return future
+
+    twin.__name__ = twin.__qualname__ = f"{name}_async"
+    twin.__doc__ = f"Start ``{name}`` and return at once with a future of its result."
+    twin.async_of = name  # type: ignore[attr-defined]
+    return twin
+
+
+def add_async_twins(cls: type) -> None:
+    """Give every remotable ``m`` defined on ``cls`` an ``m_async`` twin (unless defined)."""
+    own = cls.__dict__
+    for attr_name, attr in list(own.items()):
+        func = attr.__func__ if isinstance(attr, classmethod) else attr
+        if getattr(func, "remotable", False) is not True:
+            continue
+        twin_name = f"{attr_name}_async"
+        if twin_name in own:
+            continue
+        if func.remotable_kind == "classmethod":
+            setattr(cls, twin_name, _class_twin(func, attr_name, func.pending))
+        else:
+            setattr(cls, twin_name, _instance_twin(func, attr_name))
+
+
+def is_remotable(attr: Any, kind: str) -> bool:
+    """``attr`` (as found on a class) is a remotable method of ``kind`` ("classmethod"/"instance")."""
+    return getattr(attr, "remotable", False) is True and getattr(attr, "remotable_kind", None) == kind

@@ -1,0 +1,67 @@
+"""``VersionedObjectSerializer``: objects to RPC primitives and back (re-exported by base)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from objects import exception
+from objects.base import _KEY_NAME, VersionedObject
+from objects.context import RequestContext
+from objects.registry import VersionedObjectRegistry, obj_tree_get_versions
+from objects.remoting import active_api
+
+__all__ = ["VersionedObjectSerializer"]
+
+
+class VersionedObjectSerializer:
+    """Turns versioned objects into primitives for RPC and back.
+
+    Has the four methods of ``transport.serializer.Serializer`` (duck typing: objects
+    never imports transport). Lists, tuples and dicts are walked, so objects nested in
+    arguments and results travel too. An object too new for this process is sent back
+    through the indirection API's ``object_backport_versions`` (oslo's behaviour).
+    """
+
+    OBJ_BASE_CLASS: ClassVar[type[VersionedObject]] = VersionedObject
+
+    def serialize_entity(self, context: Any, entity: Any) -> Any:
+        if isinstance(entity, VersionedObject):
+            return entity.obj_to_primitive()
+        if isinstance(entity, dict):
+            return {key: self.serialize_entity(context, value) for key, value in entity.items()}
+        if isinstance(entity, (list, tuple, set, frozenset)):
+            return [self.serialize_entity(context, value) for value in entity]
+        return entity
+
+    def deserialize_entity(self, context: Any, entity: Any) -> Any:
+        if isinstance(entity, dict):
+            if _KEY_NAME in entity:
+                return self._process_object(context, entity)
+            return {key: self.deserialize_entity(context, value) for key, value in entity.items()}
+        if isinstance(entity, (list, tuple)):
+            return [self.deserialize_entity(context, value) for value in entity]
+        return entity
+
+    def _process_object(self, context: Any, primitive: dict[str, Any]) -> Any:
+        try:
+            return self.OBJ_BASE_CLASS.obj_from_primitive(primitive, context)
+        except exception.IncompatibleObjectVersion:
+            api = active_api()
+            name = primitive.get(_KEY_NAME)
+            if api is None or name not in VersionedObjectRegistry._state.classes:
+                raise
+            manifest = obj_tree_get_versions(name)
+        result = api.object_backport_versions(context, primitive, manifest)
+        if isinstance(result, dict) and _KEY_NAME in result:
+            result = self.OBJ_BASE_CLASS.obj_from_primitive(result, context)
+        return result
+
+    def serialize_context(self, context: Any) -> dict[str, Any]:
+        if context is None:
+            return {}
+        if isinstance(context, dict):
+            return context
+        return context.to_dict()  # type: ignore[no-any-return]
+
+    def deserialize_context(self, context: dict[str, Any]) -> RequestContext:
+        return RequestContext.from_dict(context)
