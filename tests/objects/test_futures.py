@@ -1,0 +1,197 @@
+"""Async twins, pending objects, obj.wait() and objects.wait_all()."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any
+
+import pytest
+
+import objects
+from objects import base, exception
+from objects.context import RequestContext
+from objects.futures import ObjectFuture
+from tests.objects.counters import GatedAPI, make_counter
+
+
+@pytest.fixture
+def counter_cls(registry: Any) -> Any:
+    return make_counter(registry)
+
+
+@pytest.fixture
+def gated() -> Any:
+    api = GatedAPI()
+    base.set_indirection_api(api)
+    try:
+        yield api
+    finally:
+        api.release()
+        base.set_indirection_api(None)
+        api.close()
+
+
+def test_every_remotable_method_has_an_async_twin(counter_cls: Any) -> None:
+    for name in ("get", "get_by_value", "total", "bump", "renumber", "fail"):
+        assert callable(getattr(counter_cls, f"{name}_async"))
+    assert not hasattr(counter_cls, "not_remotable_async")
+    assert objects.Instance.save_async.async_of == "save"  # type: ignore[attr-defined]
+
+
+def test_class_twin_returns_a_future_of_the_result(counter_cls: Any, ctx: Any) -> None:
+    future = counter_cls.total_async(ctx, [counter_cls.get(ctx, 1)])
+    assert isinstance(future, concurrent.futures.Future)
+    assert isinstance(future, ObjectFuture)
+    assert future.wait(5) == 10
+    assert future.result() == 10
+
+
+def test_get_async_returns_a_pending_instance_that_loads(counter_cls: Any, ctx: Any) -> None:
+    counter = counter_cls.get_async(ctx, 2)
+    assert type(counter) is counter_cls
+    assert counter.value == 20  # reading waits for the load
+    assert counter.wait() is counter
+    assert counter.obj_what_changed() == set()
+    assert counter.obj_revision == 1
+    assert counter._context is ctx
+
+
+def test_pending_can_be_opted_in_for_other_classmethods(counter_cls: Any, ctx: Any) -> None:
+    counter = counter_cls.get_by_value_async(ctx, 70)
+    assert type(counter) is counter_cls
+    assert counter.wait(5).id == 7
+
+
+def test_pending_object_is_really_pending_until_the_reply(counter_cls: Any, gated: Any) -> None:
+    ctx = RequestContext()
+    counter = counter_cls.get_async(ctx, 3)
+    assert "pending" in repr(counter)
+    with pytest.raises(TimeoutError):
+        counter.wait(timeout=0.05)
+    threading.Timer(0.05, gated.release).start()
+    assert counter.value == 30
+
+
+def test_setting_a_field_of_a_pending_object_waits_for_the_load(counter_cls: Any, gated: Any) -> None:
+    counter = counter_cls.get_async(RequestContext(), 3)
+    threading.Timer(0.05, gated.release).start()
+    counter.note = "mine"
+    assert counter.value == 30  # the assignment waited for the load, then applied
+    assert counter.note == "mine"
+    assert counter.obj_what_changed() == {"note"}
+
+
+def test_failed_load_raises_on_read_and_on_every_wait(counter_cls: Any, ctx: Any) -> None:
+    counter = counter_cls.get_async(ctx, -1)
+    with pytest.raises(exception.NotFound) as first:
+        counter.wait(5)
+    with pytest.raises(exception.NotFound) as second:
+        counter.wait(5)
+    assert first.value is second.value
+    with pytest.raises(exception.NotFound):
+        counter.value  # noqa: B018
+
+
+def test_a_load_that_returns_no_object_fails_the_pending_object(counter_cls: Any, ctx: Any) -> None:
+    odd = counter_cls._obj_new_pending(ctx, counter_cls.get_not_an_object_async(ctx))
+    with pytest.raises(exception.ObjectActionError, match="expected a Counter"):
+        odd.wait(5)
+
+
+def test_instance_twin_updates_the_object_before_its_future_resolves(counter_cls: Any, ctx: Any) -> None:
+    counter = counter_cls.get(ctx, 1)
+    seen: list[Any] = []
+    future = counter.bump_async(3)
+    future.add_done_callback(lambda f: seen.append(counter.value))
+    assert future.wait(5) == 13
+    assert counter.value == 13
+    assert seen == [13]
+    assert counter.wait() is counter
+
+
+def test_object_wait_raises_the_first_failure_twice(counter_cls: Any, ctx: Any) -> None:
+    counter = counter_cls.get(ctx, 1)
+    failed = counter.fail_async()
+    with pytest.raises(exception.ConcurrentUpdate) as first:
+        counter.wait(5)
+    with pytest.raises(exception.ConcurrentUpdate) as second:
+        counter.wait(5)
+    assert first.value is second.value
+    assert isinstance(failed.exception(), exception.ConcurrentUpdate)
+    # a reported failure is dropped when the next operation starts
+    counter.bump_async().wait(5)
+    assert counter.wait(5) is counter
+
+
+def test_callback_failure_becomes_the_futures_exception(counter_cls: Any) -> None:
+    from tests.objects.test_remotable import _ScriptedAPI
+
+    base.set_indirection_api(_ScriptedAPI({"value": "garbage"}))
+    counter = counter_cls(RequestContext(), id=1, value=1)
+    future = counter.bump_async()
+    assert isinstance(future.exception(5), exception.ObjectValueError)
+    with pytest.raises(exception.ObjectValueError):
+        counter.wait(5)
+
+
+def test_operations_on_one_object_run_in_order(counter_cls: Any, ctx: Any) -> None:
+    counter = counter_cls.get(ctx, 1)
+    futures = [counter.bump_async(1) for _ in range(5)]
+    assert [f.wait(5) for f in futures] == [11, 12, 13, 14, 15]
+    assert counter.value == 15
+
+
+def test_wait_all_waits_for_objects_and_futures(counter_cls: Any, ctx: Any) -> None:
+    pending = [counter_cls.get_async(ctx, i) for i in range(1, 4)]
+    future = counter_cls.total_async(ctx, [counter_cls.get(ctx, 1)])
+    results = objects.wait_all([*pending, future], timeout=5)
+    assert results[:3] == pending
+    assert results[3] == 10
+    assert [c.value for c in pending] == [10, 20, 30]
+
+
+def test_wait_all_raises_the_first_failure_after_waiting_for_all(counter_cls: Any, gated: Any) -> None:
+    ctx = RequestContext()
+    good = counter_cls.get_async(ctx, 1)
+    bad = counter_cls.get_async(ctx, -1)
+    later = counter_cls.get_async(ctx, 2)
+    threading.Timer(0.05, gated.release).start()
+    with pytest.raises(exception.NotFound):
+        objects.wait_all([good, bad, later], timeout=5)
+    # nothing was left running
+    assert good._obj_pending.load.done() and later._obj_pending.load.done()
+    assert later.value == 20
+
+
+def test_wait_all_times_out(counter_cls: Any, gated: Any) -> None:
+    counter = counter_cls.get_async(RequestContext(), 1)
+    with pytest.raises(TimeoutError):
+        objects.wait_all([counter], timeout=0.05)
+    with pytest.raises(TypeError):
+        objects.wait_all([object()])
+
+
+def test_as_completed_works_on_twin_futures(counter_cls: Any, ctx: Any) -> None:
+    counters = [counter_cls.get(ctx, i) for i in range(1, 4)]
+    futures = [c.bump_async(100) for c in counters]
+    done = list(concurrent.futures.as_completed(futures, timeout=5))
+    assert sorted(f.result() for f in done) == [110, 120, 130]
+
+
+def test_asyncio_can_await_twin_futures(counter_cls: Any, ctx: Any) -> None:
+    async def main() -> list[int]:
+        futures = [counter_cls.total_async(ctx, [counter_cls.get(ctx, i)]) for i in (1, 2)]
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+
+    assert asyncio.run(main()) == [10, 20]
+
+
+def test_local_twin_runs_synchronously_and_returns_a_done_future(counter_cls: Any) -> None:
+    ctx = RequestContext()
+    future = counter_cls.get_by_value_async(ctx, 10)._obj_pending.load
+    assert future.done()
+    failed = counter_cls(ctx, id=1).fail_async()
+    assert failed.done()
+    assert isinstance(failed.exception(), exception.ConcurrentUpdate)
