@@ -350,7 +350,7 @@ class VersionedObject(PendingObjectMixin):
                 data[name] = field.to_primitive(value)
         if target_version != cls.VERSION:
             self.obj_make_compatible(data, target_version)
-        primitive = {
+        primitive: dict[str, Any] = {
             _KEY_NAME: cls.obj_name(),
             _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
             _KEY_VERSION: target_version,

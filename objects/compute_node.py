@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from objects import fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
 from objects.persistent import PersistentObject
+
+if TYPE_CHECKING:
+    from objects.futures import ObjectFuture
 
 __all__ = ["ComputeNode"]
 
@@ -28,6 +31,13 @@ class ComputeNode(PersistentObject, VersionedObject):
         "memory_mb": fields.IntegerField(),
         "memory_mb_used": fields.IntegerField(),
     }
+
+    if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
+
+        @classmethod
+        def get_by_host_async(cls, context: Any, host: str) -> ObjectFuture[ComputeNode]: ...
+        def create_async(self) -> ObjectFuture[None]: ...
+        def save_async(self) -> ObjectFuture[None]: ...
 
     @remotable_classmethod
     def get_by_host(cls, context: Any, host: str) -> ComputeNode:

@@ -83,7 +83,11 @@ class MemoryStorage:
         return now
 
     def _table(self, objname: str) -> dict[int, Record]:
-        return self._tables.setdefault(objname, {})
+        table = self._tables.get(objname)
+        if table is None:
+            self._columns(objname)  # an unknown object name is UnsupportedObjectError
+            table = self._tables[objname] = {}
+        return table
 
     def _row(self, objname: str, id: int) -> Record:
         row = self._table(objname).get(id)
@@ -430,7 +434,7 @@ class ObjectVersionChecker:
         methods: dict[str, Any] = {}
         for name in sorted(dir(obj_cls)):
             attr = inspect.getattr_static(obj_cls, name, None)
-            func = attr.__func__ if isinstance(attr, (classmethod, staticmethod)) else attr
+            func: Any = attr.__func__ if isinstance(attr, (classmethod, staticmethod)) else attr
             if getattr(func, "remotable", False) is not True:
                 continue
             methods[name] = {

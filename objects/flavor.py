@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from objects import fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
 from objects.persistent import PersistentObject
+
+if TYPE_CHECKING:
+    from objects.futures import ObjectFuture
 
 __all__ = ["Flavor"]
 
@@ -28,6 +31,14 @@ class Flavor(PersistentObject, VersionedObject):
         "memory_mb": fields.IntegerField(),
         "root_gb": fields.IntegerField(),
     }
+
+    if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
+
+        @classmethod
+        def get_async(cls, context: Any, id: int) -> Flavor: ...
+        @classmethod
+        def get_by_flavorid_async(cls, context: Any, flavorid: str) -> ObjectFuture[Flavor]: ...
+        def create_async(self) -> ObjectFuture[None]: ...
 
     @remotable_classmethod
     def get(cls, context: Any, id: int) -> Flavor:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid as uuid_lib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from objects import exception, fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
 from objects.lists import ObjectListBase
 from objects.persistent import PersistentObject
 from objects.registry import version_tuple
+
+if TYPE_CHECKING:
+    from objects.futures import ObjectFuture
 
 __all__ = ["INSTANCE_STATES", "Instance", "InstanceList"]
 
@@ -69,6 +72,17 @@ class Instance(PersistentObject, VersionedObject):
             if name not in d and name in loaded.__dict__:
                 self._obj_set_loaded(name, loaded.__dict__[name])
 
+    if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
+
+        @classmethod
+        def get_async(cls, context: Any, id: int) -> Instance: ...
+        @classmethod
+        def get_by_uuid_async(cls, context: Any, uuid: str) -> ObjectFuture[Instance]: ...
+        def create_async(self) -> ObjectFuture[None]: ...
+        def save_async(self) -> ObjectFuture[None]: ...
+        def destroy_async(self) -> ObjectFuture[None]: ...
+        def refresh_async(self) -> ObjectFuture[None]: ...
+
     @remotable_classmethod
     def get(cls, context: Any, id: int) -> Instance:
         """The instance with this database id. Raises ``NotFound``."""
@@ -121,6 +135,19 @@ class InstanceList(ObjectListBase):
         result = cls(context, objects=instances)
         result.obj_reset_changes()
         return result
+
+    if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
+
+        @classmethod
+        def get_all_async(
+            cls,
+            context: Any,
+            filters: Mapping[str, Any] | None = None,
+            limit: int | None = None,
+            marker: int | None = None,
+        ) -> ObjectFuture[InstanceList]: ...
+        @classmethod
+        def get_by_host_async(cls, context: Any, host: str) -> ObjectFuture[InstanceList]: ...
 
     @remotable_classmethod
     def get_all(

@@ -15,7 +15,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from objects import exception
 from objects.futures import ObjectFuture, chain, done_future
@@ -31,6 +31,9 @@ __all__ = [
     "remotable_classmethod",
     "set_indirection_api",
 ]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 _api: IndirectionAPI | None = None
 _local: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -81,6 +84,18 @@ def _adopt(result: Any, context: Any) -> Any:
     return result
 
 
+# NOTE: the classmethod comes back as Any: mypy reads a function in a class body as taking
+# an instance first, so a precise Callable[Concatenate[type[T], P], R] never matches.
+@overload
+def remotable_classmethod(fn: Callable[..., Any], *, pending: bool | None = None) -> Any: ...
+
+
+@overload
+def remotable_classmethod(
+    fn: None = None, *, pending: bool | None = None
+) -> Callable[[Callable[..., Any]], Any]: ...
+
+
 def remotable_classmethod(
     fn: Callable[..., Any] | None = None, *, pending: bool | None = None
 ) -> Any:
@@ -112,7 +127,7 @@ def remotable_classmethod(
     return classmethod(wrapper)
 
 
-def remotable(fn: Callable[..., Any]) -> Any:
+def remotable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate an instance method ``fn(self, *args, **kwargs)`` as remotable.
 
     The object needs a context (``OrphanedObjectError`` otherwise). Through an
@@ -139,7 +154,7 @@ def remotable(fn: Callable[..., Any]) -> Any:
     wrapper.remotable = True  # type: ignore[attr-defined]
     wrapper.remotable_kind = "instance"  # type: ignore[attr-defined]
     wrapper.original_fn = fn  # type: ignore[attr-defined]
-    return wrapper
+    return wrapper  # type: ignore[return-value]
 
 
 def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
@@ -201,7 +216,7 @@ def add_async_twins(cls: type) -> None:
     """Give every remotable ``m`` defined on ``cls`` an ``m_async`` twin (unless defined)."""
     own = cls.__dict__
     for attr_name, attr in list(own.items()):
-        func = attr.__func__ if isinstance(attr, classmethod) else attr
+        func: Any = attr.__func__ if isinstance(attr, classmethod) else attr
         if getattr(func, "remotable", False) is not True:
             continue
         twin_name = f"{attr_name}_async"

@@ -21,7 +21,7 @@ def make_counter(registry: Any) -> Any:
         }
 
         @base.remotable_classmethod
-        def get(cls, context: Any, id: int) -> Any:
+        def get(cls: Any, context: Any, id: int) -> Any:
             if id < 0:
                 raise exception.NotFound(f"no Counter {id}", objname="Counter", id=id)
             counter = cls(context, id=id, value=id * 10)
@@ -30,7 +30,7 @@ def make_counter(registry: Any) -> Any:
             return counter
 
         @base.remotable_classmethod(pending=True)
-        def get_by_value(cls, context: Any, value: int) -> Any:
+        def get_by_value(cls: Any, context: Any, value: int) -> Any:
             counter = cls(context, id=value // 10, value=value)
             counter.obj_reset_changes()
             return counter

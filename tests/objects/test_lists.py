@@ -62,7 +62,7 @@ def test_empty_list_by_default_is_not_a_change(registry: Any) -> None:
 def test_list_round_trips_and_reports_child_changes(child_list: Any) -> None:
     child_list[0].name = "A"
     assert child_list.obj_what_changed() == {"objects"}
-    again = base.VersionedObject.obj_from_primitive(child_list.obj_to_primitive())
+    again: Any = base.VersionedObject.obj_from_primitive(child_list.obj_to_primitive())
     assert type(again) is type(child_list)
     assert [c.name for c in again] == ["A", "b", "c"]
     assert again.obj_what_changed() == {"objects"}
