@@ -62,7 +62,7 @@ class ServeProcess:
             if self.ready.wait(0.1):
                 return
             if self.proc.poll() is not None:
-                self._reader.join(2)
+                self._close()
                 raise AssertionError(
                     f"conductor serve exited with {self.proc.returncode}:\n{self.output}"
                 )
@@ -78,14 +78,19 @@ class ServeProcess:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-        self._reader.join(5)
+        self._close()
         return code
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self._reader.join(5)
+        self._close()
 
 
 def child_env() -> dict[str, str]:

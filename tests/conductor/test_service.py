@@ -225,4 +225,5 @@ def test_a_replayed_request_id_is_answered_from_the_stored_result(
         first = endpoint.object_action(ctx_server, inst.obj_clone(), "create", [], {})
         second = endpoint.object_action(ctx_server, inst.obj_clone(), "create", [], {})
     assert first == second
+    monkeypatch.undo()
     assert len(objects.InstanceList.get_by_host(ctx, "replay-host")) == 1
