@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ def alembic_config() -> Config:
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     return config
 
+
+# An arbitrary constant naming the advisory lock that serialises upgrades on PostgreSQL.
+_UPGRADE_LOCK = 0x636F6E64
+
+_process_lock = threading.Lock()
 
 _CAST = re.compile(r"::[a-z ]+$")
 
@@ -114,6 +120,7 @@ def upgrade(database_url: str | URL, revision: str = "head") -> None:
     Raises:
         DatabaseError: the database cannot be reached or refused a migration.
         ObjectValueError: ``revision`` is unknown.
+        SchemaNotAtHead: the database was migrated by a newer version of the conductor.
     """
     config = alembic_config()
     engine = create_engine(database_url, pool_size=1, max_overflow=0)
@@ -122,9 +129,21 @@ def upgrade(database_url: str | URL, revision: str = "head") -> None:
             # env.py uses this connection rather than opening one from a URL, so the
             # password never passes through alembic's ini-style config.
             config.attributes["connection"] = connection
+            # Conductors starting together on one empty database would race to create the
+            # same tables; whoever waits for this lock then finds the schema at head.
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK})")
+            elif connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             try:
-                command.upgrade(config, revision)
+                # NOTE: alembic keeps the running migration in module globals
+                # (alembic.context, alembic.op): one upgrade at a time per process.
+                with _process_lock:
+                    command.upgrade(config, revision)
             except CommandError as exc:
+                current = MigrationContext.configure(connection).get_current_revision()
+                if current is not None and current not in _known_revisions():
+                    raise _newer_schema(mask_url(database_url), current) from exc
                 raise exception.ObjectValueError(
                     reason=f"cannot upgrade {mask_url(database_url)} to {revision!r}: {exc}"
                 ) from exc
@@ -146,16 +165,24 @@ def check_at_head(database_url: str | URL) -> None:
     if current == head:
         return
     url = mask_url(database_url)
-    known = {
-        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
-    }
-    if current is not None and current not in known:
-        raise SchemaNotAtHead(
-            f"The database {url} is at schema revision {current}, which this conductor does "
-            f"not know (its newest is {head}): it was migrated by a newer version; run that "
-            "version's conductor instead",
-            url=url,
-            current=current,
-            head=head,
-        )
+    if current is not None and current not in _known_revisions():
+        raise _newer_schema(url, current)
     raise SchemaNotAtHead(url=url, current=current or "none (empty database)", head=head)
+
+
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(rev.revision for rev in script.walk_revisions())
+
+
+def _newer_schema(url: str, current: str) -> SchemaNotAtHead:
+    head = head_revision()
+    return SchemaNotAtHead(
+        f"The database {url} is at schema revision {current}, which this conductor does "
+        f"not know (its newest is {head}): it was migrated by a newer version; run that "
+        "version's conductor instead",
+        url=url,
+        current=current,
+        head=head,
+    )

@@ -344,3 +344,23 @@ def test_register_model_refuses_a_model_without_revision_or_a_taken_name() -> No
     with pytest.raises(exception.ObjectValueError, match="already served"):
         db.register_model("Instance", Widget)
     assert db.registered_models()["Instance"] is models.Instance
+
+
+def test_omitted_tags_and_metadata_get_the_schema_defaults(factory: sessionmaker[Session]) -> None:
+    with db.session_scope(factory) as session:
+        record = db.SQLStorage(session).create("Instance", new_instance())
+
+    assert record["tags"] == [] and record["metadata"] == {}
+
+
+def test_the_package_surface_is_what_all_names() -> None:
+    exported = set(db.__all__)
+
+    assert all(hasattr(db, name) for name in exported)
+    assert {
+        "upgrade",
+        "check_at_head",
+        "SQLStorage",
+        "SchemaNotAtHead",
+        "session_factory",
+    } <= exported

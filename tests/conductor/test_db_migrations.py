@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -187,13 +188,17 @@ def test_check_at_head_names_the_fixing_command_when_behind(empty_database_url: 
     db.check_at_head(empty_database_url)
 
 
-def test_check_at_head_refuses_a_database_migrated_by_a_newer_version(
-    migrated_database_url: str,
+def test_a_database_migrated_by_a_newer_version_is_refused_not_touched(
+    empty_database_url: str,
 ) -> None:
-    _raw(migrated_database_url, "UPDATE alembic_version SET version_num = '0099'")
+    db.upgrade(empty_database_url)
+    _raw(empty_database_url, "UPDATE alembic_version SET version_num = '0099'")
 
     with pytest.raises(db.SchemaNotAtHead, match="newer version"):
-        db.check_at_head(migrated_database_url)
+        db.check_at_head(empty_database_url)
+    with pytest.raises(db.SchemaNotAtHead, match="newer version"):
+        db.upgrade(empty_database_url)
+    assert db.current_revision(empty_database_url) == "0099"
 
 
 def test_upgrade_to_an_unknown_revision_raises_object_value_error(empty_database_url: str) -> None:
@@ -227,3 +232,26 @@ def test_alembic_cli_upgrades_with_the_root_ini(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert db.current_revision(url) == db.head_revision()
+
+
+def test_conductors_upgrading_the_same_empty_database_at_once_all_succeed(
+    empty_database_url: str,
+) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def upgrade() -> None:
+        barrier.wait()
+        try:
+            db.upgrade(empty_database_url)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    db.check_at_head(empty_database_url)
