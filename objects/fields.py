@@ -296,7 +296,10 @@ class DateTimeField(Field):
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"expected an ISO 8601 datetime, got {value!r}") from None
-        if parsed.tzinfo is None:
+        tz = parsed.tzinfo
+        if tz is _UTC:  # what our own primitives and oslo's "Z" parse to
+            return parsed
+        if tz is None:
             return parsed.replace(tzinfo=_UTC)
         if parsed.utcoffset() == dt.timedelta(0):
             return parsed.replace(tzinfo=_UTC)

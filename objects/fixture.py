@@ -4,19 +4,21 @@
 - :class:`LocalIndirectionAPI`: an in-process conductor. Every call and reply is
   serialized with ``VersionedObjectSerializer`` and round-tripped through JSON, exactly
   what a message broker would carry, so "remote" object tests catch what the wire loses.
+- :func:`isolated_registry`: registrations made inside it are undone afterwards.
 - :class:`ObjectVersionChecker`: fingerprints of object classes, to pin in a test so a
   change of fields or remotable signatures without a version bump fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import hashlib
 import inspect
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +34,17 @@ from objects.registry import VersionedObjectRegistry
 from objects.serializer import VersionedObjectSerializer
 from objects.storage import Record
 
-__all__ = ["LocalIndirectionAPI", "MemoryStorage", "ObjectVersionChecker"]
+__all__ = ["LocalIndirectionAPI", "MemoryStorage", "ObjectVersionChecker", "isolated_registry"]
+
+
+@contextlib.contextmanager
+def isolated_registry() -> Iterator[type[VersionedObjectRegistry]]:
+    """Whatever is registered inside the block is forgotten when it ends."""
+    snapshot = VersionedObjectRegistry.snapshot()
+    try:
+        yield VersionedObjectRegistry
+    finally:
+        VersionedObjectRegistry.restore(snapshot)
 
 
 #: Unique columns of the built-in tables (what the SQL schema enforces too).

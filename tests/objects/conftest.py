@@ -16,19 +16,18 @@ import pytest
 import objects
 from objects import base
 from objects.context import RequestContext
-from objects.fixture import LocalIndirectionAPI, MemoryStorage
+from objects.fixture import LocalIndirectionAPI, MemoryStorage, isolated_registry
 
 
 @pytest.fixture(autouse=True)
 def registry() -> Iterator[type[base.VersionedObjectRegistry]]:
     """The built-in domain registered; whatever a test registers is forgotten after it."""
-    snapshot = base.VersionedObjectRegistry.snapshot()
-    objects.register_all()
-    try:
-        yield base.VersionedObjectRegistry
-    finally:
-        base.VersionedObjectRegistry.restore(snapshot)
-        base.set_indirection_api(None)
+    with isolated_registry() as registry:
+        objects.register_all()
+        try:
+            yield registry
+        finally:
+            base.set_indirection_api(None)
 
 
 @pytest.fixture

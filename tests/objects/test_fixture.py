@@ -147,3 +147,13 @@ def test_async_twins_run_the_call_on_another_thread(storage: MemoryStorage) -> N
         api.close()
     assert served_on[0].startswith("objects-local-api")
     assert served_on[1] == threading.current_thread().name
+
+
+def test_isolated_registry_forgets_what_was_registered_inside() -> None:
+    from objects.fixture import isolated_registry
+
+    with isolated_registry() as registry:
+        registry.register(type("Temp", (base.VersionedObject,), {}))
+        assert "Temp" in registry.obj_classes()
+    assert "Temp" not in base.VersionedObjectRegistry.obj_classes()
+    assert "Instance" in base.VersionedObjectRegistry.obj_classes()
