@@ -145,6 +145,10 @@ class SQLStorage:
     session per request) commits or rolls back. Records are dicts keyed by column name,
     which is the field name. Errors are ``objects.exception`` types, never SQLAlchemy's.
 
+    NOTE: after a ``DuplicateEntry`` or ``DatabaseError`` PostgreSQL refuses further
+    statements in the transaction; let the error end the request (the service rolls back)
+    rather than catching it and writing on.
+
     Args:
         session: the request's session; method bodies that need more than the protocol
             may use it directly as ``context.db.session``.
