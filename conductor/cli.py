@@ -94,6 +94,9 @@ def _serve(args: argparse.Namespace) -> int:
     import objects
 
     objects.register_all()
+    # Like `python -m`, find the user's --objects modules in the working directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in args.objects:
         try:
             importlib.import_module(module)

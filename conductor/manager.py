@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 import transport
+from conductor import db
 from conductor.db import requests as db_requests
 from conductor.db.storage import SQLStorage
 from objects import base, exception, indirection
@@ -117,27 +118,42 @@ class ConductorManager:
         token = current_request.set(request_id or context.request_id)
         try:
             self._maybe_prune()
-            with self._session_factory() as session:
-                with _translated_db_errors():
-                    with session.begin():
-                        if request_id is not None:
-                            found, stored = db_requests.lookup_result(session, request_id)
-                            if found:
-                                LOG.info("replayed %s from its stored result", what)
-                                return stored
-                        storage = SQLStorage(session)
-                        context.db = storage
-                        try:
-                            with base.local_execution():
-                                result = body()
-                        finally:
-                            context.db = None
-                        if request_id is not None and storage.wrote:
-                            db_requests.store_result(session, request_id, result)
+            try:
+                result = self._run_once(context, what, body, request_id)
+            except _AlreadyStored:
+                # Another conductor committed this very request first (a redelivery raced
+                # the original); its result is the answer.
+                with db.session_scope(self._session_factory) as session:
+                    found, result = db_requests.lookup_result(session, request_id or "")
+                if not found:
+                    raise exception.DatabaseError(reason="stored result vanished") from None
             LOG.debug("served %s", what)
             return result
         finally:
             current_request.reset(token)
+
+    def _run_once(
+        self, context: RequestContext, what: str, body: Callable[[], Any], request_id: str | None
+    ) -> Any:
+        with db.session_scope(self._session_factory) as session:
+            if request_id is not None:
+                found, stored = db_requests.lookup_result(session, request_id)
+                if found:
+                    LOG.info("replayed %s from its stored result", what)
+                    return stored
+            storage = SQLStorage(session)
+            context.db = storage
+            try:
+                with base.local_execution():
+                    result = body()
+            finally:
+                context.db = None
+            if request_id is not None and storage.wrote:
+                try:
+                    db_requests.store_result(session, request_id, result)
+                except exception.DuplicateEntry:
+                    raise _AlreadyStored() from None
+        return result
 
     def _maybe_prune(self) -> None:
         now = time.monotonic()
@@ -153,20 +169,8 @@ class ConductorManager:
             LOG.warning("could not prune stored request results", exc_info=True)
 
 
-class _translated_db_errors:
-    """Turn SQLAlchemy errors raised outside SQLStorage (begin/commit) into typed ones."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, exception.ObjectsError):
-            return False
-        from sqlalchemy.exc import SQLAlchemyError
-
-        if isinstance(exc, SQLAlchemyError):
-            raise exception.DatabaseError(reason=type(exc).__name__) from exc
-        return False
+class _AlreadyStored(Exception):
+    """The request id was stored by someone else during our transaction."""
 
 
 def _check_call_shape(**parts: Any) -> None:
