@@ -172,8 +172,9 @@ class _Publisher:
     def heartbeat_check(self) -> None:
         if self._lock.acquire(blocking=False):  # busy publishing means alive anyway
             try:
-                if self._conn is not None:
-                    self._conn.heartbeat_check()
+                raw = getattr(self._conn, "_connection", None)
+                if raw is not None:
+                    raw.heartbeat_tick(rate=2)
             except Exception as exc:
                 LOG.info("publisher heartbeat failed (%s); reconnecting on next send", exc)
                 self._reset()
@@ -330,8 +331,9 @@ class AMQPDriver(Driver):
         super().__init__(url, config)
         self._kombu_url = _kombu_url(url)
         self._publisher = _Publisher(self._kombu_url, config)
-        self._io = _IOThread("transport-amqp-io", self._run)
+        self._io = _IOThread(f"transport-amqp-io-{id(self) % 10000}", self._run)
         self._conn: kombu.Connection | None = None
+        self._raw: Any = None  # the py-amqp connection inside _conn
         self._generation = 0
         self._subs: list[_Subscription] = []
         self._reply_sub: _Subscription | None = None
@@ -488,8 +490,10 @@ class AMQPDriver(Driver):
             accept=[_JSON],
             no_ack=False,
         )
-        consumer.consume()
+        # NOTE: set before consume(): deliveries for the first queue can arrive while
+        # consume() still waits for the broker's consume-ok of the next one.
         sub.channel, sub.consumer, sub.generation = channel, consumer, self._generation
+        consumer.consume()
 
     def _deliver(self, sub: _Subscription, message: Any) -> None:
         incoming = _AMQPIncoming(self, sub, message)
@@ -514,8 +518,10 @@ class AMQPDriver(Driver):
                 message.ack()
             else:
                 message.requeue()
-        except Exception as exc:  # a closed channel: the broker requeued it already
-            LOG.debug("cannot %s a message: %s", action, exc)
+        except Exception as exc:
+            if self._conn is not None and isinstance(exc, self._conn.connection_errors):
+                raise  # the I/O loop reconnects
+            LOG.debug("cannot %s a message: %s", action, exc)  # closed channel: requeued already
 
     def _cancel(self, sub: _Subscription, *, close: bool) -> None:
         sub.cancelled = True
@@ -536,7 +542,7 @@ class AMQPDriver(Driver):
             try:
                 conn = kombu.Connection(self._kombu_url, heartbeat=_HEARTBEAT, connect_timeout=5)
                 conn.connect()
-                self._conn = conn
+                self._conn, self._raw = conn, conn.connection
                 for sub in list(self._subs):
                     if sub.cancelled:
                         self._subs.remove(sub)
@@ -571,20 +577,26 @@ class AMQPDriver(Driver):
             if self._conn is None:
                 self._connect()
                 continue
-            conn = self._conn
+            # NOTE: the py-amqp connection captured at connect time, never kombu's
+            # ``conn.connection`` property here: that one silently opens a fresh
+            # connection (without our consumers) once the old one is marked dead.
+            raw = self._raw
             try:
                 self._io.run_commands()
-                readable, _, _ = select.select([conn.connection.sock, self._io.wake_r], [], [], _HEARTBEAT / 4)
-                if conn.connection.sock in readable:
+                sock = raw.sock
+                if sock is None or not raw.connected:
+                    raise ConnectionError("the connection was closed")
+                readable, _, _ = select.select([sock, self._io.wake_r], [], [], _HEARTBEAT / 4)
+                if sock in readable:
                     for _ in range(256):  # then give queued commands (acks) a turn
                         try:
-                            conn.drain_events(timeout=0)
+                            raw.drain_events(timeout=0)
                         except TimeoutError:
                             break
                 now = time.monotonic()
                 if now - last_beat > _HEARTBEAT / 4:
                     last_beat = now
-                    conn.heartbeat_check()
+                    raw.heartbeat_tick(rate=2)
                     self._publisher.heartbeat_check()
             except Exception as exc:
                 if self._closing.is_set():
@@ -621,10 +633,14 @@ class AMQPDriver(Driver):
         self._io.close()
 
     # -- for tests --------------------------------------------------------------------
-    def _sockets(self) -> Iterator[socket.socket]:
+    def _sockets(self) -> list[socket.socket]:
         """The live sockets of both connections (tests drop them to simulate a failure)."""
+        return list(self._iter_sockets())
+
+    def _iter_sockets(self) -> Iterator[socket.socket]:
         for conn in (self._conn, self._publisher._conn):
-            sock = getattr(getattr(conn, "connection", None), "sock", None) if conn else None
+            # kombu's private _connection: the public property would reconnect.
+            sock = getattr(getattr(conn, "_connection", None), "sock", None)
             if sock is not None:
                 yield sock
 
