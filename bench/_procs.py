@@ -1,0 +1,178 @@
+"""Child processes of the benchmark: workers we send commands to, and servers.
+
+Every child's stderr goes to a log file in the run's temporary directory; when a child
+fails, the error names that file and shows its tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+
+class ChildError(RuntimeError):
+    """A child process failed, answered with an error, or did not answer in time."""
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Children get their configuration from arguments, never from the environment.
+    env.pop("CONDUCTOR_TRANSPORT_URL", None)
+    env.pop("CONDUCTOR_DATABASE_URL", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
+    return env
+
+
+class Child:
+    """A process speaking JSON lines: commands on stdin, replies on stdout."""
+
+    def __init__(self, name: str, argv: list[str], logdir: Path, ready_timeout: float = 60.0) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            text=True, env=child_env(), cwd=REPO, bufsize=1,
+        )
+        self.ps = psutil.Process(self.proc.pid)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self._expect(lambda reply: bool(reply.get("ready")), ready_timeout)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _fail(self, what: str) -> ChildError:
+        return ChildError(f"{self.name}: {what}; log {self.log_path}:\n{_tail(self.log_path)}")
+
+    def _expect(self, accept: Any, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._fail(f"no answer within {timeout:.0f}s")
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise self._fail(f"exited with {self.proc.wait()}")
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                continue  # a stray print of some library
+            if isinstance(reply, dict) and accept(reply):
+                return reply
+
+    def call(self, command: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._fail("stdin closed") from None
+        reply = self._expect(lambda r: True, timeout)
+        if "error" in reply:
+            raise self._fail(f"{command.get('cmd')} failed: {reply['error']}")
+        return reply
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def worker(name: str, kind: str, config: dict[str, Any], logdir: Path) -> Child:
+    argv = [sys.executable, str(BENCH / "_worker.py"), kind, json.dumps(config)]
+    return Child(name, argv, logdir)
+
+
+class ConductorServe:
+    """``conductor serve`` as a user runs it; stdout and stderr go to a log file."""
+
+    def __init__(self, name: str, args: list[str], logdir: Path, timeout: float = 60.0) -> None:
+        script = Path(sys.executable).with_name("conductor")
+        argv = [str(script)] if script.exists() else [sys.executable, "-m", "conductor.cli"]
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*argv, "serve", *args], stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
+        )
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + timeout
+        while "serving topic" not in self.log_path.read_text(errors="replace"):
+            if self.proc.poll() is not None:
+                raise ChildError(f"{name} exited with {self.proc.returncode}:\n{_tail(self.log_path)}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ChildError(f"{name} not ready after {timeout:.0f}s:\n{_tail(self.log_path)}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def rss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 1e6
