@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +24,7 @@ from conductor.db import requests as db_requests
 from conductor.db.storage import SQLStorage
 from objects import base, exception, indirection
 from objects.context import RequestContext
+from objects.storage import Record
 
 LOG = logging.getLogger(__name__)
 
@@ -43,6 +44,17 @@ class ConductorManager:
     """
 
     target = transport.Target(namespace=None, version="1.0")
+
+    #: Ordinary outcomes for callers, not server faults: logged in one line, no traceback.
+    expected_exceptions = (
+        exception.NotFound,
+        exception.ConcurrentUpdate,
+        exception.DuplicateEntry,
+        exception.ObjectActionError,
+        exception.ObjectValueError,
+        exception.UnsupportedObjectError,
+        exception.IncompatibleObjectVersion,
+    )
 
     def __init__(
         self,
@@ -115,6 +127,15 @@ class ConductorManager:
         if not isinstance(context, RequestContext):
             raise exception.ObjectValueError(reason="the request carries no valid context")
         request_id = transport.current_request_id()
+        batch_storage = _batch_storage.get()
+        if batch_storage is not None:
+            # Part of a batch: the batch owns the transaction and the stored results.
+            context.db = batch_storage
+            try:
+                with base.local_execution():
+                    return body()
+            finally:
+                context.db = None
         token = current_request.set(request_id or context.request_id)
         try:
             self._maybe_prune()
@@ -136,7 +157,9 @@ class ConductorManager:
         self, context: RequestContext, what: str, body: Callable[[], Any], request_id: str | None
     ) -> Any:
         with db.session_scope(self._session_factory) as session:
-            if request_id is not None:
+            # NOTE: only a redelivered message can have run before; skipping the lookup
+            # on first deliveries saves a query on every request.
+            if request_id is not None and transport.current_request_redelivered():
                 found, stored = db_requests.lookup_result(session, request_id)
                 if found:
                     LOG.info("replayed %s from its stored result", what)
@@ -155,6 +178,79 @@ class ConductorManager:
                     raise _AlreadyStored() from None
         return result
 
+    # -- many requests, one transaction -------------------------------------------------
+
+    def _dispatch_batch(self, calls: Sequence[transport.BatchCall]) -> None:
+        """Run requests that arrived in one message in one transaction (transport hook).
+
+        Reads are coalesced: every ``get`` by id in the batch is one ``WHERE id IN``
+        query. Each request keeps its own result or error and its own stored result for
+        replays. A request that fails after writing (or with an error that may have
+        aborted the transaction) sends the whole batch back to one transaction per
+        request, so no request's outcome depends on another's failure.
+        """
+        if len(calls) > 1:
+            try:
+                outcomes = self._run_batch(calls)
+            except _Fallback as why:
+                LOG.debug("batch of %d ran request by request: %s", len(calls), why)
+            except exception.ObjectsError as exc:
+                LOG.debug("batch of %d failed as a whole (%s); request by request",
+                          len(calls), exc)
+            else:
+                for call, (ok, value) in zip(calls, outcomes, strict=True):
+                    if ok:
+                        call.set_result(value)
+                    else:
+                        call.set_exception(value)
+                return
+        for call in calls:
+            if len(calls) > 1:
+                try:
+                    call.reset()
+                except Exception as exc:  # noqa: BLE001 - the call's own outcome
+                    call.set_exception(exc)
+                    continue
+            try:
+                call.set_result(call.run())
+            except Exception as exc:  # noqa: BLE001 - the call's own outcome
+                call.set_exception(exc)
+
+    def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
+        self._maybe_prune()
+        outcomes: list[tuple[bool, Any]] = []
+        with db.session_scope(self._session_factory) as session:
+            replayable = [c.request_id for c in calls if c.redelivered]
+            stored = db_requests.lookup_results(session, replayable)
+            storage = _PrefetchingStorage(session)
+            _prefetch_gets(storage, calls, stored)
+            to_store: list[tuple[str, Any]] = []
+            token = _batch_storage.set(storage)
+            try:
+                for call in calls:
+                    if call.request_id in stored:
+                        outcomes.append((True, stored[call.request_id]))
+                        continue
+                    storage.take_wrote()
+                    try:
+                        result = call.run()
+                    except Exception as exc:  # noqa: BLE001 - judged below
+                        if storage.take_wrote() or not isinstance(exc, _CLEAN_ERRORS):
+                            raise _Fallback(f"{type(exc).__name__} in a write") from exc
+                        outcomes.append((False, exc))
+                        continue
+                    if storage.take_wrote():
+                        storage.forget_cached()
+                        to_store.append((call.request_id, result))
+                    outcomes.append((True, result))
+            finally:
+                _batch_storage.reset(token)
+            try:
+                db_requests.store_results(session, to_store)
+            except exception.DuplicateEntry:
+                raise _Fallback("a request of the batch was stored by another conductor") from None
+        return outcomes
+
     def _maybe_prune(self) -> None:
         now = time.monotonic()
         if now - self._last_prune < self._prune_every:
@@ -167,6 +263,71 @@ class ConductorManager:
                 LOG.debug("pruned %d stored request results", removed)
         except Exception:  # noqa: BLE001 - pruning must never fail a request
             LOG.warning("could not prune stored request results", exc_info=True)
+
+
+#: Errors after which the batch's transaction is still usable: raised before any write
+#: and without a failed statement (the others may have aborted it on PostgreSQL).
+_CLEAN_ERRORS = (
+    exception.NotFound,
+    exception.ConcurrentUpdate,
+    exception.ObjectActionError,
+    exception.UnsupportedObjectError,
+    exception.IncompatibleObjectVersion,
+)
+
+_batch_storage: contextvars.ContextVar[SQLStorage | None] = contextvars.ContextVar(
+    "conductor_batch_storage", default=None
+)
+
+
+class _Fallback(Exception):
+    """The batch cannot finish in one transaction; run its requests one by one."""
+
+
+class _PrefetchingStorage(SQLStorage):
+    """SQLStorage whose ``get`` is served from rows fetched for the whole batch at once."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._cache: dict[tuple[str, int], Record] = {}
+
+    def prime(self, objname: str, ids: Sequence[int]) -> None:
+        for id_, record in self.get_many(objname, ids).items():
+            self._cache[(objname, id_)] = record
+
+    def forget_cached(self) -> None:
+        # NOTE: any write (through the protocol or the raw session) may change cached
+        # rows; dropping the cache is cheaper than knowing which.
+        self._cache.clear()
+
+    def get(self, objname: str, id: int) -> Record:
+        record = self._cache.get((objname, id))
+        if record is not None:
+            return dict(record)
+        return super().get(objname, id)
+
+
+def _prefetch_gets(
+    storage: _PrefetchingStorage, calls: Sequence[transport.BatchCall], stored: dict[str, Any]
+) -> None:
+    wanted: dict[str, list[int]] = {}
+    for call in calls:
+        if call.method != "object_class_action_versions" or call.request_id in stored:
+            continue
+        kwargs = call.kwargs
+        args = kwargs.get("args")
+        if (
+            kwargs.get("objmethod") == "get"
+            and isinstance(args, list)
+            and len(args) == 1
+            and type(args[0]) is int
+            and not kwargs.get("kwargs")
+        ):
+            wanted.setdefault(str(kwargs.get("objname")), []).append(args[0])
+    models = db.registered_models()
+    for objname, ids in wanted.items():
+        if objname in models and len(ids) > 1:
+            storage.prime(objname, ids)
 
 
 class _AlreadyStored(Exception):

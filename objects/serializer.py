@@ -28,6 +28,10 @@ class VersionedObjectSerializer:
         if isinstance(entity, VersionedObject):
             return entity.obj_to_primitive()
         if isinstance(entity, dict):
+            if _KEY_NAME in entity:
+                # Already an object primitive (the conductor replies with primitives
+                # backported to the caller's versions): nothing inside needs turning.
+                return entity
             return {key: self.serialize_entity(context, value) for key, value in entity.items()}
         if isinstance(entity, (list, tuple, set, frozenset)):
             return [self.serialize_entity(context, value) for value in entity]

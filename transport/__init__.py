@@ -10,7 +10,12 @@ from transport import exceptions
 from transport._transport import Transport, get_transport
 from transport.client import RPCClient
 from transport.config import DEFAULT_CONFIG, TransportConfig
-from transport.dispatcher import RPCDispatcher, current_request_id
+from transport.dispatcher import (
+    BatchCall,
+    RPCDispatcher,
+    current_request_id,
+    current_request_redelivered,
+)
 from transport.futures import RPCFuture
 from transport.notify import NotificationListener, Notifier
 from transport.serializer import NoOpSerializer, Serializer
@@ -24,6 +29,7 @@ __all__ = [
     "TransportConfig",
     "get_transport",
     # rpc
+    "BatchCall",
     "RPCClient",
     "RPCDispatcher",
     "RPCFuture",
@@ -31,6 +37,7 @@ __all__ = [
     "ServerState",
     "Target",
     "current_request_id",
+    "current_request_redelivered",
     # notifications
     "NotificationListener",
     "Notifier",

@@ -108,6 +108,11 @@ class ReplyWaiter:
             self._pending[call.request_id] = call
             self._schedule(call.deadline, call.request_id)
 
+    @property
+    def in_flight(self) -> int:
+        """Calls waiting for their reply."""
+        return len(self._pending)
+
     def forget(self, request_id: str) -> None:
         with self._lock:
             self._pending.pop(request_id, None)
@@ -120,7 +125,16 @@ class ReplyWaiter:
 
     def _on_reply(self, body: bytes) -> None:
         try:
-            reply = _wire.decode(body)
+            message = _wire.decode(body)
+            batch = _wire.unpack(message)
+        except Exception as exc:
+            LOG.warning("dropping malformed reply: %s", exc)
+            return
+        for reply in batch if batch is not None else (message,):
+            self._on_one_reply(reply)
+
+    def _on_one_reply(self, reply: Any) -> None:
+        try:
             request_id, kind = reply["id"], reply["t"]
         except Exception as exc:
             LOG.warning("dropping malformed reply: %s", exc)

@@ -8,8 +8,10 @@ import weakref
 from urllib.parse import urlsplit
 
 from transport._replies import ReplyWaiter
+from transport._sender import Sender
 from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.driver import Driver
+from transport.exceptions import ConnectionLost
 
 __all__ = ["Transport", "get_transport"]
 
@@ -32,6 +34,7 @@ class Transport:
         self._driver = driver
         self._lock = threading.Lock()
         self._reply_waiter: ReplyWaiter | None = None
+        self._sender_: Sender | None = None
         self._cleaned = False
         _live.add(self)
 
@@ -45,6 +48,20 @@ class Transport:
                 waiter = self._reply_waiter
         return waiter
 
+    @property
+    def _sender(self) -> Sender:
+        sender = self._sender_
+        if sender is None:
+            with self._lock:
+                if self._cleaned:
+                    raise ConnectionLost(reason="the transport was cleaned up")
+                if self._sender_ is None:
+                    self._sender_ = Sender(
+                        self._driver, self.config.batch_max_messages, self.config.max_message_size
+                    )
+                sender = self._sender_
+        return sender
+
     def cleanup(self) -> None:
         """Fail pending calls, close connections and stop threads. Safe to call twice."""
         with self._lock:
@@ -52,6 +69,9 @@ class Transport:
                 return
             self._cleaned = True
             waiter = self._reply_waiter
+            sender = self._sender_
+        if sender is not None:
+            sender.close()
         if waiter is not None:
             waiter.close()
         self._driver.close()

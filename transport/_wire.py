@@ -14,6 +14,10 @@ A reply (``t`` is the kind; ``id`` is the request id it answers)::
     {"id": ..., "t": "hb"}                    call monitor heartbeat
     {"id": ..., "t": "e", "exc": failure}     failure (see ``serialize_exception``)
 
+Several envelopes (requests, or replies to one address) may travel as one message:
+``{"batch": [envelope, envelope, ...]}``; each keeps its own id and is answered on
+its own.
+
 A failure carries ``class``, ``module``, ``message``, ``args`` and ``kwargs``; never a
 traceback. Drivers see envelopes as opaque bytes.
 """
@@ -48,6 +52,25 @@ def encode(envelope: dict[str, Any], limit: int | None = None) -> bytes:
     if limit is not None and len(body) > limit:
         raise MessageTooLarge(size=len(body), limit=limit)
     return body
+
+
+#: Bytes a batch adds around its envelopes: ``{"batch":[`` ... ``]}``.
+BATCH_OVERHEAD = len(b'{"batch":[]}')
+
+
+def pack_batch(bodies: list[bytes]) -> bytes:
+    """Several encoded envelopes as one message body, without encoding them again."""
+    return b'{"batch":[' + b",".join(bodies) + b"]}"
+
+
+def unpack(message: dict[str, Any]) -> list[Any] | None:
+    """The envelopes of a batch message, or None when ``message`` is a single envelope."""
+    batch = message.get("batch")
+    if batch is None or len(message) != 1:
+        return None
+    if not isinstance(batch, list):
+        raise MessageDeliveryFailure(reason="'batch' must be a list of envelopes")
+    return batch
 
 
 def decode(body: bytes) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -163,10 +164,22 @@ class RPCClient:
         )
         replies.register(call)
         try:
-            self._send(envelope, ttl=timeout)
+            body = _wire.encode(envelope, self.transport.config.max_message_size)
         except BaseException:
             replies.forget(call.request_id)
             raise
+
+        def on_sent(error: BaseException | None) -> None:
+            if error is not None:
+                replies.forget(call.request_id)
+                call.fail(error)
+
+        # NOTE: the send itself happens on the transport's sender thread, which packs
+        # requests queued meanwhile into one broker message; a failure to send (nobody
+        # consumes the topic, broker gone) fails this call's future.
+        self.transport._sender.submit(
+            self.target, body, timeout, on_sent, batchable=not multi, inline=replies.in_flight <= 1
+        )
         return call
 
     def _converter(self, ctxt: Any) -> Any:
@@ -203,8 +216,18 @@ class RPCClient:
         }
 
     def _send(self, envelope: dict[str, Any], *, ttl: float | None) -> None:
+        """Send and wait until the broker has it (casts), raising what the send raised."""
         body = _wire.encode(envelope, self.transport.config.max_message_size)
-        self.transport._driver.send(self.target, body, ttl=ttl)
+        sent: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def on_sent(error: BaseException | None) -> None:
+            if error is None:
+                sent.set_result(None)
+            else:
+                sent.set_exception(error)
+
+        self.transport._sender.submit(self.target, body, ttl, on_sent)
+        sent.result()
 
 
 def _identity(value: Any) -> Any:

@@ -26,6 +26,8 @@ class TransportConfig:
         connect_retries: attempts to (re)connect before an operation fails with TransportError.
         retry_interval_max: cap of the jittered exponential reconnect backoff, seconds.
         prefetch_multiplier: a server prefetches ``max_workers * prefetch_multiplier`` messages.
+        batch_max_messages: requests (or replies) packed into one broker message at most
+            when several are waiting to be sent at once; 1 switches packing off.
     """
 
     default_timeout: float = 60.0
@@ -40,6 +42,7 @@ class TransportConfig:
     connect_retries: int = 8
     retry_interval_max: float = 2.0
     prefetch_multiplier: int = 4
+    batch_max_messages: int = 256
 
 
 DEFAULT_CONFIG = TransportConfig()

@@ -9,6 +9,7 @@ own. A request without a version is "1.0".
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,11 +18,26 @@ from transport.exceptions import NoSuchMethod, UnsupportedVersion
 from transport.serializer import NoOpSerializer, Serializer
 from transport.target import Target, version_is_compatible
 
-__all__ = ["RPCDispatcher", "current_request_id"]
+__all__ = ["BatchCall", "RPCDispatcher", "current_request_id", "current_request_redelivered"]
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "transport_request_id", default=None
 )
+
+
+_redelivered: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "transport_request_redelivered", default=True
+)
+
+
+def current_request_redelivered() -> bool:
+    """Whether the request being dispatched may have been delivered before.
+
+    False only when the broker says this is the first delivery, so no earlier attempt can
+    have run it; a server that stores results by request id may skip its lookup then.
+    True outside dispatch (the safe answer).
+    """
+    return _redelivered.get()
 
 
 def current_request_id() -> str | None:
@@ -31,6 +47,73 @@ def current_request_id() -> str | None:
     redelivers the message, so a server can recognise a replay.
     """
     return _request_id.get()
+
+
+class BatchCall:
+    """One request of a message that carried several, as an endpoint's batch hook sees it.
+
+    An endpoint that defines ``_dispatch_batch(self, calls)`` receives every request of a
+    packed message addressed to it at once (for example to run them in one database
+    transaction) and must settle each call with :meth:`set_result` or
+    :meth:`set_exception`; :meth:`run` runs the endpoint method the ordinary way, with
+    :func:`current_request_id` set.
+
+    Attributes:
+        request_id: the request's unique id.
+        context: the deserialized context.
+        method: the endpoint method's name.
+        kwargs: the deserialized arguments.
+    """
+
+    __slots__ = (
+        "request_id", "context", "method", "kwargs", "_func", "outcome", "redelivered", "_rebuild"
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        context: Any,
+        method: str,
+        kwargs: dict[str, Any],
+        func: Any,
+        redelivered: bool = True,
+        rebuild: Any = None,
+    ) -> None:
+        self.redelivered = redelivered
+        self._rebuild = rebuild
+        self.request_id = request_id
+        self.context = context
+        self.method = method
+        self.kwargs = kwargs
+        self._func = func
+        self.outcome: tuple[bool, Any] | None = None
+
+    def run(self) -> Any:
+        """Invoke the endpoint method; return its (not yet serialized) result."""
+        token = _request_id.set(self.request_id)
+        redelivered_token = _redelivered.set(self.redelivered)
+        try:
+            result = self._func(self.context, **self.kwargs)
+            if inspect.isgenerator(result):
+                result = list(result)
+            return result
+        finally:
+            _redelivered.reset(redelivered_token)
+            _request_id.reset(token)
+
+    def reset(self) -> None:
+        """Deserialize the arguments again, as they arrived: a hook that ran the call and
+        threw the work away (a rolled-back transaction) runs it afresh, since the method
+        may have changed its argument objects."""
+        if self._rebuild is not None:
+            self.context, self.kwargs = self._rebuild()
+        self.outcome = None
+
+    def set_result(self, value: Any) -> None:
+        self.outcome = (True, value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.outcome = (False, exc)
 
 
 class RPCDispatcher:
@@ -44,6 +127,11 @@ class RPCDispatcher:
     def __init__(self, endpoints: Sequence[object], serializer: Serializer | None = None) -> None:
         self.endpoints = list(endpoints)
         self.serializer = serializer or NoOpSerializer()
+        expected: list[type[BaseException]] = []
+        for endpoint in self.endpoints:
+            expected.extend(getattr(endpoint, "expected_exceptions", ()))
+        #: Exceptions endpoints raise as ordinary outcomes: logged briefly, no traceback.
+        self.expected_exceptions: tuple[type[BaseException], ...] = tuple(expected)
 
     def _find(self, method: str, namespace: str | None, version: str | None) -> Any:
         version_matched = False
@@ -71,6 +159,7 @@ class RPCDispatcher:
         args: dict[str, Any],
         namespace: str | None = None,
         version: str | None = None,
+        redelivered: bool = True,
     ) -> tuple[bool, Any]:
         """Run the method; return ``(streaming, value)``.
 
@@ -84,6 +173,7 @@ class RPCDispatcher:
         """
         func = self._find(method, namespace, version)
         token = _request_id.set(request_id)
+        redelivered_token = _redelivered.set(redelivered)
         try:
             context = self.serializer.deserialize_context(ctxt)
             kwargs = {k: self.serializer.deserialize_entity(context, v) for k, v in args.items()}
@@ -91,6 +181,75 @@ class RPCDispatcher:
             if inspect.isgenerator(result):
                 return True, self._stream(request_id, context, result)
             return False, self.serializer.serialize_entity(context, result)
+        finally:
+            _redelivered.reset(redelivered_token)
+            _request_id.reset(token)
+
+    def dispatch_batch(
+        self,
+        requests: Sequence[tuple[str, dict[str, Any], str, dict[str, Any], str | None, str | None]],
+        redelivered: bool = True,
+    ) -> list[tuple[bool, Any]]:
+        """Run several requests (``(id, ctxt, method, args, namespace, version)``) that
+        arrived together; return ``(True, serialized result)`` or ``(False, exception)``
+        for each, in order. Endpoints with a ``_dispatch_batch`` hook get their calls at
+        once; the others run one by one."""
+        calls: list[BatchCall | None] = []
+        outcomes: list[tuple[bool, Any] | None] = []
+        by_endpoint: dict[int, tuple[Any, list[BatchCall]]] = {}
+        for request_id, ctxt, method, args, namespace, version in requests:
+            rebuild = functools.partial(self._arguments, request_id, ctxt, args)
+            try:
+                func = self._find(method, namespace, version)
+                context, kwargs = rebuild()
+            except Exception as exc:  # this request's own failure
+                calls.append(None)
+                outcomes.append((False, exc))
+                continue
+            call = BatchCall(request_id, context, method, kwargs, func, redelivered, rebuild)
+            calls.append(call)
+            outcomes.append(None)
+            owner = getattr(func, "__self__", None)
+            by_endpoint.setdefault(id(owner), (owner, []))[1].append(call)
+        for owner, group in by_endpoint.values():
+            hook = getattr(owner, "_dispatch_batch", None)
+            if hook is not None and len(group) > 1:
+                try:
+                    hook(group)
+                except Exception as exc:  # the hook failed as a whole
+                    for call in group:
+                        if call.outcome is None:
+                            call.set_exception(exc)
+            for call in group:
+                if call.outcome is None:
+                    try:
+                        call.set_result(call.run())
+                    except Exception as exc:
+                        call.set_exception(exc)
+        results: list[tuple[bool, Any]] = []
+        for call, outcome in zip(calls, outcomes, strict=True):
+            if call is None:
+                assert outcome is not None
+                results.append(outcome)
+                continue
+            assert call.outcome is not None
+            ok, value = call.outcome
+            if ok:
+                try:
+                    value = self.serializer.serialize_entity(call.context, value)
+                except Exception as exc:
+                    ok, value = False, exc
+            results.append((ok, value))
+        return results
+
+    def _arguments(
+        self, request_id: str, ctxt: dict[str, Any], args: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        token = _request_id.set(request_id)
+        try:
+            context = self.serializer.deserialize_context(ctxt)
+            kwargs = {k: self.serializer.deserialize_entity(context, v) for k, v in args.items()}
+            return context, kwargs
         finally:
             _request_id.reset(token)
 

@@ -32,6 +32,31 @@ LOG = logging.getLogger(__name__)
 _REQUIRED = {"id": str, "method": str, "args": dict, "ctxt": dict}
 
 
+def _validate(envelope: dict[str, Any]) -> None:
+    for key, kind in _REQUIRED.items():
+        if not isinstance(envelope.get(key), kind):
+            raise MessageDeliveryFailure(reason=f"field {key!r} missing or not a {kind.__name__}")
+
+
+def _reply_info(envelope: Any) -> tuple[str | None, str | None]:
+    if not isinstance(envelope, dict):
+        return None, None
+    rid, reply_to = envelope.get("id"), envelope.get("reply_to")
+    return (rid if isinstance(rid, str) else None, reply_to if isinstance(reply_to, str) else None)
+
+
+def _chunks(bodies: list[bytes], limit: int) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = []
+    size = limit + 1
+    for body in bodies:
+        if size + len(body) + 1 + _wire.BATCH_OVERHEAD > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(body)
+        size += len(body) + 1
+    return chunks
+
+
 class ServerState(enum.Enum):
     """Lifecycle of a server: NEW -start-> RUNNING -stop-> STOPPING -(drained)-> STOPPED."""
 
@@ -166,9 +191,11 @@ class RPCServer:
             return
         try:
             envelope = _wire.decode(incoming.body)
-            for key, kind in _REQUIRED.items():
-                if not isinstance(envelope.get(key), kind):
-                    raise MessageDeliveryFailure(reason=f"field {key!r} missing or not a {kind.__name__}")
+            batch = _wire.unpack(envelope)
+            if batch is not None:
+                self._handle_batch(incoming, batch)
+                return
+            _validate(envelope)
         except MessageDeliveryFailure as exc:
             self._reject(incoming, exc)
             return
@@ -178,7 +205,7 @@ class RPCServer:
         if reply_to and isinstance(interval, (int, float)) and interval > 0:
             self._watch(request_id, reply_to, float(interval))
         try:
-            sent = self._run(envelope, request_id, reply_to)
+            sent = self._run(envelope, request_id, reply_to, incoming.redelivered)
         finally:
             self._unwatch(request_id)
         if self._killed:
@@ -188,7 +215,9 @@ class RPCServer:
         else:
             incoming.requeue()
 
-    def _run(self, envelope: dict[str, Any], request_id: str, reply_to: str | None) -> bool:
+    def _run(
+        self, envelope: dict[str, Any], request_id: str, reply_to: str | None, redelivered: bool = True
+    ) -> bool:
         """Dispatch and reply; False when the reply could not be sent (requeue it)."""
         method = envelope["method"]
         multi = bool(envelope.get("multi"))
@@ -200,6 +229,7 @@ class RPCServer:
                 envelope["args"],
                 envelope.get("ns"),
                 envelope.get("ver"),
+                redelivered=redelivered,
             )
             if streaming and reply_to and multi:
                 for item in value:
@@ -218,16 +248,86 @@ class RPCServer:
             LOG.warning("could not reply to %s (%s); requeueing it", method, exc)
             return False
         except Exception as exc:
-            if isinstance(exc, MessagingException):
-                LOG.warning("request %s %s failed: %s", request_id, method, exc)
-            else:
-                LOG.warning("request %s %s raised", request_id, method, exc_info=True)
+            self._log_failure(request_id, method, exc)
             if reply_to:
                 try:
                     self._reply(reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)})
                 except TransportError:
                     return False
         return True
+
+    def _log_failure(self, request_id: str, method: str, exc: BaseException) -> None:
+        if isinstance(exc, self.dispatcher.expected_exceptions):
+            LOG.info("request %s %s: %s: %s", request_id, method, type(exc).__name__, exc)
+        elif isinstance(exc, MessagingException):
+            LOG.warning("request %s %s failed: %s", request_id, method, exc)
+        else:
+            LOG.warning("request %s %s raised", request_id, method, exc_info=exc)
+
+    def _handle_batch(self, incoming: Incoming, batch: list[Any]) -> None:
+        """Several requests in one message: dispatch together, reply packed per caller,
+        acknowledge once every reply is sent."""
+        replies: dict[str, list[bytes]] = {}
+        valid: list[dict[str, Any]] = []
+        for envelope in batch:
+            try:
+                if not isinstance(envelope, dict):
+                    raise MessageDeliveryFailure(reason="a batch item is not a JSON object")
+                _validate(envelope)
+            except MessageDeliveryFailure as exc:
+                rid, reply_to = _reply_info(envelope)
+                LOG.warning("rejecting a request in a batch on %s: %s", self.target.topic, exc)
+                if rid and reply_to:
+                    self._queue_reply(replies, reply_to, {"id": rid, "t": "e", "exc": _wire.serialize_exception(exc)})
+                continue
+            valid.append(envelope)
+        watched: list[str] = []
+        for envelope in valid:
+            reply_to = envelope.get("reply_to")
+            interval = envelope.get("hb")
+            if isinstance(reply_to, str) and isinstance(interval, (int, float)) and interval > 0:
+                self._watch(envelope["id"], reply_to, float(interval))
+                watched.append(envelope["id"])
+        try:
+            outcomes = self.dispatcher.dispatch_batch(
+                [(e["id"], e["ctxt"], e["method"], e["args"], e.get("ns"), e.get("ver")) for e in valid],
+                redelivered=incoming.redelivered,
+            )
+        finally:
+            for request_id in watched:
+                self._unwatch(request_id)
+        for envelope, (ok, value) in zip(valid, outcomes, strict=True):
+            request_id, reply_to = envelope["id"], envelope.get("reply_to")
+            if not ok:
+                self._log_failure(request_id, envelope["method"], value)
+            if not isinstance(reply_to, str) or not reply_to:
+                continue
+            if not ok:
+                self._queue_reply(replies, reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(value)})
+            elif envelope.get("multi"):
+                self._queue_reply(replies, reply_to, {"id": request_id, "t": "i", "v": value})
+                self._queue_reply(replies, reply_to, {"id": request_id, "t": "end"})
+            else:
+                self._queue_reply(replies, reply_to, {"id": request_id, "t": "r", "v": value})
+        if self._killed:
+            return
+        try:
+            for reply_to, bodies in replies.items():
+                for chunk in _chunks(bodies, self.transport.config.max_message_size):
+                    body = chunk[0] if len(chunk) == 1 else _wire.pack_batch(chunk)
+                    self.transport._driver.send_reply(reply_to, body)
+        except TransportError as exc:
+            LOG.warning("could not reply to a batch (%s); requeueing it", exc)
+            incoming.requeue()
+            return
+        incoming.ack()
+
+    def _queue_reply(self, replies: dict[str, list[bytes]], reply_to: str, reply: dict[str, Any]) -> None:
+        try:
+            body = _wire.encode(reply, self.transport.config.max_message_size)
+        except (MessageTooLarge, TypeError) as exc:
+            body = _wire.encode({"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)})
+        replies.setdefault(reply_to, []).append(body)
 
     def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
         if self._killed:

@@ -10,6 +10,7 @@ neither. Old ids are pruned once no redelivery can carry them any more.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from conductor.db.errors import translate_errors
 from conductor.db.models import ConductorRequest, utcnow
 
-__all__ = ["OBJNAME", "lookup_result", "prune", "store_result"]
+__all__ = ["OBJNAME", "lookup_result", "lookup_results", "prune", "store_result", "store_results"]
 
 #: The objname on errors about the requests table (DuplicateEntry on a racing replay).
 OBJNAME = "ConductorRequest"
@@ -53,6 +54,27 @@ def store_result(session: Session, request_id: str, result: Any) -> None:
         session.execute(
             _store, {"request_id": request_id, "result": result, "created_at": utcnow()}
         )
+
+
+def lookup_results(session: Session, request_ids: Sequence[str]) -> dict[str, Any]:
+    """The stored results of those request ids that already ran, in one query."""
+    if not request_ids:
+        return {}
+    stmt = select(_table.c.request_id, _table.c.result).where(
+        _table.c.request_id.in_(list(request_ids))
+    )
+    with translate_errors(OBJNAME):
+        return {row[0]: row[1] for row in session.execute(stmt)}
+
+
+def store_results(session: Session, results: Sequence[tuple[str, Any]]) -> None:
+    """:func:`store_result` for many requests in one statement (executemany)."""
+    if not results:
+        return
+    now = utcnow()
+    rows = [{"request_id": rid, "result": result, "created_at": now} for rid, result in results]
+    with translate_errors(OBJNAME):
+        session.execute(_store, rows)
 
 
 def prune(session: Session, older_than_seconds: float) -> int:

@@ -163,6 +163,14 @@ class SQLStorage:
         """True once this request wrote anything, through the protocol or the raw session."""
         return self._wrote or bool(self.session.info.get(WROTE_KEY))
 
+    def take_wrote(self) -> bool:
+        """Whether anything was written since the last call, then forget it (lets one
+        transaction that serves several requests tell which of them wrote)."""
+        wrote = self.wrote
+        self._wrote = False
+        self.session.info[WROTE_KEY] = False
+        return wrote
+
     # -- reads -------------------------------------------------------------------------
 
     def get(self, objname: str, id: int) -> Record:
@@ -257,7 +265,7 @@ class SQLStorage:
         if expected_revision is not None:
             conditions.append(c.revision == expected_revision)
         now = utcnow() if ops.has_updated_at else None
-        self._wrote = True
+        noted = self.session.info.get(WROTE_KEY)
         # At most a few rounds: the first normally; another only when this process's clock
         # is behind the row's updated_at (written by a conductor whose clock runs ahead).
         for _ in range(3):
@@ -270,7 +278,11 @@ class SQLStorage:
             with translate_errors(objname):
                 row = self.session.execute(stmt.returning(*ops.table.c)).first()
             if row is not None:
+                self._wrote = True
                 return dict(zip(ops.names, row, strict=True))
+            # An UPDATE that matched no row changed nothing: a request that ends with
+            # ConcurrentUpdate/NotFound here has not written.
+            self.session.info[WROTE_KEY] = noted
             latest = self._state(ops, objname, id, expected_revision)
             now = utcnow() if latest is None else max(utcnow(), latest + _MICROSECOND)
         raise exception.DatabaseError(
@@ -283,12 +295,14 @@ class SQLStorage:
         stmt = delete(ops.table).where(c.id == id)
         if expected_revision is not None:
             stmt = stmt.where(c.revision == expected_revision)
-        self._wrote = True
+        noted = self.session.info.get(WROTE_KEY)
         with translate_errors(objname):
             result = self.session.execute(stmt)
         if result.rowcount == 0:  # type: ignore[attr-defined]
+            self.session.info[WROTE_KEY] = noted
             self._state(ops, objname, id, expected_revision)
             raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+        self._wrote = True
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -1,0 +1,155 @@
+"""Requests that arrive in one message run in one transaction, each with its own outcome."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import conductor
+import objects
+from conductor import db
+from conductor.db.models import ConductorRequest
+from objects import base, exception
+from objects.base import VersionedObjectSerializer
+from objects.context import RequestContext
+from transport.dispatcher import RPCDispatcher
+
+
+@pytest.fixture
+def service(database_url: str) -> Iterator[conductor.Conductor]:
+    objects.register_all()
+    svc = conductor.Conductor(f"memory://batch-{uuid.uuid4().hex[:8]}", database_url, workers=2)
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def dispatcher(service: conductor.Conductor) -> RPCDispatcher:
+    return RPCDispatcher(service._rpc_server_endpoints(), VersionedObjectSerializer())
+
+
+@pytest.fixture
+def ctx() -> RequestContext:
+    return RequestContext(user_id="batch")
+
+
+def created(ctx: RequestContext, service: conductor.Conductor, n: int, **kw: Any) -> list[Any]:
+    api = conductor.connect(service.transport_url, timeout=20)
+    try:
+        made = []
+        for _ in range(n):
+            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host="b", state="building",
+                                    vcpus=1, memory_mb=1, **kw)
+            inst.create()
+            made.append(inst)
+        return made
+    finally:
+        api.close()
+        base.set_indirection_api(None)
+
+
+def get_request(ctx: RequestContext, id_: int) -> tuple[Any, ...]:
+    return (uuid.uuid4().hex, ctx.to_dict(), "object_class_action_versions",
+            {"objname": "Instance", "objmethod": "get",
+             "object_versions": {"Instance": "1.2", "Flavor": "1.0"}, "args": [id_], "kwargs": {}},
+            None, "1.0")
+
+
+def action_request(ctx: RequestContext, inst: Any, method: str, rid: str | None = None) -> tuple[Any, ...]:
+    return (rid or uuid.uuid4().hex, ctx.to_dict(), "object_action",
+            {"objinst": inst.obj_to_primitive(), "objmethod": method, "args": [], "kwargs": {},
+             "object_versions": {"Instance": "1.2", "Flavor": "1.0"}},
+            None, "1.0")
+
+
+def count_statements(service: conductor.Conductor) -> list[str]:
+    seen: list[str] = []
+    sa.event.listen(service._engine, "before_cursor_execute",
+                    lambda conn, cur, stmt, *a: seen.append(stmt))
+    return seen
+
+
+def test_gets_in_one_message_are_one_query_and_keep_their_own_outcomes(
+    service: conductor.Conductor, dispatcher: RPCDispatcher, ctx: RequestContext
+) -> None:
+    made = created(ctx, service, 5)
+    statements = count_statements(service)
+    requests = [get_request(ctx, inst.id) for inst in made] + [get_request(ctx, 10**9)]
+
+    outcomes = dispatcher.dispatch_batch(requests, redelivered=False)
+
+    assert [ok for ok, _ in outcomes] == [True] * 5 + [False]
+    assert [v["versioned_object.data"]["uuid"] for _, v in outcomes[:5]] == [i.uuid for i in made]
+    assert isinstance(outcomes[5][1], exception.NotFound)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2  # the batched IN query, and the miss looked up on its own
+
+
+def test_a_stale_save_in_a_batch_fails_alone(
+    service: conductor.Conductor, dispatcher: RPCDispatcher, ctx: RequestContext
+) -> None:
+    a, b = created(ctx, service, 2)
+    stale = a.obj_clone()
+    a.host = "first"
+    b.host = "other"
+    stale.host = "stale"
+    outcomes = dispatcher.dispatch_batch(
+        [action_request(ctx, a, "save"), action_request(ctx, stale, "save"),
+         action_request(ctx, b, "save")], redelivered=False)
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1][1], exception.ConcurrentUpdate)
+
+
+def test_a_failing_write_sends_the_batch_request_by_request_and_loses_nothing(
+    service: conductor.Conductor, dispatcher: RPCDispatcher, ctx: RequestContext
+) -> None:
+    (existing,) = created(ctx, service, 1)
+    host = f"h-{uuid.uuid4().hex[:6]}"
+    fresh = [objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
+                              vcpus=1, memory_mb=1, tags=[], metadata={}) for _ in range(3)]
+    clash = objects.Instance(ctx, uuid=existing.uuid, host=host, state="building", vcpus=1,
+                             memory_mb=1, tags=[], metadata={})
+    requests = [action_request(ctx, fresh[0], "create"), action_request(ctx, clash, "create"),
+                action_request(ctx, fresh[1], "create"), action_request(ctx, fresh[2], "create")]
+
+    outcomes = dispatcher.dispatch_batch(requests, redelivered=False)
+
+    assert [ok for ok, _ in outcomes] == [True, False, True, True]
+    assert isinstance(outcomes[1][1], exception.DuplicateEntry)
+    api = conductor.connect(service.transport_url, timeout=20)
+    try:
+        assert len(objects.InstanceList.get_by_host(ctx, host)) == 3
+    finally:
+        api.close()
+        base.set_indirection_api(None)
+
+
+def test_a_redelivered_batch_is_answered_from_stored_results(
+    service: conductor.Conductor, dispatcher: RPCDispatcher, ctx: RequestContext
+) -> None:
+    host = f"h-{uuid.uuid4().hex[:6]}"
+    fresh = [objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
+                              vcpus=1, memory_mb=1, tags=[], metadata={}) for _ in range(3)]
+    requests = [action_request(ctx, inst, "create", rid=f"req-{uuid.uuid4().hex}") for inst in fresh]
+
+    first = dispatcher.dispatch_batch(requests, redelivered=False)
+    again = dispatcher.dispatch_batch(requests, redelivered=True)
+
+    assert first == again
+    engine = db.create_engine(service.database_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(sa.func.count()).select_from(ConductorRequest)
+                                  .where(ConductorRequest.request_id.in_([r[0] for r in requests])))
+            assert stored.scalar_one() == 3
+            rows = conn.execute(sa.text("SELECT count(*) FROM instances WHERE host = :h"), {"h": host})
+            assert rows.scalar_one() == 3
+    finally:
+        engine.dispose()

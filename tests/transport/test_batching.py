@@ -1,0 +1,76 @@
+"""Requests waiting to be sent together travel as one message and are answered one by one."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import transport
+from tests.transport.test_rpc import Servers
+from transport import RPCClient, Target, _wire
+
+
+class BatchingEndpoint:
+    """Records how requests reached it: together (through the hook) or one by one."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def _dispatch_batch(self, calls: list[transport.BatchCall]) -> None:
+        with self.lock:
+            self.batches.append([c.request_id for c in calls])
+        for call in calls:
+            try:
+                call.set_result(call.run())
+            except Exception as exc:
+                call.set_exception(exc)
+
+    def add(self, ctxt: dict[str, Any], a: int, b: int) -> int:
+        assert transport.current_request_id() is not None
+        if a == -1:
+            raise ValueError("negative")
+        return a + b
+
+
+def test_calls_in_flight_are_packed_and_each_keeps_its_result_or_error(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    endpoint = BatchingEndpoint()
+    servers.start(tp, Target(topic=topic), [endpoint], max_workers=2)
+    client = RPCClient(tp, Target(topic=topic), timeout=20)
+
+    futures = [client.call_async({}, "add", a=-1 if i % 50 == 7 else i, b=1) for i in range(400)]
+
+    for i, future in enumerate(futures):
+        if i % 50 == 7:
+            assert isinstance(future.exception(timeout=20), ValueError)
+        else:
+            assert future.wait(timeout=20) == i + 1
+    assert max(len(b) for b in endpoint.batches) > 1
+    ids = [rid for batch in endpoint.batches for rid in batch]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_bad_item_in_a_batch_fails_alone(tp: transport.Transport, topic: str, servers: Servers) -> None:
+    servers.start(tp, Target(topic=topic), [BatchingEndpoint()])
+    client = RPCClient(tp, Target(topic=topic), timeout=20)
+    replies = tp._replies
+    from transport._replies import PendingCall
+
+    calls = [PendingCall(f"req-{i}", "add", 20, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+             for i in range(2)]
+    for call in calls:
+        replies.register(call)
+    good = {"id": "req-0", "method": "add", "args": {"a": 1, "b": 2}, "ctxt": {},
+            "ns": None, "ver": None, "reply_to": replies.address}
+    bad = {"id": "req-1", "method": 5, "args": [], "ctxt": {}, "reply_to": replies.address}
+    body = json.dumps({"batch": [good, bad, "not an envelope"]}).encode()
+    tp._driver.send(Target(topic=topic), body, ttl=20)
+
+    assert calls[0].future is not None and calls[0].future.wait(20) == 3
+    assert calls[1].future is not None
+    assert isinstance(calls[1].future.exception(20), transport.exceptions.MessageDeliveryFailure)
+    # and the server still serves
+    assert client.call({}, "add", a=2, b=2) == 4

@@ -1,0 +1,160 @@
+"""Coalescing sender: requests that are waiting to go out leave together.
+
+Callers hand encoded envelopes to one daemon thread per transport and return at once.
+While that thread waits for the broker (a publisher confirm), new envelopes queue up; the
+next publish packs all that are queued for the same target into one broker message
+(``{"batch": [...]}``). An idle transport therefore adds no delay (a lone request leaves
+alone, straight away), and a busy one sends a few large messages instead of many small
+ones: the only way past the broker's per-message cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from transport import _wire
+from transport.exceptions import ConnectionLost
+
+if TYPE_CHECKING:
+    from transport.driver import Driver
+    from transport.target import Target
+
+LOG = logging.getLogger(__name__)
+
+OnSent = Callable[[BaseException | None], None]
+
+
+class _Outgoing:
+    __slots__ = ("target", "body", "ttl", "on_sent", "batchable")
+
+    def __init__(
+        self, target: Target, body: bytes, ttl: float | None, on_sent: OnSent, batchable: bool
+    ) -> None:
+        self.target = target
+        self.body = body
+        self.ttl = ttl
+        self.on_sent = on_sent
+        self.batchable = batchable
+
+
+class Sender:
+    """One daemon thread that publishes queued envelopes, packing those for one target.
+
+    Args:
+        driver: publishes the packed bodies.
+        max_batch: envelopes packed into one message at most.
+        max_bytes: size of one packed message at most (the transport's message limit).
+    """
+
+    def __init__(self, driver: Driver, max_batch: int, max_bytes: int) -> None:
+        self._driver = driver
+        self._max_batch = max(1, max_batch)
+        self._max_bytes = max_bytes
+        self._queue: deque[_Outgoing] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._busy = False
+
+    def submit(
+        self,
+        target: Target,
+        body: bytes,
+        ttl: float | None,
+        on_sent: OnSent,
+        *,
+        batchable: bool = True,
+        inline: bool = False,
+    ) -> None:
+        """Queue one encoded envelope; ``on_sent(None)`` once the broker has it, or
+        ``on_sent(exc)`` when it could not be sent. Callbacks run on the sender thread.
+
+        ``inline``: the caller has nothing else in flight; when the sender is idle too,
+        publish on the caller's thread and save a thread hand-off (sequential calls).
+        """
+        item = _Outgoing(target, body, ttl, on_sent, batchable)
+        with self._cond:
+            if self._closed:
+                raise ConnectionLost(reason="the transport was cleaned up")
+            go_inline = inline and not self._queue and not self._busy
+            if not go_inline:
+                self._queue.append(item)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="transport-sender", daemon=True
+                    )
+                    self._thread.start()
+                self._cond.notify()
+        if go_inline:
+            self._publish([item])
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._cond.notify()
+        for item in left:
+            _notify(item, ConnectionLost(reason="the transport was cleaned up"))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._busy = False
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                items = list(self._queue)
+                self._queue.clear()
+                self._busy = True
+            for group in self._groups(items):
+                self._publish(group)
+
+    def _groups(self, items: list[_Outgoing]) -> list[list[_Outgoing]]:
+        """Split into runs for one target within the size limits, keeping order per target."""
+        groups: list[list[_Outgoing]] = []
+        open_groups: dict[tuple[object, ...], tuple[list[_Outgoing], int]] = {}
+        for item in items:
+            if not item.batchable:
+                groups.append([item])
+                continue
+            key = (item.target.exchange, item.target.topic, item.target.server)
+            current = open_groups.get(key)
+            size = len(item.body) + 1
+            if (
+                current is None
+                or len(current[0]) >= self._max_batch
+                or current[1] + size + _wire.BATCH_OVERHEAD > self._max_bytes
+            ):
+                group: list[_Outgoing] = [item]
+                groups.append(group)
+                open_groups[key] = (group, size)
+            else:
+                current[0].append(item)
+                open_groups[key] = (current[0], current[1] + size)
+        return groups
+
+    def _publish(self, group: list[_Outgoing]) -> None:
+        first = group[0]
+        body = first.body if len(group) == 1 else _wire.pack_batch([item.body for item in group])
+        ttls = [item.ttl for item in group]
+        ttl = None if any(t is None for t in ttls) else max(t for t in ttls if t is not None)
+        error: BaseException | None = None
+        try:
+            self._driver.send(first.target, body, ttl=ttl)
+        except Exception as exc:  # every envelope of the group learns why
+            error = exc
+        for item in group:
+            _notify(item, error)
+
+
+def _notify(item: _Outgoing, error: BaseException | None) -> None:
+    try:
+        item.on_sent(error)
+    except Exception:  # a callback must not stop the sender
+        LOG.exception("send callback failed")
