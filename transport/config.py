@@ -36,7 +36,7 @@ class TransportConfig:
     call_monitor_misses: int = 4
     default_exchange: str = "conductor"
     quorum_queues: bool = False
-    persistent: bool = False
+    persistent: bool = True
     reply_queue_expires: float = 60.0
     fanout_queue_expires: float = 600.0
     connect_retries: int = 8
