@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from urllib.parse import unquote, urlsplit
 
 from conductor import db
 from conductor.manager import current_request
@@ -32,11 +33,46 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def _setup_logging(level: str) -> None:
+class _RedactingFormatter(logging.Formatter):
+    """Replaces the passwords of the configured URLs in every formatted line.
+
+    NOTE: the service masks URLs itself; this is the net under errors raised by libraries
+    that quote a URL back (a driver's "unsupported URL 'amqps://user:secret@...'").
+    """
+
+    def __init__(self, fmt: str, secrets: Sequence[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _passwords(*urls: str | None) -> list[str]:
+    """The passwords in ``urls``, as written and percent-decoded."""
+    found: list[str] = []
+    for url in urls:
+        if not url:
+            continue
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        if password:
+            found += [password, unquote(password)]
+    return found
+
+
+def _setup_logging(level: str, secrets: Sequence[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        _RedactingFormatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s", secrets
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -73,6 +109,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                        help=f"requests served at once (default: {DEFAULT_WORKERS})")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--allow-admin-context", action="store_true",
+                       help="accept request contexts that claim admin (is_admin); refused "
+                            "by default because any caller can set the flag")
 
     dbp = sub.add_parser("db", help="database schema commands")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)
@@ -88,7 +127,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, _passwords(args.transport_url, args.database_url))
     transport_url = _require(args.transport_url, "--transport-url", "CONDUCTOR_TRANSPORT_URL")
     database_url = _require(args.database_url, "--database-url", "CONDUCTOR_DATABASE_URL")
     import objects
@@ -108,6 +147,9 @@ def _serve(args: argparse.Namespace) -> int:
     except db.SchemaNotAtHead as exc:
         LOG.error("%s", exc)
         return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - unreachable database: one clear line, no traceback
+        LOG.error("cannot use the database %s: %s", db.mask_url(database_url), exc)
+        return EXIT_FAILURE
 
     stopping = threading.Event()
 
@@ -121,6 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
     service = Conductor(
         transport_url, database_url, args.topic,
         server=args.server, workers=args.workers, auto_upgrade=False,
+        allow_admin_context=args.allow_admin_context,
     )
     try:
         service.start()

@@ -6,15 +6,57 @@ import enum
 import logging
 import socket
 import threading
+from typing import Any, cast
 
 import transport
 from conductor import db
 from conductor.manager import ConductorManager
 from objects import base
+from objects.context import RequestContext
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8
+
+
+class ConductorSerializer(base.VersionedObjectSerializer):
+    """The conductor's RPC serializer: never calls out, and refuses contexts claiming admin.
+
+    The conductor is the end of the line. The objects' serializer answers an object it
+    cannot read by asking the process's indirection API to backport it; in a process that
+    also has ``connect()``-ed (tests, the demo) that would be this conductor calling itself
+    and waiting on its own workers. Here (de)serialization runs under ``local_execution()``,
+    so the caller gets ``IncompatibleObjectVersion`` and backports on its side instead.
+
+    A request context is written by the caller; on the wire ``is_admin`` is just a boolean
+    any compute node can set. Unless the deployment says its callers may elevate
+    (``allow_admin_context``), a request claiming admin fails with ``PermissionError`` (a
+    builtin, so the caller gets it as itself) before any method runs.
+
+    Args:
+        allow_admin_context: accept contexts with ``is_admin`` set.
+    """
+
+    def __init__(self, allow_admin_context: bool = False) -> None:
+        self.allow_admin_context = allow_admin_context
+
+    def deserialize_context(self, context: dict[str, Any]) -> RequestContext:
+        ctx = super().deserialize_context(context)
+        if ctx.is_admin and not self.allow_admin_context:
+            raise PermissionError(
+                "the request context claims admin, which this conductor does not accept; "
+                "send a context without is_admin, or start the conductor with "
+                "--allow-admin-context if its callers may elevate"
+            )
+        return ctx
+
+    def deserialize_entity(self, context: Any, entity: Any) -> Any:
+        with base.local_execution():
+            return super().deserialize_entity(context, entity)
+
+    def serialize_entity(self, context: Any, entity: Any) -> Any:
+        with base.local_execution():
+            return super().serialize_entity(context, entity)
 
 
 class State(enum.Enum):
@@ -38,6 +80,8 @@ class Conductor:
         workers: how many requests run at once.
         auto_upgrade: migrate the database to head at start. The CLI's ``serve`` passes
             False and refuses a database that is not at head instead.
+        allow_admin_context: accept request contexts that claim admin (``is_admin``);
+            refused with ``PermissionError`` by default (see :class:`ConductorSerializer`).
     """
 
     def __init__(
@@ -49,6 +93,7 @@ class Conductor:
         server: str | None = None,
         workers: int = DEFAULT_WORKERS,
         auto_upgrade: bool = True,
+        allow_admin_context: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -58,6 +103,7 @@ class Conductor:
         self.server = server or socket.gethostname()
         self.workers = workers
         self.auto_upgrade = auto_upgrade
+        self.allow_admin_context = allow_admin_context
         self.state = State.NEW
         self._lock = threading.Lock()
         self._engine: db.Engine | None = None
@@ -81,12 +127,16 @@ class Conductor:
                 db.ensure_user_tables(engine)
                 manager = ConductorManager(db.session_factory(engine))
                 rpc_transport = transport.get_transport(self.transport_url)
+                # Duck-typed: objects never imports transport's Serializer ABC.
+                serializer = cast(
+                    "transport.Serializer", ConductorSerializer(self.allow_admin_context)
+                )
                 try:
                     rpc_server = transport.RPCServer(
                         rpc_transport,
                         transport.Target(topic=self.topic, server=self.server),
                         [manager],
-                        serializer=base.VersionedObjectSerializer(),
+                        serializer=serializer,
                         executor="threading",
                         max_workers=self.workers,
                     )

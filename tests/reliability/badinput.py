@@ -1,0 +1,191 @@
+"""The catalogue of bad requests a conductor must survive, each with what it must get back.
+
+A case builds its raw body for a given reply address; ``expect`` is the exception type the
+caller must get (rebuilt by the real client-side code), or None when the message carries no
+reply address and must go to the dead-letter queue instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import objects
+from objects import exception
+from tests.reliability.rawpeer import JSON, envelope
+from transport import exceptions as texc
+
+OVERSIZE = 5 * 1024 * 1024  # over the 4 MiB default limit
+
+#: A protocol-0 pickle that, if anyone ever unpickled it, would create ``{marker}``.
+PICKLE_BOMB = "cos\nsystem\n(S'touch {marker}'\ntR."
+
+
+@dataclasses.dataclass
+class Case:
+    """One bad request: ``build(reply_to, request_id)`` returns the raw body."""
+
+    name: str
+    build: Callable[[str | None, str], bytes]
+    expect: type[BaseException] | None
+    content_type: str = JSON
+    with_reply: bool = True
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _instance_primitive() -> dict[str, Any]:
+    objects.register_all()
+    inst = objects.Instance(
+        None, uuid=str(uuid.uuid4()), host="bad-input", state="building", vcpus=1, memory_mb=64
+    )
+    primitive: dict[str, Any] = inst.obj_to_primitive()
+    return primitive
+
+
+def _class_action(objname: str, objmethod: str, args: Any = (), kwargs: Any = None,
+                  versions: Any = None) -> dict[str, Any]:
+    return {
+        "objname": objname, "objmethod": objmethod,
+        "object_versions": versions if versions is not None else {},
+        "args": list(args) if isinstance(args, tuple) else args,
+        "kwargs": kwargs if kwargs is not None else {},
+    }
+
+
+def _object_action(primitive: Any, objmethod: str = "save") -> dict[str, Any]:
+    return {"objinst": primitive, "objmethod": objmethod, "args": [], "kwargs": {}}
+
+
+def _rpc(method: str, args: dict[str, Any], **extra: Any) -> Callable[[str | None, str], bytes]:
+    def build(reply_to: str | None, request_id: str) -> bytes:
+        env = envelope(method, args, **extra)
+        env["id"], env["reply_to"] = request_id, reply_to
+        return _json(env)
+
+    return build
+
+
+def _tampered(change: Callable[[dict[str, Any]], None], objmethod: str = "save") -> Any:
+    def build(reply_to: str | None, request_id: str) -> bytes:
+        primitive = _instance_primitive()
+        change(primitive)
+        env = envelope("object_action", _object_action(primitive, objmethod))
+        env["id"], env["reply_to"] = request_id, reply_to
+        return _json(env)
+
+    return build
+
+
+def _raw(body: bytes) -> Callable[[str | None, str], bytes]:
+    return lambda reply_to, request_id: body
+
+
+def _shape(value: dict[str, Any]) -> Callable[[str | None, str], bytes]:
+    return lambda reply_to, request_id: _json({**value, "id": request_id, "reply_to": reply_to})
+
+
+def _oversized(reply_to: str | None, request_id: str) -> bytes:
+    env = envelope("object_class_action_versions",
+                   _class_action("Probe", "echo", ["x" * OVERSIZE]))
+    env["id"], env["reply_to"] = request_id, reply_to
+    return _json(env)
+
+
+def _data(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(primitive: dict[str, Any]) -> None:
+        primitive["versioned_object.data"][key] = value
+
+    return change
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(primitive: dict[str, Any]) -> None:
+        primitive[key] = value
+
+    return change
+
+
+def _drop(key: str) -> Callable[[dict[str, Any]], None]:
+    def change(primitive: dict[str, Any]) -> None:
+        del primitive[key]
+
+    return change
+
+
+CASES: list[Case] = [
+    # Undecodable or shapeless: nobody to answer, so they are parked.
+    Case("malformed bytes", _raw(b"\xff\xfe\x00{not json"), None, with_reply=False),
+    Case("json that is not an object", _raw(b"[1, 2, 3]"), None, with_reply=False),
+    Case("wrong shape without a reply address", _raw(_json({"hello": "world"})), None,
+         with_reply=False),
+    Case("oversized without a reply address", _oversized, None, with_reply=False),
+    Case("batch that is not a list", _raw(_json({"batch": "nope"})), None, with_reply=False),
+    # Wrong shape but answerable.
+    Case("method is not a string", _shape({"method": 42, "args": {}, "ctxt": {}}),
+         texc.MessageDeliveryFailure),
+    Case("args is not a mapping", _shape({"method": "object_action", "args": [], "ctxt": {}}),
+         texc.MessageDeliveryFailure),
+    Case("context is not a mapping",
+         _shape({"method": "object_action", "args": {}, "ctxt": "admin"}),
+         texc.MessageDeliveryFailure),
+    Case("oversized with a reply address", _oversized, texc.MessageTooLarge),
+    # Dispatch: only the endpoint's public methods, only @remotable object methods.
+    Case("unknown rpc method", _rpc("drop_all_tables", {}), texc.NoSuchMethod),
+    Case("private rpc method", _rpc("_run", {"what": "x"}), texc.NoSuchMethod),
+    Case("batch hook as rpc method", _rpc("_dispatch_batch", {"calls": []}), texc.NoSuchMethod),
+    Case("rpc version the conductor cannot handle",
+         _rpc("object_class_action_versions", _class_action("Probe", "echo", ["v"]),
+              version="2.0"), texc.UnsupportedVersion),
+    Case("rpc arguments the method does not take",
+         _rpc("object_class_action_versions", {**_class_action("Probe", "echo"), "evil": 1}),
+         TypeError),
+    Case("unknown object name",
+         _rpc("object_class_action_versions", _class_action("NoSuchThing", "get", [1])),
+         exception.UnsupportedObjectError),
+    Case("unknown object method",
+         _rpc("object_class_action_versions", _class_action("Instance", "drop_table")),
+         exception.ObjectActionError),
+    Case("__init__ as a class action",
+         _rpc("object_class_action_versions", _class_action("Instance", "__init__")),
+         exception.ObjectActionError),
+    Case("non-remotable classmethod",
+         _rpc("object_class_action_versions", _class_action("Probe", "not_remotable")),
+         exception.ObjectActionError),
+    Case("obj_reset_changes as an object action", _tampered(lambda p: None, "obj_reset_changes"),
+         exception.ObjectActionError),
+    Case("obj_load_attr as an object action", _tampered(lambda p: None, "obj_load_attr"),
+         exception.ObjectActionError),
+    Case("object version of a newer major",
+         _rpc("object_class_action_versions",
+              _class_action("Instance", "get", [1], versions={"Instance": "2.0"})),
+         exception.IncompatibleObjectVersion),
+    Case("object instance of a newer major",
+         _tampered(_set("versioned_object.version", "2.0")), exception.IncompatibleObjectVersion),
+    Case("object version that is not a version",
+         _tampered(_set("versioned_object.version", "one point oh")), exception.ObjectsError),
+    Case("primitive without data", _tampered(_drop("versioned_object.data")),
+         exception.ObjectsError),
+    Case("primitive without a name", _tampered(_drop("versioned_object.name")),
+         exception.ObjectsError),
+    Case("primitive with an extra key", _tampered(_set("versioned_object.evil", "x")),
+         exception.ObjectsError),
+    Case("primitive with an unknown field", _tampered(_data("is_admin", True)),
+         exception.ObjectsError),
+    Case("field failing coercion", _tampered(_data("vcpus", "many")), ValueError),
+    Case("enum value out of range", _tampered(_data("state", "pwned")), ValueError),
+    Case("args is not a list",
+         _rpc("object_class_action_versions", _class_action("Probe", "echo", args="abc")),
+         exception.ObjectValueError),
+]
+
+
+def pickle_case(marker: str) -> Case:
+    """A pickle bomb with a pickle content type (RabbitMQ only: memory:// has no content type)."""
+    return Case("pickle content type", _raw(PICKLE_BOMB.format(marker=marker).encode()), None,
+                content_type="application/x-python-serialize")
