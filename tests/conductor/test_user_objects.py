@@ -15,16 +15,19 @@ import conductor
 import objects
 from objects import base, exception
 from objects.context import RequestContext
+from objects.fixture import isolated_registry
 from tests.conductor.processes import REPO, child_env, serve, unique_topic
 
 
 @pytest.fixture
-def widgets() -> Any:
+def widgets() -> Iterator[Any]:
     objects.register_all()
-    module = importlib.import_module("examples.widgets")
-    if base.VersionedObjectRegistry.newest("Widget") is not module.Widget:
-        base.VersionedObjectRegistry.register(module.Widget)
-    return module
+    # The example registers Widget at import; other tests expect no Widget afterwards.
+    with isolated_registry():
+        module = importlib.import_module("examples.widgets")
+        if base.VersionedObjectRegistry.obj_classes().get("Widget", [None])[0] is not module.Widget:
+            base.VersionedObjectRegistry.register(module.Widget)
+        yield module
 
 
 @pytest.fixture
