@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import json
-import socket
 import sys
 import time
 import uuid
@@ -73,7 +72,7 @@ def serve(config: dict[str, Any]) -> None:
         while not stop.is_set():
             try:
                 conn.drain_events(timeout=0.5)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             reply_all()
         consumer.cancel()

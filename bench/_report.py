@@ -134,10 +134,10 @@ def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
             kombu = None
         sqla = _find(cells, c.backend, "sqlalchemy", base, 1)
 
-        def ratio(other: Cell | None) -> float | None:
-            if other is None or not other.ops_per_s:
+        def ratio(other: Cell | None, ours: Cell = c) -> float | None:
+            if other is None or not other.ops_per_s or ours.ops_per_s is None:
                 return None
-            return round(c.ops_per_s / other.ops_per_s, 2)  # type: ignore[operator]
+            return round(ours.ops_per_s / other.ops_per_s, 2)
 
         out.append({"workload": c.label, "backend": c.backend, "ours_ops_per_s": _r(c.ops_per_s, 1),
                     "vs_openstack": ratio(os_cell), "openstack_system": os_cell.system if os_cell else None,
@@ -146,14 +146,17 @@ def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
 
 
 def print_ratios(rows: list[dict[str, Any]]) -> None:
-    print(f"{'workload':<15} {'backend':<9} {'ours ops/s':>10} {'ours/OpenStack':>15} "
+    def x(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}x"
+
+    print(f"{'workload':<15} {'backend':<9} {'ours ops/s':>10} {'ours/OpenStack':>26} "
           f"{'ours/raw-kombu':>15} {'ours/direct-SQLA':>17}")
     for r in rows:
-        os_ratio = _f(r["vs_openstack"], ".2f", 6) + ("x" if r["vs_openstack"] is not None else " ")
-        if r["openstack_system"] == "ovo-local":
-            os_ratio += " (OVO local)"
+        os_ratio = x(r["vs_openstack"])
+        if r["openstack_system"] == "ovo-local" and r["vs_openstack"] is not None:
+            os_ratio += " (OVO local, seq)"
         print(f"{r['workload']:<15} {r['backend']:<9} {_f(r['ours_ops_per_s'], ',.0f', 10)} "
-              f"{os_ratio:>15} {_f(r['vs_raw_kombu'], '.2f', 14)}x {_f(r['vs_sqlalchemy'], '.2f', 16)}x")
+              f"{os_ratio:>26} {x(r['vs_raw_kombu']):>15} {x(r['vs_sqlalchemy']):>17}")
 
 
 def targets(cells: list[Cell]) -> list[dict[str, Any]]:
