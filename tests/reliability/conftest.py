@@ -34,21 +34,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def _session_vhost() -> Iterator[str]:
+def broker_vhost() -> Iterator[faults.Vhost]:
+    """The session's own RabbitMQ vhost; skips when no broker is configured."""
     base = os.environ.get(TRANSPORT_ENV)
     if not base:
         pytest.skip(f"{TRANSPORT_ENV} is not set (CI sets it)")
     vhost = faults.Vhost.create(base)
     try:
-        yield vhost.url
+        yield vhost
     finally:
         vhost.delete()
 
 
 @pytest.fixture
-def broker_url(_session_vhost: str) -> str:
+def broker_url(broker_vhost: faults.Vhost) -> str:
     """A RabbitMQ URL on a vhost of this session's own; skips when no broker is configured."""
-    return _session_vhost
+    return broker_vhost.url
 
 
 @pytest.fixture
