@@ -42,12 +42,12 @@ def main() -> int:
             inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host=marker, state="building",
                                     vcpus=1, memory_mb=64)
             future = inst.create_async()
-            future.add_done_callback(lambda f, i=inst: None if f.exception() else made.append(i))
+            future.add_done_callback(_keep_if_created(made, inst))
         elif step % 3 == 1:
             inst = made.pop(0)
             inst.task_state = f"step-{step}"
             future = inst.save_async()
-            future.add_done_callback(lambda f, i=inst: made.append(i))
+            future.add_done_callback(_give_back(made, inst))
         else:
             future = objects.InstanceList.get_all_async(ctx, filters={"host": marker}, limit=20)
         pending.add(future)
@@ -77,6 +77,21 @@ def main() -> int:
                       "rss_end": rss_kib_self()}), flush=True)
     client.close()
     return 0
+
+
+def _keep_if_created(made: list[Any], inst: Any) -> Any:
+    def done(future: cf.Future[Any]) -> None:
+        if future.exception() is None:
+            made.append(inst)
+
+    return done
+
+
+def _give_back(made: list[Any], inst: Any) -> Any:
+    def done(future: cf.Future[Any]) -> None:
+        made.append(inst)  # free for the next save, whatever this one's outcome
+
+    return done
 
 
 def rss_kib_self() -> int:
