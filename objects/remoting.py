@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from objects import exception
@@ -160,17 +161,18 @@ def remotable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
     def twin(cls: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
         api = active_api()
-        future: ObjectFuture[Any]
         if api is None:
-            future = done_future(lambda: wrapper(cls, context, *args, **kwargs))
+            source: Future[Any] = done_future(lambda: wrapper(cls, context, *args, **kwargs))
         else:
             source = api.object_class_action_versions_async(
                 context, cls.obj_name(), name, cls._obj_manifest(), args, kwargs
             )
-            future = chain(source, lambda result: _adopt(result, context))
         if pending:
-            return cls._obj_new_pending(context, future)
-        return future
+            # The pending object takes the context itself; no adopting future in between.
+            return cls._obj_new_pending(context, source)
+        if api is None:
+            return source
+        return chain(source, lambda result: _adopt(result, context))
 
     twin.__name__ = twin.__qualname__ = f"{name}_async"
     twin.__doc__ = (
