@@ -29,11 +29,18 @@ OnSent = Callable[[BaseException | None], None]
 
 
 class _Outgoing:
-    __slots__ = ("target", "body", "ttl", "on_sent", "batchable")
+    __slots__ = ("target", "body", "ttl", "on_sent", "batchable", "confirm")
 
     def __init__(
-        self, target: Target, body: bytes, ttl: float | None, on_sent: OnSent, batchable: bool
+        self,
+        target: Target,
+        body: bytes,
+        ttl: float | None,
+        on_sent: OnSent,
+        batchable: bool,
+        confirm: bool,
     ) -> None:
+        self.confirm = confirm
         self.target = target
         self.body = body
         self.ttl = ttl
@@ -69,6 +76,7 @@ class Sender:
         *,
         batchable: bool = True,
         inline: bool = False,
+        confirm: bool = True,
     ) -> None:
         """Queue one encoded envelope; ``on_sent(None)`` once the broker has it, or
         ``on_sent(exc)`` when it could not be sent. Callbacks run on the sender thread.
@@ -76,7 +84,7 @@ class Sender:
         ``inline``: the caller has nothing else in flight; when the sender is idle too,
         publish on the caller's thread and save a thread hand-off (sequential calls).
         """
-        item = _Outgoing(target, body, ttl, on_sent, batchable)
+        item = _Outgoing(target, body, ttl, on_sent, batchable, confirm)
         with self._cond:
             if self._closed:
                 raise ConnectionLost(reason="the transport was cleaned up")
@@ -123,7 +131,7 @@ class Sender:
             if not item.batchable:
                 groups.append([item])
                 continue
-            key = (item.target.exchange, item.target.topic, item.target.server)
+            key = (item.target.exchange, item.target.topic, item.target.server, item.confirm)
             current = open_groups.get(key)
             size = len(item.body) + 1
             if (
@@ -146,7 +154,7 @@ class Sender:
         ttl = None if any(t is None for t in ttls) else max(t for t in ttls if t is not None)
         error: BaseException | None = None
         try:
-            self._driver.send(first.target, body, ttl=ttl)
+            self._driver.send(first.target, body, ttl=ttl, confirm=first.confirm)
         except Exception as exc:  # every envelope of the group learns why
             error = exc
         for item in group:

@@ -178,7 +178,13 @@ class RPCClient:
         # requests queued meanwhile into one broker message; a failure to send (nobody
         # consumes the topic, broker gone) fails this call's future.
         self.transport._sender.submit(
-            self.target, body, timeout, on_sent, batchable=not multi, inline=replies.in_flight <= 1
+            self.target,
+            body,
+            timeout,
+            on_sent,
+            batchable=not multi,
+            inline=replies.in_flight <= 1,
+            confirm=False,
         )
         return call
 

@@ -75,8 +75,13 @@ class Driver(abc.ABC):
         self.config = config
 
     @abc.abstractmethod
-    def send(self, target: Target, body: bytes, *, ttl: float | None = None) -> None:
+    def send(
+        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+    ) -> None:
         """Hand a request or cast to the broker; returns once the broker holds it.
+
+        ``confirm=False`` (calls, whose caller learns of a loss from its timeout anyway)
+        lets a driver skip waiting for the broker when it knows the target is routable.
 
         ``target.topic`` is set; ``target.server`` picks the ``<topic>.<server>`` queue;
         ``target.fanout`` copies it to every fanout queue of the topic (none is fine).

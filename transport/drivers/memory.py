@@ -263,7 +263,9 @@ class MemoryDriver(Driver):
         if self._closed:
             raise TransportError(reason="the transport was cleaned up")
 
-    def send(self, target: Target, body: bytes, *, ttl: float | None = None) -> None:
+    def send(
+        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+    ) -> None:
         self._check_open()
         exchange = exchange_name(target, self.config)
         if target.fanout:
