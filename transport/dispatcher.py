@@ -227,16 +227,16 @@ class RPCDispatcher:
                     except Exception as exc:
                         call.set_exception(exc)
         results: list[tuple[bool, Any]] = []
-        for call, outcome in zip(calls, outcomes, strict=True):
-            if call is None:
+        for maybe_call, outcome in zip(calls, outcomes, strict=True):
+            if maybe_call is None:
                 assert outcome is not None
                 results.append(outcome)
                 continue
-            assert call.outcome is not None
-            ok, value = call.outcome
+            assert maybe_call.outcome is not None
+            ok, value = maybe_call.outcome
             if ok:
                 try:
-                    value = self.serializer.serialize_entity(call.context, value)
+                    value = self.serializer.serialize_entity(maybe_call.context, value)
                 except Exception as exc:
                     ok, value = False, exc
             results.append((ok, value))

@@ -6,8 +6,7 @@ methods by duck typing; the transport only ever calls them.
 
 from __future__ import annotations
 
-import abc
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["NoOpSerializer", "Serializer", "context_to_dict"]
 
@@ -27,24 +26,28 @@ def context_to_dict(ctxt: Any) -> dict[str, Any]:
     return result
 
 
-class Serializer(abc.ABC):
-    """Converts entities and contexts to primitives for the wire, and back."""
+class Serializer(Protocol):
+    """Converts entities and contexts to primitives for the wire, and back.
 
-    @abc.abstractmethod
+    A protocol: any object with these four methods serves (``objects`` ships one without
+    importing the transport); subclassing it is optional.
+    """
+
     def serialize_entity(self, ctxt: Any, entity: Any) -> Any:
         """Return ``entity`` as JSON-compatible primitives."""
+        ...
 
-    @abc.abstractmethod
     def deserialize_entity(self, ctxt: Any, entity: Any) -> Any:
         """Rebuild an entity from the primitives ``serialize_entity`` produced."""
+        ...
 
-    @abc.abstractmethod
     def serialize_context(self, ctxt: Any) -> dict[str, Any]:
         """Return the request context as a JSON-compatible dict."""
+        ...
 
-    @abc.abstractmethod
     def deserialize_context(self, ctxt: dict[str, Any]) -> Any:
         """Rebuild the request context the server hands to endpoints."""
+        ...
 
 
 class NoOpSerializer(Serializer):

@@ -10,7 +10,6 @@ import pytest
 
 import conductor
 import objects
-import transport
 from conductor import manager as manager_mod
 from objects import base, exception
 from objects.context import RequestContext
