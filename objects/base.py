@@ -111,8 +111,8 @@ class VersionedObject(PendingObjectMixin):
 
     # Per-class plans, computed by _obj_prepare_class().
     _obj_prepared_for: ClassVar[Any] = None
-    _obj_to_plan: ClassVar[tuple[tuple[str, obj_fields.Field, bool], ...]] = ()
-    _obj_from_plan: ClassVar[dict[str, tuple[obj_fields.Field, Any]]] = {}
+    _obj_to_plan: ClassVar[tuple[tuple[str, obj_fields.Field, obj_fields.Writer | None], ...]] = ()
+    _obj_from_plan: ClassVar[dict[str, tuple[obj_fields.Field, Any, obj_fields.Reader]]] = {}
     _obj_mutable: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
     _obj_nested: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
 
@@ -132,11 +132,18 @@ class VersionedObject(PendingObjectMixin):
         for name, field in cls.fields.items():
             if not isinstance(field, obj_fields.Field):
                 raise TypeError(f"{cls.__name__}.fields[{name!r}] is not a Field: {field!r}")
+        # to: (name, field, writer or None when the primitive is the value itself)
         cls._obj_to_plan = tuple(
-            (name, field, type(field) not in _PLAIN_TYPES) for name, field in cls.fields.items()
+            (name, field, obj_fields.fast_writer(field)) for name, field in cls.fields.items()
         )
+        # from: name -> (field, the type taken as is, reader for anything else)
         cls._obj_from_plan = {
-            name: (field, _PLAIN_TYPES.get(type(field))) for name, field in cls.fields.items()
+            name: (
+                field,
+                _PLAIN_TYPES.get(type(field)),
+                obj_fields.fast_reader(field, field.from_primitive),
+            )
+            for name, field in cls.fields.items()
         }
         cls._obj_mutable = tuple((n, f) for n, f in cls.fields.items() if f.mutable)
         cls._obj_nested = tuple((n, f) for n, f in cls.fields.items() if f.is_object)
@@ -336,18 +343,18 @@ class VersionedObject(PendingObjectMixin):
                 )
             backport = True
         data: dict[str, Any] = {}
-        for name, field, convert in cls._obj_to_plan:
+        for name, field, writer in cls._obj_to_plan:
             value = d.get(name, _MISSING)
             if value is _MISSING:
                 continue
-            if not convert:
+            if writer is None:
                 data[name] = value
             elif backport and field.is_object and value is not None:
                 child = self._obj_child_primitive(name, field, value, target_version, version_manifest)
                 if child is not _DROP:
                     data[name] = child
             else:
-                data[name] = field.to_primitive(value)
+                data[name] = writer(value)
         if target_version != cls.VERSION:
             self.obj_make_compatible(data, target_version)
         primitive: dict[str, Any] = {
@@ -377,7 +384,7 @@ class VersionedObject(PendingObjectMixin):
     ) -> str | None:
         """The version a nested object goes out at; ``None``: its own; ``_DROP``: omit it."""
         if manifest is not None:
-            return manifest.get(field.objname)  # type: ignore[attr-defined, no-any-return]
+            return manifest.get(field.objname)  # type: ignore[attr-defined]
         rules = self.obj_relationships.get(name) or self._obj_default_relationship(name)
         if not rules:
             return None
@@ -484,7 +491,7 @@ class VersionedObject(PendingObjectMixin):
                 if type(value) is entry[1]:
                     d[key] = value
                 else:
-                    d[key] = entry[0].from_primitive(value, context)
+                    d[key] = entry[2](value, context)
         except (ValueError, TypeError) as exc:
             if isinstance(exc, exception.ObjectsError):
                 raise

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 __all__ = [
@@ -518,3 +518,120 @@ class ListOfObjectsField(Field):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "objname": self.objname}
+
+
+# -- one-call conversions for the hot paths ----------------------------------------------
+#
+# Reading a primitive through ``field.from_primitive`` costs three or four method calls per
+# field. Objects precompile, per class, one function per field instead: for the built-in
+# field types (exactly those types: a subclass may override any step) it accepts the
+# common, already canonical value in one step and hands anything else to the generic path,
+# so errors and conversions stay those of ``from_primitive``/``coerce``.
+
+Reader = Callable[[Any, Any], Any]
+Writer = Callable[[Any], Any]
+
+_match_uuid = _CANONICAL_UUID.fullmatch
+
+
+def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
+    """``fallback`` (``(value, context) -> value``) with a shortcut for canonical values.
+
+    Args:
+        field: the field the values belong to.
+        fallback: the generic conversion (``field.from_primitive`` or a record reader).
+        source: ``"wire"`` (JSON values: datetimes are strings) or ``"record"`` (values
+            a storage typed: datetimes are ``datetime``).
+    """
+    kind = type(field)
+    if kind is UUIDField:
+
+        def read_uuid(value: Any, context: Any) -> Any:
+            if type(value) is str and _match_uuid(value):
+                return value
+            return fallback(value, context)
+
+        return read_uuid
+    if kind is EnumField:
+        valid = field._valid  # type: ignore[attr-defined]
+
+        def read_enum(value: Any, context: Any) -> Any:
+            if type(value) is str and value in valid:
+                return value
+            return fallback(value, context)
+
+        return read_enum
+    if kind is DateTimeField:
+        if source == "wire":
+            parse = DateTimeField._parse
+
+            def read_iso(value: Any, context: Any) -> Any:
+                if type(value) is str:
+                    return parse(value)
+                return fallback(value, context)
+
+            return read_iso
+
+        def read_datetime(value: Any, context: Any) -> Any:
+            if type(value) is dt.datetime and value.tzinfo is _UTC:
+                return value
+            return fallback(value, context)
+
+        return read_datetime
+    if kind is ListOfStringsField:
+
+        def read_strings(value: Any, context: Any) -> Any:
+            if type(value) is list:
+                for item in value:
+                    if type(item) is not str:
+                        break
+                else:
+                    return value.copy()  # never share the caller's list
+            return fallback(value, context)
+
+        return read_strings
+    if kind is DictOfStringsField:
+
+        def read_string_dict(value: Any, context: Any) -> Any:
+            if type(value) is dict:
+                for key, item in value.items():
+                    if type(key) is not str or type(item) is not str:
+                        break
+                else:
+                    return value.copy()
+            return fallback(value, context)
+
+        return read_string_dict
+    return fallback
+
+
+def _iso(value: Any) -> Any:
+    return None if value is None else value.isoformat(timespec="microseconds")
+
+
+def _copy_list(value: Any) -> Any:
+    return None if value is None else list(value)
+
+
+def _copy_dict(value: Any) -> Any:
+    return None if value is None else dict(value)
+
+
+#: Built-in fields whose primitive is the value itself.
+_IDENTITY_ON_WIRE = frozenset(
+    (IntegerField, StringField, BooleanField, FloatField, UUIDField, EnumField)
+)
+_WRITERS: dict[type[Field], Writer] = {
+    DateTimeField: _iso,
+    ListOfStringsField: _copy_list,
+    DictOfStringsField: _copy_dict,
+}
+
+
+def fast_writer(field: Field) -> Writer | None:
+    """``field.to_primitive`` as one call; ``None`` when the primitive is the value itself."""
+    kind = type(field)
+    if kind in _IDENTITY_ON_WIRE:
+        return None
+    writer = _WRITERS.get(kind)
+    return field.to_primitive if writer is None else writer

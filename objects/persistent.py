@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from objects import exception
+from objects.fields import Reader, fast_reader
 from objects.registry import VersionedObjectRegistry
 
 if TYPE_CHECKING:
@@ -67,6 +68,34 @@ def field_from_record(field: Field, value: Any, context: Any) -> Any:
     return field.coerce(value)
 
 
+_RecordPlan = tuple[tuple[str, Any, Reader], ...]
+
+
+def _record_plan(cls: type[VersionedObject]) -> _RecordPlan:
+    """Per class (and per ``fields`` dict): ``(name, type taken as is, reader)``.
+
+    Records come typed from the storage, so canonical values pass in one check; the rest
+    goes through :func:`field_from_record` (validated like an assignment).
+    """
+    cached = cls.__dict__.get("_obj_record_plan")
+    if cached is not None and cached[0] is cls.fields:
+        return cached[1]  # type: ignore[no-any-return]
+    cls._obj_prepare_class()
+    plan = tuple(
+        (name, cls._obj_from_plan[name][1], fast_reader(field, _record_reader(field), "record"))
+        for name, field in cls.fields.items()
+    )
+    cls._obj_record_plan = (cls.fields, plan)  # type: ignore[attr-defined]
+    return plan
+
+
+def _record_reader(field: Field) -> Reader:
+    def read(value: Any, context: Any) -> Any:
+        return field_from_record(field, value, context)
+
+    return read
+
+
 def _object_to_record(obj: VersionedObject) -> dict[str, Any]:
     prim = obj.obj_to_primitive()
     return dict(prim["versioned_object.data"])
@@ -91,25 +120,33 @@ class PersistentObject(_Base):
     @classmethod
     def _from_record(cls: type[P], context: Any, record: Record) -> P:
         """A clean object (no changes) from a storage record; unknown keys are ignored."""
-        obj = cls._obj_from_data({}, context)
-        obj._obj_fill(record)
+        obj = cls.__new__(cls)
+        d = obj.__dict__
+        d["_context"] = context
+        d["_changed_fields"] = set()
+        d["_obj_snapshots"] = {}
+        obj._obj_take_record(record, None)
+        # Only fields of the record are set, so resetting all of them is resetting those.
+        obj.obj_reset_changes(recursive=True)
         return obj
 
     def _obj_fill(self, record: Record, only: Iterable[str] | None = None) -> None:
         """Take the record's values (of all fields, or ``only``) as clean, loaded values."""
+        filled = self._obj_take_record(record, None if only is None else set(only))
+        self.obj_reset_changes(filled, recursive=True)
+
+    def _obj_take_record(self, record: Record, only: set[str] | None) -> list[str]:
         cls = type(self)
-        plan = cls._obj_from_plan
         d = self.__dict__
         context = self._context
         filled = []
         name = ""
         try:
-            for name in cls.fields if only is None else only:
-                if name not in record:
+            for name, plain, read in _record_plan(cls):
+                if name not in record or (only is not None and name not in only):
                     continue
                 value = record[name]
-                field, plain = plan[name]
-                d[name] = value if type(value) is plain else field_from_record(field, value, context)
+                d[name] = value if type(value) is plain else read(value, context)
                 filled.append(name)
         except (ValueError, TypeError) as exc:
             if isinstance(exc, exception.ObjectsError):
@@ -118,7 +155,7 @@ class PersistentObject(_Base):
         revision = record.get("revision")
         if revision is not None:
             d["obj_revision"] = int(revision)
-        self.obj_reset_changes(filled, recursive=True)
+        return filled
 
     def _record_values(self, names: Iterable[str]) -> dict[str, Any]:
         fields = self.fields
