@@ -10,8 +10,10 @@ answered from the stored result instead of running twice.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,8 +63,14 @@ class ConductorManager:
         session_factory: sessionmaker[Session],
         prune_every: float = 60.0,
         keep_results: float = 3600.0,
+        serialize_transactions: bool = False,
     ) -> None:
         self._session_factory = session_factory
+        # NOTE: SQLite has one writer at a time and makes the others poll with sleeps of
+        # up to 100 ms; queueing our own transactions on a lock is far faster.
+        self._tx_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if serialize_transactions else contextlib.nullcontext()
+        )
         self._prune_every = prune_every
         self._keep_results = keep_results
         self._last_prune = time.monotonic()
@@ -156,7 +164,7 @@ class ConductorManager:
     def _run_once(
         self, context: RequestContext, what: str, body: Callable[[], Any], request_id: str | None
     ) -> Any:
-        with db.session_scope(self._session_factory) as session:
+        with self._tx_lock, db.session_scope(self._session_factory) as session:
             # NOTE: only a redelivered message can have run before; skipping the lookup
             # on first deliveries saves a query on every request.
             if request_id is not None and transport.current_request_redelivered():
@@ -219,7 +227,7 @@ class ConductorManager:
     def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
         self._maybe_prune()
         outcomes: list[tuple[bool, Any]] = []
-        with db.session_scope(self._session_factory) as session:
+        with self._tx_lock, db.session_scope(self._session_factory) as session:
             replayable = [c.request_id for c in calls if c.redelivered]
             stored = db_requests.lookup_results(session, replayable)
             storage = _PrefetchingStorage(session)

@@ -125,7 +125,10 @@ class Conductor:
             engine = db.create_engine(self.database_url)
             try:
                 db.ensure_user_tables(engine)
-                manager = ConductorManager(db.session_factory(engine))
+                manager = ConductorManager(
+                    db.session_factory(engine),
+                    serialize_transactions=engine.dialect.name == "sqlite",
+                )
                 rpc_transport = transport.get_transport(self.transport_url)
                 # Duck-typed: objects never imports transport's Serializer ABC.
                 serializer = cast(

@@ -106,6 +106,7 @@ class _TableOps:
     select_one: Select[Any]
     select_many: Select[Any]
     select_state: Select[Any]
+    insert_returning: Any
 
     @classmethod
     def build(cls, table: Table) -> _TableOps:
@@ -126,7 +127,26 @@ class _TableOps:
             select_one=select(table).where(c.id == bindparam("id")),
             select_many=select(table).where(c.id.in_(bindparam("ids", expanding=True))),
             select_state=select(*state_cols).where(c.id == bindparam("id")),
+            insert_returning=insert(table).returning(*table.c),
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _update_statement(
+    table: Table, columns: tuple[str, ...], check_revision: bool, set_updated_at: bool
+) -> Any:
+    """``UPDATE ... SET <columns> WHERE id [AND revision] [AND updated_at <] RETURNING *``
+    with bind parameters, built once per column set (see ``update``)."""
+    c = table.c
+    where: list[ColumnElement[bool]] = [c.id == bindparam("w_id")]
+    if check_revision:
+        where.append(c.revision == bindparam("w_revision"))
+    values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
+    values["revision"] = c.revision + 1
+    if set_updated_at:
+        values["updated_at"] = bindparam("v_updated_at")
+        where.append(or_(c.updated_at.is_(None), c.updated_at < bindparam("w_now")))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
 
 
 @functools.cache
@@ -243,10 +263,11 @@ class SQLStorage:
             row_values["updated_at"] = now
         elif ops.has_updated_at:
             row_values["updated_at"] = utcnow()
-        stmt = insert(ops.table).values(row_values).returning(*ops.table.c)
         self._wrote = True
         with translate_errors(objname):
-            row = self.session.execute(stmt).one()
+            # One prebuilt statement with the values as parameters: SQLAlchemy caches its
+            # compiled form per column set, instead of building and keying a new one.
+            row = self.session.execute(ops.insert_returning, row_values).one()
         return dict(zip(ops.names, row, strict=True))
 
     def update(
@@ -257,26 +278,27 @@ class SQLStorage:
         expected_revision: int | None = None,
     ) -> Record:
         ops = _ops(objname)
-        c = ops.table.c
         row_values: dict[str, Any] = self._checked(ops, objname, values, creating=False)
         row_values.pop("id", None)
-        row_values["revision"] = c.revision + 1
-        conditions: list[ColumnElement[bool]] = [c.id == id]
-        if expected_revision is not None:
-            conditions.append(c.revision == expected_revision)
+        row_values.pop("revision", None)
         now = utcnow() if ops.has_updated_at else None
         noted = self.session.info.get(WROTE_KEY)
         # At most a few rounds: the first normally; another only when this process's clock
         # is behind the row's updated_at (written by a conductor whose clock runs ahead).
+        stmt = _update_statement(
+            ops.table, tuple(sorted(row_values)), expected_revision is not None, now is not None
+        )
+        params = {f"v_{k}": v for k, v in row_values.items()}
+        params["w_id"] = id
+        if expected_revision is not None:
+            params["w_revision"] = expected_revision
         for _ in range(3):
-            where = list(conditions)
             if now is not None:
-                row_values["updated_at"] = now
                 # updated_at must strictly increase per row, whichever clock wrote it last.
-                where.append(or_(c.updated_at.is_(None), c.updated_at < now))
-            stmt = update(ops.table).values(row_values).where(and_(*where))
+                params["v_updated_at"] = now
+                params["w_now"] = now
             with translate_errors(objname):
-                row = self.session.execute(stmt.returning(*ops.table.c)).first()
+                row = self.session.execute(stmt, params).first()
             if row is not None:
                 self._wrote = True
                 return dict(zip(ops.names, row, strict=True))
