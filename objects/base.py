@@ -523,21 +523,25 @@ class VersionedObject(PendingObjectMixin):
             raise exception.ObjectValueError(reason="object_action updates must be a dict")
         cls = type(self)
         fields = cls.fields
+        plan = cls._obj_from_plan
         d = self.__dict__
         context = self._context
         new: dict[str, Any] = {}
         for key, value in updates.items():
-            field = fields.get(key)
-            if field is None:
+            entry = plan.get(key)
+            if entry is None:
                 continue  # obj_what_changed, obj_revision, or a field we do not know
+            field, plain, read = entry
             try:
-                if isinstance(value, VersionedObject) or (
+                if type(value) is plain:
+                    new[key] = value
+                elif isinstance(value, VersionedObject) or (
                     field.is_object and isinstance(value, list)
                     and all(isinstance(v, VersionedObject) for v in value)
                 ):
                     new[key] = field.coerce(value)
                 else:
-                    new[key] = field.from_primitive(value, context)
+                    new[key] = read(value, context)
             except (ValueError, TypeError) as exc:
                 raise exception.ObjectValueError(reason=f"{cls.obj_name()}.{key}: {exc}") from None
         d.update(new)  # read-only fields included: the conductor's word is final

@@ -161,9 +161,17 @@ def _target_for(obj: VersionedObject, manifest: dict[str, str] | None) -> str | 
     return wanted
 
 
+def _reads_our_versions(cls: type[VersionedObject], manifest: dict[str, str] | None) -> bool:
+    # The caller's manifest is our own tree's (the usual case: same versions on both
+    # sides): the primitive at our versions is what a backport to it would give.
+    return not manifest or manifest == cls._obj_manifest()
+
+
 def to_wire(value: Any, manifest: dict[str, str] | None) -> Any:
     """``value`` with every object in it turned into a primitive at ``manifest``'s versions."""
     if isinstance(value, VersionedObject):
+        if _reads_our_versions(type(value), manifest):
+            return value.obj_to_primitive()
         return value.obj_to_primitive(
             target_version=_target_for(value, manifest), version_manifest=manifest or None
         )
@@ -199,16 +207,29 @@ def handle_class_action(
     return to_wire(result, object_versions)
 
 
-def _diff_token(field: Any, value: Any) -> Any:
-    # What "unchanged by the call" is judged on: containers are copied (a method may
-    # change them in place), objects compared by their primitive.
-    if value is None:
-        return None
-    if field.is_object:
-        return field.to_primitive(value)
-    if field.mutable:
+_VALUE, _SNAPSHOT, _PRIMITIVE = 0, 1, 2
+
+
+def _diff_plan(cls: type[VersionedObject]) -> tuple[tuple[str, Any, int], ...]:
+    # What "unchanged by the call" is judged on, per field: the value itself; a copy for
+    # containers (a method may change them in place); the primitive for objects.
+    cached = cls.__dict__.get("_obj_diff_plan")
+    if cached is not None and cached[0] is cls.fields:
+        return cached[1]  # type: ignore[no-any-return]
+    plan = tuple(
+        (name, field, _PRIMITIVE if field.is_object else _SNAPSHOT if field.mutable else _VALUE)
+        for name, field in cls.fields.items()
+    )
+    cls._obj_diff_plan = (cls.fields, plan)  # type: ignore[attr-defined]
+    return plan
+
+
+def _diff_token(field: Any, kind: int, value: Any) -> Any:
+    if kind == _VALUE or value is None:
+        return value
+    if kind == _SNAPSHOT:
         return field.snapshot(value)
-    return value
+    return field.to_primitive(value)
 
 
 def handle_object_action(
@@ -234,28 +255,36 @@ def handle_object_action(
     cls = type(objinst)
     method = _remotable_attr(cls, objmethod, "instance")
     objinst._context = context
+    plan = _diff_plan(cls)
+    current = objinst.__dict__
     before = {
-        name: _diff_token(field, objinst.__dict__[name])
-        for name, field in cls.fields.items()
-        if name in objinst.__dict__
+        name: _diff_token(field, kind, current[name]) for name, field, kind in plan if name in current
     }
     with local_execution():
         result = method(objinst, *args, **kwargs)
-    target = _target_for(objinst, object_versions)
-    primitive = objinst.obj_to_primitive(
-        target_version=target, version_manifest=object_versions or None
-    )
-    data = primitive["versioned_object.data"]
-    updates: dict[str, Any] = {}
-    current = objinst.__dict__
-    for name, value in data.items():
-        if name not in before:
-            updates[name] = value
-            continue
-        field = cls.fields[name]
-        if _diff_token(field, current.get(name)) != before[name]:
-            updates[name] = value
-    updates["obj_what_changed"] = list(primitive.get("versioned_object.changes", []))
+    changed = {
+        name
+        for name, field, kind in plan
+        if name in current
+        and (name not in before or _diff_token(field, kind, current[name]) != before[name])
+    }
+    updates: dict[str, Any]
+    if _reads_our_versions(cls, object_versions):
+        # No backport: only the changed fields need turning into primitives.
+        updates = {}
+        for name, _field, writer in cls._obj_to_plan:
+            if name in changed:
+                value = current[name]
+                updates[name] = value if writer is None else writer(value)
+        updates["obj_what_changed"] = sorted(n for n in objinst.obj_what_changed() if n in current)
+    else:
+        primitive = objinst.obj_to_primitive(
+            target_version=_target_for(objinst, object_versions),
+            version_manifest=object_versions or None,
+        )
+        data = primitive["versioned_object.data"]
+        updates = {name: value for name, value in data.items() if name in changed}
+        updates["obj_what_changed"] = list(primitive.get("versioned_object.changes", []))
     updates["obj_revision"] = objinst.obj_revision
     return updates, to_wire(result, object_versions)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from objects import exception
@@ -11,6 +12,18 @@ from objects.registry import VersionedObjectRegistry, obj_tree_get_versions
 from objects.remoting import active_api
 
 __all__ = ["VersionedObjectSerializer"]
+
+# Values that are their own primitive. Containers holding only these are passed on as
+# they are rather than copied: the transport encodes them right away and keeps no copy.
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _all_scalars(values: Iterable[Any]) -> bool:
+    scalars = _SCALARS
+    for value in values:
+        if type(value) not in scalars:
+            return False
+    return True
 
 
 class VersionedObjectSerializer:
@@ -25,6 +38,9 @@ class VersionedObjectSerializer:
     OBJ_BASE_CLASS: ClassVar[type[VersionedObject]] = VersionedObject
 
     def serialize_entity(self, context: Any, entity: Any) -> Any:
+        kind = type(entity)
+        if kind in _SCALARS:
+            return entity
         if isinstance(entity, VersionedObject):
             return entity.obj_to_primitive()
         if isinstance(entity, dict):
@@ -32,17 +48,28 @@ class VersionedObjectSerializer:
                 # Already an object primitive (the conductor replies with primitives
                 # backported to the caller's versions): nothing inside needs turning.
                 return entity
+            if kind is dict and _all_scalars(entity.values()):
+                return entity  # a manifest, plain kwargs: nothing to turn
             return {key: self.serialize_entity(context, value) for key, value in entity.items()}
         if isinstance(entity, (list, tuple, set, frozenset)):
+            if kind is list and _all_scalars(entity):
+                return entity
             return [self.serialize_entity(context, value) for value in entity]
         return entity
 
     def deserialize_entity(self, context: Any, entity: Any) -> Any:
+        kind = type(entity)
+        if kind in _SCALARS:
+            return entity
         if isinstance(entity, dict):
             if _KEY_NAME in entity:
                 return self._process_object(context, entity)
+            if kind is dict and _all_scalars(entity.values()):
+                return entity
             return {key: self.deserialize_entity(context, value) for key, value in entity.items()}
         if isinstance(entity, (list, tuple)):
+            if kind is list and _all_scalars(entity):
+                return entity
             return [self.deserialize_entity(context, value) for value in entity]
         return entity
 
