@@ -365,8 +365,8 @@ def _compare(rev: str, rounds: int, n: int, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("-n", type=int, default=512, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("-n", type=int, default=4096, help="operations per round")
     parser.add_argument("--baseline-rev", help="also run this git revision's objects/, interleaved")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs with --baseline-rev")
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -56,18 +56,24 @@ def get_indirection_api() -> IndirectionAPI | None:
     return _api
 
 
-@contextlib.contextmanager
-def local_execution() -> Iterator[None]:
+class local_execution(contextlib.ContextDecorator):  # noqa: N801 - used like a function
     """Run remotable bodies locally inside this block, even with an indirection API set.
 
     The conductor wraps every request in it so it never calls itself. Context-variable
-    based: it covers this thread (or task) only.
+    based: it covers this thread (or task) only. Also usable as a decorator. (A class
+    rather than a generator-based context manager: it is entered on every request, twice.)
     """
-    token = _local.set(True)
-    try:
-        yield
-    finally:
-        _local.reset(token)
+
+    _token: contextvars.Token[bool]
+
+    def _recreate_cm(self) -> local_execution:
+        return type(self)()  # one token per decorated call, whatever the thread
+
+    def __enter__(self) -> None:
+        self._token = _local.set(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.reset(self._token)
 
 
 def active_api() -> IndirectionAPI | None:
