@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import uuid
+import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -212,7 +212,7 @@ class RPCClient:
             ctxt_dict = serializer.serialize_context(ctxt)
             args = {k: serializer.serialize_entity(ctxt, v) for k, v in kwargs.items()}
         return {
-            "id": uuid.uuid4().hex,
+            "id": os.urandom(16).hex(),
             "method": method,
             "args": args,
             "ctxt": ctxt_dict,

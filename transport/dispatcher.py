@@ -132,8 +132,18 @@ class RPCDispatcher:
             expected.extend(getattr(endpoint, "expected_exceptions", ()))
         #: Exceptions endpoints raise as ordinary outcomes: logged briefly, no traceback.
         self.expected_exceptions: tuple[type[BaseException], ...] = tuple(expected)
+        self._found: dict[tuple[str, str | None, str | None], Any] = {}
 
     def _find(self, method: str, namespace: str | None, version: str | None) -> Any:
+        key = (method, namespace, version)
+        func = self._found.get(key)
+        if func is None:
+            func = self._search(method, namespace, version)
+            if len(self._found) < 1024:  # bounded: keys come from the wire
+                self._found[key] = func
+        return func
+
+    def _search(self, method: str, namespace: str | None, version: str | None) -> Any:
         version_matched = False
         for endpoint in self.endpoints:
             target = getattr(endpoint, "target", None) or Target()
