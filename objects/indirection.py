@@ -208,6 +208,7 @@ def handle_class_action(
 
 
 _VALUE, _SNAPSHOT, _PRIMITIVE = 0, 1, 2
+_UNSET: Any = object()
 
 
 def _diff_plan(cls: type[VersionedObject]) -> tuple[tuple[str, Any, int], ...]:
@@ -257,17 +258,21 @@ def handle_object_action(
     objinst._context = context
     plan = _diff_plan(cls)
     current = objinst.__dict__
-    before = {
-        name: _diff_token(field, kind, current[name]) for name, field, kind in plan if name in current
-    }
+    before: dict[str, Any] = {}
+    for name, field, kind in plan:
+        value = current.get(name, _UNSET)
+        if value is not _UNSET:
+            before[name] = value if kind == _VALUE else _diff_token(field, kind, value)
     with local_execution():
         result = method(objinst, *args, **kwargs)
-    changed = {
-        name
-        for name, field, kind in plan
-        if name in current
-        and (name not in before or _diff_token(field, kind, current[name]) != before[name])
-    }
+    changed: set[str] = set()
+    for name, field, kind in plan:
+        value = current.get(name, _UNSET)
+        if value is _UNSET:
+            continue
+        old = before.get(name, _UNSET)
+        if old is _UNSET or (value if kind == _VALUE else _diff_token(field, kind, value)) != old:
+            changed.add(name)
     updates: dict[str, Any]
     if _reads_our_versions(cls, object_versions):
         # No backport: only the changed fields need turning into primitives.

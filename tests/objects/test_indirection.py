@@ -146,3 +146,29 @@ def test_handlers_refuse_non_objects(db_ctx: Any) -> None:
         handle_object_action(db_ctx, {"not": "an object"}, "save", [], {})  # type: ignore[arg-type]
     with pytest.raises(exception.ObjectValueError):
         handle_backport(db_ctx, "nope", {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [None, {"Instance": "1.2", "Flavor": "1.0"}, {"Instance": "1.2", "Flavor": "1.0", "Other": "1.0"}],
+    ids=["no-manifest", "our-versions", "a-manifest-that-is-not-ours"],
+)
+def test_save_updates_are_the_same_whichever_way_the_primitive_is_made(
+    db_ctx: Any, manifest: Any
+) -> None:
+    # A caller at our versions gets its updates without a backport walk; any other
+    # manifest takes the general path. Both must give the same answer.
+    flavor = objects.Flavor(db_ctx, flavorid="f1", name="small", vcpus=1, memory_mb=512, root_gb=1)
+    flavor.create()
+    inst = objects.Instance(db_ctx, vcpus=1, memory_mb=512, flavor=flavor, tags=["a"])
+    inst.create()
+    before = inst.updated_at
+    inst.host = "h2"
+    inst.tags.append("b")
+    updates, result = handle_object_action(db_ctx, inst, "save", [], {}, manifest)
+    assert result is None
+    # host and tags came with the caller's object: not changed by the call, not sent back
+    assert sorted(updates) == ["obj_revision", "obj_what_changed", "updated_at"]
+    assert updates["updated_at"] > before.isoformat()
+    assert updates["obj_what_changed"] == [] and updates["obj_revision"] == 2
+    json.dumps(updates)
