@@ -204,7 +204,7 @@ def measure(rounds: int, n: int) -> dict[str, dict[str, float]]:
 
     # -- client get_async --------------------------------------------------------------
     stub = WireStub(get_reply, save_reply)
-    base.set_indirection_api(stub)
+    base.set_indirection_api(stub)  # type: ignore[arg-type]  # duck-typed on purpose
 
     def client_get(k: int) -> None:
         for _ in range(k // WINDOW + 1):
