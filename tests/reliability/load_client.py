@@ -28,6 +28,7 @@ def main() -> int:
     client = conductor.connect(url, topic=topic, timeout=60)
     ctx = RequestContext(user_id="load")
     errors: collections.Counter[str] = collections.Counter()
+    samples: dict[str, str] = {}
     made: list[Any] = []
     done = 0
     pending: set[cf.Future[Any]] = set()
@@ -65,6 +66,7 @@ def main() -> int:
                 done += 1
             else:
                 errors[type(exc).__name__] += 1
+                samples.setdefault(type(exc).__name__, repr(exc)[:300])
         if not warm_rss and time.monotonic() - start > float(seconds) / 4:
             warm_rss = rss_kib_self()
     for f in cf.as_completed(pending, timeout=60):
@@ -73,7 +75,8 @@ def main() -> int:
             done += 1
         else:
             errors[type(exc).__name__] += 1
-    print(json.dumps({"ops": done, "errors": dict(errors), "rss_warm": warm_rss,
+            samples.setdefault(type(exc).__name__, repr(exc)[:300])
+    print(json.dumps({"ops": done, "errors": dict(errors), "samples": samples, "rss_warm": warm_rss,
                       "rss_end": rss_kib_self()}), flush=True)
     client.close()
     return 0

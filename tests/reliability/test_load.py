@@ -55,7 +55,7 @@ def test_clients_with_many_in_flight_against_two_conductors_zero_errors_flat_mem
         assert c1.proc.poll() is None and c2.proc.poll() is None
 
     ops = sum(r["ops"] for r in results)
-    assert [r["errors"] for r in results] == [{}] * CLIENTS
+    assert [r["errors"] for r in results] == [{}] * CLIENTS, [r["samples"] for r in results]
     assert ops > CLIENTS * IN_FLIGHT
     for pid, before in warm.items():
         assert end[pid] - before < GROWTH_KIB, f"conductor {pid}: {before} -> {end[pid]} KiB"
