@@ -56,6 +56,7 @@ class ConductorManager:
         exception.ObjectValueError,
         exception.UnsupportedObjectError,
         exception.IncompatibleObjectVersion,
+        exception.DatabaseError,  # logged by _run in one line
     )
 
     def __init__(
@@ -158,6 +159,10 @@ class ConductorManager:
                     raise exception.DatabaseError(reason="stored result vanished") from None
             LOG.debug("served %s", what)
             return result
+        except exception.DatabaseError as exc:
+            # One line per failed request while the database is away, not a traceback.
+            LOG.warning("%s failed: %s", what, exc)
+            raise
         finally:
             current_request.reset(token)
 

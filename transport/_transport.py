@@ -103,13 +103,16 @@ def get_transport(url: str = "memory://", config: TransportConfig | None = None)
         from transport.drivers.memory import MemoryDriver
 
         driver = MemoryDriver(url, config)
-    elif scheme in ("amqp", "rabbit", "pyamqp"):
+    elif scheme in ("amqp", "rabbit", "pyamqp", "amqps", "rabbits"):
         # Imported here so kombu loads only for RabbitMQ transports.
         from transport.drivers.amqp import AMQPDriver
 
         driver = AMQPDriver(url, config)
     else:
-        raise ValueError(f"unsupported transport URL {url!r}; use memory://, amqp:// or rabbit://")
+        raise ValueError(
+            f"unsupported transport URL scheme {scheme!r}; use memory://, amqp://, amqps:// "
+            "or rabbit://"
+        )
     return Transport(driver, config)
 
 

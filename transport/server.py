@@ -192,6 +192,8 @@ class RPCServer:
         try:
             envelope = _wire.decode(incoming.body)
             batch = _wire.unpack(envelope)
+            if batch == []:
+                raise MessageDeliveryFailure(reason="an empty batch")
             if batch is not None:
                 self._handle_batch(incoming, batch)
                 return

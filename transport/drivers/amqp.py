@@ -30,13 +30,14 @@ import queue
 import random
 import select
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import kombu as _kombu
 
@@ -70,11 +71,38 @@ _COMMAND_TIMEOUT = 30.0
 _ROUTABLE_FOR = 5.0  # seconds a confirmed route is trusted for unconfirmed calls
 
 
-def _kombu_url(url: str) -> str:
+_TLS_OPTIONS = ("ca_certs", "certfile", "keyfile")
+
+
+def _kombu_url(url: str) -> tuple[str, dict[str, Any] | bool]:
+    """The URL kombu gets, and its ``ssl`` argument.
+
+    ``amqps://user:pass@host:5671/vhost?ca_certs=CA.pem&certfile=C.pem&keyfile=K.pem``
+    connects over TLS (port 5671 by default), verifying the broker against ``ca_certs``
+    when given and presenting a client certificate when ``certfile``/``keyfile`` are.
+    """
     parts = urlsplit(url)
     if parts.scheme == "rabbit":
         parts = parts._replace(scheme="amqp")
-    return urlunsplit(parts)
+    if parts.scheme not in ("amqps", "rabbits"):
+        return urlunsplit(parts), False
+    query = parse_qs(parts.query)
+    unknown = set(query) - set(_TLS_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown TLS option(s) {sorted(unknown)} in the transport URL; "
+                         f"use {', '.join(_TLS_OPTIONS)}")
+    tls: dict[str, Any] = {name: query[name][-1] for name in _TLS_OPTIONS if name in query}
+    if "ca_certs" in tls:
+        tls["cert_reqs"] = ssl.CERT_REQUIRED
+    parts = parts._replace(scheme="amqp", query="", netloc=_with_tls_port(parts))
+    return urlunsplit(parts), tls or True
+
+
+def _with_tls_port(parts: Any) -> str:
+    netloc: str = parts.netloc
+    if parts.port is None:
+        netloc += ":5671"
+    return netloc
 
 
 def _backoff(attempt: int, cap: float) -> float:
@@ -85,8 +113,16 @@ def _backoff(attempt: int, cap: float) -> float:
 class _Publisher:
     """The publishing connection; one publish at a time under a lock."""
 
-    def __init__(self, url: str, config: TransportConfig, *, confirm: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        config: TransportConfig,
+        *,
+        confirm: bool = True,
+        ssl: dict[str, Any] | bool = False,
+    ) -> None:
         self._url = url
+        self._ssl = ssl
         self._config = config
         self._confirm = confirm
         self._lock = threading.Lock()
@@ -103,6 +139,7 @@ class _Publisher:
         if self._producer is None:
             conn = kombu.Connection(
                 self._url,
+                ssl=self._ssl,
                 heartbeat=_HEARTBEAT,
                 connect_timeout=5,
                 transport_options={"confirm_publish": self._confirm},
@@ -331,12 +368,12 @@ class AMQPDriver(Driver):
 
     def __init__(self, url: str, config: TransportConfig) -> None:
         super().__init__(url, config)
-        self._kombu_url = _kombu_url(url)
-        self._publisher = _Publisher(self._kombu_url, config)
+        self._kombu_url, self._ssl = _kombu_url(url)
+        self._publisher = _Publisher(self._kombu_url, config, ssl=self._ssl)
         # NOTE: replies skip publisher confirms. A reply either reaches a live reply
         # queue or has nobody to go to; waiting a broker round trip per reply (under the
         # one publisher lock every worker shares) halved a busy server's throughput.
-        self._reply_publisher = _Publisher(self._kombu_url, config, confirm=False)
+        self._reply_publisher = _Publisher(self._kombu_url, config, confirm=False, ssl=self._ssl)
         # (exchange, routing key) -> when a confirmed, routed publish last went there.
         self._routable: dict[tuple[str, str], float] = {}
         self._io = _IOThread(f"transport-amqp-io-{id(self) % 10000}", self._run)
@@ -559,7 +596,9 @@ class AMQPDriver(Driver):
         attempt = 0
         while not self._closing.is_set():
             try:
-                conn = kombu.Connection(self._kombu_url, heartbeat=_HEARTBEAT, connect_timeout=5)
+                conn = kombu.Connection(
+                    self._kombu_url, ssl=self._ssl, heartbeat=_HEARTBEAT, connect_timeout=5
+                )
                 conn.connect()
                 self._conn, self._raw = conn, conn.connection
                 for sub in list(self._subs):
