@@ -116,6 +116,7 @@ class RPCServer:
         self._running: dict[str, _Running] = {}
         self._beat = threading.Condition(self._lock)
         self._beat_thread: threading.Thread | None = None
+        self._beat_wake_at = float("-inf")  # the thread reads _running itself before it first sleeps
         self._killed = False
 
     # -- lifecycle ------------------------------------------------------------------
@@ -356,13 +357,18 @@ class RPCServer:
     # -- call monitor -----------------------------------------------------------------
     def _watch(self, request_id: str, reply_to: str, interval: float) -> None:
         with self._lock:
-            self._running[request_id] = _Running(reply_to, interval)
+            running = _Running(reply_to, interval)
+            self._running[request_id] = running
             if self._beat_thread is None:
                 self._beat_thread = threading.Thread(
                     target=self._heartbeats, name=f"rpc-heartbeat-{self.target.topic}", daemon=True
                 )
                 self._beat_thread.start()
-            self._beat.notify()
+            # NOTE: wake the heartbeat thread only when this call is due before the time
+            # it sleeps until; waking it for every request cost a thread switch each.
+            if running.due < self._beat_wake_at:
+                self._beat_wake_at = running.due
+                self._beat.notify()
 
     def _unwatch(self, request_id: str) -> None:
         with self._lock:
@@ -382,6 +388,7 @@ class RPCServer:
                     self._running[rid].due = now + self._running[rid].interval
                 if not due:
                     nxt = min((r.due for r in self._running.values()), default=None)
+                    self._beat_wake_at = float("inf") if nxt is None else nxt
                     self._beat.wait(None if nxt is None else max(0.0, nxt - now))
                     continue
             for rid, reply_to in due:
