@@ -142,9 +142,11 @@ class ConductorManager:
             context.db = batch_storage
             try:
                 with base.local_execution():
-                    return body()
+                    result = body()
             finally:
                 context.db = None
+            LOG.debug("served %s", what)
+            return result
         token = current_request.set(request_id or context.request_id)
         try:
             self._maybe_prune()

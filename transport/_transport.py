@@ -57,10 +57,17 @@ class Transport:
                     raise ConnectionLost(reason="the transport was cleaned up")
                 if self._sender_ is None:
                     self._sender_ = Sender(
-                        self._driver, self.config.batch_max_messages, self.config.max_message_size
+                        self._driver,
+                        self.config.batch_max_messages,
+                        self.config.max_message_size,
+                        in_flight=self._in_flight,
                     )
                 sender = self._sender_
         return sender
+
+    def _in_flight(self) -> int:
+        waiter = self._reply_waiter
+        return 0 if waiter is None else waiter.in_flight
 
     def cleanup(self) -> None:
         """Fail pending calls, close connections and stop threads. Safe to call twice."""

@@ -157,8 +157,12 @@ def test_two_conductors_share_a_topic_and_stopping_one_loses_nothing(
     extra = ("--log-level", "DEBUG", "--workers", "4")
     with serve(broker_url, shared_database_url, topic, *extra, server="c1") as c1:
         with serve(broker_url, shared_database_url, topic, *extra, server="c2") as c2:
+            # In waves, so the work spans many broker messages (requests in flight
+            # together travel packed into one).
             first = [new_instance(ctx, host=host) for _ in range(200)]
-            objects.wait_all([inst.create_async() for inst in first], timeout=120)
+            for wave in range(0, 200, 10):
+                objects.wait_all([inst.create_async() for inst in first[wave:wave + 10]],
+                                 timeout=120)
 
             second = [new_instance(ctx, host=host) for _ in range(200)]
             futures = [inst.create_async() for inst in second]
