@@ -25,8 +25,8 @@ class ConductorSerializer(base.VersionedObjectSerializer):
     The conductor is the end of the line. The objects' serializer answers an object it
     cannot read by asking the process's indirection API to backport it; in a process that
     also has ``connect()``-ed (tests, the demo) that would be this conductor calling itself
-    and waiting on its own workers. Here (de)serialization runs under ``local_execution()``,
-    so the caller gets ``IncompatibleObjectVersion`` and backports on its side instead.
+    and waiting on its own workers. Here that backport is off, so the caller gets
+    ``IncompatibleObjectVersion`` and backports on its side instead.
 
     A request context is written by the caller; on the wire ``is_admin`` is just a boolean
     any compute node can set. Unless the deployment says its callers may elevate
@@ -36,6 +36,8 @@ class ConductorSerializer(base.VersionedObjectSerializer):
     Args:
         allow_admin_context: accept contexts with ``is_admin`` set.
     """
+
+    BACKPORT_THROUGH_INDIRECTION = False
 
     def __init__(self, allow_admin_context: bool = False) -> None:
         self.allow_admin_context = allow_admin_context
@@ -49,14 +51,6 @@ class ConductorSerializer(base.VersionedObjectSerializer):
                 "--allow-admin-context if its callers may elevate"
             )
         return ctx
-
-    def deserialize_entity(self, context: Any, entity: Any) -> Any:
-        with base.local_execution():
-            return super().deserialize_entity(context, entity)
-
-    def serialize_entity(self, context: Any, entity: Any) -> Any:
-        with base.local_execution():
-            return super().serialize_entity(context, entity)
 
 
 class State(enum.Enum):
