@@ -87,7 +87,7 @@ class ConductorManager:
         args: list[Any],
         kwargs: dict[str, Any],
     ) -> Any:
-        _check_call_shape(objname=objname, objmethod=objmethod, args=args, kwargs=kwargs)
+        _check_call_shape(objname, objmethod, args, kwargs)
         if not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
         return self._run(
@@ -109,7 +109,7 @@ class ConductorManager:
     ) -> Any:
         if not isinstance(objinst, base.VersionedObject):
             raise exception.ObjectValueError(reason="objinst must be a versioned object primitive")
-        _check_call_shape(objname=objinst.obj_name(), objmethod=objmethod, args=args, kwargs=kwargs)
+        _check_call_shape(objinst.obj_name(), objmethod, args, kwargs)
         if object_versions is not None and not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
         return self._run(
@@ -139,12 +139,7 @@ class ConductorManager:
         batch_storage = _batch_storage.get()
         if batch_storage is not None:
             # Part of a batch: the batch owns the transaction and the stored results.
-            context.db = batch_storage
-            try:
-                with base.local_execution():
-                    result = body()
-            finally:
-                context.db = None
+            result = _with_storage(context, batch_storage, body)
             LOG.debug("served %s", what)
             return result
         token = current_request.set(request_id or context.request_id)
@@ -180,12 +175,7 @@ class ConductorManager:
                     LOG.info("replayed %s from its stored result", what)
                     return stored
             storage = SQLStorage(session)
-            context.db = storage
-            try:
-                with base.local_execution():
-                    result = body()
-            finally:
-                context.db = None
+            result = _with_storage(context, storage, body)
             if request_id is not None and storage.wrote:
                 try:
                     db_requests.store_result(session, request_id, result)
@@ -272,7 +262,7 @@ class ConductorManager:
             return
         self._last_prune = now
         try:
-            with self._session_factory() as session, session.begin():
+            with self._tx_lock, db.session_scope(self._session_factory) as session:
                 removed = db_requests.prune(session, self._keep_results)
             if removed:
                 LOG.debug("pruned %d stored request results", removed)
@@ -345,14 +335,24 @@ def _prefetch_gets(
             storage.prime(objname, ids)
 
 
+def _with_storage(context: RequestContext, storage: SQLStorage, body: Callable[[], Any]) -> Any:
+    """Run a method body locally with ``context.db`` bound to ``storage``."""
+    context.db = storage
+    try:
+        with base.local_execution():
+            return body()
+    finally:
+        context.db = None
+
+
 class _AlreadyStored(Exception):
     """The request id was stored by someone else during our transaction."""
 
 
-def _check_call_shape(**parts: Any) -> None:
-    if not isinstance(parts["objname"], str) or not isinstance(parts["objmethod"], str):
+def _check_call_shape(objname: Any, objmethod: Any, args: Any, kwargs: Any) -> None:
+    if not isinstance(objname, str) or not isinstance(objmethod, str):
         raise exception.ObjectValueError(reason="objname and objmethod must be strings")
-    if not isinstance(parts["args"], (list, tuple)):
+    if not isinstance(args, (list, tuple)):
         raise exception.ObjectValueError(reason="args must be a list")
-    if not isinstance(parts["kwargs"], dict):
+    if not isinstance(kwargs, dict):
         raise exception.ObjectValueError(reason="kwargs must be a mapping")
