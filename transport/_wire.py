@@ -151,6 +151,13 @@ def request_reply_info(body: bytes) -> tuple[str | None, str | None]:
         envelope = decode(body)
     except MessageDeliveryFailure:
         return None, None
+    return reply_info(envelope)
+
+
+def reply_info(envelope: Any) -> tuple[str | None, str | None]:
+    """Best effort (request id, reply address) from a decoded envelope of any shape."""
+    if not isinstance(envelope, dict):
+        return None, None
     req_id, reply_to = envelope.get("id"), envelope.get("reply_to")
     return (
         req_id if isinstance(req_id, str) else None,

@@ -182,11 +182,10 @@ class RPCDispatcher:
             Exception: whatever the endpoint raised.
         """
         func = self._find(method, namespace, version)
+        context, kwargs = self._arguments(request_id, ctxt, args)
         token = _request_id.set(request_id)
         redelivered_token = _redelivered.set(redelivered)
         try:
-            context = self.serializer.deserialize_context(ctxt)
-            kwargs = {k: self.serializer.deserialize_entity(context, v) for k, v in args.items()}
             result = func(context, **kwargs)
             if inspect.isgenerator(result):
                 return True, self._stream(request_id, context, result)

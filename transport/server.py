@@ -38,13 +38,6 @@ def _validate(envelope: dict[str, Any]) -> None:
             raise MessageDeliveryFailure(reason=f"field {key!r} missing or not a {kind.__name__}")
 
 
-def _reply_info(envelope: Any) -> tuple[str | None, str | None]:
-    if not isinstance(envelope, dict):
-        return None, None
-    rid, reply_to = envelope.get("id"), envelope.get("reply_to")
-    return (rid if isinstance(rid, str) else None, reply_to if isinstance(reply_to, str) else None)
-
-
 def _chunks(bodies: list[bytes], limit: int) -> list[list[bytes]]:
     chunks: list[list[bytes]] = []
     size = limit + 1
@@ -204,9 +197,7 @@ class RPCServer:
             return
         request_id: str = envelope["id"]
         reply_to = envelope.get("reply_to") if isinstance(envelope.get("reply_to"), str) else None
-        interval = envelope.get("hb")
-        if reply_to and isinstance(interval, (int, float)) and interval > 0:
-            self._watch(request_id, reply_to, float(interval))
+        self._watch(envelope)
         try:
             sent = self._run(envelope, request_id, reply_to, incoming.redelivered)
         finally:
@@ -278,19 +269,13 @@ class RPCServer:
                     raise MessageDeliveryFailure(reason="a batch item is not a JSON object")
                 _validate(envelope)
             except MessageDeliveryFailure as exc:
-                rid, reply_to = _reply_info(envelope)
+                rid, reply_to = _wire.reply_info(envelope)
                 LOG.warning("rejecting a request in a batch on %s: %s", self.target.topic, exc)
                 if rid and reply_to:
                     self._queue_reply(replies, reply_to, {"id": rid, "t": "e", "exc": _wire.serialize_exception(exc)})
                 continue
             valid.append(envelope)
-        watched: list[str] = []
-        for envelope in valid:
-            reply_to = envelope.get("reply_to")
-            interval = envelope.get("hb")
-            if isinstance(reply_to, str) and isinstance(interval, (int, float)) and interval > 0:
-                self._watch(envelope["id"], reply_to, float(interval))
-                watched.append(envelope["id"])
+        watched = [envelope["id"] for envelope in valid if self._watch(envelope)]
         try:
             outcomes = self.dispatcher.dispatch_batch(
                 [(e["id"], e["ctxt"], e["method"], e["args"], e.get("ns"), e.get("ver")) for e in valid],
@@ -326,21 +311,19 @@ class RPCServer:
         incoming.ack()
 
     def _queue_reply(self, replies: dict[str, list[bytes]], reply_to: str, reply: dict[str, Any]) -> None:
-        try:
-            body = _wire.encode(reply, self.transport.config.max_message_size)
-        except (MessageTooLarge, TypeError) as exc:
-            body = _wire.encode({"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)})
-        replies.setdefault(reply_to, []).append(body)
+        replies.setdefault(reply_to, []).append(self._encode_reply(reply))
 
     def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
         if self._killed:
             raise TransportError(reason="the server was killed")
+        self.transport._driver.send_reply(reply_to, self._encode_reply(reply))
+
+    def _encode_reply(self, reply: dict[str, Any]) -> bytes:
         try:
-            body = _wire.encode(reply, self.transport.config.max_message_size)
+            return _wire.encode(reply, self.transport.config.max_message_size)
         except (MessageTooLarge, TypeError) as exc:
             # The caller gets a typed error instead of a reply it could never read.
-            body = _wire.encode({"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)})
-        self.transport._driver.send_reply(reply_to, body)
+            return _wire.encode({"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)})
 
     def _reject(self, incoming: Incoming, exc: MessagingException) -> None:
         request_id, reply_to = _wire.request_reply_info(incoming.body)
@@ -355,9 +338,16 @@ class RPCServer:
         incoming.dead_letter(str(exc))
 
     # -- call monitor -----------------------------------------------------------------
-    def _watch(self, request_id: str, reply_to: str, interval: float) -> None:
+    def _watch(self, envelope: dict[str, Any]) -> bool:
+        """Send heartbeats for this request while it runs, if its caller asked for them."""
+        request_id, reply_to = envelope["id"], envelope.get("reply_to")
+        interval = envelope.get("hb")
+        if not (reply_to and isinstance(reply_to, str)):
+            return False
+        if not isinstance(interval, (int, float)) or interval <= 0:
+            return False
         with self._lock:
-            running = _Running(reply_to, interval)
+            running = _Running(reply_to, float(interval))
             self._running[request_id] = running
             if self._beat_thread is None:
                 self._beat_thread = threading.Thread(
@@ -369,6 +359,7 @@ class RPCServer:
             if running.due < self._beat_wake_at:
                 self._beat_wake_at = running.due
                 self._beat.notify()
+        return True
 
     def _unwatch(self, request_id: str) -> None:
         with self._lock:
