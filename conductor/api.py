@@ -14,6 +14,7 @@ from typing import Any
 import transport
 from objects import base, exception
 from objects.indirection import IndirectionAPI
+from objects.registry import version_tuple
 
 LOG = logging.getLogger(__name__)
 
@@ -185,12 +186,8 @@ class ConductorAPI(IndirectionAPI):
         self.close()
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split(".")[:2])
-
-
 def _newer(ours: str, theirs: str) -> bool:
-    return _version_tuple(ours) > _version_tuple(theirs)
+    return version_tuple(ours) > version_tuple(theirs)
 
 
 def _supported_version(exc: BaseException, objname: str) -> str | None:
