@@ -22,6 +22,7 @@ import conductor
 import objects
 from objects import base
 from objects.context import RequestContext
+from tests.brokers import delete_queues
 from tests.conductor.processes import REPO, child_env, serve, unique_topic
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.slow]
@@ -31,20 +32,7 @@ pytestmark = [pytest.mark.rabbit, pytest.mark.slow]
 def topic(broker_url: str) -> Iterator[str]:
     name = unique_topic()
     yield name
-    delete_queues(broker_url, name)
-
-
-def delete_queues(broker_url: str, topic: str) -> None:
-    """Remove every queue a test topic left on the broker."""
-    import kombu
-
-    with kombu.Connection(broker_url) as conn:
-        channel = conn.channel()
-        for name in (topic, f"{topic}.c1", f"{topic}.c2", f"{topic}.solo"):
-            try:
-                channel.queue_delete(name)
-            except Exception:  # noqa: BLE001 - a queue that never existed closes the channel
-                channel = conn.channel()
+    delete_queues(broker_url, [name] + [f"{name}.{server}" for server in ("c1", "c2", "solo")])
 
 
 @pytest.fixture

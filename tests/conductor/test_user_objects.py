@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import socket
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ import objects
 from objects import base, exception
 from objects.context import RequestContext
 from objects.fixture import isolated_registry
+from tests.brokers import delete_queues
 from tests.conductor.processes import REPO, child_env, serve, unique_topic
 
 
@@ -88,7 +90,4 @@ def test_conductor_serve_objects_serves_the_users_module(
                              timeout=60, env=child_env(), cwd=REPO)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "6"
-    import kombu
-
-    with kombu.Connection(broker_url) as conn:
-        conn.channel().queue_delete(topic)
+    delete_queues(broker_url, [topic, f"{topic}.{socket.gethostname()}"])

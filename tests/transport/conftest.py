@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import transport
+from tests.brokers import delete_queues
 from transport import Target
 
 RABBIT_URL = os.environ.get("CONDUCTOR_TEST_TRANSPORT_URL")
@@ -51,20 +52,7 @@ def queues() -> Iterator[list[str]]:
     names: list[str] = []
     yield names
     if RABBIT_URL and names:
-        _delete_queues(RABBIT_URL, names)
-
-
-def _delete_queues(url: str, names: list[str]) -> None:
-    import kombu  # tests only: the transport itself imports kombu in one module
-
-    with kombu.Connection(url) as conn:
-        channel = conn.channel()
-        for name in names:
-            try:
-                channel.queue_delete(name)
-            except Exception:  # a queue that never existed closes the channel on some brokers
-                channel = conn.channel()
-        channel.close()
+        delete_queues(RABBIT_URL, names)
 
 
 @pytest.fixture

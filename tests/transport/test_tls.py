@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import transport
+from tests.brokers import delete_queues
 from tests.transport.conftest import RABBIT_URL
 from transport import RPCClient, RPCServer, Target
 from transport.drivers.amqp import _kombu_url
@@ -104,7 +105,4 @@ def test_calls_travel_over_amqps_with_a_verified_certificate(tls_terminator: tup
     finally:
         server.stop()
         tp.cleanup()
-        import kombu
-
-        with kombu.Connection(RABBIT_URL) as conn:
-            conn.channel().queue_delete(topic)
+        delete_queues(RABBIT_URL or "", [topic])
