@@ -153,6 +153,7 @@ class RPCClient:
         envelope = self._envelope(ctxt, method, kwargs, reply_to=replies.address)
         envelope["multi"] = multi
         envelope["hb"] = self.call_monitor_interval
+        body = _wire.encode(envelope, self.transport.config.max_message_size)
         call = PendingCall(
             envelope["id"],
             method,
@@ -163,11 +164,6 @@ class RPCClient:
             multi=multi,
         )
         replies.register(call)
-        try:
-            body = _wire.encode(envelope, self.transport.config.max_message_size)
-        except BaseException:
-            replies.forget(call.request_id)
-            raise
 
         def on_sent(error: BaseException | None) -> None:
             if error is not None:
@@ -177,15 +173,19 @@ class RPCClient:
         # NOTE: the send itself happens on the transport's sender thread, which packs
         # requests queued meanwhile into one broker message; a failure to send (nobody
         # consumes the topic, broker gone) fails this call's future.
-        self.transport._sender.submit(
-            self.target,
-            body,
-            timeout,
-            on_sent,
-            batchable=not multi,
-            inline=replies.in_flight <= 1,
-            confirm=False,
-        )
+        try:
+            self.transport._sender.submit(
+                self.target,
+                body,
+                timeout,
+                on_sent,
+                batchable=not multi,
+                inline=replies.in_flight <= 1,
+                confirm=False,
+            )
+        except BaseException:  # the transport was cleaned up: nothing will answer
+            replies.forget(call.request_id)
+            raise
         return call
 
     def _converter(self, ctxt: Any) -> Any:
