@@ -26,6 +26,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
+from tests.brokers import no_service
+
 DATABASE_ENV = "CONDUCTOR_TEST_DATABASE_URL"
 TRANSPORT_ENV = "CONDUCTOR_TEST_TRANSPORT_URL"
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get(DATABASE_ENV) else [])
@@ -173,5 +175,5 @@ def broker_url() -> str:
     """The RabbitMQ URL of CONDUCTOR_TEST_TRANSPORT_URL; skips the test when it is unset."""
     url = os.environ.get(TRANSPORT_ENV)
     if not url:
-        pytest.skip(f"{TRANSPORT_ENV} is not set (CI sets it)")
+        no_service(TRANSPORT_ENV)
     return url

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers import no_service
 from tests.reliability import faults
 
 DATABASE_ENV = "CONDUCTOR_TEST_DATABASE_URL"
@@ -38,7 +39,7 @@ def broker_vhost() -> Iterator[faults.Vhost]:
     """The session's own RabbitMQ vhost; skips when no broker is configured."""
     base = os.environ.get(TRANSPORT_ENV)
     if not base:
-        pytest.skip(f"{TRANSPORT_ENV} is not set (CI sets it)")
+        no_service(TRANSPORT_ENV)
     vhost = faults.Vhost.create(base)
     try:
         yield vhost
@@ -57,7 +58,7 @@ def own_vhost() -> Iterator[faults.Vhost]:
     """A vhost for one test whose connections the test may cut (``close_connections``)."""
     base = os.environ.get(TRANSPORT_ENV)
     if not base:
-        pytest.skip(f"{TRANSPORT_ENV} is not set (CI sets it)")
+        no_service(TRANSPORT_ENV)
     vhost = faults.Vhost.create(base)
     try:
         yield vhost
@@ -115,7 +116,7 @@ def sqlite_url(_sqlite_template: Path, tmp_path: Path) -> str:
 def postgres_url(database_url: str) -> str:
     """``database_url`` when it is PostgreSQL; skips otherwise (outage tests need a server)."""
     if not database_url.startswith("postgresql"):
-        pytest.skip(f"{DATABASE_ENV} is not set (CI sets it)")
+        no_service(DATABASE_ENV)
     return database_url
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import transport
-from tests.brokers import delete_queues
+from tests.brokers import delete_queues, no_service
 from transport import Target
 
 RABBIT_URL = os.environ.get("CONDUCTOR_TEST_TRANSPORT_URL")
@@ -37,7 +37,7 @@ def transport_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return f"memory://test-{uuid.uuid4().hex[:12]}"
     if not RABBIT_URL:
-        pytest.skip("CONDUCTOR_TEST_TRANSPORT_URL is not set")
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
     return RABBIT_URL
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import transport
-from tests.brokers import delete_queues
+from tests.brokers import delete_queues, no_service
 from tests.transport.conftest import RABBIT_URL
 from transport import RPCClient, RPCServer, Target
 from transport.drivers.amqp import _kombu_url
@@ -50,7 +50,7 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
 def tls_terminator(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A TLS listener on 127.0.0.1 forwarding to the broker's plain port."""
     if not RABBIT_URL:
-        pytest.skip("CONDUCTOR_TEST_TRANSPORT_URL is not set")
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to make the test certificate"
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"

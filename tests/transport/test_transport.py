@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import transport
+from tests.brokers import no_service
 from transport import RPCClient, RPCServer, Target
 from transport.exceptions import ConnectionLost, MessageUndeliverable, MessagingException
 
@@ -105,7 +106,7 @@ def test_transport_threads_never_keep_a_process_alive(transport_url: str, topic:
 @pytest.mark.rabbit
 def test_rabbit_queues_are_named_after_the_topic(topic: str, queues: list[str]) -> None:
     if not RABBIT_URL:
-        pytest.skip("CONDUCTOR_TEST_TRANSPORT_URL is not set")
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
     import kombu
 
     tp = transport.get_transport(RABBIT_URL)
@@ -126,7 +127,7 @@ def test_dropped_broker_connections_end_every_pending_call_and_the_transport_rec
     topic: str, queues: list[str]
 ) -> None:
     if not RABBIT_URL:
-        pytest.skip("CONDUCTOR_TEST_TRANSPORT_URL is not set")
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
     client_tp = transport.get_transport(RABBIT_URL)
     server_tp = transport.get_transport(RABBIT_URL)
     server = RPCServer(server_tp, Target(topic=topic), [Echo()], max_workers=8)
