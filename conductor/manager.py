@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.engine import Engine
 
 import transport
 from conductor import db
@@ -40,7 +40,7 @@ class ConductorManager:
     """Endpoint for the conductor topic; method names and arguments are nova's.
 
     Args:
-        session_factory: makes a SQLAlchemy session per request.
+        engine: the database; each request (or batch) runs in one ``db.Transaction``.
         prune_every: seconds between prunes of stored request results.
         keep_results: seconds a stored result is kept for replay.
     """
@@ -61,12 +61,12 @@ class ConductorManager:
 
     def __init__(
         self,
-        session_factory: sessionmaker[Session],
+        engine: Engine,
         prune_every: float = 60.0,
         keep_results: float = 3600.0,
         serialize_transactions: bool = False,
     ) -> None:
-        self._session_factory = session_factory
+        self._engine = engine
         # NOTE: SQLite has one writer at a time and makes the others poll with sleeps of
         # up to 100 ms; queueing our own transactions on a lock is far faster.
         self._tx_lock: contextlib.AbstractContextManager[Any] = (
@@ -150,8 +150,8 @@ class ConductorManager:
             except _AlreadyStored:
                 # Another conductor committed this very request first (a redelivery raced
                 # the original); its result is the answer.
-                with db.session_scope(self._session_factory) as session:
-                    found, result = db_requests.lookup_result(session, request_id or "")
+                with db.transaction_scope(self._engine) as tx:
+                    found, result = db_requests.lookup_result(tx.connection, request_id or "")
                 if not found:
                     raise exception.DatabaseError(reason="stored result vanished") from None
             LOG.debug("served %s", what)
@@ -166,19 +166,19 @@ class ConductorManager:
     def _run_once(
         self, context: RequestContext, what: str, body: Callable[[], Any], request_id: str | None
     ) -> Any:
-        with self._tx_lock, db.session_scope(self._session_factory) as session:
+        with self._tx_lock, db.transaction_scope(self._engine) as tx:
             # NOTE: only a redelivered message can have run before; skipping the lookup
             # on first deliveries saves a query on every request.
             if request_id is not None and transport.current_request_redelivered():
-                found, stored = db_requests.lookup_result(session, request_id)
+                found, stored = db_requests.lookup_result(tx.connection, request_id)
                 if found:
                     LOG.info("replayed %s from its stored result", what)
                     return stored
-            storage = SQLStorage(session)
+            storage = SQLStorage(tx)
             result = _with_storage(context, storage, body)
             if request_id is not None and storage.wrote:
                 try:
-                    db_requests.store_result(session, request_id, result)
+                    db_requests.store_result(tx.for_write(), request_id, result)
                 except exception.DuplicateEntry:
                     raise _AlreadyStored() from None
         return result
@@ -224,10 +224,10 @@ class ConductorManager:
     def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
         self._maybe_prune()
         outcomes: list[tuple[bool, Any]] = []
-        with self._tx_lock, db.session_scope(self._session_factory) as session:
+        with self._tx_lock, db.transaction_scope(self._engine) as tx:
             replayable = [c.request_id for c in calls if c.redelivered]
-            stored = db_requests.lookup_results(session, replayable)
-            storage = _PrefetchingStorage(session)
+            stored = db_requests.lookup_results(tx.connection, replayable)
+            storage = _PrefetchingStorage(tx)
             _prefetch_gets(storage, calls, stored)
             to_store: list[tuple[str, Any]] = []
             token = _batch_storage.set(storage)
@@ -251,7 +251,8 @@ class ConductorManager:
             finally:
                 _batch_storage.reset(token)
             try:
-                db_requests.store_results(session, to_store)
+                if to_store:
+                    db_requests.store_results(tx.for_write(), to_store)
             except exception.DuplicateEntry:
                 raise _Fallback("a request of the batch was stored by another conductor") from None
         return outcomes
@@ -262,8 +263,8 @@ class ConductorManager:
             return
         self._last_prune = now
         try:
-            with self._tx_lock, db.session_scope(self._session_factory) as session:
-                removed = db_requests.prune(session, self._keep_results)
+            with self._tx_lock, db.transaction_scope(self._engine) as tx:
+                removed = db_requests.prune(tx.for_write(), self._keep_results)
             if removed:
                 LOG.debug("pruned %d stored request results", removed)
         except Exception:  # noqa: BLE001 - pruning must never fail a request
@@ -292,8 +293,8 @@ class _Fallback(Exception):
 class _PrefetchingStorage(SQLStorage):
     """SQLStorage whose ``get`` is served from rows fetched for the whole batch at once."""
 
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
+    def __init__(self, tx: db.Transaction) -> None:
+        super().__init__(tx)
         self._cache: dict[tuple[str, int], Record] = {}
 
     def prime(self, objname: str, ids: Sequence[int]) -> None:

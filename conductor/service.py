@@ -120,7 +120,7 @@ class Conductor:
             try:
                 db.ensure_user_tables(engine)
                 manager = ConductorManager(
-                    db.session_factory(engine),
+                    engine,
                     serialize_transactions=engine.dialect.name == "sqlite",
                 )
                 rpc_transport = transport.get_transport(self.transport_url)

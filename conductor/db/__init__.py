@@ -1,7 +1,7 @@
 """The conductor's database layer: engines, models, migrations, and the Storage seam.
 
-Only the conductor opens a database. The service creates an engine and a session factory
-once, checks the schema is at head, and per request opens a session, binds a
+Only the conductor opens a database. The service creates an engine once, checks the
+schema is at head, and per request opens a :class:`Transaction`, binds a
 :class:`SQLStorage` to it as ``context.db``, and commits (storing the result for
 exactly-once replies through :mod:`conductor.db.requests`).
 """
@@ -12,9 +12,11 @@ from sqlalchemy.engine import Engine
 
 from conductor.db.engine import (
     ConductorSession,
+    Transaction,
     create_engine,
     session_factory,
     session_scope,
+    transaction_scope,
 )
 from conductor.db.errors import SchemaNotAtHead, mask_url, translate_errors
 from conductor.db.migration import check_at_head, current_revision, head_revision, upgrade
@@ -37,6 +39,8 @@ __all__ = [
     "create_engine",
     "session_factory",
     "session_scope",
+    "Transaction",
+    "transaction_scope",
     # migrations
     "check_at_head",
     "current_revision",

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import sqlalchemy
 from sqlalchemy import event, pool
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from conductor.db.errors import mask_url, translate_errors
@@ -27,8 +27,10 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "ConductorSession",
     "create_engine",
+    "Transaction",
     "session_factory",
     "session_scope",
+    "transaction_scope",
 ]
 
 #: Connections kept open per engine; size it to the conductor's worker count.
@@ -190,3 +192,102 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     finally:
         with contextlib.suppress(Exception):
             session.close()
+
+
+class Transaction:
+    """One request's unit of work on one pooled connection, cheaper than a Session.
+
+    The conductor's own statements are Core statements on :attr:`connection`; an ORM
+    :attr:`session` is made only when a method body asks for one. On PostgreSQL the
+    transaction begins at the first write: reads before it run in autocommit, which
+    saves the BEGIN and COMMIT round trips of a request that only reads. Under READ
+    COMMITTED (PostgreSQL's default) every statement sees its own snapshot either way, so
+    a request that reads and then writes sees what it would inside one transaction;
+    every write of a request is in one transaction. SQLite (no round trips, and reads
+    take no locks before the first write) always runs one ordinary transaction.
+
+    Use :func:`transaction_scope` rather than making one by hand.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lazy_begin = engine.dialect.name == "postgresql"
+        self._connection: Connection | None = None
+        self._writing = not self._lazy_begin
+        self._session: Session | None = None
+
+    @property
+    def connection(self) -> Connection:
+        """The connection, checked out of the pool on first use (for reads)."""
+        conn = self._connection
+        if conn is None:
+            conn = self._engine.connect()
+            if not self._writing:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._connection = conn
+        return conn
+
+    def for_write(self) -> Connection:
+        """The connection, inside the transaction (begun now if it was not yet)."""
+        conn = self.connection
+        if not self._writing:
+            # Nothing to commit yet: reads ran in autocommit. Leave it for the default
+            # isolation level; the next statement begins the transaction.
+            conn.commit()
+            conn.execution_options(isolation_level=conn.default_isolation_level)
+            self._writing = True
+        return conn
+
+    @property
+    def has_session(self) -> bool:
+        """Whether a method body asked for the ORM session."""
+        return self._session is not None
+
+    @property
+    def session(self) -> Session:
+        """An ORM session in this transaction, for method bodies that need more than
+        the Storage protocol (made on first use; the transaction begins then)."""
+        if self._session is None:
+            self._session = ConductorSession(bind=self.for_write(), expire_on_commit=False)
+        return self._session
+
+    def commit(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+        if self._connection is not None:
+            self._connection.commit()
+
+    def rollback(self) -> None:
+        if self._connection is not None:
+            self._connection.rollback()
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        conn, self._connection = self._connection, None
+        try:
+            if session is not None:
+                session.close()
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+@contextlib.contextmanager
+def transaction_scope(engine: Engine) -> Iterator[Transaction]:
+    """One :class:`Transaction`: commit when the block succeeds, roll back when it raises.
+
+    SQLAlchemy errors, from the block or from the commit, come out as
+    ``objects.exception`` types (see :mod:`conductor.db.errors`).
+    """
+    tx = Transaction(engine)
+    try:
+        with translate_errors():
+            yield tx
+            tx.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            tx.rollback()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            tx.close()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from conductor.db.errors import translate_errors
@@ -29,7 +30,7 @@ _lookup = select(_table.c.result).where(_table.c.request_id == bindparam("reques
 _store = insert(_table)
 
 
-def lookup_result(session: Session, request_id: str) -> tuple[bool, Any]:
+def lookup_result(session: Connection | Session, request_id: str) -> tuple[bool, Any]:
     """The stored result of a request that already ran.
 
     Returns:
@@ -42,7 +43,7 @@ def lookup_result(session: Session, request_id: str) -> tuple[bool, Any]:
     return True, row[0]
 
 
-def store_result(session: Session, request_id: str, result: Any) -> None:
+def store_result(session: Connection | Session, request_id: str, result: Any) -> None:
     """Record ``result`` (JSON-compatible) for ``request_id`` in the caller's transaction.
 
     Raises:
@@ -56,7 +57,7 @@ def store_result(session: Session, request_id: str, result: Any) -> None:
         )
 
 
-def lookup_results(session: Session, request_ids: Sequence[str]) -> dict[str, Any]:
+def lookup_results(session: Connection | Session, request_ids: Sequence[str]) -> dict[str, Any]:
     """The stored results of those request ids that already ran, in one query."""
     if not request_ids:
         return {}
@@ -67,7 +68,7 @@ def lookup_results(session: Session, request_ids: Sequence[str]) -> dict[str, An
         return {row[0]: row[1] for row in session.execute(stmt)}
 
 
-def store_results(session: Session, results: Sequence[tuple[str, Any]]) -> None:
+def store_results(session: Connection | Session, results: Sequence[tuple[str, Any]]) -> None:
     """:func:`store_result` for many requests in one statement (executemany)."""
     if not results:
         return
@@ -77,7 +78,7 @@ def store_results(session: Session, results: Sequence[tuple[str, Any]]) -> None:
         session.execute(_store, rows)
 
 
-def prune(session: Session, older_than_seconds: float) -> int:
+def prune(session: Connection | Session, older_than_seconds: float) -> int:
     """Forget results stored more than ``older_than_seconds`` ago.
 
     Returns:

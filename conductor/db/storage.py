@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from conductor.db.engine import WROTE_KEY
+from conductor.db.engine import WROTE_KEY, Transaction
 from conductor.db.errors import translate_errors
 from conductor.db.models import UTCDateTime, get_table, utcnow
 from objects import exception
@@ -159,36 +159,81 @@ def _ops(objname: str) -> _TableOps:
 
 
 class SQLStorage:
-    """The Storage protocol (``objects.storage.Storage``) over one SQLAlchemy session.
+    """The Storage protocol (``objects.storage.Storage``) over one transaction.
 
-    Every method runs in the session's transaction; the caller (the conductor, one
-    session per request) commits or rolls back. Records are dicts keyed by column name,
-    which is the field name. Errors are ``objects.exception`` types, never SQLAlchemy's.
+    Every method runs in the request's transaction (a :class:`~conductor.db.Transaction`,
+    or an ORM session); the caller (the conductor, one per request) commits or rolls
+    back. Records are dicts keyed by column name, which is the field name. Errors are
+    ``objects.exception`` types, never SQLAlchemy's.
 
     NOTE: after a ``DuplicateEntry`` or ``DatabaseError`` PostgreSQL refuses further
     statements in the transaction; let the error end the request (the service rolls back)
     rather than catching it and writing on.
 
     Args:
-        session: the request's session; method bodies that need more than the protocol
-            may use it directly as ``context.db.session``.
+        unit: the request's ``Transaction`` (statements go straight to its connection
+            until a method body asks for ``context.db.session``, then through that
+            session) or a ``Session``.
     """
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, unit: Session | Transaction) -> None:
+        self._unit = unit
         self._wrote = False
+
+    @property
+    def session(self) -> Session:
+        """An ORM session in the request's transaction, for method bodies that need more
+        than the protocol."""
+        unit = self._unit
+        return unit.session if isinstance(unit, Transaction) else unit
+
+    def _read(self, stmt: Any, params: Any = None) -> Any:
+        unit = self._unit
+        if isinstance(unit, Transaction) and not unit.has_session:
+            return unit.connection.execute(stmt, params)
+        return self.session.execute(stmt, params)
+
+    def _write(self, stmt: Any, params: Any = None) -> Any:
+        unit = self._unit
+        if isinstance(unit, Transaction) and not unit.has_session:
+            return unit.for_write().execute(stmt, params)
+        return self.session.execute(stmt, params)
+
+    def _session_info(self) -> dict[Any, Any] | None:
+        unit = self._unit
+        if isinstance(unit, Transaction) and not unit.has_session:
+            return None
+        return self.session.info
+
+    def _noted(self) -> Any:
+        info = self._session_info()
+        return None if info is None else info.get(WROTE_KEY)
+
+    def _restore_noted(self, noted: Any) -> None:
+        # A statement that matched no row wrote nothing, though the session's execute
+        # hook counted it as a write.
+        info = self._session_info()
+        if info is not None:
+            info[WROTE_KEY] = noted
 
     @property
     def wrote(self) -> bool:
         """True once this request wrote anything, through the protocol or the raw session."""
-        return self._wrote or bool(self.session.info.get(WROTE_KEY))
+        info = self._session_info()
+        if info is None:
+            return self._wrote
+        # Changes a method body made on the ORM session count once flushed.
+        self.session.flush()
+        return self._wrote or bool(info.get(WROTE_KEY))
 
     def take_wrote(self) -> bool:
         """Whether anything was written since the last call, then forget it (lets one
         transaction that serves several requests tell which of them wrote)."""
         wrote = self.wrote
         self._wrote = False
-        self.session.info[WROTE_KEY] = False
+        info = self._session_info()
+        if info is not None:
+            info[WROTE_KEY] = False
         return wrote
 
     # -- reads -------------------------------------------------------------------------
@@ -196,7 +241,7 @@ class SQLStorage:
     def get(self, objname: str, id: int) -> Record:
         ops = _ops(objname)
         with translate_errors(objname):
-            row = self.session.execute(ops.select_one, {"id": id}).first()
+            row = self._read(ops.select_one, {"id": id}).first()
         if row is None:
             raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
         return dict(zip(ops.names, row, strict=True))
@@ -205,7 +250,7 @@ class SQLStorage:
         ops = _ops(objname)
         stmt = ops.select_all.where(*self._conditions(ops, objname, equals)).limit(1)
         with translate_errors(objname):
-            row = self.session.execute(stmt).first()
+            row = self._read(stmt).first()
         if row is None:
             fields = {**_jsonable(equals), "objname": objname}
             raise exception.NotFound(f"{objname} with {_describe(equals)} not found", **fields)
@@ -235,7 +280,7 @@ class SQLStorage:
             stmt = stmt.limit(limit)
         names = ops.names
         with translate_errors(objname):
-            rows = self.session.execute(stmt).all()
+            rows = self._read(stmt).all()
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def get_many(self, objname: str, ids: Sequence[int]) -> dict[int, Record]:
@@ -246,7 +291,7 @@ class SQLStorage:
         with translate_errors(objname):
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
-                for row in self.session.execute(ops.select_many, {"ids": chunk}):
+                for row in self._read(ops.select_many, {"ids": chunk}):
                     record = dict(zip(names, row, strict=True))
                     found[record["id"]] = record
         return found
@@ -267,7 +312,7 @@ class SQLStorage:
         with translate_errors(objname):
             # One prebuilt statement with the values as parameters: SQLAlchemy caches its
             # compiled form per column set, instead of building and keying a new one.
-            row = self.session.execute(ops.insert_returning, row_values).one()
+            row = self._write(ops.insert_returning, row_values).one()
         return dict(zip(ops.names, row, strict=True))
 
     def update(
@@ -282,7 +327,7 @@ class SQLStorage:
         row_values.pop("id", None)
         row_values.pop("revision", None)
         now = utcnow() if ops.has_updated_at else None
-        noted = self.session.info.get(WROTE_KEY)
+        noted = self._noted()
         # At most a few rounds: the first normally; another only when this process's clock
         # is behind the row's updated_at (written by a conductor whose clock runs ahead).
         stmt = _update_statement(
@@ -298,13 +343,13 @@ class SQLStorage:
                 params["v_updated_at"] = now
                 params["w_now"] = now
             with translate_errors(objname):
-                row = self.session.execute(stmt, params).first()
+                row = self._write(stmt, params).first()
             if row is not None:
                 self._wrote = True
                 return dict(zip(ops.names, row, strict=True))
             # An UPDATE that matched no row changed nothing: a request that ends with
             # ConcurrentUpdate/NotFound here has not written.
-            self.session.info[WROTE_KEY] = noted
+            self._restore_noted(noted)
             latest = self._state(ops, objname, id, expected_revision)
             now = utcnow() if latest is None else max(utcnow(), latest + _MICROSECOND)
         raise exception.DatabaseError(
@@ -317,11 +362,11 @@ class SQLStorage:
         stmt = delete(ops.table).where(c.id == id)
         if expected_revision is not None:
             stmt = stmt.where(c.revision == expected_revision)
-        noted = self.session.info.get(WROTE_KEY)
+        noted = self._noted()
         with translate_errors(objname):
-            result = self.session.execute(stmt)
+            result = self._write(stmt)
         if result.rowcount == 0:  # type: ignore[attr-defined]
-            self.session.info[WROTE_KEY] = noted
+            self._restore_noted(noted)
             self._state(ops, objname, id, expected_revision)
             raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
         self._wrote = True
@@ -334,7 +379,7 @@ class SQLStorage:
         """After a write matched no row: raise NotFound or ConcurrentUpdate, or return the
         row's ``updated_at`` when neither applies."""
         with translate_errors(objname):
-            row = self.session.execute(ops.select_state, {"id": id}).first()
+            row = self._read(ops.select_state, {"id": id}).first()
         if row is None:
             raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
         if expected_revision is not None and row[0] != expected_revision:
