@@ -22,11 +22,11 @@ from sqlalchemy.engine import Engine
 
 import transport
 from conductor import db
+from conductor.batching import Batch, BatchStorage
 from conductor.db import requests as db_requests
 from conductor.db.storage import SQLStorage
 from objects import base, exception, indirection
 from objects.context import RequestContext
-from objects.storage import Record
 
 LOG = logging.getLogger(__name__)
 
@@ -188,8 +188,8 @@ class ConductorManager:
     def _dispatch_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         """Run requests that arrived in one message in one transaction (transport hook).
 
-        Reads are coalesced: every ``get`` by id in the batch is one ``WHERE id IN``
-        query. Each request keeps its own result or error and its own stored result for
+        The bodies run side by side (``conductor.batching``): their gets by id, inserts
+        and updates go to the database a few statements at a time. Each request keeps its own result or error and its own stored result for
         replays. A request that fails after writing (or with an error that may have
         aborted the transaction) sends the whole batch back to one transaction per
         request, so no request's outcome depends on another's failure.
@@ -227,29 +227,35 @@ class ConductorManager:
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
             replayable = [c.request_id for c in calls if c.redelivered]
             stored = db_requests.lookup_results(tx.connection, replayable)
-            storage = _PrefetchingStorage(tx)
-            _prefetch_gets(storage, calls, stored)
+            batch = Batch(tx)
+            pending = [call for call in calls if call.request_id not in stored]
+            storages = [BatchStorage(batch) for _ in pending]
+
+            def body(call: transport.BatchCall, storage: BatchStorage) -> Callable[[], Any]:
+                def run() -> Any:
+                    # In the body's own context (a copy): no reset needed.
+                    _batch_storage.set(storage)
+                    return call.run()
+
+                return run
+
+            bodies = [body(call, storage) for call, storage in zip(pending, storages, strict=True)]
+            results = iter(zip(batch.run(bodies), storages, strict=True))
             to_store: list[tuple[str, Any]] = []
-            token = _batch_storage.set(storage)
-            try:
-                for call in calls:
-                    if call.request_id in stored:
-                        outcomes.append((True, stored[call.request_id]))
-                        continue
-                    storage.take_wrote()
-                    try:
-                        result = call.run()
-                    except Exception as exc:  # noqa: BLE001 - judged below
-                        if storage.take_wrote() or not isinstance(exc, _CLEAN_ERRORS):
-                            raise _Fallback(f"{type(exc).__name__} in a write") from exc
-                        outcomes.append((False, exc))
-                        continue
-                    if storage.take_wrote():
-                        storage.forget_cached()
-                        to_store.append((call.request_id, result))
-                    outcomes.append((True, result))
-            finally:
-                _batch_storage.reset(token)
+            for call in calls:
+                if call.request_id in stored:
+                    outcomes.append((True, stored[call.request_id]))
+                    continue
+                (ok, value), storage = next(results)
+                wrote = storage.take_wrote()
+                if not ok:
+                    if wrote or not isinstance(value, _CLEAN_ERRORS):
+                        raise _Fallback(f"{type(value).__name__} in a write") from value
+                    outcomes.append((False, value))
+                    continue
+                if wrote:
+                    to_store.append((call.request_id, value))
+                outcomes.append((True, value))
             try:
                 if to_store:
                     db_requests.store_results(tx.for_write(), to_store)
@@ -288,52 +294,6 @@ _batch_storage: contextvars.ContextVar[SQLStorage | None] = contextvars.ContextV
 
 class _Fallback(Exception):
     """The batch cannot finish in one transaction; run its requests one by one."""
-
-
-class _PrefetchingStorage(SQLStorage):
-    """SQLStorage whose ``get`` is served from rows fetched for the whole batch at once."""
-
-    def __init__(self, tx: db.Transaction) -> None:
-        super().__init__(tx)
-        self._cache: dict[tuple[str, int], Record] = {}
-
-    def prime(self, objname: str, ids: Sequence[int]) -> None:
-        for id_, record in self.get_many(objname, ids).items():
-            self._cache[(objname, id_)] = record
-
-    def forget_cached(self) -> None:
-        # NOTE: any write (through the protocol or the raw session) may change cached
-        # rows; dropping the cache is cheaper than knowing which.
-        self._cache.clear()
-
-    def get(self, objname: str, id: int) -> Record:
-        record = self._cache.get((objname, id))
-        if record is not None:
-            return dict(record)
-        return super().get(objname, id)
-
-
-def _prefetch_gets(
-    storage: _PrefetchingStorage, calls: Sequence[transport.BatchCall], stored: dict[str, Any]
-) -> None:
-    wanted: dict[str, list[int]] = {}
-    for call in calls:
-        if call.method != "object_class_action_versions" or call.request_id in stored:
-            continue
-        kwargs = call.kwargs
-        args = kwargs.get("args")
-        if (
-            kwargs.get("objmethod") == "get"
-            and isinstance(args, list)
-            and len(args) == 1
-            and type(args[0]) is int
-            and not kwargs.get("kwargs")
-        ):
-            wanted.setdefault(str(kwargs.get("objname")), []).append(args[0])
-    models = db.registered_models()
-    for objname, ids in wanted.items():
-        if objname in models and len(ids) > 1:
-            storage.prime(objname, ids)
 
 
 def _with_storage(context: RequestContext, storage: SQLStorage, body: Callable[[], Any]) -> Any:

@@ -58,7 +58,7 @@ def _normalize(url: str | URL) -> URL:
     return parsed
 
 
-def _json_dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
     # Both drivers encode JSON columns with this; a value json refuses is the caller's
     # mistake, so say so in our terms instead of a TypeError from deep in the driver.
     try:
@@ -108,7 +108,7 @@ def create_engine(
         ObjectValueError: the URL cannot be parsed.
     """
     parsed = _normalize(url)
-    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps}
+    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_text}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {
             "check_same_thread": False,
@@ -211,7 +211,9 @@ class Transaction:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._lazy_begin = engine.dialect.name == "postgresql"
+        #: the database's name in SQLAlchemy terms: "postgresql" or "sqlite"
+        self.dialect_name: str = engine.dialect.name
+        self._lazy_begin = self.dialect_name == "postgresql"
         self._connection: Connection | None = None
         self._writing = not self._lazy_begin
         self._session: Session | None = None

@@ -26,17 +26,21 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     and_,
     bindparam,
+    cast,
     delete,
+    func,
     insert,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from conductor.db.engine import WROTE_KEY, Transaction
+from conductor.db.engine import WROTE_KEY, Transaction, json_text
 from conductor.db.errors import translate_errors
 from conductor.db.models import UTCDateTime, get_table, utcnow
 from objects import exception
@@ -107,6 +111,7 @@ class _TableOps:
     select_many: Select[Any]
     select_state: Select[Any]
     insert_returning: Any
+    insert_returning_ordered: Any
 
     @classmethod
     def build(cls, table: Table) -> _TableOps:
@@ -128,6 +133,9 @@ class _TableOps:
             select_many=select(table).where(c.id.in_(bindparam("ids", expanding=True))),
             select_state=select(*state_cols).where(c.id == bindparam("id")),
             insert_returning=insert(table).returning(*table.c),
+            insert_returning_ordered=insert(table).returning(
+                *table.c, sort_by_parameter_order=True
+            ),
         )
 
 
@@ -149,6 +157,66 @@ def _update_statement(
     return update(table).values(values).where(and_(*where)).returning(*table.c)
 
 
+def _unnest(table: Table, names: Sequence[str]) -> Any:
+    """PostgreSQL ``unnest(:a_<name>, ...) AS v(<name>, ...)``: rows from one array
+    parameter per column. ``w_id``/``w_revision``/``w_now`` are the row's id, expected
+    revision and timestamp; ``v_<column>`` a column's new value (JSON columns as text)."""
+    c = table.c
+
+    def array_of(name: str) -> Any:
+        if name in ("w_id", "w_revision"):
+            return postgresql.ARRAY(Integer)
+        if name == "w_now":
+            return postgresql.ARRAY(c.updated_at.type)
+        column_type = c[name[2:]].type
+        return postgresql.ARRAY(Text if isinstance(column_type, JSON) else column_type)
+
+    return (
+        func.unnest(*(bindparam(f"a_{n}", type_=array_of(n)) for n in names))
+        .table_valued(*names, with_ordinality="w_ord")
+        .render_derived(name="v")
+    )
+
+
+def _from_unnest(table: Table, rows: Any, name: str) -> Any:
+    column_type = table.c[name].type
+    source = rows.c[f"v_{name}"]
+    return cast(source, column_type) if isinstance(column_type, JSON) else source
+
+
+@functools.lru_cache(maxsize=1024)
+def _update_many_statement(
+    table: Table, columns: tuple[str, ...], check_revision: bool, set_updated_at: bool
+) -> Any:
+    """PostgreSQL: ``UPDATE ... FROM unnest(<one array per column>) AS v WHERE id = v.id
+    [AND revision = v.revision] [AND updated_at < v.now] RETURNING *``.
+
+    The SQL text does not depend on the number of rows, so SQLAlchemy's compiled cache
+    and psycopg's prepared statements serve every batch.
+    """
+    c = table.c
+    rows = _unnest(table, ["w_id", *(["w_revision"] if check_revision else []),
+                           *(["w_now"] if set_updated_at else []), *(f"v_{n}" for n in columns)])
+    values: dict[str, Any] = {name: _from_unnest(table, rows, name) for name in columns}
+    values["revision"] = c.revision + 1
+    where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
+    if check_revision:
+        where.append(c.revision == rows.c.w_revision)
+    if set_updated_at:
+        values["updated_at"] = rows.c.w_now
+        where.append(or_(c.updated_at.is_(None), c.updated_at < rows.c.w_now))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+@functools.lru_cache(maxsize=1024)
+def _insert_many_statement(table: Table, columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: ``INSERT ... SELECT ... FROM unnest(...) ORDER BY ordinality RETURNING
+    *``, one statement text for any number of rows (see ``create_many`` on the order)."""
+    rows = _unnest(table, [f"v_{n}" for n in columns])
+    chosen = select(*(_from_unnest(table, rows, n) for n in columns)).order_by(rows.c.w_ord)
+    return insert(table).from_select(list(columns), chosen).returning(*table.c)
+
+
 @functools.cache
 def _ops_for_table(table: Table) -> _TableOps:
     return _TableOps.build(table)
@@ -156,6 +224,23 @@ def _ops_for_table(table: Table) -> _TableOps:
 
 def _ops(objname: str) -> _TableOps:
     return _ops_for_table(get_table(objname))
+
+
+def _column_arrays(
+    ops: _TableOps, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """The ``a_v_<column>`` array parameters of ``_unnest`` for these rows."""
+    params: dict[str, list[Any]] = {}
+    for name in columns:
+        column_type = ops.table.c[name].type
+        if isinstance(column_type, JSON):
+            params[f"a_v_{name}"] = [
+                None if row[name] is None and column_type.none_as_null else json_text(row[name])
+                for row in rows
+            ]
+        else:
+            params[f"a_v_{name}"] = [row[name] for row in rows]
+    return params
 
 
 class SQLStorage:
@@ -355,6 +440,99 @@ class SQLStorage:
         raise exception.DatabaseError(
             reason=f"could not advance {objname} {id} updated_at past {now}"
         )
+
+    @property
+    def has_bulk_statements(self) -> bool:
+        """Whether :meth:`update_many` works here, and :meth:`create_many` is one
+        statement whatever the number of rows (PostgreSQL)."""
+        unit = self._unit
+        if isinstance(unit, Transaction):
+            return unit.dialect_name == "postgresql"
+        return unit.get_bind().dialect.name == "postgresql"
+
+    def update_many(
+        self, objname: str, updates: Sequence[tuple[int, Mapping[str, Any], int | None]]
+    ) -> list[Record | None]:
+        """Many :meth:`update` calls on distinct rows in one statement (PostgreSQL only).
+
+        ``updates`` are ``(id, values, expected_revision)`` with the same columns and all
+        or none expecting a revision. Returns, in order, each row after its write, or None
+        where the row was not written (missing, another revision, or a clock behind the
+        row's ``updated_at``): call :meth:`update` for those to learn which, or retry.
+
+        Raises:
+            ObjectValueError: a value the column would refuse (nothing is written).
+        """
+        ops = _ops(objname)
+        checked = [self._checked(ops, objname, values, creating=False) for _, values, _ in updates]
+        for row_values in checked:
+            row_values.pop("id", None)
+            row_values.pop("revision", None)
+        columns = tuple(sorted(checked[0])) if checked else ()
+        check_revision = bool(updates) and updates[0][2] is not None
+        ids = [id for id, _, _ in updates]
+        if (
+            any(tuple(sorted(v)) != columns for v in checked)
+            or any((rev is not None) != check_revision for _, _, rev in updates)
+            or len(set(ids)) != len(ids)
+        ):
+            raise ValueError("update_many needs distinct ids, one column set, one revision mode")
+        stmt = _update_many_statement(ops.table, columns, check_revision, ops.has_updated_at)
+        params: dict[str, Any] = {"a_w_id": ids}
+        if check_revision:
+            params["a_w_revision"] = [rev for _, _, rev in updates]
+        if ops.has_updated_at:
+            params["a_w_now"] = [utcnow()] * len(ids)
+        params.update(_column_arrays(ops, columns, checked))
+        with translate_errors(objname):
+            rows = self._write(stmt, params).all()
+        if rows:
+            self._wrote = True
+        written = {row[0]: dict(zip(ops.names, row, strict=True)) for row in rows}
+        return [written.get(id) for id in ids]
+
+    def create_many(self, objname: str, values: Sequence[Mapping[str, Any]]) -> list[Record]:
+        """Many :meth:`create` calls with the same columns in one INSERT statement.
+
+        Raises:
+            ObjectValueError: a value the column would refuse (nothing is written).
+            DuplicateEntry: a unique column clashes (nothing is written; the transaction
+                is unusable on PostgreSQL).
+        """
+        ops = _ops(objname)
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        for item in values:
+            row_values = self._checked(ops, objname, item, creating=True)
+            row_values["revision"] = 1
+            if ops.timestamps:
+                row_values["created_at"] = now
+                row_values["updated_at"] = now
+            elif ops.has_updated_at:
+                row_values["updated_at"] = now
+            rows.append(row_values)
+        if not rows:
+            return []
+        columns = tuple(sorted(rows[0]))
+        if any(tuple(sorted(r)) != columns for r in rows):
+            raise ValueError("create_many needs one column set")
+        self._wrote = True
+        if not self.has_bulk_statements:
+            with translate_errors(objname):
+                # insertmanyvalues: INSERT ... RETURNING in parameter order.
+                result = self._write(ops.insert_returning_ordered, rows).all()
+            return [dict(zip(ops.names, row, strict=True)) for row in result]
+        stmt = _insert_many_statement(ops.table, columns)
+        with translate_errors(objname):
+            result = self._write(stmt, _column_arrays(ops, columns, rows)).all()
+        records = [dict(zip(ops.names, row, strict=True)) for row in result]
+        if "id" in columns:
+            by_id = {record["id"]: record for record in records}
+            return [by_id[row["id"]] for row in rows]
+        # NOTE: the rows are inserted in ``ORDER BY`` order, so their serial ids rise in
+        # the order of ``values`` (the assumption SQLAlchemy's own insertmanyvalues makes
+        # for PostgreSQL); RETURNING's order itself is not promised.
+        return sorted(records, key=lambda record: record["id"])
 
     def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:
         ops = _ops(objname)

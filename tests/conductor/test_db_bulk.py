@@ -1,0 +1,113 @@
+"""db.Transaction and the bulk statements a batch of requests uses (create_many, update_many)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conductor import db
+from objects import exception
+from tests.conductor.conftest import BACKENDS, database_for
+
+
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    url = database_for(request.param, request, tmp_path, migrated=True)
+    engine = db.create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def values(i: int, **overrides: Any) -> dict[str, Any]:
+    row = {"uuid": str(uuid.uuid4()), "host": f"bulk-{i}", "state": "building", "vcpus": 1 + i,
+           "memory_mb": 64, "tags": [str(i)], "metadata": {"i": str(i)}}
+    row.update(overrides)
+    return row
+
+
+def test_create_many_returns_each_row_for_its_values_in_order(engine: sa.Engine) -> None:
+    wanted = [values(i) for i in range(7)]
+    with db.transaction_scope(engine) as tx:
+        made = db.SQLStorage(tx).create_many("Instance", wanted)
+    assert [(r["uuid"], r["vcpus"], r["tags"], r["metadata"]) for r in made] == [
+        (v["uuid"], v["vcpus"], v["tags"], v["metadata"]) for v in wanted
+    ]
+    assert all(r["revision"] == 1 and r["created_at"] is not None for r in made)
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [r["id"] for r in made])
+    assert {i: r["uuid"] for i, r in stored.items()} == {r["id"]: r["uuid"] for r in made}
+
+
+def test_create_many_with_explicit_ids_and_a_clash_writes_nothing(engine: sa.Engine) -> None:
+    with db.transaction_scope(engine) as tx:
+        made = db.SQLStorage(tx).create_many("Instance", [values(0, id=900_002), values(1, id=900_001)])
+    assert [r["id"] for r in made] == [900_002, 900_001]
+    clash = [values(2), values(3, uuid=made[0]["uuid"])]
+    with pytest.raises(exception.DuplicateEntry), db.transaction_scope(engine) as tx:
+        db.SQLStorage(tx).create_many("Instance", clash)
+    with db.transaction_scope(engine) as tx:
+        assert db.SQLStorage(tx).query("Instance", {"host": "bulk-2"}) == []
+
+
+def test_update_many_writes_fresh_rows_and_leaves_stale_and_missing_ones(engine: sa.Engine) -> None:
+    with db.transaction_scope(engine) as tx:
+        a, b, c = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(3)])
+    with db.transaction_scope(engine) as tx:
+        storage = db.SQLStorage(tx)
+        if not storage.has_bulk_statements:
+            pytest.skip("update_many is PostgreSQL's (SQLite runs a batch's updates one by one)")
+        out = storage.update_many("Instance", [
+            (a["id"], {"host": "new-a", "flavor": None}, 1),
+            (b["id"], {"host": "new-b", "flavor": {"x": "y"}}, 7),  # stale revision
+            (10**9, {"host": "nowhere", "flavor": {}}, 1),  # missing
+            (c["id"], {"host": "new-c", "flavor": {"name": "m1"}}, 1),
+        ])
+        assert storage.wrote
+    assert out[1] is None and out[2] is None
+    assert out[0] is not None and out[3] is not None
+    assert (out[0]["host"], out[0]["flavor"], out[0]["revision"]) == ("new-a", None, 2)
+    assert out[0]["updated_at"] > a["updated_at"]
+    assert (out[3]["host"], out[3]["flavor"], out[3]["tags"]) == ("new-c", {"name": "m1"}, ["2"])
+    with db.transaction_scope(engine) as tx:
+        rows = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"], c["id"]])
+    assert [rows[i]["host"] for i in (a["id"], b["id"], c["id"])] == ["new-a", "bulk-1", "new-c"]
+    with pytest.raises(ValueError), db.transaction_scope(engine) as tx:
+        db.SQLStorage(tx).update_many("Instance", [(a["id"], {"host": "x"}, 2), (a["id"], {"host": "y"}, 3)])
+
+
+def test_a_transaction_that_fails_after_reads_and_writes_keeps_nothing(engine: sa.Engine) -> None:
+    with db.transaction_scope(engine) as tx:
+        (row,) = db.SQLStorage(tx).create_many("Instance", [values(5)])
+    with pytest.raises(RuntimeError), db.transaction_scope(engine) as tx:
+        storage = db.SQLStorage(tx)
+        assert storage.get("Instance", row["id"])["host"] == "bulk-5"  # a read before any write
+        storage.update("Instance", row["id"], {"host": "rolled-back"})
+        storage.create("Instance", values(6))
+        assert storage.wrote
+        raise RuntimeError("the request failed")
+    with db.transaction_scope(engine) as tx:
+        storage = db.SQLStorage(tx)
+        assert storage.get("Instance", row["id"])["host"] == "bulk-5"
+        assert storage.query("Instance", {"host": "bulk-6"}) == []
+        assert not storage.wrote
+
+
+def test_a_method_body_may_use_the_session_in_the_same_transaction(engine: sa.Engine) -> None:
+    with db.transaction_scope(engine) as tx:
+        storage = db.SQLStorage(tx)
+        made = storage.create("Instance", values(8))
+        count = tx.session.execute(sa.text("SELECT count(*) FROM instances WHERE id = :i"),
+                                   {"i": made["id"]}).scalar_one()
+        assert count == 1  # the session sees the protocol's uncommitted row
+        tx.session.execute(sa.text("UPDATE instances SET host = 'by-session' WHERE id = :i"),
+                           {"i": made["id"]})
+        assert storage.get("Instance", made["id"])["host"] == "by-session"
+    with db.transaction_scope(engine) as tx:
+        assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "by-session"
