@@ -57,15 +57,42 @@ class Batch:
         self._parked: list[_Parked] = []
         self._driver: greenlet.greenlet | None = None
         self._live: list[greenlet.greenlet] = []
+        self._primed: dict[tuple[str, int], Record | None] = {}
 
-    def run(self, bodies: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+    def prime(self, objname: str, ids: Sequence[int]) -> None:
+        """Fetch these rows now, in one query, for the bodies that run alone."""
+        found = SQLStorage(self.tx).get_many(objname, ids)
+        for id_ in ids:
+            self._primed[(objname, id_)] = found.get(id_)
+
+    def primed(self, objname: str, id: int) -> Record | None:
+        """A row :meth:`prime` fetched, while bodies that run alone are running; None
+        when it was not asked for.
+
+        Raises:
+            NotFound: it was asked for, and is not there.
+        """
+        key = (objname, id)
+        if key not in self._primed:
+            return None
+        record = self._primed[key]
+        if record is None:
+            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+        return dict(record)
+
+    def run(
+        self, bodies: Sequence[Callable[[], Any]], alone: Sequence[bool] | None = None
+    ) -> list[tuple[bool, Any]]:
         """Run every body; ``(True, result)`` or ``(False, exception)`` for each, in order.
 
-        An error of a round (a statement that failed for several bodies at once) is
-        raised from here, after the bodies still parked have been unwound.
+        Bodies marked ``alone`` (gets the caller primed, say) run first, one after the
+        other, without a greenlet: switching costs more than they would gain. The others
+        run side by side. An error of a round (a statement that failed for several bodies
+        at once) is raised from here, after the bodies still parked have been unwound.
         """
         driver = self._driver = greenlet.getcurrent()
         outcomes: list[tuple[bool, Any]] = [(False, None)] * len(bodies)
+        alone = alone or [False] * len(bodies)
 
         def job(index: int, body: Callable[[], Any]) -> Callable[[], None]:
             def main() -> None:
@@ -76,9 +103,15 @@ class Batch:
 
             return main
 
-        self._live = _take_greenlets(len(bodies), driver)
+        for index, body in enumerate(bodies):
+            if alone[index]:
+                contextvars.copy_context().run(job(index, body))
+        # Rows fetched before now may have been written since.
+        self._primed.clear()
+        side_by_side = [index for index in range(len(bodies)) if not alone[index]]
+        self._live = _take_greenlets(len(side_by_side), driver)
         try:
-            for g, index in zip(self._live, range(len(bodies)), strict=True):
+            for g, index in zip(self._live, side_by_side, strict=True):
                 # Each body gets a copy of our contextvars context (the transport's request
                 # variables live in it), and sets its own variables in it.
                 g.gr_context = contextvars.copy_context()
@@ -197,16 +230,19 @@ class Batch:
 
 
 # NOTE: starting a new greenlet costs about 8 us (its first switch sets up a fresh
-# frame stack), ten times a switch; a batch of 256 gets would pay more for that than for
-# its query. Each thread keeps finished greenlets (about 6 KB each) for its next batch.
-_POOL_MAX = 256
+# frame stack), ten times a switch. Each thread keeps a few finished greenlets for its
+# next batch; few, because each keeps the frame stack its deepest body grew (tens of KB),
+# and 256 of them on each of 8 worker threads held about 30 MB.
+_POOL_MAX = 32
 _pools = threading.local()
 _DONE = object()
 
 
-def _loop(job: Callable[[], None]) -> None:
-    while True:
+def _loop(job: Callable[[], None] | None) -> None:
+    while job is not None:
         job()
+        # Hold nothing of the finished body while waiting in the pool.
+        job = None
         job = greenlet.getcurrent().parent.switch(_DONE)
 
 
@@ -226,7 +262,10 @@ def _give_back(used: list[greenlet.greenlet]) -> None:
     room = _POOL_MAX - len(free)
     # A finished body's greenlet waits in _loop for its next job; one that died (unwound)
     # is dropped.
-    free.extend(g for g in used[:room] if g and not g.dead)
+    kept = [g for g in used[:room] if g and not g.dead]
+    for g in kept:
+        g.gr_context = None  # the body's variables (its storage, its request) go now
+    free.extend(kept)
     _pools.free = free
 
 
@@ -260,7 +299,8 @@ class BatchStorage(SQLStorage):
 
     def get(self, objname: str, id: int) -> Record:
         if not self._batch.in_body():
-            return super().get(objname, id)
+            record = self._batch.primed(objname, id)
+            return record if record is not None else super().get(objname, id)
         item = self._batch.park("get", objname, id)
         return self._finish(item, lambda: super(BatchStorage, self).get(objname, id))
 

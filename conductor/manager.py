@@ -240,7 +240,8 @@ class ConductorManager:
                 return run
 
             bodies = [body(call, storage) for call, storage in zip(pending, storages, strict=True)]
-            results = iter(zip(batch.run(bodies), storages, strict=True))
+            alone = _prime_gets(batch, pending)
+            results = iter(zip(batch.run(bodies, alone), storages, strict=True))
             to_store: list[tuple[str, Any]] = []
             for call in calls:
                 if call.request_id in stored:
@@ -294,6 +295,34 @@ _batch_storage: contextvars.ContextVar[SQLStorage | None] = contextvars.ContextV
 
 class _Fallback(Exception):
     """The batch cannot finish in one transaction; run its requests one by one."""
+
+
+def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool]:
+    """Fetch the rows of the batch's gets by id in one query per table; which calls they
+    are (they run alone, from those rows)."""
+    wanted: dict[str, list[int]] = {}
+    alone: list[bool] = []
+    models = db.registered_models()
+    for call in calls:
+        kwargs = call.kwargs
+        args = kwargs.get("args")
+        objname = kwargs.get("objname")
+        is_get = (
+            call.method == "object_class_action_versions"
+            and kwargs.get("objmethod") == "get"
+            and isinstance(args, list)
+            and len(args) == 1
+            and type(args[0]) is int
+            and not kwargs.get("kwargs")
+            and isinstance(objname, str)
+            and objname in models
+        )
+        if is_get:
+            wanted.setdefault(str(objname), []).append(args[0])  # type: ignore[index]
+        alone.append(is_get)
+    for objname, ids in wanted.items():
+        batch.prime(objname, ids)
+    return alone
 
 
 def _with_storage(context: RequestContext, storage: SQLStorage, body: Callable[[], Any]) -> Any:
