@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy
 from sqlalchemy import event, pool
@@ -39,6 +39,8 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_MAX_OVERFLOW = 20
 #: How long an SQLite writer waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_U = TypeVar("_U", "Session", "Transaction")
 
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "UPSERT", "TRUNCATE")
 WROTE_KEY = "conductor.wrote"
@@ -173,26 +175,28 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return cast("sessionmaker[Session]", factory)
 
 
-@contextlib.contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+def session_scope(factory: sessionmaker[Session]) -> contextlib.AbstractContextManager[Session]:
     """One transaction: commit when the block succeeds, roll back when it raises.
 
     SQLAlchemy errors, from the block or from the commit, come out as
     ``objects.exception`` types (see :mod:`conductor.db.errors`).
     """
-    session = factory()
+    return _unit_scope(factory())
+
+
+@contextlib.contextmanager
+def _unit_scope(unit: _U) -> Iterator[_U]:
     try:
         with translate_errors():
-            yield session
-            session.commit()
+            yield unit
+            unit.commit()
     except BaseException:
         with contextlib.suppress(Exception):
-            session.rollback()
+            unit.rollback()
         raise
     finally:
         with contextlib.suppress(Exception):
-            session.close()
-
+            unit.close()
 
 class Transaction:
     """One request's unit of work on one pooled connection, cheaper than a Session.
@@ -274,22 +278,10 @@ class Transaction:
                 conn.close()
 
 
-@contextlib.contextmanager
-def transaction_scope(engine: Engine) -> Iterator[Transaction]:
+def transaction_scope(engine: Engine) -> contextlib.AbstractContextManager[Transaction]:
     """One :class:`Transaction`: commit when the block succeeds, roll back when it raises.
 
     SQLAlchemy errors, from the block or from the commit, come out as
     ``objects.exception`` types (see :mod:`conductor.db.errors`).
     """
-    tx = Transaction(engine)
-    try:
-        with translate_errors():
-            yield tx
-            tx.commit()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            tx.rollback()
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            tx.close()
+    return _unit_scope(Transaction(engine))

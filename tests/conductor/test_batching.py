@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -40,9 +41,19 @@ def ctx() -> RequestContext:
     return RequestContext(user_id="batch")
 
 
-def created(ctx: RequestContext, service: conductor.Conductor, n: int, **kw: Any) -> list[Any]:
+@contextlib.contextmanager
+def client(service: conductor.Conductor) -> Iterator[None]:
+    """The objects call this conductor for the block."""
     api = conductor.connect(service.transport_url, timeout=20)
     try:
+        yield
+    finally:
+        api.close()
+        base.set_indirection_api(None)
+
+
+def created(ctx: RequestContext, service: conductor.Conductor, n: int, **kw: Any) -> list[Any]:
+    with client(service):
         made = []
         for _ in range(n):
             inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host="b", state="building",
@@ -50,9 +61,6 @@ def created(ctx: RequestContext, service: conductor.Conductor, n: int, **kw: Any
             inst.create()
             made.append(inst)
         return made
-    finally:
-        api.close()
-        base.set_indirection_api(None)
 
 
 def get_request(ctx: RequestContext, id_: int) -> tuple[Any, ...]:
@@ -119,15 +127,11 @@ def test_saves_in_one_message_share_one_update_on_postgresql(
         assert len(updates) == 2
     else:
         assert len(updates) == 4
-    api = conductor.connect(service.transport_url, timeout=20)
-    try:
+    with client(service):
         for i, inst in enumerate(made[:3]):
             again = objects.Instance.get(ctx, inst.id)
             assert (again.host, again.tags, again.metadata) == (f"saved-{i}", ["b", str(i)], {"k": "v"})
             assert again.updated_at > inst.updated_at
-    finally:
-        api.close()
-        base.set_indirection_api(None)
 
 
 def test_creates_in_one_message_share_one_insert(
@@ -146,16 +150,12 @@ def test_creates_in_one_message_share_one_insert(
         assert len(verbs(statements, "INSERT INTO INSTANCES")) == 1
     # (SQLite: SQLAlchemy sends the rows one by one, in one call, to keep their order.)
     # Each request's reply carries its own row: ids in order of the requests.
-    api = conductor.connect(service.transport_url, timeout=20)
-    try:
+    with client(service):
         listed = objects.InstanceList.get_by_host(ctx, host)
         assert sorted((i.vcpus, i.uuid) for i in listed) == [(1 + i, f.uuid) for i, f in enumerate(fresh)]
         ids = [dict(updates)["id"] for _, (updates, _) in outcomes]
         assert ids == sorted(ids)
         assert [objects.Instance.get(ctx, id_).uuid for id_ in ids] == [f.uuid for f in fresh]
-    finally:
-        api.close()
-        base.set_indirection_api(None)
 
 
 def test_a_stale_save_in_a_batch_fails_alone(
@@ -189,12 +189,8 @@ def test_a_failing_write_sends_the_batch_request_by_request_and_loses_nothing(
 
     assert [ok for ok, _ in outcomes] == [True, False, True, True]
     assert isinstance(outcomes[1][1], exception.DuplicateEntry)
-    api = conductor.connect(service.transport_url, timeout=20)
-    try:
+    with client(service):
         assert len(objects.InstanceList.get_by_host(ctx, host)) == 3
-    finally:
-        api.close()
-        base.set_indirection_api(None)
 
 
 def test_a_redelivered_batch_is_answered_from_stored_results(
