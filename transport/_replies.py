@@ -75,6 +75,10 @@ class PendingCall:
             self.items.put(_END)
 
 
+#: Finished calls' timer entries tolerated before the heap is compacted.
+_COMPACT_SLACK = 1024
+
+
 class ReplyWaiter:
     """Matches replies to pending calls and fails calls whose deadline or monitor passed."""
 
@@ -118,8 +122,20 @@ class ReplyWaiter:
             self._pending.pop(request_id, None)
 
     def _schedule(self, when: float, request_id: str) -> None:  # lock held
-        wake = not self._timers or when < self._timers[0][0]
-        heapq.heappush(self._timers, (when, next(self._seq), request_id))
+        timers = self._timers
+        if len(timers) > 2 * len(self._pending) + _COMPACT_SLACK:
+            # A call answered in time leaves its deadline in the heap until it passes: at
+            # thousands of calls a second and a 120 s timeout that is ~70 MB. Drop the
+            # entries no call needs any more, now and then (amortised O(1) per call).
+            pending = self._pending
+            timers[:] = [
+                t for t in timers
+                if (call := pending.get(t[2])) is not None
+                and t[0] in (call.deadline, call.heartbeat_deadline)
+            ]
+            heapq.heapify(timers)
+        wake = not timers or when < timers[0][0]
+        heapq.heappush(timers, (when, next(self._seq), request_id))
         if wake:
             self._wakeup.notify()
 

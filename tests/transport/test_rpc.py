@@ -317,3 +317,23 @@ def test_version_cap_is_enforced_on_the_caller(tp: transport.Transport, topic: s
         client.call({}, "which")
     assert client.prepare(version_cap="1.5").call({}, "which") == "v1.1"
     assert RPCClient(tp, Target(topic=topic)).can_send_version("7.3")
+
+
+def test_answered_calls_leave_no_timers_behind(tp: transport.Transport, topic: str, servers: Servers) -> None:
+    # A long timeout: each answered call's deadline would otherwise wait in the timer heap
+    # for two minutes, megabytes at thousands of calls a second.
+    servers.start(tp, Target(topic=topic), [Calculator()])
+    client = RPCClient(tp, Target(topic=topic), timeout=120)
+    for round_ in range(6):
+        futures = [client.call_async({}, "add", a=i, b=round_) for i in range(500)]
+        assert [f.wait(timeout=20) for f in futures] == [i + round_ for i in range(500)]
+    assert tp._replies.in_flight == 0
+    # 3000 calls answered; what is left is at most one compaction's slack.
+    assert len(tp._replies._timers) <= 1024 + 500
+    # A call still in flight keeps its deadline: it times out as before.
+    slow = RPCClient(tp, Target(topic=topic), timeout=0.5).call_async({}, "sleep", seconds=2)
+    for _ in range(3):
+        for f in [client.call_async({}, "add", a=1, b=1) for _ in range(500)]:
+            f.wait(timeout=20)
+    with pytest.raises(MessagingTimeout):
+        slow.wait(timeout=20)
