@@ -6,7 +6,9 @@ its greenlet parks the call and hands control back; once every body has parked o
 finished, the parked calls go to the database together (one ``WHERE id IN`` query per
 table, one ``UPDATE ... FROM unnest(...)`` per column set on PostgreSQL, one multi-row
 ``INSERT ... RETURNING`` per column set) and each body resumes with its own row or its
-own error. Bodies are ordinary blocking code and never know.
+own error. Bodies are ordinary blocking code and never know. Plain gets by id, the
+commonest request, skip the greenlets: the conductor fetches their rows up front in one
+query and runs them first, one after the other.
 
 The requests of a batch were in flight together, so any order between them is one they
 could have run in; each body's own statements keep their order. Two writes to one row
