@@ -8,7 +8,8 @@ table, one ``UPDATE ... FROM unnest(...)`` per column set on PostgreSQL, one mul
 ``INSERT ... RETURNING`` per column set) and each body resumes with its own row or its
 own error. Bodies are ordinary blocking code and never know. Plain gets by id, the
 commonest request, skip the greenlets: the conductor fetches their rows up front in one
-query and runs them first, one after the other.
+query and runs them first, one after the other. On SQLite (no round trips to save, and
+updates go row by row) every body runs that way.
 
 The requests of a batch were in flight together, so any order between them is one they
 could have run in; each body's own statements keep their order. Two writes to one row
@@ -60,6 +61,12 @@ class Batch:
         self._driver: greenlet.greenlet | None = None
         self._live: list[greenlet.greenlet] = []
         self._primed: dict[tuple[str, int], Record | None] = {}
+
+    @property
+    def coalesces_writes(self) -> bool:
+        """Whether this database takes a round's updates and inserts in one statement
+        each (PostgreSQL); on SQLite they go row by row anyway."""
+        return SQLStorage(self.tx).has_bulk_statements
 
     def prime(self, objname: str, ids: Sequence[int]) -> None:
         """Fetch these rows now, in one query, for the bodies that run alone."""
