@@ -3,9 +3,9 @@
 A batch is the requests that arrived in one message. Each request's method body runs in
 its own greenlet. When a body asks the storage for a row by id, an update or an insert,
 its greenlet parks the call and hands control back; once every body has parked or
-finished, the parked calls go to the database together (one ``WHERE id IN`` query per
-table, one ``UPDATE ... FROM unnest(...)`` per column set on PostgreSQL, one multi-row
-``INSERT ... RETURNING`` per column set) and each body resumes with its own row or its
+finished, the parked calls go to the database together (one query by ids per table,
+one ``UPDATE ... FROM unnest(...)`` and one ``INSERT ... SELECT FROM unnest(...)`` per
+column set) and each body resumes with its own row or its
 own error. Bodies are ordinary blocking code and never know. Plain gets by id, the
 commonest request, skip the greenlets: the conductor fetches their rows up front in one
 query and runs them first, one after the other. On SQLite (no round trips to save, and
@@ -26,7 +26,7 @@ from typing import Any
 import greenlet
 
 from conductor import db
-from conductor.db.storage import SQLStorage
+from conductor.db.storage import SQLStorage, not_found
 from objects import exception
 from objects.storage import Record
 
@@ -86,7 +86,7 @@ class Batch:
             return None
         record = self._primed[key]
         if record is None:
-            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+            raise not_found(objname, id)
         return dict(record)
 
     def run(
@@ -189,9 +189,7 @@ class Batch:
         for item in items:
             record = found.get(item.args[0])
             if record is None:
-                item.error = exception.NotFound(
-                    f"{objname} {item.args[0]} not found", objname=objname, id=item.args[0]
-                )
+                item.error = not_found(objname, item.args[0])
             else:
                 item.result = dict(record)
 
@@ -212,9 +210,8 @@ class Batch:
 
     @staticmethod
     def _updates(storage: SQLStorage, items: list[_Parked]) -> None:
-        if len(items) == 1 or not storage.has_bulk_statements:
-            for item in items:
-                item.direct = True
+        if len(items) == 1:
+            items[0].direct = True
             return
         # Distinct rows per statement; a second write to a row runs on its own after the
         # first, as the body would have seen it run alone.
@@ -257,7 +254,6 @@ def _loop(job: Callable[[], None] | None) -> None:
 
 def _take_greenlets(count: int, driver: greenlet.greenlet) -> list[greenlet.greenlet]:
     pool: list[greenlet.greenlet] = getattr(_pools, "free", None) or []
-    _pools.free = []
     taken = pool[:count]
     _pools.free = pool[count:]
     taken += [greenlet.greenlet(_loop) for _ in range(count - len(taken))]

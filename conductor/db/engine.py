@@ -236,9 +236,9 @@ class Transaction:
         self._engine = engine
         #: the database's name in SQLAlchemy terms: "postgresql" or "sqlite"
         self.dialect_name: str = engine.dialect.name
-        self._lazy_begin = self.dialect_name == "postgresql"
         self._connection: Connection | None = None
-        self._writing = not self._lazy_begin
+        # Only PostgreSQL begins lazily; elsewhere the transaction is there from the start.
+        self._writing = self.dialect_name != "postgresql"
         self._session: Session | None = None
 
     @property

@@ -251,6 +251,11 @@ def _column_arrays(
     return params
 
 
+def not_found(objname: str, id: int) -> exception.NotFound:
+    """The error for a missing row (raised by ``get``, ``update``, ``delete``)."""
+    return exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+
+
 class SQLStorage:
     """The Storage protocol (``objects.storage.Storage``) over one transaction.
 
@@ -280,23 +285,27 @@ class SQLStorage:
         unit = self._unit
         return unit.session if isinstance(unit, Transaction) else unit
 
-    def _read(self, stmt: Any, params: Any = None) -> Any:
+    def _connection_only(self) -> Transaction | None:
+        """The Transaction when statements go straight to its connection: no method body
+        has asked for the ORM session, whose execute hook and autoflush must then see
+        every statement."""
         unit = self._unit
-        if isinstance(unit, Transaction) and not unit.has_session:
-            return unit.connection.execute(stmt, params)
+        return unit if isinstance(unit, Transaction) and not unit.has_session else None
+
+    def _read(self, stmt: Any, params: Any = None) -> Any:
+        tx = self._connection_only()
+        if tx is not None:
+            return tx.connection.execute(stmt, params)
         return self.session.execute(stmt, params)
 
     def _write(self, stmt: Any, params: Any = None) -> Any:
-        unit = self._unit
-        if isinstance(unit, Transaction) and not unit.has_session:
-            return unit.for_write().execute(stmt, params)
+        tx = self._connection_only()
+        if tx is not None:
+            return tx.for_write().execute(stmt, params)
         return self.session.execute(stmt, params)
 
     def _session_info(self) -> dict[Any, Any] | None:
-        unit = self._unit
-        if isinstance(unit, Transaction) and not unit.has_session:
-            return None
-        return self.session.info
+        return None if self._connection_only() is not None else self.session.info
 
     def _noted(self) -> Any:
         info = self._session_info()
@@ -336,7 +345,7 @@ class SQLStorage:
         with translate_errors(objname):
             row = self._read(ops.select_one, {"id": id}).first()
         if row is None:
-            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+            raise not_found(objname, id)
         return dict(zip(ops.names, row, strict=True))
 
     def get_by(self, objname: str, **equals: Any) -> Record:
@@ -394,14 +403,7 @@ class SQLStorage:
 
     def create(self, objname: str, values: Mapping[str, Any]) -> Record:
         ops = _ops(objname)
-        row_values = self._checked(ops, objname, values, creating=True)
-        row_values["revision"] = 1
-        if ops.timestamps:
-            now = utcnow()
-            row_values["created_at"] = now
-            row_values["updated_at"] = now
-        elif ops.has_updated_at:
-            row_values["updated_at"] = utcnow()
+        row_values = self._new_row(ops, objname, values, utcnow())
         self._wrote = True
         with translate_errors(objname):
             # One prebuilt statement with the values as parameters: SQLAlchemy caches its
@@ -417,13 +419,31 @@ class SQLStorage:
         expected_revision: int | None = None,
     ) -> Record:
         ops = _ops(objname)
-        row_values: dict[str, Any] = self._checked(ops, objname, values, creating=False)
-        row_values.pop("id", None)
-        row_values.pop("revision", None)
+        row_values = self._update_values(ops, objname, values)
         now = utcnow() if ops.has_updated_at else None
-        noted = self._noted()
         # At most a few rounds: the first normally; another only when this process's clock
         # is behind the row's updated_at (written by a conductor whose clock runs ahead).
+        for _ in range(3):
+            record = self._update_once(ops, objname, id, row_values, expected_revision, now)
+            if record is not None:
+                return record
+            latest = self._state(ops, objname, id, expected_revision)
+            now = utcnow() if latest is None else max(utcnow(), latest + _MICROSECOND)
+        raise exception.DatabaseError(
+            reason=f"could not advance {objname} {id} updated_at past {now}"
+        )
+
+    def _update_once(
+        self,
+        ops: _TableOps,
+        objname: str,
+        id: int,
+        row_values: Mapping[str, Any],
+        expected_revision: int | None,
+        now: dt.datetime | None,
+    ) -> Record | None:
+        """One ``UPDATE ... RETURNING`` of one row; None when it matched no row (missing,
+        another revision, or ``updated_at`` not before ``now``)."""
         stmt = _update_statement(
             ops.table, tuple(sorted(row_values)), expected_revision is not None, now is not None
         )
@@ -431,29 +451,26 @@ class SQLStorage:
         params["w_id"] = id
         if expected_revision is not None:
             params["w_revision"] = expected_revision
-        for _ in range(3):
-            if now is not None:
-                # updated_at must strictly increase per row, whichever clock wrote it last.
-                params["v_updated_at"] = now
-                params["w_now"] = now
-            with translate_errors(objname):
-                row = self._write(stmt, params).first()
-            if row is not None:
-                self._wrote = True
-                return dict(zip(ops.names, row, strict=True))
+        if now is not None:
+            # updated_at must strictly increase per row, whichever clock wrote it last.
+            params["v_updated_at"] = now
+            params["w_now"] = now
+        noted = self._noted()
+        with translate_errors(objname):
+            row = self._write(stmt, params).first()
+        if row is None:
             # An UPDATE that matched no row changed nothing: a request that ends with
             # ConcurrentUpdate/NotFound here has not written.
             self._restore_noted(noted)
-            latest = self._state(ops, objname, id, expected_revision)
-            now = utcnow() if latest is None else max(utcnow(), latest + _MICROSECOND)
-        raise exception.DatabaseError(
-            reason=f"could not advance {objname} {id} updated_at past {now}"
-        )
+            return None
+        self._wrote = True
+        return dict(zip(ops.names, row, strict=True))
 
     @property
     def has_bulk_statements(self) -> bool:
-        """Whether :meth:`update_many` works here, and :meth:`create_many` is one
-        statement whatever the number of rows (PostgreSQL)."""
+        """Whether :meth:`update_many` and :meth:`create_many` are one statement whatever
+        the number of rows (PostgreSQL; SQLite, with no round trips to save, runs one
+        statement per row)."""
         unit = self._unit
         if isinstance(unit, Transaction):
             return unit.dialect_name == "postgresql"
@@ -462,7 +479,7 @@ class SQLStorage:
     def update_many(
         self, objname: str, updates: Sequence[tuple[int, Mapping[str, Any], int | None]]
     ) -> list[Record | None]:
-        """Many :meth:`update` calls on distinct rows in one statement (PostgreSQL only).
+        """Many :meth:`update` calls on distinct rows, in one statement on PostgreSQL.
 
         ``updates`` are ``(id, values, expected_revision)`` with the same columns and all
         or none expecting a revision. Returns, in order, each row after its write, or None
@@ -473,10 +490,7 @@ class SQLStorage:
             ObjectValueError: a value the column would refuse (nothing is written).
         """
         ops = _ops(objname)
-        checked = [self._checked(ops, objname, values, creating=False) for _, values, _ in updates]
-        for row_values in checked:
-            row_values.pop("id", None)
-            row_values.pop("revision", None)
+        checked = [self._update_values(ops, objname, values) for _, values, _ in updates]
         columns = tuple(sorted(checked[0])) if checked else ()
         check_revision = bool(updates) and updates[0][2] is not None
         ids = [id for id, _, _ in updates]
@@ -486,17 +500,26 @@ class SQLStorage:
             or len(set(ids)) != len(ids)
         ):
             raise ValueError("update_many needs distinct ids, one column set, one revision mode")
+        now = utcnow() if ops.has_updated_at else None
+        if not self.has_bulk_statements:
+            return [
+                self._update_once(ops, objname, id, row_values, expected, now)
+                for (id, _, expected), row_values in zip(updates, checked, strict=True)
+            ]
         stmt = _update_many_statement(ops.table, columns, check_revision, ops.has_updated_at)
         params: dict[str, Any] = {"a_w_id": ids}
         if check_revision:
             params["a_w_revision"] = [rev for _, _, rev in updates]
-        if ops.has_updated_at:
-            params["a_w_now"] = [utcnow()] * len(ids)
+        if now is not None:
+            params["a_w_now"] = [now] * len(ids)
         params.update(_column_arrays(ops, columns, checked))
+        noted = self._noted()
         with translate_errors(objname):
             rows = self._write(stmt, params).all()
         if rows:
             self._wrote = True
+        else:
+            self._restore_noted(noted)
         written = {row[0]: dict(zip(ops.names, row, strict=True)) for row in rows}
         return [written.get(id) for id in ids]
 
@@ -510,16 +533,7 @@ class SQLStorage:
         """
         ops = _ops(objname)
         now = utcnow()
-        rows: list[dict[str, Any]] = []
-        for item in values:
-            row_values = self._checked(ops, objname, item, creating=True)
-            row_values["revision"] = 1
-            if ops.timestamps:
-                row_values["created_at"] = now
-                row_values["updated_at"] = now
-            elif ops.has_updated_at:
-                row_values["updated_at"] = now
-            rows.append(row_values)
+        rows = [self._new_row(ops, objname, item, now) for item in values]
         if not rows:
             return []
         columns = tuple(sorted(rows[0]))
@@ -555,7 +569,7 @@ class SQLStorage:
         if result.rowcount == 0:  # type: ignore[attr-defined]
             self._restore_noted(noted)
             self._state(ops, objname, id, expected_revision)
-            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+            raise not_found(objname, id)
         self._wrote = True
 
     # -- helpers -----------------------------------------------------------------------
@@ -568,12 +582,34 @@ class SQLStorage:
         with translate_errors(objname):
             row = self._read(ops.select_state, {"id": id}).first()
         if row is None:
-            raise exception.NotFound(f"{objname} {id} not found", objname=objname, id=id)
+            raise not_found(objname, id)
         if expected_revision is not None and row[0] != expected_revision:
             raise exception.ConcurrentUpdate(
                 objname=objname, id=id, expected=expected_revision, actual=row[0]
             )
         return row[1] if len(row) > 1 else None
+
+    def _new_row(
+        self, ops: _TableOps, objname: str, values: Mapping[str, Any], now: dt.datetime
+    ) -> dict[str, Any]:
+        """A new row's column values: the caller's, checked, plus revision 1 and the
+        timestamps the table has."""
+        row_values = self._checked(ops, objname, values, creating=True)
+        row_values["revision"] = 1
+        if ops.timestamps:
+            row_values["created_at"] = now
+        if ops.has_updated_at:
+            row_values["updated_at"] = now
+        return row_values
+
+    def _update_values(
+        self, ops: _TableOps, objname: str, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The caller's values for an update, checked; the storage's own columns dropped."""
+        row_values = self._checked(ops, objname, values, creating=False)
+        row_values.pop("id", None)
+        row_values.pop("revision", None)
+        return row_values
 
     @staticmethod
     def _checked(

@@ -61,8 +61,6 @@ def test_update_many_writes_fresh_rows_and_leaves_stale_and_missing_ones(engine:
         a, b, c = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(3)])
     with db.transaction_scope(engine) as tx:
         storage = db.SQLStorage(tx)
-        if not storage.has_bulk_statements:
-            pytest.skip("update_many is PostgreSQL's (SQLite runs a batch's updates one by one)")
         out = storage.update_many("Instance", [
             (a["id"], {"host": "new-a", "flavor": None}, 1),
             (b["id"], {"host": "new-b", "flavor": {"x": "y"}}, 7),  # stale revision
