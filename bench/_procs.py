@@ -109,12 +109,17 @@ class Child:
                 self.proc.stdin.close()
             except (BrokenPipeError, OSError):
                 pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            _reap(self.proc, timeout)
         self._log.close()
+
+
+def _reap(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """Wait for a child told to stop; kill it when it has not within ``timeout``."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def worker(name: str, kind: str, config: dict[str, Any], logdir: Path) -> Child:
@@ -148,11 +153,7 @@ class ConductorServe:
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            _reap(self.proc, timeout)
         self._log.close()
         return self.proc.returncode
 

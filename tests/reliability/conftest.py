@@ -34,9 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore::pytest.PytestUnraisableExceptionWarning")
 
 
-@pytest.fixture(scope="session")
-def broker_vhost() -> Iterator[faults.Vhost]:
-    """The session's own RabbitMQ vhost; skips when no broker is configured."""
+def _new_vhost() -> Iterator[faults.Vhost]:
     base = os.environ.get(TRANSPORT_ENV)
     if not base:
         no_service(TRANSPORT_ENV)
@@ -45,6 +43,12 @@ def broker_vhost() -> Iterator[faults.Vhost]:
         yield vhost
     finally:
         vhost.delete()
+
+
+@pytest.fixture(scope="session")
+def broker_vhost() -> Iterator[faults.Vhost]:
+    """The session's own RabbitMQ vhost; skips when no broker is configured."""
+    yield from _new_vhost()
 
 
 @pytest.fixture
@@ -56,14 +60,7 @@ def broker_url(broker_vhost: faults.Vhost) -> str:
 @pytest.fixture
 def own_vhost() -> Iterator[faults.Vhost]:
     """A vhost for one test whose connections the test may cut (``close_connections``)."""
-    base = os.environ.get(TRANSPORT_ENV)
-    if not base:
-        no_service(TRANSPORT_ENV)
-    vhost = faults.Vhost.create(base)
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
+    yield from _new_vhost()
 
 
 @pytest.fixture(scope="session")

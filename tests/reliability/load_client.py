@@ -53,6 +53,15 @@ def main() -> int:
             future = objects.InstanceList.get_all_async(ctx, filters={"host": marker}, limit=20)
         pending.add(future)
 
+    def count(f: Any) -> None:
+        nonlocal done
+        exc = f.exception()
+        if exc is None:
+            done += 1
+        else:
+            errors[type(exc).__name__] += 1
+            samples.setdefault(type(exc).__name__, repr(exc)[:300])
+
     start = time.monotonic()
     warm_rss = 0
     while time.monotonic() - start < float(seconds):
@@ -61,21 +70,11 @@ def main() -> int:
         finished, _ = cf.wait(pending, timeout=5, return_when=cf.FIRST_COMPLETED)
         for f in finished:
             pending.discard(f)
-            exc = f.exception()
-            if exc is None:
-                done += 1
-            else:
-                errors[type(exc).__name__] += 1
-                samples.setdefault(type(exc).__name__, repr(exc)[:300])
+            count(f)
         if not warm_rss and time.monotonic() - start > float(seconds) / 4:
             warm_rss = rss_kib_self()
     for f in cf.as_completed(pending, timeout=60):
-        exc = f.exception()
-        if exc is None:
-            done += 1
-        else:
-            errors[type(exc).__name__] += 1
-            samples.setdefault(type(exc).__name__, repr(exc)[:300])
+        count(f)
     print(json.dumps({"ops": done, "errors": dict(errors), "samples": samples, "rss_warm": warm_rss,
                       "rss_end": rss_kib_self()}), flush=True)
     client.close()
