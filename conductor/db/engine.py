@@ -71,6 +71,32 @@ def json_text(value: Any) -> str:
         raise exception.ObjectValueError(reason=f"not JSON-compatible: {exc}") from exc
 
 
+_json_decoder = json.JSONDecoder()
+_json_scan = _json_decoder.scan_once
+
+
+def json_value(data: str | bytes | float) -> Any:
+    """Both drivers decode JSON columns with this.
+
+    The stored text is valid JSON (PostgreSQL checks it; we wrote it with
+    :func:`json_text`), so the scanner alone reads it: ``json.loads`` on psycopg's bytes
+    also sniffs the encoding and matches whitespace, which took about a third of loading
+    an Instance row. Anything else (leading blanks, trailing text) gets ``json``'s own
+    decoding and its error. SQLite hands a JSON number back as a number (the column has
+    numeric affinity); it is its own value.
+    """
+    if isinstance(data, (int, float)):
+        return data
+    text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+    try:
+        value, end = _json_scan(text, 0)
+    except StopIteration:
+        end = -1
+    if end != len(text):
+        return _json_decoder.decode(text)
+    return value
+
+
 def _is_sqlite_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or str(url.database).startswith("file::memory:")
 
@@ -129,7 +155,11 @@ def create_engine(
         ObjectValueError: the URL cannot be parsed.
     """
     parsed = _normalize(url)
-    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_text}
+    kwargs: dict[str, Any] = {
+        "echo": echo,
+        "json_serializer": json_text,
+        "json_deserializer": json_value,
+    }
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {
             "check_same_thread": False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -218,6 +219,42 @@ def test_timestamps_keep_microseconds_and_come_back_in_utc(factory: sessionmaker
     assert record["created_at"] == stamp
     assert record["created_at"].tzinfo == dt.UTC
     assert record["created_at"].microsecond == 123456
+
+
+def test_json_columns_read_back_as_written_even_when_spaced_out_by_hand(
+    factory: sessionmaker[Session],
+) -> None:
+    # Rows written by other tools (psql, a migration) may carry blanks around the JSON.
+    table = db.get_table("Instance")
+    with db.session_scope(factory) as session:
+        session.execute(sqlalchemy.insert(table).values(new_instance(uuid="u-json", revision=1)))
+        session.execute(
+            sqlalchemy.text(
+                "UPDATE instances SET tags = :tags, metadata = :meta WHERE uuid = 'u-json'"
+            ),
+            {"tags": ' [ "a" , "b" ] ', "meta": '{"k": "v\u00e9", "n": "1"}\n'},
+        )
+
+    with db.session_scope(factory) as session:
+        record = db.SQLStorage(session).get_by("Instance", uuid="u-json")
+
+    assert record["tags"] == ["a", "b"]
+    assert record["metadata"] == {"k": "v\u00e9", "n": "1"}
+
+
+@pytest.mark.parametrize(
+    "text", ['{"a":[1,2.5,null,true]}', "[]", '"x"', "0", "-1e3", b'{"b":"\xc3\xa9"}']
+)
+def test_json_value_reads_what_json_loads_reads(text: str | bytes) -> None:
+    assert db.engine.json_value(text) == json.loads(text)
+    if isinstance(text, bytes):
+        assert db.engine.json_value(memoryview(text)) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ['{"a":1} x', "[1,", "", "nope"])
+def test_json_value_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        db.engine.json_value(text)
 
 
 # -- wrote --------------------------------------------------------------------------------
