@@ -72,7 +72,7 @@ def json_text(value: Any) -> str:
 
 
 _json_decoder = json.JSONDecoder()
-_json_scan = _json_decoder.scan_once
+_json_scan = _json_decoder.scan_once  # type: ignore[attr-defined]  # set in __init__
 
 
 def json_value(data: str | bytes | float) -> Any:
