@@ -122,6 +122,36 @@ def _reap(proc: subprocess.Popen[Any], timeout: float) -> None:
         proc.wait()
 
 
+def _admin_connection(admin_url: str) -> Any:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url)
+    return psycopg.connect(host=admin.host, port=admin.port or 5432, user=admin.username,
+                           password=admin.password, dbname=admin.database or "postgres",
+                           autocommit=True)
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create PostgreSQL database ``name`` through ``admin_url``, migrate it with
+    ``conductor db upgrade``, and return its URL."""
+    from sqlalchemy.engine import make_url
+
+    with _admin_connection(admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    script = Path(sys.executable).with_name("conductor")
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "conductor.cli"]
+    subprocess.run([*argv, "db", "upgrade", "--database-url", url], check=True,
+                   capture_output=True, env=child_env(), cwd=REPO)
+    return url
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with _admin_connection(admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def worker(name: str, kind: str, config: dict[str, Any], logdir: Path) -> Child:
     argv = [sys.executable, str(BENCH / "_worker.py"), kind, json.dumps(config)]
     return Child(name, argv, logdir)

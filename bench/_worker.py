@@ -39,6 +39,14 @@ def main() -> None:
         import _openstack
 
         _openstack.serve(config)
+    elif kind == "profiled-conductor":
+        import _stages
+
+        _stages.serve_conductor(config)
+    elif kind == "profiled-client":
+        import _stages
+
+        _stages.serve_client(config)
     else:
         raise SystemExit(f"unknown worker kind {kind!r}")
 

@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -120,33 +119,13 @@ class Bench:
         self.systems.append(System("embedded", "sqlalchemy", sqla, seq))
 
     def _create_pg(self) -> str:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        admin = make_url(self.args.pg_url)
         self.pg_db = f"bench_{self.tag}"
-        with psycopg.connect(host=admin.host, port=admin.port or 5432, user=admin.username,
-                             password=admin.password, dbname=admin.database or "postgres",
-                             autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.pg_db}"')
-        url = admin.set(database=self.pg_db).render_as_string(hide_password=False)
-        script = Path(sys.executable).with_name("conductor")
-        argv = [str(script)] if script.exists() else [sys.executable, "-m", "conductor.cli"]
-        subprocess.run([*argv, "db", "upgrade", "--database-url", url], check=True,
-                       capture_output=True, env=_procs.child_env(), cwd=_procs.REPO)
-        return url
+        return _procs.create_database(self.args.pg_url, self.pg_db)
 
     def _drop_pg(self) -> None:
         if not self.pg_db:
             return
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        admin = make_url(self.args.pg_url)
-        with psycopg.connect(host=admin.host, port=admin.port or 5432, user=admin.username,
-                             password=admin.password, dbname=admin.database or "postgres",
-                             autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
+        _procs.drop_database(self.args.pg_url, self.pg_db)
         self.pg_db = None
 
     def setup_rabbit_pg(self, with_anchors: bool) -> None:

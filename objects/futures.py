@@ -124,7 +124,7 @@ class PendingState:
             # blocked wait). A cancellation is raised below, like a failure.
             with contextlib.suppress(TimeoutError, concurrent.futures.CancelledError):
                 pending[0].exception(timeout)
-            not_done = [f for f in pending if not f.done()]
+            not_done = {f for f in pending if not f.done()}
         else:
             _, not_done = concurrent.futures.wait(pending, timeout)
         if not_done:
