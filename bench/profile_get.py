@@ -1,0 +1,162 @@
+"""Where the CPU of one pipelined operation goes, on RabbitMQ + PostgreSQL.
+
+Runs the benchmark's own client against a conductor in another process, both with
+stage accounting (``bench/_stages.py``), and prints per operation: the CPU of each
+stage on each side, of each thread, and of every process on the machine (client,
+conductor, RabbitMQ, PostgreSQL), next to the CPU an operation may use at the issue's
+throughput targets on this machine's cores. It shows what stands in the way of a target
+that the benchmark (``bench/bench.py``) reports as failed.
+
+    python bench/profile_get.py                       # get_async and save, 256 in flight
+    python bench/profile_get.py --only get_async --window 1024
+
+The accounting itself costs about a microsecond per wrapped call (a few per operation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _procs  # noqa: E402
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1/postgres"
+#: ops/s the issue asks for, per workload (RabbitMQ + PostgreSQL).
+TARGETS = {"get_async": 10_000, "save": 3_000}
+#: Other processes whose CPU counts against the same cores.
+SERVICES = {"RabbitMQ": ("beam.smp",), "PostgreSQL": ("postgres",)}
+
+
+def _services_cpu() -> dict[str, float]:
+    out = dict.fromkeys(SERVICES, 0.0)
+    for proc in psutil.process_iter(["name"]):
+        for label, names in SERVICES.items():
+            if proc.info["name"] in names:
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                out[label] += times.user + times.system
+    return out
+
+
+def _print_side(title: str, report: dict[str, Any], ops: int) -> float:
+    print(f"  {title}")
+    for label, seconds, calls in report["stages"]:
+        if calls:
+            print(f"    {label:48s} {seconds / ops * 1e6:8.1f} us/op   ({calls} calls)")
+    total = 0.0
+    for name, seconds in sorted(report["threads"].items(), key=lambda kv: -kv[1]):
+        if seconds > 0:
+            total += seconds
+            print(f"    thread {name:41s} {seconds / ops * 1e6:8.1f} us/op")
+    return total
+
+
+def profile(client: _procs.Child, conductor: _procs.Child, workload: str, window: int,
+            seconds: float) -> None:
+    for side in (client, conductor):
+        side.call({"cmd": "reset"})
+    procs_before = {"client": client.ps.cpu_times(), "conductor": conductor.ps.cpu_times()}
+    services_before = _services_cpu()
+    machine_before = psutil.cpu_times()
+    result = client.call({"cmd": "run", "workload": workload, "window": window,
+                          "ops": 10**9, "seconds": seconds})
+    machine_after = psutil.cpu_times()
+    services_after = _services_cpu()
+    reports = {"client": client.call({"cmd": "stages"}),
+               "conductor": conductor.call({"cmd": "stages"})}
+    ops, elapsed = result["ops"], result["elapsed"]
+    print(f"\n{workload}[{window}]: {ops} ops in {elapsed:.1f}s = {ops / elapsed:,.0f} ops/s, "
+          f"{result['errors']} errors")
+    _print_side("client process", reports["client"], ops)
+    _print_side("conductor process", reports["conductor"], ops)
+    per_op: dict[str, float] = {}
+    for name, child in (("client", client), ("conductor", conductor)):
+        after = child.ps.cpu_times()
+        before = procs_before[name]
+        per_op[name] = (after.user + after.system - before.user - before.system) / ops * 1e6
+    for label in SERVICES:
+        per_op[label] = (services_after[label] - services_before[label]) / ops * 1e6
+    busy = sum(machine_after) - sum(machine_before)
+    idle = (machine_after.idle - machine_before.idle) + (machine_after.iowait - machine_before.iowait)
+    cores = psutil.cpu_count() or 1
+    print("  whole processes, CPU per op")
+    for name, us in per_op.items():
+        print(f"    {name:48s} {us:8.1f} us/op")
+    total = sum(per_op.values())
+    print(f"    {'all four':48s} {total:8.1f} us/op")
+    print(f"  machine busy {100 * (busy - idle) / busy:.0f}% of {cores} cores")
+    target = TARGETS.get(workload)
+    if target:
+        budget = cores * 1e6 / target
+        print(f"  at the target of {target:,} ops/s the {cores} cores have {budget:.0f} us of CPU "
+              f"per op for all four processes; measured {total:.0f} us ({total / budget:.1f}x over). "
+              f"At this CPU per op the cores could carry at most {cores * 1e6 / total:,.0f} ops/s.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default="get_async,save",
+                   help="comma-separated workloads out of get_async,save,create")
+    p.add_argument("--window", type=int, default=256, help="operations in flight")
+    p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per workload")
+    p.add_argument("--seed", type=int, default=2000, help="instances created up front")
+    p.add_argument("--transport-url", default=DEFAULT_AMQP)
+    p.add_argument("--pg-url", default=DEFAULT_PG,
+                   help="a PostgreSQL URL to create and drop the profile database through")
+    args = p.parse_args(argv)
+    tag = uuid.uuid4().hex[:8]
+    name, topic, server = f"profile_{tag}", f"profile-{tag}", f"profile-{tag}"
+    tmp = Path(tempfile.mkdtemp(prefix="conductor-profile-"))
+    db_url = _procs.create_database(args.pg_url, name)
+    children: list[_procs.Child] = []
+    try:
+        conductor = _procs.worker("conductor", "profiled-conductor", {
+            "transport_url": args.transport_url, "database_url": db_url, "topic": topic,
+            "server": server}, tmp)
+        children.append(conductor)
+        client = _procs.worker("client", "profiled-client", {
+            "transport_url": args.transport_url, "topic": topic}, tmp)
+        children.append(client)
+        client.call({"cmd": "seed", "count": args.seed})
+        print(f"profile of {args.only} with {args.window} in flight, {args.seconds:.0f}s each; "
+              f"pid {os.getpid()}, {psutil.cpu_count()} cores; database {name}")
+        for workload in args.only.split(","):
+            client.call({"cmd": "run", "workload": workload, "window": args.window,
+                         "ops": 10**9, "seconds": 1.0})  # warm-up
+            profile(client, conductor, workload, args.window, args.seconds)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        _procs.drop_database(args.pg_url, name)
+        _delete_queues(args.transport_url, [topic, f"{topic}.{server}", f"{topic}.dead"])
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _delete_queues(url: str, queues: list[str]) -> None:
+    from kombu import Connection
+
+    with Connection(url) as conn:
+        channel = conn.channel()
+        for q in queues:
+            channel.queue_delete(queue=q)
+
+
+if __name__ == "__main__":
+    time.sleep(0)
+    raise SystemExit(main())
