@@ -152,6 +152,17 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def delete_broker_objects(url: str, queues: list[str], exchanges: tuple[str, ...] | list[str] = ()) -> None:
+    from kombu import Connection
+
+    with Connection(url) as conn:
+        channel = conn.channel()
+        for q in queues:
+            channel.queue_delete(queue=q)
+        for ex in exchanges:
+            channel.exchange_delete(exchange=ex)
+
+
 def worker(name: str, kind: str, config: dict[str, Any], logdir: Path) -> Child:
     argv = [sys.executable, str(BENCH / "_worker.py"), kind, json.dumps(config)]
     return Child(name, argv, logdir)

@@ -341,7 +341,7 @@ class Bench:
                 _log(f"cleanup: stopping {getattr(thing, 'name', thing)}: {exc}")
         if self.queues or self.exchanges:
             try:
-                _delete_broker_objects(self.args.transport_url, self.queues, self.exchanges)
+                _procs.delete_broker_objects(self.args.transport_url, self.queues, self.exchanges)
             except Exception as exc:  # noqa: BLE001
                 _log(f"cleanup: broker: {exc}")
         try:
@@ -371,17 +371,6 @@ def _get_payloads(sample: dict[str, Any], topic: str) -> tuple[str, str]:
     }
     reply = {"msg_id": uuid.uuid4().hex, "result": sample, "failure": None, "ending": True}
     return json.dumps(request), json.dumps(reply)
-
-
-def _delete_broker_objects(url: str, queues: list[str], exchanges: list[str]) -> None:
-    from kombu import Connection
-
-    with Connection(url) as conn:
-        channel = conn.channel()
-        for q in queues:
-            channel.queue_delete(queue=q)
-        for ex in exchanges:
-            channel.exchange_delete(exchange=ex)
 
 
 def _machine() -> dict[str, Any]:

@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -149,22 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         for child in reversed(children):
             child.stop()
         _procs.drop_database(args.pg_url, name)
-        _delete_queues(args.transport_url, [topic, f"{topic}.{server}", f"{topic}.dead"])
+        _procs.delete_broker_objects(args.transport_url,
+                                     [topic, f"{topic}.{server}", f"{topic}.dead"])
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
-def _delete_queues(url: str, queues: list[str]) -> None:
-    from kombu import Connection
-
-    with Connection(url) as conn:
-        channel = conn.channel()
-        for q in queues:
-            channel.queue_delete(queue=q)
-
-
 if __name__ == "__main__":
-    time.sleep(0)
     raise SystemExit(main())
