@@ -19,6 +19,10 @@ from typing import Any
 
 import psutil
 
+#: Where the benchmarks find RabbitMQ, and a PostgreSQL to create their databases through.
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1/postgres"
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
@@ -142,8 +146,12 @@ def create_database(admin_url: str, name: str) -> str:
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     script = Path(sys.executable).with_name("conductor")
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "conductor.cli"]
-    subprocess.run([*argv, "db", "upgrade", "--database-url", url], check=True,
-                   capture_output=True, env=child_env(), cwd=REPO)
+    try:
+        subprocess.run([*argv, "db", "upgrade", "--database-url", url], check=True,
+                       capture_output=True, env=child_env(), cwd=REPO)
+    except BaseException:
+        drop_database(admin_url, name)  # nobody else knows it exists yet
+        raise
     return url
 
 

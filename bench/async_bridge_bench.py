@@ -39,7 +39,7 @@ side only, PostgreSQL's own CPU is not in it. ``async/thread`` ratios follow; th
 ends with one JSON line holding every cell.
 
 Setup and clean-up are the script's own: it creates a database ``bridge_bench_<hex>``
-through the admin URL, migrates it to head with ``conductor.db.upgrade``, seeds
+through the admin URL, migrates it to head with ``conductor db upgrade``, seeds
 ``--rows`` Instance rows (and one Flavor) through ``SQLStorage.create``, and drops the
 database at the end, also when the run fails::
 
@@ -75,6 +75,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import _common  # noqa: E402
+import _procs  # noqa: E402
 import psycopg  # noqa: E402
 import sqlalchemy  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
@@ -98,32 +99,6 @@ def _log(message: str) -> None:
 
 
 # -- the database: create, migrate, seed, drop ---------------------------------------------
-
-
-def _admin_engine(admin_url: URL) -> sqlalchemy.Engine:
-    return sqlalchemy.create_engine(
-        admin_url, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.NullPool
-    )
-
-
-def create_database(admin_url: URL, name: str) -> URL:
-    engine = _admin_engine(admin_url)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        engine.dispose()
-    return admin_url.set(database=name)
-
-
-def drop_database(admin_url: URL, name: str) -> None:
-    engine = _admin_engine(admin_url)
-    try:
-        with engine.connect() as conn:
-            # FORCE ends sessions a failed run may have left open (PostgreSQL 13+).
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        engine.dispose()
 
 
 def seed(url: URL, rows: int) -> dict[int, int]:
@@ -428,19 +403,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error("need --ops >= 1, --rounds >= 1 and --rows >= 2 x the largest N")
 
     signal.signal(signal.SIGTERM, _terminate)
-    admin = make_url(args.pg_url)
     name = f"bridge_bench_{secrets.token_hex(4)}"
-    _log(f"database {name} on {admin.render_as_string(hide_password=True)}")
-    url = create_database(admin, name)
+    _log(f"database {name} on {make_url(args.pg_url).render_as_string(hide_password=True)}")
+    url = make_url(_procs.create_database(args.pg_url, name))
     try:
-        db.upgrade(url)
         cells = run(args, url)
     except Exception:
         traceback.print_exc()
         return 1
     finally:
         try:
-            drop_database(admin, name)
+            _procs.drop_database(args.pg_url, name)
             _log(f"dropped {name}")
         except Exception as exc:  # noqa: BLE001 - say so; the database has to go by hand
             _log(f"could not drop database {name}: {exc}")

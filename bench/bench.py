@@ -53,8 +53,6 @@ PIPELINE_WINDOW = 256  # save and create
 KOMBU_EXTRA_WINDOW = 200  # the issue's raw-kombu anchor
 WORKLOADS = ("get", "get_async", "save", "create")
 BACKENDS = ("embedded", "rabbit-pg")
-DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1/postgres"
 
 
 def _log(msg: str) -> None:
@@ -418,8 +416,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="conductor serve processes on the topic (rabbit-pg)")
     p.add_argument("--conductor-workers", type=int, default=None,
                    help="--workers of each conductor (default: the conductor's default)")
-    p.add_argument("--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", DEFAULT_AMQP))
-    p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_ADMIN_URL", DEFAULT_PG),
+    p.add_argument("--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP))
+    p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
                    help="a PostgreSQL URL to create and drop the bench database through")
     p.add_argument("--keep-logs", action="store_true", help="keep the child processes' logs")
     args = p.parse_args(argv)

@@ -29,8 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _procs  # noqa: E402
 
-DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1/postgres"
 #: ops/s the issue asks for, per workload (RabbitMQ + PostgreSQL).
 TARGETS = {"get_async": 10_000, "save": 3_000}
 #: ms, sequential get over RabbitMQ + PostgreSQL.
@@ -52,17 +50,14 @@ def _services_cpu() -> dict[str, float]:
     return out
 
 
-def _print_side(title: str, report: dict[str, Any], ops: int) -> float:
+def _print_side(title: str, report: dict[str, Any], ops: int) -> None:
     print(f"  {title}")
     for label, seconds, calls in report["stages"]:
         if calls:
             print(f"    {label:48s} {seconds / ops * 1e6:8.1f} us/op   ({calls} calls)")
-    total = 0.0
     for name, seconds in sorted(report["threads"].items(), key=lambda kv: -kv[1]):
         if seconds > 0:
-            total += seconds
             print(f"    thread {name:41s} {seconds / ops * 1e6:8.1f} us/op")
-    return total
 
 
 def profile(client: _procs.Child, conductor: _procs.Child, workload: str, window: int,
@@ -120,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=256, help="operations in flight")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per workload")
     p.add_argument("--seed", type=int, default=2000, help="instances created up front")
-    p.add_argument("--transport-url", default=DEFAULT_AMQP)
-    p.add_argument("--pg-url", default=DEFAULT_PG,
+    p.add_argument("--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP))
+    p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
                    help="a PostgreSQL URL to create and drop the profile database through")
     args = p.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
