@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.metadata
 import logging
 import os
 import signal
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from types import FrameType
 from urllib.parse import unquote, urlsplit
 
+from sqlalchemy.engine import make_url
+
 from conductor import db
 from conductor.manager import current_request
 from conductor.service import DEFAULT_WORKERS, Conductor
@@ -26,6 +29,15 @@ LOG = logging.getLogger("conductor")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("conductor-objects")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 class _RequestIdFilter(logging.Filter):
@@ -80,6 +92,48 @@ def _setup_logging(level: str, secrets: Sequence[str] = ()) -> None:
     root.setLevel(level.upper())
 
 
+def _database_problem(url: str, exc: BaseException) -> str:
+    """One line saying why ``url`` cannot be used and what to do about it."""
+    masked = db.mask_url(url)
+    if isinstance(exc, db.SchemaNotAtHead):
+        return str(exc)
+    cause: BaseException | None = exc
+    while cause is not None and getattr(cause, "orig", None) is None and cause.__cause__:
+        cause = cause.__cause__
+    orig = getattr(cause, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    try:
+        parts = make_url(url)
+    except Exception:  # noqa: BLE001 - an unparseable URL: say so
+        return "the database URL cannot be parsed; fix --database-url or CONDUCTOR_DATABASE_URL"
+    where = f"{parts.host or 'localhost'}:{parts.port or 5432}"
+    if sqlstate == "3D000" or ("database" in text and "does not exist" in text):
+        return (
+            f"the database {parts.database!r} does not exist on {where} ({masked}); create it "
+            f"(createdb -h {parts.host or 'localhost'} -U {parts.username or 'postgres'} "
+            f"{parts.database}) or fix --database-url / CONDUCTOR_DATABASE_URL"
+        )
+    if sqlstate in {"28P01", "28000"} or "authentication failed" in text or (
+        "role" in text and "does not exist" in text
+    ):
+        return (
+            f"the database at {where} refused user {parts.username!r} ({masked}): {text}; "
+            "fix the user or password in --database-url / CONDUCTOR_DATABASE_URL"
+        )
+    if "Connection refused" in text or "could not connect" in text or "timeout" in text.lower():
+        return (
+            f"no database answers at {where} ({masked}): {text}; start PostgreSQL there or fix "
+            "the host and port in --database-url / CONDUCTOR_DATABASE_URL"
+        )
+    if "unable to open database file" in text:
+        return (
+            f"cannot open the SQLite file {parts.database!r} ({masked}): its folder must exist "
+            "and be writable; fix --database-url / CONDUCTOR_DATABASE_URL"
+        )
+    return f"cannot use the database {masked}: {text}"
+
+
 def _require(value: str | None, flag: str, env: str) -> str:
     if not value:
         raise SystemExit(
@@ -94,6 +148,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="conductor",
         description="Serve versioned-object persistence over RPC (nova-conductor style).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a conductor on a topic until SIGTERM")
@@ -109,7 +164,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="import MODULE for its own objects and models (repeatable)")
     serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                        help=f"requests served at once (default: {DEFAULT_WORKERS})")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                       help="one of " + ", ".join(LOG_LEVELS) + " (default: INFO)")
     serve.add_argument("--allow-admin-context", action="store_true",
                        help="accept request contexts that claim admin (is_admin); refused "
                             "by default because any caller can set the flag")
@@ -145,11 +201,8 @@ def _serve(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     try:
         db.check_at_head(database_url)
-    except db.SchemaNotAtHead as exc:
-        LOG.error("%s", exc)
-        return EXIT_FAILURE
-    except Exception as exc:  # noqa: BLE001 - unreachable database: one clear line, no traceback
-        LOG.error("cannot use the database %s: %s", db.mask_url(database_url), exc)
+    except Exception as exc:  # noqa: BLE001 - unusable database: one clear line, no traceback
+        LOG.error("%s", _database_problem(database_url, exc))
         return EXIT_FAILURE
 
     stopping = threading.Event()
@@ -187,11 +240,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(message)s")
     url = _require(args.database_url, "--database-url", "CONDUCTOR_DATABASE_URL")
-    before = db.current_revision(url)
-    db.upgrade(url)
-    after = db.current_revision(url)
+    try:
+        before = db.current_revision(url)
+        db.upgrade(url)
+        after = db.current_revision(url)
+    except Exception as exc:  # noqa: BLE001 - one line naming the fix, no traceback
+        print(f"conductor db upgrade: {_database_problem(url, exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     if before == after:
         print(f"database {db.mask_url(url)} already at head ({after})")
     else:

@@ -1,7 +1,8 @@
 """Schema migrations: alembic, driven from code (``conductor db upgrade``) or its own CLI.
 
-The revisions live in the top-level ``alembic/`` folder of the source tree (the project is
-installed editable), next to ``alembic.ini`` so ``alembic upgrade head`` works as well.
+The revisions live in the top-level ``alembic/`` folder of the source tree, next to
+``alembic.ini`` so ``alembic upgrade head`` works there as well. A wheel carries the same
+folder inside the package as ``conductor/db/migrations`` (pyproject's package-dir maps it).
 """
 
 from __future__ import annotations
@@ -34,8 +35,17 @@ __all__ = [
     "upgrade",
 ]
 
+
+def _alembic_dir() -> Path:
+    """The migrations shipped in the package (a wheel), else the source tree's (editable)."""
+    packaged = Path(__file__).resolve().parent / "migrations"
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "alembic"
+
+
 #: The folder holding env.py and versions/.
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+ALEMBIC_DIR = _alembic_dir()
 
 
 def alembic_config() -> Config:
@@ -46,8 +56,8 @@ def alembic_config() -> Config:
     """
     if not (ALEMBIC_DIR / "env.py").is_file():
         raise exception.DatabaseError(
-            f"The migrations folder {ALEMBIC_DIR} is missing; install the conductor from "
-            "its source tree (pip install -e .)",
+            f"The migrations folder {ALEMBIC_DIR} is missing; reinstall the package "
+            "(pip install --force-reinstall conductor-objects)",
             reason="migrations folder missing",
         )
     config = Config()
