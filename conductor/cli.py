@@ -134,6 +134,16 @@ def _database_problem(url: str, exc: BaseException) -> str:
     return f"cannot use the database {masked}: {text}"
 
 
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"conductor: {name}={value!r} is not a port number") from None
+
+
 def _require(value: str | None, flag: str, env: str) -> str:
     if not value:
         raise SystemExit(
@@ -164,6 +174,13 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="import MODULE for its own objects and models (repeatable)")
     serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                        help=f"requests served at once (default: {DEFAULT_WORKERS})")
+    serve.add_argument("--metrics-port", type=int,
+                       default=_int_env("CONDUCTOR_METRICS_PORT"),
+                       help="serve Prometheus /metrics and /healthz on this port "
+                            "(env CONDUCTOR_METRICS_PORT; off when absent)")
+    serve.add_argument("--metrics-host", default=os.environ.get("CONDUCTOR_METRICS_HOST", "127.0.0.1"),
+                       help="address of the metrics port (env CONDUCTOR_METRICS_HOST; "
+                            "default: 127.0.0.1)")
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
                        help="one of " + ", ".join(LOG_LEVELS) + " (default: INFO)")
     serve.add_argument("--allow-admin-context", action="store_true",
@@ -218,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
         transport_url, database_url, args.topic,
         server=args.server, workers=args.workers, auto_upgrade=False,
         allow_admin_context=args.allow_admin_context,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
     )
     try:
         service.start()

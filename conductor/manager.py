@@ -25,6 +25,7 @@ from conductor import db
 from conductor.batching import Batch, BatchStorage
 from conductor.db import requests as db_requests
 from conductor.db.storage import SQLStorage
+from conductor.metrics import Metrics, outcome_of
 from objects import base, exception, indirection
 from objects.context import RequestContext
 
@@ -65,8 +66,10 @@ class ConductorManager:
         prune_every: float = 60.0,
         keep_results: float = 3600.0,
         serialize_transactions: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics
         # NOTE: SQLite has one writer at a time and makes the others poll with sleeps of
         # up to 100 ms; queueing our own transactions on a lock is far faster.
         self._tx_lock: contextlib.AbstractContextManager[Any] = (
@@ -143,6 +146,12 @@ class ConductorManager:
             LOG.debug("served %s", what)
             return result
         token = current_request.set(request_id or context.request_id)
+        # A request of a batch is counted once, by _dispatch_batch, even when it runs alone.
+        metrics = None if _in_batch.get() else self._metrics
+        started = time.monotonic()
+        error: BaseException | None = None
+        if metrics is not None:
+            metrics.started()
         try:
             self._maybe_prune()
             try:
@@ -159,9 +168,19 @@ class ConductorManager:
         except exception.DatabaseError as exc:
             # One line per failed request while the database is away, not a traceback.
             LOG.warning("%s failed: %s", what, exc)
+            error = exc
+            raise
+        except BaseException as exc:
+            error = exc
             raise
         finally:
             current_request.reset(token)
+            if metrics is not None:
+                metrics.finished()
+                objname, _, objmethod = what.rpartition(".")
+                metrics.request_done(
+                    objname, objmethod, outcome_of(error), time.monotonic() - started
+                )
 
     def _run_once(
         self, context: RequestContext, what: str, body: Callable[[], Any], request_id: str | None
@@ -173,6 +192,8 @@ class ConductorManager:
                 found, stored = db_requests.lookup_result(tx.connection, request_id)
                 if found:
                     LOG.info("replayed %s from its stored result", what)
+                    if self._metrics is not None:
+                        self._metrics.replayed()
                     return stored
             storage = SQLStorage(tx)
             result = _with_storage(context, storage, body)
@@ -194,6 +215,25 @@ class ConductorManager:
         aborted the transaction) sends the whole batch back to one transaction per
         request, so no request's outcome depends on another's failure.
         """
+        metrics, started = self._metrics, time.monotonic()
+        if metrics is not None:
+            metrics.batch(len(calls))
+            metrics.started(len(calls))
+        in_batch = _in_batch.set(True)
+        try:
+            self._settle_batch(calls)
+        finally:
+            _in_batch.reset(in_batch)
+            if metrics is not None:
+                metrics.finished(len(calls))
+                elapsed = time.monotonic() - started
+                for call in calls:
+                    objname, objmethod = _labels(call)
+                    failed = call.outcome is not None and not call.outcome[0]
+                    error = call.outcome[1] if call.outcome is not None and failed else None
+                    metrics.request_done(objname, objmethod, outcome_of(error), elapsed)
+
+    def _settle_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         if len(calls) > 1:
             try:
                 outcomes = self._run_batch(calls)
@@ -227,6 +267,8 @@ class ConductorManager:
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
             replayable = [c.request_id for c in calls if c.redelivered]
             stored = db_requests.lookup_results(tx.connection, replayable)
+            if stored and self._metrics is not None:
+                self._metrics.replayed(len(stored))
             batch = Batch(tx)
             pending = [call for call in calls if call.request_id not in stored]
             storages = [BatchStorage(batch) for _ in pending]
@@ -292,9 +334,21 @@ _CLEAN_ERRORS = (
     exception.IncompatibleObjectVersion,
 )
 
+_in_batch: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conductor_in_batch", default=False
+)
+
 _batch_storage: contextvars.ContextVar[SQLStorage | None] = contextvars.ContextVar(
     "conductor_batch_storage", default=None
 )
+
+
+def _labels(call: transport.BatchCall) -> tuple[str, str]:
+    """(objname, objmethod) of a batched request, for metrics."""
+    kwargs = call.kwargs
+    objinst = kwargs.get("objinst")
+    objname = kwargs.get("objname") or (objinst.obj_name() if objinst is not None else "?")
+    return str(objname), str(kwargs.get("objmethod", call.method))
 
 
 class _Fallback(Exception):

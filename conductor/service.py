@@ -11,6 +11,7 @@ from typing import Any, cast
 import transport
 from conductor import db
 from conductor.manager import ConductorManager
+from conductor.metrics import Metrics, MonitoringServer
 from objects import base
 from objects.context import RequestContext
 
@@ -76,6 +77,9 @@ class Conductor:
             False and refuses a database that is not at head instead.
         allow_admin_context: accept request contexts that claim admin (``is_admin``);
             refused with ``PermissionError`` by default (see :class:`ConductorSerializer`).
+        metrics_port: serve ``/metrics`` and ``/healthz`` on this port (0: any free port,
+            see :attr:`metrics_port` once started; None: off). See ``conductor.metrics``.
+        metrics_host: the address the metrics port listens on.
     """
 
     def __init__(
@@ -88,6 +92,8 @@ class Conductor:
         workers: int = DEFAULT_WORKERS,
         auto_upgrade: bool = True,
         allow_admin_context: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -104,6 +110,9 @@ class Conductor:
         self._transport: transport.Transport | None = None
         self._rpc_server: transport.RPCServer | None = None
         self._manager: ConductorManager | None = None
+        self._metrics_port = metrics_port
+        self._metrics_host = metrics_host
+        self._monitoring: MonitoringServer | None = None
 
     def start(self) -> None:
         """Connect to the database and the broker; returns once consuming."""
@@ -119,9 +128,11 @@ class Conductor:
             engine = db.create_engine(self.database_url)
             try:
                 db.ensure_user_tables(engine)
+                metrics = Metrics() if self._metrics_port is not None else None
                 manager = ConductorManager(
                     engine,
                     serialize_transactions=engine.dialect.name == "sqlite",
+                    metrics=metrics,
                 )
                 rpc_transport = transport.get_transport(self.transport_url)
                 # Duck-typed: objects never imports transport's Serializer ABC.
@@ -138,6 +149,8 @@ class Conductor:
                         max_workers=self.workers,
                     )
                     rpc_server.start()
+                    if metrics is not None:
+                        self._monitoring = self._start_monitoring(metrics, engine, rpc_transport)
                 except BaseException:
                     rpc_transport.cleanup()
                     raise
@@ -156,6 +169,33 @@ class Conductor:
                 db.mask_url(self.database_url),
             )
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` and ``/healthz`` are served on (None when off or stopped)."""
+        return self._monitoring.port if self._monitoring is not None else None
+
+    def _start_monitoring(
+        self, metrics: Metrics, engine: db.Engine, rpc_transport: transport.Transport
+    ) -> MonitoringServer:
+        broker_url = db.mask_url(self.transport_url)
+
+        def broker() -> None:
+            if not rpc_transport.is_connected():
+                raise ConnectionError(f"no connection to the broker at {broker_url}")
+
+        def database() -> None:
+            with db.translate_errors(), engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+
+        monitoring = MonitoringServer(
+            metrics, [("broker", broker), ("database", database)],
+            host=self._metrics_host, port=self._metrics_port or 0,
+        )
+        monitoring.start()
+        LOG.info("metrics and health on http://%s:%d/metrics and /healthz",
+                 self._metrics_host, monitoring.port)
+        return monitoring
+
     def stop(self) -> None:
         """Stop consuming, finish in-flight requests, close connections. Idempotent."""
         with self._lock:
@@ -165,7 +205,10 @@ class Conductor:
             self.state = State.STOPPED
             rpc_server, rpc_transport, engine = self._rpc_server, self._transport, self._engine
             self._rpc_server = self._transport = self._engine = None
+            monitoring, self._monitoring = self._monitoring, None
         try:
+            if monitoring is not None:
+                monitoring.stop()
             if rpc_server is not None:
                 rpc_server.stop()
                 rpc_server.wait()

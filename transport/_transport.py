@@ -69,6 +69,10 @@ class Transport:
         waiter = self._reply_waiter
         return 0 if waiter is None else waiter.in_flight
 
+    def is_connected(self) -> bool:
+        """Whether the broker connection is up now (what a health check asks)."""
+        return not self._cleaned and self._driver.is_connected()
+
     def cleanup(self) -> None:
         """Fail pending calls, close connections and stop threads. Safe to call twice."""
         with self._lock:

@@ -131,6 +131,10 @@ class Driver(abc.ABC):
     def close(self) -> None:
         """Release connections and threads. Safe to call twice."""
 
+    def is_connected(self) -> bool:
+        """Whether the broker connection is up now (in-process drivers always are)."""
+        return True
+
 
 def exchange_name(target: Target, config: TransportConfig) -> str:
     """The exchange a target's messages go through."""

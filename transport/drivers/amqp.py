@@ -665,6 +665,9 @@ class AMQPDriver(Driver):
         self._io.run_commands()
         self._io.fail_commands(TransportError(reason="the transport was cleaned up"))
 
+    def is_connected(self) -> bool:
+        return self._connected.is_set() and not self._closing.is_set()
+
     def close(self) -> None:
         if self._closing.is_set():
             return

@@ -1,0 +1,143 @@
+"""``/metrics`` and ``/healthz``: what monitoring scrapes from a conductor."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+import conductor
+import objects
+from conductor import db
+from objects import base, exception
+from objects.context import RequestContext
+from tests.brokers import delete_queues
+from tests.conductor.conftest import _admin, _new_postgres_database
+from tests.conductor.processes import serve, unique_topic
+
+
+def fetch(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        metric, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', metric))
+        if metric.split("{")[0] == name and found == labels:
+            return float(value)
+    return 0.0
+
+
+def new_instance(ctx: RequestContext) -> objects.Instance:
+    return objects.Instance(
+        ctx, uuid=str(uuid.uuid4()), host="n1", state="building", vcpus=1, memory_mb=64
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[conductor.Conductor]:
+    objects.register_all()
+    url = f"sqlite:///{tmp_path / 'metrics.sqlite'}"
+    topic = unique_topic("metrics")
+    service = conductor.Conductor(f"memory://{topic}", url, topic, metrics_port=0)
+    service.start()
+    api = conductor.connect(f"memory://{topic}", topic=topic, timeout=30)
+    try:
+        yield service
+    finally:
+        api.close()
+        base.set_indirection_api(None)
+        service.stop()
+
+
+def test_metrics_count_requests_by_object_method_and_outcome(
+    served: conductor.Conductor,
+) -> None:
+    ctx = RequestContext(user_id="u", project_id="p")
+    port = served.metrics_port
+    assert port is not None
+    created = [new_instance(ctx) for _ in range(5)]
+    for inst in created:
+        inst.create()
+    pending = [objects.Instance.get_async(ctx, inst.id) for inst in created]
+    objects.wait_all(pending)
+    with pytest.raises(exception.NotFound):
+        objects.Instance.get(ctx, 10**9)
+
+    status, text = fetch(port, "/metrics")
+    assert status == 200
+    assert sample(text, "conductor_requests_total",
+                  objname="Instance", objmethod="create", outcome="ok") == 5
+    assert sample(text, "conductor_requests_total",
+                  objname="Instance", objmethod="get", outcome="ok") == 5
+    assert sample(text, "conductor_requests_total",
+                  objname="Instance", objmethod="get", outcome="NotFound") == 1
+    assert sample(text, "conductor_request_seconds_count",
+                  objname="Instance", objmethod="get") == 6
+    assert sample(text, "conductor_batch_size_count") >= 1
+    assert sample(text, "conductor_requests_in_flight") == 0
+    assert "conductor_replays_total" in text
+
+    status, body = fetch(port, "/healthz")
+    assert status == 200, body
+    assert "broker: ok" in body and "database: ok" in body
+
+
+@pytest.mark.rabbit
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_healthz_of_a_real_conductor_says_503_naming_the_database_while_it_is_away(
+    broker_url: str, _postgres_database_factory: list[str]
+) -> None:
+    database = _new_postgres_database(_postgres_database_factory)
+    db.upgrade(database)
+    name = sqlalchemy.engine.make_url(database).database
+    topic = unique_topic("metrics")
+    try:
+        with serve(broker_url, database, topic, "--metrics-port", "0") as proc:
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", proc.output)
+            assert match, proc.output
+            port = int(match.group(1))
+            status, body = fetch(port, "/healthz")
+            assert status == 200 and "database: ok" in body and "broker: ok" in body
+
+            _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            _admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}'"
+            )
+            started = time.monotonic()
+            status, body = fetch(port, "/healthz")
+            assert status == 503, body
+            assert "database: down" in body and "broker: ok" in body
+            assert time.monotonic() - started < 10
+
+            _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            status, body = fetch(port, "/healthz")
+            assert status == 200, body
+            status, text = fetch(port, "/metrics")
+            assert status == 200 and "conductor_requests_in_flight" in text
+    finally:
+        _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        delete_queues(broker_url, [topic, f"{topic}.{_hostname()}"])
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
