@@ -1,4 +1,5 @@
-"""A user's own object served by the conductor: ``conductor serve --objects widgets``.
+"""A user's own object served by the conductor: ``conductor serve --objects examples.widgets``
+(from the repository root; compute code does ``import examples.widgets``).
 
 One module holds the object (what compute code uses) and its table (what the conductor
 uses). Compute processes import it too, so they know the class; they never open the
