@@ -33,6 +33,13 @@ class ComputeNode(PersistentObject, VersionedObject):
     }
 
     if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
+        # The fields' Python types (the field descriptors are made at class creation too).
+        id: int
+        host: str
+        vcpus: int
+        vcpus_used: int
+        memory_mb: int
+        memory_mb_used: int
 
         @classmethod
         def get_by_host_async(cls, context: Any, host: str) -> ObjectFuture[ComputeNode]: ...

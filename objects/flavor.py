@@ -33,6 +33,13 @@ class Flavor(PersistentObject, VersionedObject):
     }
 
     if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
+        # The fields' Python types (the field descriptors are made at class creation too).
+        id: int
+        flavorid: str
+        name: str
+        vcpus: int
+        memory_mb: int
+        root_gb: int
 
         @classmethod
         def get_async(cls, context: Any, id: int) -> Flavor: ...

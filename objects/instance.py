@@ -13,6 +13,9 @@ from objects.persistent import PersistentObject
 from objects.registry import version_tuple
 
 if TYPE_CHECKING:
+    import datetime
+
+    from objects.flavor import Flavor
     from objects.futures import ObjectFuture
 
 __all__ = ["INSTANCE_STATES", "Instance", "InstanceList"]
@@ -73,6 +76,19 @@ class Instance(PersistentObject, VersionedObject):
                 self._obj_set_loaded(name, loaded.__dict__[name])
 
     if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
+        # The fields' Python types (the field descriptors are made at class creation too).
+        id: int
+        uuid: str
+        host: str | None
+        state: str
+        vcpus: int
+        memory_mb: int
+        flavor: Flavor | None
+        task_state: str | None
+        created_at: datetime.datetime | None
+        updated_at: datetime.datetime | None
+        tags: list[str]
+        metadata: dict[str, str]
 
         @classmethod
         def get_async(cls, context: Any, id: int) -> Instance: ...

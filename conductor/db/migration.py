@@ -2,7 +2,7 @@
 
 The revisions live in the top-level ``alembic/`` folder of the source tree, next to
 ``alembic.ini`` so ``alembic upgrade head`` works there as well. A wheel carries the same
-folder inside the package as ``conductor/db/migrations`` (pyproject's package-dir maps it).
+folder inside the package as ``conductor/db/migrations`` (pyproject force-includes it).
 """
 
 from __future__ import annotations
