@@ -206,7 +206,8 @@ class PersistentObject(_Base):
 
         Raises:
             ConcurrentUpdate: the row changed since this copy was read; nothing written.
-            ObjectActionError: the object was never created.
+            ObjectActionError: the object was never created, or never read (it has no
+                revision to check against, e.g. ``Instance(ctx, id=7)``); nothing written.
         """
         object_id = self._obj_require_id("save")
         changes = self.obj_what_changed()
@@ -214,6 +215,18 @@ class PersistentObject(_Base):
         if not values:
             self.obj_reset_changes(recursive=True)
             return
+        if self.obj_revision is None:
+            # NOTE: without the revision it was read at, a save could not tell a newer
+            # row from the one the caller saw, and would overwrite it silently.
+            name = self.obj_name()
+            raise exception.ObjectActionError(
+                action="save",
+                reason=(
+                    f"this {name} was never read, so a save could overwrite newer data "
+                    f"unseen; load it with {name}.get() (or refresh() it) and change the "
+                    "loaded copy"
+                ),
+            )
         record = self._obj_context_db().update(
             self.obj_name(), object_id, values, expected_revision=self.obj_revision
         )

@@ -17,7 +17,7 @@ import pytest
 
 import conductor
 import objects
-from objects import base
+from objects import base, exception
 from objects.context import RequestContext
 from tests.brokers import delete_queues, no_service
 from tests.conductor.conftest import DATABASE_ENV, TRANSPORT_ENV, database_for
@@ -120,3 +120,45 @@ def test_field_saved_then_changed_again_while_in_flight_keeps_the_new_value(
     fresh = objects.Instance.get(ctx, inst.id)
     assert (fresh.host, fresh.tags) == ("h2", ["late"])
     assert inst.obj_what_changed() == set()
+
+
+# -- item 2: a save of an object that was never read ------------------------------------
+
+
+def test_save_of_an_object_never_read_is_refused_and_writes_nothing(
+    stack: str, ctx: RequestContext
+) -> None:
+    inst = new_instance(ctx)
+    newer = objects.Instance.get(ctx, inst.id)
+    newer.host = "newer"
+    newer.save()
+    blind = objects.Instance(ctx, id=inst.id)
+    blind.host = "blind"
+    with pytest.raises(exception.ObjectActionError, match=r"never read.*get\(\)") as err:
+        blind.save()
+    assert not isinstance(err.value, exception.ConcurrentUpdate)
+    assert err.value.kwargs["action"] == "save"
+    assert objects.Instance.get(ctx, inst.id).host == "newer"
+    assert blind.obj_what_changed() >= {"host"}  # nothing was taken back
+
+
+def test_an_object_filled_by_lazy_loading_saves_against_what_it_loaded(
+    stack: str, ctx: RequestContext
+) -> None:
+    inst = new_instance(ctx)
+    lazy = objects.Instance(ctx, id=inst.id)
+    lazy.obj_reset_changes()
+    assert lazy.vcpus == 2  # lazy-loads every unset field, and the revision with them
+    lazy.host = "lazy"
+    lazy.save()
+    assert objects.Instance.get(ctx, inst.id).host == "lazy"
+    stale = objects.Instance(ctx, id=inst.id)
+    stale.obj_reset_changes()
+    assert stale.memory_mb == 2048
+    inst.refresh()
+    inst.task_state = "elsewhere"
+    inst.save()
+    stale.host = "stale"
+    with pytest.raises(exception.ConcurrentUpdate):
+        stale.save()
+    assert objects.Instance.get(ctx, inst.id).host == "lazy"
