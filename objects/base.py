@@ -198,14 +198,16 @@ class VersionedObject(PendingObjectMixin):
         if state is not None:
             self._obj_wait_load()
         d = self.__dict__
-        if field.read_only and name in d:
-            raise exception.ReadOnlyFieldError(
-                f"Cannot modify read-only field {type(self).__name__}.{name}", field=name
-            )
         try:
             value = field.coerce(value)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{type(self).__name__}.{name}: {exc}") from None
+        if field.read_only and name in d:
+            if d[name] == value:
+                return  # its own value again: accepted, and not a change (as oslo does)
+            raise exception.ReadOnlyFieldError(
+                f"Cannot modify read-only field {type(self).__name__}.{name}", field=name
+            )
         if state is None:
             d[name] = value
             self._changed_fields.add(name)
