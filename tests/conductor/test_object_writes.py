@@ -162,3 +162,60 @@ def test_an_object_filled_by_lazy_loading_saves_against_what_it_loaded(
     with pytest.raises(exception.ConcurrentUpdate):
         stale.save()
     assert objects.Instance.get(ctx, inst.id).host == "lazy"
+
+
+# -- item 11: ids are validated as the id field before any query -------------------------
+
+
+@pytest.mark.parametrize("bad", [1.5, True, False, "1; drop", [1], {"id": 1}])
+def test_get_with_an_id_that_is_no_integer_is_refused_before_any_query(
+    stack: str, ctx: RequestContext, bad: Any
+) -> None:
+    new_instance(ctx)
+    new_instance(ctx)
+    with pytest.raises(exception.ObjectValueError, match="id") as err:
+        objects.Instance.get(ctx, bad)
+    assert not isinstance(err.value, exception.DatabaseError)
+    with pytest.raises(exception.ObjectValueError):
+        objects.Instance.get_async(ctx, bad).wait(30)
+
+
+def test_get_takes_what_the_id_field_takes(stack: str, ctx: RequestContext) -> None:
+    new_instance(ctx)
+    second = new_instance(ctx)
+    assert objects.Instance.get(ctx, 2.0).id == second.id == 2
+    assert objects.Instance.get(ctx, " 2 ").id == 2
+    with pytest.raises(exception.NotFound):
+        objects.Instance.get(ctx, 3)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{"id": 1.5}, {"id": [1, 1.5]}, {"id": True}, {"vcpus": "many"}, {"state": "flying"}, {"host": ["a", None, {}]}],
+)
+def test_list_filters_are_validated_as_their_fields(
+    stack: str, ctx: RequestContext, filters: dict[str, Any]
+) -> None:
+    new_instance(ctx)
+    with pytest.raises(exception.ObjectValueError) as err:
+        objects.InstanceList.get_all(ctx, filters=filters)
+    assert not isinstance(err.value, exception.DatabaseError)
+
+
+def test_list_filters_and_marker_are_coerced_like_the_fields(
+    stack: str, ctx: RequestContext
+) -> None:
+    first = new_instance(ctx)
+    second = new_instance(ctx, vcpus=4)
+    found = objects.InstanceList.get_all(ctx, filters={"id": [2.0, "1"], "vcpus": "4"})
+    assert [i.id for i in found] == [second.id]
+    assert [i.id for i in objects.InstanceList.get_all(ctx, marker=first.id)] == [second.id]
+    with pytest.raises(exception.ObjectValueError):
+        objects.InstanceList.get_all(ctx, marker=True)
+
+
+def test_other_objects_keys_are_validated_too(stack: str, ctx: RequestContext) -> None:
+    with pytest.raises(exception.ObjectValueError, match="Flavor.id"):
+        objects.Flavor.get(ctx, 1.5)
+    with pytest.raises(exception.ObjectValueError, match="ComputeNode.host"):
+        objects.ComputeNode.get_by_host(ctx, ["node-1"])
