@@ -284,6 +284,24 @@ class VersionedObject(PendingObjectMixin):
                 changed.add(name)
         return changed
 
+    def _obj_field_changed(self, name: str) -> bool:
+        """``name in self.obj_what_changed()``, for one field."""
+        if name in self._changed_fields:
+            return True
+        value = self.__dict__.get(name)
+        if value is None:
+            return False
+        field = type(self).fields[name]
+        if field.mutable:
+            snap = self._obj_snapshots.get(name, _MISSING)
+            if snap is not _MISSING and field.changed_since(value, snap):
+                return True
+        if field.is_object:
+            if isinstance(value, VersionedObject):
+                return bool(value.obj_what_changed())
+            return any(child.obj_what_changed() for child in value)
+        return False
+
     def obj_get_changes(self) -> dict[str, Any]:
         """``{field: value}`` for every changed field."""
         d = self.__dict__
@@ -598,15 +616,15 @@ class VersionedObject(PendingObjectMixin):
         cls = type(self)
         fields = cls.fields
         d = self.__dict__
-        now_changed = self.obj_what_changed()
-        kept = {
-            name
-            for name in now_changed
-            if name not in sent_changed
-            or name not in tokens
-            or _differs_from_sent(fields[name], d.get(name, _MISSING), tokens[name])
-        }
         snapshots = self._obj_snapshots
+        settled = sent_changed | new.keys()
+        kept = set()
+        for name in settled:
+            if not self._obj_field_changed(name):
+                continue
+            token = tokens.get(name, _MISSING)
+            if token is _MISSING or _differs_from_sent(fields[name], d.get(name, _MISSING), token):
+                kept.add(name)
         for name, token in tokens.items():
             field = fields[name]
             if field.mutable and not field.is_object:
@@ -617,7 +635,8 @@ class VersionedObject(PendingObjectMixin):
                 snapshots[name] = field.snapshot(value)
             if name not in kept:
                 d[name] = value  # read-only fields included: the conductor's word is final
-        settled = (sent_changed | new.keys()) - kept
+        if kept:
+            settled -= kept
         self._changed_fields.difference_update(settled)
         for name, field in cls._obj_nested:
             if name not in settled:

@@ -138,7 +138,9 @@ def remotable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate an instance method ``fn(self, *args, **kwargs)`` as remotable.
 
     The object needs a context (``OrphanedObjectError`` otherwise). Through an
-    indirection API the returned ``(updates, result)`` is applied to this object in place.
+    indirection API the returned ``(updates, result)`` is applied to this object in place;
+    a field changed after the request left (while an ``_async`` call is in flight) keeps
+    its new value and stays changed, so the next save writes it.
     """
     name = fn.__name__
 
