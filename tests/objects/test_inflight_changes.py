@@ -17,7 +17,7 @@ import pytest
 import objects
 from objects import base
 from objects.context import RequestContext
-from objects.fixture import MemoryStorage
+from objects.fixture import LocalIndirectionAPI, MemoryStorage
 from tests.objects.counters import GatedAPI
 
 
@@ -154,3 +154,28 @@ def test_nested_object_changed_while_in_flight_stays_changed(
     inst.save()
     assert read(db_ctx, inst.id).flavor.name == "large"
     assert inst.obj_what_changed() == set()
+
+
+def test_assignments_racing_the_replies_are_never_lost(
+    storage: MemoryStorage, caller: RequestContext, db_ctx: RequestContext
+) -> None:
+    # The reply is applied on the API's thread while this one keeps assigning: whatever
+    # the interleaving, the last value assigned is what the final save leaves in the row.
+    api = LocalIndirectionAPI(storage)
+    base.set_indirection_api(api)
+    try:
+        inst = objects.Instance.get(caller, stored(db_ctx).id)
+        for i in range(200):
+            inst.host = f"h{i}"
+            future = inst.save_async()
+            inst.task_state = f"t{i}"
+            future.result(10)
+            assert inst.task_state == f"t{i}"
+            assert "task_state" in inst.obj_what_changed()
+        inst.save()
+        row = read(db_ctx, inst.id)
+        assert (row.host, row.task_state) == ("h199", "t199")
+        assert inst.obj_what_changed() == set()
+    finally:
+        base.set_indirection_api(None)
+        api.close()
