@@ -194,19 +194,27 @@ class VersionedObject(PendingObjectMixin):
         if field is None:
             object.__setattr__(self, name, value)
             return
-        if self._obj_pending is not None:
+        state = self._obj_pending
+        if state is not None:
             self._obj_wait_load()
         d = self.__dict__
-        if field.read_only and name in d:
-            raise exception.ReadOnlyFieldError(
-                f"Cannot modify read-only field {type(self).__name__}.{name}", field=name
-            )
         try:
             value = field.coerce(value)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{type(self).__name__}.{name}: {exc}") from None
-        d[name] = value
-        self._changed_fields.add(name)
+        if field.read_only and name in d:
+            if d[name] == value:
+                return  # its own value again: accepted, and not a change (as oslo does)
+            raise exception.ReadOnlyFieldError(
+                f"Cannot modify read-only field {type(self).__name__}.{name}", field=name
+            )
+        if state is None:
+            d[name] = value
+            self._changed_fields.add(name)
+        else:
+            with state.lock:  # a reply being applied on another thread sees all or nothing
+                d[name] = value
+                self._changed_fields.add(name)
 
     def __delattr__(self, name: str) -> None:
         if name in self.fields:
@@ -275,6 +283,24 @@ class VersionedObject(PendingObjectMixin):
             elif any(child.obj_what_changed() for child in value):
                 changed.add(name)
         return changed
+
+    def _obj_field_changed(self, name: str) -> bool:
+        """``name in self.obj_what_changed()``, for one field."""
+        if name in self._changed_fields:
+            return True
+        value = self.__dict__.get(name)
+        if value is None:
+            return False
+        field = type(self).fields[name]
+        if field.mutable:
+            snap = self._obj_snapshots.get(name, _MISSING)
+            if snap is not _MISSING and field.changed_since(value, snap):
+                return True
+        if field.is_object:
+            if isinstance(value, VersionedObject):
+                return bool(value.obj_what_changed())
+            return any(child.obj_what_changed() for child in value)
+        return False
 
     def obj_get_changes(self) -> dict[str, Any]:
         """``{field: value}`` for every changed field."""
@@ -517,8 +543,14 @@ class VersionedObject(PendingObjectMixin):
             manifest = {**manifest, name: cls.VERSION}
         return manifest
 
-    def _obj_apply_updates(self, updates: Any) -> None:
-        """Apply an ``object_action`` reply: field values, then its change list and revision."""
+    def _obj_apply_updates(
+        self, updates: Any, sent: tuple[set[str], dict[str, Any]] | None = None
+    ) -> None:
+        """Apply an ``object_action`` reply: field values, then its change list and revision.
+
+        ``sent``: ``_obj_sent_state()`` taken when the request left; changes made since
+        then are kept (without it, every change is reset).
+        """
         if not isinstance(updates, dict):
             raise exception.ObjectValueError(reason="object_action updates must be a dict")
         cls = type(self)
@@ -544,12 +576,78 @@ class VersionedObject(PendingObjectMixin):
                     new[key] = read(value, context)
             except (ValueError, TypeError) as exc:
                 raise exception.ObjectValueError(reason=f"{cls.obj_name()}.{key}: {exc}") from None
-        d.update(new)  # read-only fields included: the conductor's word is final
-        self.obj_reset_changes(recursive=True)
         changed = updates.get("obj_what_changed") or ()
-        self._changed_fields.update(n for n in changed if n in fields)
+        if sent is None:
+            d.update(new)  # read-only fields included: the conductor's word is final
+            self.obj_reset_changes(recursive=True)
+            self._changed_fields.update(n for n in changed if n in fields)
+        else:
+            state = d.get("_obj_pending")
+            if state is None:
+                self._obj_settle(new, sent)
+            else:
+                with state.lock:  # __setattr__ takes it too: no assignment slips in between
+                    self._obj_settle(new, sent)
+            self._changed_fields.update(n for n in changed if n in fields)
         if "obj_revision" in updates:
             d["obj_revision"] = updates["obj_revision"]
+
+    def _obj_sent_state(self) -> tuple[set[str], dict[str, Any]]:
+        """What a remotable call is about to send: the changed fields and their values.
+
+        ``_obj_apply_updates`` compares the object against it when the reply arrives, to
+        tell the changes the call wrote from those made while it was in flight.
+        """
+        changed = self.obj_what_changed()
+        d = self.__dict__
+        fields = type(self).fields
+        return changed, {
+            name: _sent_token(fields[name], d[name]) for name in changed if name in d
+        }
+
+    def _obj_settle(self, new: dict[str, Any], sent: tuple[set[str], dict[str, Any]]) -> None:
+        # NOTE: the reply of a call describes the row as the call left it; the object may
+        # have changed since the request left (another assignment, an in-place change).
+        # Such a change wins over the reply's value and stays changed, so the next save
+        # writes it. Everything else takes the row's state: values from the reply, and
+        # no change flag for what the call wrote. Snapshots of list/dict fields become
+        # what the row holds, so an in-place change made meanwhile is still seen.
+        sent_changed, tokens = sent
+        cls = type(self)
+        fields = cls.fields
+        d = self.__dict__
+        snapshots = self._obj_snapshots
+        settled = sent_changed | new.keys()
+        kept = set()
+        for name in settled:
+            if not self._obj_field_changed(name):
+                continue
+            token = tokens.get(name, _MISSING)
+            if token is _MISSING or _differs_from_sent(fields[name], d.get(name, _MISSING), token):
+                kept.add(name)
+        for name, token in tokens.items():
+            field = fields[name]
+            if field.mutable and not field.is_object:
+                snapshots[name] = token
+        for name, value in new.items():
+            field = fields[name]
+            if field.mutable:
+                snapshots[name] = field.snapshot(value)
+            if name not in kept:
+                d[name] = value  # read-only fields included: the conductor's word is final
+        if kept:
+            settled -= kept
+        self._changed_fields.difference_update(settled)
+        for name, field in cls._obj_nested:
+            if name not in settled:
+                continue
+            value = d.get(name)
+            if value is None:
+                continue
+            for child in [value] if isinstance(value, VersionedObject) else value:
+                child.obj_reset_changes(recursive=True)
+            if field.mutable:
+                snapshots[name] = field.snapshot(value)
 
     def _obj_set_loaded(self, name: str, value: Any) -> None:
         """Store a value that came from the database (not a change)."""
@@ -611,6 +709,30 @@ class VersionedObject(PendingObjectMixin):
         state = d.get("_obj_pending")
         pending = "pending," if state is not None and state.load and not state.load.done() else ""
         return f"{self.obj_name()}({pending}{','.join(parts)})"
+
+
+def _sent_token(field: obj_fields.Field, value: Any) -> Any:
+    """A copy of ``value`` as sent, for ``_differs_from_sent`` (and, for lists and dicts,
+    the snapshot of what the row holds once the call succeeded)."""
+    if value is None:
+        return None
+    if field.is_object:
+        return field.to_primitive(value)
+    if field.mutable:
+        return field.snapshot(value)
+    return value
+
+
+def _differs_from_sent(field: obj_fields.Field, value: Any, token: Any) -> bool:
+    if value is _MISSING:
+        return True
+    if value is None or token is None:
+        return value is not token
+    if field.is_object:
+        return bool(field.to_primitive(value) != token)
+    if field.mutable:
+        return field.changed_since(value, token)
+    return value is not token and bool(value != token)
 
 
 def _child_to_primitive(child: Any, version: str | None, manifest: dict[str, str] | None) -> Any:

@@ -74,6 +74,10 @@ class Instance(PersistentObject, VersionedObject):
         for name in self.fields:
             if name not in d and name in loaded.__dict__:
                 self._obj_set_loaded(name, loaded.__dict__[name])
+        if self.obj_revision is None:
+            # An object that was never read becomes one read now: later saves are
+            # checked against this revision.
+            self.obj_revision = loaded.obj_revision
 
     if TYPE_CHECKING:  # the twins are made at class creation; declared here for type checkers
         # The fields' Python types (the field descriptors are made at class creation too).

@@ -110,6 +110,35 @@ def _object_from_record(objname: str, values: Any, context: Any) -> VersionedObj
     return cls._obj_from_data(dict(values), context)
 
 
+def _coerced(cls: type[VersionedObject], name: str, value: Any) -> Any:
+    """``value`` (a key or filter value for column ``name``) validated as that field.
+
+    Before any query: the database must never see ``1.5`` or ``True`` for an integer id
+    (PostgreSQL rounds and casts them). Lists, dicts and objects go as they are.
+    """
+    field = cls.fields.get(name)
+    if field is None or field.mutable or field.is_object:
+        return value
+    try:
+        return field.coerce(value)
+    except (ValueError, TypeError) as exc:
+        raise exception.ObjectValueError(reason=f"{cls.obj_name()}.{name}: {exc}") from None
+
+
+def _coerced_filters(
+    cls: type[VersionedObject], filters: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    if not filters:
+        return filters
+    out: dict[str, Any] = {}
+    for name, value in filters.items():
+        if isinstance(value, (list, tuple, set, frozenset)):
+            out[name] = [_coerced(cls, name, item) for item in value]
+        else:
+            out[name] = _coerced(cls, name, value)
+    return out
+
+
 class PersistentObject(_Base):
     """Mixin: generic create/get/save/destroy/refresh through ``context.db``.
 
@@ -168,12 +197,14 @@ class PersistentObject(_Base):
 
     @classmethod
     def _db_get(cls: type[P], context: Any, id: int) -> P:
-        """Load by id. Raises ``NotFound``."""
+        """Load by id. Raises ``NotFound``; ``ObjectValueError`` for an id the field refuses."""
+        id = _coerced(cls, "id", id)
         return cls._from_record(context, context.db.get(cls.obj_name(), id))
 
     @classmethod
     def _db_get_by(cls: type[P], context: Any, **equals: Any) -> P:
         """Load the first row matching all ``field == value``. Raises ``NotFound``."""
+        equals = {name: _coerced(cls, name, value) for name, value in equals.items()}
         return cls._from_record(context, context.db.get_by(cls.obj_name(), **equals))
 
     @classmethod
@@ -184,7 +215,14 @@ class PersistentObject(_Base):
         limit: int | None = None,
         marker: int | None = None,
     ) -> list[P]:
-        """Objects for the rows matching ``filters``, ordered by id."""
+        """Objects for the rows matching ``filters``, ordered by id.
+
+        Filter values (each item of a list) and ``marker`` are validated as their fields
+        first (``ObjectValueError``).
+        """
+        filters = _coerced_filters(cls, filters)
+        if marker is not None:
+            marker = _coerced(cls, "id", marker)
         records = context.db.query(cls.obj_name(), filters=filters, limit=limit, marker=marker)
         return [cls._from_record(context, record) for record in records]
 
@@ -206,7 +244,8 @@ class PersistentObject(_Base):
 
         Raises:
             ConcurrentUpdate: the row changed since this copy was read; nothing written.
-            ObjectActionError: the object was never created.
+            ObjectActionError: the object was never created, or never read (it has no
+                revision to check against, e.g. ``Instance(ctx, id=7)``); nothing written.
         """
         object_id = self._obj_require_id("save")
         changes = self.obj_what_changed()
@@ -214,6 +253,18 @@ class PersistentObject(_Base):
         if not values:
             self.obj_reset_changes(recursive=True)
             return
+        if self.obj_revision is None:
+            # NOTE: without the revision it was read at, a save could not tell a newer
+            # row from the one the caller saw, and would overwrite it silently.
+            name = self.obj_name()
+            raise exception.ObjectActionError(
+                action="save",
+                reason=(
+                    f"this {name} was never read, so a save could overwrite newer data "
+                    f"unseen; load it with {name}.get() (or refresh() it) and change the "
+                    "loaded copy"
+                ),
+            )
         record = self._obj_context_db().update(
             self.obj_name(), object_id, values, expected_revision=self.obj_revision
         )

@@ -138,7 +138,9 @@ def remotable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate an instance method ``fn(self, *args, **kwargs)`` as remotable.
 
     The object needs a context (``OrphanedObjectError`` otherwise). Through an
-    indirection API the returned ``(updates, result)`` is applied to this object in place.
+    indirection API the returned ``(updates, result)`` is applied to this object in place;
+    a field changed after the request left (while an ``_async`` call is in flight) keeps
+    its new value and stays changed, so the next save writes it.
     """
     name = fn.__name__
 
@@ -152,10 +154,11 @@ def remotable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         api = active_api()
         if api is None:
             return fn(self, *args, **kwargs)
+        sent = self._obj_sent_state()
         updates, result = api.object_action(
             context, self, name, args, kwargs, object_versions=type(self)._obj_manifest()
         )
-        self._obj_apply_updates(updates)
+        self._obj_apply_updates(updates, sent)
         return result
 
     wrapper.remotable = True  # type: ignore[attr-defined]
@@ -201,13 +204,17 @@ def _instance_twin(wrapper: Callable[..., Any], name: str) -> Any:
         if api is None:
             future = done_future(lambda: wrapper(self, *args, **kwargs))
         else:
+            # The state (and its lock) exists before the reply can arrive; the changes
+            # sent are remembered so those made while the call is in flight survive it.
+            self._obj_pending_state()
+            sent = self._obj_sent_state()
             source = api.object_action_async(
                 context, self, name, args, kwargs, object_versions=type(self)._obj_manifest()
             )
 
             def apply(reply: Any) -> Any:
                 updates, result = reply
-                self._obj_apply_updates(updates)
+                self._obj_apply_updates(updates, sent)
                 return result
 
             future = chain(source, apply)

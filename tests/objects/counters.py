@@ -75,16 +75,18 @@ class GatedAPI(LocalIndirectionAPI):
     def release(self) -> None:
         self.gate.set()
 
-    def _gated(self, fn: Any, *args: Any) -> Future[Any]:
+    def _gated(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
         def run() -> Any:
             if not self.gate.wait(10):
                 raise TimeoutError("gate never released")
-            return fn(*args)
+            return fn(*args, **kwargs)
 
         return self._pool.submit(run)
 
     def object_class_action_versions_async(self, *args: Any, **kwargs: Any) -> Future[Any]:
         return self._gated(self.object_class_action_versions, *args)
 
-    def object_action_async(self, context: Any, objinst: Any, *args: Any) -> Future[Any]:
-        return self._gated(self.object_action, context, objinst.obj_clone(), *args)
+    def object_action_async(
+        self, context: Any, objinst: Any, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
+        return self._gated(self.object_action, context, objinst.obj_clone(), *args, **kwargs)

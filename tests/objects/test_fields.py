@@ -163,6 +163,21 @@ def test_read_only_field_can_be_set_once(thing_cls: Any) -> None:
     assert thing.fixed == 1
 
 
+def test_read_only_field_set_again_to_its_value_is_accepted_and_no_change(
+    thing_cls: Any,
+) -> None:
+    # oslo.versionedobjects' rule: only another value is refused.
+    thing = thing_cls(fixed=1)
+    thing.obj_reset_changes()
+    thing.fixed = 1
+    assert thing.fixed == 1
+    assert thing.obj_what_changed() == set()
+    with pytest.raises(exception.ReadOnlyFieldError):
+        thing.fixed = 3
+    with pytest.raises(ValueError):
+        thing.fixed = "not a number"
+
+
 def test_list_field_copies_the_assigned_list(thing_cls: Any) -> None:
     mine = ["a"]
     thing = thing_cls(tags=mine)
