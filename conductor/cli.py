@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 
+import transport
 from conductor import db
 from conductor.manager import current_request
 from conductor.service import DEFAULT_WORKERS, Conductor
@@ -41,8 +42,18 @@ def _version() -> str:
 
 
 class _RequestIdFilter(logging.Filter):
+    """Puts the id of the request in scope on every record (``-`` outside any request).
+
+    A record may bring its own (``extra={"request_id": ...}``, as the RPC server's lines
+    about a request do); otherwise the conductor's request, then the transport's.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request.get()
+        if getattr(record, "request_id", None) is None:
+            request_id = current_request.get()
+            if request_id == "-":
+                request_id = transport.current_request_id() or "-"
+            record.request_id = request_id
         return True
 
 

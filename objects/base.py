@@ -116,7 +116,10 @@ class VersionedObject(PendingObjectMixin):
     _obj_mutable: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
     _obj_nested: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+    # NOTE: == compares field values, but an object hashes by identity: pending objects
+    # must be usable where asyncio puts awaitables in a dict (asyncio.gather) and as keys
+    # of the caller's own bookkeeping. Two distinct equal objects are two dict keys.
+    __hash__ = object.__hash__
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -175,7 +178,7 @@ class VersionedObject(PendingObjectMixin):
         d = self.__dict__
         state = d.get("_obj_pending")
         if state is not None and state.load is not None:
-            state.wait_load()
+            state.wait_load(objname=cls.obj_name())
             if name in d:
                 return d[name]
         if self._context is None and cls.obj_load_attr is not VersionedObject.obj_load_attr:

@@ -21,7 +21,9 @@ Tree::
     │   └── InvalidTargetVersion    a primitive was asked for above the object's VERSION
     ├── DuplicateEntry              a create collides with a unique key
     ├── DatabaseError               the database failed the request (outage, deadlock); retry later
-    └── DatabaseNotAvailable        a database call was made outside the conductor
+    ├── DatabaseNotAvailable        a database call was made outside the conductor
+    └── WouldBlockEventLoop         a blocking wait inside a running asyncio event loop
+                                    (also a RuntimeError)
 
 The transport layer re-raises these on the caller as their own types (it names this
 module by string, ``"objects.exception"``), so callers can ``except NotFound``.
@@ -155,4 +157,17 @@ class DatabaseNotAvailable(ObjectsError):
     msg_fmt = (
         "No database in this process: remotable methods run on the conductor; "
         "call conductor.connect(transport_url) at start-up"
+    )
+
+
+class WouldBlockEventLoop(ObjectsError, RuntimeError):
+    """Raised when code running in an asyncio event loop would block it waiting for the
+    conductor: reading a field of a pending object, or ``wait()`` on one still in flight.
+
+    ``await`` the object (or the future) instead. Field: ``objname``.
+    """
+
+    msg_fmt = (
+        "%(objname)s is still waiting for the conductor; blocking here would stall the "
+        "event loop: await it first (obj = await obj, or await the _async call)"
     )

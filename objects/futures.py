@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -27,7 +28,11 @@ T = TypeVar("T")
 
 
 class ObjectFuture(Future[T], Generic[T]):
-    """A ``concurrent.futures.Future`` with ``wait(timeout=None)`` returning the result."""
+    """A ``concurrent.futures.Future`` with ``wait(timeout=None)`` returning the result.
+
+    Awaitable in asyncio code (``await inst.save_async()``): the awaiting task sleeps
+    until the future resolves, without blocking its event loop.
+    """
 
     def wait(self, timeout: float | None = None) -> T:
         """Block until resolved; return the result or raise the failure.
@@ -36,6 +41,46 @@ class ObjectFuture(Future[T], Generic[T]):
             TimeoutError: not resolved within ``timeout`` seconds.
         """
         return self.result(timeout)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        yield from _until_done(self)
+        return self.result()
+
+
+def _until_done(future: Future[Any]) -> Generator[Any, None, None]:
+    """Suspend the awaiting task until ``future`` is done; the loop is woken with
+    ``call_soon_threadsafe`` from whatever thread resolves it.
+
+    Cancelling the awaiting task stops this wait only: ``future`` (and the request behind
+    it) is left alone.
+    """
+    if future.done():
+        return
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(_set_waiter, waiter)
+
+    # It only schedules a wake-up, so it may run on the thread that resolves the future
+    # (a transport's I/O thread) instead of being handed to a callback thread.
+    wake.__transport_inline__ = True  # type: ignore[attr-defined]
+    future.add_done_callback(wake)
+    yield from waiter.__await__()
+
+
+def _set_waiter(waiter: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def in_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop (where blocking is a bug)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 
 def done_future(fn: Callable[[], T]) -> ObjectFuture[T]:
@@ -106,10 +151,16 @@ class PendingState:
         with self.lock:
             return [f for f in self.ops if not f.done()]
 
-    def wait_load(self, timeout: float | None = None) -> None:
-        """Wait for the load; raise its failure."""
+    def wait_load(self, timeout: float | None = None, objname: str = "The object") -> None:
+        """Wait for the load; raise its failure.
+
+        Raises:
+            WouldBlockEventLoop: the load is in flight and this thread runs an event loop.
+        """
         load = self.load
         if load is not None:
+            if not load.done() and in_event_loop():
+                _refuse_to_block(objname)
             load.result(timeout)
 
     def wait(self, timeout: float | None = None) -> None:
@@ -117,6 +168,8 @@ class PendingState:
         pending = self.futures()
         if not pending:
             return
+        if timeout != 0 and in_event_loop() and not all(f.done() for f in pending):
+            _refuse_to_block("The object")
         if len(pending) == 1:
             # NOTE: the usual case (a get_async's load). Waiting on the future itself
             # costs half of concurrent.futures.wait, which builds a waiter and an Event
@@ -138,6 +191,12 @@ class PendingState:
                     with self.lock:
                         self.reported.add(id(future))
                 raise exc
+
+
+def _refuse_to_block(objname: str) -> None:
+    from objects.exception import WouldBlockEventLoop
+
+    raise WouldBlockEventLoop(objname=objname)
 
 
 def _forgettable(future: Future[Any], reported: set[int]) -> bool:
@@ -249,7 +308,7 @@ class PendingObjectMixin:
     def _obj_wait_load(self) -> None:
         state = self._obj_pending
         if state is not None and state.load is not None:
-            state.wait_load()
+            state.wait_load(objname=self.obj_name())
 
     def _obj_before_op(self) -> None:
         # NOTE: a new remotable call waits for the object's load and for the calls already
@@ -258,12 +317,24 @@ class PendingObjectMixin:
         state = self._obj_pending
         if state is None:
             return
-        state.wait_load()
-        for future in state.in_flight():
+        state.wait_load(objname=self.obj_name())
+        in_flight = state.in_flight()
+        if in_flight and in_event_loop():
+            _refuse_to_block(self.obj_name())
+        for future in in_flight:
             try:
                 future.exception()
             except BaseException:  # noqa: BLE001 - cancelled; wait() reports it
                 pass
+
+    def __await__(self: P) -> Generator[Any, None, P]:
+        """``await obj``: like :meth:`wait`, without blocking the event loop."""
+        state = self._obj_pending
+        if state is not None:
+            for future in state.futures():
+                yield from _until_done(future)
+            state.wait(0)
+        return self
 
     def wait(self: P, timeout: float | None = None) -> P:
         """Wait for everything pending on this object; returns it.

@@ -26,7 +26,11 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
-from tests.brokers import no_service
+import conductor
+import objects
+from objects import base
+from tests.brokers import delete_queues, no_service
+from tests.conductor.processes import unique_topic
 
 DATABASE_ENV = "CONDUCTOR_TEST_DATABASE_URL"
 TRANSPORT_ENV = "CONDUCTOR_TEST_TRANSPORT_URL"
@@ -177,3 +181,37 @@ def broker_url() -> str:
     if not url:
         no_service(TRANSPORT_ENV)
     return url
+
+
+STACKS = ["embedded", "rabbit-postgresql"]
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A running conductor and a connected client (``conductor.connect``) on the embedded
+    default, then on RabbitMQ + PostgreSQL; yields the stack's name."""
+    objects.register_all()
+    if request.param == "embedded":
+        url = f"memory://writes-{uuid.uuid4().hex[:8]}"
+        database_url = database_for("sqlite", request, tmp_path, migrated=True)
+    else:
+        broker = os.environ.get(TRANSPORT_ENV)
+        if not broker:
+            no_service(TRANSPORT_ENV)
+        if not os.environ.get(DATABASE_ENV):
+            no_service(DATABASE_ENV)
+        url = broker
+        database_url = database_for("postgresql", request, tmp_path, migrated=True)
+    topic = unique_topic("test-stack")
+    server = f"{topic}-srv"
+    service = conductor.Conductor(url, database_url, topic=topic, server=server, workers=2)
+    service.start()
+    client = conductor.connect(url, topic=topic, timeout=30)
+    try:
+        yield request.param
+    finally:
+        client.close()
+        service.stop()
+        base.set_indirection_api(None)
+        if request.param != "embedded":
+            delete_queues(url, [topic, f"{topic}.{server}"])

@@ -7,53 +7,14 @@ that was never read must not overwrite newer data; ids are validated before any 
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import conductor
 import objects
-from objects import base, exception
+from objects import exception
 from objects.context import RequestContext
-from tests.brokers import delete_queues, no_service
-from tests.conductor.conftest import DATABASE_ENV, TRANSPORT_ENV, database_for
-from tests.conductor.processes import unique_topic
-
-STACKS = ["embedded", "rabbit-postgresql"]
-
-
-@pytest.fixture(params=STACKS)
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A running conductor and a connected client; yields the stack's name."""
-    objects.register_all()
-    if request.param == "embedded":
-        url = f"memory://writes-{uuid.uuid4().hex[:8]}"
-        database_url = database_for("sqlite", request, tmp_path, migrated=True)
-    else:
-        broker = os.environ.get(TRANSPORT_ENV)
-        if not broker:
-            no_service(TRANSPORT_ENV)
-        if not os.environ.get(DATABASE_ENV):
-            no_service(DATABASE_ENV)
-        url = broker
-        database_url = database_for("postgresql", request, tmp_path, migrated=True)
-    topic = unique_topic("test-writes")
-    server = f"{topic}-srv"
-    service = conductor.Conductor(url, database_url, topic=topic, server=server, workers=2)
-    service.start()
-    client = conductor.connect(url, topic=topic, timeout=30)
-    try:
-        yield request.param
-    finally:
-        client.close()
-        service.stop()
-        base.set_indirection_api(None)
-        if request.param != "embedded":
-            delete_queues(url, [topic, f"{topic}.{server}"])
 
 
 @pytest.fixture

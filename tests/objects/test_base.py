@@ -197,8 +197,15 @@ def test_equality_compares_name_and_set_fields(classes: dict[str, Any]) -> None:
     assert child(name="a") != child(name="a", extra=None)
     assert child(name="a") != classes["Parent"]()
     assert child(name="a") != "a"
-    with pytest.raises(TypeError):
-        hash(child(name="a"))
+
+
+def test_objects_hash_by_identity_so_asyncio_gather_can_take_them(
+    classes: dict[str, Any],
+) -> None:
+    child = classes["Child"]
+    a, b = child(name="a"), child(name="a")
+    assert a == b and hash(a) == hash(a)
+    assert len({a, b}) == 2 and {a: 1}[a] == 1
 
 
 def test_clone_is_deep_and_shares_the_context(classes: dict[str, Any]) -> None:
