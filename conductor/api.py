@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import transport
 from objects import base, exception
+from objects.futures import ObjectFuture
 from objects.indirection import IndirectionAPI
 from objects.registry import version_tuple
+from transport.futures import resolve
 
 LOG = logging.getLogger(__name__)
 
@@ -31,6 +34,9 @@ class ConductorAPI(IndirectionAPI):
         timeout: default per-call deadline in seconds.
         owns_transport: close the transport in :meth:`close`.
     """
+
+    #: Remotable calls resolve the caller's own future: one future per call.
+    resolves_given_futures = True
 
     def __init__(
         self,
@@ -78,15 +84,22 @@ class ConductorAPI(IndirectionAPI):
         object_versions: dict[str, str],
         args: Any,
         kwargs: dict[str, Any],
+        *,
+        future: Future[Any] | None = None,
+        then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
-        return self._client.call_async(
+        return self._client.start_call(
             context,
             "object_class_action_versions",
-            objname=objname,
-            objmethod=objmethod,
-            object_versions=dict(object_versions),
-            args=list(args),
-            kwargs=dict(kwargs),
+            {
+                "objname": objname,
+                "objmethod": objmethod,
+                "object_versions": dict(object_versions),
+                "args": list(args),
+                "kwargs": dict(kwargs),
+            },
+            future=future if future is not None else ObjectFuture(),
+            then=then,
         )
 
     # -- instance actions ----------------------------------------------------------
@@ -113,49 +126,51 @@ class ConductorAPI(IndirectionAPI):
         args: Any,
         kwargs: dict[str, Any],
         object_versions: dict[str, str] | None = None,
+        *,
+        future: Future[Any] | None = None,
+        then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
         objname = objinst.obj_name()
-        outer: Future[Any] = Future()
+        out: Future[Any] = future if future is not None else ObjectFuture()
 
         def send(backport_to: str | None) -> None:
             payload: Any = objinst
             if backport_to is not None:
                 payload = objinst.obj_to_primitive(target_version=backport_to)
-            inner = self._client.call_async(
+            self._client.start_call(
                 context,
                 "object_action",
-                objinst=payload,
-                objmethod=objmethod,
-                args=list(args),
-                kwargs=dict(kwargs),
-                object_versions=dict(object_versions) if object_versions else None,
+                {
+                    "objinst": payload,
+                    "objmethod": objmethod,
+                    "args": list(args),
+                    "kwargs": dict(kwargs),
+                    "object_versions": dict(object_versions) if object_versions else None,
+                },
+                future=out,
+                then=_unpack if then is None else lambda reply: then(_unpack(reply)),
+                on_error=None if backport_to is not None else retry_backported,
             )
-            inner.add_done_callback(lambda f: on_done(f, backport_to))
 
-        def on_done(inner: Future[Any], tried: str | None) -> None:
-            exc = inner.exception()
-            if exc is None:
-                updates, result = inner.result()
-                outer.set_result((updates, result))
-                return
+        def retry_backported(exc: BaseException) -> bool:
             supported = _supported_version(exc, objname)
-            if supported is not None and tried is None:
-                # NOTE: this client is ahead of the conductor (rolling upgrade, compute
-                # first). Send the object again at the conductor's version; the fields it
-                # cannot see stay untouched on our side.
-                with self._lock:
-                    self._conductor_versions[objname] = supported
-                try:
-                    send(supported)
-                except BaseException as err:  # noqa: BLE001 - the future carries it
-                    outer.set_exception(err)
-                return
-            outer.set_exception(exc)
+            if supported is None:
+                return False
+            # NOTE: this client is ahead of the conductor (rolling upgrade, compute
+            # first). Send the object again at the conductor's version, resolving the
+            # same future; the fields it cannot see stay untouched on our side.
+            with self._lock:
+                self._conductor_versions[objname] = supported
+            try:
+                send(supported)
+            except Exception as err:  # noqa: BLE001 - the future carries it
+                resolve(out, exc=err)
+            return True
 
         with self._lock:
             known = self._conductor_versions.get(objname)
         send(known if known and _newer(objinst.VERSION, known) else None)
-        return outer
+        return out
 
     def object_backport_versions(
         self, context: Any, objinst: Any, object_versions: dict[str, str]
@@ -184,6 +199,11 @@ class ConductorAPI(IndirectionAPI):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _unpack(reply: Any) -> tuple[dict[str, Any], Any]:
+    updates, result = reply
+    return updates, result
 
 
 def _newer(ours: str, theirs: str) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 
 from objects import exception
 from objects.base import VersionedObject, local_execution
+from objects.futures import chain
 from objects.indirection import (
     IndirectionAPI,
     handle_backport,
@@ -380,11 +381,15 @@ class LocalIndirectionAPI(IndirectionAPI):
         object_versions: dict[str, str],
         args: Any,
         kwargs: dict[str, Any],
+        *,
+        future: Future[Any] | None = None,
+        then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
-        return self._pool.submit(
+        source = self._pool.submit(
             self.object_class_action_versions,
             context, objname, objmethod, object_versions, args, kwargs,
         )
+        return source if future is None and then is None else chain(source, then or _same, future)
 
     def object_action_async(
         self,
@@ -394,12 +399,20 @@ class LocalIndirectionAPI(IndirectionAPI):
         args: Any,
         kwargs: dict[str, Any],
         object_versions: dict[str, str] | None = None,
+        *,
+        future: Future[Any] | None = None,
+        then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
         # Serialize now, on the caller's thread, as a transport does before returning.
         snapshot = objinst.obj_clone()
-        return self._pool.submit(
+        source = self._pool.submit(
             self.object_action, context, snapshot, objmethod, args, kwargs, object_versions
         )
+        return source if future is None and then is None else chain(source, then or _same, future)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # -- fingerprints ---------------------------------------------------------------------------

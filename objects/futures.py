@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 __all__ = ["ObjectFuture", "PendingObjectMixin", "PendingState", "wait_all"]
 
@@ -44,6 +44,10 @@ class ObjectFuture(Future[T], Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         yield from _until_done(self)
+        if self.cancelled():  # asyncio's own cancellation, as asyncio.wrap_future gives
+            import asyncio
+
+            raise asyncio.CancelledError()
         return self.result()
 
 
@@ -95,13 +99,28 @@ def done_future(fn: Callable[[], T]) -> ObjectFuture[T]:
     return future
 
 
-def chain(source: Future[Any], convert: Callable[[Any], T]) -> ObjectFuture[T]:
+@overload
+def chain(source: Future[Any], convert: Callable[[Any], T]) -> ObjectFuture[T]: ...
+
+
+@overload
+def chain(
+    source: Future[Any], convert: Callable[[Any], T], into: Future[T] | None
+) -> Future[T]: ...
+
+
+def chain(
+    source: Future[Any], convert: Callable[[Any], T], into: Future[T] | None = None
+) -> Future[T]:
     """A future resolved with ``convert(source.result())`` once ``source`` resolves.
 
     ``convert`` runs in ``source``'s done-callback (the transport's I/O thread); its
     exception, like ``source``'s, becomes the new future's exception.
+
+    Args:
+        into: the future to resolve (default: a new :class:`ObjectFuture`).
     """
-    out: ObjectFuture[T] = ObjectFuture()
+    out: Future[T] = into if into is not None else ObjectFuture()
 
     def _done(done: Future[Any]) -> None:
         try:
@@ -115,6 +134,7 @@ def chain(source: Future[Any], convert: Callable[[Any], T]) -> ObjectFuture[T]:
             return
         out.set_result(value)
 
+    _done.__transport_inline__ = True  # type: ignore[attr-defined]  # never blocks
     source.add_done_callback(_done)
     return out
 
@@ -185,6 +205,11 @@ class PendingState:
                 f"{len(not_done)} operation(s) on the object still pending after {timeout}s"
             )
         for future in pending:
+            if future.cancelled() and future is not self.load:
+                # The caller's own cancel stopped its wait for that call, nothing more:
+                # not a failure of the object (the request may still have run; its reply,
+                # when it comes, is applied all the same).
+                continue
             exc = future.exception()
             if exc is not None:
                 if future is not self.load:
@@ -229,11 +254,13 @@ class PendingObjectMixin:
         def obj_name(cls) -> str: ...
 
     @classmethod
-    def _obj_new_pending(cls: type[P], context: Any, source: Future[Any]) -> P:
-        """A new instance, empty until ``source`` (resolving with a loaded one) is absorbed.
+    def _obj_new_pending(cls: type[P], context: Any, source: Future[Any] | None = None) -> P:
+        """A new instance, empty until its load future resolves.
 
-        ``source`` is the indirection API's own future: its done-callback absorbs the
-        loaded object and then resolves the load future, so one future of ours per call.
+        With ``source`` (a future of the loaded object), a done-callback absorbs it and
+        then resolves the load future. Without, the caller resolves the load future
+        itself, through ``_obj_absorb_loaded`` as the call's ``then`` step: one future for
+        the whole call (what an indirection API that ``resolves_given_futures`` does).
         """
         obj = cls.__new__(cls)
         d = obj.__dict__
@@ -246,6 +273,8 @@ class PendingObjectMixin:
         # (measured: the collector's passes cost more than the rest of a get_async).
         load: ObjectFuture[None] = ObjectFuture()
         d["_obj_pending"] = PendingState(load)
+        if source is None:
+            return obj
 
         def absorb(done: Future[Any]) -> None:
             try:
@@ -259,10 +288,12 @@ class PendingObjectMixin:
             else:
                 load.set_exception(exc)
 
+        absorb.__transport_inline__ = True  # type: ignore[attr-defined]  # never blocks
         source.add_done_callback(absorb)
         return obj
 
     def _obj_absorb_loaded(self, loaded: Any) -> None:
+        """Take the fields of ``loaded`` (the call's result); returns None (see above)."""
         objname = self.obj_name()
         if not isinstance(loaded, PendingObjectMixin) or loaded.obj_name() != objname:
             from objects.exception import ObjectActionError

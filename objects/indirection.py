@@ -14,12 +14,13 @@ attaches one to ``context.db``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from objects import exception
 from objects.base import VersionedObject
-from objects.futures import done_future
+from objects.futures import ObjectFuture, done_future
 from objects.registry import VersionedObjectRegistry, version_tuple
 from objects.remoting import is_remotable, local_execution
 
@@ -38,7 +39,17 @@ class IndirectionAPI(abc.ABC):
     primitives is the implementation's business (``VersionedObjectSerializer``).
     The ``_async`` twins return ``concurrent.futures.Future``; the defaults here run
     the synchronous method and return a future that is already done.
+
+    An implementation that sets :attr:`resolves_given_futures` takes two more keyword
+    arguments on both ``_async`` methods: ``future`` (resolve this one instead of making
+    one) and ``then`` (apply it to the result, on the thread that receives the reply,
+    before ``future`` resolves; it never blocks, and what it raises becomes the outcome).
+    Remotable calls then cost one future each; without, ``objects`` chains its own
+    future behind the one returned.
     """
+
+    #: The ``_async`` methods accept ``future=`` and ``then=`` (see above).
+    resolves_given_futures: bool = False
 
     @abc.abstractmethod
     def object_class_action_versions(
@@ -87,12 +98,17 @@ class IndirectionAPI(abc.ABC):
         object_versions: dict[str, str],
         args: Any,
         kwargs: dict[str, Any],
+        *,
+        future: Future[Any] | None = None,
+        then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
         """Like :meth:`object_class_action_versions`, returning a future."""
-        return done_future(
+        return _settled(
             lambda: self.object_class_action_versions(
                 context, objname, objmethod, object_versions, args, kwargs
-            )
+            ),
+            future,
+            then,
         )
 
     def object_action_async(
@@ -103,11 +119,33 @@ class IndirectionAPI(abc.ABC):
         args: Any,
         kwargs: dict[str, Any],
         object_versions: dict[str, str] | None = None,
+        *,
+        future: Future[Any] | None = None,
+        then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
         """Like :meth:`object_action`, returning a future of ``(updates, result)``."""
-        return done_future(
-            lambda: self.object_action(context, objinst, objmethod, args, kwargs, object_versions)
+        return _settled(
+            lambda: self.object_action(context, objinst, objmethod, args, kwargs, object_versions),
+            future,
+            then,
         )
+
+
+def _settled(
+    fn: Callable[[], Any], future: Future[Any] | None, then: Callable[[Any], Any] | None
+) -> Future[Any]:
+    if future is None and then is None:
+        return done_future(fn)
+    out: Future[Any] = future if future is not None else ObjectFuture()
+    try:
+        result = fn()
+        if then is not None:
+            result = then(result)
+    except BaseException as exc:  # noqa: BLE001 - the future carries it
+        out.set_exception(exc)
+    else:
+        out.set_result(result)
+    return out
 
 
 # -- server side -------------------------------------------------------------------------

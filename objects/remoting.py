@@ -172,16 +172,25 @@ def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
         api = active_api()
         if api is None:
             source: Future[Any] = done_future(lambda: wrapper(cls, context, *args, **kwargs))
-        else:
-            source = api.object_class_action_versions_async(
-                context, cls.obj_name(), name, cls._obj_manifest(), args, kwargs
-            )
+            return cls._obj_new_pending(context, source) if pending else source
+        call = (context, cls.obj_name(), name, cls._obj_manifest(), args, kwargs)
+        if not api.resolves_given_futures:
+            source = api.object_class_action_versions_async(*call)
+            if pending:
+                return cls._obj_new_pending(context, source)
+            return chain(source, lambda result: _adopt(result, context))
+        # One future for the whole call: the transport resolves ours, after taking the
+        # reply in (the pending object absorbs it; a plain result is adopted).
         if pending:
-            # The pending object takes the context itself; no adopting future in between.
-            return cls._obj_new_pending(context, source)
-        if api is None:
-            return source
-        return chain(source, lambda result: _adopt(result, context))
+            obj = cls._obj_new_pending(context)
+            api.object_class_action_versions_async(
+                *call, future=obj._obj_pending.load, then=obj._obj_absorb_loaded
+            )
+            return obj
+        future: ObjectFuture[Any] = ObjectFuture()
+        return api.object_class_action_versions_async(
+            *call, future=future, then=lambda result: _adopt(result, context)
+        )
 
     twin.__name__ = twin.__qualname__ = f"{name}_async"
     twin.__doc__ = (
@@ -208,16 +217,20 @@ def _instance_twin(wrapper: Callable[..., Any], name: str) -> Any:
             # sent are remembered so those made while the call is in flight survive it.
             self._obj_pending_state()
             sent = self._obj_sent_state()
-            source = api.object_action_async(
-                context, self, name, args, kwargs, object_versions=type(self)._obj_manifest()
-            )
-
             def apply(reply: Any) -> Any:
                 updates, result = reply
                 self._obj_apply_updates(updates, sent)
                 return result
 
-            future = chain(source, apply)
+            call = (context, self, name, args, kwargs)
+            manifest = type(self)._obj_manifest()
+            if api.resolves_given_futures:
+                future = ObjectFuture()
+                api.object_action_async(
+                    *call, object_versions=manifest, future=future, then=apply
+                )
+            else:
+                future = chain(api.object_action_async(*call, object_versions=manifest), apply)
         self._obj_pending_state().add_op(future)
         return future
 

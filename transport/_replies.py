@@ -14,12 +14,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
 from transport import _wire
 from transport.driver import Driver
 from transport.exceptions import CallMonitorTimeout, ConnectionLost, MessagingTimeout
-from transport.futures import RPCFuture
+from transport.futures import RPCFuture, resolve
 
 LOG = logging.getLogger(__name__)
 
@@ -27,7 +28,12 @@ _END = object()
 
 
 class PendingCall:
-    """What a caller waits on: a future (call) or a queue of items (multicall)."""
+    """What a caller waits on: a future (call) or a queue of items (multicall).
+
+    ``future`` may be the caller's own (``RPCClient.start_call``): the transport resolves
+    it directly, so a call costs one future. ``on_error`` may take a failure over (return
+    True), for example to send the request again; the future then stays pending.
+    """
 
     def __init__(
         self,
@@ -39,6 +45,8 @@ class PendingCall:
         allowed_exmods: Iterable[str],
         *,
         multi: bool = False,
+        future: Future[Any] | None = None,
+        on_error: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.request_id = request_id
         self.method = method
@@ -48,13 +56,17 @@ class PendingCall:
         self.heartbeat_deadline: float | None = None
         self.convert = convert
         self.allowed_exmods = tuple(allowed_exmods)
-        self.future: RPCFuture | None = None if multi else RPCFuture(request_id, method)
+        self.on_error = on_error
+        self.future: Future[Any] | None = None
+        if not multi:
+            self.future = future if future is not None else RPCFuture(request_id, method)
         self.items: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if multi else None
 
     def fail(self, exc: BaseException) -> None:
         if self.future is not None:
-            if not self.future.done():
-                self.future.set_exception(exc)
+            if self.on_error is not None and self.on_error(exc):
+                return
+            resolve(self.future, exc=exc)
         elif self.items is not None:
             self.items.put(exc)
 
@@ -65,8 +77,7 @@ class PendingCall:
             self.fail(exc)
             return
         if self.future is not None:
-            if not self.future.done():
-                self.future.set_result(value)
+            resolve(self.future, value)
         elif self.items is not None:
             self.items.put(value)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from transport import _wire
 from transport._replies import _END, PendingCall
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from transport._transport import Transport
 
 __all__ = ["RPCClient"]
+
+T = TypeVar("T")
 
 _TARGET_FIELDS = ("topic", "server", "fanout", "version", "namespace", "exchange")
 _UNSET: Any = object()
@@ -120,8 +123,30 @@ class RPCClient:
     def call_async(self, ctxt: Any, method: str, **kwargs: Any) -> RPCFuture:
         """Like :meth:`call` but return at once with a future of the result."""
         call = self._start(ctxt, method, kwargs, multi=False)
-        assert call.future is not None
-        return call.future
+        return call.future  # type: ignore[return-value]  # an RPCFuture unless given one
+
+    def start_call(
+        self,
+        ctxt: Any,
+        method: str,
+        kwargs: dict[str, Any],
+        *,
+        future: Future[T],
+        then: Callable[[Any], T] | None = None,
+        on_error: Callable[[BaseException], bool] | None = None,
+    ) -> Future[T]:
+        """Like :meth:`call_async`, resolving the caller's own ``future``.
+
+        Args:
+            future: resolved with the result (one future for the whole call).
+            then: applied to the deserialized result on the thread that receives the
+                reply, before ``future`` resolves (it must not block); what it returns
+                (or raises) becomes the outcome.
+            on_error: called with a failure first; returning True takes it over (the
+                caller sends again with the same future) and leaves ``future`` pending.
+        """
+        self._start(ctxt, method, kwargs, multi=False, future=future, then=then, on_error=on_error)
+        return future
 
     def multicall(self, ctxt: Any, method: str, **kwargs: Any) -> Iterator[Any]:
         """Invoke ``method`` and iterate its results as the server produces them.
@@ -145,7 +170,17 @@ class RPCClient:
         finally:
             self.transport._replies.forget(call.request_id)
 
-    def _start(self, ctxt: Any, method: str, kwargs: dict[str, Any], *, multi: bool) -> PendingCall:
+    def _start(
+        self,
+        ctxt: Any,
+        method: str,
+        kwargs: dict[str, Any],
+        *,
+        multi: bool,
+        future: Future[Any] | None = None,
+        then: Callable[[Any], Any] | None = None,
+        on_error: Callable[[BaseException], bool] | None = None,
+    ) -> PendingCall:
         if self.target.fanout:
             raise InvalidTarget(target=repr(self.target), reason="a call cannot go to a fanout target")
         replies = self.transport._replies
@@ -154,14 +189,19 @@ class RPCClient:
         envelope["multi"] = multi
         envelope["hb"] = self.call_monitor_interval
         body = _wire.encode(envelope, self.transport.config.max_message_size)
+        convert = self._converter(ctxt)
+        if then is not None:
+            convert = _compose(convert, then)
         call = PendingCall(
             envelope["id"],
             method,
             timeout,
             self.call_monitor_interval,
-            self._converter(ctxt),
+            convert,
             self._exmods,
             multi=multi,
+            future=future,
+            on_error=on_error,
         )
         replies.register(call)
 
@@ -238,3 +278,9 @@ class RPCClient:
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def _compose(first: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    if first is _identity:
+        return then
+    return lambda value: then(first(value))

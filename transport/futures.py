@@ -1,18 +1,39 @@
-"""The future a call returns."""
+"""The future a call returns, and how the transport resolves futures.
+
+Thread model (see ARCHITECTURE.md): replies are decoded and futures resolved on the
+thread that receives them (the AMQP I/O thread, or the thread that published the reply
+on ``memory://``). Waiters blocked in ``result()`` wake at once. Done-callbacks never run
+there: :func:`resolve` hands them to one ``transport-callbacks`` thread per process, so a
+callback that blocks, or calls the conductor again and waits, cannot stop replies from
+arriving. A callback that only schedules work elsewhere and never blocks (the asyncio
+bridge's ``call_soon_threadsafe``) may carry ``__transport_inline__ = True`` to run on the
+resolving thread without the hop.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Generator
+from concurrent.futures import Future
 from typing import Any
 
-__all__ = ["RPCFuture"]
+__all__ = ["RPCFuture", "on_io_thread", "resolve"]
+
+LOG = logging.getLogger(__name__)
+
+_FINISHED = "FINISHED"
+_CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
 
 
 class RPCFuture(concurrent.futures.Future[Any]):
     """A ``concurrent.futures.Future`` that resolves on its own when the reply arrives.
 
     The result is already deserialized; a failure is set as the typed exception. Works with
-    ``concurrent.futures.as_completed`` and ``asyncio.wrap_future``.
+    ``concurrent.futures.as_completed``, ``asyncio.wrap_future`` and ``await``.
 
     Attributes:
         request_id: the unique id of the request (what ``current_request_id()`` returns
@@ -32,3 +53,132 @@ class RPCFuture(concurrent.futures.Future[Any]):
             TimeoutError: ``timeout`` passed first (the call itself stays pending).
         """
         return self.result(timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._state != _FINISHED and _io.active:  # type: ignore[attr-defined]
+            _refuse_io_wait()
+        return super().result(timeout)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self.done():
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: Future[Any]) -> None:
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_set_waiter, waiter)
+
+            wake.__transport_inline__ = True  # type: ignore[attr-defined]  # never blocks
+            self.add_done_callback(wake)
+            # Cancelling the awaiting task stops this wait only; the call goes on.
+            yield from waiter.__await__()
+        if self.cancelled():  # asyncio's own cancellation, as asyncio.wrap_future gives
+            import asyncio
+
+            raise asyncio.CancelledError()
+        return self.result()
+
+
+def _set_waiter(waiter: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def resolve(
+    future: Future[Any], value: Any = None, exc: BaseException | None = None
+) -> None:
+    """Settle ``future`` with ``value`` (or ``exc``) here; run its done-callbacks elsewhere.
+
+    A future its caller cancelled stays cancelled: the outcome is dropped quietly (a
+    request that was already sent may still have run; its effects are the caller's to
+    look up).
+    """
+    with future._condition:  # type: ignore[attr-defined]
+        # NOTE: the Condition's lock is re-entrant: set_result() below takes it again and
+        # finds no callbacks to run on this thread; one added after the state changes runs
+        # on the thread adding it, as concurrent.futures always does.
+        if future._state in _CANCELLED or future._state == _FINISHED:  # type: ignore[attr-defined]
+            return
+        callbacks = future._done_callbacks  # type: ignore[attr-defined]
+        future._done_callbacks = []  # type: ignore[attr-defined]
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+    if callbacks:
+        _run_callbacks(future, callbacks)
+
+
+def _run_callbacks(future: Future[Any], callbacks: list[Callable[[Future[Any]], Any]]) -> None:
+    later: list[Callable[[Future[Any]], Any]] = []
+    for callback in callbacks:
+        if getattr(callback, "__transport_inline__", False):
+            _call(callback, future)
+        else:
+            later.append(callback)
+    if later:
+        _callbacks.submit(future, later)
+
+
+def _call(callback: Callable[[Future[Any]], Any], future: Future[Any]) -> None:
+    try:
+        callback(future)
+    except Exception:
+        LOG.exception("exception calling callback for %r", future)
+
+
+class _CallbackThread:
+    """Runs done-callbacks in the order their futures resolved, on one daemon thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], list[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, future: Future[Any], callbacks: list[Any]) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    thread = threading.Thread(
+                        target=self._run, name="transport-callbacks", daemon=True
+                    )
+                    thread.start()
+                    self._thread = thread
+        self._queue.put((future, callbacks))
+
+    def _run(self) -> None:
+        while True:
+            future, callbacks = self._queue.get()
+            for callback in callbacks:
+                _call(callback, future)
+
+    def reset_after_fork(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+_callbacks = _CallbackThread()
+os.register_at_fork(after_in_child=_callbacks.reset_after_fork)
+
+
+class _IOFlag(threading.local):
+    active = False
+
+
+_io = _IOFlag()
+
+
+def on_io_thread() -> None:
+    """Mark the calling thread as a transport I/O thread: blocking waits there fail fast."""
+    _io.active = True
+
+
+def _refuse_io_wait() -> None:
+    from transport.exceptions import TransportError
+
+    raise TransportError(
+        reason="a blocking wait for a reply on the transport's I/O thread would wait for "
+        "itself; wait on another thread, or add a done-callback (callbacks run on the "
+        "transport-callbacks thread, where waiting works)"
+    )

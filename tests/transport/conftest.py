@@ -107,10 +107,14 @@ class Servers:
         self.started.append(server)
         return server
 
+    def stop_all(self) -> None:
+        for server in self.started:
+            server.stop(timeout=5)
+        self.started.clear()
+
 
 @pytest.fixture
 def servers(make_transport: MakeTransport) -> Iterator[Servers]:
     s = Servers()
     yield s
-    for server in s.started:
-        server.stop(timeout=5)
+    s.stop_all()

@@ -56,6 +56,7 @@ from transport.exceptions import (
     MessageUndeliverable,
     TransportError,
 )
+from transport.futures import on_io_thread
 from transport.target import Target
 
 __all__ = ["AMQPDriver"]
@@ -301,7 +302,11 @@ class _IOThread:
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any] | None]] = queue.SimpleQueue()
         self.wake_r, self._wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
-        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        def io_loop() -> None:
+            on_io_thread()  # a blocking wait for a reply here would wait for itself
+            run()
+
+        self._thread = threading.Thread(target=io_loop, name=name, daemon=True)
         self._started = False
         self._lock = threading.Lock()
 
