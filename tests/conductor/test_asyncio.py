@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -14,6 +16,8 @@ import pytest
 import objects
 from objects import exception
 from objects.context import RequestContext
+from tests.brokers import delete_queues
+from tests.conductor.processes import REPO, child_env, serve, unique_topic
 
 
 def new_instance(ctx: RequestContext, **overrides: Any) -> Any:
@@ -194,3 +198,33 @@ def test_future_cancel_stops_the_wait_and_the_object_tells_the_truth(
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "examples/asyncio_service.py", "--count", "50", *args],
+        capture_output=True, text=True, timeout=120, env=child_env(), cwd=REPO,
+    )
+
+
+def test_the_asyncio_example_runs_on_the_embedded_default() -> None:
+    out = _run_example()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "50 instances active" in out.stdout
+    assert "stale save refused" in out.stdout and "NotFound" in out.stdout
+    assert out.stdout.strip().endswith("asyncio example: OK")
+
+
+@pytest.mark.rabbit
+@pytest.mark.slow
+def test_the_asyncio_example_runs_against_a_real_conductor_serve(
+    broker_url: str, shared_database_url: str
+) -> None:
+    topic = unique_topic("aio-example")
+    try:
+        with serve(broker_url, shared_database_url, topic, server="aio"):
+            out = _run_example("--transport-url", broker_url, "--topic", topic)
+    finally:
+        delete_queues(broker_url, [topic, f"{topic}.aio"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "50 instances active" in out.stdout and "asyncio example: OK" in out.stdout
