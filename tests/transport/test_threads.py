@@ -4,6 +4,7 @@ fails at once instead of waiting out its timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -97,3 +98,22 @@ def test_a_blocking_wait_on_the_io_thread_fails_at_once(
     assert client.call({}, "add", a=2, b=2) == 4  # and the transport still works
     servers.stop_all()
     tp.cleanup()
+
+
+class Failing:
+    def fail(self, ctxt: dict[str, Any]) -> None:
+        raise KeyError("nope")
+
+
+def test_rpc_futures_are_awaitable_and_raise_typed_errors_at_the_await(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    servers.start(tp, Target(topic=topic, server="s1"), [Adder(), Failing()])
+    client = transport.RPCClient(tp, Target(topic=topic), timeout=10)
+
+    async def main() -> list[int]:
+        with pytest.raises(KeyError):
+            await client.call_async({}, "fail")
+        return list(await asyncio.gather(*(client.call_async({}, "add", a=i, b=1) for i in range(200))))
+
+    assert asyncio.run(main()) == [i + 1 for i in range(200)]
