@@ -75,9 +75,9 @@ def register_all() -> None:
 
 def __getattr__(name: str) -> Any:
     # objects.Instance & co: the newest registered class of that name.
-    classes = VersionedObjectRegistry._state.classes.get(name)
-    if classes:
-        return classes[0]
+    found = VersionedObjectRegistry.find_newest(name)
+    if found is not None:
+        return found
     raise AttributeError(
         f"module 'objects' has no attribute {name!r}"
         + ("; call objects.register_all() first" if name[:1].isupper() else "")

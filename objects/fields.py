@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+from objects.registry import VersionedObjectRegistry
+
 __all__ = [
     "UNSET",
     "BooleanField",
@@ -58,10 +60,6 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
-
-#: Bound by ``objects.base`` at import; fields must not import base (base imports fields).
-_object_base: Any = None
-
 
 class Field:
     """Base of all fields.
@@ -419,21 +417,26 @@ class DictOfStringsField(Field):
         return dict(value) if value is not None else None
 
 
+def _is_object(value: Any) -> bool:
+    # Duck-typed: fields cannot import the VersionedObject class (it imports fields).
+    return callable(getattr(value, "obj_name", None)) and hasattr(value, "obj_to_primitive")
+
+
 def _check_object(value: Any, objname: str) -> Any:
-    base_cls = _object_base
-    if not isinstance(value, base_cls) or value.obj_name() != objname:
-        got = value.obj_name() if isinstance(value, base_cls) else type(value).__name__
+    if not _is_object(value) or value.obj_name() != objname:
+        got = value.obj_name() if _is_object(value) else type(value).__name__
         raise TypeError(f"expected a {objname} object, got {got}")
     return value
 
 
 def _object_from_primitive(value: Any, objname: str, context: Any) -> Any:
-    base_cls = _object_base
-    if isinstance(value, base_cls):
+    if _is_object(value):
         return _check_object(value, objname)
     if not isinstance(value, dict):
         raise TypeError(f"expected a {objname} primitive, got {type(value).__name__}")
-    obj = base_cls.obj_from_primitive(value, context)
+    # Any registered class reads a primitive: it resolves the class the primitive names
+    # (name, namespace, version) through the registry.
+    obj = VersionedObjectRegistry.newest(objname).obj_from_primitive(value, context)
     if obj.obj_name() != objname:
         raise ValueError(f"expected a {objname} primitive, got {obj.obj_name()}")
     return obj

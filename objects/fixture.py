@@ -23,7 +23,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from objects import exception
-from objects.base import VersionedObject, local_execution
 from objects.futures import chain
 from objects.indirection import (
     IndirectionAPI,
@@ -32,8 +31,10 @@ from objects.indirection import (
     handle_object_action,
 )
 from objects.registry import VersionedObjectRegistry
+from objects.remoting import local_execution
 from objects.serializer import VersionedObjectSerializer
 from objects.storage import Record
+from objects.versioned import VersionedObject
 
 __all__ = ["LocalIndirectionAPI", "MemoryStorage", "ObjectVersionChecker", "isolated_registry"]
 

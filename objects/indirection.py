@@ -19,10 +19,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from objects import exception
-from objects.base import VersionedObject
 from objects.futures import ObjectFuture, done_future
 from objects.registry import VersionedObjectRegistry, version_tuple
 from objects.remoting import is_remotable, local_execution
+from objects.versioned import VersionedObject
 
 __all__ = [
     "IndirectionAPI",

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from objects import fields as obj_fields
-from objects.base import VersionedObject
+from objects.versioned import VersionedObject
 
 __all__ = ["ObjectListBase"]
 

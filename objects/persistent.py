@@ -27,9 +27,9 @@ from objects.fields import Reader, fast_reader
 from objects.registry import VersionedObjectRegistry
 
 if TYPE_CHECKING:
-    from objects.base import VersionedObject
     from objects.fields import Field
     from objects.storage import Record
+    from objects.versioned import VersionedObject
 
     _Base = VersionedObject
 else:

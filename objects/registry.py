@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from objects import exception
 
 if TYPE_CHECKING:
-    from objects.base import VersionedObject
+    from objects.versioned import VersionedObject
 
 __all__ = ["VersionedObjectRegistry", "obj_tree_get_versions", "version_tuple"]
 
@@ -77,14 +77,17 @@ class VersionedObjectRegistry:
     @classmethod
     def register(cls, obj_cls: T) -> T:
         """Register ``obj_cls`` (usable as a class decorator). Returns it unchanged."""
-        from objects.base import VersionedObject
-
-        if not (isinstance(obj_cls, type) and issubclass(obj_cls, VersionedObject)):
+        # Duck-typed, so the registry needs nothing of the class's module (no import cycle).
+        if not (
+            isinstance(obj_cls, type)
+            and all(hasattr(obj_cls, a) for a in ("obj_name", "VERSION", "_obj_prepare_class"))
+        ):
             raise TypeError(f"only VersionedObject subclasses can be registered, got {obj_cls!r}")
-        name = obj_cls.obj_name()
-        version = obj_cls.VERSION
+        klass: Any = obj_cls
+        name = klass.obj_name()
+        version = klass.VERSION
         version_tuple(version)  # refuse a malformed VERSION at registration
-        obj_cls._obj_prepare_class()
+        klass._obj_prepare_class()
         with cls._lock:
             state = cls._state
             current = state.classes.get(name, [])
@@ -117,6 +120,17 @@ class VersionedObjectRegistry:
     def obj_classes(cls) -> dict[str, list[type[VersionedObject]]]:
         """A copy of ``{name: [classes, newest first]}``."""
         return {name: list(classes) for name, classes in cls._state.classes.items()}
+
+    @classmethod
+    def is_registered(cls, objname: str) -> bool:
+        """Whether any class is registered under ``objname``."""
+        return bool(cls._state.classes.get(objname))
+
+    @classmethod
+    def find_newest(cls, objname: str) -> type[VersionedObject] | None:
+        """The newest registered class of ``objname``, or None."""
+        classes = cls._state.classes.get(objname)
+        return classes[0] if classes else None
 
     @classmethod
     def newest(cls, objname: str) -> type[VersionedObject]:

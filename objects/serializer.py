@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from objects import exception
-from objects.base import _KEY_NAME, VersionedObject
 from objects.context import RequestContext
 from objects.registry import VersionedObjectRegistry, obj_tree_get_versions
 from objects.remoting import active_api
+from objects.versioned import _KEY_NAME, VersionedObject
 
 __all__ = ["VersionedObjectSerializer"]
 
@@ -86,7 +86,9 @@ class VersionedObjectSerializer:
                 raise
             api = active_api()
             name = primitive.get(_KEY_NAME)
-            if api is None or name not in VersionedObjectRegistry._state.classes:
+            if api is None or not isinstance(name, str):
+                raise
+            if not VersionedObjectRegistry.is_registered(name):
                 raise
             manifest = obj_tree_get_versions(name)
         result = api.object_backport_versions(context, primitive, manifest)
