@@ -4,8 +4,12 @@ Every request runs under ``objects.base.local_execution()`` (the conductor never
 itself, even when its process also has an indirection API installed) with a
 ``SQLStorage`` bound to one transaction. Writes are exactly-once in effect: the request
 id the transport hands us is stored with the result in the same transaction, so a
-redelivered request (the previous conductor died after commit, before the ack) is
-answered from the stored result instead of running twice.
+request that arrives again is answered from the stored result instead of running twice:
+a redelivery (the previous conductor died after commit, before the ack) is looked up
+first; a request published again as a fresh message (a client resending after a lost
+publisher confirm) runs, fails on what its first run wrote (or on the stored id) and is
+then answered from the stored result. Requests that wrote nothing are not stored: run
+again, they read again.
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ class ConductorManager:
             lambda: indirection.handle_class_action(
                 context, objname, objmethod, object_versions, args, kwargs
             ),
+            reads_only=objmethod in _BUILTIN_READS.get(objname, ()),
         )
 
     def object_action(
@@ -132,7 +137,13 @@ class ConductorManager:
 
     # -- one request, one transaction -----------------------------------------------
 
-    def _run(self, context: RequestContext, what: str, body: Callable[[], Any]) -> Any:
+    def _run(
+        self,
+        context: RequestContext,
+        what: str,
+        body: Callable[[], Any],
+        reads_only: bool = False,
+    ) -> Any:
         if not isinstance(context, RequestContext):
             raise exception.ObjectValueError(reason="the request carries no valid context")
         request_id = transport.current_request_id()
@@ -154,6 +165,20 @@ class ConductorManager:
                     found, result = db_requests.lookup_result(tx.connection, request_id or "")
                 if not found:
                     raise exception.DatabaseError(reason="stored result vanished") from None
+            except exception.DatabaseError:
+                raise
+            except Exception:
+                # NOTE: a request sent again without the redelivered flag (a client resending
+                # after a lost publisher confirm) fails when it runs again: its create hits
+                # the unique key it wrote, its save the revision it bumped, its destroy the
+                # missing row. Only then is it looked up, so the success path of every
+                # request costs no extra query.
+                if request_id is None or reads_only:
+                    raise
+                found, result = self._stored_after_failure(request_id)
+                if not found:
+                    raise
+                LOG.info("replayed %s from its stored result", what)
             LOG.debug("served %s", what)
             return result
         except exception.DatabaseError as exc:
@@ -182,6 +207,15 @@ class ConductorManager:
                 except exception.DuplicateEntry:
                     raise _AlreadyStored() from None
         return result
+
+    def _stored_after_failure(self, request_id: str) -> tuple[bool, Any]:
+        """The stored result of a request whose run just failed (it may have run before);
+        ``(False, None)`` when there is none or the database cannot tell."""
+        try:
+            with db.transaction_scope(self._engine) as tx:
+                return db_requests.lookup_result(tx.connection, request_id)
+        except exception.DatabaseError:
+            return False, None
 
     # -- many requests, one transaction -------------------------------------------------
 
@@ -241,26 +275,38 @@ class ConductorManager:
 
             bodies = [body(call, storage) for call, storage in zip(pending, storages, strict=True)]
             alone = _prime_gets(batch, pending)
+            gets = iter(alone)  # built-in gets by id: they write nothing, ever
             if not batch.coalesces_writes:
                 # Nothing to gain from running side by side, only greenlet switches
                 # (about 15% of an embedded save on SQLite).
                 alone = [True] * len(pending)
             results = iter(zip(batch.run(bodies, alone), storages, strict=True))
             to_store: list[tuple[str, Any]] = []
+            failed: dict[str, int] = {}
             for call in calls:
                 if call.request_id in stored:
                     outcomes.append((True, stored[call.request_id]))
                     continue
                 (ok, value), storage = next(results)
+                primed_get = next(gets)
                 wrote = storage.take_wrote()
                 if not ok:
                     if wrote or not isinstance(value, _CLEAN_ERRORS):
                         raise _Fallback(f"{type(value).__name__} in a write") from value
+                    if not primed_get:
+                        failed[call.request_id] = len(outcomes)
                     outcomes.append((False, value))
                     continue
                 if wrote:
                     to_store.append((call.request_id, value))
                 outcomes.append((True, value))
+            if failed:
+                # A request sent again without the redelivered flag fails when it runs
+                # again (see _run): the failed ones are looked up, in one query.
+                for request_id, value in db_requests.lookup_results(
+                    tx.connection, list(failed)
+                ).items():
+                    outcomes[failed[request_id]] = (True, value)
             try:
                 if to_store:
                     db_requests.store_results(tx.for_write(), to_store)
@@ -281,6 +327,15 @@ class ConductorManager:
         except Exception:  # noqa: BLE001 - pruning must never fail a request
             LOG.warning("could not prune stored request results", exc_info=True)
 
+
+#: The built-in objects' class methods that only read: when one fails, it cannot be
+#: because an earlier run of the same request wrote (see ``_run``).
+_BUILTIN_READS: dict[str, frozenset[str]] = {
+    "Instance": frozenset({"get", "get_by_uuid"}),
+    "InstanceList": frozenset({"get_all", "get_by_host"}),
+    "Flavor": frozenset({"get", "get_by_flavorid"}),
+    "ComputeNode": frozenset({"get", "get_by_host"}),
+}
 
 #: Errors after which the batch's transaction is still usable: raised before any write
 #: and without a failed statement (the others may have aborted it on PostgreSQL).
