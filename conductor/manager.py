@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -56,6 +58,7 @@ class ConductorManager:
         exception.NotFound,
         exception.ConcurrentUpdate,
         exception.DuplicateEntry,
+        exception.RequestIdReused,
         exception.ObjectActionError,
         exception.ObjectValueError,
         exception.UnsupportedObjectError,
@@ -94,6 +97,12 @@ class ConductorManager:
         _check_call_shape(objname, objmethod, args, kwargs)
         if not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
+        digest = _digest_of(
+            context,
+            "object_class_action_versions",
+            {"objname": objname, "objmethod": objmethod, "object_versions": object_versions,
+             "args": args, "kwargs": kwargs},
+        )
         return self._run(
             context,
             f"{objname}.{objmethod}",
@@ -101,6 +110,7 @@ class ConductorManager:
                 context, objname, objmethod, object_versions, args, kwargs
             ),
             reads_only=objmethod in _BUILTIN_READS.get(objname, ()),
+            digest=digest,
         )
 
     def object_action(
@@ -117,6 +127,12 @@ class ConductorManager:
         _check_call_shape(objinst.obj_name(), objmethod, args, kwargs)
         if object_versions is not None and not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
+        digest = _digest_of(
+            context,
+            "object_action",
+            {"objinst": objinst, "objmethod": objmethod, "args": args, "kwargs": kwargs,
+             "object_versions": object_versions},
+        )
         return self._run(
             context,
             f"{objinst.obj_name()}.{objmethod}",
@@ -125,6 +141,7 @@ class ConductorManager:
                     context, objinst, objmethod, args, kwargs, object_versions
                 )
             ),
+            digest=digest,
         )
 
     def object_backport_versions(
@@ -143,6 +160,7 @@ class ConductorManager:
         what: str,
         body: Callable[[], Any],
         reads_only: bool = False,
+        digest: Callable[[], str | None] = lambda: None,
     ) -> Any:
         if not isinstance(context, RequestContext):
             raise exception.ObjectValueError(reason="the request carries no valid context")
@@ -157,15 +175,16 @@ class ConductorManager:
         try:
             self._maybe_prune()
             try:
-                result = self._run_once(context, what, body, request_id)
+                result = self._run_once(context, what, body, request_id, digest)
             except _AlreadyStored:
-                # Another conductor committed this very request first (a redelivery raced
-                # the original); its result is the answer.
+                # This very request id was committed first by another run (a redelivery
+                # or a resend raced the original); its result is the answer.
                 with db.transaction_scope(self._engine) as tx:
-                    found, result = db_requests.lookup_result(tx.connection, request_id or "")
-                if not found:
+                    stored = db_requests.find(tx.connection, request_id or "")
+                if stored is None:
                     raise exception.DatabaseError(reason="stored result vanished") from None
-            except exception.DatabaseError:
+                result = db_requests.answer(request_id or "", stored, digest())
+            except (exception.DatabaseError, exception.RequestIdReused):
                 raise
             except Exception:
                 # NOTE: a request sent again without the redelivered flag (a client resending
@@ -175,9 +194,10 @@ class ConductorManager:
                 # request costs no extra query.
                 if request_id is None or reads_only:
                     raise
-                found, result = self._stored_after_failure(request_id)
-                if not found:
+                stored = self._stored_after_failure(request_id)
+                if stored is None:
                     raise
+                result = db_requests.answer(request_id, stored, digest())
                 LOG.info("replayed %s from its stored result", what)
             LOG.debug("served %s", what)
             return result
@@ -189,33 +209,40 @@ class ConductorManager:
             current_request.reset(token)
 
     def _run_once(
-        self, context: RequestContext, what: str, body: Callable[[], Any], request_id: str | None
+        self,
+        context: RequestContext,
+        what: str,
+        body: Callable[[], Any],
+        request_id: str | None,
+        digest: Callable[[], str | None],
     ) -> Any:
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
-            # NOTE: only a redelivered message can have run before; skipping the lookup
-            # on first deliveries saves a query on every request.
+            # NOTE: a redelivered message may have run before: look it up first. Other
+            # messages are looked up only if they fail (see _run), which saves a query
+            # on every request.
             if request_id is not None and transport.current_request_redelivered():
-                found, stored = db_requests.lookup_result(tx.connection, request_id)
-                if found:
+                stored = db_requests.find(tx.connection, request_id)
+                if stored is not None:
+                    result = db_requests.answer(request_id, stored, digest())
                     LOG.info("replayed %s from its stored result", what)
-                    return stored
+                    return result
             storage = SQLStorage(tx)
             result = _with_storage(context, storage, body)
             if request_id is not None and storage.wrote:
                 try:
-                    db_requests.store_result(tx.for_write(), request_id, result)
+                    db_requests.store_result(tx.for_write(), request_id, result, digest())
                 except exception.DuplicateEntry:
                     raise _AlreadyStored() from None
         return result
 
-    def _stored_after_failure(self, request_id: str) -> tuple[bool, Any]:
-        """The stored result of a request whose run just failed (it may have run before);
-        ``(False, None)`` when there is none or the database cannot tell."""
+    def _stored_after_failure(self, request_id: str) -> db_requests.Stored | None:
+        """The stored request whose run just failed (it may have run before); None when
+        there is none or the database cannot tell."""
         try:
             with db.transaction_scope(self._engine) as tx:
-                return db_requests.lookup_result(tx.connection, request_id)
+                return db_requests.find(tx.connection, request_id)
         except exception.DatabaseError:
-            return False, None
+            return None
 
     # -- many requests, one transaction -------------------------------------------------
 
@@ -258,9 +285,13 @@ class ConductorManager:
     def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
         self._maybe_prune()
         outcomes: list[tuple[bool, Any]] = []
+        digests = {c.request_id: _digest_of(c.context, c.method, c.kwargs) for c in calls}
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
             replayable = [c.request_id for c in calls if c.redelivered]
-            stored = db_requests.lookup_results(tx.connection, replayable)
+            stored = {
+                request_id: _answer(request_id, found, digests[request_id])
+                for request_id, found in db_requests.find_many(tx.connection, replayable).items()
+            }
             batch = Batch(tx)
             pending = [call for call in calls if call.request_id not in stored]
             storages = [BatchStorage(batch) for _ in pending]
@@ -281,11 +312,11 @@ class ConductorManager:
                 # (about 15% of an embedded save on SQLite).
                 alone = [True] * len(pending)
             results = iter(zip(batch.run(bodies, alone), storages, strict=True))
-            to_store: list[tuple[str, Any]] = []
+            to_store: list[tuple[str, Any, str | None]] = []
             failed: dict[str, int] = {}
             for call in calls:
                 if call.request_id in stored:
-                    outcomes.append((True, stored[call.request_id]))
+                    outcomes.append(stored[call.request_id])
                     continue
                 (ok, value), storage = next(results)
                 primed_get = next(gets)
@@ -298,15 +329,13 @@ class ConductorManager:
                     outcomes.append((False, value))
                     continue
                 if wrote:
-                    to_store.append((call.request_id, value))
+                    to_store.append((call.request_id, value, digests[call.request_id]()))
                 outcomes.append((True, value))
             if failed:
                 # A request sent again without the redelivered flag fails when it runs
                 # again (see _run): the failed ones are looked up, in one query.
-                for request_id, value in db_requests.lookup_results(
-                    tx.connection, list(failed)
-                ).items():
-                    outcomes[failed[request_id]] = (True, value)
+                for request_id, found in db_requests.find_many(tx.connection, list(failed)).items():
+                    outcomes[failed[request_id]] = _answer(request_id, found, digests[request_id])
             try:
                 if to_store:
                     db_requests.store_results(tx.for_write(), to_store)
@@ -382,6 +411,74 @@ def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool
     for objname, ids in wanted.items():
         batch.prime(objname, ids)
     return alone
+
+
+class ServedContext(RequestContext):
+    """A request context as the conductor received it, with the request's arguments as
+    they arrived (``wire_args``: JSON values, before any object was built from them).
+
+    ``ConductorSerializer`` makes these; the digest of a request's content
+    (:func:`_digest_of`) is taken from ``wire_args``, which no method body changes, and
+    only when it is needed (a write to store, a stored request to compare with).
+    """
+
+    wire_args: list[Any] | None = None
+
+
+_primitives = base.VersionedObjectSerializer()
+
+
+def _digest_of(
+    context: Any, method: str, arguments: dict[str, Any]
+) -> Callable[[], str | None]:
+    """The digest of a request's content: the RPC method, who asks (user, project, roles,
+    admin) and the argument values, in any order (a SHA-256, hex).
+
+    Taken lazily from the arguments as they arrived when the context has them; otherwise
+    (a manager driven directly, in tests) from ``arguments`` as they are now, before the
+    method body can change them.
+    """
+    if not isinstance(context, RequestContext):
+        return lambda: None
+    identity = [context.user_id, context.project_id, sorted(context.roles), context.is_admin]
+    wire = context.wire_args if isinstance(context, ServedContext) else None
+    if wire is not None:
+        cached: list[str | None] = []
+
+        def lazy() -> str | None:
+            if not cached:
+                cached.append(_digest(method, identity, wire))
+            return cached[0]
+
+        return lazy
+    if _batch_storage.get() is not None:
+        return lambda: None  # inside a batch, which takes the digests itself
+    values = [_primitives.serialize_entity(context, v) for v in arguments.values()]
+    fixed = _digest(method, identity, values)
+    return lambda: fixed
+
+
+def _digest(method: str, identity: list[Any], values: list[Any]) -> str | None:
+    try:
+        encoded = sorted(
+            json.dumps(v, sort_keys=True, separators=(",", ":"), default=repr)
+            for v in values
+            if v is not None
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None  # not JSON (cannot have come over the wire): nothing to compare
+    text = json.dumps([method, identity, encoded], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _answer(
+    request_id: str, stored: db_requests.Stored, digest: Callable[[], str | None]
+) -> tuple[bool, Any]:
+    """A batch request's outcome from its stored result (see ``db_requests.answer``)."""
+    try:
+        return True, db_requests.answer(request_id, stored, digest())
+    except exception.RequestIdReused as exc:
+        return False, exc
 
 
 def _with_storage(context: RequestContext, storage: SQLStorage, body: Callable[[], Any]) -> Any:

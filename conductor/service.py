@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import transport
 from conductor import db
-from conductor.manager import ConductorManager
+from conductor.manager import ConductorManager, ServedContext
 from objects import base
 from objects.context import RequestContext
 
@@ -43,7 +43,9 @@ class ConductorSerializer(base.VersionedObjectSerializer):
         self.allow_admin_context = allow_admin_context
 
     def deserialize_context(self, context: dict[str, Any]) -> RequestContext:
-        ctx = super().deserialize_context(context)
+        ctx = ServedContext.from_dict(context)
+        assert isinstance(ctx, ServedContext)
+        ctx.wire_args = []
         if ctx.is_admin and not self.allow_admin_context:
             raise PermissionError(
                 "the request context claims admin, which this conductor does not accept; "
@@ -51,6 +53,20 @@ class ConductorSerializer(base.VersionedObjectSerializer):
                 "--allow-admin-context if its callers may elevate"
             )
         return ctx
+
+    def deserialize_entity(self, context: Any, entity: Any) -> Any:
+        # Keep each argument as it arrived, for the digest of the request's content (see
+        # ServedContext); nested values are part of their argument, not recorded again.
+        wire = context.wire_args if isinstance(context, ServedContext) else None
+        if wire is None:
+            return super().deserialize_entity(context, entity)
+        context.wire_args = None
+        try:
+            value = super().deserialize_entity(context, entity)
+        finally:
+            context.wire_args = wire
+        wire.append(entity)
+        return value
 
 
 class State(enum.Enum):

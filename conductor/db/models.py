@@ -185,6 +185,8 @@ class ConductorRequest(Base):
 
     request_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     result: Mapped[Any] = mapped_column(JSON(none_as_null=False), nullable=True)
+    #: SHA-256 (hex) of the request's content; NULL for results stored before 0004.
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
 
 
