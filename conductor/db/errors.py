@@ -10,10 +10,15 @@ SQLAlchemy / DBAPI                          raised instead
 IntegrityError, unique key                  ``objects.exception.DuplicateEntry``
 IntegrityError, NOT NULL / CHECK / FK       ``objects.exception.ObjectValueError``
 DataError, bind-parameter conversion        ``objects.exception.ObjectValueError``
+a value the driver cannot bind, a type      ``objects.exception.ObjectValueError``
+mismatch, too many parameters, OverflowError
 StaleDataError (ORM version check)          ``objects.exception.ConcurrentUpdate``
 NoResultFound                               ``objects.exception.NotFound``
 everything else (outage, lock, deadlock)    ``objects.exception.DatabaseError``
 ==========================================  ============================================
+
+``DatabaseError`` tells the caller to retry later; a request that can never succeed (its
+values are the problem) gets ``ObjectValueError`` instead.
 
 Plus :class:`SchemaNotAtHead`, raised by ``check_at_head`` before a conductor serves.
 """
@@ -68,6 +73,33 @@ def _reason(exc: BaseException) -> str:
     return reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 3] + "..."
 
 
+# SQLSTATEs of statements refused for their values' types: retrying cannot help.
+_TYPE_SQLSTATES = frozenset({
+    "42804",  # datatype_mismatch
+    "42846",  # cannot_coerce
+    "42883",  # undefined_function (an operator for these types)
+    "42P18",  # indeterminate_datatype
+})
+_UNRETRYABLE_TEXT = (
+    "Error binding parameter",  # sqlite3: a value of a type it cannot bind
+    "too many SQL variables",  # sqlite3
+    "number of parameters must be between",  # psycopg: over PostgreSQL's 65535
+    "cannot adapt type",  # psycopg: a value of a type it cannot send
+)
+
+
+def _never_succeeds(exc: sa_exc.DBAPIError) -> bool:
+    """Whether the database refused the statement for the request's values (a retry
+    would be refused again), as opposed to failing it (outage, lock, deadlock)."""
+    if isinstance(exc, sa_exc.DataError):
+        return True
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TYPE_SQLSTATES:
+        return True
+    text = str(orig)
+    return any(marker in text for marker in _UNRETRYABLE_TEXT)
+
+
 def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
     orig = exc.orig
     if getattr(orig, "sqlstate", None) == _UNIQUE_SQLSTATE:
@@ -112,9 +144,9 @@ def translate_errors(objname: str | None = None) -> Iterator[None]:
                 columns=columns,
             ) from exc
         raise exception.ObjectValueError(reason=_reason(exc)) from exc
-    except sa_exc.DataError as exc:
-        raise exception.ObjectValueError(reason=_reason(exc)) from exc
     except sa_exc.DBAPIError as exc:
+        if _never_succeeds(exc):
+            raise exception.ObjectValueError(reason=_reason(exc)) from exc
         # OperationalError, InterfaceError, InternalError, ProgrammingError...: the
         # database (or the connection to it) failed the request.
         raise exception.DatabaseError(reason=_reason(exc)) from exc
@@ -135,3 +167,6 @@ def translate_errors(objname: str | None = None) -> Iterator[None]:
         raise exception.NotFound(objname=name) from exc
     except sa_exc.SQLAlchemyError as exc:
         raise exception.DatabaseError(reason=_reason(exc)) from exc
+    except OverflowError as exc:
+        # sqlite3 binds Python ints itself and refuses those over 64 bits this way.
+        raise exception.ObjectValueError(reason=f"a number out of the database's range: {exc}") from exc

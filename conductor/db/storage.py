@@ -35,6 +35,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -55,6 +56,17 @@ _MICROSECOND = dt.timedelta(microseconds=1)
 _IN_CHUNK = 5000
 # Storage-owned columns: the caller never writes them.
 _MANAGED = frozenset({"id", "revision", "created_at", "updated_at"})
+# A filter list longer than this goes to the database as one parameter (PostgreSQL
+# ``= ANY(array)``, SQLite ``IN (SELECT value FROM json_each(?))``), never as one bound
+# parameter per value: PostgreSQL takes at most 65535 per statement, SQLite 32766 in
+# common builds.
+_IN_PLAIN_MAX = 1000
+# Where no single-parameter form exists (SQLite, a column json_each cannot compare), a
+# filter list may hold this many values at most; more are refused as a bad request.
+_IN_LIST_MAX = 30_000
+# What PostgreSQL's integer types hold; SQLite takes the same, so both refuse alike.
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], None]:
@@ -65,10 +77,12 @@ def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], Non
     """
     kinds: tuple[type, ...] | None
     max_length: int | None = None
+    int_range: tuple[int, int] | None = None
     if isinstance(column_type, Boolean):
         kinds = (bool,)
     elif isinstance(column_type, Integer):
         kinds = (int,)
+        int_range = _INT64 if isinstance(column_type, BigInteger) else _INT32
     elif isinstance(column_type, (Float, Numeric)):
         kinds = (int, float)
     elif isinstance(column_type, String):
@@ -95,8 +109,21 @@ def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], Non
             raise exception.ObjectValueError(
                 reason=f"{name} is longer than {max_length} characters"
             )
+        if int_range is not None and isinstance(value, int) and not (
+            int_range[0] <= value <= int_range[1]
+        ):
+            raise exception.ObjectValueError(
+                reason=f"{name} is out of range ({int_range[0]} to {int_range[1]})"
+            )
 
     return check
+
+
+def _check_limit(limit: Any) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _INT64[1]:
+        raise exception.ObjectValueError(
+            reason=f"limit must be a non-negative int below 2**63, not {limit!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +369,7 @@ class SQLStorage:
 
     def get(self, objname: str, id: int) -> Record:
         ops = _ops(objname)
+        _check_id(ops, id)
         with translate_errors(objname):
             row = self._read(ops.select_one, {"id": id}).first()
         if row is None:
@@ -371,14 +399,12 @@ class SQLStorage:
         if marker is not None:
             if isinstance(marker, bool) or not isinstance(marker, int):
                 raise exception.ObjectValueError(reason=f"marker must be an id, not {marker!r}")
+            _check_id(ops, marker)
             conditions.append(ops.table.c.id > marker)
         if conditions:
             stmt = stmt.where(*conditions)
         if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise exception.ObjectValueError(
-                    reason=f"limit must be a non-negative int, not {limit!r}"
-                )
+            _check_limit(limit)
             stmt = stmt.limit(limit)
         names = ops.names
         with translate_errors(objname):
@@ -388,6 +414,8 @@ class SQLStorage:
     def get_many(self, objname: str, ids: Sequence[int]) -> dict[int, Record]:
         ops = _ops(objname)
         wanted = list(dict.fromkeys(ids))
+        for id_ in wanted:
+            _check_id(ops, id_)
         found: dict[int, Record] = {}
         names = ops.names
         with translate_errors(objname):
@@ -419,6 +447,7 @@ class SQLStorage:
         expected_revision: int | None = None,
     ) -> Record:
         ops = _ops(objname)
+        _check_id(ops, id)
         row_values = self._update_values(ops, objname, values)
         now = utcnow() if ops.has_updated_at else None
         # At most a few rounds: the first normally; another only when this process's clock
@@ -490,6 +519,8 @@ class SQLStorage:
             ObjectValueError: a value the column would refuse (nothing is written).
         """
         ops = _ops(objname)
+        for id_, _, _ in updates:
+            _check_id(ops, id_)
         checked = [self._update_values(ops, objname, values) for _, values, _ in updates]
         columns = tuple(sorted(checked[0])) if checked else ()
         check_revision = bool(updates) and updates[0][2] is not None
@@ -559,6 +590,7 @@ class SQLStorage:
 
     def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:
         ops = _ops(objname)
+        _check_id(ops, id)
         c = ops.table.c
         stmt = delete(ops.table).where(c.id == id)
         if expected_revision is not None:
@@ -633,9 +665,8 @@ class SQLStorage:
             out[name] = value
         return out
 
-    @staticmethod
     def _conditions(
-        ops: _TableOps, objname: str, filters: Mapping[str, Any]
+        self, ops: _TableOps, objname: str, filters: Mapping[str, Any]
     ) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         c = ops.table.c
@@ -654,7 +685,7 @@ class SQLStorage:
                 present = [v for v in value if v is not None]
                 for v in present:
                     check(v)
-                condition: ColumnElement[bool] = column.in_(present)
+                condition: ColumnElement[bool] = self._in(objname, column, present)
                 if len(present) != len(value):  # None in the list: also match NULL
                     condition = or_(condition, column.is_(None))
                 conditions.append(condition)
@@ -664,6 +695,32 @@ class SQLStorage:
                 check(value)
                 conditions.append(column == value)
         return conditions
+
+
+    def _in(self, objname: str, column: Any, values: list[Any]) -> ColumnElement[bool]:
+        """``column IN values``, as one parameter when the list is long (see _IN_PLAIN_MAX)."""
+        if len(values) <= _IN_PLAIN_MAX:
+            return column.in_(values)  # type: ignore[no-any-return]
+        if self.has_bulk_statements:  # PostgreSQL
+            array = bindparam(None, values, type_=postgresql.ARRAY(column.type))
+            return column == any_(array)  # type: ignore[no-any-return]
+        if isinstance(column.type, (Integer, String, Float, Numeric, Boolean)):
+            listed: Select[Any] = select(literal_column("value")).select_from(
+                func.json_each(bindparam(None, json_text(values), type_=Text))
+            )
+            return column.in_(listed)  # type: ignore[no-any-return]
+        if len(values) > _IN_LIST_MAX:
+            raise exception.ObjectValueError(
+                reason=f"a filter on {objname}.{column.name} may list at most {_IN_LIST_MAX} "
+                f"values, not {len(values)}: split the query"
+            )
+        return column.in_(values)  # type: ignore[no-any-return]
+
+
+def _check_id(ops: _TableOps, id: Any) -> None:
+    """Refuse an id the ``id`` column cannot hold before any statement: the same typed
+    error on every database (PostgreSQL would refuse some, SQLite others, differently)."""
+    ops.checks["id"](id)
 
 
 def _describe(equals: Mapping[str, Any]) -> str:
