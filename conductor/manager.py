@@ -202,8 +202,9 @@ class ConductorManager:
             LOG.debug("served %s", what)
             return result
         except exception.DatabaseError as exc:
-            # One line per failed request while the database is away, not a traceback.
-            LOG.warning("%s failed: %s", what, exc)
+            # One line per failed request while the database is away, not a traceback;
+            # where the database lives is for this log, not for the caller.
+            LOG.warning("%s failed: %s", what, db.error_detail(exc))
             raise
         finally:
             current_request.reset(token)

@@ -121,3 +121,37 @@ def test_a_statement_the_driver_cannot_bind_is_a_value_error() -> None:
             c.execute(sqlalchemy.text("SELECT :v"), {"v": object()})
     finally:
         engine.dispose()
+
+
+# -- item 15: callers never learn where the database lives -----------------------------------
+
+LEAKS = ("127.0.0.1", "5432", "port", "nowhere-db-host")
+
+
+def test_an_unreachable_database_error_names_no_host_or_port_but_keeps_them_for_the_log(
+) -> None:
+    url = "postgresql+psycopg://u:pw@127.0.0.1:1/none?connect_timeout=2"
+    engine = db.create_engine(url)
+    try:
+        with pytest.raises(exception.DatabaseError) as caught, db.transaction_scope(engine) as tx:
+            db.SQLStorage(tx).get("Instance", 1)
+    finally:
+        engine.dispose()
+
+    public = f"{caught.value} {caught.value.kwargs!r} {caught.value.args!r}"
+    assert "127.0.0.1" not in public and "port" not in public, public
+    assert "retry later" in public
+    assert "127.0.0.1" in db.error_detail(caught.value)  # what the conductor logs
+
+
+def test_a_database_host_that_does_not_resolve_is_not_named_to_the_caller() -> None:
+    engine = db.create_engine(
+        "postgresql+psycopg://u@nowhere-db-host.invalid:5432/none?connect_timeout=2")
+    try:
+        with pytest.raises(exception.DatabaseError) as caught, db.transaction_scope(engine) as tx:
+            db.SQLStorage(tx).get("Instance", 1)
+    finally:
+        engine.dispose()
+
+    public = f"{caught.value} {caught.value.kwargs!r}"
+    assert not [leak for leak in LEAKS if leak in public], public
