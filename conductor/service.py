@@ -92,6 +92,9 @@ class Conductor:
             False and refuses a database that is not at head instead.
         allow_admin_context: accept request contexts that claim admin (``is_admin``);
             refused with ``PermissionError`` by default (see :class:`ConductorSerializer`).
+        project_scoping: a context reads and changes only its own project's instances
+            (rows of tables with a ``project_id`` column); admin contexts see all. Off by
+            default: every context sees every row.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Conductor:
         workers: int = DEFAULT_WORKERS,
         auto_upgrade: bool = True,
         allow_admin_context: bool = False,
+        project_scoping: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -114,6 +118,7 @@ class Conductor:
         self.workers = workers
         self.auto_upgrade = auto_upgrade
         self.allow_admin_context = allow_admin_context
+        self.project_scoping = project_scoping
         self.state = State.NEW
         self._lock = threading.Lock()
         self._engine: db.Engine | None = None
@@ -138,6 +143,7 @@ class Conductor:
                 manager = ConductorManager(
                     engine,
                     serialize_transactions=engine.dialect.name == "sqlite",
+                    project_scoping=self.project_scoping,
                 )
                 rpc_transport = transport.get_transport(self.transport_url)
                 # Duck-typed: objects never imports transport's Serializer ABC.

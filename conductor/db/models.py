@@ -163,6 +163,9 @@ class Instance(Revisioned, Base):
     metadata_: Mapped[dict[str, str]] = mapped_column(
         "metadata", _json(), nullable=False, default=dict, server_default=text("'{}'")
     )
+    #: The creating context's project (not an Instance field: the storage keeps it, and
+    #: scopes rows by it when the conductor runs with project scoping).
+    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
 
 
 class ComputeNode(Revisioned, Base):

@@ -49,7 +49,7 @@ from conductor.db.models import UTCDateTime, get_table, utcnow
 from objects import exception
 from objects.storage import Record
 
-__all__ = ["SQLStorage"]
+__all__ = ["PROJECT_COLUMN", "SQLStorage"]
 
 _MICROSECOND = dt.timedelta(microseconds=1)
 # Stay well below SQLite's 32766 and PostgreSQL's 65535 bound parameters per statement.
@@ -67,6 +67,8 @@ _IN_LIST_MAX = 30_000
 # What PostgreSQL's integer types hold; SQLite takes the same, so both refuse alike.
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
+#: The column that makes a table's rows belong to a project (see SQLStorage).
+PROJECT_COLUMN = "project_id"
 
 
 def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], None]:
@@ -135,6 +137,7 @@ class _TableOps:
     checks: Mapping[str, Callable[[Any], None]]
     timestamps: bool  # has created_at and updated_at
     has_updated_at: bool
+    has_project: bool  # has project_id: rows belong to a project (see SQLStorage)
     select_all: Select[Any]
     select_one: Select[Any]
     select_many: Select[Any]
@@ -158,6 +161,7 @@ class _TableOps:
             checks=checks,
             timestamps="created_at" in c and "updated_at" in c,
             has_updated_at="updated_at" in c,
+            has_project=PROJECT_COLUMN in c,
             select_all=select_all,
             select_one=select(table).where(c.id == bindparam("id")),
             select_many=select(table).where(c.id.in_(bindparam("ids", expanding=True))),
@@ -174,14 +178,30 @@ class _TableOps:
         )
 
 
+def _scope_clause(table: Table, scope: str | None) -> ColumnElement[bool] | None:
+    """The WHERE term of a project scope: None (unscoped), "project" (``project_id =
+    :w_project``) or "none" (``project_id IS NULL``, a context without a project)."""
+    if scope is None:
+        return None
+    column = table.c[PROJECT_COLUMN]
+    return column.is_(None) if scope == "none" else column == bindparam("w_project")
+
+
 @functools.lru_cache(maxsize=1024)
 def _update_statement(
-    table: Table, columns: tuple[str, ...], check_revision: bool, set_updated_at: bool
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
 ) -> Any:
-    """``UPDATE ... SET <columns> WHERE id [AND revision] [AND updated_at <] RETURNING *``
-    with bind parameters, built once per column set (see ``update``)."""
+    """``UPDATE ... SET <columns> WHERE id [AND revision] [AND updated_at <] [AND project]
+    RETURNING *`` with bind parameters, built once per column set (see ``update``)."""
     c = table.c
     where: list[ColumnElement[bool]] = [c.id == bindparam("w_id")]
+    scoped = _scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
     if check_revision:
         where.append(c.revision == bindparam("w_revision"))
     values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
@@ -221,7 +241,11 @@ def _from_unnest(table: Table, rows: Any, name: str) -> Any:
 
 @functools.lru_cache(maxsize=1024)
 def _update_many_statement(
-    table: Table, columns: tuple[str, ...], check_revision: bool, set_updated_at: bool
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
 ) -> Any:
     """PostgreSQL: ``UPDATE ... FROM unnest(<one array per column>) AS v WHERE id = v.id
     [AND revision = v.revision] [AND updated_at < v.now] RETURNING *``.
@@ -235,6 +259,9 @@ def _update_many_statement(
     values: dict[str, Any] = {name: _from_unnest(table, rows, name) for name in columns}
     values["revision"] = c.revision + 1
     where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
+    scoped = _scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
     if check_revision:
         where.append(c.revision == rows.c.w_revision)
     if set_updated_at:
@@ -295,15 +322,32 @@ class SQLStorage:
     statements in the transaction; let the error end the request (the service rolls back)
     rather than catching it and writing on.
 
+    Projects: a table with a ``project_id`` column (the built-in ``instances``) keeps
+    the project of the request that created each row (``project_id`` here, unless the
+    values name one). With ``scoped``, its rows belong to their project: reads, updates
+    and deletes see only rows of ``project_id`` (rows without a project when it is None),
+    and another project's row is NotFound, exactly as if it did not exist. Tables without
+    the column, and SQL a method body runs on ``session`` itself, are not scoped.
+
     Args:
         unit: the request's ``Transaction`` (statements go straight to its connection
             until a method body asks for ``context.db.session``, then through that
             session) or a ``Session``.
+        project_id: the requesting context's project.
+        scoped: confine the request to ``project_id``'s rows.
     """
 
-    def __init__(self, unit: Session | Transaction) -> None:
+    def __init__(
+        self,
+        unit: Session | Transaction,
+        *,
+        project_id: str | None = None,
+        scoped: bool = False,
+    ) -> None:
         self._unit = unit
         self._wrote = False
+        self._project_id = project_id
+        self._scoped = scoped
 
     @property
     def session(self) -> Session:
@@ -365,13 +409,50 @@ class SQLStorage:
             info[WROTE_KEY] = False
         return wrote
 
+    # -- projects ----------------------------------------------------------------------
+
+    def _scope(self, ops: _TableOps) -> str | None:
+        """The scope of statements on this table (see ``_scope_clause``)."""
+        if not (self._scoped and ops.has_project):
+            return None
+        return "none" if self._project_id is None else "project"
+
+    def _scoped_stmt(self, ops: _TableOps, stmt: Any) -> Any:
+        scope = self._scope(ops)
+        if scope is None:
+            return stmt
+        column = ops.table.c[PROJECT_COLUMN]
+        return stmt.where(column.is_(None) if scope == "none" else column == self._project_id)
+
+    def visible(self, objname: str, record: Record) -> bool:
+        """Whether this request may see ``record`` (a row fetched by someone else)."""
+        ops = _ops(objname)
+        return self._scope(ops) is None or record.get(PROJECT_COLUMN) == self._project_id
+
+    def _own(self, ops: _TableOps, objname: str, values: dict[str, Any], creating: bool) -> None:
+        """Stamp a new row with the request's project; refuse moving a row to another
+        project when scoped."""
+        if not ops.has_project:
+            return
+        if creating and PROJECT_COLUMN not in values:
+            values[PROJECT_COLUMN] = self._project_id
+        elif (
+            self._scoped
+            and PROJECT_COLUMN in values
+            and values[PROJECT_COLUMN] != self._project_id
+        ):
+            raise exception.ObjectValueError(
+                reason=f"a {objname} of project {self._project_id!r} cannot be given to "
+                "another project"
+            )
+
     # -- reads -------------------------------------------------------------------------
 
     def get(self, objname: str, id: int) -> Record:
         ops = _ops(objname)
         _check_id(ops, id)
         with translate_errors(objname):
-            row = self._read(ops.select_one, {"id": id}).first()
+            row = self._read(self._scoped_stmt(ops, ops.select_one), {"id": id}).first()
         if row is None:
             raise not_found(objname, id)
         return dict(zip(ops.names, row, strict=True))
@@ -379,6 +460,7 @@ class SQLStorage:
     def get_by(self, objname: str, **equals: Any) -> Record:
         ops = _ops(objname)
         stmt = ops.select_all.where(*self._conditions(ops, objname, equals)).limit(1)
+        stmt = self._scoped_stmt(ops, stmt)
         with translate_errors(objname):
             row = self._read(stmt).first()
         if row is None:
@@ -403,6 +485,7 @@ class SQLStorage:
             conditions.append(ops.table.c.id > marker)
         if conditions:
             stmt = stmt.where(*conditions)
+        stmt = self._scoped_stmt(ops, stmt)
         if limit is not None:
             _check_limit(limit)
             stmt = stmt.limit(limit)
@@ -420,6 +503,7 @@ class SQLStorage:
         names = ops.names
         with translate_errors(objname):
             stmt = ops.select_any if self.has_bulk_statements else ops.select_many
+            stmt = self._scoped_stmt(ops, stmt)
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
                 for row in self._read(stmt, {"ids": chunk}):
@@ -473,11 +557,18 @@ class SQLStorage:
     ) -> Record | None:
         """One ``UPDATE ... RETURNING`` of one row; None when it matched no row (missing,
         another revision, or ``updated_at`` not before ``now``)."""
+        scope = self._scope(ops)
         stmt = _update_statement(
-            ops.table, tuple(sorted(row_values)), expected_revision is not None, now is not None
+            ops.table,
+            tuple(sorted(row_values)),
+            expected_revision is not None,
+            now is not None,
+            scope,
         )
         params = {f"v_{k}": v for k, v in row_values.items()}
         params["w_id"] = id
+        if scope == "project":
+            params["w_project"] = self._project_id
         if expected_revision is not None:
             params["w_revision"] = expected_revision
         if now is not None:
@@ -537,8 +628,13 @@ class SQLStorage:
                 self._update_once(ops, objname, id, row_values, expected, now)
                 for (id, _, expected), row_values in zip(updates, checked, strict=True)
             ]
-        stmt = _update_many_statement(ops.table, columns, check_revision, ops.has_updated_at)
+        scope = self._scope(ops)
+        stmt = _update_many_statement(
+            ops.table, columns, check_revision, ops.has_updated_at, scope
+        )
         params: dict[str, Any] = {"a_w_id": ids}
+        if scope == "project":
+            params["w_project"] = self._project_id
         if check_revision:
             params["a_w_revision"] = [rev for _, _, rev in updates]
         if now is not None:
@@ -595,6 +691,7 @@ class SQLStorage:
         stmt = delete(ops.table).where(c.id == id)
         if expected_revision is not None:
             stmt = stmt.where(c.revision == expected_revision)
+        stmt = self._scoped_stmt(ops, stmt)
         noted = self._noted()
         with translate_errors(objname):
             result = self._write(stmt)
@@ -612,7 +709,7 @@ class SQLStorage:
         """After a write matched no row: raise NotFound or ConcurrentUpdate, or return the
         row's ``updated_at`` when neither applies."""
         with translate_errors(objname):
-            row = self._read(ops.select_state, {"id": id}).first()
+            row = self._read(self._scoped_stmt(ops, ops.select_state), {"id": id}).first()
         if row is None:
             raise not_found(objname, id)
         if expected_revision is not None and row[0] != expected_revision:
@@ -627,6 +724,7 @@ class SQLStorage:
         """A new row's column values: the caller's, checked, plus revision 1 and the
         timestamps the table has."""
         row_values = self._checked(ops, objname, values, creating=True)
+        self._own(ops, objname, row_values, creating=True)
         row_values["revision"] = 1
         if ops.timestamps:
             row_values["created_at"] = now
@@ -639,6 +737,7 @@ class SQLStorage:
     ) -> dict[str, Any]:
         """The caller's values for an update, checked; the storage's own columns dropped."""
         row_values = self._checked(ops, objname, values, creating=False)
+        self._own(ops, objname, row_values, creating=False)
         row_values.pop("id", None)
         row_values.pop("revision", None)
         return row_values
