@@ -177,3 +177,28 @@ def test_with_scoping_batched_gets_and_saves_of_another_project_are_not_found(
     assert isinstance(saves[0][1], exception.NotFound)
     assert saves[1][0]
     assert objects.Instance.get(A, mine.id).task_state is None
+
+
+@pytest.mark.rabbit
+def test_conductor_serve_with_the_flag_scopes_requests(
+    broker_url: str, shared_database_url: str
+) -> None:
+    from tests.brokers import delete_queues
+    from tests.conductor.processes import serve, unique_topic
+
+    objects.register_all()
+    topic = unique_topic()
+    try:
+        with serve(broker_url, shared_database_url, topic, "--project-scoping",
+                   "--allow-admin-context", server="solo"):
+            api = conductor.connect(broker_url, topic=topic, timeout=30)
+            try:
+                mine = create(A, f"serve-{uuid.uuid4().hex[:6]}")
+                with pytest.raises(exception.NotFound):
+                    objects.Instance.get(B, mine.id)
+                assert objects.Instance.get(ADMIN, mine.id).uuid == mine.uuid
+            finally:
+                api.close()
+                base.set_indirection_api(None)
+    finally:
+        delete_queues(broker_url, [topic, f"{topic}.solo"])
