@@ -43,6 +43,7 @@ _find = select(_table.c.result, _table.c.digest).where(
     _table.c.request_id == bindparam("request_id")
 )
 _store = insert(_table)
+_IDS_PER_QUERY = 5000
 
 
 class Stored(NamedTuple):
@@ -61,13 +62,17 @@ def find(session: Connection | Session, request_id: str) -> Stored | None:
 
 def find_many(session: Connection | Session, request_ids: Sequence[str]) -> dict[str, Stored]:
     """:func:`find` for many request ids, in one query."""
-    if not request_ids:
-        return {}
-    stmt = select(_table.c.request_id, _table.c.result, _table.c.digest).where(
-        _table.c.request_id.in_(list(request_ids))
-    )
-    with translate_errors(OBJNAME):
-        return {row[0]: Stored(row[1], row[2]) for row in session.execute(stmt)}
+    found: dict[str, Stored] = {}
+    ids = list(request_ids)
+    # A batch may carry tens of thousands of requests: a few thousand ids per query keeps
+    # each under the databases' bound-parameter limits.
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        stmt = select(_table.c.request_id, _table.c.result, _table.c.digest).where(
+            _table.c.request_id.in_(ids[start : start + _IDS_PER_QUERY])
+        )
+        with translate_errors(OBJNAME):
+            found.update((row[0], Stored(row[1], row[2])) for row in session.execute(stmt))
+    return found
 
 
 def answer(request_id: str, stored: Stored, digest: str | None) -> Any:

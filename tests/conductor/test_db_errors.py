@@ -155,3 +155,25 @@ def test_a_database_host_that_does_not_resolve_is_not_named_to_the_caller() -> N
 
     public = f"{caught.value} {caught.value.kwargs!r}"
     assert not [leak for leak in LEAKS if leak in public], public
+
+
+def test_a_long_filter_list_without_a_one_parameter_form_is_refused_clearly_or_answered(
+    storage: db.SQLStorage,
+) -> None:
+    import datetime as dt
+
+    when = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
+            for i in range(40_000)]
+    if storage.has_bulk_statements:  # PostgreSQL: one array parameter for any length
+        assert storage.query("Instance", {"created_at": when}) == []
+    else:
+        with pytest.raises(exception.ObjectValueError, match="at most 30000 values"):
+            storage.query("Instance", {"created_at": when})
+
+
+def test_looking_up_the_stored_results_of_a_huge_batch_fits_the_parameter_limits(
+    storage: db.SQLStorage,
+) -> None:
+    from conductor.db import requests
+
+    assert requests.find_many(storage._unit.connection, [f"r-{i}" for i in range(70_000)]) == {}
