@@ -283,8 +283,13 @@ class BatchStorage(SQLStorage):
     request that used it may be counted as writing when another did; never the reverse).
     """
 
-    def __init__(self, batch: Batch) -> None:
-        super().__init__(batch.tx)
+    def __init__(
+        self, batch: Batch, *, project_id: str | None = None, scoped: bool = False
+    ) -> None:
+        # NOTE: the rounds run unscoped statements for many requests at once; a scoped
+        # request must run alone (the manager sees to it), so only its primed gets, made
+        # for everyone, need the check below.
+        super().__init__(batch.tx, project_id=project_id, scoped=scoped)
         self._batch = batch
         self._used_session = False
 
@@ -305,6 +310,8 @@ class BatchStorage(SQLStorage):
     def get(self, objname: str, id: int) -> Record:
         if not self._batch.in_body():
             record = self._batch.primed(objname, id)
+            if record is not None and not self.visible(objname, record):
+                raise not_found(objname, id)
             return record if record is not None else super().get(objname, id)
         item = self._batch.park("get", objname, id)
         return self._finish(item, lambda: super(BatchStorage, self).get(objname, id))

@@ -197,6 +197,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-admin-context", action="store_true",
                        help="accept request contexts that claim admin (is_admin); refused "
                             "by default because any caller can set the flag")
+    serve.add_argument("--project-scoping", action="store_true",
+                       default=os.environ.get("CONDUCTOR_PROJECT_SCOPING", "").lower()
+                       in {"1", "true", "yes", "on"},
+                       help="a request context reads and changes only its own project's "
+                            "instances (admin contexts: all); env CONDUCTOR_PROJECT_SCOPING=1")
 
     dbp = sub.add_parser("db", help="database schema commands")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)
@@ -247,6 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         server=args.server, workers=args.workers, auto_upgrade=False,
         allow_admin_context=args.allow_admin_context,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        project_scoping=args.project_scoping,
     )
     try:
         service.start()

@@ -4,14 +4,20 @@ Every request runs under ``objects.base.local_execution()`` (the conductor never
 itself, even when its process also has an indirection API installed) with a
 ``SQLStorage`` bound to one transaction. Writes are exactly-once in effect: the request
 id the transport hands us is stored with the result in the same transaction, so a
-redelivered request (the previous conductor died after commit, before the ack) is
-answered from the stored result instead of running twice.
+request that arrives again is answered from the stored result instead of running twice:
+a redelivery (the previous conductor died after commit, before the ack) is looked up
+first; a request published again as a fresh message (a client resending after a lost
+publisher confirm) runs, fails on what its first run wrote (or on the stored id) and is
+then answered from the stored result. Requests that wrote nothing are not stored: run
+again, they read again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -44,6 +50,9 @@ class ConductorManager:
         engine: the database; each request (or batch) runs in one ``db.Transaction``.
         prune_every: seconds between prunes of stored request results.
         keep_results: seconds a stored result is kept for replay.
+        serialize_transactions: run one transaction at a time (SQLite).
+        project_scoping: confine each request to its context's project's rows, unless the
+            context is admin (see ``SQLStorage``).
     """
 
     target = transport.Target(namespace=None, version="1.0")
@@ -53,6 +62,7 @@ class ConductorManager:
         exception.NotFound,
         exception.ConcurrentUpdate,
         exception.DuplicateEntry,
+        exception.RequestIdReused,
         exception.ObjectActionError,
         exception.ObjectValueError,
         exception.UnsupportedObjectError,
@@ -66,9 +76,11 @@ class ConductorManager:
         prune_every: float = 60.0,
         keep_results: float = 3600.0,
         serialize_transactions: bool = False,
+        project_scoping: bool = False,
         metrics: Metrics | None = None,
     ) -> None:
         self._engine = engine
+        self._project_scoping = project_scoping
         self._metrics = metrics
         # NOTE: SQLite has one writer at a time and makes the others poll with sleeps of
         # up to 100 ms; queueing our own transactions on a lock is far faster.
@@ -93,12 +105,20 @@ class ConductorManager:
         _check_call_shape(objname, objmethod, args, kwargs)
         if not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
+        digest = _digest_of(
+            context,
+            "object_class_action_versions",
+            {"objname": objname, "objmethod": objmethod, "object_versions": object_versions,
+             "args": args, "kwargs": kwargs},
+        )
         return self._run(
             context,
             f"{objname}.{objmethod}",
             lambda: indirection.handle_class_action(
                 context, objname, objmethod, object_versions, args, kwargs
             ),
+            reads_only=objmethod in _BUILTIN_READS.get(objname, ()),
+            digest=digest,
         )
 
     def object_action(
@@ -115,6 +135,12 @@ class ConductorManager:
         _check_call_shape(objinst.obj_name(), objmethod, args, kwargs)
         if object_versions is not None and not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
+        digest = _digest_of(
+            context,
+            "object_action",
+            {"objinst": objinst, "objmethod": objmethod, "args": args, "kwargs": kwargs,
+             "object_versions": object_versions},
+        )
         return self._run(
             context,
             f"{objinst.obj_name()}.{objmethod}",
@@ -123,6 +149,7 @@ class ConductorManager:
                     context, objinst, objmethod, args, kwargs, object_versions
                 )
             ),
+            digest=digest,
         )
 
     def object_backport_versions(
@@ -135,7 +162,14 @@ class ConductorManager:
 
     # -- one request, one transaction -----------------------------------------------
 
-    def _run(self, context: RequestContext, what: str, body: Callable[[], Any]) -> Any:
+    def _run(
+        self,
+        context: RequestContext,
+        what: str,
+        body: Callable[[], Any],
+        reads_only: bool = False,
+        digest: Callable[[], str | None] = lambda: None,
+    ) -> Any:
         if not isinstance(context, RequestContext):
             raise exception.ObjectValueError(reason="the request carries no valid context")
         request_id = transport.current_request_id()
@@ -155,19 +189,38 @@ class ConductorManager:
         try:
             self._maybe_prune()
             try:
-                result = self._run_once(context, what, body, request_id)
+                result = self._run_once(context, what, body, request_id, digest)
             except _AlreadyStored:
-                # Another conductor committed this very request first (a redelivery raced
-                # the original); its result is the answer.
+                # This very request id was committed first by another run (a redelivery
+                # or a resend raced the original); its result is the answer.
                 with db.transaction_scope(self._engine) as tx:
-                    found, result = db_requests.lookup_result(tx.connection, request_id or "")
-                if not found:
+                    stored = db_requests.find(tx.connection, request_id or "")
+                if stored is None:
                     raise exception.DatabaseError(reason="stored result vanished") from None
+                result = db_requests.answer(request_id or "", stored, digest())
+            except (exception.DatabaseError, exception.RequestIdReused):
+                raise
+            except Exception:
+                # NOTE: a request sent again without the redelivered flag (a client resending
+                # after a lost publisher confirm) fails when it runs again: its create hits
+                # the unique key it wrote, its save the revision it bumped, its destroy the
+                # missing row. Only then is it looked up, so the success path of every
+                # request costs no extra query.
+                if request_id is None or reads_only:
+                    raise
+                stored = self._stored_after_failure(request_id)
+                if stored is None:
+                    raise
+                result = db_requests.answer(request_id, stored, digest())
+                LOG.info("replayed %s from its stored result", what)
+                if self._metrics is not None:
+                    self._metrics.replayed()
             LOG.debug("served %s", what)
             return result
         except exception.DatabaseError as exc:
-            # One line per failed request while the database is away, not a traceback.
-            LOG.warning("%s failed: %s", what, exc)
+            # One line per failed request while the database is away, not a traceback;
+            # where the database lives is for this log, not for the caller.
+            LOG.warning("%s failed: %s", what, db.error_detail(exc))
             error = exc
             raise
         except BaseException as exc:
@@ -183,26 +236,49 @@ class ConductorManager:
                 )
 
     def _run_once(
-        self, context: RequestContext, what: str, body: Callable[[], Any], request_id: str | None
+        self,
+        context: RequestContext,
+        what: str,
+        body: Callable[[], Any],
+        request_id: str | None,
+        digest: Callable[[], str | None],
     ) -> Any:
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
-            # NOTE: only a redelivered message can have run before; skipping the lookup
-            # on first deliveries saves a query on every request.
+            # NOTE: a redelivered message may have run before: look it up first. Other
+            # messages are looked up only if they fail (see _run), which saves a query
+            # on every request.
             if request_id is not None and transport.current_request_redelivered():
-                found, stored = db_requests.lookup_result(tx.connection, request_id)
-                if found:
+                stored = db_requests.find(tx.connection, request_id)
+                if stored is not None:
+                    result = db_requests.answer(request_id, stored, digest())
                     LOG.info("replayed %s from its stored result", what)
                     if self._metrics is not None:
                         self._metrics.replayed()
-                    return stored
-            storage = SQLStorage(tx)
+                    return result
+            storage = SQLStorage(tx, **self._scope_of(context))
             result = _with_storage(context, storage, body)
             if request_id is not None and storage.wrote:
                 try:
-                    db_requests.store_result(tx.for_write(), request_id, result)
+                    db_requests.store_result(tx.for_write(), request_id, result, digest())
                 except exception.DuplicateEntry:
                     raise _AlreadyStored() from None
         return result
+
+    def _scope_of(self, context: Any) -> dict[str, Any]:
+        """The project scope of a request's storage (see ``SQLStorage``)."""
+        return {
+            "project_id": getattr(context, "project_id", None),
+            "scoped": self._project_scoping and not getattr(context, "is_admin", False),
+        }
+
+    def _stored_after_failure(self, request_id: str) -> db_requests.Stored | None:
+        """The stored request whose run just failed (it may have run before); None when
+        there is none or the database cannot tell."""
+        try:
+            with db.transaction_scope(self._engine) as tx:
+                return db_requests.find(tx.connection, request_id)
+        except exception.DatabaseError:
+            return None
 
     # -- many requests, one transaction -------------------------------------------------
 
@@ -264,14 +340,18 @@ class ConductorManager:
     def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
         self._maybe_prune()
         outcomes: list[tuple[bool, Any]] = []
+        digests = {c.request_id: _digest_of(c.context, c.method, c.kwargs) for c in calls}
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
             replayable = [c.request_id for c in calls if c.redelivered]
-            stored = db_requests.lookup_results(tx.connection, replayable)
+            stored = {
+                request_id: _answer(request_id, found, digests[request_id])
+                for request_id, found in db_requests.find_many(tx.connection, replayable).items()
+            }
             if stored and self._metrics is not None:
                 self._metrics.replayed(len(stored))
             batch = Batch(tx)
             pending = [call for call in calls if call.request_id not in stored]
-            storages = [BatchStorage(batch) for _ in pending]
+            storages = [BatchStorage(batch, **self._scope_of(call.context)) for call in pending]
 
             def body(call: transport.BatchCall, storage: BatchStorage) -> Callable[[], Any]:
                 def run() -> Any:
@@ -283,26 +363,37 @@ class ConductorManager:
 
             bodies = [body(call, storage) for call, storage in zip(pending, storages, strict=True)]
             alone = _prime_gets(batch, pending)
-            if not batch.coalesces_writes:
+            gets = iter(alone)  # built-in gets by id: they write nothing, ever
+            if not batch.coalesces_writes or self._project_scoping:
                 # Nothing to gain from running side by side, only greenlet switches
-                # (about 15% of an embedded save on SQLite).
+                # (about 15% of an embedded save on SQLite). Scoped requests run alone
+                # too: a round's statements serve many requests, of many projects.
                 alone = [True] * len(pending)
             results = iter(zip(batch.run(bodies, alone), storages, strict=True))
-            to_store: list[tuple[str, Any]] = []
+            to_store: list[tuple[str, Any, str | None]] = []
+            failed: dict[str, int] = {}
             for call in calls:
                 if call.request_id in stored:
-                    outcomes.append((True, stored[call.request_id]))
+                    outcomes.append(stored[call.request_id])
                     continue
                 (ok, value), storage = next(results)
+                primed_get = next(gets)
                 wrote = storage.take_wrote()
                 if not ok:
                     if wrote or not isinstance(value, _CLEAN_ERRORS):
                         raise _Fallback(f"{type(value).__name__} in a write") from value
+                    if not primed_get:
+                        failed[call.request_id] = len(outcomes)
                     outcomes.append((False, value))
                     continue
                 if wrote:
-                    to_store.append((call.request_id, value))
+                    to_store.append((call.request_id, value, digests[call.request_id]()))
                 outcomes.append((True, value))
+            if failed:
+                # A request sent again without the redelivered flag fails when it runs
+                # again (see _run): the failed ones are looked up, in one query.
+                for request_id, found in db_requests.find_many(tx.connection, list(failed)).items():
+                    outcomes[failed[request_id]] = _answer(request_id, found, digests[request_id])
             try:
                 if to_store:
                     db_requests.store_results(tx.for_write(), to_store)
@@ -323,6 +414,15 @@ class ConductorManager:
         except Exception:  # noqa: BLE001 - pruning must never fail a request
             LOG.warning("could not prune stored request results", exc_info=True)
 
+
+#: The built-in objects' class methods that only read: when one fails, it cannot be
+#: because an earlier run of the same request wrote (see ``_run``).
+_BUILTIN_READS: dict[str, frozenset[str]] = {
+    "Instance": frozenset({"get", "get_by_uuid"}),
+    "InstanceList": frozenset({"get_all", "get_by_host"}),
+    "Flavor": frozenset({"get", "get_by_flavorid"}),
+    "ComputeNode": frozenset({"get", "get_by_host"}),
+}
 
 #: Errors after which the batch's transaction is still usable: raised before any write
 #: and without a failed statement (the others may have aborted it on PostgreSQL).
@@ -381,6 +481,79 @@ def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool
     for objname, ids in wanted.items():
         batch.prime(objname, ids)
     return alone
+
+
+class ServedContext(RequestContext):
+    """A request context as the conductor received it, with the request's arguments as
+    they arrived (``wire_args``: JSON values, before any object was built from them).
+
+    ``ConductorSerializer`` makes these; the digest of a request's content
+    (:func:`_digest_of`) is taken from ``wire_args``, which no method body changes, and
+    only when it is needed (a write to store, a stored request to compare with).
+    """
+
+    wire_args: list[Any] | None = None
+
+
+_primitives = base.VersionedObjectSerializer()
+
+
+def _digest_of(
+    context: Any, method: str, arguments: dict[str, Any]
+) -> Callable[[], str | None]:
+    """The digest of a request's content: the RPC method, who asks (user, project, roles,
+    admin) and the argument values (a SHA-256, hex).
+
+    Taken lazily, when first asked for, from the arguments as they arrived when the
+    context has them (their order is the message's: a request sent again is the same
+    message); otherwise (a manager driven directly, in tests) now, from ``arguments`` in
+    name order, before the method body can change them.
+    """
+    if not isinstance(context, RequestContext):
+        return lambda: None
+    wire = context.wire_args if isinstance(context, ServedContext) else None
+    if wire is not None:
+        cached: list[str | None] = []
+
+        def lazy() -> str | None:
+            if not cached:
+                cached.append(_digest(method, context, wire))
+            return cached[0]
+
+        return lazy
+    if _batch_storage.get() is not None:
+        return lambda: None  # inside a batch, which takes the digests itself
+    values = [
+        _primitives.serialize_entity(context, arguments[name])
+        for name in sorted(arguments)
+        if arguments[name] is not None
+    ]
+    fixed = _digest(method, context, values)
+    return lambda: fixed
+
+
+_digest_encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def _digest(method: str, context: RequestContext, values: list[Any]) -> str | None:
+    identity = [context.user_id, context.project_id, sorted(context.roles), context.is_admin]
+    try:
+        # NOTE: one C-encoder pass over the arguments (about as much CPU as encoding the
+        # reply), paid only by requests that write or replay.
+        text = _digest_encoder.encode([method, identity, values])
+    except (TypeError, ValueError, RecursionError):
+        return None  # not JSON (cannot have come over the wire): nothing to compare
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _answer(
+    request_id: str, stored: db_requests.Stored, digest: Callable[[], str | None]
+) -> tuple[bool, Any]:
+    """A batch request's outcome from its stored result (see ``db_requests.answer``)."""
+    try:
+        return True, db_requests.answer(request_id, stored, digest())
+    except exception.RequestIdReused as exc:
+        return False, exc
 
 
 def _with_storage(context: RequestContext, storage: SQLStorage, body: Callable[[], Any]) -> Any:

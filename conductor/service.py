@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import transport
 from conductor import db
-from conductor.manager import ConductorManager
+from conductor.manager import ConductorManager, ServedContext
 from conductor.metrics import Metrics, MonitoringServer
 from objects import base
 from objects.context import RequestContext
@@ -44,7 +44,9 @@ class ConductorSerializer(base.VersionedObjectSerializer):
         self.allow_admin_context = allow_admin_context
 
     def deserialize_context(self, context: dict[str, Any]) -> RequestContext:
-        ctx = super().deserialize_context(context)
+        ctx = ServedContext.from_dict(context)
+        assert isinstance(ctx, ServedContext)
+        ctx.wire_args = []
         if ctx.is_admin and not self.allow_admin_context:
             raise PermissionError(
                 "the request context claims admin, which this conductor does not accept; "
@@ -52,6 +54,20 @@ class ConductorSerializer(base.VersionedObjectSerializer):
                 "--allow-admin-context if its callers may elevate"
             )
         return ctx
+
+    def deserialize_entity(self, context: Any, entity: Any) -> Any:
+        # Keep each argument as it arrived, for the digest of the request's content (see
+        # ServedContext); nested values are part of their argument, not recorded again.
+        wire = context.wire_args if isinstance(context, ServedContext) else None
+        if wire is None:
+            return super().deserialize_entity(context, entity)
+        context.wire_args = None
+        try:
+            value = super().deserialize_entity(context, entity)
+        finally:
+            context.wire_args = wire
+        wire.append(entity)
+        return value
 
 
 class State(enum.Enum):
@@ -80,6 +96,9 @@ class Conductor:
         metrics_port: serve ``/metrics`` and ``/healthz`` on this port (0: any free port,
             see :attr:`metrics_port` once started; None: off). See ``conductor.metrics``.
         metrics_host: the address the metrics port listens on.
+        project_scoping: a context reads and changes only its own project's instances
+            (rows of tables with a ``project_id`` column); admin contexts see all. Off by
+            default: every context sees every row.
     """
 
     def __init__(
@@ -94,6 +113,7 @@ class Conductor:
         allow_admin_context: bool = False,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        project_scoping: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -104,6 +124,7 @@ class Conductor:
         self.workers = workers
         self.auto_upgrade = auto_upgrade
         self.allow_admin_context = allow_admin_context
+        self.project_scoping = project_scoping
         self.state = State.NEW
         self._lock = threading.Lock()
         self._engine: db.Engine | None = None
@@ -133,6 +154,7 @@ class Conductor:
                     engine,
                     serialize_transactions=engine.dialect.name == "sqlite",
                     metrics=metrics,
+                    project_scoping=self.project_scoping,
                 )
                 rpc_transport = transport.get_transport(self.transport_url)
                 # Duck-typed: objects never imports transport's Serializer ABC.

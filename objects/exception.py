@@ -20,6 +20,7 @@ Tree::
     ├── ObjectValueError            a primitive or value is malformed (also a ValueError)
     │   └── InvalidTargetVersion    a primitive was asked for above the object's VERSION
     ├── DuplicateEntry              a create collides with a unique key
+    ├── RequestIdReused             a request id already ran with other content
     ├── DatabaseError               the database failed the request (outage, deadlock); retry later
     ├── DatabaseNotAvailable        a database call was made outside the conductor
     └── WouldBlockEventLoop         a blocking wait inside a running asyncio event loop
@@ -136,6 +137,22 @@ class DuplicateEntry(ObjectsError):
     """Raised when a create or save collides with a unique key. Fields: ``objname``, ``columns``."""
 
     msg_fmt = "%(objname)s already exists with the same %(columns)s"
+
+
+class RequestIdReused(ObjectsError):
+    """Raised when a request arrives with the id of an earlier request whose content differed.
+
+    The conductor answers a request it already ran from the stored result; a request
+    whose content differs from the stored one's is another request that reused the id (a
+    broken or hostile sender). It is refused: it did not run, and the earlier request's
+    stored result is left as it was. Field: ``request_id``. Send each request with a
+    fresh id.
+    """
+
+    msg_fmt = (
+        "Request id %(request_id)s was already used by another request with other "
+        "content; this request did not run: send it with a fresh request id"
+    )
 
 
 class DatabaseError(ObjectsError):

@@ -18,7 +18,7 @@ from conductor.db.engine import (
     session_scope,
     transaction_scope,
 )
-from conductor.db.errors import SchemaNotAtHead, mask_url, translate_errors
+from conductor.db.errors import SchemaNotAtHead, error_detail, mask_url, translate_errors
 from conductor.db.migration import check_at_head, current_revision, head_revision, upgrade
 from conductor.db.models import (
     Base,
@@ -61,6 +61,7 @@ __all__ = [
     "store_result",
     # errors
     "SchemaNotAtHead",
+    "error_detail",
     "mask_url",
     "translate_errors",
 ]

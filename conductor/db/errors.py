@@ -10,10 +10,20 @@ SQLAlchemy / DBAPI                          raised instead
 IntegrityError, unique key                  ``objects.exception.DuplicateEntry``
 IntegrityError, NOT NULL / CHECK / FK       ``objects.exception.ObjectValueError``
 DataError, bind-parameter conversion        ``objects.exception.ObjectValueError``
+a value the driver cannot bind, a type      ``objects.exception.ObjectValueError``
+mismatch, too many parameters, OverflowError
 StaleDataError (ORM version check)          ``objects.exception.ConcurrentUpdate``
 NoResultFound                               ``objects.exception.NotFound``
 everything else (outage, lock, deadlock)    ``objects.exception.DatabaseError``
 ==========================================  ============================================
+
+``DatabaseError`` tells the caller to retry later; a request that can never succeed (its
+values are the problem) gets ``ObjectValueError`` instead.
+
+A ``DatabaseError`` tells the caller what failed, never where the database lives: host
+names, addresses, ports, socket paths and database names are taken out of the driver's
+message. The full message stays on the exception for the conductor's log
+(:func:`error_detail`); it does not travel to callers.
 
 Plus :class:`SchemaNotAtHead`, raised by ``check_at_head`` before a conductor serves.
 """
@@ -30,7 +40,7 @@ from sqlalchemy.orm import exc as orm_exc
 
 from objects import exception
 
-__all__ = ["SchemaNotAtHead", "mask_url", "translate_errors"]
+__all__ = ["SchemaNotAtHead", "error_detail", "mask_url", "translate_errors"]
 
 _UNIQUE_SQLSTATE = "23505"
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
@@ -66,6 +76,71 @@ def _reason(exc: BaseException) -> str:
     text = str(orig if orig is not None else exc).strip().splitlines()
     reason = text[0] if text else type(exc).__name__
     return reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 3] + "..."
+
+
+# SQLSTATEs of statements refused for their values' types: retrying cannot help.
+_TYPE_SQLSTATES = frozenset({
+    "42804",  # datatype_mismatch
+    "42846",  # cannot_coerce
+    "42883",  # undefined_function (an operator for these types)
+    "42P18",  # indeterminate_datatype
+})
+_UNRETRYABLE_TEXT = (
+    "Error binding parameter",  # sqlite3: a value of a type it cannot bind
+    "too many SQL variables",  # sqlite3
+    "number of parameters must be between",  # psycopg: over PostgreSQL's 65535
+    "cannot adapt type",  # psycopg: a value of a type it cannot send
+)
+
+
+def _never_succeeds(exc: sa_exc.DBAPIError) -> bool:
+    """Whether the database refused the statement for the request's values (a retry
+    would be refused again), as opposed to failing it (outage, lock, deadlock)."""
+    if isinstance(exc, sa_exc.DataError):
+        return True
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TYPE_SQLSTATES:
+        return True
+    text = str(orig)
+    return any(marker in text for marker in _UNRETRYABLE_TEXT)
+
+
+# Where the database lives, as drivers word it (psycopg, libpq, sqlite3), and what to say
+# instead. Applied in order.
+_WHERE = [
+    (re.compile(r'connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed'),
+     "connection to the database server failed"),
+    (re.compile(r'connection to server on socket "[^"]*" failed'),
+     "connection to the database server failed"),
+    (re.compile(r"""(?:failed to resolve|could not translate) host(?: name)? ["'][^"']*["']"""),
+     "cannot resolve the database host"),
+    (re.compile(r'\b(?:host|hostaddr|database|role|user) "[^"]*"'), "the database"),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "<address>"),
+    (re.compile(r"\[?\b(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{0,4}\b\]?|::1\b"), "<address>"),
+    (re.compile(r",? (?:on )?port \d+"), ""),
+]
+
+
+def _public(reason: str) -> str:
+    """``reason`` without the database's host, address, port or name."""
+    for pattern, replacement in _WHERE:
+        reason = pattern.sub(replacement, reason)
+    return reason
+
+
+def _database_error(exc: BaseException) -> exception.DatabaseError:
+    """A DatabaseError for callers; the driver's full message stays in ``detail``."""
+    detail = _reason(exc)
+    error = exception.DatabaseError(reason=_public(detail))
+    error.detail = detail  # type: ignore[attr-defined]
+    return error
+
+
+def error_detail(exc: BaseException) -> str:
+    """What to log of ``exc``: a DatabaseError's full driver message (host and port
+    included, for the operator), else the exception's own text."""
+    detail = getattr(exc, "detail", None)
+    return f"{exc} ({detail})" if isinstance(detail, str) and detail not in str(exc) else str(exc)
 
 
 def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
@@ -112,12 +187,12 @@ def translate_errors(objname: str | None = None) -> Iterator[None]:
                 columns=columns,
             ) from exc
         raise exception.ObjectValueError(reason=_reason(exc)) from exc
-    except sa_exc.DataError as exc:
-        raise exception.ObjectValueError(reason=_reason(exc)) from exc
     except sa_exc.DBAPIError as exc:
+        if _never_succeeds(exc):
+            raise exception.ObjectValueError(reason=_reason(exc)) from exc
         # OperationalError, InterfaceError, InternalError, ProgrammingError...: the
         # database (or the connection to it) failed the request.
-        raise exception.DatabaseError(reason=_reason(exc)) from exc
+        raise _database_error(exc) from exc
     except sa_exc.StatementError as exc:
         # Raised before the statement reached the database: a bind processor refused the
         # value (a str for a DateTime, something json cannot encode, ...).
@@ -126,7 +201,7 @@ def translate_errors(objname: str | None = None) -> Iterator[None]:
             raise orig from exc
         if isinstance(orig, (TypeError, ValueError, OverflowError)):
             raise exception.ObjectValueError(reason=_reason(exc)) from exc
-        raise exception.DatabaseError(reason=_reason(exc)) from exc
+        raise _database_error(exc) from exc
     except orm_exc.StaleDataError as exc:
         raise exception.ConcurrentUpdate(
             f"{name} was changed by someone else; refresh and retry", objname=name
@@ -134,4 +209,7 @@ def translate_errors(objname: str | None = None) -> Iterator[None]:
     except sa_exc.NoResultFound as exc:
         raise exception.NotFound(objname=name) from exc
     except sa_exc.SQLAlchemyError as exc:
-        raise exception.DatabaseError(reason=_reason(exc)) from exc
+        raise _database_error(exc) from exc
+    except OverflowError as exc:
+        # sqlite3 binds Python ints itself and refuses those over 64 bits this way.
+        raise exception.ObjectValueError(reason=f"a number out of the database's range: {exc}") from exc

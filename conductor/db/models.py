@@ -163,6 +163,9 @@ class Instance(Revisioned, Base):
     metadata_: Mapped[dict[str, str]] = mapped_column(
         "metadata", _json(), nullable=False, default=dict, server_default=text("'{}'")
     )
+    #: The creating context's project (not an Instance field: the storage keeps it, and
+    #: scopes rows by it when the conductor runs with project scoping).
+    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
 
 
 class ComputeNode(Revisioned, Base):
@@ -185,6 +188,8 @@ class ConductorRequest(Base):
 
     request_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     result: Mapped[Any] = mapped_column(JSON(none_as_null=False), nullable=True)
+    #: SHA-256 (hex) of the request's content; NULL for results stored before 0004.
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
 
 

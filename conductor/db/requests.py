@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.engine import Connection
@@ -19,15 +19,71 @@ from sqlalchemy.orm import Session
 
 from conductor.db.errors import translate_errors
 from conductor.db.models import ConductorRequest, utcnow
+from objects import exception
 
-__all__ = ["OBJNAME", "lookup_result", "lookup_results", "prune", "store_result", "store_results"]
+__all__ = [
+    "OBJNAME",
+    "Stored",
+    "answer",
+    "find",
+    "find_many",
+    "lookup_result",
+    "lookup_results",
+    "prune",
+    "store_result",
+    "store_results",
+]
 
 #: The objname on errors about the requests table (DuplicateEntry on a racing replay).
 OBJNAME = "ConductorRequest"
 
 _table = cast(Table, ConductorRequest.__table__)
 _lookup = select(_table.c.result).where(_table.c.request_id == bindparam("request_id"))
+_find = select(_table.c.result, _table.c.digest).where(
+    _table.c.request_id == bindparam("request_id")
+)
 _store = insert(_table)
+_IDS_PER_QUERY = 5000
+
+
+class Stored(NamedTuple):
+    """A stored request: its result, and the digest of its content (None before 0004)."""
+
+    result: Any
+    digest: str | None
+
+
+def find(session: Connection | Session, request_id: str) -> Stored | None:
+    """The stored result and digest of a request that already ran, or None."""
+    with translate_errors(OBJNAME):
+        row = session.execute(_find, {"request_id": request_id}).first()
+    return None if row is None else Stored(row[0], row[1])
+
+
+def find_many(session: Connection | Session, request_ids: Sequence[str]) -> dict[str, Stored]:
+    """:func:`find` for many request ids, in one query."""
+    found: dict[str, Stored] = {}
+    ids = list(request_ids)
+    # A batch may carry tens of thousands of requests: a few thousand ids per query keeps
+    # each under the databases' bound-parameter limits.
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        stmt = select(_table.c.request_id, _table.c.result, _table.c.digest).where(
+            _table.c.request_id.in_(ids[start : start + _IDS_PER_QUERY])
+        )
+        with translate_errors(OBJNAME):
+            found.update((row[0], Stored(row[1], row[2])) for row in session.execute(stmt))
+    return found
+
+
+def answer(request_id: str, stored: Stored, digest: str | None) -> Any:
+    """The stored result, when the request asking for it is the one that was stored.
+
+    Raises:
+        RequestIdReused: both digests are known and differ: another request reused the id.
+    """
+    if stored.digest is not None and digest is not None and stored.digest != digest:
+        raise exception.RequestIdReused(request_id=request_id)
+    return stored.result
 
 
 def lookup_result(session: Connection | Session, request_id: str) -> tuple[bool, Any]:
@@ -43,8 +99,11 @@ def lookup_result(session: Connection | Session, request_id: str) -> tuple[bool,
     return True, row[0]
 
 
-def store_result(session: Connection | Session, request_id: str, result: Any) -> None:
-    """Record ``result`` (JSON-compatible) for ``request_id`` in the caller's transaction.
+def store_result(
+    session: Connection | Session, request_id: str, result: Any, digest: str | None = None
+) -> None:
+    """Record ``result`` (JSON-compatible) for ``request_id`` in the caller's transaction,
+    with the ``digest`` of the request's content (see :func:`answer`).
 
     Raises:
         DuplicateEntry: another conductor stored this request id first (a redelivery ran
@@ -53,7 +112,8 @@ def store_result(session: Connection | Session, request_id: str, result: Any) ->
     """
     with translate_errors(OBJNAME):
         session.execute(
-            _store, {"request_id": request_id, "result": result, "created_at": utcnow()}
+            _store,
+            {"request_id": request_id, "result": result, "digest": digest, "created_at": utcnow()},
         )
 
 
@@ -68,12 +128,24 @@ def lookup_results(session: Connection | Session, request_ids: Sequence[str]) ->
         return {row[0]: row[1] for row in session.execute(stmt)}
 
 
-def store_results(session: Connection | Session, results: Sequence[tuple[str, Any]]) -> None:
-    """:func:`store_result` for many requests in one statement (executemany)."""
+def store_results(
+    session: Connection | Session,
+    results: Sequence[tuple[str, Any] | tuple[str, Any, str | None]],
+) -> None:
+    """:func:`store_result` for many requests in one statement (executemany): ``(request
+    id, result)`` or ``(request id, result, digest)``."""
     if not results:
         return
     now = utcnow()
-    rows = [{"request_id": rid, "result": result, "created_at": now} for rid, result in results]
+    rows = [
+        {
+            "request_id": item[0],
+            "result": item[1],
+            "digest": item[2] if len(item) > 2 else None,  # type: ignore[misc]
+            "created_at": now,
+        }
+        for item in results
+    ]
     with translate_errors(OBJNAME):
         session.execute(_store, rows)
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -48,13 +49,26 @@ from conductor.db.models import UTCDateTime, get_table, utcnow
 from objects import exception
 from objects.storage import Record
 
-__all__ = ["SQLStorage"]
+__all__ = ["PROJECT_COLUMN", "SQLStorage"]
 
 _MICROSECOND = dt.timedelta(microseconds=1)
 # Stay well below SQLite's 32766 and PostgreSQL's 65535 bound parameters per statement.
 _IN_CHUNK = 5000
 # Storage-owned columns: the caller never writes them.
 _MANAGED = frozenset({"id", "revision", "created_at", "updated_at"})
+# A filter list longer than this goes to the database as one parameter (PostgreSQL
+# ``= ANY(array)``, SQLite ``IN (SELECT value FROM json_each(?))``), never as one bound
+# parameter per value: PostgreSQL takes at most 65535 per statement, SQLite 32766 in
+# common builds.
+_IN_PLAIN_MAX = 1000
+# Where no single-parameter form exists (SQLite, a column json_each cannot compare), a
+# filter list may hold this many values at most; more are refused as a bad request.
+_IN_LIST_MAX = 30_000
+# What PostgreSQL's integer types hold; SQLite takes the same, so both refuse alike.
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+#: The column that makes a table's rows belong to a project (see SQLStorage).
+PROJECT_COLUMN = "project_id"
 
 
 def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], None]:
@@ -65,10 +79,12 @@ def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], Non
     """
     kinds: tuple[type, ...] | None
     max_length: int | None = None
+    int_range: tuple[int, int] | None = None
     if isinstance(column_type, Boolean):
         kinds = (bool,)
     elif isinstance(column_type, Integer):
         kinds = (int,)
+        int_range = _INT64 if isinstance(column_type, BigInteger) else _INT32
     elif isinstance(column_type, (Float, Numeric)):
         kinds = (int, float)
     elif isinstance(column_type, String):
@@ -95,8 +111,21 @@ def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], Non
             raise exception.ObjectValueError(
                 reason=f"{name} is longer than {max_length} characters"
             )
+        if int_range is not None and isinstance(value, int) and not (
+            int_range[0] <= value <= int_range[1]
+        ):
+            raise exception.ObjectValueError(
+                reason=f"{name} is out of range ({int_range[0]} to {int_range[1]})"
+            )
 
     return check
+
+
+def _check_limit(limit: Any) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _INT64[1]:
+        raise exception.ObjectValueError(
+            reason=f"limit must be a non-negative int below 2**63, not {limit!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +137,7 @@ class _TableOps:
     checks: Mapping[str, Callable[[Any], None]]
     timestamps: bool  # has created_at and updated_at
     has_updated_at: bool
+    has_project: bool  # has project_id: rows belong to a project (see SQLStorage)
     select_all: Select[Any]
     select_one: Select[Any]
     select_many: Select[Any]
@@ -131,6 +161,7 @@ class _TableOps:
             checks=checks,
             timestamps="created_at" in c and "updated_at" in c,
             has_updated_at="updated_at" in c,
+            has_project=PROJECT_COLUMN in c,
             select_all=select_all,
             select_one=select(table).where(c.id == bindparam("id")),
             select_many=select(table).where(c.id.in_(bindparam("ids", expanding=True))),
@@ -147,14 +178,30 @@ class _TableOps:
         )
 
 
+def _scope_clause(table: Table, scope: str | None) -> ColumnElement[bool] | None:
+    """The WHERE term of a project scope: None (unscoped), "project" (``project_id =
+    :w_project``) or "none" (``project_id IS NULL``, a context without a project)."""
+    if scope is None:
+        return None
+    column = table.c[PROJECT_COLUMN]
+    return column.is_(None) if scope == "none" else column == bindparam("w_project")
+
+
 @functools.lru_cache(maxsize=1024)
 def _update_statement(
-    table: Table, columns: tuple[str, ...], check_revision: bool, set_updated_at: bool
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
 ) -> Any:
-    """``UPDATE ... SET <columns> WHERE id [AND revision] [AND updated_at <] RETURNING *``
-    with bind parameters, built once per column set (see ``update``)."""
+    """``UPDATE ... SET <columns> WHERE id [AND revision] [AND updated_at <] [AND project]
+    RETURNING *`` with bind parameters, built once per column set (see ``update``)."""
     c = table.c
     where: list[ColumnElement[bool]] = [c.id == bindparam("w_id")]
+    scoped = _scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
     if check_revision:
         where.append(c.revision == bindparam("w_revision"))
     values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
@@ -194,7 +241,11 @@ def _from_unnest(table: Table, rows: Any, name: str) -> Any:
 
 @functools.lru_cache(maxsize=1024)
 def _update_many_statement(
-    table: Table, columns: tuple[str, ...], check_revision: bool, set_updated_at: bool
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
 ) -> Any:
     """PostgreSQL: ``UPDATE ... FROM unnest(<one array per column>) AS v WHERE id = v.id
     [AND revision = v.revision] [AND updated_at < v.now] RETURNING *``.
@@ -208,6 +259,9 @@ def _update_many_statement(
     values: dict[str, Any] = {name: _from_unnest(table, rows, name) for name in columns}
     values["revision"] = c.revision + 1
     where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
+    scoped = _scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
     if check_revision:
         where.append(c.revision == rows.c.w_revision)
     if set_updated_at:
@@ -268,15 +322,32 @@ class SQLStorage:
     statements in the transaction; let the error end the request (the service rolls back)
     rather than catching it and writing on.
 
+    Projects: a table with a ``project_id`` column (the built-in ``instances``) keeps
+    the project of the request that created each row (``project_id`` here, unless the
+    values name one). With ``scoped``, its rows belong to their project: reads, updates
+    and deletes see only rows of ``project_id`` (rows without a project when it is None),
+    and another project's row is NotFound, exactly as if it did not exist. Tables without
+    the column, and SQL a method body runs on ``session`` itself, are not scoped.
+
     Args:
         unit: the request's ``Transaction`` (statements go straight to its connection
             until a method body asks for ``context.db.session``, then through that
             session) or a ``Session``.
+        project_id: the requesting context's project.
+        scoped: confine the request to ``project_id``'s rows.
     """
 
-    def __init__(self, unit: Session | Transaction) -> None:
+    def __init__(
+        self,
+        unit: Session | Transaction,
+        *,
+        project_id: str | None = None,
+        scoped: bool = False,
+    ) -> None:
         self._unit = unit
         self._wrote = False
+        self._project_id = project_id
+        self._scoped = scoped
 
     @property
     def session(self) -> Session:
@@ -338,12 +409,50 @@ class SQLStorage:
             info[WROTE_KEY] = False
         return wrote
 
+    # -- projects ----------------------------------------------------------------------
+
+    def _scope(self, ops: _TableOps) -> str | None:
+        """The scope of statements on this table (see ``_scope_clause``)."""
+        if not (self._scoped and ops.has_project):
+            return None
+        return "none" if self._project_id is None else "project"
+
+    def _scoped_stmt(self, ops: _TableOps, stmt: Any) -> Any:
+        scope = self._scope(ops)
+        if scope is None:
+            return stmt
+        column = ops.table.c[PROJECT_COLUMN]
+        return stmt.where(column.is_(None) if scope == "none" else column == self._project_id)
+
+    def visible(self, objname: str, record: Record) -> bool:
+        """Whether this request may see ``record`` (a row fetched by someone else)."""
+        ops = _ops(objname)
+        return self._scope(ops) is None or record.get(PROJECT_COLUMN) == self._project_id
+
+    def _own(self, ops: _TableOps, objname: str, values: dict[str, Any], creating: bool) -> None:
+        """Stamp a new row with the request's project; refuse moving a row to another
+        project when scoped."""
+        if not ops.has_project:
+            return
+        if creating and PROJECT_COLUMN not in values:
+            values[PROJECT_COLUMN] = self._project_id
+        elif (
+            self._scoped
+            and PROJECT_COLUMN in values
+            and values[PROJECT_COLUMN] != self._project_id
+        ):
+            raise exception.ObjectValueError(
+                reason=f"a {objname} of project {self._project_id!r} cannot be given to "
+                "another project"
+            )
+
     # -- reads -------------------------------------------------------------------------
 
     def get(self, objname: str, id: int) -> Record:
         ops = _ops(objname)
+        _check_id(ops, id)
         with translate_errors(objname):
-            row = self._read(ops.select_one, {"id": id}).first()
+            row = self._read(self._scoped_stmt(ops, ops.select_one), {"id": id}).first()
         if row is None:
             raise not_found(objname, id)
         return dict(zip(ops.names, row, strict=True))
@@ -351,6 +460,7 @@ class SQLStorage:
     def get_by(self, objname: str, **equals: Any) -> Record:
         ops = _ops(objname)
         stmt = ops.select_all.where(*self._conditions(ops, objname, equals)).limit(1)
+        stmt = self._scoped_stmt(ops, stmt)
         with translate_errors(objname):
             row = self._read(stmt).first()
         if row is None:
@@ -371,14 +481,13 @@ class SQLStorage:
         if marker is not None:
             if isinstance(marker, bool) or not isinstance(marker, int):
                 raise exception.ObjectValueError(reason=f"marker must be an id, not {marker!r}")
+            _check_id(ops, marker)
             conditions.append(ops.table.c.id > marker)
         if conditions:
             stmt = stmt.where(*conditions)
+        stmt = self._scoped_stmt(ops, stmt)
         if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise exception.ObjectValueError(
-                    reason=f"limit must be a non-negative int, not {limit!r}"
-                )
+            _check_limit(limit)
             stmt = stmt.limit(limit)
         names = ops.names
         with translate_errors(objname):
@@ -388,10 +497,13 @@ class SQLStorage:
     def get_many(self, objname: str, ids: Sequence[int]) -> dict[int, Record]:
         ops = _ops(objname)
         wanted = list(dict.fromkeys(ids))
+        for id_ in wanted:
+            _check_id(ops, id_)
         found: dict[int, Record] = {}
         names = ops.names
         with translate_errors(objname):
             stmt = ops.select_any if self.has_bulk_statements else ops.select_many
+            stmt = self._scoped_stmt(ops, stmt)
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
                 for row in self._read(stmt, {"ids": chunk}):
@@ -419,6 +531,7 @@ class SQLStorage:
         expected_revision: int | None = None,
     ) -> Record:
         ops = _ops(objname)
+        _check_id(ops, id)
         row_values = self._update_values(ops, objname, values)
         now = utcnow() if ops.has_updated_at else None
         # At most a few rounds: the first normally; another only when this process's clock
@@ -444,11 +557,18 @@ class SQLStorage:
     ) -> Record | None:
         """One ``UPDATE ... RETURNING`` of one row; None when it matched no row (missing,
         another revision, or ``updated_at`` not before ``now``)."""
+        scope = self._scope(ops)
         stmt = _update_statement(
-            ops.table, tuple(sorted(row_values)), expected_revision is not None, now is not None
+            ops.table,
+            tuple(sorted(row_values)),
+            expected_revision is not None,
+            now is not None,
+            scope,
         )
         params = {f"v_{k}": v for k, v in row_values.items()}
         params["w_id"] = id
+        if scope == "project":
+            params["w_project"] = self._project_id
         if expected_revision is not None:
             params["w_revision"] = expected_revision
         if now is not None:
@@ -490,6 +610,8 @@ class SQLStorage:
             ObjectValueError: a value the column would refuse (nothing is written).
         """
         ops = _ops(objname)
+        for id_, _, _ in updates:
+            _check_id(ops, id_)
         checked = [self._update_values(ops, objname, values) for _, values, _ in updates]
         columns = tuple(sorted(checked[0])) if checked else ()
         check_revision = bool(updates) and updates[0][2] is not None
@@ -506,8 +628,13 @@ class SQLStorage:
                 self._update_once(ops, objname, id, row_values, expected, now)
                 for (id, _, expected), row_values in zip(updates, checked, strict=True)
             ]
-        stmt = _update_many_statement(ops.table, columns, check_revision, ops.has_updated_at)
+        scope = self._scope(ops)
+        stmt = _update_many_statement(
+            ops.table, columns, check_revision, ops.has_updated_at, scope
+        )
         params: dict[str, Any] = {"a_w_id": ids}
+        if scope == "project":
+            params["w_project"] = self._project_id
         if check_revision:
             params["a_w_revision"] = [rev for _, _, rev in updates]
         if now is not None:
@@ -559,10 +686,12 @@ class SQLStorage:
 
     def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:
         ops = _ops(objname)
+        _check_id(ops, id)
         c = ops.table.c
         stmt = delete(ops.table).where(c.id == id)
         if expected_revision is not None:
             stmt = stmt.where(c.revision == expected_revision)
+        stmt = self._scoped_stmt(ops, stmt)
         noted = self._noted()
         with translate_errors(objname):
             result = self._write(stmt)
@@ -580,7 +709,7 @@ class SQLStorage:
         """After a write matched no row: raise NotFound or ConcurrentUpdate, or return the
         row's ``updated_at`` when neither applies."""
         with translate_errors(objname):
-            row = self._read(ops.select_state, {"id": id}).first()
+            row = self._read(self._scoped_stmt(ops, ops.select_state), {"id": id}).first()
         if row is None:
             raise not_found(objname, id)
         if expected_revision is not None and row[0] != expected_revision:
@@ -595,6 +724,7 @@ class SQLStorage:
         """A new row's column values: the caller's, checked, plus revision 1 and the
         timestamps the table has."""
         row_values = self._checked(ops, objname, values, creating=True)
+        self._own(ops, objname, row_values, creating=True)
         row_values["revision"] = 1
         if ops.timestamps:
             row_values["created_at"] = now
@@ -607,6 +737,7 @@ class SQLStorage:
     ) -> dict[str, Any]:
         """The caller's values for an update, checked; the storage's own columns dropped."""
         row_values = self._checked(ops, objname, values, creating=False)
+        self._own(ops, objname, row_values, creating=False)
         row_values.pop("id", None)
         row_values.pop("revision", None)
         return row_values
@@ -633,9 +764,8 @@ class SQLStorage:
             out[name] = value
         return out
 
-    @staticmethod
     def _conditions(
-        ops: _TableOps, objname: str, filters: Mapping[str, Any]
+        self, ops: _TableOps, objname: str, filters: Mapping[str, Any]
     ) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         c = ops.table.c
@@ -654,7 +784,7 @@ class SQLStorage:
                 present = [v for v in value if v is not None]
                 for v in present:
                     check(v)
-                condition: ColumnElement[bool] = column.in_(present)
+                condition: ColumnElement[bool] = self._in(objname, column, present)
                 if len(present) != len(value):  # None in the list: also match NULL
                     condition = or_(condition, column.is_(None))
                 conditions.append(condition)
@@ -664,6 +794,32 @@ class SQLStorage:
                 check(value)
                 conditions.append(column == value)
         return conditions
+
+
+    def _in(self, objname: str, column: Any, values: list[Any]) -> ColumnElement[bool]:
+        """``column IN values``, as one parameter when the list is long (see _IN_PLAIN_MAX)."""
+        if len(values) <= _IN_PLAIN_MAX:
+            return column.in_(values)  # type: ignore[no-any-return]
+        if self.has_bulk_statements:  # PostgreSQL
+            array = bindparam(None, values, type_=postgresql.ARRAY(column.type))
+            return column == any_(array)  # type: ignore[no-any-return]
+        if isinstance(column.type, (Integer, String, Float, Numeric, Boolean)):
+            listed: Select[Any] = select(literal_column("value")).select_from(
+                func.json_each(bindparam(None, json_text(values), type_=Text))
+            )
+            return column.in_(listed)  # type: ignore[no-any-return]
+        if len(values) > _IN_LIST_MAX:
+            raise exception.ObjectValueError(
+                reason=f"a filter on {objname}.{column.name} may list at most {_IN_LIST_MAX} "
+                f"values, not {len(values)}: split the query"
+            )
+        return column.in_(values)  # type: ignore[no-any-return]
+
+
+def _check_id(ops: _TableOps, id: Any) -> None:
+    """Refuse an id the ``id`` column cannot hold before any statement: the same typed
+    error on every database (PostgreSQL would refuse some, SQLite others, differently)."""
+    ops.checks["id"](id)
 
 
 def _describe(equals: Mapping[str, Any]) -> str:

@@ -74,14 +74,46 @@ def test_the_comparison_notices_drift(migrated_database_url: str) -> None:
     assert "modify_type" in differences and "name" in differences
 
 
-def test_head_is_the_instance_1_2_revision_and_history_is_linear() -> None:
+def test_head_is_the_instance_project_revision_and_history_is_linear() -> None:
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(migration.alembic_config())
     history = [rev.revision for rev in script.walk_revisions()]
 
-    assert db.head_revision() == "0003"
-    assert history == ["0003", "0002", "0001"]
+    assert db.head_revision() == "0005"
+    assert history == ["0005", "0004", "0003", "0002", "0001"]
+
+
+def test_upgrade_from_0003_keeps_stored_results_which_match_any_request(
+    empty_database_url: str,
+) -> None:
+    from conductor.db import requests
+
+    url = empty_database_url
+    # Given a result stored by a conductor of revision 0003 (no digest column yet)
+    db.upgrade(url, "0003")
+    _raw(url, "INSERT INTO conductor_requests (request_id, result, created_at) "
+              "VALUES ('req-old', '[1, 2]', :now)", now=dt.datetime.now(dt.UTC))
+
+    # When the schema goes to 0004 (what `conductor db upgrade` does)
+    db.upgrade(url)
+
+    # Then the result is still there, with no digest, and answers whoever asks
+    assert db.current_revision(url) == db.head_revision()
+    engine = db.create_engine(url)
+    try:
+        with db.transaction_scope(engine) as tx:
+            stored = requests.find(tx.connection, "req-old")
+            assert stored == requests.Stored([1, 2], None)
+            assert requests.answer("req-old", stored, "f" * 64) == [1, 2]
+            requests.store_result(tx.for_write(), "req-new", {"a": 1}, "a" * 64)
+        with db.transaction_scope(engine) as tx:
+            stored = requests.find(tx.connection, "req-new")
+            assert stored == requests.Stored({"a": 1}, "a" * 64)
+            with pytest.raises(exception.RequestIdReused, match="req-new"):
+                requests.answer("req-new", stored, "b" * 64)
+    finally:
+        engine.dispose()
 
 
 def test_the_alembic_folder_is_not_a_package_that_would_shadow_alembic() -> None:
@@ -160,6 +192,7 @@ def test_stepwise_upgrade_keeps_rows_and_fills_the_new_columns(empty_database_ur
     assert db.current_revision(url) == "0002"
     assert [tuple(r) for r in _raw(url, "SELECT uuid, host FROM instances")] == [("u-1", "node-1")]
     db.upgrade(url, "0003")
+    db.upgrade(url)  # (and on to head, which the models below describe)
 
     # Then the row is still there, with the empty defaults of the new fields
     engine = db.create_engine(url)
@@ -182,7 +215,7 @@ def test_check_at_head_names_the_fixing_command_when_behind(empty_database_url: 
 
     masked = db.mask_url(empty_database_url)
     assert f"conductor db upgrade --database-url {masked}" in str(behind.value)
-    assert behind.value.kwargs == {"url": masked, "current": "0002", "head": "0003"}
+    assert behind.value.kwargs == {"url": masked, "current": "0002", "head": "0005"}
     assert "empty database" in str(never_migrated.value)
     db.upgrade(empty_database_url)
     db.check_at_head(empty_database_url)
@@ -255,3 +288,31 @@ def test_conductors_upgrading_the_same_empty_database_at_once_all_succeed(
 
     assert errors == []
     db.check_at_head(empty_database_url)
+
+
+def test_conductor_db_upgrade_takes_a_0003_database_to_head(empty_database_url: str) -> None:
+    db.upgrade(empty_database_url, "0003")
+    from tests.conductor.processes import child_env, conductor_command
+
+    done = subprocess.run(
+        [*conductor_command(), "db", "upgrade", "--database-url", empty_database_url],
+        env=child_env(), capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"from 0003 to {db.head_revision()}" in done.stdout
+    db.check_at_head(empty_database_url)
+
+
+def test_upgrade_to_0005_leaves_existing_instances_without_a_project(
+    empty_database_url: str,
+) -> None:
+    url = empty_database_url
+    db.upgrade(url, "0004")
+    _raw(url, "INSERT INTO instances (uuid, host, state, vcpus, memory_mb, created_at, revision) "
+              "VALUES ('u-old', 'h', 'active', 1, 1, :now, 1)", now=dt.datetime.now(dt.UTC))
+
+    db.upgrade(url, "0005")
+
+    assert [tuple(r) for r in _raw(url, "SELECT uuid, project_id FROM instances")] == [
+        ("u-old", None)]
