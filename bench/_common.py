@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "run_sequential",
     "run_two_stage",
     "run_window",
+    "run_window_asyncio",
     "serve_commands",
 ]
 
@@ -141,6 +142,41 @@ def run_window(
             result.error(exc)
             continue
         result.record(t0)
+    return result.finish()
+
+
+async def run_window_asyncio(
+    start: Callable[[int], Awaitable[Any]],
+    window: int,
+    ops: int,
+    seconds: float | None,
+) -> dict[str, Any]:
+    """The asyncio twin of ``run_window``: ``window`` coroutines, each awaiting one
+    operation after the other (``await start(i)``), gathered; so ``window`` operations
+    are in flight until ``ops`` were started or ``seconds`` have passed."""
+    import asyncio
+
+    result = Result()
+    deadline = _deadline(seconds)
+    perf = time.perf_counter
+    started = 0
+
+    async def one_after_the_other() -> None:
+        nonlocal started
+        while started < ops:
+            t0 = perf()
+            if t0 >= deadline:
+                break
+            i = started
+            started += 1
+            try:
+                await start(i)
+            except Exception as exc:  # noqa: BLE001
+                result.error(exc)
+                continue
+            result.record(t0)
+
+    await asyncio.gather(*(one_after_the_other() for _ in range(window)))
     return result.finish()
 
 

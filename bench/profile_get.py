@@ -25,9 +25,12 @@ from typing import Any
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if not __package__:
+    # Run as a script (``python bench/profile_get.py``): import the ``bench`` package from the
+    # repository root, not this file's folder (where ``bench`` would be bench/bench.py).
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import _procs  # noqa: E402
+from bench import _procs  # noqa: E402
 
 #: ops/s the issue asks for, per workload (RabbitMQ + PostgreSQL).
 TARGETS = {"get_async": 10_000, "save": 3_000}
