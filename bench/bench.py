@@ -297,7 +297,10 @@ class Bench:
         print()
         _report.print_table(cells, in_process_conductor={("embedded", "ours")})
         print("(embedded ours: the conductor runs inside the client process, so its CPU and "
-              "RSS are in the client columns; ovo-local and sqlalchemy have no conductor)")
+              "RSS are in the client columns; ovo-local and sqlalchemy have no conductor;")
+        print(" mq: the RabbitMQ broker process, shared with whatever else uses it: the "
+              "sqlalchemy rows, which do not use it, show that background; pg: the backends "
+              "of the bench database)")
         print()
         ratios = _report.ratios(cells)
         _report.print_ratios(ratios)
