@@ -295,7 +295,8 @@ class Bench:
               f"per cell and round; measured {measured:.0f}s; payload "
               f"{self.samples.get('payload_bytes', '-')}")
         print()
-        _report.print_table(cells, in_process_conductor={("embedded", "ours")})
+        _report.print_table(cells, in_process_conductor={("embedded", "ours"),
+                                                       ("embedded", "ours-asyncio")})
         print("(embedded ours: the conductor runs inside the client process, so its CPU and "
               "RSS are in the client columns; ovo-local and sqlalchemy have no conductor;")
         print(" mq: the RabbitMQ broker process, shared with whatever else uses it: the "
