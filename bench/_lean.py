@@ -111,6 +111,7 @@ def serve(config: dict[str, Any]) -> None:
     from psycopg.types.json import set_json_loads
 
     db = _procs.connect_pg(config["database_url"])
+    db.execute("SET TIME ZONE 'UTC'")  # timestamps as ours gives them: ISO with +00:00
     set_json_loads(loads, db)
     cursor = db.cursor()
     with Connection(config["url"]) as conn:
@@ -190,6 +191,7 @@ class LeanClient:
         self.started: dict[int, float] = {}
         self.next_id = 0
         self.result: _common.Result | None = None
+        self.sample: Any = None
         self.consumer = Consumer(self.channel, queues=[self.reply_queue],
                                  on_message=self._on_reply, no_ack=True)
         self.consumer.consume()
@@ -214,8 +216,10 @@ class LeanClient:
                               delivery_mode=1)
 
     def _on_reply(self, message: Any) -> None:
+        if self.result is None:  # the ``sample`` command
+            self.sample = self.loads(message.body)["replies"][0]
+            return
         result = self.result
-        assert result is not None
         started = self.started
         for reply in self.loads(message.body)["replies"]:
             t0 = started.pop(reply["msg_id"])
@@ -250,7 +254,20 @@ class LeanClient:
         self.result = None
         return result.finish()
 
+    def get_primitive(self, id_: int) -> Any:
+        """The primitive the server sends for Instance ``id_`` (checked against ours')."""
+        self.sample = None
+        request = self._request()
+        request["args"]["args"] = [id_]
+        self._publish([request])
+        while self.sample is None:
+            self.conn.drain_events(timeout=30)
+        self.started.clear()
+        return self.sample
+
     def handle(self, command: dict[str, Any]) -> Any:
+        if command["cmd"] == "sample":
+            return self.get_primitive(int(command["id"]))
         if command["cmd"] == "run":
             window = 1 if command["workload"] == "get" else int(command.get("window", 1))
             return self.run(window, int(command["ops"]), command.get("seconds"))

@@ -198,6 +198,7 @@ class Bench:
                                                   "ids": ids})
             self.systems.append(System("rabbit-pg", name, lclient,
                                        [("get", 1), *_get_async_cells()], [lserver]))
+            _same_instance(lclient.call({"cmd": "sample", "id": ids[0]}), sample, name)
 
         # raw kombu, with the sizes of our get request and reply
         request_body, reply_body = _get_payloads(sample, topic)
@@ -417,6 +418,18 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             _log(f"logs kept in {self.tmp}")
+
+
+def _same_instance(lean: dict[str, Any], ours: dict[str, Any], name: str) -> None:
+    """The lean row must send what ours sends for the same row: same field values, the
+    flavor the same nested object. Raises ChildError otherwise."""
+    if lean.get("failure") is not None:
+        raise _procs.ChildError(f"{name}: the sample get failed: {lean['failure']}")
+    got, want = dict(lean["result"]["versioned_object.data"]), dict(ours["versioned_object.data"])
+    got_flavor, want_flavor = got.pop("flavor"), want.pop("flavor")
+    if got != want or got_flavor["versioned_object.data"] != want_flavor["versioned_object.data"]:
+        raise _procs.ChildError(f"{name}: its Instance differs from ours: {lean['result']} "
+                                f"against {ours}")
 
 
 def _get_payloads(sample: dict[str, Any], topic: str) -> tuple[str, str]:
