@@ -86,6 +86,10 @@ class Result:
         }
 
 
+#: Seconds between two wake-ups of the event-loop lag probe of ``run_window_asyncio``.
+LAG_PROBE_S = 0.01
+
+
 def _deadline(seconds: float | None) -> float:
     return float("inf") if not seconds else time.perf_counter() + seconds
 
@@ -153,7 +157,10 @@ async def run_window_asyncio(
 ) -> dict[str, Any]:
     """The asyncio twin of ``run_window``: ``window`` coroutines, each awaiting one
     operation after the other (``await start(i)``), gathered; so ``window`` operations
-    are in flight until ``ops`` were started or ``seconds`` have passed."""
+    are in flight until ``ops`` were started or ``seconds`` have passed.
+
+    Meanwhile a probe sleeps ``LAG_PROBE_S`` at a time and records how late it wakes up:
+    the event loop's lag (``loop_lag_ms`` in the result)."""
     import asyncio
 
     result = Result()
@@ -176,8 +183,24 @@ async def run_window_asyncio(
                 continue
             result.record(t0)
 
-    await asyncio.gather(*(one_after_the_other() for _ in range(window)))
-    return result.finish()
+    lags: list[float] = []
+    running = True
+
+    async def probe() -> None:
+        while running:
+            t0 = perf()
+            await asyncio.sleep(LAG_PROBE_S)
+            lags.append(perf() - t0 - LAG_PROBE_S)
+
+    prober = asyncio.ensure_future(probe())
+    try:
+        await asyncio.gather(*(one_after_the_other() for _ in range(window)))
+    finally:
+        running = False
+        await prober
+    out = result.finish()
+    out["loop_lag_ms"] = [round(x * 1000.0, 3) for x in lags]
+    return out
 
 
 def run_two_stage(

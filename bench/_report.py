@@ -44,6 +44,7 @@ class Cell:
     system: str
     rounds: list[float] = field(default_factory=list)  # ops/s per round
     latencies: list[float] = field(default_factory=list)  # ms, pooled
+    loop_lags: list[float] = field(default_factory=list)  # ms, pooled (asyncio runs)
     ops: int = 0
     errors: int = 0
     first_error: str | None = None
@@ -59,6 +60,7 @@ class Cell:
         if reply["elapsed"] > 0:
             self.rounds.append(ok / reply["elapsed"])
         self.latencies.extend(reply["lat_ms"])
+        self.loop_lags.extend(reply.get("loop_lag_ms", ()))
         self.ops += reply["ops"]
         self.errors += reply["errors"]
         self.first_error = self.first_error or reply.get("first_error")
@@ -292,6 +294,8 @@ def asyncio_rows(cells: list[Cell]) -> list[dict[str, Any]]:
             "asyncio_client_us_per_op": _r(a["client"], 1),
             "threads_p50_ms": _r(percentile(sorted(threads.latencies), 50), 3),
             "asyncio_p50_ms": _r(percentile(sorted(c.latencies), 50), 3),
+            "loop_lag_p99_ms": _r(percentile(sorted(c.loop_lags), 99), 2),
+            "loop_lag_max_ms": _r(max(c.loop_lags), 2) if c.loop_lags else None,
         })
     return out
 
@@ -301,11 +305,12 @@ def print_asyncio(rows: list[dict[str, Any]]) -> None:
           "N in flight waited for by a thread")
     print(f"{'workload':<15} {'backend':<9} {'threads ops/s':>13} {'asyncio ops/s':>13} "
           f"{'asyncio/threads':>15} {'cli us/op thr':>13} {'cli us/op aio':>13} "
-          f"{'p50 ms thr':>10} {'p50 ms aio':>10}")
+          f"{'p50 ms thr':>10} {'p50 ms aio':>10} {'loop lag p99/max ms':>19}")
     for r in rows:
         ratio = "-" if r["ops_ratio"] is None else f"{r['ops_ratio']:.2f}x"
         print(f"{r['workload']:<15} {r['backend']:<9} {_f(r['threads_ops_per_s'], ',.0f', 13)} "
               f"{_f(r['asyncio_ops_per_s'], ',.0f', 13)} {ratio:>15} "
               f"{_f(r['threads_client_us_per_op'], '.0f', 13)} "
               f"{_f(r['asyncio_client_us_per_op'], '.0f', 13)} "
-              f"{_f(r['threads_p50_ms'], '.3f', 10)} {_f(r['asyncio_p50_ms'], '.3f', 10)}")
+              f"{_f(r['threads_p50_ms'], '.3f', 10)} {_f(r['asyncio_p50_ms'], '.3f', 10)} "
+              f"{_f(r['loop_lag_p99_ms'], '.1f', 9)}/{_f(r['loop_lag_max_ms'], '.1f', 9)}")
