@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "run_sequential",
     "run_two_stage",
     "run_window",
+    "run_window_asyncio",
     "serve_commands",
 ]
 
@@ -83,6 +84,10 @@ class Result:
             "lat_ms": [round(x * 1000.0, 3) for x in self.latencies],
             "first_error": self.first_error,
         }
+
+
+#: Seconds between two wake-ups of the event-loop lag probe of ``run_window_asyncio``.
+LAG_PROBE_S = 0.01
 
 
 def _deadline(seconds: float | None) -> float:
@@ -142,6 +147,60 @@ def run_window(
             continue
         result.record(t0)
     return result.finish()
+
+
+async def run_window_asyncio(
+    start: Callable[[int], Awaitable[Any]],
+    window: int,
+    ops: int,
+    seconds: float | None,
+) -> dict[str, Any]:
+    """The asyncio twin of ``run_window``: ``window`` coroutines, each awaiting one
+    operation after the other (``await start(i)``), gathered; so ``window`` operations
+    are in flight until ``ops`` were started or ``seconds`` have passed.
+
+    Meanwhile a probe sleeps ``LAG_PROBE_S`` at a time and records how late it wakes up:
+    the event loop's lag (``loop_lag_ms`` in the result)."""
+    import asyncio
+
+    result = Result()
+    deadline = _deadline(seconds)
+    perf = time.perf_counter
+    started = 0
+
+    async def one_after_the_other() -> None:
+        nonlocal started
+        while started < ops:
+            t0 = perf()
+            if t0 >= deadline:
+                break
+            i = started
+            started += 1
+            try:
+                await start(i)
+            except Exception as exc:  # noqa: BLE001
+                result.error(exc)
+                continue
+            result.record(t0)
+
+    lags: list[float] = []
+    running = True
+
+    async def probe() -> None:
+        while running:
+            t0 = perf()
+            await asyncio.sleep(LAG_PROBE_S)
+            lags.append(perf() - t0 - LAG_PROBE_S)
+
+    prober = asyncio.ensure_future(probe())
+    try:
+        await asyncio.gather(*(one_after_the_other() for _ in range(window)))
+    finally:
+        running = False
+        await prober
+    out = result.finish()
+    out["loop_lag_ms"] = [round(x * 1000.0, 3) for x in lags]
+    return out
 
 
 def run_two_stage(

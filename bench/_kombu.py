@@ -20,8 +20,11 @@ import time
 import uuid
 from typing import Any
 
-import _common
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Consumer, Producer
+
+from bench import _common
 
 
 def serve(config: dict[str, Any]) -> None:

@@ -25,12 +25,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import _common
 import sqlalchemy as sa
 from oslo_config import cfg
 from oslo_context import context as oslo_context
 from oslo_versionedobjects import base, fields
 from sqlalchemy import orm
+
+from bench import _common
 
 _db: InstanceDB | None = None
 
@@ -175,7 +176,9 @@ def _messaging() -> Any:
 def _serializer() -> Any:
     om = _messaging()
 
-    class RequestContextSerializer(om.Serializer):  # nova.rpc.RequestContextSerializer
+    serializer: Any = om.Serializer
+
+    class RequestContextSerializer(serializer):  # nova.rpc.RequestContextSerializer
         def __init__(self) -> None:
             self._base = base.VersionedObjectSerializer()
 
@@ -186,7 +189,8 @@ def _serializer() -> Any:
             return self._base.deserialize_entity(ctxt, entity)
 
         def serialize_context(self, ctxt: Any) -> dict[str, Any]:
-            return ctxt.to_dict()
+            as_dict: dict[str, Any] = ctxt.to_dict()
+            return as_dict
 
         def deserialize_context(self, ctxt: dict[str, Any]) -> Any:
             return oslo_context.RequestContext.from_dict(ctxt)

@@ -7,15 +7,15 @@ connects to a ``conductor serve`` the orchestrator started (RabbitMQ + PostgreSQ
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 import uuid
 from typing import Any
 
-import _common
-
 import conductor
 import objects
+from bench import _common
 from objects.context import RequestContext
 
 
@@ -40,6 +40,7 @@ class OursWorker:
         self.cursor = 0
         self.flavor: Any = None
         self.created = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -82,6 +83,19 @@ class OursWorker:
         sample = objects.Instance.get(self.ctx, self.ids[0])
         return {"ids": self.ids, "sample_primitive": sample.obj_to_primitive()}
 
+    def run_asyncio(self, workload: str, window: int, ops: int,
+                    seconds: float | None) -> dict[str, Any]:
+        """Pipelined awaits on an event loop of this thread: ``window`` coroutines
+        each doing ``await Instance.get_async(ctx, id)`` one after the other."""
+        if workload != "get_async":
+            raise ValueError(f"no asyncio variant of {workload!r}")
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        ctx = self.ctx
+        Instance = objects.Instance
+        return self.loop.run_until_complete(_common.run_window_asyncio(
+            lambda i: Instance.get_async(ctx, self._id(i)), window, ops, seconds))
+
     def run(self, workload: str, window: int, ops: int, seconds: float | None) -> dict[str, Any]:
         ctx = self.ctx
         Instance = objects.Instance
@@ -118,6 +132,9 @@ class OursWorker:
         cmd = command["cmd"]
         if cmd == "seed":
             return self.seed(int(command["count"]))
+        if cmd == "run" and command.get("mode") == "asyncio":
+            return self.run_asyncio(command["workload"], int(command.get("window", 1)),
+                                    int(command["ops"]), command.get("seconds"))
         if cmd == "run":
             return self.run(command["workload"], int(command.get("window", 1)),
                             int(command["ops"]), command.get("seconds"))
@@ -129,6 +146,9 @@ class OursWorker:
         raise ValueError(f"unknown command {cmd!r}")
 
     def close(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
         self.client.close()
         if self.service is not None:
             self.service.stop()

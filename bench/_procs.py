@@ -44,7 +44,8 @@ def child_env() -> dict[str, str]:
     env.pop("CONDUCTOR_TRANSPORT_URL", None)
     env.pop("CONDUCTOR_DATABASE_URL", None)
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
+    # The workers import the ``bench`` package (``python -m bench._worker``) and ours.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
@@ -126,14 +127,18 @@ def _reap(proc: subprocess.Popen[Any], timeout: float) -> None:
         proc.wait()
 
 
-def _admin_connection(admin_url: str) -> Any:
+def connect_pg(url: str) -> Any:
+    """A psycopg connection (autocommit) to the database of SQLAlchemy URL ``url``."""
     import psycopg
     from sqlalchemy.engine import make_url
 
-    admin = make_url(admin_url)
-    return psycopg.connect(host=admin.host, port=admin.port or 5432, user=admin.username,
-                           password=admin.password, dbname=admin.database or "postgres",
+    parsed = make_url(url)
+    return psycopg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                           password=parsed.password, dbname=parsed.database or "postgres",
                            autocommit=True)
+
+
+_admin_connection = connect_pg
 
 
 def create_database(admin_url: str, name: str) -> str:
@@ -161,7 +166,7 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 def delete_broker_objects(url: str, queues: list[str], exchanges: tuple[str, ...] | list[str] = ()) -> None:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     with Connection(url) as conn:
         channel = conn.channel()
@@ -172,7 +177,7 @@ def delete_broker_objects(url: str, queues: list[str], exchanges: tuple[str, ...
 
 
 def worker(name: str, kind: str, config: dict[str, Any], logdir: Path) -> Child:
-    argv = [sys.executable, str(BENCH / "_worker.py"), kind, json.dumps(config)]
+    argv = [sys.executable, "-m", "bench._worker", kind, json.dumps(config)]
     return Child(name, argv, logdir)
 
 
@@ -226,3 +231,70 @@ def rss_mb(procs: list[psutil.Process]) -> float:
         except psutil.Error:
             continue
     return total / 1e6
+
+
+def rabbitmq_process() -> psutil.Process | None:
+    """The RabbitMQ broker on this machine: the oldest ``beam.smp`` (``rabbitmqctl`` and
+    friends start short-lived ones of their own), or None when there is none."""
+    found = []
+    for proc in psutil.process_iter(["name", "create_time"]):
+        if proc.info["name"] == "beam.smp":
+            found.append(proc)
+    return min(found, key=lambda p: p.info["create_time"]) if found else None
+
+
+class ServiceCPU:
+    """CPU of the services an operation uses besides our processes: RabbitMQ (its broker
+    process, shared with whatever else uses it) and PostgreSQL (the backends connected to
+    one database, found in ``pg_stat_activity``; other databases' work is not counted).
+
+    ``snapshot()`` before and after, then ``delta(before, after)``: seconds per service.
+    A backend that ends between the two snapshots is not counted; one that starts
+    counts from zero.
+    """
+
+    LABELS = ("RabbitMQ", "PostgreSQL")
+
+    def __init__(self, pg_admin_url: str, database: str) -> None:
+        self.broker = rabbitmq_process()
+        self.database = database
+        self.admin = connect_pg(pg_admin_url)
+        self.backends: dict[int, psutil.Process] = {}
+
+    def _pg_processes(self) -> list[psutil.Process]:
+        rows = self.admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                  (self.database,)).fetchall()
+        out = []
+        for (pid,) in rows:
+            proc = self.backends.get(pid)
+            if proc is None:
+                try:
+                    proc = self.backends[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+            out.append(proc)
+        return out
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        def cpu(procs: list[psutil.Process]) -> dict[int, float]:
+            out = {}
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                except psutil.Error:
+                    continue
+                out[p.pid] = t.user + t.system
+            return out
+
+        return {"RabbitMQ": cpu([self.broker] if self.broker else []),
+                "PostgreSQL": cpu(self._pg_processes())}
+
+    @staticmethod
+    def delta(before: dict[str, dict[int, float]],
+              after: dict[str, dict[int, float]]) -> dict[str, float]:
+        return {label: sum(max(0.0, t - before[label].get(pid, 0.0))
+                           for pid, t in after[label].items())
+                for label in after}
+
+    def close(self) -> None:
+        self.admin.close()

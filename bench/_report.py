@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import percentile
+from bench._common import percentile
 
 # The targets of issue 4: (name, backend, workload, how, threshold, unit).
 TARGETS = [
@@ -19,6 +19,22 @@ SOAK_LIMIT_MB = 20.0
 
 
 @dataclass
+class CPU:
+    """What one run of a cell used: CPU seconds per process and RSS after it."""
+
+    client: float
+    server: float | None = None
+    broker: float | None = None  # RabbitMQ
+    database: float | None = None  # PostgreSQL backends of the bench database
+    client_rss: float = 0.0
+    server_rss: float | None = None
+
+
+def _add(total: float | None, more: float | None) -> float | None:
+    return total if more is None else (total or 0.0) + more
+
+
+@dataclass
 class Cell:
     """One (workload, window, backend, system) over all rounds."""
 
@@ -28,28 +44,44 @@ class Cell:
     system: str
     rounds: list[float] = field(default_factory=list)  # ops/s per round
     latencies: list[float] = field(default_factory=list)  # ms, pooled
+    loop_lags: list[float] = field(default_factory=list)  # ms, pooled (asyncio runs)
     ops: int = 0
     errors: int = 0
     first_error: str | None = None
     client_cpu: float = 0.0
     server_cpu: float | None = None
+    broker_cpu: float | None = None
+    database_cpu: float | None = None
     client_rss: float = 0.0
     server_rss: float | None = None
 
-    def add(self, reply: dict[str, Any], client_cpu: float, server_cpu: float | None,
-            client_rss: float, server_rss: float | None) -> None:
+    def add(self, reply: dict[str, Any], cpu: CPU) -> None:
         ok = reply["ops"] - reply["errors"]
         if reply["elapsed"] > 0:
             self.rounds.append(ok / reply["elapsed"])
         self.latencies.extend(reply["lat_ms"])
+        self.loop_lags.extend(reply.get("loop_lag_ms", ()))
         self.ops += reply["ops"]
         self.errors += reply["errors"]
         self.first_error = self.first_error or reply.get("first_error")
-        self.client_cpu += client_cpu
-        if server_cpu is not None:
-            self.server_cpu = (self.server_cpu or 0.0) + server_cpu
-        self.client_rss = client_rss
-        self.server_rss = server_rss
+        self.client_cpu += cpu.client
+        self.server_cpu = _add(self.server_cpu, cpu.server)
+        self.broker_cpu = _add(self.broker_cpu, cpu.broker)
+        self.database_cpu = _add(self.database_cpu, cpu.database)
+        self.client_rss = cpu.client_rss
+        self.server_rss = cpu.server_rss
+
+    def us_per_op(self) -> dict[str, float | None]:
+        """CPU microseconds per operation of each process (None: not measured), and of
+        all four together (None unless all four were measured)."""
+        if not self.ops:
+            return dict.fromkeys(("client", "server", "broker", "database", "all"))
+        out = {name: None if cpu is None else cpu * 1e6 / self.ops for name, cpu in (
+            ("client", self.client_cpu), ("server", self.server_cpu),
+            ("broker", self.broker_cpu), ("database", self.database_cpu))}
+        parts = list(out.values())
+        out["all"] = None if any(v is None for v in parts) else sum(v or 0.0 for v in parts)
+        return out
 
     @property
     def label(self) -> str:
@@ -73,6 +105,8 @@ class Cell:
             "client_cpu_us_per_op": _r(self.client_cpu * per_op, 1) if per_op else None,
             "conductor_cpu_us_per_op": _r(self.server_cpu * per_op, 1)
             if per_op and self.server_cpu is not None else None,
+            "rabbitmq_cpu_us_per_op": _r(self.us_per_op()["broker"], 1),
+            "postgresql_cpu_us_per_op": _r(self.us_per_op()["database"], 1),
             "client_rss_mb": _r(self.client_rss, 1), "conductor_rss_mb": _r(self.server_rss, 1),
         }
 
@@ -86,20 +120,22 @@ def _f(x: Any, fmt: str, width: int) -> str:
 
 
 def print_table(cells: list[Cell], in_process_conductor: set[tuple[str, str]]) -> None:
-    head = (f"{'workload':<15} {'backend':<9} {'system':<11} {'ops':>6} {'ops/s':>9} "
+    head = (f"{'workload':<15} {'backend':<9} {'system':<12} {'ops':>6} {'ops/s':>9} "
             f"{'p50 ms':>8} {'p99 ms':>8} {'cliCPU s':>8} {'cndCPU s':>8} "
-            f"{'cli us/op':>9} {'cnd us/op':>9} {'cliRSS MB':>9} {'cndRSS MB':>9} err")
+            f"{'cli us/op':>9} {'cnd us/op':>9} {'mq us/op':>8} {'pg us/op':>8} "
+            f"{'cliRSS MB':>9} {'cndRSS MB':>9} err")
     print(head)
     print("-" * len(head))
     for c in cells:
         s = c.summary()
         inproc = (c.backend, c.system) in in_process_conductor
-        print(f"{c.label:<15} {c.backend:<9} {c.system:<11} {c.ops:>6} "
+        print(f"{c.label:<15} {c.backend:<9} {c.system:<12} {c.ops:>6} "
               f"{_f(s['ops_per_s'], ',.0f', 9)} {_f(s['p50_ms'], '.3f', 8)} {_f(s['p99_ms'], '.3f', 8)} "
               f"{_f(s['client_cpu_s'], '.2f', 8)} "
               f"{'(in cli)' if inproc else _f(s['conductor_cpu_s'], '.2f', 8):>8} "
               f"{_f(s['client_cpu_us_per_op'], '.0f', 9)} "
               f"{'(in cli)' if inproc else _f(s['conductor_cpu_us_per_op'], '.0f', 9):>9} "
+              f"{_f(s['rabbitmq_cpu_us_per_op'], '.0f', 8)} {_f(s['postgresql_cpu_us_per_op'], '.0f', 8)} "
               f"{_f(s['client_rss_mb'], '.1f', 9)} "
               f"{'(in cli)' if inproc else _f(s['conductor_rss_mb'], '.1f', 9):>9} "
               f"{c.errors if c.errors else ''}")
@@ -184,3 +220,97 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
         measured = "-" if t["measured"] is None else f"{t['measured']:,}"
         print(f"  {verdict:<5} {t['target']:<58} measured {measured:>10} "
               f"(at {t['at']}) target {t['threshold']}")
+
+
+def lean_rows(cells: list[Cell]) -> list[dict[str, Any]]:
+    """ours / each lean row, pipelined ``get_async`` on rabbit-pg: ops/s and CPU per
+    operation of all four processes (client, conductor, RabbitMQ, PostgreSQL)."""
+    out = []
+    for c in cells:
+        if c.system != "ours" or c.backend != "rabbit-pg" or c.workload != "get_async":
+            continue
+        ours = c.us_per_op()
+        for lean in cells:
+            if not lean.system.startswith("lean") or (lean.backend, lean.workload, lean.window) \
+                    != (c.backend, c.workload, c.window):
+                continue
+            floor = lean.us_per_op()
+            out.append({
+                "workload": c.label, "lean": lean.system,
+                "ours_ops_per_s": _r(c.ops_per_s, 1), "lean_ops_per_s": _r(lean.ops_per_s, 1),
+                "ops_ratio": _r(c.ops_per_s / lean.ops_per_s, 2)
+                if c.ops_per_s and lean.ops_per_s else None,
+                "ours_us_per_op": {k: _r(v, 1) for k, v in ours.items()},
+                "lean_us_per_op": {k: _r(v, 1) for k, v in floor.items()},
+                "cpu_ratio": _r(ours["all"] / floor["all"], 2)
+                if ours["all"] and floor["all"] else None,
+            })
+    return out
+
+
+#: Issue 13: CPU per pipelined get (all four processes) at most this times the lean row's.
+LEAN_CPU_TARGET = 1.5
+
+
+def print_lean(rows: list[dict[str, Any]]) -> None:
+    def cpu(d: dict[str, Any]) -> str:
+        return (f"{_f(d['all'], '.0f', 4)} = {_f(d['client'], '.0f', 3)}+{_f(d['server'], '.0f', 3)}"
+                f"+{_f(d['broker'], '.0f', 2)}+{_f(d['database'], '.0f', 2)}")
+
+    print("ours / lean (the floor, bench/_lean.py), pipelined get_async on RabbitMQ + PostgreSQL;")
+    print("CPU us per op = client + conductor + RabbitMQ + PostgreSQL")
+    print(f"{'workload':<15} {'lean':<12} {'ours ops/s':>10} {'lean ops/s':>10} {'ops ours/lean':>13} "
+          f"{'ours CPU us/op':>21} {'lean CPU us/op':>21} {'CPU ours/lean':>13}")
+    for r in rows:
+        ratio = "-" if r["cpu_ratio"] is None else f"{r['cpu_ratio']:.2f}x"
+        ops = "-" if r["ops_ratio"] is None else f"{r['ops_ratio']:.2f}x"
+        print(f"{r['workload']:<15} {r['lean']:<12} {_f(r['ours_ops_per_s'], ',.0f', 10)} "
+              f"{_f(r['lean_ops_per_s'], ',.0f', 10)} {ops:>13} {cpu(r['ours_us_per_op']):>21} "
+              f"{cpu(r['lean_us_per_op']):>21} {ratio:>13}")
+    best = [r for r in rows if r["cpu_ratio"] is not None and r["workload"].endswith("[256]")]
+    if best:
+        worst = max(best, key=lambda r: r["cpu_ratio"])
+        verdict = "PASS" if worst["cpu_ratio"] <= LEAN_CPU_TARGET else "FAIL"
+        print(f"  {verdict} CPU per pipelined get (all four, [256]) <= {LEAN_CPU_TARGET}x the lean "
+              f"rows': {worst['cpu_ratio']:.2f}x vs {worst['lean']} (issue 13)")
+
+
+def asyncio_rows(cells: list[Cell]) -> list[dict[str, Any]]:
+    """ours awaited on an event loop / ours waited for by a thread, pipelined get_async."""
+    out = []
+    for c in cells:
+        if c.system != "ours-asyncio":
+            continue
+        threads = _find(cells, c.backend, "ours", c.workload, c.window)
+        if threads is None:
+            continue
+        a, t = c.us_per_op(), threads.us_per_op()
+        out.append({
+            "workload": c.label, "backend": c.backend,
+            "threads_ops_per_s": _r(threads.ops_per_s, 1), "asyncio_ops_per_s": _r(c.ops_per_s, 1),
+            "ops_ratio": _r(c.ops_per_s / threads.ops_per_s, 2)
+            if c.ops_per_s and threads.ops_per_s else None,
+            "threads_client_us_per_op": _r(t["client"], 1),
+            "asyncio_client_us_per_op": _r(a["client"], 1),
+            "threads_p50_ms": _r(percentile(sorted(threads.latencies), 50), 3),
+            "asyncio_p50_ms": _r(percentile(sorted(c.latencies), 50), 3),
+            "loop_lag_p99_ms": _r(percentile(sorted(c.loop_lags), 99), 2),
+            "loop_lag_max_ms": _r(max(c.loop_lags), 2) if c.loop_lags else None,
+        })
+    return out
+
+
+def print_asyncio(rows: list[dict[str, Any]]) -> None:
+    print("asyncio bridge: `await Instance.get_async(...)` from N coroutines (gathered) against "
+          "N in flight waited for by a thread")
+    print(f"{'workload':<15} {'backend':<9} {'threads ops/s':>13} {'asyncio ops/s':>13} "
+          f"{'asyncio/threads':>15} {'cli us/op thr':>13} {'cli us/op aio':>13} "
+          f"{'p50 ms thr':>10} {'p50 ms aio':>10} {'loop lag p99/max ms':>19}")
+    for r in rows:
+        ratio = "-" if r["ops_ratio"] is None else f"{r['ops_ratio']:.2f}x"
+        print(f"{r['workload']:<15} {r['backend']:<9} {_f(r['threads_ops_per_s'], ',.0f', 13)} "
+              f"{_f(r['asyncio_ops_per_s'], ',.0f', 13)} {ratio:>15} "
+              f"{_f(r['threads_client_us_per_op'], '.0f', 13)} "
+              f"{_f(r['asyncio_client_us_per_op'], '.0f', 13)} "
+              f"{_f(r['threads_p50_ms'], '.3f', 10)} {_f(r['asyncio_p50_ms'], '.3f', 10)} "
+              f"{_f(r['loop_lag_p99_ms'], '.1f', 9)}/{_f(r['loop_lag_max_ms'], '.1f', 9)}")

@@ -13,9 +13,10 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import _common
 import sqlalchemy as sa
 from sqlalchemy import orm
+
+from bench import _common
 
 
 class _Row:

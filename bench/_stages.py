@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import _common
+from bench import _common
 
 #: (label, owner, attribute) per side. Labels are what the report prints.
 CONDUCTOR_STAGES = [
@@ -60,7 +60,7 @@ class Stages:
 
     def __init__(self, stages: list[tuple[str, str, str]]) -> None:
         self.order = [label for label, _, _ in stages]
-        self.cpu: collections.Counter[str] = collections.Counter()
+        self.cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter[str] = collections.Counter()
         for label, owner, attr in stages:
             self._wrap(_resolve(owner), attr, label)
@@ -88,7 +88,7 @@ class Stages:
 
     def report(self) -> dict[str, Any]:
         now = _thread_cpu()
-        threads: collections.Counter[str] = collections.Counter()
+        threads: collections.defaultdict[str, float] = collections.defaultdict(float)
         for name, seconds in now.items():
             threads[name] += seconds - self._threads_at_reset.get(name, 0.0)
         return {
@@ -107,7 +107,7 @@ def _thread_cpu() -> dict[str, float]:
     """CPU seconds per thread name (digits dropped, so a pool's threads add up)."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     tick = os.sysconf("SC_CLK_TCK")
-    out: collections.Counter[str] = collections.Counter()
+    out: collections.defaultdict[str, float] = collections.defaultdict(float)
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
@@ -152,7 +152,7 @@ def serve_conductor(config: dict[str, Any]) -> None:
 
 def serve_client(config: dict[str, Any]) -> None:
     stages = Stages(CLIENT_STAGES)
-    from _ours import OursWorker
+    from bench._ours import OursWorker
 
     worker = OursWorker(config)
     try:

@@ -1,4 +1,4 @@
-"""Entry point of the benchmark's child processes: ``python bench/_worker.py KIND CONFIG``.
+"""Entry point of the benchmark's child processes: ``python -m bench._worker KIND CONFIG``.
 
 KIND picks the module, so a process imports only what it measures (our packages, or
 oslo + eventlet, never both). CONFIG is a JSON object.
@@ -16,35 +16,43 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if kind == "ours":
-        import _ours
+        from bench import _ours
 
         _ours.main(config)
     elif kind == "kombu":
-        import _kombu
+        from bench import _kombu
 
         _kombu.main(config)
     elif kind == "kombu-server":
-        import _kombu
+        from bench import _kombu
 
         _kombu.serve(config)
+    elif kind == "lean":
+        from bench import _lean
+
+        _lean.main(config)
+    elif kind == "lean-server":
+        from bench import _lean
+
+        _lean.serve(config)
     elif kind == "sqla":
-        import _sqla
+        from bench import _sqla
 
         _sqla.main(config)
     elif kind in ("openstack", "ovo-local"):
-        import _openstack
+        from bench import _openstack
 
         _openstack.main(config)
     elif kind == "openstack-server":
-        import _openstack
+        from bench import _openstack
 
         _openstack.serve(config)
     elif kind == "profiled-conductor":
-        import _stages
+        from bench import _stages
 
         _stages.serve_conductor(config)
     elif kind == "profiled-client":
-        import _stages
+        from bench import _stages
 
         _stages.serve_client(config)
     else:

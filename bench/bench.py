@@ -1,7 +1,8 @@
 """Benchmark: our conductor against its anchors, in one run, interleaved.
 
-    python bench/bench.py                       # full run (~6-9 min on 2 cores)
-    python bench/bench.py --quick               # smoke run (~1 min)
+    python bench/bench.py                       # full run (~8-12 min on 2 cores)
+    python bench/bench.py --quick               # smoke run (~2 min)
+    python -m bench --quick                     # the same
     python bench/bench.py --only get,get_async --backends rabbit-pg --ops 20000
     python bench/bench.py --memory-soak 1000000 # RSS growth over 1M ops (long: ~5-10 min per backend)
 
@@ -20,7 +21,16 @@ Backends and systems:
   process (``ours``); anchors: ``openstack`` (oslo.messaging rabbit RPC + oslo.versionedobjects
   against a nova-style conductor endpoint, a separate process; pipelined with a thread pool
   of N), ``raw-kombu`` (a bare kombu request/reply loop with our get payload sizes, also
-  with 200 in flight) and ``sqlalchemy`` (direct, on the same PostgreSQL table).
+  with 200 in flight), ``sqlalchemy`` (direct, on the same PostgreSQL table) and the
+  floor, ``lean`` / ``lean-orjson`` (``bench/_lean.py``: the least work for the same get
+  on the same components, batched, with the standard json module or orjson).
+* on both backends, ``ours-asyncio``: the same client process as ``ours``, its
+  ``get_async[N]`` awaited from N coroutines on an event loop instead of waited for by
+  a thread (the cost of the asyncio bridge).
+
+On rabbit-pg the CPU of RabbitMQ (the broker process, shared with anything else using it)
+and of PostgreSQL (the backends connected to the bench database) is read per cell too, so
+the report can give ours / lean for CPU per operation of all four processes.
 
 Every client runs in its own worker process; each round visits every system once per
 workload, in a rotated order, so machine noise hits all of them alike. ops/s is the
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -43,10 +54,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if not __package__:
+    # Run as a script (``python bench/bench.py``): import the ``bench`` package from the
+    # repository root, not this file's folder (where ``bench`` would be bench/bench.py).
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import _procs  # noqa: E402
-import _report  # noqa: E402
+from bench import _procs, _report  # noqa: E402
 
 WINDOWS = (1, 16, 64, 256)
 PIPELINE_WINDOW = 256  # save and create
@@ -68,6 +81,16 @@ class System:
     child: _procs.Child
     cells: list[tuple[str, int]]
     servers: list[Any] = field(default_factory=list)  # things with .ps
+    mode: str | None = None  # "asyncio": the same client, awaiting on an event loop
+
+
+#: Systems in the order the table shows them.
+SYSTEMS = ("ours", "ours-asyncio", "lean", "lean-orjson", "openstack", "ovo-local", "raw-kombu",
+           "sqlalchemy")
+
+
+def _get_async_cells() -> list[tuple[str, int]]:
+    return [("get_async", n) for n in WINDOWS]
 
 
 def _full_cells() -> list[tuple[str, int]]:
@@ -88,6 +111,7 @@ class Bench:
         self.exchanges: list[str] = []
         self.pg_db: str | None = None
         self.samples: dict[str, Any] = {}
+        self.services: _procs.ServiceCPU | None = None
 
     # -- setup -----------------------------------------------------------------------
 
@@ -107,6 +131,8 @@ class Bench:
         ids = seeded["ids"]
         self.samples["embedded"] = seeded["sample_primitive"]
         self.systems.append(System("embedded", "ours", ours, _full_cells()))
+        self.systems.append(System("embedded", "ours-asyncio", ours, _get_async_cells(),
+                                   mode="asyncio"))
         if not with_anchors:
             return
         seq = [("get", 1), ("save", 1), ("create", 1)]
@@ -152,8 +178,27 @@ class Bench:
         ids = seeded["ids"]
         sample = self.samples["rabbit-pg"] = seeded["sample_primitive"]
         self.systems.append(System("rabbit-pg", "ours", ours, _full_cells(), servers))
+        self.systems.append(System("rabbit-pg", "ours-asyncio", ours, _get_async_cells(),
+                                   servers, mode="asyncio"))
+        assert self.pg_db is not None
+        self.services = _procs.ServiceCPU(self.args.pg_url, self.pg_db)
         if not with_anchors:
             return
+
+        # the floor: the least work for the same get on the same components (bench/_lean.py)
+        for codec in self.args.lean_codecs:
+            name = "lean" if codec == "json" else f"lean-{codec}"
+            lq = f"bench-{name}-{self.tag}"
+            self.queues.append(lq)
+            lserver = _procs.worker(f"{name}-server", "lean-server",
+                                    {"url": amqp, "queue": lq, "codec": codec,
+                                     "database_url": db_url}, self.tmp)
+            self.stoppables.append(lserver)
+            lclient = self._worker(name, "lean", {"url": amqp, "queue": lq, "codec": codec,
+                                                  "ids": ids})
+            self.systems.append(System("rabbit-pg", name, lclient,
+                                       [("get", 1), *_get_async_cells()], [lserver]))
+            _same_instance(lclient.call({"cmd": "sample", "id": ids[0]}), sample, name)
 
         # raw kombu, with the sizes of our get request and reply
         request_body, reply_body = _get_payloads(sample, topic)
@@ -190,15 +235,21 @@ class Bench:
     # -- running ---------------------------------------------------------------------
 
     def _run_cell(self, system: System, workload: str, window: int, ops: int,
-                  seconds: float | None) -> tuple[dict[str, Any], float, float | None, float, float | None]:
+                  seconds: float | None) -> tuple[dict[str, Any], _report.CPU]:
         client_ps = [system.child.ps]
         server_ps = [s.ps for s in system.servers]
+        services = self.services if system.backend == "rabbit-pg" else None
+        v0 = services.snapshot() if services else None
         c0, s0 = _procs.cpu_seconds(client_ps), _procs.cpu_seconds(server_ps)
         reply = system.child.call({"cmd": "run", "workload": workload, "window": window,
-                                   "ops": ops, "seconds": seconds})
+                                   "ops": ops, "seconds": seconds, "mode": system.mode})
         c1, s1 = _procs.cpu_seconds(client_ps), _procs.cpu_seconds(server_ps)
-        return (reply, c1 - c0, (s1 - s0) if server_ps else None,
-                _procs.rss_mb(client_ps), _procs.rss_mb(server_ps) if server_ps else None)
+        used = services.delta(v0, services.snapshot()) if services and v0 else {}
+        return reply, _report.CPU(
+            client=c1 - c0, server=(s1 - s0) if server_ps else None,
+            broker=used.get("RabbitMQ"), database=used.get("PostgreSQL"),
+            client_rss=_procs.rss_mb(client_ps),
+            server_rss=_procs.rss_mb(server_ps) if server_ps else None)
 
     def bench(self) -> None:
         args = self.args
@@ -222,21 +273,20 @@ class Bench:
                 runners = [s for s in self.systems if (workload, window) in s.cells]
                 shift = rnd % len(runners) if runners else 0
                 for system in runners[shift:] + runners[:shift]:
-                    reply, ccpu, scpu, crss, srss = self._run_cell(
-                        system, workload, window, args.ops, args.seconds)
+                    reply, cpu = self._run_cell(system, workload, window, args.ops, args.seconds)
                     key = (workload, window, system.backend, system.name)
                     cell = cells.setdefault(key, _report.Cell(workload, window, system.backend,
                                                               system.name))
-                    cell.add(reply, ccpu, scpu, crss, srss)
+                    cell.add(reply, cpu)
                     ok = reply["ops"] - reply["errors"]
                     _log(f"round {rnd + 1}/{args.rounds} {cell.label:<15} {system.backend:<9} "
-                         f"{system.name:<11} {ok / reply['elapsed']:>9,.0f} ops/s"
+                         f"{system.name:<12} {ok / reply['elapsed']:>9,.0f} ops/s"
                          + (f"  {reply['errors']} errors: {reply['first_error']}"
                             if reply["errors"] else ""))
         measured = time.perf_counter() - started
         ordered = sorted(cells.values(), key=lambda c: (
             WORKLOADS.index(c.workload), c.window, BACKENDS.index(c.backend),
-            ["ours", "openstack", "ovo-local", "raw-kombu", "sqlalchemy"].index(c.system)))
+            SYSTEMS.index(c.system)))
         self.report(ordered, measured)
 
     def report(self, cells: list[_report.Cell], measured: float) -> None:
@@ -246,13 +296,25 @@ class Bench:
               f"per cell and round; measured {measured:.0f}s; payload "
               f"{self.samples.get('payload_bytes', '-')}")
         print()
-        _report.print_table(cells, in_process_conductor={("embedded", "ours")})
+        _report.print_table(cells, in_process_conductor={("embedded", "ours"),
+                                                       ("embedded", "ours-asyncio")})
         print("(embedded ours: the conductor runs inside the client process, so its CPU and "
-              "RSS are in the client columns; ovo-local and sqlalchemy have no conductor)")
+              "RSS are in the client columns; ovo-local and sqlalchemy have no conductor;")
+        print(" mq: the RabbitMQ broker process, shared with whatever else uses it: the "
+              "sqlalchemy rows, which do not use it, show that background; pg: the backends "
+              "of the bench database)")
         print()
         ratios = _report.ratios(cells)
         _report.print_ratios(ratios)
         print()
+        lean = _report.lean_rows(cells)
+        if lean:
+            _report.print_lean(lean)
+            print()
+        bridge = _report.asyncio_rows(cells)
+        if bridge:
+            _report.print_asyncio(bridge)
+            print()
         print("targets (issue 4):")
         targets = _report.targets(cells)
         _report.print_targets(targets)
@@ -261,6 +323,7 @@ class Bench:
                           "config": _config(self.args), "measured_s": round(measured, 1),
                           "payload_bytes": self.samples.get("payload_bytes"),
                           "cells": [c.summary() for c in cells], "ratios": ratios,
+                          "ours_vs_lean": lean, "asyncio_vs_threads": bridge,
                           "targets": targets}))
 
     # -- memory soak -----------------------------------------------------------------
@@ -268,7 +331,8 @@ class Bench:
     def soak(self, total: int) -> None:
         results = []
         for system in self.systems:
-            results.append(self._soak_one(system, total))
+            if system.name == "ours":
+                results.append(self._soak_one(system, total))
         print()
         print(f"memory soak: {total:,} operations per backend (alternating chunks of pipelined "
               f"get_async[64] and save[64]); limit +{_report.SOAK_LIMIT_MB:.0f} MB")
@@ -327,6 +391,8 @@ class Bench:
     # -- cleanup ---------------------------------------------------------------------
 
     def close(self) -> None:
+        if self.services is not None:
+            self.services.close()
         for thing in reversed(self.stoppables):
             try:
                 if isinstance(thing, _procs.Child) and thing.name.startswith("ours"):
@@ -352,6 +418,18 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             _log(f"logs kept in {self.tmp}")
+
+
+def _same_instance(lean: dict[str, Any], ours: dict[str, Any], name: str) -> None:
+    """The lean row must send what ours sends for the same row: same field values, the
+    flavor the same nested object. Raises ChildError otherwise."""
+    if lean.get("failure") is not None:
+        raise _procs.ChildError(f"{name}: the sample get failed: {lean['failure']}")
+    got, want = dict(lean["result"]["versioned_object.data"]), dict(ours["versioned_object.data"])
+    got_flavor, want_flavor = got.pop("flavor"), want.pop("flavor")
+    if got != want or got_flavor["versioned_object.data"] != want_flavor["versioned_object.data"]:
+        raise _procs.ChildError(f"{name}: its Instance differs from ours: {lean['result']} "
+                                f"against {ours}")
 
 
 def _get_payloads(sample: dict[str, Any], topic: str) -> tuple[str, str]:
@@ -391,6 +469,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return {"quick": args.quick, "ops": args.ops, "seconds": args.seconds, "rounds": args.rounds,
             "only": args.only, "backends": args.backends, "seed": args.seed,
             "conductors": args.conductors, "conductor_workers": args.conductor_workers,
+            "lean_codecs": args.lean_codecs,
             "windows": list(WINDOWS), "pipeline_window": PIPELINE_WINDOW}
 
 
@@ -398,8 +477,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 round, 300 ops or 0.5 s per cell")
-    p.add_argument("--ops", type=int, help="ops per cell and round (default 5000; quick 300)")
+                   help="smoke run: 1 round, up to 5000 ops or 0.5 s per cell")
+    p.add_argument("--ops", type=int, help="ops per cell and round (default 5000)")
     p.add_argument("--seconds", type=float,
                    help="time cap per cell and round (default 2.0; quick 0.5; 0 = none)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
@@ -419,12 +498,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP))
     p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
                    help="a PostgreSQL URL to create and drop the bench database through")
+    p.add_argument("--lean-codecs", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+                   default=None, help="JSON codecs of the lean rows: json,orjson (default: both, "
+                   "orjson only when installed)")
     p.add_argument("--keep-logs", action="store_true", help="keep the child processes' logs")
     args = p.parse_args(argv)
-    args.ops = args.ops or (300 if args.quick else 5000)
+    args.ops = args.ops or 5000
     args.seconds = args.seconds if args.seconds is not None else (0.5 if args.quick else 2.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seed = args.seed or (600 if args.quick else 2000)
+    if args.lean_codecs is None:
+        args.lean_codecs = ["json", *(["orjson"] if importlib.util.find_spec("orjson") else [])]
+    for c in args.lean_codecs:
+        if c not in ("json", "orjson"):
+            p.error(f"unknown codec {c!r}; choose from json, orjson")
     for b in args.backends:
         if b not in BACKENDS:
             p.error(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")

@@ -2,8 +2,8 @@
 
 Runs the benchmark's own client against a conductor in another process, both with
 stage accounting (``bench/_stages.py``), and prints per operation: the CPU of each
-stage on each side, of each thread, and of every process on the machine (client,
-conductor, RabbitMQ, PostgreSQL), next to the CPU an operation may use at the issue's
+stage on each side, of each thread, and of the four processes (client, conductor,
+RabbitMQ, the PostgreSQL backends of the profile's database), next to the CPU an operation may use at the issue's
 throughput targets on this machine's cores. It shows what stands in the way of a target
 that the benchmark (``bench/bench.py``) reports as failed.
 
@@ -25,29 +25,17 @@ from typing import Any
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if not __package__:
+    # Run as a script (``python bench/profile_get.py``): import the ``bench`` package from the
+    # repository root, not this file's folder (where ``bench`` would be bench/bench.py).
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import _procs  # noqa: E402
+from bench import _procs  # noqa: E402
 
 #: ops/s the issue asks for, per workload (RabbitMQ + PostgreSQL).
 TARGETS = {"get_async": 10_000, "save": 3_000}
 #: ms, sequential get over RabbitMQ + PostgreSQL.
 P50_TARGET_MS = 1.3
-#: Other processes whose CPU counts against the same cores.
-SERVICES = {"RabbitMQ": ("beam.smp",), "PostgreSQL": ("postgres",)}
-
-
-def _services_cpu() -> dict[str, float]:
-    out = dict.fromkeys(SERVICES, 0.0)
-    for proc in psutil.process_iter(["name"]):
-        for label, names in SERVICES.items():
-            if proc.info["name"] in names:
-                try:
-                    times = proc.cpu_times()
-                except psutil.Error:
-                    continue
-                out[label] += times.user + times.system
-    return out
 
 
 def _print_side(title: str, report: dict[str, Any], ops: int) -> None:
@@ -60,17 +48,17 @@ def _print_side(title: str, report: dict[str, Any], ops: int) -> None:
             print(f"    thread {name:41s} {seconds / ops * 1e6:8.1f} us/op")
 
 
-def profile(client: _procs.Child, conductor: _procs.Child, workload: str, window: int,
-            seconds: float) -> None:
+def profile(client: _procs.Child, conductor: _procs.Child, services: _procs.ServiceCPU,
+            workload: str, window: int, seconds: float) -> None:
     for side in (client, conductor):
         side.call({"cmd": "reset"})
     procs_before = {"client": client.ps.cpu_times(), "conductor": conductor.ps.cpu_times()}
-    services_before = _services_cpu()
+    services_before = services.snapshot()
     machine_before = psutil.cpu_times()
     result = client.call({"cmd": "run", "workload": workload, "window": window,
                           "ops": 10**9, "seconds": seconds})
     machine_after = psutil.cpu_times()
-    services_after = _services_cpu()
+    services_after = services.snapshot()
     reports = {"client": client.call({"cmd": "stages"}),
                "conductor": conductor.call({"cmd": "stages"})}
     ops, elapsed = result["ops"], result["elapsed"]
@@ -86,8 +74,8 @@ def profile(client: _procs.Child, conductor: _procs.Child, workload: str, window
         after = child.ps.cpu_times()
         before = procs_before[name]
         per_op[name] = (after.user + after.system - before.user - before.system) / ops * 1e6
-    for label in SERVICES:
-        per_op[label] = (services_after[label] - services_before[label]) / ops * 1e6
+    for label, used in services.delta(services_before, services_after).items():
+        per_op[label] = used / ops * 1e6
     busy = sum(machine_after) - sum(machine_before)
     idle = (machine_after.idle - machine_before.idle) + (machine_after.iowait - machine_before.iowait)
     cores = psutil.cpu_count() or 1
@@ -124,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="conductor-profile-"))
     db_url = _procs.create_database(args.pg_url, name)
     children: list[_procs.Child] = []
+    services: _procs.ServiceCPU | None = None
     try:
         conductor = _procs.worker("conductor", "profiled-conductor", {
             "transport_url": args.transport_url, "database_url": db_url, "topic": topic,
@@ -133,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
             "transport_url": args.transport_url, "topic": topic}, tmp)
         children.append(client)
         client.call({"cmd": "seed", "count": args.seed})
+        services = _procs.ServiceCPU(args.pg_url, name)
         print(f"profile of {args.only} with {args.window} in flight, {args.seconds:.0f}s each; "
               f"pid {os.getpid()}, {psutil.cpu_count()} cores; database {name}")
         for workload in args.only.split(","):
             client.call({"cmd": "run", "workload": workload, "window": args.window,
                          "ops": 10**9, "seconds": 1.0})  # warm-up
-            profile(client, conductor, workload, args.window, args.seconds)
+            profile(client, conductor, services, workload, args.window, args.seconds)
     finally:
+        if services is not None:
+            services.close()
         for child in reversed(children):
             child.stop()
         _procs.drop_database(args.pg_url, name)

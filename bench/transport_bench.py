@@ -24,6 +24,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.messaging import Consumer, Producer
+
 import transport
 from transport import RPCClient, RPCServer, Target
 
@@ -73,16 +77,14 @@ def bench_ours(url: str, seconds: float, window: int) -> dict[str, float]:
 
 
 def _delete_queues(url: str, names: list[str]) -> None:
-    import kombu
 
-    with kombu.Connection(url) as conn:
+    with Connection(url) as conn:
         channel = conn.channel()
         for name in names:
             channel.queue_delete(name)
 
 
 def bench_raw_kombu(url: str, seconds: float, window: int) -> dict[str, float]:
-    import kombu
 
     queue_name = f"bench_raw_{uuid.uuid4().hex[:8]}"
     reply_name = f"{queue_name}_reply"
@@ -90,11 +92,11 @@ def bench_raw_kombu(url: str, seconds: float, window: int) -> dict[str, float]:
     ready = threading.Event()
 
     def serve() -> None:
-        with kombu.Connection(url) as conn:
+        with Connection(url) as conn:
             channel = conn.channel()
             channel.basic_qos(0, 64, False)
-            producer = kombu.Producer(channel, serializer="json")
-            queue = kombu.Queue(queue_name, routing_key=queue_name, durable=False, auto_delete=False)
+            producer = Producer(channel, serializer="json")
+            queue = Queue(queue_name, routing_key=queue_name, durable=False, auto_delete=False)
 
             def on_message(body: Any, message: Any) -> None:
                 producer.publish(
@@ -104,7 +106,7 @@ def bench_raw_kombu(url: str, seconds: float, window: int) -> dict[str, float]:
                 )
                 message.ack()
 
-            with kombu.Consumer(channel, [queue], callbacks=[on_message], accept=["json"]):
+            with Consumer(channel, [queue], callbacks=[on_message], accept=["json"]):
                 ready.set()
                 while not stop.is_set():
                     try:
@@ -116,16 +118,16 @@ def bench_raw_kombu(url: str, seconds: float, window: int) -> dict[str, float]:
     thread.start()
     ready.wait(10)
     try:
-        with kombu.Connection(url) as conn:
+        with Connection(url) as conn:
             channel = conn.channel()
-            producer = kombu.Producer(channel, serializer="json")
-            reply_queue = kombu.Queue(reply_name, routing_key=reply_name, durable=False, auto_delete=True)
+            producer = Producer(channel, serializer="json")
+            reply_queue = Queue(reply_name, routing_key=reply_name, durable=False, auto_delete=True)
             pending: set[str] = set()
 
             def on_reply(body: Any, message: Any) -> None:
                 pending.discard(message.properties["correlation_id"])
 
-            with kombu.Consumer(channel, [reply_queue], callbacks=[on_reply], accept=["json"], no_ack=True):
+            with Consumer(channel, [reply_queue], callbacks=[on_reply], accept=["json"], no_ack=True):
 
                 def send() -> None:
                     cid = uuid.uuid4().hex
@@ -155,10 +157,9 @@ def bench_raw_kombu(url: str, seconds: float, window: int) -> dict[str, float]:
 
 
 def _reachable(url: str) -> bool:
-    import kombu
 
     try:
-        with kombu.Connection(url, connect_timeout=2) as conn:
+        with Connection(url, connect_timeout=2) as conn:
             conn.connect()
         return True
     except Exception:

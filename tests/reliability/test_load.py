@@ -1,6 +1,6 @@
 """Load: several compute processes with many operations in flight against two conductors.
 
-Bounded in CI (``CONDUCTOR_RELIABILITY_LOAD_SECONDS``, default 20 s); ``bench/soak.py``
+Bounded in CI (``CONDUCTOR_RELIABILITY_LOAD_SECONDS``, default 20 s); ``tests/reliability/soak.py``
 runs it for minutes. Zero errors; memory flat once warm (RSS growth bounded).
 """
 

@@ -3,7 +3,7 @@
 The call monitor gives up on a call after ``call_monitor_misses`` (4) missed heartbeats of
 ``call_monitor_interval`` (1 s). A method running longer than that completes only because
 the conductor keeps sending heartbeats from its own thread while the handler is busy.
-``CONDUCTOR_RELIABILITY_SLOW_SECONDS`` lengthens the slow call (``bench/soak.py`` runs
+``CONDUCTOR_RELIABILITY_SLOW_SECONDS`` lengthens the slow call (``tests/reliability/soak.py`` runs
 35 s, past two AMQP heartbeat intervals); CI runs 10 s.
 """
 

@@ -4,9 +4,9 @@ CI runs each fault once and the load for 20 s. This script runs the same tests l
 repeatedly, against the real RabbitMQ and PostgreSQL, and prints the figures each test
 reports (faults survived, writes lost, duplicates, memory):
 
-    python bench/soak.py                          # 5 min load, 35 s slow call, 3 rounds of faults
-    python bench/soak.py --load-minutes 30 --rounds 10
-    python bench/soak.py --broker-restart         # also a full `rabbitmqctl stop_app/start_app`
+    python tests/reliability/soak.py                          # 5 min load, 35 s slow call, 3 rounds of faults
+    python tests/reliability/soak.py --load-minutes 30 --rounds 10
+    python tests/reliability/soak.py --broker-restart         # also a full `rabbitmqctl stop_app/start_app`
 
 ``--broker-restart`` stops the whole broker for a few seconds: every other user of it
 notices, so it is opt-in. The broker is started again whatever happens.
@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1/test"
 
