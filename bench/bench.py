@@ -166,7 +166,8 @@ class Bench:
                 ["--transport-url", amqp, "--database-url", db_url, "--topic", topic,
                  "--server", server, "--log-level", "WARNING",
                  *(["--workers", str(self.args.conductor_workers)]
-                   if self.args.conductor_workers else [])],
+                   if self.args.conductor_workers else []),
+                 *(["--metrics-port", "0"] if self.args.conductor_metrics else [])],
                 self.tmp)
             self.stoppables.append(serve)
             servers.append(serve)
@@ -493,6 +494,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="instances created up front (default 2000)")
     p.add_argument("--conductors", type=int, default=1,
                    help="conductor serve processes on the topic (rabbit-pg)")
+    p.add_argument("--conductor-metrics", action="store_true",
+                   help="start each conductor with --metrics-port 0 (what metrics cost)")
     p.add_argument("--conductor-workers", type=int, default=None,
                    help="--workers of each conductor (default: the conductor's default)")
     p.add_argument("--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP))
