@@ -378,7 +378,7 @@ class ConductorManager:
                     continue
                 (ok, value), storage = next(results)
                 primed_get = next(gets)
-                wrote = storage.take_wrote()
+                wrote = storage.wrote
                 if not ok:
                     if wrote or not isinstance(value, _CLEAN_ERRORS):
                         raise _Fallback(f"{type(value).__name__} in a write") from value
