@@ -180,7 +180,7 @@ class ConductorManager:
             LOG.debug("served %s", what)
             return result
         token = current_request.set(request_id or context.request_id)
-        # A request of a batch is counted once, by _dispatch_batch, even when it runs alone.
+        # A request of a batch is counted once, by serve_batch, even when it runs alone.
         metrics = None if _in_batch.get() else self._metrics
         started = time.monotonic()
         error: BaseException | None = None
@@ -282,7 +282,7 @@ class ConductorManager:
 
     # -- many requests, one transaction -------------------------------------------------
 
-    def _dispatch_batch(self, calls: Sequence[transport.BatchCall]) -> None:
+    def serve_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         """Run requests that arrived in one message in one transaction (transport hook).
 
         The bodies run side by side (``conductor.batching``): their gets by id, inserts
