@@ -285,7 +285,7 @@ class BatchStorage(SQLStorage):
         self, batch: Batch, *, project_id: str | None = None, scoped: bool = False
     ) -> None:
         # NOTE: the rounds run unscoped statements for many requests at once; a scoped
-        # request must run alone (the manager sees to it), so only its primed gets, made
+        # request must run alone (the unit of work sees to it), so only its primed gets, made
         # for everyone, need the check below.
         super().__init__(batch.tx, project_id=project_id, scoped=scoped)
         self._batch = batch
