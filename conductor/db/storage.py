@@ -6,6 +6,9 @@ bodies as ``context.db``. Hot paths are single Core statements built once per ta
 ``INSERT ... RETURNING``, ``update`` one ``UPDATE ... WHERE id = ? AND revision = ?
 RETURNING``; only a zero-row update or delete pays a second SELECT, to say whether the row
 is missing or the caller's copy is stale.
+
+Its parts live next door: the statements in :mod:`conductor.db.statements`, the value
+checks in :mod:`conductor.db.checks`, which request wrote in :mod:`conductor.db.writes`.
 """
 
 from __future__ import annotations
