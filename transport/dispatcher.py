@@ -21,7 +21,13 @@ from transport.exceptions import NoSuchMethod, UnsupportedVersion
 from transport.serializer import NoOpSerializer, Serializer
 from transport.target import Target, version_is_compatible
 
-__all__ = ["BatchCall", "BatchEndpoint", "RPCDispatcher", "current_request_id", "current_request_redelivered"]
+__all__ = [
+    "BatchCall",
+    "BatchEndpoint",
+    "RPCDispatcher",
+    "current_request_id",
+    "current_request_redelivered",
+]
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "transport_request_id", default=None
@@ -127,9 +133,9 @@ class BatchEndpoint(Protocol):
 
     def serve_batch(self, calls: Sequence[BatchCall]) -> None:
         """Settle every call (:meth:`BatchCall.set_result` or
-        :meth:`BatchCall.set_exception`); a call left unsettled, or every unsettled call
-        when this raises, is then run (or failed) by the dispatcher. Called with two calls
-        or more, all for methods of this endpoint."""
+        :meth:`BatchCall.set_exception`). A call left unsettled is then run the ordinary
+        way; when this raises, every unsettled call fails with that error. Called with
+        two calls or more, all for methods of this endpoint."""
         ...
 
 
