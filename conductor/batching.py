@@ -278,34 +278,17 @@ class BatchStorage(SQLStorage):
     """``context.db`` of one request in a batch: gets, creates and updates wait for the
     batch's next round; everything else runs at once in the batch's transaction.
 
-    ``wrote`` is this request's own: its protocol writes, plus any write made through the
-    ORM session once this request has used the session (shared by the batch, so a
-    request that used it may be counted as writing when another did; never the reverse).
+    Each request has its own :class:`~conductor.db.writes.WriteTracker` (``writes``).
     """
 
     def __init__(
         self, batch: Batch, *, project_id: str | None = None, scoped: bool = False
     ) -> None:
         # NOTE: the rounds run unscoped statements for many requests at once; a scoped
-        # request must run alone (the manager sees to it), so only its primed gets, made
+        # request must run alone (the unit of work sees to it), so only its primed gets, made
         # for everyone, need the check below.
         super().__init__(batch.tx, project_id=project_id, scoped=scoped)
         self._batch = batch
-        self._used_session = False
-
-    @property
-    def session(self) -> Any:
-        self._used_session = True
-        return super().session
-
-    def _session_info(self) -> dict[Any, Any] | None:
-        return super()._session_info() if self._used_session else None
-
-    def take_wrote(self) -> bool:
-        # NOTE: never resets the shared session flag (see the class docstring).
-        wrote = self.wrote
-        self._wrote = False
-        return wrote
 
     def get(self, objname: str, id: int) -> Record:
         if not self._batch.in_body():
@@ -321,7 +304,7 @@ class BatchStorage(SQLStorage):
             return super().create(objname, values)
         item = self._batch.park("create", objname, dict(values))
         record = self._finish(item, lambda: super(BatchStorage, self).create(objname, values))
-        self._wrote = True
+        self.writes.wrote = True
         return record
 
     def update(
@@ -339,7 +322,7 @@ class BatchStorage(SQLStorage):
             return super(BatchStorage, self).update(objname, id, values, expected_revision)
 
         record = self._finish(item, alone)
-        self._wrote = True
+        self.writes.wrote = True
         return record
 
     @staticmethod

@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 import transport
 from conductor import db
-from conductor.manager import current_request
 from conductor.service import DEFAULT_WORKERS, Conductor
+from conductor.unit_of_work import current_request
 
 LOG = logging.getLogger("conductor")
 

@@ -1,46 +1,23 @@
-"""The conductor's RPC endpoint: nova's object methods, each in its own transaction.
+"""The conductor's RPC endpoint: nova's object methods and their argument checks.
 
-Every request runs under ``objects.base.local_execution()`` (the conductor never calls
-itself, even when its process also has an indirection API installed) with a
-``SQLStorage`` bound to one transaction. Writes are exactly-once in effect: the request
-id the transport hands us is stored with the result in the same transaction, so a
-request that arrives again is answered from the stored result instead of running twice:
-a redelivery (the previous conductor died after commit, before the ack) is looked up
-first; a request published again as a fresh message (a client resending after a lost
-publisher confirm) runs, fails on what its first run wrote (or on the stored id) and is
-then answered from the stored result. Requests that wrote nothing are not stored: run
-again, they read again.
+Each method checks its arguments and hands the method body to the conductor's
+:class:`~conductor.unit_of_work.UnitOfWork`, which runs it in its own transaction, exactly
+once. The requests of one message reach :meth:`ConductorManager.serve_batch` together
+(the endpoint is a ``transport.BatchEndpoint``) and run in one transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import hashlib
-import json
-import logging
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 import transport
-from conductor import db
-from conductor.batching import Batch, BatchStorage
-from conductor.db import requests as db_requests
-from conductor.db.storage import SQLStorage
-from conductor.metrics import Metrics, outcome_of
+from conductor.metrics import Metrics
+from conductor.unit_of_work import UnitOfWork, digest_of
 from objects import base, exception, indirection
 from objects.context import RequestContext
-
-LOG = logging.getLogger(__name__)
-
-#: The request id being served by this thread, for log records (see cli's log filter).
-current_request: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "conductor_request", default="-"
-)
 
 
 class ConductorManager:
@@ -53,6 +30,7 @@ class ConductorManager:
         serialize_transactions: run one transaction at a time (SQLite).
         project_scoping: confine each request to its context's project's rows, unless the
             context is admin (see ``SQLStorage``).
+        metrics: counts each request once (see ``UnitOfWork``).
     """
 
     target = transport.Target(namespace=None, version="1.0")
@@ -67,7 +45,7 @@ class ConductorManager:
         exception.ObjectValueError,
         exception.UnsupportedObjectError,
         exception.IncompatibleObjectVersion,
-        exception.DatabaseError,  # logged by _run in one line
+        exception.DatabaseError,  # logged by UnitOfWork.run in one line
     )
 
     def __init__(
@@ -79,17 +57,14 @@ class ConductorManager:
         project_scoping: bool = False,
         metrics: Metrics | None = None,
     ) -> None:
-        self._engine = engine
-        self._project_scoping = project_scoping
-        self._metrics = metrics
-        # NOTE: SQLite has one writer at a time and makes the others poll with sleeps of
-        # up to 100 ms; queueing our own transactions on a lock is far faster.
-        self._tx_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if serialize_transactions else contextlib.nullcontext()
+        self._work = UnitOfWork(
+            engine,
+            prune_every=prune_every,
+            keep_results=keep_results,
+            serialize_transactions=serialize_transactions,
+            project_scoping=project_scoping,
+            metrics=metrics,
         )
-        self._prune_every = prune_every
-        self._keep_results = keep_results
-        self._last_prune = time.monotonic()
 
     # -- RPC methods (nova's names) -------------------------------------------------
 
@@ -105,13 +80,13 @@ class ConductorManager:
         _check_call_shape(objname, objmethod, args, kwargs)
         if not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
-        digest = _digest_of(
+        digest = digest_of(
             context,
             "object_class_action_versions",
             {"objname": objname, "objmethod": objmethod, "object_versions": object_versions,
              "args": args, "kwargs": kwargs},
         )
-        return self._run(
+        return self._work.run(
             context,
             f"{objname}.{objmethod}",
             lambda: indirection.handle_class_action(
@@ -135,13 +110,13 @@ class ConductorManager:
         _check_call_shape(objinst.obj_name(), objmethod, args, kwargs)
         if object_versions is not None and not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
-        digest = _digest_of(
+        digest = digest_of(
             context,
             "object_action",
             {"objinst": objinst, "objmethod": objmethod, "args": args, "kwargs": kwargs,
              "object_versions": object_versions},
         )
-        return self._run(
+        return self._work.run(
             context,
             f"{objinst.obj_name()}.{objmethod}",
             lambda: list(
@@ -160,414 +135,22 @@ class ConductorManager:
         with base.local_execution():
             return indirection.handle_backport(context, objinst, object_versions)
 
-    # -- one request, one transaction -----------------------------------------------
+    # -- the batch hook (transport.BatchEndpoint) ---------------------------------------
 
-    def _run(
-        self,
-        context: RequestContext,
-        what: str,
-        body: Callable[[], Any],
-        reads_only: bool = False,
-        digest: Callable[[], str | None] = lambda: None,
-    ) -> Any:
-        if not isinstance(context, RequestContext):
-            raise exception.ObjectValueError(reason="the request carries no valid context")
-        request_id = transport.current_request_id()
-        batch_storage = _batch_storage.get()
-        if batch_storage is not None:
-            # Part of a batch: the batch owns the transaction and the stored results.
-            result = _with_storage(context, batch_storage, body)
-            LOG.debug("served %s", what)
-            return result
-        token = current_request.set(request_id or context.request_id)
-        # A request of a batch is counted once, by _dispatch_batch, even when it runs alone.
-        metrics = None if _in_batch.get() else self._metrics
-        started = time.monotonic()
-        error: BaseException | None = None
-        if metrics is not None:
-            metrics.started()
-        try:
-            self._maybe_prune()
-            try:
-                result = self._run_once(context, what, body, request_id, digest)
-            except _AlreadyStored:
-                # This very request id was committed first by another run (a redelivery
-                # or a resend raced the original); its result is the answer.
-                with db.transaction_scope(self._engine) as tx:
-                    stored = db_requests.find(tx.connection, request_id or "")
-                if stored is None:
-                    raise exception.DatabaseError(reason="stored result vanished") from None
-                result = db_requests.answer(request_id or "", stored, digest())
-            except (exception.DatabaseError, exception.RequestIdReused):
-                raise
-            except Exception:
-                # NOTE: a request sent again without the redelivered flag (a client resending
-                # after a lost publisher confirm) fails when it runs again: its create hits
-                # the unique key it wrote, its save the revision it bumped, its destroy the
-                # missing row. Only then is it looked up, so the success path of every
-                # request costs no extra query.
-                if request_id is None or reads_only:
-                    raise
-                stored = self._stored_after_failure(request_id)
-                if stored is None:
-                    raise
-                result = db_requests.answer(request_id, stored, digest())
-                LOG.info("replayed %s from its stored result", what)
-                if self._metrics is not None:
-                    self._metrics.replayed()
-            LOG.debug("served %s", what)
-            return result
-        except exception.DatabaseError as exc:
-            # One line per failed request while the database is away, not a traceback;
-            # where the database lives is for this log, not for the caller.
-            LOG.warning("%s failed: %s", what, db.error_detail(exc))
-            error = exc
-            raise
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            current_request.reset(token)
-            if metrics is not None:
-                metrics.finished()
-                objname, _, objmethod = what.rpartition(".")
-                metrics.request_done(
-                    objname, objmethod, outcome_of(error), time.monotonic() - started
-                )
-
-    def _run_once(
-        self,
-        context: RequestContext,
-        what: str,
-        body: Callable[[], Any],
-        request_id: str | None,
-        digest: Callable[[], str | None],
-    ) -> Any:
-        with self._tx_lock, db.transaction_scope(self._engine) as tx:
-            # NOTE: a redelivered message may have run before: look it up first. Other
-            # messages are looked up only if they fail (see _run), which saves a query
-            # on every request.
-            if request_id is not None and transport.current_request_redelivered():
-                stored = db_requests.find(tx.connection, request_id)
-                if stored is not None:
-                    result = db_requests.answer(request_id, stored, digest())
-                    LOG.info("replayed %s from its stored result", what)
-                    if self._metrics is not None:
-                        self._metrics.replayed()
-                    return result
-            storage = SQLStorage(tx, **self._scope_of(context))
-            result = _with_storage(context, storage, body)
-            if request_id is not None and storage.wrote:
-                try:
-                    db_requests.store_result(tx.for_write(), request_id, result, digest())
-                except exception.DuplicateEntry:
-                    raise _AlreadyStored() from None
-        return result
-
-    def _scope_of(self, context: Any) -> dict[str, Any]:
-        """The project scope of a request's storage (see ``SQLStorage``)."""
-        return {
-            "project_id": getattr(context, "project_id", None),
-            "scoped": self._project_scoping and not getattr(context, "is_admin", False),
-        }
-
-    def _stored_after_failure(self, request_id: str) -> db_requests.Stored | None:
-        """The stored request whose run just failed (it may have run before); None when
-        there is none or the database cannot tell."""
-        try:
-            with db.transaction_scope(self._engine) as tx:
-                return db_requests.find(tx.connection, request_id)
-        except exception.DatabaseError:
-            return None
-
-    # -- many requests, one transaction -------------------------------------------------
-
-    def _dispatch_batch(self, calls: Sequence[transport.BatchCall]) -> None:
-        """Run requests that arrived in one message in one transaction (transport hook).
-
-        The bodies run side by side (``conductor.batching``): their gets by id, inserts
-        and updates go to the database a few statements at a time. Each request keeps its own result or error and its own stored result for
-        replays. A request that fails after writing (or with an error that may have
-        aborted the transaction) sends the whole batch back to one transaction per
-        request, so no request's outcome depends on another's failure.
-        """
-        metrics, started = self._metrics, time.monotonic()
-        if metrics is not None:
-            metrics.batch(len(calls))
-            metrics.started(len(calls))
-        in_batch = _in_batch.set(True)
-        try:
-            self._settle_batch(calls)
-        finally:
-            _in_batch.reset(in_batch)
-            if metrics is not None:
-                metrics.finished(len(calls))
-                elapsed = time.monotonic() - started
-                for call in calls:
-                    objname, objmethod = _labels(call)
-                    failed = call.outcome is not None and not call.outcome[0]
-                    error = call.outcome[1] if call.outcome is not None and failed else None
-                    metrics.request_done(objname, objmethod, outcome_of(error), elapsed)
-
-    def _settle_batch(self, calls: Sequence[transport.BatchCall]) -> None:
-        if len(calls) > 1:
-            try:
-                outcomes = self._run_batch(calls)
-            except _Fallback as why:
-                LOG.debug("batch of %d ran request by request: %s", len(calls), why)
-            except exception.ObjectsError as exc:
-                LOG.debug("batch of %d failed as a whole (%s); request by request",
-                          len(calls), exc)
-            else:
-                for call, (ok, value) in zip(calls, outcomes, strict=True):
-                    if ok:
-                        call.set_result(value)
-                    else:
-                        call.set_exception(value)
-                return
-        for call in calls:
-            if len(calls) > 1:
-                try:
-                    call.reset()
-                except Exception as exc:  # noqa: BLE001 - the call's own outcome
-                    call.set_exception(exc)
-                    continue
-            try:
-                call.set_result(call.run())
-            except Exception as exc:  # noqa: BLE001 - the call's own outcome
-                call.set_exception(exc)
-
-    def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
-        self._maybe_prune()
-        outcomes: list[tuple[bool, Any]] = []
-        digests = {c.request_id: _digest_of(c.context, c.method, c.kwargs) for c in calls}
-        with self._tx_lock, db.transaction_scope(self._engine) as tx:
-            replayable = [c.request_id for c in calls if c.redelivered]
-            stored = {
-                request_id: _answer(request_id, found, digests[request_id])
-                for request_id, found in db_requests.find_many(tx.connection, replayable).items()
-            }
-            if stored and self._metrics is not None:
-                self._metrics.replayed(len(stored))
-            batch = Batch(tx)
-            pending = [call for call in calls if call.request_id not in stored]
-            storages = [BatchStorage(batch, **self._scope_of(call.context)) for call in pending]
-
-            def body(call: transport.BatchCall, storage: BatchStorage) -> Callable[[], Any]:
-                def run() -> Any:
-                    # In the body's own context (a copy): no reset needed.
-                    _batch_storage.set(storage)
-                    return call.run()
-
-                return run
-
-            bodies = [body(call, storage) for call, storage in zip(pending, storages, strict=True)]
-            alone = _prime_gets(batch, pending)
-            gets = iter(alone)  # built-in gets by id: they write nothing, ever
-            if not batch.coalesces_writes or self._project_scoping:
-                # Nothing to gain from running side by side, only greenlet switches
-                # (about 15% of an embedded save on SQLite). Scoped requests run alone
-                # too: a round's statements serve many requests, of many projects.
-                alone = [True] * len(pending)
-            results = iter(zip(batch.run(bodies, alone), storages, strict=True))
-            to_store: list[tuple[str, Any, str | None]] = []
-            failed: dict[str, int] = {}
-            for call in calls:
-                if call.request_id in stored:
-                    outcomes.append(stored[call.request_id])
-                    continue
-                (ok, value), storage = next(results)
-                primed_get = next(gets)
-                wrote = storage.take_wrote()
-                if not ok:
-                    if wrote or not isinstance(value, _CLEAN_ERRORS):
-                        raise _Fallback(f"{type(value).__name__} in a write") from value
-                    if not primed_get:
-                        failed[call.request_id] = len(outcomes)
-                    outcomes.append((False, value))
-                    continue
-                if wrote:
-                    to_store.append((call.request_id, value, digests[call.request_id]()))
-                outcomes.append((True, value))
-            if failed:
-                # A request sent again without the redelivered flag fails when it runs
-                # again (see _run): the failed ones are looked up, in one query.
-                for request_id, found in db_requests.find_many(tx.connection, list(failed)).items():
-                    outcomes[failed[request_id]] = _answer(request_id, found, digests[request_id])
-            try:
-                if to_store:
-                    db_requests.store_results(tx.for_write(), to_store)
-            except exception.DuplicateEntry:
-                raise _Fallback("a request of the batch was stored by another conductor") from None
-        return outcomes
-
-    def _maybe_prune(self) -> None:
-        now = time.monotonic()
-        if now - self._last_prune < self._prune_every:
-            return
-        self._last_prune = now
-        try:
-            with self._tx_lock, db.transaction_scope(self._engine) as tx:
-                removed = db_requests.prune(tx.for_write(), self._keep_results)
-            if removed:
-                LOG.debug("pruned %d stored request results", removed)
-        except Exception:  # noqa: BLE001 - pruning must never fail a request
-            LOG.warning("could not prune stored request results", exc_info=True)
+    def serve_batch(self, calls: Sequence[transport.BatchCall]) -> None:
+        """Run the requests of one message in one transaction (see
+        ``UnitOfWork.run_batch``); never an RPC method."""
+        self._work.run_batch(calls)
 
 
 #: The built-in objects' class methods that only read: when one fails, it cannot be
-#: because an earlier run of the same request wrote (see ``_run``).
+#: because an earlier run of the same request wrote (see ``UnitOfWork.run``).
 _BUILTIN_READS: dict[str, frozenset[str]] = {
     "Instance": frozenset({"get", "get_by_uuid"}),
     "InstanceList": frozenset({"get_all", "get_by_host"}),
     "Flavor": frozenset({"get", "get_by_flavorid"}),
     "ComputeNode": frozenset({"get", "get_by_host"}),
 }
-
-#: Errors after which the batch's transaction is still usable: raised before any write
-#: and without a failed statement (the others may have aborted it on PostgreSQL).
-_CLEAN_ERRORS = (
-    exception.NotFound,
-    exception.ConcurrentUpdate,
-    exception.ObjectActionError,
-    exception.UnsupportedObjectError,
-    exception.IncompatibleObjectVersion,
-)
-
-_in_batch: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "conductor_in_batch", default=False
-)
-
-_batch_storage: contextvars.ContextVar[SQLStorage | None] = contextvars.ContextVar(
-    "conductor_batch_storage", default=None
-)
-
-
-def _labels(call: transport.BatchCall) -> tuple[str, str]:
-    """(objname, objmethod) of a batched request, for metrics."""
-    kwargs = call.kwargs
-    objinst = kwargs.get("objinst")
-    objname = kwargs.get("objname") or (objinst.obj_name() if objinst is not None else "?")
-    return str(objname), str(kwargs.get("objmethod", call.method))
-
-
-class _Fallback(Exception):
-    """The batch cannot finish in one transaction; run its requests one by one."""
-
-
-def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool]:
-    """Fetch the rows of the batch's gets by id in one query per table; which calls they
-    are (they run alone, from those rows)."""
-    wanted: dict[str, list[int]] = {}
-    alone: list[bool] = []
-    models = db.registered_models()
-    for call in calls:
-        kwargs = call.kwargs
-        args = kwargs.get("args")
-        objname = kwargs.get("objname")
-        is_get = (
-            call.method == "object_class_action_versions"
-            and kwargs.get("objmethod") == "get"
-            and isinstance(args, list)
-            and len(args) == 1
-            and type(args[0]) is int
-            and not kwargs.get("kwargs")
-            and isinstance(objname, str)
-            and objname in models
-        )
-        if is_get:
-            wanted.setdefault(str(objname), []).append(args[0])  # type: ignore[index]
-        alone.append(is_get)
-    for objname, ids in wanted.items():
-        batch.prime(objname, ids)
-    return alone
-
-
-class ServedContext(RequestContext):
-    """A request context as the conductor received it, with the request's arguments as
-    they arrived (``wire_args``: JSON values, before any object was built from them).
-
-    ``ConductorSerializer`` makes these; the digest of a request's content
-    (:func:`_digest_of`) is taken from ``wire_args``, which no method body changes, and
-    only when it is needed (a write to store, a stored request to compare with).
-    """
-
-    wire_args: list[Any] | None = None
-
-
-_primitives = base.VersionedObjectSerializer()
-
-
-def _digest_of(
-    context: Any, method: str, arguments: dict[str, Any]
-) -> Callable[[], str | None]:
-    """The digest of a request's content: the RPC method, who asks (user, project, roles,
-    admin) and the argument values (a SHA-256, hex).
-
-    Taken lazily, when first asked for, from the arguments as they arrived when the
-    context has them (their order is the message's: a request sent again is the same
-    message); otherwise (a manager driven directly, in tests) now, from ``arguments`` in
-    name order, before the method body can change them.
-    """
-    if not isinstance(context, RequestContext):
-        return lambda: None
-    wire = context.wire_args if isinstance(context, ServedContext) else None
-    if wire is not None:
-        cached: list[str | None] = []
-
-        def lazy() -> str | None:
-            if not cached:
-                cached.append(_digest(method, context, wire))
-            return cached[0]
-
-        return lazy
-    if _batch_storage.get() is not None:
-        return lambda: None  # inside a batch, which takes the digests itself
-    values = [
-        _primitives.serialize_entity(context, arguments[name])
-        for name in sorted(arguments)
-        if arguments[name] is not None
-    ]
-    fixed = _digest(method, context, values)
-    return lambda: fixed
-
-
-_digest_encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
-def _digest(method: str, context: RequestContext, values: list[Any]) -> str | None:
-    identity = [context.user_id, context.project_id, sorted(context.roles), context.is_admin]
-    try:
-        # NOTE: one C-encoder pass over the arguments (about as much CPU as encoding the
-        # reply), paid only by requests that write or replay.
-        text = _digest_encoder.encode([method, identity, values])
-    except (TypeError, ValueError, RecursionError):
-        return None  # not JSON (cannot have come over the wire): nothing to compare
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _answer(
-    request_id: str, stored: db_requests.Stored, digest: Callable[[], str | None]
-) -> tuple[bool, Any]:
-    """A batch request's outcome from its stored result (see ``db_requests.answer``)."""
-    try:
-        return True, db_requests.answer(request_id, stored, digest())
-    except exception.RequestIdReused as exc:
-        return False, exc
-
-
-def _with_storage(context: RequestContext, storage: SQLStorage, body: Callable[[], Any]) -> Any:
-    """Run a method body locally with ``context.db`` bound to ``storage``."""
-    context.db = storage
-    try:
-        with base.local_execution():
-            return body()
-    finally:
-        context.db = None
-
-
-class _AlreadyStored(Exception):
-    """The request id was stored by someone else during our transaction."""
 
 
 def _check_call_shape(objname: Any, objmethod: Any, args: Any, kwargs: Any) -> None:

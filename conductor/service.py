@@ -10,8 +10,9 @@ from typing import Any, cast
 
 import transport
 from conductor import db
-from conductor.manager import ConductorManager, ServedContext
+from conductor.manager import ConductorManager
 from conductor.metrics import Metrics, MonitoringServer
+from conductor.unit_of_work import ServedContext
 from objects import base
 from objects.context import RequestContext
 

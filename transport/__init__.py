@@ -12,6 +12,7 @@ from transport.client import RPCClient
 from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.dispatcher import (
     BatchCall,
+    BatchEndpoint,
     RPCDispatcher,
     current_request_id,
     current_request_redelivered,
@@ -30,6 +31,7 @@ __all__ = [
     "get_transport",
     # rpc
     "BatchCall",
+    "BatchEndpoint",
     "RPCClient",
     "RPCDispatcher",
     "RPCFuture",

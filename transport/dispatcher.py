@@ -4,6 +4,9 @@ Endpoints are chosen by namespace and version: an endpoint declares
 ``target = Target(namespace=..., version=...)`` (default: no namespace, "1.0") and serves
 requests of the same namespace whose version has the same major and a minor not above its
 own. A request without a version is "1.0".
+
+An endpoint that implements :class:`BatchEndpoint` receives the requests of a message
+that carried several together (see :meth:`RPCDispatcher.dispatch_batch`).
 """
 
 from __future__ import annotations
@@ -12,13 +15,19 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from transport.exceptions import NoSuchMethod, UnsupportedVersion
 from transport.serializer import NoOpSerializer, Serializer
 from transport.target import Target, version_is_compatible
 
-__all__ = ["BatchCall", "RPCDispatcher", "current_request_id", "current_request_redelivered"]
+__all__ = [
+    "BatchCall",
+    "BatchEndpoint",
+    "RPCDispatcher",
+    "current_request_id",
+    "current_request_redelivered",
+]
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "transport_request_id", default=None
@@ -50,12 +59,10 @@ def current_request_id() -> str | None:
 
 
 class BatchCall:
-    """One request of a message that carried several, as an endpoint's batch hook sees it.
+    """One request of a message that carried several, as a :class:`BatchEndpoint` sees it.
 
-    An endpoint that defines ``_dispatch_batch(self, calls)`` receives every request of a
-    packed message addressed to it at once (for example to run them in one database
-    transaction) and must settle each call with :meth:`set_result` or
-    :meth:`set_exception`; :meth:`run` runs the endpoint method the ordinary way, with
+    The endpoint settles each call with :meth:`set_result` or :meth:`set_exception`;
+    :meth:`run` runs the endpoint method the ordinary way, with
     :func:`current_request_id` set.
 
     Attributes:
@@ -116,6 +123,22 @@ class BatchCall:
         self.outcome = (False, exc)
 
 
+@runtime_checkable
+class BatchEndpoint(Protocol):
+    """An endpoint that takes every request of a packed message addressed to it at once
+    (for example to run them in one database transaction).
+
+    :meth:`serve_batch` is a hook, not an RPC method: no request can call it by name.
+    """
+
+    def serve_batch(self, calls: Sequence[BatchCall]) -> None:
+        """Settle every call (:meth:`BatchCall.set_result` or
+        :meth:`BatchCall.set_exception`). A call left unsettled is then run the ordinary
+        way; when this raises, every unsettled call fails with that error. Called with
+        two calls or more, all for methods of this endpoint."""
+        ...
+
+
 class RPCDispatcher:
     """Finds and invokes endpoint methods for decoded requests.
 
@@ -133,6 +156,11 @@ class RPCDispatcher:
         #: Exceptions endpoints raise as ordinary outcomes: logged briefly, no traceback.
         self.expected_exceptions: tuple[type[BaseException], ...] = tuple(expected)
         self._found: dict[tuple[str, str | None, str | None], Any] = {}
+        self._batch_hooks = {
+            id(endpoint): endpoint.serve_batch
+            for endpoint in self.endpoints
+            if isinstance(endpoint, BatchEndpoint)
+        }
 
     def _find(self, method: str, namespace: str | None, version: str | None) -> Any:
         key = (method, namespace, version)
@@ -152,7 +180,9 @@ class RPCDispatcher:
             if not version_is_compatible(target.version, version):
                 continue
             version_matched = True
-            if method.startswith("_"):
+            if method.startswith("_") or (
+                method == "serve_batch" and id(endpoint) in self._batch_hooks
+            ):
                 continue
             func = getattr(endpoint, method, None)
             if callable(func):
@@ -201,8 +231,8 @@ class RPCDispatcher:
     ) -> list[tuple[bool, Any]]:
         """Run several requests (``(id, ctxt, method, args, namespace, version)``) that
         arrived together; return ``(True, serialized result)`` or ``(False, exception)``
-        for each, in order. Endpoints with a ``_dispatch_batch`` hook get their calls at
-        once; the others run one by one."""
+        for each, in order. A :class:`BatchEndpoint` gets its calls at once; the
+        other endpoints' calls run one by one."""
         calls: list[BatchCall | None] = []
         outcomes: list[tuple[bool, Any] | None] = []
         by_endpoint: dict[int, tuple[Any, list[BatchCall]]] = {}
@@ -221,7 +251,7 @@ class RPCDispatcher:
             owner = getattr(func, "__self__", None)
             by_endpoint.setdefault(id(owner), (owner, []))[1].append(call)
         for owner, group in by_endpoint.values():
-            hook = getattr(owner, "_dispatch_batch", None)
+            hook = self._batch_hooks.get(id(owner))
             if hook is not None and len(group) > 1:
                 try:
                     hook(group)

@@ -2,8 +2,9 @@
 
 Only the conductor opens a database. The service creates an engine once, checks the
 schema is at head, and per request opens a :class:`Transaction`, binds a
-:class:`SQLStorage` to it as ``context.db``, and commits (storing the result for
-exactly-once replies through :mod:`conductor.db.requests`).
+:class:`SQLStorage` to it as ``context.db`` (with a :class:`WriteTracker` that tells
+which requests wrote), and commits (storing the result for exactly-once replies through
+:mod:`conductor.db.requests`; see :mod:`conductor.unit_of_work`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from conductor.db.models import (
 )
 from conductor.db.requests import lookup_result, prune, store_result
 from conductor.db.storage import SQLStorage
+from conductor.db.writes import WriteTracker
 
 __all__ = [
     # engines and sessions
@@ -56,6 +58,7 @@ __all__ = [
     "registered_models",
     # storage and exactly-once
     "SQLStorage",
+    "WriteTracker",
     "lookup_result",
     "prune",
     "store_result",

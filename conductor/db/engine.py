@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import sqlalchemy
 from sqlalchemy import event, pool
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from conductor.db.errors import mask_url, translate_errors
 from objects import exception
@@ -44,8 +44,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _U = TypeVar("_U", "Session", "Transaction")
 
-_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "UPSERT", "TRUNCATE")
-WROTE_KEY = "conductor.wrote"
 
 
 def _normalize(url: str | URL) -> URL:
@@ -185,33 +183,8 @@ def create_engine(
 
 
 class ConductorSession(Session):
-    """A Session that records whether anything was written during its transaction.
-
-    ``session.info[WROTE_KEY]`` turns true on a flush and on any ``session.execute`` of an
-    INSERT, UPDATE or DELETE (Core, ORM or textual), so the service knows which requests
-    changed data (and must store their result for exactly-once replies). The flag lives
-    as long as the session: use one session per request.
-    """
-
-
-def _is_write(state: ORMExecuteState) -> bool:
-    if state.is_insert or state.is_update or state.is_delete:
-        return True
-    if isinstance(state.statement, sqlalchemy.TextClause):
-        verb = state.statement.text.lstrip().split(None, 1)[:1]
-        return bool(verb) and verb[0].upper() in _WRITE_VERBS
-    return False
-
-
-@event.listens_for(ConductorSession, "do_orm_execute")
-def _note_execute(state: ORMExecuteState) -> None:
-    if _is_write(state):
-        state.session.info[WROTE_KEY] = True
-
-
-@event.listens_for(ConductorSession, "after_flush")
-def _note_flush(session: Session, flush_context: UOWTransaction) -> None:
-    session.info[WROTE_KEY] = True
+    """The conductor's ORM session (which requests wrote is told explicitly to a
+    :class:`~conductor.db.writes.WriteTracker`, not recorded by the session)."""
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

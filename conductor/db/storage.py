@@ -6,19 +6,19 @@ bodies as ``context.db``. Hot paths are single Core statements built once per ta
 ``INSERT ... RETURNING``, ``update`` one ``UPDATE ... WHERE id = ? AND revision = ?
 RETURNING``; only a zero-row update or delete pays a second SELECT, to say whether the row
 is missing or the caller's copy is stale.
+
+Its parts live next door: the statements in :mod:`conductor.db.statements`, the value
+checks in :mod:`conductor.db.checks`, which request wrote in :mod:`conductor.db.writes`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     ColumnElement,
     Float,
@@ -26,26 +26,32 @@ from sqlalchemy import (
     Numeric,
     Select,
     String,
-    Table,
     Text,
-    and_,
     any_,
     bindparam,
-    cast,
     delete,
     func,
-    insert,
     literal_column,
     or_,
     select,
-    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from conductor.db.engine import WROTE_KEY, Transaction, json_text
+from conductor.db.checks import check_limit
+from conductor.db.engine import Transaction, json_text
 from conductor.db.errors import translate_errors
-from conductor.db.models import UTCDateTime, get_table, utcnow
+from conductor.db.models import utcnow
+from conductor.db.statements import (
+    PROJECT_COLUMN,
+    TableOps,
+    column_arrays,
+    insert_many_statement,
+    table_ops,
+    update_many_statement,
+    update_statement,
+)
+from conductor.db.writes import WriteTracker
 from objects import exception
 from objects.storage import Record
 
@@ -64,245 +70,6 @@ _IN_PLAIN_MAX = 1000
 # Where no single-parameter form exists (SQLite, a column json_each cannot compare), a
 # filter list may hold this many values at most; more are refused as a bad request.
 _IN_LIST_MAX = 30_000
-# What PostgreSQL's integer types hold; SQLite takes the same, so both refuse alike.
-_INT32 = (-(2**31), 2**31 - 1)
-_INT64 = (-(2**63), 2**63 - 1)
-#: The column that makes a table's rows belong to a project (see SQLStorage).
-PROJECT_COLUMN = "project_id"
-
-
-def _checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], None]:
-    """A check that refuses values the column would refuse on PostgreSQL.
-
-    SQLite stores anything anywhere; checking here makes both databases reject the same
-    values, with the same typed error, before a statement is sent.
-    """
-    kinds: tuple[type, ...] | None
-    max_length: int | None = None
-    int_range: tuple[int, int] | None = None
-    if isinstance(column_type, Boolean):
-        kinds = (bool,)
-    elif isinstance(column_type, Integer):
-        kinds = (int,)
-        int_range = _INT64 if isinstance(column_type, BigInteger) else _INT32
-    elif isinstance(column_type, (Float, Numeric)):
-        kinds = (int, float)
-    elif isinstance(column_type, String):
-        kinds = (str,)
-        max_length = column_type.length
-    elif isinstance(column_type, UTCDateTime):
-        kinds = (dt.datetime,)
-    else:  # JSON and user types: the bind processor (json.dumps, ...) decides.
-        kinds = None
-
-    def check(value: Any) -> None:
-        if value is None:
-            if not nullable:
-                raise exception.ObjectValueError(reason=f"{name} cannot be None")
-            return
-        if kinds is None:
-            return
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise exception.ObjectValueError(
-                reason=f"{name} must be {' or '.join(k.__name__ for k in kinds)}, "
-                f"not {type(value).__name__}"
-            )
-        if max_length is not None and isinstance(value, str) and len(value) > max_length:
-            raise exception.ObjectValueError(
-                reason=f"{name} is longer than {max_length} characters"
-            )
-        if int_range is not None and isinstance(value, int) and not (
-            int_range[0] <= value <= int_range[1]
-        ):
-            raise exception.ObjectValueError(
-                reason=f"{name} is out of range ({int_range[0]} to {int_range[1]})"
-            )
-
-    return check
-
-
-def _check_limit(limit: Any) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _INT64[1]:
-        raise exception.ObjectValueError(
-            reason=f"limit must be a non-negative int below 2**63, not {limit!r}"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class _TableOps:
-    """What SQLStorage needs of one table, computed once: statements, columns, checks."""
-
-    table: Table
-    names: tuple[str, ...]
-    checks: Mapping[str, Callable[[Any], None]]
-    timestamps: bool  # has created_at and updated_at
-    has_updated_at: bool
-    has_project: bool  # has project_id: rows belong to a project (see SQLStorage)
-    select_all: Select[Any]
-    select_one: Select[Any]
-    select_many: Select[Any]
-    select_any: Select[Any]
-    select_state: Select[Any]
-    insert_returning: Any
-    insert_returning_ordered: Any
-
-    @classmethod
-    def build(cls, table: Table) -> _TableOps:
-        c = table.c
-        checks = {
-            col.name: _checker(col.type, bool(col.nullable), f"{table.name}.{col.name}")
-            for col in table.columns
-        }
-        select_all = select(table).order_by(c.id)
-        state_cols = [c.revision] + ([c.updated_at] if "updated_at" in c else [])
-        return cls(
-            table=table,
-            names=tuple(col.name for col in table.columns),
-            checks=checks,
-            timestamps="created_at" in c and "updated_at" in c,
-            has_updated_at="updated_at" in c,
-            has_project=PROJECT_COLUMN in c,
-            select_all=select_all,
-            select_one=select(table).where(c.id == bindparam("id")),
-            select_many=select(table).where(c.id.in_(bindparam("ids", expanding=True))),
-            # PostgreSQL: one array parameter, so one statement text for any number of
-            # ids (no IN list to render and parse per batch): about 4 us less per row.
-            select_any=select(table).where(
-                c.id == any_(bindparam("ids", type_=postgresql.ARRAY(BigInteger)))
-            ),
-            select_state=select(*state_cols).where(c.id == bindparam("id")),
-            insert_returning=insert(table).returning(*table.c),
-            insert_returning_ordered=insert(table).returning(
-                *table.c, sort_by_parameter_order=True
-            ),
-        )
-
-
-def _scope_clause(table: Table, scope: str | None) -> ColumnElement[bool] | None:
-    """The WHERE term of a project scope: None (unscoped), "project" (``project_id =
-    :w_project``) or "none" (``project_id IS NULL``, a context without a project)."""
-    if scope is None:
-        return None
-    column = table.c[PROJECT_COLUMN]
-    return column.is_(None) if scope == "none" else column == bindparam("w_project")
-
-
-@functools.lru_cache(maxsize=1024)
-def _update_statement(
-    table: Table,
-    columns: tuple[str, ...],
-    check_revision: bool,
-    set_updated_at: bool,
-    scope: str | None = None,
-) -> Any:
-    """``UPDATE ... SET <columns> WHERE id [AND revision] [AND updated_at <] [AND project]
-    RETURNING *`` with bind parameters, built once per column set (see ``update``)."""
-    c = table.c
-    where: list[ColumnElement[bool]] = [c.id == bindparam("w_id")]
-    scoped = _scope_clause(table, scope)
-    if scoped is not None:
-        where.append(scoped)
-    if check_revision:
-        where.append(c.revision == bindparam("w_revision"))
-    values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
-    values["revision"] = c.revision + 1
-    if set_updated_at:
-        values["updated_at"] = bindparam("v_updated_at")
-        where.append(or_(c.updated_at.is_(None), c.updated_at < bindparam("w_now")))
-    return update(table).values(values).where(and_(*where)).returning(*table.c)
-
-
-def _unnest(table: Table, names: Sequence[str]) -> Any:
-    """PostgreSQL ``unnest(:a_<name>, ...) AS v(<name>, ...)``: rows from one array
-    parameter per column. ``w_id``/``w_revision``/``w_now`` are the row's id, expected
-    revision and timestamp; ``v_<column>`` a column's new value (JSON columns as text)."""
-    c = table.c
-
-    def array_of(name: str) -> Any:
-        if name in ("w_id", "w_revision"):
-            return postgresql.ARRAY(Integer)
-        if name == "w_now":
-            return postgresql.ARRAY(c.updated_at.type)
-        column_type = c[name[2:]].type
-        return postgresql.ARRAY(Text if isinstance(column_type, JSON) else column_type)
-
-    return (
-        func.unnest(*(bindparam(f"a_{n}", type_=array_of(n)) for n in names))
-        .table_valued(*names, with_ordinality="w_ord")
-        .render_derived(name="v")
-    )
-
-
-def _from_unnest(table: Table, rows: Any, name: str) -> Any:
-    column_type = table.c[name].type
-    source = rows.c[f"v_{name}"]
-    return cast(source, column_type) if isinstance(column_type, JSON) else source
-
-
-@functools.lru_cache(maxsize=1024)
-def _update_many_statement(
-    table: Table,
-    columns: tuple[str, ...],
-    check_revision: bool,
-    set_updated_at: bool,
-    scope: str | None = None,
-) -> Any:
-    """PostgreSQL: ``UPDATE ... FROM unnest(<one array per column>) AS v WHERE id = v.id
-    [AND revision = v.revision] [AND updated_at < v.now] RETURNING *``.
-
-    The SQL text does not depend on the number of rows, so SQLAlchemy's compiled cache
-    and psycopg's prepared statements serve every batch.
-    """
-    c = table.c
-    rows = _unnest(table, ["w_id", *(["w_revision"] if check_revision else []),
-                           *(["w_now"] if set_updated_at else []), *(f"v_{n}" for n in columns)])
-    values: dict[str, Any] = {name: _from_unnest(table, rows, name) for name in columns}
-    values["revision"] = c.revision + 1
-    where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
-    scoped = _scope_clause(table, scope)
-    if scoped is not None:
-        where.append(scoped)
-    if check_revision:
-        where.append(c.revision == rows.c.w_revision)
-    if set_updated_at:
-        values["updated_at"] = rows.c.w_now
-        where.append(or_(c.updated_at.is_(None), c.updated_at < rows.c.w_now))
-    return update(table).values(values).where(and_(*where)).returning(*table.c)
-
-
-@functools.lru_cache(maxsize=1024)
-def _insert_many_statement(table: Table, columns: tuple[str, ...]) -> Any:
-    """PostgreSQL: ``INSERT ... SELECT ... FROM unnest(...) ORDER BY ordinality RETURNING
-    *``, one statement text for any number of rows (see ``create_many`` on the order)."""
-    rows = _unnest(table, [f"v_{n}" for n in columns])
-    chosen = select(*(_from_unnest(table, rows, n) for n in columns)).order_by(rows.c.w_ord)
-    return insert(table).from_select(list(columns), chosen).returning(*table.c)
-
-
-@functools.cache
-def _ops_for_table(table: Table) -> _TableOps:
-    return _TableOps.build(table)
-
-
-def _ops(objname: str) -> _TableOps:
-    return _ops_for_table(get_table(objname))
-
-
-def _column_arrays(
-    ops: _TableOps, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
-) -> dict[str, list[Any]]:
-    """The ``a_v_<column>`` array parameters of ``_unnest`` for these rows."""
-    params: dict[str, list[Any]] = {}
-    for name in columns:
-        column_type = ops.table.c[name].type
-        if isinstance(column_type, JSON):
-            params[f"a_v_{name}"] = [
-                None if row[name] is None and column_type.none_as_null else json_text(row[name])
-                for row in rows
-            ]
-        else:
-            params[f"a_v_{name}"] = [row[name] for row in rows]
-    return params
 
 
 def not_found(objname: str, id: int) -> exception.NotFound:
@@ -334,6 +101,7 @@ class SQLStorage:
             until a method body asks for ``context.db.session``, then through that
             session) or a ``Session``.
         project_id: the requesting context's project.
+        writes: the request's write tracker (a new one when not given).
         scoped: confine the request to ``project_id``'s rows.
     """
 
@@ -343,23 +111,29 @@ class SQLStorage:
         *,
         project_id: str | None = None,
         scoped: bool = False,
+        writes: WriteTracker | None = None,
     ) -> None:
         self._unit = unit
-        self._wrote = False
+        #: Told of every write this storage makes (see :class:`WriteTracker`).
+        self.writes = WriteTracker() if writes is None else writes
         self._project_id = project_id
         self._scoped = scoped
 
     @property
     def session(self) -> Session:
         """An ORM session in the request's transaction, for method bodies that need more
-        than the protocol."""
+        than the protocol. A request that asks for it counts as having written (see
+        :class:`~conductor.db.writes.WriteTracker`)."""
+        self.writes.wrote = True
+        return self._orm_session()
+
+    def _orm_session(self) -> Session:
         unit = self._unit
         return unit.session if isinstance(unit, Transaction) else unit
 
     def _connection_only(self) -> Transaction | None:
         """The Transaction when statements go straight to its connection: no method body
-        has asked for the ORM session, whose execute hook and autoflush must then see
-        every statement."""
+        has asked for the ORM session, whose autoflush must then see every statement."""
         unit = self._unit
         return unit if isinstance(unit, Transaction) and not unit.has_session else None
 
@@ -367,57 +141,28 @@ class SQLStorage:
         tx = self._connection_only()
         if tx is not None:
             return tx.connection.execute(stmt, params)
-        return self.session.execute(stmt, params)
+        return self._orm_session().execute(stmt, params)
 
     def _write(self, stmt: Any, params: Any = None) -> Any:
         tx = self._connection_only()
         if tx is not None:
             return tx.for_write().execute(stmt, params)
-        return self.session.execute(stmt, params)
-
-    def _session_info(self) -> dict[Any, Any] | None:
-        return None if self._connection_only() is not None else self.session.info
-
-    def _noted(self) -> Any:
-        info = self._session_info()
-        return None if info is None else info.get(WROTE_KEY)
-
-    def _restore_noted(self, noted: Any) -> None:
-        # A statement that matched no row wrote nothing, though the session's execute
-        # hook counted it as a write.
-        info = self._session_info()
-        if info is not None:
-            info[WROTE_KEY] = noted
+        return self._orm_session().execute(stmt, params)
 
     @property
     def wrote(self) -> bool:
-        """True once this request wrote anything, through the protocol or the raw session."""
-        info = self._session_info()
-        if info is None:
-            return self._wrote
-        # Changes a method body made on the ORM session count once flushed.
-        self.session.flush()
-        return self._wrote or bool(info.get(WROTE_KEY))
-
-    def take_wrote(self) -> bool:
-        """Whether anything was written since the last call, then forget it (lets one
-        transaction that serves several requests tell which of them wrote)."""
-        wrote = self.wrote
-        self._wrote = False
-        info = self._session_info()
-        if info is not None:
-            info[WROTE_KEY] = False
-        return wrote
+        """Whether this request wrote (see :class:`~conductor.db.writes.WriteTracker`)."""
+        return self.writes.wrote
 
     # -- projects ----------------------------------------------------------------------
 
-    def _scope(self, ops: _TableOps) -> str | None:
-        """The scope of statements on this table (see ``_scope_clause``)."""
+    def _scope(self, ops: TableOps) -> str | None:
+        """The scope of statements on this table (see ``scope_clause``)."""
         if not (self._scoped and ops.has_project):
             return None
         return "none" if self._project_id is None else "project"
 
-    def _scoped_stmt(self, ops: _TableOps, stmt: Any) -> Any:
+    def _scoped_stmt(self, ops: TableOps, stmt: Any) -> Any:
         scope = self._scope(ops)
         if scope is None:
             return stmt
@@ -426,10 +171,10 @@ class SQLStorage:
 
     def visible(self, objname: str, record: Record) -> bool:
         """Whether this request may see ``record`` (a row fetched by someone else)."""
-        ops = _ops(objname)
+        ops = table_ops(objname)
         return self._scope(ops) is None or record.get(PROJECT_COLUMN) == self._project_id
 
-    def _own(self, ops: _TableOps, objname: str, values: dict[str, Any], creating: bool) -> None:
+    def _own(self, ops: TableOps, objname: str, values: dict[str, Any], creating: bool) -> None:
         """Stamp a new row with the request's project; refuse moving a row to another
         project when scoped."""
         if not ops.has_project:
@@ -449,7 +194,7 @@ class SQLStorage:
     # -- reads -------------------------------------------------------------------------
 
     def get(self, objname: str, id: int) -> Record:
-        ops = _ops(objname)
+        ops = table_ops(objname)
         _check_id(ops, id)
         with translate_errors(objname):
             row = self._read(self._scoped_stmt(ops, ops.select_one), {"id": id}).first()
@@ -458,7 +203,7 @@ class SQLStorage:
         return dict(zip(ops.names, row, strict=True))
 
     def get_by(self, objname: str, **equals: Any) -> Record:
-        ops = _ops(objname)
+        ops = table_ops(objname)
         stmt = ops.select_all.where(*self._conditions(ops, objname, equals)).limit(1)
         stmt = self._scoped_stmt(ops, stmt)
         with translate_errors(objname):
@@ -475,7 +220,7 @@ class SQLStorage:
         limit: int | None = None,
         marker: int | None = None,
     ) -> list[Record]:
-        ops = _ops(objname)
+        ops = table_ops(objname)
         stmt = ops.select_all
         conditions = self._conditions(ops, objname, filters or {})
         if marker is not None:
@@ -487,7 +232,7 @@ class SQLStorage:
             stmt = stmt.where(*conditions)
         stmt = self._scoped_stmt(ops, stmt)
         if limit is not None:
-            _check_limit(limit)
+            check_limit(limit)
             stmt = stmt.limit(limit)
         names = ops.names
         with translate_errors(objname):
@@ -495,7 +240,7 @@ class SQLStorage:
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def get_many(self, objname: str, ids: Sequence[int]) -> dict[int, Record]:
-        ops = _ops(objname)
+        ops = table_ops(objname)
         wanted = list(dict.fromkeys(ids))
         for id_ in wanted:
             _check_id(ops, id_)
@@ -514,9 +259,9 @@ class SQLStorage:
     # -- writes ------------------------------------------------------------------------
 
     def create(self, objname: str, values: Mapping[str, Any]) -> Record:
-        ops = _ops(objname)
+        ops = table_ops(objname)
         row_values = self._new_row(ops, objname, values, utcnow())
-        self._wrote = True
+        self.writes.wrote = True
         with translate_errors(objname):
             # One prebuilt statement with the values as parameters: SQLAlchemy caches its
             # compiled form per column set, instead of building and keying a new one.
@@ -530,7 +275,7 @@ class SQLStorage:
         values: Mapping[str, Any],
         expected_revision: int | None = None,
     ) -> Record:
-        ops = _ops(objname)
+        ops = table_ops(objname)
         _check_id(ops, id)
         row_values = self._update_values(ops, objname, values)
         now = utcnow() if ops.has_updated_at else None
@@ -548,7 +293,7 @@ class SQLStorage:
 
     def _update_once(
         self,
-        ops: _TableOps,
+        ops: TableOps,
         objname: str,
         id: int,
         row_values: Mapping[str, Any],
@@ -558,7 +303,7 @@ class SQLStorage:
         """One ``UPDATE ... RETURNING`` of one row; None when it matched no row (missing,
         another revision, or ``updated_at`` not before ``now``)."""
         scope = self._scope(ops)
-        stmt = _update_statement(
+        stmt = update_statement(
             ops.table,
             tuple(sorted(row_values)),
             expected_revision is not None,
@@ -575,15 +320,13 @@ class SQLStorage:
             # updated_at must strictly increase per row, whichever clock wrote it last.
             params["v_updated_at"] = now
             params["w_now"] = now
-        noted = self._noted()
         with translate_errors(objname):
             row = self._write(stmt, params).first()
         if row is None:
             # An UPDATE that matched no row changed nothing: a request that ends with
             # ConcurrentUpdate/NotFound here has not written.
-            self._restore_noted(noted)
             return None
-        self._wrote = True
+        self.writes.wrote = True
         return dict(zip(ops.names, row, strict=True))
 
     @property
@@ -609,7 +352,7 @@ class SQLStorage:
         Raises:
             ObjectValueError: a value the column would refuse (nothing is written).
         """
-        ops = _ops(objname)
+        ops = table_ops(objname)
         for id_, _, _ in updates:
             _check_id(ops, id_)
         checked = [self._update_values(ops, objname, values) for _, values, _ in updates]
@@ -629,7 +372,7 @@ class SQLStorage:
                 for (id, _, expected), row_values in zip(updates, checked, strict=True)
             ]
         scope = self._scope(ops)
-        stmt = _update_many_statement(
+        stmt = update_many_statement(
             ops.table, columns, check_revision, ops.has_updated_at, scope
         )
         params: dict[str, Any] = {"a_w_id": ids}
@@ -639,14 +382,11 @@ class SQLStorage:
             params["a_w_revision"] = [rev for _, _, rev in updates]
         if now is not None:
             params["a_w_now"] = [now] * len(ids)
-        params.update(_column_arrays(ops, columns, checked))
-        noted = self._noted()
+        params.update(column_arrays(ops, columns, checked))
         with translate_errors(objname):
             rows = self._write(stmt, params).all()
         if rows:
-            self._wrote = True
-        else:
-            self._restore_noted(noted)
+            self.writes.wrote = True
         written = {row[0]: dict(zip(ops.names, row, strict=True)) for row in rows}
         return [written.get(id) for id in ids]
 
@@ -658,7 +398,7 @@ class SQLStorage:
             DuplicateEntry: a unique column clashes (nothing is written; the transaction
                 is unusable on PostgreSQL).
         """
-        ops = _ops(objname)
+        ops = table_ops(objname)
         now = utcnow()
         rows = [self._new_row(ops, objname, item, now) for item in values]
         if not rows:
@@ -666,15 +406,15 @@ class SQLStorage:
         columns = tuple(sorted(rows[0]))
         if any(tuple(sorted(r)) != columns for r in rows):
             raise ValueError("create_many needs one column set")
-        self._wrote = True
+        self.writes.wrote = True
         if not self.has_bulk_statements:
             with translate_errors(objname):
                 # insertmanyvalues: INSERT ... RETURNING in parameter order.
                 result = self._write(ops.insert_returning_ordered, rows).all()
             return [dict(zip(ops.names, row, strict=True)) for row in result]
-        stmt = _insert_many_statement(ops.table, columns)
+        stmt = insert_many_statement(ops.table, columns)
         with translate_errors(objname):
-            result = self._write(stmt, _column_arrays(ops, columns, rows)).all()
+            result = self._write(stmt, column_arrays(ops, columns, rows)).all()
         records = [dict(zip(ops.names, row, strict=True)) for row in result]
         if "id" in columns:
             by_id = {record["id"]: record for record in records}
@@ -685,26 +425,24 @@ class SQLStorage:
         return sorted(records, key=lambda record: record["id"])
 
     def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:
-        ops = _ops(objname)
+        ops = table_ops(objname)
         _check_id(ops, id)
         c = ops.table.c
         stmt = delete(ops.table).where(c.id == id)
         if expected_revision is not None:
             stmt = stmt.where(c.revision == expected_revision)
         stmt = self._scoped_stmt(ops, stmt)
-        noted = self._noted()
         with translate_errors(objname):
             result = self._write(stmt)
         if result.rowcount == 0:  # type: ignore[attr-defined]
-            self._restore_noted(noted)
             self._state(ops, objname, id, expected_revision)
             raise not_found(objname, id)
-        self._wrote = True
+        self.writes.wrote = True
 
     # -- helpers -----------------------------------------------------------------------
 
     def _state(
-        self, ops: _TableOps, objname: str, id: int, expected_revision: int | None
+        self, ops: TableOps, objname: str, id: int, expected_revision: int | None
     ) -> dt.datetime | None:
         """After a write matched no row: raise NotFound or ConcurrentUpdate, or return the
         row's ``updated_at`` when neither applies."""
@@ -719,7 +457,7 @@ class SQLStorage:
         return row[1] if len(row) > 1 else None
 
     def _new_row(
-        self, ops: _TableOps, objname: str, values: Mapping[str, Any], now: dt.datetime
+        self, ops: TableOps, objname: str, values: Mapping[str, Any], now: dt.datetime
     ) -> dict[str, Any]:
         """A new row's column values: the caller's, checked, plus revision 1 and the
         timestamps the table has."""
@@ -733,7 +471,7 @@ class SQLStorage:
         return row_values
 
     def _update_values(
-        self, ops: _TableOps, objname: str, values: Mapping[str, Any]
+        self, ops: TableOps, objname: str, values: Mapping[str, Any]
     ) -> dict[str, Any]:
         """The caller's values for an update, checked; the storage's own columns dropped."""
         row_values = self._checked(ops, objname, values, creating=False)
@@ -744,7 +482,7 @@ class SQLStorage:
 
     @staticmethod
     def _checked(
-        ops: _TableOps, objname: str, values: Mapping[str, Any], *, creating: bool
+        ops: TableOps, objname: str, values: Mapping[str, Any], *, creating: bool
     ) -> dict[str, Any]:
         checks = ops.checks
         out: dict[str, Any] = {}
@@ -765,7 +503,7 @@ class SQLStorage:
         return out
 
     def _conditions(
-        self, ops: _TableOps, objname: str, filters: Mapping[str, Any]
+        self, ops: TableOps, objname: str, filters: Mapping[str, Any]
     ) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         c = ops.table.c
@@ -816,7 +554,7 @@ class SQLStorage:
         return column.in_(values)  # type: ignore[no-any-return]
 
 
-def _check_id(ops: _TableOps, id: Any) -> None:
+def _check_id(ops: TableOps, id: Any) -> None:
     """Refuse an id the ``id`` column cannot hold before any statement: the same typed
     error on every database (PostgreSQL would refuse some, SQLite others, differently)."""
     ops.checks["id"](id)

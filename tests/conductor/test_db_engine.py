@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from conductor import db
 from conductor.db import models
+from conductor.db.writes import WriteTracker
 from objects import exception
 
 
@@ -293,6 +294,26 @@ def test_wrote_turns_true_when_user_code_writes_through_the_raw_session(
             )
             storage.session.flush()
         assert storage.wrote is True
+
+
+def test_the_write_tracker_is_told_explicitly_and_shared_by_whoever_is_handed_it(
+    factory: sessionmaker[Session],
+) -> None:
+    with db.session_scope(factory) as session:
+        made = db.SQLStorage(session).create("Instance", new_instance(uuid="u-tracked"))
+
+    with db.session_scope(factory) as session:
+        writes = WriteTracker()
+        storage = db.SQLStorage(session, writes=writes)
+        # A write that matched no row (a stale save, a missing row) changed nothing
+        with pytest.raises(exception.ConcurrentUpdate):
+            storage.update("Instance", made["id"], {"host": "h"}, expected_revision=7)
+        with pytest.raises(exception.NotFound):
+            storage.delete("Instance", 10**9)
+        assert writes.wrote is False and storage.wrote is False
+        # Asking for the ORM session counts as writing: its SQL is not parsed
+        storage.session.execute(sqlalchemy.text("SELECT 1"))
+        assert writes.wrote is True
 
 
 def test_orm_writes_keep_the_revision_contract(factory: sessionmaker[Session]) -> None:

@@ -141,3 +141,40 @@ def _hostname() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_a_batch_that_falls_back_to_one_transaction_per_request_counts_each_request_once(
+    served: conductor.Conductor,
+) -> None:
+    # Given a batch of creates, one of which clashes on a unique key (the batch then runs
+    # request by request)
+    from conductor.service import ConductorSerializer
+    from transport.dispatcher import RPCDispatcher
+
+    ctx = RequestContext(user_id="u", project_id="p")
+    existing = new_instance(ctx)
+    existing.create()
+    clash = new_instance(ctx)
+    clash.uuid = existing.uuid
+    versions = {"Instance": "1.2", "Flavor": "1.0"}
+    requests = [
+        (uuid.uuid4().hex, ctx.to_dict(), "object_action",
+         {"objinst": inst.obj_to_primitive(), "objmethod": "create", "args": [], "kwargs": {},
+          "object_versions": versions}, None, "1.0")
+        for inst in [new_instance(ctx), clash, new_instance(ctx)]
+    ]
+    dispatcher = RPCDispatcher(served._rpc_server_endpoints(), ConductorSerializer())
+
+    outcomes = dispatcher.dispatch_batch(requests, redelivered=False)
+
+    # Then each request is counted once, with its own outcome, and none stays in flight
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    assert served.metrics_port is not None
+    _, text = fetch(served.metrics_port, "/metrics")
+    assert sample(text, "conductor_requests_total",
+                  objname="Instance", objmethod="create", outcome="ok") == 1 + 2
+    assert sample(text, "conductor_requests_total",
+                  objname="Instance", objmethod="create", outcome="DuplicateEntry") == 1
+    assert sample(text, "conductor_request_seconds_count",
+                  objname="Instance", objmethod="create") == 4
+    assert sample(text, "conductor_requests_in_flight") == 0

@@ -138,7 +138,9 @@ CASES: list[Case] = [
     # Dispatch: only the endpoint's public methods, only @remotable object methods.
     Case("unknown rpc method", _rpc("drop_all_tables", {}), texc.NoSuchMethod),
     Case("private rpc method", _rpc("_run", {"what": "x"}), texc.NoSuchMethod),
-    Case("batch hook as rpc method", _rpc("_dispatch_batch", {"calls": []}), texc.NoSuchMethod),
+    Case("batch hook as rpc method", _rpc("serve_batch", {"calls": []}), texc.NoSuchMethod),
+    Case("old batch hook as rpc method", _rpc("_dispatch_batch", {"calls": []}),
+         texc.NoSuchMethod),
     Case("rpc version the conductor cannot handle",
          _rpc("object_class_action_versions", _class_action("Probe", "echo", ["v"]),
               version="2.0"), texc.UnsupportedVersion),

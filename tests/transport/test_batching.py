@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from typing import Any
+
+import pytest
 
 import transport
 from tests.transport.test_rpc import Servers
@@ -12,13 +15,15 @@ from transport import RPCClient, Target, _wire
 
 
 class BatchingEndpoint:
-    """Records how requests reached it: together (through the hook) or one by one."""
+    """Records how requests reached it: together (through the hook) or one by one.
+
+    A ``transport.BatchEndpoint`` by its shape (the protocol needs no base class)."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.lock = threading.Lock()
 
-    def _dispatch_batch(self, calls: list[transport.BatchCall]) -> None:
+    def serve_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         with self.lock:
             self.batches.append([c.request_id for c in calls])
         for call in calls:
@@ -74,3 +79,23 @@ def test_a_bad_item_in_a_batch_fails_alone(tp: transport.Transport, topic: str, 
     assert isinstance(calls[1].future.exception(20), transport.exceptions.MessageDeliveryFailure)
     # and the server still serves
     assert client.call({}, "add", a=2, b=2) == 4
+
+
+def test_an_endpoint_with_the_batch_hook_is_a_batch_endpoint_and_gets_its_calls_together() -> None:
+    endpoint = BatchingEndpoint()
+    assert isinstance(endpoint, transport.BatchEndpoint)
+    dispatcher = transport.RPCDispatcher([endpoint])
+
+    outcomes = dispatcher.dispatch_batch(
+        [(f"r{i}", {}, "add", {"a": i, "b": 1}, None, None) for i in range(3)], redelivered=False
+    )
+
+    assert outcomes == [(True, 1), (True, 2), (True, 3)]
+    assert endpoint.batches == [["r0", "r1", "r2"]]
+
+
+def test_the_batch_hook_is_not_an_rpc_method() -> None:
+    dispatcher = transport.RPCDispatcher([BatchingEndpoint()])
+
+    with pytest.raises(transport.exceptions.NoSuchMethod):
+        dispatcher.dispatch("r", {}, "serve_batch", {"calls": []})

@@ -1,0 +1,227 @@
+"""Prebuilt statements: what SQLStorage sends for each table, built once per table or
+column set, so SQLAlchemy's compiled cache (and psycopg's prepared statements) serve
+every request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+
+from conductor.db.checks import checker
+from conductor.db.engine import json_text
+from conductor.db.models import get_table
+
+__all__ = [
+    "PROJECT_COLUMN",
+    "TableOps",
+    "column_arrays",
+    "insert_many_statement",
+    "scope_clause",
+    "table_ops",
+    "update_many_statement",
+    "update_statement",
+]
+
+#: The column that makes a table's rows belong to a project (see SQLStorage).
+PROJECT_COLUMN = "project_id"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableOps:
+    """What SQLStorage needs of one table, computed once: statements, columns, checks."""
+
+    table: Table
+    names: tuple[str, ...]
+    checks: Mapping[str, Callable[[Any], None]]
+    timestamps: bool  # has created_at and updated_at
+    has_updated_at: bool
+    has_project: bool  # has project_id: rows belong to a project (see SQLStorage)
+    select_all: Select[Any]
+    select_one: Select[Any]
+    select_many: Select[Any]
+    select_any: Select[Any]
+    select_state: Select[Any]
+    insert_returning: Any
+    insert_returning_ordered: Any
+
+    @classmethod
+    def build(cls, table: Table) -> TableOps:
+        c = table.c
+        checks = {
+            col.name: checker(col.type, bool(col.nullable), f"{table.name}.{col.name}")
+            for col in table.columns
+        }
+        select_all = select(table).order_by(c.id)
+        state_cols = [c.revision] + ([c.updated_at] if "updated_at" in c else [])
+        return cls(
+            table=table,
+            names=tuple(col.name for col in table.columns),
+            checks=checks,
+            timestamps="created_at" in c and "updated_at" in c,
+            has_updated_at="updated_at" in c,
+            has_project=PROJECT_COLUMN in c,
+            select_all=select_all,
+            select_one=select(table).where(c.id == bindparam("id")),
+            select_many=select(table).where(c.id.in_(bindparam("ids", expanding=True))),
+            # PostgreSQL: one array parameter, so one statement text for any number of
+            # ids (no IN list to render and parse per batch): about 4 us less per row.
+            select_any=select(table).where(
+                c.id == any_(bindparam("ids", type_=postgresql.ARRAY(BigInteger)))
+            ),
+            select_state=select(*state_cols).where(c.id == bindparam("id")),
+            insert_returning=insert(table).returning(*table.c),
+            insert_returning_ordered=insert(table).returning(
+                *table.c, sort_by_parameter_order=True
+            ),
+        )
+
+
+def scope_clause(table: Table, scope: str | None) -> ColumnElement[bool] | None:
+    """The WHERE term of a project scope: None (unscoped), "project" (``project_id =
+    :w_project``) or "none" (``project_id IS NULL``, a context without a project)."""
+    if scope is None:
+        return None
+    column = table.c[PROJECT_COLUMN]
+    return column.is_(None) if scope == "none" else column == bindparam("w_project")
+
+
+@functools.lru_cache(maxsize=1024)
+def update_statement(
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
+) -> Any:
+    """``UPDATE ... SET <columns> WHERE id [AND revision] [AND updated_at <] [AND project]
+    RETURNING *`` with bind parameters, built once per column set (see ``update``)."""
+    c = table.c
+    where: list[ColumnElement[bool]] = [c.id == bindparam("w_id")]
+    scoped = scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
+    if check_revision:
+        where.append(c.revision == bindparam("w_revision"))
+    values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
+    values["revision"] = c.revision + 1
+    if set_updated_at:
+        values["updated_at"] = bindparam("v_updated_at")
+        where.append(or_(c.updated_at.is_(None), c.updated_at < bindparam("w_now")))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+def _unnest(table: Table, names: Sequence[str]) -> Any:
+    """PostgreSQL ``unnest(:a_<name>, ...) AS v(<name>, ...)``: rows from one array
+    parameter per column. ``w_id``/``w_revision``/``w_now`` are the row's id, expected
+    revision and timestamp; ``v_<column>`` a column's new value (JSON columns as text)."""
+    c = table.c
+
+    def array_of(name: str) -> Any:
+        if name in ("w_id", "w_revision"):
+            return postgresql.ARRAY(Integer)
+        if name == "w_now":
+            return postgresql.ARRAY(c.updated_at.type)
+        column_type = c[name[2:]].type
+        return postgresql.ARRAY(Text if isinstance(column_type, JSON) else column_type)
+
+    return (
+        func.unnest(*(bindparam(f"a_{n}", type_=array_of(n)) for n in names))
+        .table_valued(*names, with_ordinality="w_ord")
+        .render_derived(name="v")
+    )
+
+
+def _from_unnest(table: Table, rows: Any, name: str) -> Any:
+    column_type = table.c[name].type
+    source = rows.c[f"v_{name}"]
+    return cast(source, column_type) if isinstance(column_type, JSON) else source
+
+
+@functools.lru_cache(maxsize=1024)
+def update_many_statement(
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
+) -> Any:
+    """PostgreSQL: ``UPDATE ... FROM unnest(<one array per column>) AS v WHERE id = v.id
+    [AND revision = v.revision] [AND updated_at < v.now] RETURNING *``.
+
+    The SQL text does not depend on the number of rows, so SQLAlchemy's compiled cache
+    and psycopg's prepared statements serve every batch.
+    """
+    c = table.c
+    rows = _unnest(table, ["w_id", *(["w_revision"] if check_revision else []),
+                           *(["w_now"] if set_updated_at else []), *(f"v_{n}" for n in columns)])
+    values: dict[str, Any] = {name: _from_unnest(table, rows, name) for name in columns}
+    values["revision"] = c.revision + 1
+    where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
+    scoped = scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
+    if check_revision:
+        where.append(c.revision == rows.c.w_revision)
+    if set_updated_at:
+        values["updated_at"] = rows.c.w_now
+        where.append(or_(c.updated_at.is_(None), c.updated_at < rows.c.w_now))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+@functools.lru_cache(maxsize=1024)
+def insert_many_statement(table: Table, columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: ``INSERT ... SELECT ... FROM unnest(...) ORDER BY ordinality RETURNING
+    *``, one statement text for any number of rows (see ``create_many`` on the order)."""
+    rows = _unnest(table, [f"v_{n}" for n in columns])
+    chosen = select(*(_from_unnest(table, rows, n) for n in columns)).order_by(rows.c.w_ord)
+    return insert(table).from_select(list(columns), chosen).returning(*table.c)
+
+
+@functools.cache
+def _ops_for_table(table: Table) -> TableOps:
+    return TableOps.build(table)
+
+
+def table_ops(objname: str) -> TableOps:
+    return _ops_for_table(get_table(objname))
+
+
+def column_arrays(
+    ops: TableOps, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """The ``a_v_<column>`` array parameters of ``_unnest`` for these rows."""
+    params: dict[str, list[Any]] = {}
+    for name in columns:
+        column_type = ops.table.c[name].type
+        if isinstance(column_type, JSON):
+            params[f"a_v_{name}"] = [
+                None if row[name] is None and column_type.none_as_null else json_text(row[name])
+                for row in rows
+            ]
+        else:
+            params[f"a_v_{name}"] = [row[name] for row in rows]
+    return params
+
