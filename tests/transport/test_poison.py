@@ -1,0 +1,213 @@
+"""Poison messages: whatever arrives, every delivery is settled (reply, ack, dead letter) and
+the server keeps serving; background threads survive any single bad message."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+import transport
+from transport import NotificationListener, RPCClient, RPCServer, Target
+from transport.exceptions import CallMonitorTimeout, RemoteError
+
+from .conftest import MakeTransport, Servers
+from .test_server import _dead_letters
+
+DEEP = 200_000  # far deeper than any recursion limit
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def echo(self, ctxt: Any, value: Any) -> Any:
+        self.calls.append(value)
+        return value
+
+    def block(self, ctxt: Any) -> str:
+        self.started.set()
+        assert self.release.wait(30)
+        return "released"
+
+    def sleep(self, ctxt: Any, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+def _request(method: str = "echo", args: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "method": method, "args": args or {"value": 1}, "ctxt": {}, **extra}
+
+
+def _deep_body(reply_to: str | None) -> bytes:
+    head = json.dumps({"id": uuid.uuid4().hex, "reply_to": reply_to, "method": "echo", "ctxt": {}})
+    return head[:-1].encode() + b',"args":{"value":' + b"[" * DEEP + b"]" * DEEP + b"}}"
+
+
+def _collect_dead(tp: transport.Transport, queue: str, is_rabbit: bool, count: int, seen: list[bytes],
+                  timeout: float = 20) -> list[bytes]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _dead_letters(tp, queue, is_rabbit)
+        if is_rabbit:
+            seen.extend(found)
+        else:
+            seen[:] = found
+        if len(seen) >= count:
+            break
+        time.sleep(0.1)
+    return seen
+
+
+def test_poison_messages_are_dead_lettered_and_never_fill_the_prefetch_window(
+    tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool
+) -> None:
+    # Given a server whose prefetch window holds 8 messages
+    endpoint = Recorder()
+    servers.start(tp, Target(topic=topic), [endpoint], max_workers=2)
+    # When it gets three windows full of poison: JSON nested deeper than the decoder's
+    # recursion limit (with and without a reply address) and reply addresses no broker takes
+    poison = []
+    for i in range(24):
+        if i % 3 == 0:
+            body = _deep_body(None)
+        elif i % 3 == 1:
+            body = _deep_body("reply_nobody")
+        else:
+            body = json.dumps(_request(args={"value": "never run"}, reply_to="r" * 300, hb=0.5)).encode()
+        poison.append(body)
+        tp._driver.send(Target(topic=topic), body)
+    # Then a normal call still succeeds at once
+    started = time.monotonic()
+    assert RPCClient(tp, Target(topic=topic), timeout=10).call({}, "echo", value="ok") == "ok"
+    assert time.monotonic() - started < 5
+    # And every poison message is parked, none is run
+    parked = _collect_dead(tp, f"{topic}.dead", is_rabbit, len(poison), [])
+    assert sorted(parked) == sorted(poison)
+    assert endpoint.calls == ["ok"]
+
+
+@pytest.mark.parametrize("reply_to", ["x" * 256, "", "bad address with spaces", "r\u00e9ply", "a\x00b"])
+def test_a_request_with_an_invalid_reply_address_is_refused_before_it_runs(
+    tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool, reply_to: str
+) -> None:
+    endpoint = Recorder()
+    servers.start(tp, Target(topic=topic), [endpoint])
+    body = json.dumps(_request(reply_to=reply_to)).encode()
+    tp._driver.send(Target(topic=topic), body)
+    batch = json.dumps({"batch": [_request(reply_to=reply_to), _request(args={"value": 2})]}).encode()
+    tp._driver.send(Target(topic=topic), batch)
+    assert _collect_dead(tp, f"{topic}.dead", is_rabbit, 1, []) == [body]
+    deadline = time.monotonic() + 10
+    while endpoint.calls != [2] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert endpoint.calls == [2]  # the batch's valid request ran, the other did not
+    assert RPCClient(tp, Target(topic=topic), timeout=10).call({}, "echo", value="ok") == "ok"
+
+
+def test_a_failing_reply_settles_the_request_and_keeps_the_heartbeat_thread_alive(
+    make_transport: MakeTransport, topic: str, is_rabbit: bool
+) -> None:
+    # Given a server whose replies to one address fail with an unexpected error (as kombu's
+    # struct.error did for an over-long address)
+    server_tp = make_transport()
+    endpoint = Recorder()
+    server = RPCServer(server_tp, Target(topic=topic), [endpoint], max_workers=2)
+    real_send_reply = server_tp._driver.send_reply
+
+    def send_reply(address: str, body: bytes) -> None:
+        if address == "reply_poisoned":
+            raise RuntimeError("boom")
+        real_send_reply(address, body)
+
+    server_tp._driver.send_reply = send_reply  # type: ignore[method-assign]
+    server.start()
+    try:
+        # When requests to that address run (heartbeats and replies fail)
+        for _ in range(10):
+            request = _request("sleep", {"seconds": 0.3}, reply_to="reply_poisoned", hb=0.1)
+            server_tp._driver.send(Target(topic=topic), json.dumps(request).encode())
+        time.sleep(0.5)
+        # Then ordinary calls are still served and the call monitor still works
+        client = RPCClient(make_transport(), Target(topic=topic), timeout=30, call_monitor_interval=0.2)
+        assert client.call({}, "echo", value="ok") == "ok"
+        future = client.call_async({}, "block")
+        assert endpoint.started.wait(10)
+        time.sleep(0.6)  # a heartbeat or two arrive
+        killed_at = time.monotonic()
+        server.kill()
+        with pytest.raises(CallMonitorTimeout):
+            future.wait(10)
+        assert time.monotonic() - killed_at < 3
+    finally:
+        endpoint.release.set()
+        server.kill()
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: Any) -> None:
+        self.seen.append(payload)
+
+
+def test_a_poison_notification_is_dead_lettered_and_the_listener_goes_on(
+    tp: transport.Transport, topic: str, is_rabbit: bool
+) -> None:
+    endpoint = Notes()
+    listener = NotificationListener(tp, [Target(topic=topic)], [endpoint], max_workers=1)
+    listener.start()
+    try:
+        bodies = [b'{"priority":"info","payload":' + b"[" * DEEP + b"]" * DEEP + b"}" for _ in range(6)]
+        for body in bodies:
+            tp._driver.notify(Target(topic=topic), "info", body)
+        transport.Notifier(tp, "p", topics=[topic]).info({}, "e", "after")
+        deadline = time.monotonic() + 10
+        while endpoint.seen != ["after"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert endpoint.seen == ["after"]
+        assert len(_collect_dead(tp, f"{topic}.dead", is_rabbit, len(bodies), [])) == len(bodies)
+    finally:
+        listener.stop(timeout=5)
+
+
+class Quitter:
+    def quit(self, ctxt: Any, kind: str) -> None:
+        if kind == "exit":
+            raise SystemExit(3)
+        if kind == "interrupt":
+            raise KeyboardInterrupt
+        raise GeneratorExit("base")
+
+    def echo(self, ctxt: Any, value: Any) -> Any:
+        return value
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt", "base"])
+def test_an_endpoint_raising_a_base_exception_fails_only_its_own_call_at_once(
+    tp: transport.Transport, topic: str, servers: Servers, kind: str
+) -> None:
+    # Given a server with two workers whose endpoint raises SystemExit, KeyboardInterrupt or
+    # another BaseException
+    servers.start(tp, Target(topic=topic), [Quitter()], max_workers=2)
+    client = RPCClient(tp, Target(topic=topic), timeout=20)
+    name = {"exit": "SystemExit", "interrupt": "KeyboardInterrupt", "base": "GeneratorExit"}[kind]
+    # When it is called, alone and many at once (batched)
+    started = time.monotonic()
+    with pytest.raises(RemoteError) as info:
+        client.call({}, "quit", kind=kind)
+    assert info.value.exc_type == name
+    futures = [client.call_async({}, "quit", kind=kind) for _ in range(20)]
+    for future in futures:
+        with pytest.raises(RemoteError):
+            future.wait(20)
+    # Then every caller got a typed error at once, and the server still serves
+    assert time.monotonic() - started < 5
+    assert client.call({}, "echo", value="alive") == "alive"
