@@ -44,8 +44,44 @@ _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _decoder = json.JSONDecoder()
 
 
+#: JSON nested deeper than this is refused on both sides: decoding it recursed into the
+#: interpreter's recursion limit (RecursionError, fatal in the wrong place), and so would
+#: whatever walks the decoded value.
+MAX_DEPTH = 100
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
+def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text ``body`` nests arrays/objects deeper than ``limit``.
+
+    At C speed: a body with at most ``limit`` brackets is fine at once; otherwise strings
+    are dropped, everything but brackets deleted, and innermost pairs removed pass by pass
+    (one pass per level, a run of ``limit`` opening brackets ends it early). Malformed text
+    answers False: the decoder refuses it anyway.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    rest = body.translate(None, _NOT_STRUCTURE)
+    if b'"' in rest:
+        rest = b"".join(rest.split(b'"')[::2])
+    for done in range(limit):
+        if not rest:
+            return False
+        if re.search(rb"[\[{]{%d}" % (limit - done + 1), rest):
+            return True
+        shorter = rest.replace(b"[]", b"").replace(b"{}", b"")
+        if len(shorter) == len(rest):
+            return False
+        rest = shorter
+    return bool(rest)
+
+
 def encode(envelope: dict[str, Any], limit: int | None = None) -> bytes:
-    """Encode an envelope; raise MessageTooLarge over ``limit`` bytes, TypeError if not JSON."""
+    """Encode an envelope; raise MessageTooLarge over ``limit`` bytes, TypeError if not JSON
+    (or nested deeper than ``MAX_DEPTH``: the other side would refuse it)."""
     try:
         body = _encoder.encode(envelope).encode("utf-8")
     except (TypeError, ValueError) as exc:
@@ -54,6 +90,8 @@ def encode(envelope: dict[str, Any], limit: int | None = None) -> bytes:
         raise TypeError("message is not JSON-serialisable: nested too deeply") from None
     if limit is not None and len(body) > limit:
         raise MessageTooLarge(size=len(body), limit=limit)
+    if too_deep(body):
+        raise TypeError(f"message is not JSON-serialisable: nested deeper than {MAX_DEPTH} levels")
     return body
 
 
@@ -78,6 +116,8 @@ def unpack(message: dict[str, Any]) -> list[Any] | None:
 
 def decode(body: bytes) -> dict[str, Any]:
     """Decode an envelope; raise MessageDeliveryFailure when it is not a JSON object."""
+    if too_deep(body):
+        raise MessageDeliveryFailure(reason=f"undecodable message: JSON nested deeper than {MAX_DEPTH} levels")
     try:
         envelope = _decoder.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

@@ -211,3 +211,142 @@ def test_an_endpoint_raising_a_base_exception_fails_only_its_own_call_at_once(
     # Then every caller got a typed error at once, and the server still serves
     assert time.monotonic() - started < 5
     assert client.call({}, "echo", value="alive") == "alive"
+
+
+# -- fuzzing the envelope paths -----------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_addresses = (
+    st.sampled_from(["reply_fuzz", "", " ", "a b", "x" * 255, "x" * 256, "é" * 200, "\x00", "amq.gen"])
+    | st.text(max_size=300) | _values
+)
+_methods = st.sampled_from(["echo", "fail", "quit", "stream", "nap", "_private", "nope"]) | _values
+_hb = st.sampled_from([1e-9, 0.0, -1.0, float("nan"), float("inf"), 1e300, 0.05]) | _values
+
+
+class Fuzzed:
+    def echo(self, ctxt: Any, value: Any = None) -> Any:
+        return value
+
+    def fail(self, ctxt: Any, **kwargs: Any) -> None:
+        raise ValueError("on purpose")
+
+    def quit(self, ctxt: Any, **kwargs: Any) -> None:
+        raise SystemExit(1)
+
+    def stream(self, ctxt: Any, value: Any = None) -> Any:
+        yield value
+        raise RuntimeError("mid-stream")
+
+    def nap(self, ctxt: Any, **kwargs: Any) -> None:
+        time.sleep(0.01)
+
+
+@st.composite
+def _envelopes(draw: st.DrawFn) -> Any:
+    envelope: dict[str, Any] = {
+        "id": draw(st.text(min_size=1, max_size=40) | st.sampled_from(["i" * 300]) | _values),
+        "method": draw(_methods),
+        "args": draw(st.fixed_dictionaries({}, optional={"value": _values}) | _values),
+        "ctxt": draw(st.dictionaries(st.text(max_size=4), _values, max_size=2) | _values),
+        "ns": draw(st.none() | _values),
+        "ver": draw(st.none() | st.sampled_from(["1.0", "2.0", "x"]) | _values),
+        "reply_to": draw(_addresses),
+        "hb": draw(_hb),
+        "multi": draw(_values),
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(envelope)), max_size=3)):
+        envelope.pop(key, None)
+    return envelope
+
+
+def _deepen(body: bytes, depth: int) -> bytes:
+    return b'{"batch":' + b"[" * depth + body + b"]" * depth + b"}" if depth else body
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["single", "batch", "raw", "deep"]))
+    if kind == "raw":
+        return draw(st.binary(max_size=64))
+    if kind == "single":
+        value: Any = draw(_envelopes())
+    else:
+        value = {"batch": draw(st.lists(_envelopes() | _values, max_size=6))}
+    body = json.dumps(value).encode()  # NaN and Infinity included: Python's JSON takes them
+    if kind == "deep":
+        body = _deepen(body, draw(st.sampled_from([1, 50, 900, 5000, DEEP])))
+    return body
+
+
+def _unsettled(tp: transport.Transport, topic: str) -> int:
+    broker = tp._driver.broker  # type: ignore[attr-defined]
+    with broker._lock:
+        return sum(len(c.unacked) for name, q in broker._queues.items() if name.startswith(topic)
+                   for c in q.consumers)
+
+
+def test_fuzzed_envelopes_never_stall_the_server(make_transport: MakeTransport, topic: str, is_rabbit: bool) -> None:
+    # Given a server with a small prefetch window (2 workers: 8 messages)
+    server_tp = make_transport()
+    servers_tp = Servers()
+    servers_tp.start(server_tp, Target(topic=topic), [Fuzzed()], max_workers=2)
+    client = RPCClient(make_transport(), Target(topic=topic), timeout=10, call_monitor_interval=0.2)
+    tried = {"messages": 0}
+    try:
+        @settings(max_examples=150 if is_rabbit else 400, deadline=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(st.lists(_messages(), min_size=1, max_size=12))
+        def check(bodies: list[bytes]) -> None:
+            # When a window's worth of fuzzed messages arrives
+            for body in bodies:
+                server_tp._driver.send(Target(topic=topic), body)
+            tried["messages"] += len(bodies)
+            # Then a normal call right after still succeeds quickly
+            started = time.monotonic()
+            assert client.call({}, "echo", value="alive") == "alive"
+            assert time.monotonic() - started < 5
+
+        check()
+        if not is_rabbit:  # and nothing stays unsettled
+            deadline = time.monotonic() + 10
+            while _unsettled(server_tp, topic) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _unsettled(server_tp, topic) == 0
+    finally:
+        for server in servers_tp.started:
+            server.stop(timeout=5)
+    assert tried["messages"] >= 150
+    print(f"figures: fuzzed messages {tried['messages']}")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_tricky_text = st.text(alphabet='[]{}"\\\\ab', max_size=8)
+_nested = st.recursive(
+    st.none() | st.integers() | _tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_nested, st.integers(min_value=0, max_value=12))
+def test_the_depth_check_agrees_with_the_decoded_value(value: Any, limit: int) -> None:
+    from transport import _wire
+
+    body = json.dumps(value).encode()
+    assert _wire.too_deep(body, limit) == (_depth(value) > limit)
