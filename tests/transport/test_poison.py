@@ -350,3 +350,64 @@ def test_the_depth_check_agrees_with_the_decoded_value(value: Any, limit: int) -
 
     body = json.dumps(value).encode()
     assert _wire.too_deep(body, limit) == (_depth(value) > limit)
+
+
+def test_the_heartbeat_thread_comes_back_after_it_failed(make_transport: MakeTransport, topic: str) -> None:
+    server_tp = make_transport()
+    endpoint = Recorder()
+    server = RPCServer(server_tp, Target(topic=topic), [endpoint], max_workers=2)
+    real_reply = server._reply
+    failures = {"left": 3}
+
+    def reply(reply_to: str, message: dict[str, Any]) -> None:
+        if message.get("t") == "hb" and failures["left"] > 0:
+            failures["left"] -= 1
+            raise KeyboardInterrupt  # whatever it is, the thread must not stay dead
+        real_reply(reply_to, message)
+
+    server._reply = reply  # type: ignore[method-assign]
+    server.start()
+    try:
+        client = RPCClient(make_transport(), Target(topic=topic), timeout=30, call_monitor_interval=0.2)
+        assert client.call({}, "sleep", seconds=1.0) == 1.0  # heartbeats failed, then flowed
+        assert failures["left"] == 0
+        future = client.call_async({}, "block")
+        assert endpoint.started.wait(10)
+        time.sleep(0.6)
+        killed_at = time.monotonic()
+        server.kill()
+        with pytest.raises(CallMonitorTimeout):
+            future.wait(10)
+        assert time.monotonic() - killed_at < 3
+    finally:
+        endpoint.release.set()
+        server.kill()
+
+
+@pytest.mark.rabbit
+def test_the_amqp_io_thread_survives_a_failing_command_and_a_bad_reply(
+    make_transport: MakeTransport, topic: str, servers: Servers, is_rabbit: bool
+) -> None:
+    if not is_rabbit:
+        pytest.skip("the I/O thread is the AMQP driver's")
+    server_tp, client_tp = make_transport(), make_transport()
+    endpoint = Recorder()
+    servers.start(server_tp, Target(topic=topic), [endpoint])
+    client = RPCClient(client_tp, Target(topic=topic), timeout=10)
+    assert client.call({}, "echo", value=1) == 1
+    driver: Any = client_tp._driver
+    generation = driver._generation
+
+    def fail() -> None:
+        raise SystemExit("a command that fails")
+
+    # A reply its handler fails on (an unhashable id), and a command raising SystemExit
+    future = client.call_async({}, "block")
+    assert endpoint.started.wait(10)
+    server_tp._driver.send_reply(client_tp._replies.address, b'{"id": [1], "t": "r"}')
+    time.sleep(0.5)
+    assert driver._generation == generation  # no reconnect: a bad reply is not a lost connection
+    endpoint.release.set()
+    assert future.wait(10) == "released"  # the pending call was not failed as "connection lost"
+    driver._io.post(fail)  # the thread restarts (and reconnects, to be safe)
+    assert client.call({}, "echo", value=2) == 2
