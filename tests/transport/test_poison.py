@@ -411,3 +411,108 @@ def test_the_amqp_io_thread_survives_a_failing_command_and_a_bad_reply(
     assert future.wait(10) == "released"  # the pending call was not failed as "connection lost"
     driver._io.post(fail)  # the thread restarts (and reconnects, to be safe)
     assert client.call({}, "echo", value=2) == 2
+
+
+# -- log floods and client-chosen intervals -----------------------------------------------
+import logging  # noqa: E402
+
+from transport.serializer import Serializer  # noqa: E402
+
+
+def _server_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith("transport") and r.levelno >= logging.INFO]
+
+
+def test_a_flood_of_bad_messages_is_logged_one_line_each_and_rate_limited(
+    tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    servers.start(tp, Target(topic=topic), [Recorder()])
+    started = time.monotonic()
+    for i in range(300):
+        tp._driver.send(Target(topic=topic), b"\xff not json %d" % i)
+    assert len(_collect_dead(tp, f"{topic}.dead", is_rabbit, 300, [], timeout=30)) == 300
+    elapsed = time.monotonic() - started
+    records = _server_records(caplog)
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in records)
+    assert len(records) <= 50 + 10 * elapsed + 2, (len(records), elapsed)
+    if len(records) < 300:
+        time.sleep(0.2)
+        tp._driver.send(Target(topic=topic), b"\xff one more")
+        _collect_dead(tp, f"{topic}.dead", is_rabbit, 301 if not is_rabbit else 1, [], timeout=10)
+        assert any("suppressed" in r.getMessage() for r in _server_records(caplog))
+
+
+def test_a_huge_batch_is_refused_in_one_line(
+    tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    endpoint = Recorder()
+    servers.start(tp, Target(topic=topic), [endpoint])
+    huge = json.dumps({"batch": [{"bad": i} for i in range(85_000)]}).encode()
+    bad = json.dumps({"batch": [{"bad": i} for i in range(1000)] + [_request(args={"value": 7})]}).encode()
+    for body in (huge, bad):
+        tp._driver.send(Target(topic=topic), body)
+    assert _collect_dead(tp, f"{topic}.dead", is_rabbit, 1, []) == [huge]
+    deadline = time.monotonic() + 10
+    while endpoint.calls != [7] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert endpoint.calls == [7]
+    time.sleep(0.2)
+    assert len(_server_records(caplog)) == 2, [r.getMessage()[:200] for r in _server_records(caplog)]
+
+
+class RefusingSerializer(Serializer):
+    def serialize_entity(self, ctxt: Any, entity: Any) -> Any:
+        return entity
+
+    def deserialize_entity(self, ctxt: Any, entity: Any) -> Any:
+        return entity
+
+    def serialize_context(self, ctxt: Any) -> Any:
+        return ctxt
+
+    def deserialize_context(self, ctxt: dict[str, Any]) -> Any:
+        if ctxt.get("is_admin"):
+            raise PermissionError("the request context claims admin")
+        return ctxt
+
+
+def test_a_refused_context_is_logged_in_one_line_without_a_traceback(
+    tp: transport.Transport, topic: str, servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    servers.start(tp, Target(topic=topic), [Recorder()], serializer=RefusingSerializer())
+    client = RPCClient(tp, Target(topic=topic), timeout=10)
+    with pytest.raises(PermissionError):
+        client.call({"is_admin": True}, "echo", value=1)
+    futures = [client.call_async({"is_admin": True}, "echo", value=i) for i in range(10)]  # batched
+    for future in futures:
+        with pytest.raises(PermissionError):
+            future.wait(10)
+    records = [r for r in _server_records(caplog) if "admin" in r.getMessage()]
+    assert len(records) == 11
+    assert all(r.exc_info is None for r in records)
+
+
+def test_heartbeats_come_no_more_often_than_every_tenth_of_a_second(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
+    servers.start(make_transport(), Target(topic=topic), [Recorder()])
+    raw = make_transport()
+    beats: list[str] = []
+    done = threading.Event()
+
+    def on_reply(body: bytes) -> None:
+        reply = json.loads(body)
+        for one in reply["batch"] if "batch" in reply else [reply]:
+            (beats.append if one["t"] == "hb" else lambda _: done.set())(one["t"])
+
+    address = raw._driver.start_replies(on_reply, lambda reason: None)
+    for hb in (1e-9, float("nan"), "fast"):
+        beats.clear()
+        done.clear()
+        request = _request("sleep", {"seconds": 1.0}, reply_to=address, hb=hb)
+        raw._driver.send(Target(topic=topic), json.dumps(request).encode())
+        assert done.wait(10)
+        assert len(beats) <= 11, (hb, len(beats))
