@@ -50,6 +50,7 @@ _decoder = json.JSONDecoder()
 MAX_DEPTH = 100
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
 
 
 def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -67,12 +68,14 @@ def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
     rest = body.translate(None, _NOT_STRUCTURE)
     if b'"' in rest:
         rest = b"".join(rest.split(b'"')[::2])
+    # One kind of bracket: one replace per pass removes exactly the innermost level.
+    rest = rest.translate(_ONE_BRACKET)
     for done in range(limit):
         if not rest:
             return False
-        if re.search(rb"[\[{]{%d}" % (limit - done + 1), rest):
+        if re.search(rb"\[{%d}" % (limit - done + 1), rest):
             return True
-        shorter = rest.replace(b"[]", b"").replace(b"{}", b"")
+        shorter = rest.replace(b"[]", b"")
         if len(shorter) == len(rest):
             return False
         rest = shorter
