@@ -68,3 +68,18 @@ def test_poison_messages_are_parked_and_the_call_monitor_survives_them(
         with pytest.raises(CallMonitorTimeout):
             future.result(timeout=15)
         assert time.monotonic() - killed_at < 7
+
+
+def test_refused_admin_claims_are_logged_one_line_each_without_a_traceback(
+    broker_url: str, database_url: str, topic: str
+) -> None:
+    probe = served.import_probe()
+    admin = RequestContext(user_id="ops", is_admin=True)
+    with served.as_process(broker_url, database_url, topic) as s:
+        before = len(s.records())
+        for _ in range(5):
+            with pytest.raises(PermissionError):
+                probe.Probe.whoami(admin)
+        s.settle_logs()
+        assert len(s.records()) - before == 5
+        assert "Traceback" not in s.output()
