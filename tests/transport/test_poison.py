@@ -301,7 +301,7 @@ def test_fuzzed_envelopes_never_stall_the_server(make_transport: MakeTransport, 
     client = RPCClient(make_transport(), Target(topic=topic), timeout=10, call_monitor_interval=0.2)
     tried = {"messages": 0}
     try:
-        @settings(max_examples=150 if is_rabbit else 400, deadline=None,
+        @settings(max_examples=100 if is_rabbit else 400, deadline=None,
                   suppress_health_check=list(HealthCheck))
         @given(st.lists(_messages(), min_size=1, max_size=12))
         def check(bodies: list[bytes]) -> None:
@@ -323,7 +323,7 @@ def test_fuzzed_envelopes_never_stall_the_server(make_transport: MakeTransport, 
     finally:
         for server in servers_tp.started:
             server.stop(timeout=5)
-    assert tried["messages"] >= 150
+    assert tried["messages"] >= 100
     print(f"figures: fuzzed messages {tried['messages']}")
 
 
@@ -384,32 +384,31 @@ def test_the_heartbeat_thread_comes_back_after_it_failed(make_transport: MakeTra
         server.kill()
 
 
-@pytest.mark.rabbit
-def test_the_amqp_io_thread_survives_a_failing_command_and_a_bad_reply(
+def test_a_bad_reply_and_a_failing_io_command_fail_no_pending_call(
     make_transport: MakeTransport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
-    if not is_rabbit:
-        pytest.skip("the I/O thread is the AMQP driver's")
     server_tp, client_tp = make_transport(), make_transport()
     endpoint = Recorder()
     servers.start(server_tp, Target(topic=topic), [endpoint])
     client = RPCClient(client_tp, Target(topic=topic), timeout=10)
     assert client.call({}, "echo", value=1) == 1
     driver: Any = client_tp._driver
-    generation = driver._generation
-
-    def fail() -> None:
-        raise SystemExit("a command that fails")
-
-    # A reply its handler fails on (an unhashable id), and a command raising SystemExit
+    generation = getattr(driver, "_generation", 0)
+    # A reply its handler fails on (an unhashable id) while a call is pending
     future = client.call_async({}, "block")
     assert endpoint.started.wait(10)
     server_tp._driver.send_reply(client_tp._replies.address, b'{"id": [1], "t": "r"}')
     time.sleep(0.5)
-    assert driver._generation == generation  # no reconnect: a bad reply is not a lost connection
+    assert getattr(driver, "_generation", 0) == generation  # not taken for a lost connection
     endpoint.release.set()
-    assert future.wait(10) == "released"  # the pending call was not failed as "connection lost"
-    driver._io.post(fail)  # the thread restarts (and reconnects, to be safe)
+    assert future.wait(10) == "released"  # the pending call was not failed
+    if is_rabbit:
+        # And the AMQP I/O thread restarts (and reconnects, to be safe) after a command
+        # raising SystemExit
+        def fail() -> None:
+            raise SystemExit("a command that fails")
+
+        driver._io.post(fail)
     assert client.call({}, "echo", value=2) == 2
 
 
@@ -516,3 +515,26 @@ def test_heartbeats_come_no_more_often_than_every_tenth_of_a_second(
         raw._driver.send(Target(topic=topic), json.dumps(request).encode())
         assert done.wait(10)
         assert len(beats) <= 11, (hb, len(beats))
+
+
+def test_a_notification_over_the_size_limit_is_parked_not_read(
+    make_transport: MakeTransport, topic: str, is_rabbit: bool
+) -> None:
+    tp = make_transport(transport.TransportConfig(max_message_size=100_000))
+    endpoint = Notes()
+    listener = NotificationListener(tp, [Target(topic=topic)], [endpoint], max_workers=1)
+    listener.start()
+    try:
+        big = json.dumps({"priority": "info", "payload": "x" * 1_000_000}).encode()
+        tp._driver.notify(Target(topic=topic), "info", big)
+        transport.Notifier(tp, "p", topics=[topic]).info({}, "e", "after")
+        deadline = time.monotonic() + 10
+        while endpoint.seen != ["after"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert endpoint.seen == ["after"]
+        parked = _collect_dead(tp, f"{topic}.dead", is_rabbit, 1, [])
+        assert len(parked) == 1 and big.startswith(parked[0])
+        if is_rabbit:
+            assert len(parked[0]) == 64 * 1024  # only its head was ever kept
+    finally:
+        listener.stop(timeout=5)
