@@ -538,3 +538,41 @@ def test_a_notification_over_the_size_limit_is_parked_not_read(
             assert len(parked[0]) == 64 * 1024  # only its head was ever kept
     finally:
         listener.stop(timeout=5)
+
+
+@pytest.mark.rabbit
+def test_a_message_that_cannot_be_parked_is_dropped_not_redelivered_forever(topic: str) -> None:
+    # (RabbitMQ only: memory:// parks in a list, which cannot refuse.)
+    import kombu
+
+    from tests.brokers import no_service
+
+    from .conftest import RABBIT_URL
+
+    if not RABBIT_URL:
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
+    # Given a dead-letter queue declared with other arguments than the server's, so that
+    # parking fails with a channel error (PRECONDITION_FAILED) every time
+    with kombu.Connection(RABBIT_URL) as conn:
+        kombu.Queue(f"{topic}.dead", durable=True, queue_arguments={"x-max-length": 5})(conn.channel()).declare()
+    tp = transport.get_transport(RABBIT_URL)
+    server = RPCServer(tp, Target(topic=topic), [Recorder()])
+    seen = {"n": 0}
+    real = server._handle_message
+
+    def counting(incoming: Any) -> None:
+        if incoming.body.startswith(b"\xff"):
+            seen["n"] += 1
+        real(incoming)
+
+    server._handle_message = counting  # type: ignore[method-assign]
+    server.start()
+    try:
+        tp._driver.send(Target(topic=topic), b"\xff poison")
+        time.sleep(2)
+        # Then it was handled once and dropped (logged), not requeued in a hot loop
+        assert seen["n"] == 1
+        assert RPCClient(tp, Target(topic=topic), timeout=10).call({}, "echo", value="ok") == "ok"
+    finally:
+        server.stop(timeout=5)
+        tp.cleanup()

@@ -343,7 +343,15 @@ class _AMQPIncoming(Incoming):
             return
         try:
             self._driver._dead_letter(self._sub.dead_letter_queue, self.body, reason)
-        except Exception as exc:  # keep the message rather than lose it
+        except MessageDeliveryFailure as exc:
+            # NOTE: the broker refused to park it for good (a channel error: the dead-letter
+            # queue exists with other arguments, access refused): requeued, the message
+            # would come straight back and fail again, thousands of times a second.
+            _LOG_BAD.error("cannot park a message in %s (%s); dropping it (it was refused: %s)",
+                           self._sub.dead_letter_queue, one_line(exc), reason[:200])
+            self._settle("reject")
+            return
+        except Exception as exc:  # the connection: keep the message rather than lose it
             LOG.warning("cannot dead-letter a message (%s); requeueing it", exc)
             self.requeue()
             return
@@ -673,6 +681,8 @@ class AMQPDriver(Driver):
         try:
             if action == "ack":
                 message.ack()
+            elif action == "reject":
+                message.reject(requeue=False)
             else:
                 message.requeue()
         except Exception as exc:
