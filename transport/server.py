@@ -105,7 +105,15 @@ class RPCServer:
     Each request runs on a worker thread; it is acknowledged after the handler finished and
     its reply was sent (at-least-once: a server that dies first leaves the request to the
     next one, with the same request id). While a call runs, the server sends heartbeats so
-    its caller notices if it dies.
+    its caller notices if it dies (at most every ``MIN_HEARTBEAT_INTERVAL`` seconds).
+
+    Every delivery ends settled, whatever it holds: answered (a result or a typed error)
+    and acknowledged, or parked in the dead-letter queue when nobody can be answered
+    (undecodable, nested deeper than ``_wire.MAX_DEPTH``, no valid ``reply_to``: 1 to 255
+    printable ASCII characters). An endpoint raising ``SystemExit``, ``KeyboardInterrupt``
+    or any other ``BaseException`` fails its own call only (the caller gets
+    ``RemoteError``): a request cannot stop the server; signals stop it. Bad messages and
+    failures are logged one line each, rate-limited.
 
     Args:
         transport: from :func:`transport.get_transport`.
