@@ -52,7 +52,7 @@ class WorkerPool:
                 return
             try:
                 item()  # type: ignore[operator]
-            except Exception:  # a job must not kill its worker
+            except BaseException:  # a job must not kill its worker (SystemExit neither)
                 LOG.exception("worker job failed")
             with self._lock:
                 self._pending -= 1

@@ -28,6 +28,7 @@ import builtins
 import importlib
 import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,14 +44,61 @@ _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _decoder = json.JSONDecoder()
 
 
+#: JSON nested deeper than this is refused on both sides: decoding it recursed into the
+#: interpreter's recursion limit (RecursionError, fatal in the wrong place), and so would
+#: whatever walks the decoded value.
+MAX_DEPTH = 100
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+
+
+def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text ``body`` nests arrays/objects deeper than ``limit``.
+
+    At C speed: a body with at most ``limit`` brackets is fine at once; otherwise strings
+    are dropped, everything but brackets deleted, and innermost pairs removed pass by pass
+    (one pass per level, a run of ``limit`` opening brackets ends it early). Malformed text
+    answers False: the decoder refuses it anyway.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    rest = body.translate(None, _NOT_STRUCTURE)
+    if b'"' in rest:
+        # Adjacent quotes enclose nothing structural (an empty string, or the gap between
+        # two strings): dropping them first leaves few strings to split out.
+        rest = rest.replace(b'""', b"")
+        if b'"' in rest:
+            rest = b"".join(rest.split(b'"')[::2])
+    # One kind of bracket: one replace per pass removes exactly the innermost level.
+    rest = rest.translate(_ONE_BRACKET)
+    for done in range(limit):
+        if not rest:
+            return False
+        if b"[" * (limit - done + 1) in rest:
+            return True
+        shorter = rest.replace(b"[]", b"")
+        if len(shorter) == len(rest):
+            return False
+        rest = shorter
+    return bool(rest)
+
+
 def encode(envelope: dict[str, Any], limit: int | None = None) -> bytes:
-    """Encode an envelope; raise MessageTooLarge over ``limit`` bytes, TypeError if not JSON."""
+    """Encode an envelope; raise MessageTooLarge over ``limit`` bytes, TypeError if not JSON
+    (or nested deeper than ``MAX_DEPTH``: the other side would refuse it)."""
     try:
         body = _encoder.encode(envelope).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise TypeError(f"message is not JSON-serialisable: {exc}") from exc
+    except RecursionError:
+        raise TypeError("message is not JSON-serialisable: nested too deeply") from None
     if limit is not None and len(body) > limit:
         raise MessageTooLarge(size=len(body), limit=limit)
+    if too_deep(body):
+        raise TypeError(f"message is not JSON-serialisable: nested deeper than {MAX_DEPTH} levels")
     return body
 
 
@@ -75,19 +123,31 @@ def unpack(message: dict[str, Any]) -> list[Any] | None:
 
 def decode(body: bytes) -> dict[str, Any]:
     """Decode an envelope; raise MessageDeliveryFailure when it is not a JSON object."""
+    if too_deep(body):
+        raise MessageDeliveryFailure(reason=f"undecodable message: JSON nested deeper than {MAX_DEPTH} levels")
     try:
         envelope = _decoder.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise MessageDeliveryFailure(reason=f"undecodable message: {exc}") from exc
+        raise MessageDeliveryFailure(reason=f"undecodable message: {str(exc)[:200]}") from None
+    except RecursionError:
+        # NOTE: from None: the chained traceback of a RecursionError is thousands of lines.
+        raise MessageDeliveryFailure(reason="undecodable message: JSON nested too deeply") from None
     if not isinstance(envelope, dict):
         raise MessageDeliveryFailure(reason="message is not a JSON object")
     return envelope
 
 
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return type(exc).__name__
+
+
 def _json_safe(value: Any) -> bool:
     try:
         _encoder.encode(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return False
     return True
 
@@ -100,13 +160,14 @@ def serialize_exception(exc: BaseException) -> dict[str, Any]:
     if not isinstance(kwargs, dict):
         kwargs = {}
     if not _json_safe(args):
-        args = [str(exc)]
+        args = [_safe_str(exc)]
     if not _json_safe(kwargs):
         kwargs = {}
+    message = _safe_str(exc)
     return {
         "class": cls.__name__,
         "module": cls.__module__,
-        "message": str(exc),
+        "message": message,
         "args": args,
         "kwargs": kwargs,
     }
@@ -155,11 +216,52 @@ def request_reply_info(body: bytes) -> tuple[str | None, str | None]:
 
 
 def reply_info(envelope: Any) -> tuple[str | None, str | None]:
-    """Best effort (request id, reply address) from a decoded envelope of any shape."""
+    """Best effort (request id, reply address) from a decoded envelope of any shape; the
+    address only when it is one a reply can be sent to (:func:`valid_reply_address`)."""
     if not isinstance(envelope, dict):
         return None, None
     req_id, reply_to = envelope.get("id"), envelope.get("reply_to")
     return (
-        req_id if isinstance(req_id, str) else None,
-        reply_to if isinstance(reply_to, str) else None,
+        req_id if isinstance(req_id, str) and len(req_id) <= MAX_ID_LENGTH else None,
+        reply_to if valid_reply_address(reply_to) else None,
     )
+
+
+#: Bytes of a too-large message's head and tail a server looks at (never decoding the rest).
+EXCERPT = 64 * 1024
+
+#: Longest request id a server echoes back in a reply.
+MAX_ID_LENGTH = 255
+
+#: Reply addresses a server replies to: 1 to 255 printable ASCII characters, no spaces (an
+#: AMQP routing key is at most 255 bytes; reply queues are named ``reply_<hex>``).
+_REPLY_ADDRESS = re.compile(r"[!-~]{1,255}")
+
+
+def valid_reply_address(address: Any) -> bool:
+    """Whether ``address`` is a reply address a server may send to."""
+    return isinstance(address, str) and _REPLY_ADDRESS.fullmatch(address) is not None
+
+
+_KEY = re.compile(rb'"(id|reply_to)"\s*:\s*"')
+
+
+def excerpt_reply_info(head: bytes, tail: bytes) -> tuple[str | None, str | None]:
+    """Best effort (request id, reply address) of a message too large to decode, from its
+    first and last bytes only (a client writes ``id`` first and ``reply_to`` near the end).
+    Never decodes more than a few hundred bytes."""
+    found: dict[str, str] = {}
+    for part in (head, tail):
+        for match in _KEY.finditer(part):
+            key = match.group(1).decode()
+            if key in found:
+                continue
+            start = match.end() - 1
+            chunk = part[start:start + 2 * MAX_ID_LENGTH + 2]
+            try:
+                value, _ = _decoder.raw_decode(chunk.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if isinstance(value, str):
+                found[key] = value
+    return reply_info(found)

@@ -29,6 +29,24 @@ __all__ = [
     "current_request_redelivered",
 ]
 
+_REFUSED = "_transport_refused"
+
+
+def _refused(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as the refusal of a request (no method, arguments or context that do not
+    deserialize, a context the serializer does not accept) rather than an endpoint's failure:
+    the server logs it in one line, without a traceback."""
+    try:
+        setattr(exc, _REFUSED, True)
+    except Exception:  # an exception type without a __dict__
+        pass
+    return exc
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether the dispatcher refused the request before an endpoint method ran."""
+    return bool(getattr(exc, _REFUSED, False))
+
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "transport_request_id", default=None
 )
@@ -211,8 +229,12 @@ class RPCDispatcher:
             NoSuchMethod, UnsupportedVersion: no method to run.
             Exception: whatever the endpoint raised.
         """
-        func = self._find(method, namespace, version)
-        context, kwargs = self._arguments(request_id, ctxt, args)
+        try:
+            func = self._find(method, namespace, version)
+            context, kwargs = self._arguments(request_id, ctxt, args)
+        except Exception as exc:
+            _refused(exc)
+            raise
         token = _request_id.set(request_id)
         redelivered_token = _redelivered.set(redelivered)
         try:
@@ -243,7 +265,7 @@ class RPCDispatcher:
                 context, kwargs = rebuild()
             except Exception as exc:  # this request's own failure
                 calls.append(None)
-                outcomes.append((False, exc))
+                outcomes.append((False, _refused(exc)))
                 continue
             call = BatchCall(request_id, context, method, kwargs, func, redelivered, rebuild)
             calls.append(call)
@@ -255,7 +277,7 @@ class RPCDispatcher:
             if hook is not None and len(group) > 1:
                 try:
                     hook(group)
-                except Exception as exc:  # the hook failed as a whole
+                except BaseException as exc:  # the hook failed as a whole
                     for call in group:
                         if call.outcome is None:
                             call.set_exception(exc)
@@ -263,7 +285,7 @@ class RPCDispatcher:
                 if call.outcome is None:
                     try:
                         call.set_result(call.run())
-                    except Exception as exc:
+                    except BaseException as exc:  # SystemExit too: it fails this call only
                         call.set_exception(exc)
         results: list[tuple[bool, Any]] = []
         for maybe_call, outcome in zip(calls, outcomes, strict=True):
@@ -276,7 +298,7 @@ class RPCDispatcher:
             if ok:
                 try:
                     value = self.serializer.serialize_entity(maybe_call.context, value)
-                except Exception as exc:
+                except BaseException as exc:
                     ok, value = False, exc
             results.append((ok, value))
         return results

@@ -26,12 +26,22 @@ class Incoming(abc.ABC):
     connection has since been lost is a no-op (the broker redelivers it).
 
     Attributes:
-        body: the envelope bytes.
+        body: the envelope bytes (for a message over the size limit, maybe only its first
+            bytes: see ``size``).
         redelivered: the broker delivered this message before (a server died holding it).
+        size: the body's size on the wire. A driver may keep only the first and last bytes
+            of a body over ``config.max_message_size`` (``body`` and ``tail``) instead of
+            reading all of it into memory; ``size`` then exceeds ``len(body)``.
+        tail: the body's last bytes when only part of it was kept, else empty.
     """
 
     body: bytes
     redelivered: bool
+    tail: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return getattr(self, "_size", None) or len(self.body)
 
     @abc.abstractmethod
     def ack(self) -> None:

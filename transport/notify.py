@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from transport import _wire
 from transport._pool import WorkerPool
+from transport._ratelog import RateLimitedLog, one_line
 from transport.driver import Incoming, Listener
-from transport.exceptions import MessageDeliveryFailure
+from transport.exceptions import MessageTooLarge
 from transport.serializer import NoOpSerializer, Serializer
 from transport.target import Target
 
@@ -145,6 +146,8 @@ class NotificationListener:
         self._lock = threading.Lock()
         self._running = False
         self._stopped = threading.Event()
+        self._bad = RateLimitedLog(LOG, rate=10.0, burst=50)
+        self._failed = RateLimitedLog(LOG, rate=10.0, burst=50)
 
     def start(self) -> None:
         """Declare and consume the queues; returns once consuming."""
@@ -181,16 +184,33 @@ class NotificationListener:
             self._workers.submit(lambda: self._handle(incoming))
 
     def _handle(self, incoming: Incoming) -> None:
+        # NOTE: whatever goes wrong, the delivery is settled: an unsettled message holds a
+        # prefetch slot for good (and the next listener would stall on it too).
         try:
+            self._handle_message(incoming)
+        except BaseException as exc:
+            reason = f"the listener failed handling it: {one_line(exc)}"
+            self._bad.error("parking a notification in the dead-letter queue: %s", reason)
+            try:
+                incoming.dead_letter(reason)
+            except BaseException:
+                LOG.error("cannot settle a notification; requeueing it", exc_info=True)
+                incoming.requeue()
+
+    def _handle_message(self, incoming: Incoming) -> None:
+        limit = self.transport.config.max_message_size
+        try:
+            if incoming.size > limit:
+                raise MessageTooLarge(size=incoming.size, limit=limit)
             message = _wire.decode(incoming.body)
             priority = str(message["priority"]).lower()
             ctxt = self.serializer.deserialize_context(message.get("ctxt") or {})
             payload = self.serializer.deserialize_entity(ctxt, message.get("payload"))
             metadata = {"message_id": message.get("message_id"), "timestamp": message.get("timestamp")}
             args = (ctxt, message.get("publisher_id"), message.get("event_type"), payload, metadata)
-        except (MessageDeliveryFailure, KeyError, TypeError, ValueError) as exc:
-            LOG.warning("rejecting a malformed notification: %s", exc)
-            incoming.dead_letter(f"malformed notification: {exc}")
+        except Exception as exc:
+            self._bad.warning("rejecting a malformed notification: %s", one_line(exc))
+            incoming.dead_letter(f"malformed notification: {one_line(exc)}")
             return
         for endpoint in self.endpoints:
             method = getattr(endpoint, priority, None)
@@ -198,6 +218,11 @@ class NotificationListener:
                 continue
             try:
                 method(*args)
-            except Exception:
-                LOG.exception("notification endpoint %s.%s failed", type(endpoint).__name__, priority)
+            except BaseException as exc:  # SystemExit too: one notification cannot stop us
+                if isinstance(exc, RecursionError):
+                    self._failed.error("notification endpoint %s.%s failed: %s",
+                                       type(endpoint).__name__, priority, one_line(exc))
+                else:
+                    self._failed.error("notification endpoint %s.%s failed",
+                                       type(endpoint).__name__, priority, exc_info=exc)
         incoming.ack()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from transport import _wire
 from transport._pool import WorkerPool
-from transport.dispatcher import RPCDispatcher
+from transport._ratelog import RateLimitedLog, one_line
+from transport.dispatcher import RPCDispatcher, is_refused
 from transport.driver import Incoming, Listener
 from transport.exceptions import (
     MessageDeliveryFailure,
@@ -31,11 +33,40 @@ LOG = logging.getLogger(__name__)
 
 _REQUIRED = {"id": str, "method": str, "args": dict, "ctxt": dict}
 
+#: Shortest heartbeat interval a server honours (seconds); callers asking for less get
+#: heartbeats this often. A caller's ``hb`` that is not a finite positive number gets none.
+MIN_HEARTBEAT_INTERVAL = 0.1
+
+#: Requests one incoming batch message may hold (or ``config.batch_max_messages`` if more);
+#: a bigger batch is refused whole.
+MAX_BATCH = 1024
+
+_ACK = "ack"
+_REQUEUE = "requeue"
+
 
 def _validate(envelope: dict[str, Any]) -> None:
     for key, kind in _REQUIRED.items():
         if not isinstance(envelope.get(key), kind):
             raise MessageDeliveryFailure(reason=f"field {key!r} missing or not a {kind.__name__}")
+    if len(envelope["id"]) > _wire.MAX_ID_LENGTH:
+        raise MessageDeliveryFailure(reason=f"field 'id' longer than {_wire.MAX_ID_LENGTH} characters")
+    reply_to = envelope.get("reply_to")
+    if reply_to is not None and not _wire.valid_reply_address(reply_to):
+        # NOTE: checked before the request runs: a request that could never be answered
+        # would run, then fail to reply (an over-long address broke kombu), and stall.
+        raise MessageDeliveryFailure(
+            reason="field 'reply_to' is not a reply address (1 to 255 printable ASCII characters)"
+        )
+
+
+class _ReplyNotSent(Exception):
+    """A reply could not be sent: for now (``retry``, the connection) or ever."""
+
+    def __init__(self, cause: BaseException, *, retry: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.retry = retry
 
 
 def _chunks(bodies: list[bytes], limit: int) -> list[list[bytes]]:
@@ -74,7 +105,15 @@ class RPCServer:
     Each request runs on a worker thread; it is acknowledged after the handler finished and
     its reply was sent (at-least-once: a server that dies first leaves the request to the
     next one, with the same request id). While a call runs, the server sends heartbeats so
-    its caller notices if it dies.
+    its caller notices if it dies (at most every ``MIN_HEARTBEAT_INTERVAL`` seconds).
+
+    Every delivery ends settled, whatever it holds: answered (a result or a typed error)
+    and acknowledged, or parked in the dead-letter queue when nobody can be answered
+    (undecodable, nested deeper than ``_wire.MAX_DEPTH``, no valid ``reply_to``: 1 to 255
+    printable ASCII characters). An endpoint raising ``SystemExit``, ``KeyboardInterrupt``
+    or any other ``BaseException`` fails its own call only (the caller gets
+    ``RemoteError``): a request cannot stop the server; signals stop it. Bad messages and
+    failures are logged one line each, rate-limited.
 
     Args:
         transport: from :func:`transport.get_transport`.
@@ -111,6 +150,9 @@ class RPCServer:
         self._beat_thread: threading.Thread | None = None
         self._beat_wake_at = float("-inf")  # the thread reads _running itself before it first sleeps
         self._killed = False
+        # One line per bad message or failed request, rate-limited: senders choose how many.
+        self._bad = RateLimitedLog(LOG, rate=10.0, burst=50)
+        self._failed = RateLimitedLog(LOG, rate=10.0, burst=50)
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -179,9 +221,25 @@ class RPCServer:
             self._pool.submit(lambda: self._handle(incoming))
 
     def _handle(self, incoming: Incoming) -> None:
+        # NOTE: whatever goes wrong, the delivery is settled: an unsettled message holds a
+        # prefetch slot for good, and the next server would stall on it after a restart.
+        try:
+            self._handle_message(incoming)
+        except BaseException as exc:
+            if self._killed:
+                return
+            reason = f"the server failed handling it: {one_line(exc)}"
+            self._bad.error("parking a message of %s in the dead-letter queue: %s", self.target.topic, reason)
+            try:
+                incoming.dead_letter(reason)
+            except BaseException:
+                LOG.error("cannot settle a message of %s; requeueing it", self.target.topic, exc_info=True)
+                incoming.requeue()
+
+    def _handle_message(self, incoming: Incoming) -> None:
         limit = self.transport.config.max_message_size
-        if len(incoming.body) > limit:
-            self._reject(incoming, MessageTooLarge(size=len(incoming.body), limit=limit))
+        if incoming.size > limit:
+            self._refuse_oversized(incoming, limit)
             return
         try:
             envelope = _wire.decode(incoming.body)
@@ -189,6 +247,9 @@ class RPCServer:
             if batch == []:
                 raise MessageDeliveryFailure(reason="an empty batch")
             if batch is not None:
+                most = max(MAX_BATCH, self.transport.config.batch_max_messages)
+                if len(batch) > most:
+                    raise MessageDeliveryFailure(reason=f"a batch of {len(batch)} requests (at most {most})")
                 self._handle_batch(incoming, batch)
                 return
             _validate(envelope)
@@ -196,85 +257,104 @@ class RPCServer:
             self._reject(incoming, exc)
             return
         request_id: str = envelope["id"]
-        reply_to = envelope.get("reply_to") if isinstance(envelope.get("reply_to"), str) else None
+        reply_to: str | None = envelope.get("reply_to")
         self._watch(envelope)
         try:
-            sent = self._run(envelope, request_id, reply_to, incoming.redelivered)
+            outcome = self._run(envelope, request_id, reply_to, incoming.redelivered)
         finally:
             self._unwatch(request_id)
         if self._killed:
             return
-        if sent:
+        if outcome is _ACK:
             incoming.ack()
-        else:
+        elif outcome is _REQUEUE:
             incoming.requeue()
+        else:
+            incoming.dead_letter(outcome)
 
     def _run(
         self, envelope: dict[str, Any], request_id: str, reply_to: str | None, redelivered: bool = True
-    ) -> bool:
-        """Dispatch and reply; False when the reply could not be sent (requeue it)."""
+    ) -> str:
+        """Dispatch and reply. Returns ``_ACK``, ``_REQUEUE`` (the reply could not be sent for
+        now) or the reason to dead-letter the request with (no reply can ever be sent)."""
         method = envelope["method"]
         multi = bool(envelope.get("multi"))
         try:
-            streaming, value = self.dispatcher.dispatch(
-                request_id,
-                envelope["ctxt"],
-                method,
-                envelope["args"],
-                envelope.get("ns"),
-                envelope.get("ver"),
-                redelivered=redelivered,
-            )
-            if streaming and reply_to and multi:
-                for item in value:
-                    self._reply(reply_to, {"id": request_id, "t": "i", "v": item})
-            elif streaming:
-                # A plain call (or cast) of a generator method gets the whole list.
-                value, streaming = list(value), False
-            if reply_to:
-                if multi:
-                    if not streaming:
-                        self._reply(reply_to, {"id": request_id, "t": "i", "v": value})
-                    self._reply(reply_to, {"id": request_id, "t": "end"})
-                else:
-                    self._reply(reply_to, {"id": request_id, "t": "r", "v": value})
-        except TransportError as exc:
-            LOG.warning("could not reply to %s (%s); requeueing it", method, exc)
-            return False
-        except Exception as exc:
-            self._log_failure(request_id, method, exc)
-            if reply_to:
-                try:
+            try:
+                streaming, value = self.dispatcher.dispatch(
+                    request_id,
+                    envelope["ctxt"],
+                    method,
+                    envelope["args"],
+                    envelope.get("ns"),
+                    envelope.get("ver"),
+                    redelivered=redelivered,
+                )
+                if streaming and reply_to and multi:
+                    for item in value:
+                        self._reply(reply_to, {"id": request_id, "t": "i", "v": item})
+                elif streaming:
+                    # A plain call (or cast) of a generator method gets the whole list.
+                    value, streaming = list(value), False
+                if reply_to:
+                    if multi:
+                        if not streaming:
+                            self._reply(reply_to, {"id": request_id, "t": "i", "v": value})
+                        self._reply(reply_to, {"id": request_id, "t": "end"})
+                    else:
+                        self._reply(reply_to, {"id": request_id, "t": "r", "v": value})
+            except _ReplyNotSent:
+                raise
+            except BaseException as exc:
+                # NOTE: BaseException too: an endpoint raising SystemExit (or any other
+                # BaseException) fails its own request; a request cannot stop the server.
+                self._log_failure(request_id, method, exc)
+                if reply_to:
                     self._reply(reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)})
-                except TransportError:
-                    return False
-        return True
+        except _ReplyNotSent as exc:
+            if exc.retry:
+                self._bad.warning("could not reply to %s (%s); requeueing it", method, one_line(exc.cause))
+                return _REQUEUE
+            reason = f"its reply cannot be sent: {one_line(exc.cause)}"
+            self._bad.error("request %s %s: %s; parking it in the dead-letter queue", request_id, method, reason)
+            return reason
+        return _ACK
 
     def _log_failure(self, request_id: str, method: str, exc: BaseException) -> None:
         if isinstance(exc, self.dispatcher.expected_exceptions):
-            LOG.info("request %s %s: %s: %s", request_id, method, type(exc).__name__, exc)
-        elif isinstance(exc, MessagingException):
-            LOG.warning("request %s %s failed: %s", request_id, method, exc)
+            self._failed.info("request %s %s: %s", request_id, method, one_line(exc))
+        elif isinstance(exc, MessagingException) or is_refused(exc):
+            self._failed.warning("request %s %s failed: %s", request_id, method, one_line(exc))
+        elif isinstance(exc, RecursionError):
+            # Its traceback is thousands of lines of the same frames.
+            self._failed.warning("request %s %s raised %s", request_id, method, one_line(exc))
         else:
-            LOG.warning("request %s %s raised", request_id, method, exc_info=exc)
+            self._failed.warning("request %s %s raised", request_id, method, exc_info=exc)
 
     def _handle_batch(self, incoming: Incoming, batch: list[Any]) -> None:
         """Several requests in one message: dispatch together, reply packed per caller,
         acknowledge once every reply is sent."""
         replies: dict[str, list[bytes]] = {}
         valid: list[dict[str, Any]] = []
+        rejected: list[MessageDeliveryFailure] = []
         for envelope in batch:
             try:
                 if not isinstance(envelope, dict):
                     raise MessageDeliveryFailure(reason="a batch item is not a JSON object")
                 _validate(envelope)
             except MessageDeliveryFailure as exc:
+                rejected.append(exc)
                 rid, reply_to = _wire.reply_info(envelope)
-                LOG.warning("rejecting a request in a batch on %s: %s", self.target.topic, exc)
                 if rid and reply_to:
                     self._queue_reply(replies, reply_to, {"id": rid, "t": "e", "exc": _wire.serialize_exception(exc)})
                 continue
             valid.append(envelope)
+        if rejected:
+            # One line per message, however many of its requests were bad.
+            self._bad.warning(
+                "rejecting %d of %d requests in a batch on %s: %s",
+                len(rejected), len(batch), self.target.topic, rejected[0],
+            )
         watched = [envelope["id"] for envelope in valid if self._watch(envelope)]
         try:
             outcomes = self.dispatcher.dispatch_batch(
@@ -288,7 +368,7 @@ class RPCServer:
             request_id, reply_to = envelope["id"], envelope.get("reply_to")
             if not ok:
                 self._log_failure(request_id, envelope["method"], value)
-            if not isinstance(reply_to, str) or not reply_to:
+            if reply_to is None:
                 continue
             if not ok:
                 self._queue_reply(replies, reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(value)})
@@ -299,24 +379,34 @@ class RPCServer:
                 self._queue_reply(replies, reply_to, {"id": request_id, "t": "r", "v": value})
         if self._killed:
             return
-        try:
-            for reply_to, bodies in replies.items():
-                for chunk in _chunks(bodies, self.transport.config.max_message_size):
-                    body = chunk[0] if len(chunk) == 1 else _wire.pack_batch(chunk)
+        for reply_to, bodies in replies.items():
+            for chunk in _chunks(bodies, self.transport.config.max_message_size):
+                body = chunk[0] if len(chunk) == 1 else _wire.pack_batch(chunk)
+                try:
                     self.transport._driver.send_reply(reply_to, body)
-        except TransportError as exc:
-            LOG.warning("could not reply to a batch (%s); requeueing it", exc)
-            incoming.requeue()
-            return
+                except TransportError as exc:
+                    self._bad.warning("could not reply to a batch (%s); requeueing it", one_line(exc))
+                    incoming.requeue()
+                    return
+                except Exception as exc:  # this address never takes a reply; the others may
+                    self._bad.error("cannot reply to %r in a batch: %s", reply_to[:64], one_line(exc))
+                    break
         incoming.ack()
 
     def _queue_reply(self, replies: dict[str, list[bytes]], reply_to: str, reply: dict[str, Any]) -> None:
         replies.setdefault(reply_to, []).append(self._encode_reply(reply))
 
     def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
+        """Send one reply; raise ``_ReplyNotSent`` when it could not be sent."""
         if self._killed:
-            raise TransportError(reason="the server was killed")
-        self.transport._driver.send_reply(reply_to, self._encode_reply(reply))
+            raise _ReplyNotSent(TransportError(reason="the server was killed"), retry=True)
+        body = self._encode_reply(reply)
+        try:
+            self.transport._driver.send_reply(reply_to, body)
+        except TransportError as exc:
+            raise _ReplyNotSent(exc, retry=True) from None
+        except Exception as exc:  # the driver refused this reply for good
+            raise _ReplyNotSent(exc, retry=False) from None
 
     def _encode_reply(self, reply: dict[str, Any]) -> bytes:
         try:
@@ -327,15 +417,41 @@ class RPCServer:
 
     def _reject(self, incoming: Incoming, exc: MessagingException) -> None:
         request_id, reply_to = _wire.request_reply_info(incoming.body)
-        LOG.warning("rejecting a message on %s: %s", self.target.topic, exc)
+        self._answer_refusal(incoming, exc, request_id, reply_to)
+
+    def _answer_refusal(
+        self,
+        incoming: Incoming,
+        exc: MessagingException,
+        request_id: str | None,
+        reply_to: str | None,
+        parked: str = "",
+    ) -> None:
+        """Tell the caller with a typed error if there is one (and acknowledge), else park
+        the message in the dead-letter queue. One log line either way."""
         if request_id and reply_to:
+            # Logged before the reply: whoever gets the reply sees the log line written.
+            self._bad.warning("rejecting request %s on %s: %s", request_id, self.target.topic, exc)
             try:
                 self._reply(reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)})
+            except _ReplyNotSent:
+                pass
+            else:
                 incoming.ack()
                 return
-            except TransportError:
-                pass
-        incoming.dead_letter(str(exc))
+        else:
+            self._bad.warning("rejecting a message on %s: %s; parked in the dead-letter queue", self.target.topic, exc)
+        incoming.dead_letter(f"{exc}{parked}")
+
+    def _refuse_oversized(self, incoming: Incoming, limit: int) -> None:
+        # NOTE: never decoded: a 100 MB JSON body takes gigabytes as Python objects. The id
+        # and reply address come from the first and last bytes only.
+        body = incoming.body
+        tail = incoming.tail if incoming.size > len(body) else body[-_wire.EXCERPT:]
+        request_id, reply_to = _wire.excerpt_reply_info(body[:_wire.EXCERPT], tail)
+        exc = MessageTooLarge(size=incoming.size, limit=limit)
+        parked = "" if len(body) >= incoming.size else f" (only its first {len(body)} bytes are kept)"
+        self._answer_refusal(incoming, exc, request_id, reply_to, parked)
 
     # -- call monitor -----------------------------------------------------------------
     def _watch(self, envelope: dict[str, Any]) -> bool:
@@ -344,12 +460,12 @@ class RPCServer:
         interval = envelope.get("hb")
         if not (reply_to and isinstance(reply_to, str)):
             return False
-        if not isinstance(interval, (int, float)) or interval <= 0:
+        if not isinstance(interval, (int, float)) or not math.isfinite(interval) or interval <= 0:
             return False
         with self._lock:
-            running = _Running(reply_to, float(interval))
+            running = _Running(reply_to, max(float(interval), MIN_HEARTBEAT_INTERVAL))
             self._running[request_id] = running
-            if self._beat_thread is None:
+            if self._beat_thread is None or not self._beat_thread.is_alive():
                 self._beat_thread = threading.Thread(
                     target=self._heartbeats, name=f"rpc-heartbeat-{self.target.topic}", daemon=True
                 )
@@ -367,7 +483,19 @@ class RPCServer:
 
     def _heartbeats(self) -> None:
         # Heartbeats go out from their own thread: a handler busy for minutes still shows
-        # its caller it is alive.
+        # its caller it is alive. The thread outlives any failure: without it every caller
+        # of this server would lose its call monitor.
+        while True:
+            try:
+                self._send_heartbeats()
+                return
+            except BaseException as exc:
+                LOG.error("the heartbeat thread of %s failed (%s); restarting it", self.target.topic, one_line(exc))
+                with self._lock:
+                    self._beat_wake_at = float("-inf")
+                time.sleep(0.05)
+
+    def _send_heartbeats(self) -> None:
         while True:
             with self._lock:
                 if self.state is ServerState.STOPPED:
@@ -385,5 +513,5 @@ class RPCServer:
             for rid, reply_to in due:
                 try:
                     self._reply(reply_to, {"id": rid, "t": "hb"})
-                except TransportError as exc:
+                except _ReplyNotSent as exc:
                     LOG.debug("heartbeat for %s not sent: %s", rid, exc)

@@ -97,6 +97,21 @@ def _oversized(reply_to: str | None, request_id: str) -> bytes:
     return _json(env)
 
 
+def _deep(reply_to: str | None, request_id: str) -> bytes:
+    """JSON nested far past the decoder's recursion limit (a RecursionError once stalled
+    the conductor on it); its reply address is unreadable, so it is parked."""
+    head = json.dumps({"id": request_id, "reply_to": "reply_unreadable", "ctxt": {},
+                       "method": "object_class_action_versions"})
+    return head[:-1].encode() + b',"args":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def _long_reply_to(reply_to: str | None, request_id: str) -> bytes:
+    """A reply address no broker takes (kombu failed with struct.error replying to it)."""
+    env = envelope("object_class_action_versions", _class_action("Probe", "echo", ["x"]))
+    env["id"], env["reply_to"], env["hb"] = request_id, "r" * 300, 0.5
+    return _json(env)
+
+
 def _data(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def change(primitive: dict[str, Any]) -> None:
         primitive["versioned_object.data"][key] = value
@@ -126,6 +141,8 @@ CASES: list[Case] = [
          with_reply=False),
     Case("oversized without a reply address", _oversized, None, with_reply=False),
     Case("batch that is not a list", _raw(_json({"batch": "nope"})), None, with_reply=False),
+    Case("json nested past the recursion limit", _deep, None, with_reply=False),
+    Case("reply address over 255 bytes", _long_reply_to, None, with_reply=False),
     # Wrong shape but answerable.
     Case("method is not a string", _shape({"method": 42, "args": {}, "ctxt": {}}),
          texc.MessageDeliveryFailure),

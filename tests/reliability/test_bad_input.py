@@ -67,7 +67,12 @@ def check_case(s: served.Served, case: Case) -> None:
         assert wait_dead_letters(s, 0, timeout=0) == []
     else:
         parked = wait_dead_letters(s, 1)
-        assert [b for b, _ in parked] == [body], case.name  # parked as sent: nothing lost
+        assert len(parked) == 1, case.name
+        if "bytes are kept" in parked[0][1]:
+            # Over the size limit on RabbitMQ: never read whole, its first bytes parked.
+            assert len(parked[0][0]) < len(body) and body.startswith(parked[0][0]), case.name
+        else:
+            assert [b for b, _ in parked] == [body], case.name  # parked as sent: nothing lost
         assert parked[0][1], "a dead letter says why it was rejected"
     s.settle_logs()
     logged = s.records()[before:]

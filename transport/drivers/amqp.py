@@ -31,6 +31,7 @@ import random
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import kombu as _kombu
 
+from transport._ratelog import RateLimitedLog, one_line
 from transport.config import TransportConfig
 from transport.driver import (
     Driver,
@@ -62,6 +64,7 @@ from transport.target import Target
 __all__ = ["AMQPDriver"]
 
 LOG = logging.getLogger(__name__)
+_LOG_BAD = RateLimitedLog(LOG)
 
 # kombu is only partly typed; the driver treats it as dynamic rather than sprinkle ignores.
 kombu: Any = _kombu
@@ -243,11 +246,80 @@ class _Subscription:
         self.on_lost: Callable[[str], None] | None = None
 
 
+#: Bytes kept of each end of a body over the size limit (the rest is read and dropped).
+_EXCERPT = 64 * 1024
+
+
+class _Cut:
+    """A body over the size limit as it streams in: its first and last bytes only."""
+
+    __slots__ = ("size", "left", "head", "tail", "header")
+
+    def __init__(self, size: int, header: bytes) -> None:
+        self.size = size
+        self.left = size
+        self.head = b""
+        self.tail = b""
+        self.header = header
+
+    def add(self, chunk: bytes) -> None:
+        self.left -= len(chunk)
+        if len(self.head) < _EXCERPT:
+            self.head += chunk[: _EXCERPT - len(self.head)]
+        self.tail = (self.tail + chunk)[-_EXCERPT:]
+
+
+class _BodyLimit:
+    """Wraps py-amqp's frame handler on the consumer connection so that a message body over
+    ``limit`` bytes is never assembled in memory.
+
+    py-amqp reads a body frame by frame (at most ``frame_max``, 128 KiB) and joins them once
+    complete; a 100 MB message cost 200 MB and more. For a delivery on a channel ``cut``
+    names, the content header announcing a body over the limit is held back, the body
+    frames are consumed keeping only the first and last ``_EXCERPT`` bytes, and then py-amqp
+    gets the header with a body size of 0: the message arrives empty, and ``current`` holds
+    what was kept while it is delivered (on this same thread).
+    """
+
+    def __init__(self, inner: Callable[[Any], Any], limit: int, cut: Callable[[int], bool]) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._cut = cut
+        self._cutting: dict[int, _Cut] = {}
+        self.current: _Cut | None = None
+
+    def __call__(self, frame: Any) -> Any:
+        frame_type, channel, buf = frame
+        if frame_type == 3 and channel in self._cutting:
+            cut = self._cutting[channel]
+            cut.add(bytes(buf))
+            if cut.left > 0:
+                return False
+            del self._cutting[channel]
+            return self._deliver(channel, cut)
+        if frame_type == 2 and len(buf) >= 12:
+            (size,) = struct.unpack_from(">Q", buf, 4)
+            if size > self._limit and self._cut(channel):
+                header = bytes(buf[:4]) + struct.pack(">Q", 0) + bytes(buf[12:])
+                self._cutting[channel] = _Cut(size, header)
+                return False
+        return self._inner(frame)
+
+    def _deliver(self, channel: int, cut: _Cut) -> Any:
+        self.current = cut
+        try:
+            return self._inner((2, channel, cut.header))
+        finally:
+            self.current = None
+
+
 class _AMQPIncoming(Incoming):
-    def __init__(self, driver: AMQPDriver, sub: _Subscription, message: Any) -> None:
+    def __init__(self, driver: AMQPDriver, sub: _Subscription, message: Any, cut: _Cut | None = None) -> None:
         body = message.body
         # py-amqp hands bodies with a content_encoding over already decoded.
         self.body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        if cut is not None:
+            self.body, self.tail, self._size = cut.head, cut.tail, cut.size
         self.redelivered = bool(message.delivery_info.get("redelivered"))
         self._driver = driver
         self._sub = sub
@@ -272,7 +344,15 @@ class _AMQPIncoming(Incoming):
             return
         try:
             self._driver._dead_letter(self._sub.dead_letter_queue, self.body, reason)
-        except Exception as exc:  # keep the message rather than lose it
+        except MessageDeliveryFailure as exc:
+            # NOTE: the broker refused to park it for good (a channel error: the dead-letter
+            # queue exists with other arguments, access refused): requeued, the message
+            # would come straight back and fail again, thousands of times a second.
+            _LOG_BAD.error("cannot park a message in %s (%s); dropping it (it was refused: %s)",
+                           self._sub.dead_letter_queue, one_line(exc), reason[:200])
+            self._settle("reject")
+            return
+        except Exception as exc:  # the connection: keep the message rather than lose it
             LOG.warning("cannot dead-letter a message (%s); requeueing it", exc)
             self.requeue()
             return
@@ -391,6 +471,7 @@ class AMQPDriver(Driver):
         self._reply_lock = threading.Lock()
         self._closing = threading.Event()
         self._connected = threading.Event()
+        self._body_limit: _BodyLimit | None = None
 
     # -- entities -------------------------------------------------------------------
     def _exchange(self, name: str) -> kombu.Exchange:
@@ -556,20 +637,48 @@ class AMQPDriver(Driver):
         sub.channel, sub.consumer, sub.generation = channel, consumer, self._generation
         consumer.consume()
 
+    def _cuts_bodies(self, channel_id: int) -> bool:
+        """Whether bodies over the size limit arriving on this channel are cut (requests and
+        notifications; replies are read whole)."""
+        for sub in self._subs:
+            if not sub.is_reply and sub.channel is not None and sub.channel.channel_id == channel_id:
+                return True
+        return False
+
     def _deliver(self, sub: _Subscription, message: Any) -> None:
-        incoming = _AMQPIncoming(self, sub, message)
+        # NOTE: nothing raised here may reach the I/O loop: it would take it for a lost
+        # connection, reconnect, and fail every pending call of the process.
+        try:
+            cut = self._body_limit.current if self._body_limit is not None else None
+            incoming = _AMQPIncoming(self, sub, message, cut)
+        except Exception as exc:
+            _LOG_BAD.error("cannot read a message on %s (%s); dropping it", sub.dead_letter_queue, one_line(exc))
+            with contextlib.suppress(Exception):
+                message.reject(requeue=False)
+            return
         if sub.is_reply:
-            message.ack()  # on the I/O thread already; the reply is ours now
-            sub.on_message(incoming)
+            with contextlib.suppress(Exception):
+                message.ack()  # on the I/O thread already; the reply is ours now
+            try:
+                sub.on_message(incoming)
+            except Exception as exc:
+                _LOG_BAD.error("dropping a reply that failed to be handled: %s", one_line(exc))
             return
         if message.content_type != _JSON:
             # Never decode foreign content types (pickle!): park the message instead.
-            LOG.warning("rejecting a %s message on %s", message.content_type, sub.dead_letter_queue)
-            threading.Thread(
-                target=incoming.dead_letter, args=(f"content type {message.content_type}",), daemon=True
-            ).start()
+            _LOG_BAD.warning("rejecting a %s message on %s", message.content_type, sub.dead_letter_queue)
+            self._park(incoming, f"content type {message.content_type}")
             return
-        sub.on_message(incoming)
+        try:
+            sub.on_message(incoming)
+        except Exception as exc:
+            _LOG_BAD.error("the consumer of %s failed (%s); message dead-lettered", sub.dead_letter_queue,
+                           one_line(exc))
+            self._park(incoming, f"the consumer failed: {one_line(exc)}")
+
+    def _park(self, incoming: _AMQPIncoming, reason: str) -> None:
+        # Off the I/O thread: dead-lettering publishes and waits for the broker's confirm.
+        threading.Thread(target=incoming.dead_letter, args=(reason,), daemon=True).start()
 
     def _settle(self, sub: _Subscription, generation: int, message: Any, action: str) -> None:
         if generation != self._generation or sub.channel is None or generation != sub.generation:
@@ -577,6 +686,8 @@ class AMQPDriver(Driver):
         try:
             if action == "ack":
                 message.ack()
+            elif action == "reject":
+                message.reject(requeue=False)
             else:
                 message.requeue()
         except Exception as exc:
@@ -606,6 +717,10 @@ class AMQPDriver(Driver):
                 )
                 conn.connect()
                 self._conn, self._raw = conn, conn.connection
+                self._body_limit = _BodyLimit(
+                    self._raw.on_inbound_frame, self.config.max_message_size, self._cuts_bodies
+                )
+                self._raw.on_inbound_frame = self._body_limit
                 for sub in list(self._subs):
                     if sub.cancelled:
                         self._subs.remove(sub)
@@ -635,6 +750,21 @@ class AMQPDriver(Driver):
                 conn.collect()
 
     def _run(self) -> None:
+        # The I/O thread must outlive anything: without it no message arrives, no
+        # acknowledgement leaves, and every caller of this process waits for its timeout.
+        while True:
+            try:
+                self._loop()
+                return
+            except BaseException as exc:
+                LOG.critical("the broker I/O thread failed (%s); restarting it", one_line(exc), exc_info=True)
+                with contextlib.suppress(Exception):
+                    self._drop(exc)
+                if self._closing.wait(0.5):
+                    self._io.fail_commands(TransportError(reason="the transport was cleaned up"))
+                    return
+
+    def _loop(self) -> None:
         last_beat = time.monotonic()
         while not self._closing.is_set():
             if self._conn is None:

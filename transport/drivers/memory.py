@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from transport._ratelog import RateLimitedLog, one_line
 from transport.config import TransportConfig
 from transport.driver import (
     Driver,
@@ -37,6 +38,7 @@ from transport.target import Target
 __all__ = ["MemoryBroker", "MemoryDriver", "get_broker"]
 
 LOG = logging.getLogger(__name__)
+_LOG_FAILED = RateLimitedLog(LOG)
 
 _registry: dict[str, MemoryBroker] = {}
 _registry_lock = threading.Lock()
@@ -196,9 +198,12 @@ class MemoryBroker:
             incoming = _MemoryIncoming(self, consumer, tag, message)
             try:
                 consumer.on_message(incoming)
-            except Exception:
-                LOG.exception("memory consumer of %s failed; message requeued", consumer.queue)
-                self.settle(consumer, tag, requeue=True)
+            except Exception as exc:
+                # NOTE: parked, not requeued: a message its consumer fails on would come
+                # straight back to it, forever.
+                _LOG_FAILED.error("memory consumer of %s failed (%s); message dead-lettered",
+                                  consumer.queue, one_line(exc))
+                incoming.dead_letter(f"the consumer failed: {one_line(exc)}")
 
 
 class _MemoryIncoming(Incoming):
