@@ -48,7 +48,11 @@ class RateLimitedLog:
             suppressed, self._suppressed = self._suppressed, 0
             return suppressed
 
-    def log(self, level: int, msg: str, *args: Any, exc_info: Any = None) -> None:
+    def log(
+        self, level: int, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None
+    ) -> None:
+        """Log one line; ``request_id`` fills the record's ``request_id`` field (the
+        ``[...]`` of ``conductor serve``'s log format) for a line about one request."""
         if not self.logger.isEnabledFor(level):
             return
         suppressed = self._take()
@@ -57,16 +61,19 @@ class RateLimitedLog:
         if suppressed:
             msg += " (%d similar messages suppressed)"
             args = (*args, suppressed)
-        self.logger.log(level, msg, *args, exc_info=exc_info)
+        extra = None if request_id is None else {"request_id": request_id}
+        self.logger.log(level, msg, *args, exc_info=exc_info, extra=extra)
 
-    def info(self, msg: str, *args: Any, exc_info: Any = None) -> None:
-        self.log(logging.INFO, msg, *args, exc_info=exc_info)
+    def info(self, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None) -> None:
+        self.log(logging.INFO, msg, *args, exc_info=exc_info, request_id=request_id)
 
-    def warning(self, msg: str, *args: Any, exc_info: Any = None) -> None:
-        self.log(logging.WARNING, msg, *args, exc_info=exc_info)
+    def warning(
+        self, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None
+    ) -> None:
+        self.log(logging.WARNING, msg, *args, exc_info=exc_info, request_id=request_id)
 
-    def error(self, msg: str, *args: Any, exc_info: Any = None) -> None:
-        self.log(logging.ERROR, msg, *args, exc_info=exc_info)
+    def error(self, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None) -> None:
+        self.log(logging.ERROR, msg, *args, exc_info=exc_info, request_id=request_id)
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -321,15 +321,20 @@ class RPCServer:
         return _ACK
 
     def _log_failure(self, request_id: str, method: str, exc: BaseException) -> None:
+        # One line per failed request, carrying its id in the record's request_id field
+        # too; successful requests log nothing at INFO (thousands a second would flood).
+        rid = request_id
         if isinstance(exc, self.dispatcher.expected_exceptions):
-            self._failed.info("request %s %s: %s", request_id, method, one_line(exc))
+            self._failed.info("request %s %s: %s", rid, method, one_line(exc), request_id=rid)
         elif isinstance(exc, MessagingException) or is_refused(exc):
-            self._failed.warning("request %s %s failed: %s", request_id, method, one_line(exc))
+            self._failed.warning(
+                "request %s %s failed: %s", rid, method, one_line(exc), request_id=rid
+            )
         elif isinstance(exc, RecursionError):
             # Its traceback is thousands of lines of the same frames.
-            self._failed.warning("request %s %s raised %s", request_id, method, one_line(exc))
+            self._failed.warning("request %s %s raised %s", rid, method, one_line(exc), request_id=rid)
         else:
-            self._failed.warning("request %s %s raised", request_id, method, exc_info=exc)
+            self._failed.warning("request %s %s raised", rid, method, exc_info=exc, request_id=rid)
 
     def _handle_batch(self, incoming: Incoming, batch: list[Any]) -> None:
         """Several requests in one message: dispatch together, reply packed per caller,

@@ -178,3 +178,30 @@ def test_a_batch_that_falls_back_to_one_transaction_per_request_counts_each_requ
     assert sample(text, "conductor_request_seconds_count",
                   objname="Instance", objmethod="create") == 4
     assert sample(text, "conductor_requests_in_flight") == 0
+
+
+@pytest.mark.rabbit
+@pytest.mark.slow
+def test_log_lines_about_a_request_carry_its_id(
+    broker_url: str, shared_database_url: str
+) -> None:
+    objects.register_all()
+    topic = unique_topic("logids")
+    try:
+        with serve(broker_url, shared_database_url, topic, "--log-level", "INFO") as proc:
+            api = conductor.connect(broker_url, topic=topic, timeout=30)
+            try:
+                with pytest.raises(exception.NotFound):
+                    objects.Instance.get(RequestContext(project_id="p"), 10**9)
+            finally:
+                api.close()
+                base.set_indirection_api(None)
+            deadline = time.monotonic() + 10
+            while "NotFound" not in proc.output and time.monotonic() < deadline:
+                time.sleep(0.05)
+            [line] = [x for x in proc.output.splitlines() if "NotFound" in x]
+    finally:
+        delete_queues(broker_url, [topic, f"{topic}.{_hostname()}"])
+    field = re.search(r"\[([^\]]+)\]", line)
+    assert field and field.group(1) != "-", line
+    assert f"request {field.group(1)} " in line, line
