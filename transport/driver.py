@@ -92,6 +92,23 @@ class Driver(abc.ABC):
             TransportError: the broker stayed unreachable through the retries.
         """
 
+    def try_send(
+        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+    ) -> bool:
+        """Like :meth:`send` when that needs no wait for a (re)connect; otherwise send
+        nothing and return False (the caller hands the message to a thread that may wait).
+        """
+        self.send(target, body, ttl=ttl, confirm=confirm)
+        return True
+
+    def ready(self) -> bool:
+        """Connected and not known to be failing: a send would not wait for a connection."""
+        return True
+
+    def unreachable(self) -> str | None:
+        """Why the broker could not be reached at the last attempt (None: it could)."""
+        return None
+
     @abc.abstractmethod
     def send_reply(self, address: str, body: bytes) -> None:
         """Send a reply envelope to a reply address from :meth:`start_replies`. A vanished

@@ -64,6 +64,8 @@ LOG = logging.getLogger(__name__)
 
 # kombu is only partly typed; the driver treats it as dynamic rather than sprinkle ignores.
 kombu: Any = _kombu
+# kombu loads these lazily (~0.2 s): load them with the driver, not in a first call_async.
+_ = (kombu.Connection, kombu.Exchange, kombu.Queue, kombu.Producer, kombu.Consumer)
 
 _JSON = "application/json"
 _HEARTBEAT = 15  # seconds; the I/O thread checks twice per interval
@@ -105,6 +107,32 @@ def _with_tls_port(parts: Any) -> str:
     return netloc
 
 
+def _where(url: str) -> str:
+    """``host:port`` of the (first) broker in a URL: what errors name, never the password."""
+    try:
+        parts = urlsplit(url.split(";", 1)[0])
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+    except ValueError:
+        return "the broker"
+
+
+def _open(url: str, ssl: dict[str, Any] | bool, **options: Any) -> kombu.Connection:
+    """A connected kombu connection, after one attempt.
+
+    NOTE: never ``Connection.connect()``: it retries once after sleeping 2 s inside
+    kombu, so every refused attempt took 2.3 s and the transport's retries (which have
+    their own backoff) added up to ~24 s before a caller heard of an unreachable broker.
+    """
+    conn = kombu.Connection(url, ssl=ssl, heartbeat=_HEARTBEAT, connect_timeout=5, **options)
+    try:
+        conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.release()
+        raise
+    return conn
+
+
 def _backoff(attempt: int, cap: float) -> float:
     """Jittered exponential backoff: a random delay up to min(cap, 0.1 * 2**attempt)."""
     return random.uniform(0.05, min(cap, 0.1 * (2**attempt)))
@@ -131,21 +159,26 @@ class _Publisher:
         self._declared: set[str] = set()
         self._returned = False
         self._closed = False
+        # Why the broker could not be reached at the last attempt; None once connected.
+        self.unreachable: str | None = None
+        # Set when a publish used up its retries: later publishes try once until one works,
+        # so a queue of messages for a dead broker fails in milliseconds, not retries each.
+        self._down = False
+
+    @property
+    def ready(self) -> bool:
+        """Connected and not known to be failing: a publish need not (re)connect."""
+        return self._producer is not None and not self._down
 
     def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
         self._returned = True
 
     def _connect(self) -> kombu.Producer:
         if self._producer is None:
-            conn = kombu.Connection(
-                self._url,
-                ssl=self._ssl,
-                heartbeat=_HEARTBEAT,
-                connect_timeout=5,
-                transport_options={"confirm_publish": self._confirm},
-            )
-            conn.connect()
+            conn = _open(self._url, self._ssl, transport_options={"confirm_publish": self._confirm})
             self._conn = conn
+            self.unreachable = None
+            self._down = False
             self._producer = kombu.Producer(conn.channel(), on_return=self._on_return)
             self._declared = set()
         return self._producer
@@ -167,9 +200,16 @@ class _Publisher:
         persistent: bool = False,
         declare: tuple[Any, ...] = (),
         headers: dict[str, Any] | None = None,
+        retry: bool = True,
     ) -> bool:
-        """Publish and wait for the broker's confirm; False if it was returned unroutable."""
+        """Publish and wait for the broker's confirm; False if it was returned unroutable.
+
+        Reconnects up to ``connect_retries`` times with backoff (once, when the last
+        publish found the broker unreachable or ``retry`` is False), then raises
+        TransportError naming the broker's host and port.
+        """
         attempt = 0
+        retries = self._config.connect_retries if retry and not self._down else 0
         while True:
             with self._lock:
                 if self._closed:
@@ -202,8 +242,15 @@ class _Publisher:
                             raise MessageDeliveryFailure(reason=str(exc)) from exc
                         if not isinstance(exc, OSError):
                             raise
-                    if attempt >= self._config.connect_retries:
-                        raise TransportError(reason=f"cannot publish to {exchange or 'reply'}: {exc}") from exc
+                    if conn is None:
+                        self.unreachable = f"cannot reach the broker at {_where(self._url)}: {exc}"
+                    if attempt >= retries:
+                        if retry:
+                            self._down = True
+                        raise TransportError(
+                            reason=self.unreachable
+                            or f"cannot publish to {exchange or 'reply'} at {_where(self._url)}: {exc}"
+                        ) from exc
                     LOG.info("publisher connection failed (%s); retrying", exc)
             time.sleep(_backoff(attempt, self._config.retry_interval_max))
             attempt += 1
@@ -224,6 +271,10 @@ class _Publisher:
         with self._lock:
             self._closed = True
             self._reset()
+
+
+def _succeeded(future: Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class _Subscription:
@@ -319,13 +370,18 @@ class _IOThread:
         self._commands.put((fn, None))
         self.wake()
 
-    def call(self, fn: Callable[[], Any], timeout: float = _COMMAND_TIMEOUT) -> Any:
-        if threading.current_thread() is self._thread:
-            return fn()
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the I/O thread; its future ends with its result or failure."""
         self.ensure_started()
         future: Future[Any] = Future()
         self._commands.put((fn, future))
         self.wake()
+        return future
+
+    def call(self, fn: Callable[[], Any], timeout: float = _COMMAND_TIMEOUT) -> Any:
+        if threading.current_thread() is self._thread:
+            return fn()
+        future = self.submit(fn)
         try:
             return future.result(timeout)
         except TimeoutError:
@@ -383,7 +439,10 @@ class AMQPDriver(Driver):
         self._subs: list[_Subscription] = []
         self._reply_sub: _Subscription | None = None
         self._reply_queue: str | None = None
+        self._reply_ready: Future[Any] | None = None  # the reply queue's subscription
         self._reply_lock = threading.Lock()
+        # Why the consumer connection gave up its retries; None while connected.
+        self._consumer_down: str | None = None
         self._closing = threading.Event()
         self._connected = threading.Event()
 
@@ -403,15 +462,62 @@ class AMQPDriver(Driver):
         )
 
     # -- sending --------------------------------------------------------------------
+    def ready(self) -> bool:
+        return (
+            self._publisher.ready
+            and self._consumer_down is None
+            and (self._reply_ready is None or _succeeded(self._reply_ready))
+        )
+
+    def unreachable(self) -> str | None:
+        return self._publisher.unreachable or self._consumer_down
+
+    def try_send(
+        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+    ) -> bool:
+        if not self.ready():
+            return False
+        try:
+            self._send(target, body, ttl=ttl, confirm=confirm, retry=False)
+        except TransportError:
+            if self._closing.is_set():
+                raise
+            return False  # the connection broke: the sender thread reconnects, with retries
+        return True
+
     def send(
         self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
     ) -> None:
+        self._send(target, body, ttl=ttl, confirm=confirm)
+
+    def _await_replies(self) -> None:
+        """Wait until the reply queue is consumed (a request sent before would lose its
+        reply); start it again if it failed. Runs on the sender thread, never a caller's."""
+        with self._reply_lock:
+            ready, sub = self._reply_ready, self._reply_sub
+            if ready is None or sub is None or _succeeded(ready):
+                return
+            if ready.done():  # failed: the broker was unreachable; try again
+                ready = self._reply_ready = self._io.submit(lambda: self._subscribe(sub))
+        if self._consumer_down is not None and not ready.done():
+            raise TransportError(reason=self._consumer_down)
+        try:
+            ready.result(_COMMAND_TIMEOUT)
+        except TimeoutError:
+            raise TransportError(
+                reason=f"the broker at {_where(self._kombu_url)} did not answer within {_COMMAND_TIMEOUT}s"
+            ) from None
+
+    def _send(
+        self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool = True
+    ) -> None:
+        self._await_replies()
         exchange = exchange_name(target, self.config)
         persistent = self.config.persistent
         if target.fanout:
             name = exchange + "_fanout"
             self._publisher.publish(
-                name, target.require_topic(), body, ttl=ttl, declare=(self._exchange(name),)
+                name, target.require_topic(), body, ttl=ttl, declare=(self._exchange(name),), retry=retry
             )
             return
         key = routing_key(target)
@@ -420,7 +526,7 @@ class AMQPDriver(Driver):
             # NOTE: a confirmed publish to this queue succeeded moments ago, and topic
             # queues are durable: it is still there. Skipping the confirm saves a broker
             # round trip per call; a call lost anyway ends in its caller's timeout.
-            self._reply_publisher.publish(exchange, key, body, ttl=ttl, persistent=persistent)
+            self._reply_publisher.publish(exchange, key, body, ttl=ttl, persistent=persistent, retry=retry)
             return
         delivered = self._publisher.publish(
             exchange,
@@ -430,6 +536,7 @@ class AMQPDriver(Driver):
             ttl=ttl,
             persistent=persistent,
             declare=(self._exchange(exchange),),
+            retry=retry,
         )
         if not delivered:
             self._routable.pop(route, None)
@@ -477,8 +584,10 @@ class AMQPDriver(Driver):
             sub = _Subscription([q], deliver, prefetch=0, dead_letter=name + ".dead")
             sub.is_reply = True
             sub.on_lost = on_lost
-            self._io.call(lambda: self._subscribe(sub))
+            # NOTE: not waited for here: a caller's call_async must return at once even
+            # when the broker is unreachable. send() waits for it on the sender thread.
             self._reply_sub, self._reply_queue = sub, name
+            self._reply_ready = self._io.submit(lambda: self._subscribe(sub))
             return name
 
     def listen(self, target: Target, on_message: OnMessage, *, prefetch: int) -> Listener:
@@ -523,13 +632,17 @@ class AMQPDriver(Driver):
 
     # -- the I/O thread -------------------------------------------------------------
     def _subscribe(self, sub: _Subscription) -> None:
-        self._subs.append(sub)
+        if sub in self._subs:  # subscribed again after a failure seen by its caller
+            if sub.consumer is not None and sub.generation == self._generation:
+                return
+        else:
+            self._subs.append(sub)
         self._consume(sub)
 
     def _consume(self, sub: _Subscription) -> None:
         assert self._conn is not None
         channel = self._conn.channel()
-        if sub.is_reply and self._generation > 0:
+        if sub.is_reply and sub.generation >= 0:  # consumed before: did the queue survive?
             try:
                 channel.queue_declare(queue=sub.queues[0].name, passive=True)
             except self._conn.channel_errors:
@@ -596,11 +709,9 @@ class AMQPDriver(Driver):
         attempt = 0
         while not self._closing.is_set():
             try:
-                conn = kombu.Connection(
-                    self._kombu_url, ssl=self._ssl, heartbeat=_HEARTBEAT, connect_timeout=5
-                )
-                conn.connect()
+                conn = _open(self._kombu_url, self._ssl)
                 self._conn, self._raw = conn, conn.connection
+                self._consumer_down = None
                 for sub in list(self._subs):
                     if sub.cancelled:
                         self._subs.remove(sub)
@@ -616,7 +727,8 @@ class AMQPDriver(Driver):
                 LOG.info("broker connection failed (%s); retrying in %.2fs", exc, delay)
                 attempt += 1
                 if attempt > self.config.connect_retries:
-                    self._io.fail_commands(TransportError(reason=f"cannot reach the broker: {exc}"))
+                    self._consumer_down = f"cannot reach the broker at {_where(self._kombu_url)}: {exc}"
+                    self._io.fail_commands(TransportError(reason=self._consumer_down))
                 self._closing.wait(delay)
 
     def _drop(self, exc: BaseException) -> None:
