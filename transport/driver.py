@@ -82,13 +82,16 @@ class Driver(abc.ABC):
 
         ``confirm=False`` (calls, whose caller learns of a loss from its timeout anyway)
         lets a driver skip waiting for the broker when it knows the target is routable.
+        It also marks a call: one needs a server now, so a driver raises
+        MessageUndeliverable when nobody consumes the queue (a cast waits there instead).
 
         ``target.topic`` is set; ``target.server`` picks the ``<topic>.<server>`` queue;
         ``target.fanout`` copies it to every fanout queue of the topic (none is fine).
         ``ttl`` (seconds) drops the message if no server took it by then.
 
         Raises:
-            MessageUndeliverable: no queue is bound for a non-fanout target.
+            MessageUndeliverable: no queue is bound for a non-fanout target, or (a call)
+                the queue has no consumer.
             TransportError: the broker stayed unreachable through the retries.
         """
 

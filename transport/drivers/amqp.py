@@ -71,6 +71,7 @@ _JSON = "application/json"
 _HEARTBEAT = 15  # seconds; the I/O thread checks twice per interval
 _COMMAND_TIMEOUT = 30.0
 _ROUTABLE_FOR = 5.0  # seconds a confirmed route is trusted for unconfirmed calls
+_SERVED_FOR = 1.0  # seconds a queue seen with consumers is trusted to have them for calls
 
 
 _TLS_OPTIONS = ("ca_certs", "certfile", "keyfile")
@@ -157,6 +158,7 @@ class _Publisher:
         self._conn: kombu.Connection | None = None
         self._producer: kombu.Producer | None = None
         self._declared: set[str] = set()
+        self._check_channel: Any = None  # for passive declares (a 404 closes a channel)
         self._returned = False
         self._closed = False
         # Why the broker could not be reached at the last attempt; None once connected.
@@ -185,6 +187,7 @@ class _Publisher:
 
     def _reset(self) -> None:
         conn, self._conn, self._producer = self._conn, None, None
+        self._check_channel = None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.release()
@@ -208,6 +211,49 @@ class _Publisher:
         publish found the broker unreachable or ``retry`` is False), then raises
         TransportError naming the broker's host and port.
         """
+
+        def go(producer: Any) -> bool:
+            for entity in declare:
+                if entity.name not in self._declared:
+                    entity(producer.channel).declare()
+                    self._declared.add(entity.name)
+            self._returned = False
+            producer.publish(
+                body,
+                exchange=exchange,
+                routing_key=key,
+                mandatory=mandatory,
+                expiration=ttl,
+                delivery_mode=2 if persistent else 1,
+                content_type=_JSON,
+                content_encoding="binary",
+                headers=headers,
+                retry=False,
+            )
+            return not self._returned
+
+        return bool(self._with_connection(go, f"publish to {exchange or 'reply'}", retry))
+
+    def consumers(self, queue: str, *, retry: bool = True) -> int | None:
+        """How many consumers ``queue`` has right now (None: no such queue). One round trip."""
+
+        def go(producer: Any) -> int | None:
+            assert self._conn is not None
+            if self._check_channel is None:
+                self._check_channel = self._conn.channel()
+            try:
+                return int(self._check_channel.queue_declare(queue=queue, passive=True).consumer_count)
+            except self._conn.channel_errors as exc:
+                self._check_channel = None  # the broker closed it
+                if getattr(exc, "code", None) == 404:
+                    return None
+                raise
+
+        result: int | None = self._with_connection(go, f"check the consumers of {queue}", retry)
+        return result
+
+    def _with_connection(self, fn: Callable[[Any], Any], what: str, retry: bool) -> Any:
+        """``fn(producer)`` under the lock, reconnecting and retrying on connection errors."""
         attempt = 0
         retries = self._config.connect_retries if retry and not self._down else 0
         while True:
@@ -215,25 +261,7 @@ class _Publisher:
                 if self._closed:
                     raise TransportError(reason="the transport was cleaned up")
                 try:
-                    producer = self._connect()
-                    for entity in declare:
-                        if entity.name not in self._declared:
-                            entity(producer.channel).declare()
-                            self._declared.add(entity.name)
-                    self._returned = False
-                    producer.publish(
-                        body,
-                        exchange=exchange,
-                        routing_key=key,
-                        mandatory=mandatory,
-                        expiration=ttl,
-                        delivery_mode=2 if persistent else 1,
-                        content_type=_JSON,
-                        content_encoding="binary",
-                        headers=headers,
-                        retry=False,
-                    )
-                    return not self._returned
+                    return fn(self._connect())
                 except Exception as exc:
                     conn = self._conn
                     self._reset()
@@ -248,8 +276,7 @@ class _Publisher:
                         if retry:
                             self._down = True
                         raise TransportError(
-                            reason=self.unreachable
-                            or f"cannot publish to {exchange or 'reply'} at {_where(self._url)}: {exc}"
+                            reason=self.unreachable or f"cannot {what} at {_where(self._url)}: {exc}"
                         ) from exc
                     LOG.info("publisher connection failed (%s); retrying", exc)
             time.sleep(_backoff(attempt, self._config.retry_interval_max))
@@ -432,6 +459,8 @@ class AMQPDriver(Driver):
         self._reply_publisher = _Publisher(self._kombu_url, config, confirm=False, ssl=self._ssl)
         # (exchange, routing key) -> when a confirmed, routed publish last went there.
         self._routable: dict[tuple[str, str], float] = {}
+        # queue -> when it was last seen with a consumer (calls fail fast without one).
+        self._served: dict[str, float] = {}
         self._io = _IOThread(f"transport-amqp-io-{id(self) % 10000}", self._run)
         self._conn: kombu.Connection | None = None
         self._raw: Any = None  # the py-amqp connection inside _conn
@@ -522,6 +551,8 @@ class AMQPDriver(Driver):
             return
         key = routing_key(target)
         route = (exchange, key)
+        if not confirm:  # a call: someone must serve it now (a cast may wait for a server)
+            self._require_consumer(key, retry)
         if not confirm and time.monotonic() - self._routable.get(route, -1e9) < _ROUTABLE_FOR:
             # NOTE: a confirmed publish to this queue succeeded moments ago, and topic
             # queues are durable: it is still there. Skipping the confirm saves a broker
@@ -542,6 +573,24 @@ class AMQPDriver(Driver):
             self._routable.pop(route, None)
             raise MessageUndeliverable(target=key)
         self._routable[route] = time.monotonic()
+
+    def _require_consumer(self, queue: str, retry: bool) -> None:
+        """Raise MessageUndeliverable when nobody consumes ``queue``.
+
+        NOTE: topic queues are durable and outlive their servers, so the mandatory flag
+        alone never tells a caller that every server has stopped: it would wait out its
+        timeout. A queue seen with a consumer is trusted for _SERVED_FOR seconds, so this
+        costs one broker round trip per topic per second, not one per call. A call sent
+        within that second after the last server went waits in the queue for the next
+        one, as do calls that were queued before it went.
+        """
+        now = time.monotonic()
+        if now - self._served.get(queue, -1e9) < _SERVED_FOR:
+            return
+        if not self._publisher.consumers(queue, retry=retry):
+            self._served.pop(queue, None)
+            raise MessageUndeliverable(target=queue)
+        self._served[queue] = now
 
     def send_reply(self, address: str, body: bytes) -> None:
         self._reply_publisher.publish("", address, body)
