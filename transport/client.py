@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from transport import _wire
 from transport._replies import _END, PendingCall
+from transport.driver import routing_key
 from transport.exceptions import InvalidTarget, UnsupportedVersion
 from transport.futures import RPCFuture
 from transport.serializer import Serializer, context_to_dict
@@ -163,6 +164,7 @@ class RPCClient:
             self._exmods,
             multi=multi,
         )
+        call.queue = routing_key(self.target)
         replies.register(call)
 
         def on_sent(error: BaseException | None) -> None:

@@ -108,6 +108,11 @@ class Driver(abc.ABC):
         """Connected and not known to be failing: a send would not wait for a connection."""
         return True
 
+    def queue_state(self, queue: str) -> tuple[int, int] | None:
+        """(messages waiting, consumers) of a request queue right now; (0, 0) if there is
+        no such queue; None if the driver cannot tell. One broker round trip."""
+        return None
+
     def unreachable(self) -> str | None:
         """Why the broker could not be reached at the last attempt (None: it could)."""
         return None

@@ -234,22 +234,24 @@ class _Publisher:
 
         return bool(self._with_connection(go, f"publish to {exchange or 'reply'}", retry))
 
-    def consumers(self, queue: str, *, retry: bool = True) -> int | None:
-        """How many consumers ``queue`` has right now (None: no such queue). One round trip."""
+    def queue_state(self, queue: str, *, retry: bool = True) -> tuple[int, int]:
+        """(messages ready, consumers) of ``queue`` right now ((0, 0): no such queue).
+        One broker round trip."""
 
-        def go(producer: Any) -> int | None:
+        def go(producer: Any) -> tuple[int, int]:
             assert self._conn is not None
             if self._check_channel is None:
                 self._check_channel = self._conn.channel()
             try:
-                return int(self._check_channel.queue_declare(queue=queue, passive=True).consumer_count)
+                ok = self._check_channel.queue_declare(queue=queue, passive=True)
             except self._conn.channel_errors as exc:
                 self._check_channel = None  # the broker closed it
                 if getattr(exc, "code", None) == 404:
-                    return None
+                    return 0, 0
                 raise
+            return int(ok.message_count), int(ok.consumer_count)
 
-        result: int | None = self._with_connection(go, f"check the consumers of {queue}", retry)
+        result: tuple[int, int] = self._with_connection(go, f"look at {queue}", retry)
         return result
 
     def _with_connection(self, fn: Callable[[Any], Any], what: str, retry: bool) -> Any:
@@ -587,10 +589,13 @@ class AMQPDriver(Driver):
         now = time.monotonic()
         if now - self._served.get(queue, -1e9) < _SERVED_FOR:
             return
-        if not self._publisher.consumers(queue, retry=retry):
+        if not self._publisher.queue_state(queue, retry=retry)[1]:
             self._served.pop(queue, None)
             raise MessageUndeliverable(target=queue)
         self._served[queue] = now
+
+    def queue_state(self, queue: str) -> tuple[int, int] | None:
+        return self._publisher.queue_state(queue, retry=False)
 
     def send_reply(self, address: str, body: bytes) -> None:
         self._reply_publisher.publish("", address, body)
