@@ -6,6 +6,7 @@ refused at once), so these tests need no broker and run everywhere kombu is inst
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from transport import Notifier, RPCClient, Target
 from transport.exceptions import MessagingTimeout, TransportError
 
 #: How long an ``_async`` call may take to return, whatever the broker does.
-RETURNS_WITHIN = 0.25
+RETURNS_WITHIN = 0.5
 #: The Notifier's documented bound on one notification (transport.notify.NOTIFY_WAIT).
 NOTIFY_BOUND = 1.0
 
@@ -91,6 +92,7 @@ def test_notifications_never_stall_the_caller_past_the_bound(
 def test_get_async_through_connect_returns_at_once(dead_url: str) -> None:
     import conductor
     import objects
+    from objects import base
     from objects import exception as oexc
     from objects.context import RequestContext
 
@@ -105,3 +107,94 @@ def test_get_async_through_connect_returns_at_once(dead_url: str) -> None:
         assert time.monotonic() - start < 3.5
     finally:
         api.close()
+        base.set_indirection_api(None)
+
+
+class _Proxy:
+    """Forwards a local port to the test broker once started (refuses before)."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self._server: socket.socket | None = None
+        self._socks: list[socket.socket] = []
+
+    def start(self) -> None:
+        import threading
+
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(16)
+        self._server = server
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(self.target)
+                self._socks += [client, upstream]
+                threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def stop(self) -> None:
+        for sock in [*self._socks, *([self._server] if self._server else [])]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_calls_work_again_once_the_broker_is_reachable(topic: str, queues: list[str]) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.brokers import no_service
+
+    from .conftest import RABBIT_URL
+
+    if not RABBIT_URL:
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
+    broker = urlsplit(RABBIT_URL)
+    port = closed_port()
+    proxied = RABBIT_URL.replace(broker.netloc.split("@")[-1], f"127.0.0.1:{port}")
+    caller = transport.get_transport(proxied)
+    server_side = transport.get_transport(RABBIT_URL)
+    proxy = _Proxy(port, (broker.hostname or "127.0.0.1", broker.port or 5672))
+    server = transport.RPCServer(server_side, Target(topic=topic), [Echo()])
+    try:
+        server.start()
+        client = RPCClient(caller, Target(topic=topic), timeout=30)
+        with pytest.raises(TransportError):
+            client.call_async({}, "echo", value=1).result(30)
+        proxy.start()
+        deadline = time.monotonic() + 20
+        while True:  # the reply queue's consumer reconnects with backoff (<= 2 s)
+            try:
+                assert client.call({}, "echo", value=2) == 2
+                break
+            except TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert client.call({}, "echo", value=3) == 3
+    finally:
+        server.stop(timeout=5)
+        caller.cleanup()
+        server_side.cleanup()
+        proxy.stop()
+
+
+class Echo:
+    def echo(self, ctxt: object, value: object) -> object:
+        return value
