@@ -230,7 +230,7 @@ class ReplyWaiter:
                     if call is None:
                         continue
                     if when >= call.deadline:
-                        exc: BaseException = MessagingTimeout(method=call.method, timeout=call.timeout)
+                        exc: BaseException = self._timeout(call)
                     elif call.heartbeat_deadline == when:
                         silence = round(call.monitor_interval * self._misses, 3)  # type: ignore[operator]
                         exc = CallMonitorTimeout(method=call.method, silence=silence)
@@ -249,6 +249,17 @@ class ReplyWaiter:
                     self._wakeup.wait(None if wake == _NEVER else max(0.0, wake - now))
             for call, exc in expired:
                 call.fail(exc)
+
+    def _timeout(self, call: PendingCall) -> MessagingTimeout:
+        """The call's deadline passed; say why when the broker is the reason."""
+        unreachable = self._driver.unreachable()
+        if unreachable is None:
+            return MessagingTimeout(method=call.method, timeout=call.timeout)
+        return MessagingTimeout(
+            f"Timed out after {call.timeout}s waiting for a reply to {call.method}: {unreachable}",
+            method=call.method,
+            timeout=call.timeout,
+        )
 
     # -- probing a queue for calls that heard nothing --------------------------------------
     def _probe(self, call: PendingCall) -> None:  # lock held

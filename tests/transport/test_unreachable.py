@@ -59,9 +59,8 @@ def test_call_async_returns_at_once_and_fails_typed_within_its_timeout(
         assert took < min(timeout, 15.0) + 1.0, took
         exc = info.value
         assert "s3cr3t" not in str(exc)
-        if isinstance(exc, TransportError):
-            port = dead_url.rsplit(":", 1)[1].strip("/")
-            assert f"127.0.0.1:{port}" in str(exc), str(exc)
+        port = dead_url.rsplit(":", 1)[1].strip("/")
+        assert f"cannot reach the broker at 127.0.0.1:{port}" in str(exc), str(exc)
 
 
 def test_a_call_after_the_broker_was_found_unreachable_fails_at_once(

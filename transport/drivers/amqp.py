@@ -474,6 +474,7 @@ class AMQPDriver(Driver):
         self._reply_lock = threading.Lock()
         # Why the consumer connection gave up its retries; None while connected.
         self._consumer_down: str | None = None
+        self._consumer_failing: str | None = None  # why the last attempt failed
         self._closing = threading.Event()
         self._connected = threading.Event()
 
@@ -501,7 +502,7 @@ class AMQPDriver(Driver):
         )
 
     def unreachable(self) -> str | None:
-        return self._publisher.unreachable or self._consumer_down
+        return self._publisher.unreachable or self._consumer_failing
 
     def try_send(
         self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
@@ -765,7 +766,7 @@ class AMQPDriver(Driver):
             try:
                 conn = _open(self._kombu_url, self._ssl)
                 self._conn, self._raw = conn, conn.connection
-                self._consumer_down = None
+                self._consumer_down = self._consumer_failing = None
                 for sub in list(self._subs):
                     if sub.cancelled:
                         self._subs.remove(sub)
@@ -777,11 +778,12 @@ class AMQPDriver(Driver):
                 return
             except Exception as exc:
                 self._drop(exc)
+                self._consumer_failing = f"cannot reach the broker at {_where(self._kombu_url)}: {exc}"
                 delay = _backoff(attempt, self.config.retry_interval_max)
                 LOG.info("broker connection failed (%s); retrying in %.2fs", exc, delay)
                 attempt += 1
                 if attempt > self.config.connect_retries:
-                    self._consumer_down = f"cannot reach the broker at {_where(self._kombu_url)}: {exc}"
+                    self._consumer_down = self._consumer_failing
                     self._io.fail_commands(TransportError(reason=self._consumer_down))
                 self._closing.wait(delay)
 
