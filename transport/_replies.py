@@ -91,6 +91,8 @@ class PendingCall:
 _MIN_CHECK = 1.0
 _MIN_ARMED = 2.0
 _NEVER = float("inf")
+#: Seconds a queue's state serves the calls that come to be looked at after it.
+_PROBE_FRESH = 0.5
 
 #: Finished calls' timer entries tolerated before the heap is compacted.
 _COMPACT_SLACK = 1024
@@ -118,6 +120,7 @@ class ReplyWaiter:
         self._probes: dict[str, list[str]] = {}  # queue -> request ids waiting for its state
         self._probe_thread: threading.Thread | None = None
         self._probe_wake = threading.Condition(self._lock)
+        self._probed: dict[str, tuple[float, tuple[int, int] | None]] = {}
 
     @property
     def address(self) -> str:
@@ -265,6 +268,11 @@ class ReplyWaiter:
     def _probe(self, call: PendingCall) -> None:  # lock held
         assert call.queue is not None
         call.check_at = None
+        seen = self._probed.get(call.queue)
+        if seen is not None and time.monotonic() - seen[0] < _PROBE_FRESH:
+            # Looked at after this call was sent: its answer holds for it too.
+            self._apply_probe(call, seen[1], time.monotonic())
+            return
         waiting = self._probes.setdefault(call.queue, [])
         waiting.append(call.request_id)
         if self._probe_thread is None:
@@ -283,6 +291,7 @@ class ReplyWaiter:
                 if self._closed:
                     return
                 queue_name = next(iter(self._probes))
+            asked = time.monotonic()
             try:
                 state = self._driver.queue_state(queue_name)
             except Exception as exc:  # broker trouble: the deadline still holds
@@ -291,20 +300,25 @@ class ReplyWaiter:
             with self._lock:
                 waiting = self._probes.pop(queue_name, [])
                 now = time.monotonic()
+                if len(self._probed) > 1000:
+                    self._probed.clear()
+                self._probed[queue_name] = (asked, state)
                 for request_id in waiting:
                     call = self._pending.get(request_id)
-                    if call is None or call.heartbeat_deadline is not None or not call.monitor_interval:
-                        continue
-                    if state is None:
-                        continue  # the driver cannot tell: wait for the deadline
-                    messages, consumers = state
-                    if consumers and not messages:
-                        # Delivered, and no server said a word: monitor it from now.
-                        silence = max(call.monitor_interval * self._misses, _MIN_ARMED)
-                        call.heartbeat_deadline = now + silence
-                        self._schedule(call.heartbeat_deadline, request_id)
-                    else:  # still waiting in the queue, or for a server to start
-                        self._schedule_check(call, now)
+                    if call is not None:
+                        self._apply_probe(call, state, now)
+
+    def _apply_probe(self, call: PendingCall, state: tuple[int, int] | None, now: float) -> None:  # lock held
+        if call.heartbeat_deadline is not None or not call.monitor_interval or state is None:
+            return  # heard from a server meanwhile, or the driver cannot tell: the deadline holds
+        messages, consumers = state
+        if consumers and not messages:
+            # Delivered, and no server said a word: monitor it from now.
+            silence = max(call.monitor_interval * self._misses, _MIN_ARMED)
+            call.heartbeat_deadline = now + silence
+            self._schedule(call.heartbeat_deadline, call.request_id)
+        else:  # still waiting in the queue, or for a server to start
+            self._schedule_check(call, now)
 
     def close(self) -> None:
         with self._lock:
