@@ -197,3 +197,13 @@ def test_calls_work_again_once_the_broker_is_reachable(topic: str, queues: list[
 class Echo:
     def echo(self, ctxt: object, value: object) -> object:
         return value
+
+
+def test_cleanup_does_not_wait_for_an_unreachable_broker(dead_url: str) -> None:
+    tp = transport.get_transport(dead_url)
+    client = RPCClient(tp, Target(topic="nobody-home"), timeout=0.5)
+    with pytest.raises(MessagingTimeout):
+        client.call({}, "echo")
+    start = time.monotonic()
+    tp.cleanup()
+    assert time.monotonic() - start < 1.0

@@ -845,7 +845,7 @@ class AMQPDriver(Driver):
                 with contextlib.suppress(Exception):
                     self._conn.default_channel.queue_delete(reply_queue)
 
-        if self._io._started:
+        if self._io._started and self._connected.is_set():  # (else nothing to shut down)
             with contextlib.suppress(Exception):
                 self._io.call(shutdown, timeout=5)
         self._closing.set()
