@@ -57,6 +57,7 @@ class PendingCall:
         self.heartbeat_deadline: float | None = None
         self.queue: str | None = None  # the queue it went to, probed if it hears nothing
         self.check_at: float | None = None
+        self.sent = False  # the broker has it (set by the sender)
         self.convert = convert
         self.allowed_exmods = tuple(allowed_exmods)
         self.future: RPCFuture | None = None if multi else RPCFuture(request_id, method)
@@ -246,7 +247,10 @@ class ReplyWaiter:
                     when, request_id = checks.popleft()
                     call = self._pending.get(request_id)
                     if call is not None and call.check_at == when and call.heartbeat_deadline is None:
-                        self._probe(call)
+                        if call.sent:
+                            self._probe(call)
+                        else:  # still on its way to the broker: nothing to look for yet
+                            self._schedule_check(call, now)
                 if not expired:
                     wake = min(self._timers[0][0] if self._timers else _NEVER, checks[0][0] if checks else _NEVER)
                     self._wakeup.wait(None if wake == _NEVER else max(0.0, wake - now))

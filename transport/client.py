@@ -171,6 +171,8 @@ class RPCClient:
             if error is not None:
                 replies.forget(call.request_id)
                 call.fail(error)
+            else:
+                call.sent = True
 
         # NOTE: the send itself happens on the transport's sender thread, which packs
         # requests queued meanwhile into one broker message; a failure to send (nobody
