@@ -3,6 +3,14 @@
 One :class:`ReplyWaiter` per transport: one reply queue for every client of the process,
 replies matched to pending calls by request id. A single daemon thread enforces deadlines
 and watches heartbeats; nothing polls.
+
+The call monitor starts with a call's first heartbeat. A call that hears nothing for
+``interval * misses`` seconds after it was sent is either still in the broker's queue
+(servers busy, or none running: it waits for one) or was delivered to a server that
+froze before it could send anything (a live server heartbeats every request it holds,
+see transport.server). One broker round trip per queue tells them apart: when the queue
+has consumers but no message waiting, the request was delivered, and the monitor starts
+as if a heartbeat had just arrived.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -54,6 +63,9 @@ class PendingCall:
         self.deadline = time.monotonic() + timeout
         self.monitor_interval = monitor_interval
         self.heartbeat_deadline: float | None = None
+        self.queue: str | None = None  # the queue it went to, probed if it hears nothing
+        self.check_at: float | None = None
+        self.sent = False  # the broker has it (set by the sender)
         self.convert = convert
         self.allowed_exmods = tuple(allowed_exmods)
         self.on_error = on_error
@@ -86,6 +98,14 @@ class PendingCall:
             self.items.put(_END)
 
 
+#: Seconds a call waits at least before its queue is looked at, and then for a first
+#: heartbeat (a server heartbeats a request it holds within transport.server._HELD_GRACE).
+_MIN_CHECK = 1.0
+_MIN_ARMED = 2.0
+_NEVER = float("inf")
+#: Seconds a queue's state serves the calls that come to be looked at after it.
+_PROBE_FRESH = 0.5
+
 #: Finished calls' timer entries tolerated before the heap is compacted.
 _COMPACT_SLACK = 1024
 
@@ -100,10 +120,19 @@ class ReplyWaiter:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._timers: list[tuple[float, int, str]] = []
+        # (when, request id) of calls to look at if they heard nothing by then. NOTE: a
+        # FIFO, not the heap: almost every call is answered before, and appending costs
+        # less than a heap push (one interval for all: in order; mixed intervals only
+        # delay a look a little).
+        self._checks: deque[tuple[float, str]] = deque()
         self._seq = itertools.count()
         self._address: str | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._probes: dict[str, list[str]] = {}  # queue -> request ids waiting for its state
+        self._probe_thread: threading.Thread | None = None
+        self._probe_wake = threading.Condition(self._lock)
+        self._probed: dict[str, tuple[float, tuple[int, int] | None]] = {}
 
     @property
     def address(self) -> str:
@@ -122,6 +151,8 @@ class ReplyWaiter:
                 raise ConnectionLost(reason="the transport was cleaned up")
             self._pending[call.request_id] = call
             self._schedule(call.deadline, call.request_id)
+            if call.queue is not None and call.monitor_interval:
+                self._schedule_check(call, time.monotonic())
 
     @property
     def in_flight(self) -> int:
@@ -131,6 +162,14 @@ class ReplyWaiter:
     def forget(self, request_id: str) -> None:
         with self._lock:
             self._pending.pop(request_id, None)
+
+    def _schedule_check(self, call: PendingCall, now: float) -> None:  # lock held
+        assert call.monitor_interval
+        call.check_at = now + max(call.monitor_interval * self._misses, _MIN_CHECK)
+        if call.check_at < call.deadline:
+            if not self._checks:
+                self._wakeup.notify()
+            self._checks.append((call.check_at, call.request_id))
 
     def _schedule(self, when: float, request_id: str) -> None:  # lock held
         timers = self._timers
@@ -206,7 +245,7 @@ class ReplyWaiter:
                     if call is None:
                         continue
                     if when >= call.deadline:
-                        exc: BaseException = MessagingTimeout(method=call.method, timeout=call.timeout)
+                        exc: BaseException = self._timeout(call)
                     elif call.heartbeat_deadline == when:
                         silence = round(call.monitor_interval * self._misses, 3)  # type: ignore[operator]
                         exc = CallMonitorTimeout(method=call.method, silence=silence)
@@ -214,16 +253,93 @@ class ReplyWaiter:
                         continue  # a heartbeat arrived after this check was scheduled
                     del self._pending[request_id]
                     expired.append((call, exc))
+                checks = self._checks
+                while checks and checks[0][0] <= now:
+                    when, request_id = checks.popleft()
+                    call = self._pending.get(request_id)
+                    if call is not None and call.check_at == when and call.heartbeat_deadline is None:
+                        if call.sent:
+                            self._probe(call)
+                        else:  # still on its way to the broker: nothing to look for yet
+                            self._schedule_check(call, now)
                 if not expired:
-                    timeout = self._timers[0][0] - now if self._timers else None
-                    self._wakeup.wait(timeout)
+                    wake = min(self._timers[0][0] if self._timers else _NEVER, checks[0][0] if checks else _NEVER)
+                    self._wakeup.wait(None if wake == _NEVER else max(0.0, wake - now))
             for call, exc in expired:
                 call.fail(exc)
+
+    def _timeout(self, call: PendingCall) -> MessagingTimeout:
+        """The call's deadline passed; say why when the broker is the reason."""
+        unreachable = self._driver.unreachable()
+        if unreachable is None:
+            return MessagingTimeout(method=call.method, timeout=call.timeout)
+        return MessagingTimeout(
+            f"Timed out after {call.timeout}s waiting for a reply to {call.method}: {unreachable}",
+            method=call.method,
+            timeout=call.timeout,
+        )
+
+    # -- probing a queue for calls that heard nothing --------------------------------------
+    def _probe(self, call: PendingCall) -> None:  # lock held
+        assert call.queue is not None
+        call.check_at = None
+        seen = self._probed.get(call.queue)
+        if seen is not None and time.monotonic() - seen[0] < _PROBE_FRESH:
+            # Looked at after this call was sent: its answer holds for it too.
+            self._apply_probe(call, seen[1], time.monotonic())
+            return
+        waiting = self._probes.setdefault(call.queue, [])
+        waiting.append(call.request_id)
+        if self._probe_thread is None:
+            self._probe_thread = threading.Thread(target=self._probe_loop, name="transport-probe", daemon=True)
+            self._probe_thread.start()
+        else:
+            self._probe_wake.notify()
+
+    def _probe_loop(self) -> None:
+        # NOTE: its own thread: a broker round trip must never delay the deadlines the
+        # monitor thread enforces.
+        while True:
+            with self._lock:
+                while not self._probes and not self._closed:
+                    self._probe_wake.wait()
+                if self._closed:
+                    return
+                queue_name = next(iter(self._probes))
+            asked = time.monotonic()
+            try:
+                state = self._driver.queue_state(queue_name)
+            except Exception as exc:  # broker trouble: the deadline still holds
+                LOG.debug("cannot probe %s: %s", queue_name, exc)
+                state = (1, 1)  # as if still queued: look again later
+            with self._lock:
+                waiting = self._probes.pop(queue_name, [])
+                now = time.monotonic()
+                if len(self._probed) > 1000:
+                    self._probed.clear()
+                self._probed[queue_name] = (asked, state)
+                for request_id in waiting:
+                    call = self._pending.get(request_id)
+                    if call is not None:
+                        self._apply_probe(call, state, now)
+
+    def _apply_probe(self, call: PendingCall, state: tuple[int, int] | None, now: float) -> None:  # lock held
+        if call.heartbeat_deadline is not None or not call.monitor_interval or state is None:
+            return  # heard from a server meanwhile, or the driver cannot tell: the deadline holds
+        messages, consumers = state
+        if consumers and not messages:
+            # Delivered, and no server said a word: monitor it from now.
+            silence = max(call.monitor_interval * self._misses, _MIN_ARMED)
+            call.heartbeat_deadline = now + silence
+            self._schedule(call.heartbeat_deadline, call.request_id)
+        else:  # still waiting in the queue, or for a server to start
+            self._schedule_check(call, now)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             calls, self._pending = list(self._pending.values()), {}
             self._wakeup.notify()
+            self._probe_wake.notify()
         for call in calls:
             call.fail(ConnectionLost(reason="the transport was cleaned up", method=call.method))

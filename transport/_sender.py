@@ -8,6 +8,10 @@ alone, straight away), and a busy one sends a few large messages instead of many
 ones: the only way past the broker's per-message cost. With many calls in flight the
 sender also pauses briefly (about 10 µs per call in flight, at most 3 ms) before each
 publish, so batches form even when the broker answers at once.
+
+A caller never waits for a connection: it publishes on its own thread only when the
+driver is connected (one attempt, no retries); otherwise the sender thread reconnects.
+A request whose time to live passed while it waited is failed, never published late.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from transport import _wire
-from transport.exceptions import ConnectionLost
+from transport.exceptions import ConnectionLost, MessagingTimeout
 
 if TYPE_CHECKING:
     from transport.driver import Driver
@@ -36,7 +40,7 @@ _LINGER_PER_CALL = 10e-6
 
 
 class _Outgoing:
-    __slots__ = ("target", "body", "ttl", "on_sent", "batchable", "confirm")
+    __slots__ = ("target", "body", "ttl", "on_sent", "batchable", "confirm", "expires", "publish")
 
     def __init__(
         self,
@@ -53,6 +57,8 @@ class _Outgoing:
         self.ttl = ttl
         self.on_sent = on_sent
         self.batchable = batchable
+        self.expires = None if ttl is None else time.monotonic() + ttl
+        self.publish: Callable[[], None] | None = None
 
 
 class Sender:
@@ -82,6 +88,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = False
+        self.tasks = 0  # queued publish_later() tasks
 
     def submit(
         self,
@@ -106,21 +113,45 @@ class Sender:
                 raise ConnectionLost(reason="the transport was cleaned up")
             go_inline = inline and not self._queue and not self._busy
             if not go_inline:
-                self._queue.append(item)
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="transport-sender", daemon=True
-                    )
-                    self._thread.start()
-                self._cond.notify()
+                self._enqueue(item)
         if go_inline:
-            self._publish([item])
+            try:
+                sent = self._driver.try_send(target, body, ttl=ttl, confirm=confirm)
+            except Exception as exc:
+                _notify(item, exc)
+                return
+            if sent:
+                _notify(item, None)
+                return
+            with self._cond:  # not connected: the sender thread connects, with retries
+                if self._closed:
+                    raise ConnectionLost(reason="the transport was cleaned up")
+                self._enqueue(item)
+
+    def publish_later(self, target: Target, publish: Callable[[], None], on_sent: OnSent) -> None:
+        """Queue ``publish()`` (a notification) behind what is waiting to be sent;
+        ``on_sent`` as for :meth:`submit`. ``tasks`` counts the queued ones."""
+        item = _Outgoing(target, b"", None, on_sent, False, True)
+        item.publish = publish
+        with self._cond:
+            if self._closed:
+                raise ConnectionLost(reason="the transport was cleaned up")
+            self.tasks += 1
+            self._enqueue(item)
+
+    def _enqueue(self, item: _Outgoing) -> None:  # lock held
+        self._queue.append(item)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="transport-sender", daemon=True)
+            self._thread.start()
+        self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             left = list(self._queue)
             self._queue.clear()
+            self.tasks = 0
             self._cond.notify()
         for item in left:
             _notify(item, ConnectionLost(reason="the transport was cleaned up"))
@@ -144,6 +175,7 @@ class Sender:
             with self._cond:
                 items = list(self._queue)
                 self._queue.clear()
+                self.tasks -= sum(1 for item in items if item.publish is not None)
             for group in self._groups(items):
                 self._publish(group)
 
@@ -183,9 +215,30 @@ class Sender:
 
     def _publish(self, group: list[_Outgoing]) -> None:
         first = group[0]
+        if first.publish is not None:
+            try:
+                first.publish()
+            except Exception as exc:
+                _notify(first, exc)
+            else:
+                _notify(first, None)
+            return
+        now = time.monotonic()
+        live = [item for item in group if item.expires is None or item.expires > now]
+        if len(live) < len(group):
+            # Waited out their time to live (the broker was unreachable): their callers
+            # have timed out already, and a late publish would run them unasked.
+            expired = MessagingTimeout("the request's timeout passed before the broker took it")
+            for item in group:
+                if item.expires is not None and item.expires <= now:
+                    _notify(item, expired)
+            if not live:
+                return
+            group, first = live, live[0]
         body = first.body if len(group) == 1 else _wire.pack_batch([item.body for item in group])
-        ttls = [item.ttl for item in group]
-        ttl = None if any(t is None for t in ttls) else max(t for t in ttls if t is not None)
+        ttl: float | None = None
+        if all(item.expires is not None for item in group):
+            ttl = max(item.expires for item in group if item.expires is not None) - now
         error: BaseException | None = None
         try:
             self._driver.send(first.target, body, ttl=ttl, confirm=first.confirm)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transport import _wire
 from transport._replies import _END, PendingCall
+from transport.driver import routing_key
 from transport.exceptions import InvalidTarget, UnsupportedVersion
 from transport.futures import RPCFuture
 from transport.serializer import Serializer, context_to_dict
@@ -203,12 +204,15 @@ class RPCClient:
             future=future,
             on_error=on_error,
         )
+        call.queue = routing_key(self.target)
         replies.register(call)
 
         def on_sent(error: BaseException | None) -> None:
             if error is not None:
                 replies.forget(call.request_id)
                 call.fail(error)
+            else:
+                call.sent = True
 
         # NOTE: the send itself happens on the transport's sender thread, which packs
         # requests queued meanwhile into one broker message; a failure to send (nobody

@@ -92,15 +92,40 @@ class Driver(abc.ABC):
 
         ``confirm=False`` (calls, whose caller learns of a loss from its timeout anyway)
         lets a driver skip waiting for the broker when it knows the target is routable.
+        It also marks a call: one needs a server now, so a driver raises
+        MessageUndeliverable when nobody consumes the queue (a cast waits there instead).
 
         ``target.topic`` is set; ``target.server`` picks the ``<topic>.<server>`` queue;
         ``target.fanout`` copies it to every fanout queue of the topic (none is fine).
         ``ttl`` (seconds) drops the message if no server took it by then.
 
         Raises:
-            MessageUndeliverable: no queue is bound for a non-fanout target.
+            MessageUndeliverable: no queue is bound for a non-fanout target, or (a call)
+                the queue has no consumer.
             TransportError: the broker stayed unreachable through the retries.
         """
+
+    def try_send(
+        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+    ) -> bool:
+        """Like :meth:`send` when that needs no wait for a (re)connect; otherwise send
+        nothing and return False (the caller hands the message to a thread that may wait).
+        """
+        self.send(target, body, ttl=ttl, confirm=confirm)
+        return True
+
+    def ready(self) -> bool:
+        """Connected and not known to be failing: a send would not wait for a connection."""
+        return True
+
+    def queue_state(self, queue: str) -> tuple[int, int] | None:
+        """(messages waiting, consumers) of a request queue right now; (0, 0) if there is
+        no such queue; None if the driver cannot tell. One broker round trip."""
+        return None
+
+    def unreachable(self) -> str | None:
+        """Why the broker could not be reached at the last attempt (None: it could)."""
+        return None
 
     @abc.abstractmethod
     def send_reply(self, address: str, body: bytes) -> None:

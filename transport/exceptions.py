@@ -78,8 +78,11 @@ class MessagingTimeout(MessagingException, TimeoutError):
 class CallMonitorTimeout(MessagingTimeout):
     """Raised when the server running a call stopped sending heartbeats.
 
-    The server died or lost its connection; the caller learns it in seconds instead of
-    after the full timeout. Fields: ``method``, ``silence`` (seconds without a heartbeat).
+    The server died, lost its connection or froze (its request was delivered to it and
+    it never answered); the caller learns it in seconds instead of after the full
+    timeout. The request may still run: on the next server once the broker gives it
+    back, or on a frozen server that resumes. Fields: ``method``, ``silence`` (seconds
+    without a heartbeat).
     """
 
     msg_fmt = "The server running %(method)s stopped answering for %(silence)ss"

@@ -3,6 +3,13 @@
 A notification goes to ``<topic>.<priority>`` for each of the notifier's topics and waits
 there until a listener takes it. Listeners in one pool share the messages; each pool (the
 default pool is ``None``) gets every message.
+
+A notification never holds up its caller for more than :data:`NOTIFY_WAIT` seconds: it is
+published by the transport's sender thread, and the caller waits for the broker to have
+it only while the broker is reachable. When the broker is slow or unreachable the
+notification stays queued (at most :data:`NOTIFY_BACKLOG` per transport) and goes out
+once the broker answers, or is dropped when the transport's reconnect retries run out;
+drops are logged in one line per :data:`_LOG_EVERY` seconds, never one per notification.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,6 +38,37 @@ __all__ = ["PRIORITIES", "NotificationListener", "Notifier"]
 LOG = logging.getLogger(__name__)
 
 PRIORITIES = ("audit", "debug", "info", "warn", "error", "critical", "sample")
+
+#: Seconds one notification may hold up its caller at most (waiting for the broker).
+NOTIFY_WAIT = 1.0
+#: Notifications waiting to be sent per transport at most; further ones are dropped.
+NOTIFY_BACKLOG = 1000
+#: Seconds between two log lines about notifications that could not be sent.
+_LOG_EVERY = 10.0
+
+
+class _DropLog:
+    """One warning per ``_LOG_EVERY`` seconds about lost notifications, with a count."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._dropped = 0
+
+    def dropped(self, event_type: str, priority: str, why: object) -> None:
+        with self._lock:
+            self._dropped += 1
+            now = time.monotonic()
+            if now < self._next:
+                return
+            count, self._dropped, self._next = self._dropped, 0, now + _LOG_EVERY
+        LOG.warning(
+            "dropped %d notification(s) in the last %ds, latest %s (%s): %s",
+            count, int(_LOG_EVERY), event_type, priority, why,
+        )
+
+
+_DROPS = _DropLog()
 
 
 class Notifier:
@@ -89,6 +128,8 @@ class Notifier:
         self._notify(ctxt, event_type, payload, "sample")
 
     def _notify(self, ctxt: Any, event_type: str, payload: Any, priority: str) -> None:
+        # NOTE: deliberate: a notification must never break (or stall) the operation it
+        # reports on: failures are logged, never raised; see NOTIFY_WAIT.
         try:
             message = {
                 "message_id": str(uuid.uuid4()),
@@ -100,11 +141,41 @@ class Notifier:
                 "ctxt": self.serializer.serialize_context(ctxt),
             }
             body = _wire.encode(message, self.transport.config.max_message_size)
-            for topic in self.topics:
-                self.transport._driver.notify(Target(topic=topic), priority, body)
         except Exception:
-            # NOTE: deliberate: a notification must never break the operation it reports on.
             LOG.exception("could not send notification %s (%s)", event_type, priority)
+            return
+        try:
+            sent = [self._queue(Target(topic=topic), priority, event_type, body) for topic in self.topics]
+        except Exception as exc:  # the transport was cleaned up
+            _DROPS.dropped(event_type, priority, exc)
+            return
+        deadline = time.monotonic() + NOTIFY_WAIT
+        driver = self.transport._driver
+        for done in sent:
+            while done is not None and not done.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or driver.unreachable() is not None:
+                    return  # it stays queued; the caller goes on
+                done.wait(min(left, 0.05))
+
+    def _queue(self, target: Target, priority: str, event_type: str, body: bytes) -> threading.Event | None:
+        sender = self.transport._sender
+        if sender.tasks >= NOTIFY_BACKLOG:
+            _DROPS.dropped(event_type, priority, f"{NOTIFY_BACKLOG} notifications wait for the broker already")
+            return None
+        done = threading.Event()
+        driver = self.transport._driver
+
+        def publish() -> None:
+            driver.notify(target, priority, body)
+
+        def on_sent(error: BaseException | None) -> None:
+            if error is not None:
+                _DROPS.dropped(event_type, priority, error)
+            done.set()
+
+        sender.publish_later(target, publish, on_sent)
+        return done
 
 
 class NotificationListener:

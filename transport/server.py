@@ -90,6 +90,20 @@ class ServerState(enum.Enum):
     STOPPED = "stopped"
 
 
+#: A request waiting for a worker longer than this gets heartbeats like a running one.
+_HELD_GRACE = 0.5
+
+
+class _Held:
+    """A message handed to the worker pool and not started yet (see _heartbeats)."""
+
+    __slots__ = ("since", "watched")
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+        self.watched: list[tuple[str, _Running]] | None = None  # once decoded
+
+
 class _Running:
     __slots__ = ("reply_to", "interval", "due")
 
@@ -146,6 +160,7 @@ class RPCServer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._running: dict[str, _Running] = {}
+        self._held: dict[Incoming, _Held] = {}
         self._beat = threading.Condition(self._lock)
         self._beat_thread: threading.Thread | None = None
         self._beat_wake_at = float("-inf")  # the thread reads _running itself before it first sleeps
@@ -218,6 +233,7 @@ class RPCServer:
             if self.state is not ServerState.RUNNING:
                 incoming.requeue()
                 return
+            self._hold(incoming)
             self._pool.submit(lambda: self._handle(incoming))
 
     def _handle(self, incoming: Incoming) -> None:
@@ -237,6 +253,7 @@ class RPCServer:
                 incoming.requeue()
 
     def _handle_message(self, incoming: Incoming) -> None:
+        self._release(incoming)
         limit = self.transport.config.max_message_size
         if incoming.size > limit:
             self._refuse_oversized(incoming, limit)
@@ -470,11 +487,7 @@ class RPCServer:
         with self._lock:
             running = _Running(reply_to, max(float(interval), MIN_HEARTBEAT_INTERVAL))
             self._running[request_id] = running
-            if self._beat_thread is None or not self._beat_thread.is_alive():
-                self._beat_thread = threading.Thread(
-                    target=self._heartbeats, name=f"rpc-heartbeat-{self.target.topic}", daemon=True
-                )
-                self._beat_thread.start()
+            self._start_beat_thread()
             # NOTE: wake the heartbeat thread only when this call is due before the time
             # it sleeps until; waking it for every request cost a thread switch each.
             if running.due < self._beat_wake_at:
@@ -485,6 +498,64 @@ class RPCServer:
     def _unwatch(self, request_id: str) -> None:
         with self._lock:
             self._running.pop(request_id, None)
+
+    def _start_beat_thread(self) -> None:  # lock held
+        if self._beat_thread is None or not self._beat_thread.is_alive():
+            self._beat_thread = threading.Thread(
+                target=self._heartbeats, name=f"rpc-heartbeat-{self.target.topic}", daemon=True
+            )
+            self._beat_thread.start()
+
+    def _hold(self, incoming: Incoming) -> None:  # lock held
+        """A message waits for a worker: its callers get heartbeats if it waits long.
+
+        NOTE: without them a request held behind busy workers (or by a conductor that
+        froze) looked like one still in the broker's queue, and the caller's monitor could
+        not tell a frozen conductor from a busy one. Only messages that wait longer than
+        _HELD_GRACE are decoded for it (on the heartbeat thread), so the usual message
+        costs a dict entry."""
+        held = _Held()
+        self._held[incoming] = held
+        self._start_beat_thread()
+        if held.since + _HELD_GRACE < self._beat_wake_at:
+            self._beat_wake_at = held.since + _HELD_GRACE
+            self._beat.notify()
+
+    def _release(self, incoming: Incoming) -> None:
+        """A worker took the message: running requests are watched by _watch from now."""
+        with self._lock:
+            held = self._held.pop(incoming, None)
+            if held is not None and held.watched:
+                for rid, running in held.watched:
+                    if self._running.get(rid) is running:
+                        del self._running[rid]
+
+    def _watch_held(self, now: float) -> list[tuple[Incoming, bytes]]:  # lock held
+        """Messages held past the grace and not decoded yet (they are marked as decoded)."""
+        found = []
+        for incoming, held in self._held.items():
+            if held.watched is None and held.since + _HELD_GRACE <= now:
+                held.watched = []
+                found.append((incoming, incoming.body))
+        return found
+
+    def _held_requests(self, body: bytes) -> list[tuple[str, _Running]]:
+        try:
+            envelope = _wire.decode(body)
+            batch = _wire.unpack(envelope)
+        except Exception:  # a poison message is the worker's to reject
+            return []
+        found = []
+        for item in batch if batch is not None else [envelope]:
+            if not isinstance(item, dict):
+                continue
+            request_id, reply_to = _wire.reply_info(item)
+            interval = item.get("hb")
+            if request_id and reply_to and isinstance(interval, (int, float)) and interval > 0:
+                running = _Running(reply_to, max(float(interval), 0.05))
+                running.due = 0.0  # at once: it has waited _HELD_GRACE already
+                found.append((request_id, running))
+        return found
 
     def _heartbeats(self) -> None:
         # Heartbeats go out from their own thread: a handler busy for minutes still shows
@@ -505,13 +576,32 @@ class RPCServer:
             with self._lock:
                 if self.state is ServerState.STOPPED:
                     self._beat_thread = None
+                    self._held.clear()
                     return
+                now = time.monotonic()
+                to_decode = self._watch_held(now) if self._held else []
+            if to_decode:
+                decoded = [(incoming, self._held_requests(body)) for incoming, body in to_decode]
+                with self._lock:
+                    for incoming, requests in decoded:
+                        held = self._held.get(incoming)
+                        if held is None:
+                            continue  # a worker took it meanwhile
+                        held.watched = requests
+                        for rid, running in requests:
+                            self._running.setdefault(rid, running)
+            with self._lock:
+                if self._stopped.is_set():
+                    continue
                 now = time.monotonic()
                 due = [(rid, r.reply_to) for rid, r in self._running.items() if r.due <= now]
                 for rid, _ in due:
                     self._running[rid].due = now + self._running[rid].interval
                 if not due:
                     nxt = min((r.due for r in self._running.values()), default=None)
+                    waiting = [h.since + _HELD_GRACE for h in self._held.values() if h.watched is None]
+                    if waiting:
+                        nxt = min(waiting) if nxt is None else min(nxt, min(waiting))
                     self._beat_wake_at = float("inf") if nxt is None else nxt
                     self._beat.wait(None if nxt is None else max(0.0, nxt - now))
                     continue

@@ -75,20 +75,6 @@ def test_stop_drains_in_flight_requests_before_returning(tp: transport.Transport
     assert [f.wait(5) for f in futures] == [0.3] * 4
 
 
-def test_topic_queue_outlives_its_servers_and_requests_wait_for_the_next(
-    make_transport: MakeTransport, topic: str, servers: Servers
-) -> None:
-    first = RPCServer(make_transport(), Target(topic=topic), [Blocking("first")])
-    first.start()
-    first.stop()
-    client = RPCClient(make_transport(), Target(topic=topic), timeout=10)
-    future = client.call_async({}, "echo", value="queued")
-    time.sleep(0.2)
-    assert not future.done()
-    servers.start(make_transport(), Target(topic=topic), [Blocking("second")])
-    assert future.wait(10) == "queued"
-
-
 def test_killed_server_request_is_redelivered_with_the_same_request_id(
     make_transport: MakeTransport, topic: str, servers: Servers
 ) -> None:
@@ -145,17 +131,25 @@ def test_heartbeats_keep_a_long_call_alive_but_never_extend_its_deadline(
 def test_a_request_its_caller_gave_up_on_never_runs(
     make_transport: MakeTransport, topic: str, servers: Servers
 ) -> None:
-    first = RPCServer(make_transport(), Target(topic=topic), [Blocking()])
+    # A request waits behind a busy server's one worker until its caller gives up, and
+    # the server dies holding it: the next server must not run it.
+    busy = Blocking("busy")
+    first = RPCServer(make_transport(), Target(topic=topic), [busy], max_workers=1)
     first.start()
-    first.stop()
-    client = RPCClient(make_transport(), Target(topic=topic), timeout=0.3)
+    client = RPCClient(make_transport(), Target(topic=topic), timeout=0.3, call_monitor_interval=None)
+    blocker = client.prepare(timeout=30).call_async({}, "block", tag="t")
+    assert busy.started.wait(10)
     with pytest.raises(MessagingTimeout):
         client.call({}, "sleep", seconds=0)
     time.sleep(0.2)
+    first.kill()
+    busy.release.set()
     late = Blocking("late")
+    late.release.set()
     servers.start(make_transport(), Target(topic=topic), [late])
     assert client.prepare(timeout=10).call({}, "echo", value=1) == 1
-    assert late.seen == []
+    assert blocker.wait(10) == "late:t"
+    assert [tag for _, tag in late.seen] == ["t"]
 
 
 def test_sender_refuses_a_message_over_the_size_limit(make_transport: MakeTransport, topic: str, servers: Servers) -> None:

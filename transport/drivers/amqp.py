@@ -68,11 +68,14 @@ _LOG_BAD = RateLimitedLog(LOG)
 
 # kombu is only partly typed; the driver treats it as dynamic rather than sprinkle ignores.
 kombu: Any = _kombu
+# kombu loads these lazily (~0.2 s): load them with the driver, not in a first call_async.
+_ = (kombu.Connection, kombu.Exchange, kombu.Queue, kombu.Producer, kombu.Consumer)
 
 _JSON = "application/json"
 _HEARTBEAT = 15  # seconds; the I/O thread checks twice per interval
 _COMMAND_TIMEOUT = 30.0
 _ROUTABLE_FOR = 5.0  # seconds a confirmed route is trusted for unconfirmed calls
+_SERVED_FOR = 1.0  # seconds a queue seen with consumers is trusted to have them for calls
 
 
 _TLS_OPTIONS = ("ca_certs", "certfile", "keyfile")
@@ -109,6 +112,32 @@ def _with_tls_port(parts: Any) -> str:
     return netloc
 
 
+def _where(url: str) -> str:
+    """``host:port`` of the (first) broker in a URL: what errors name, never the password."""
+    try:
+        parts = urlsplit(url.split(";", 1)[0])
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+    except ValueError:
+        return "the broker"
+
+
+def _open(url: str, ssl: dict[str, Any] | bool, **options: Any) -> kombu.Connection:
+    """A connected kombu connection, after one attempt.
+
+    NOTE: never ``Connection.connect()``: it retries once after sleeping 2 s inside
+    kombu, so every refused attempt took 2.3 s and the transport's retries (which have
+    their own backoff) added up to ~24 s before a caller heard of an unreachable broker.
+    """
+    conn = kombu.Connection(url, ssl=ssl, heartbeat=_HEARTBEAT, connect_timeout=5, **options)
+    try:
+        conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.release()
+        raise
+    return conn
+
+
 def _backoff(attempt: int, cap: float) -> float:
     """Jittered exponential backoff: a random delay up to min(cap, 0.1 * 2**attempt)."""
     return random.uniform(0.05, min(cap, 0.1 * (2**attempt)))
@@ -133,29 +162,36 @@ class _Publisher:
         self._conn: kombu.Connection | None = None
         self._producer: kombu.Producer | None = None
         self._declared: set[str] = set()
+        self._check_channel: Any = None  # for passive declares (a 404 closes a channel)
         self._returned = False
         self._closed = False
+        # Why the broker could not be reached at the last attempt; None once connected.
+        self.unreachable: str | None = None
+        # Set when a publish used up its retries: later publishes try once until one works,
+        # so a queue of messages for a dead broker fails in milliseconds, not retries each.
+        self._down = False
+
+    @property
+    def ready(self) -> bool:
+        """Connected and not known to be failing: a publish need not (re)connect."""
+        return self._producer is not None and not self._down
 
     def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
         self._returned = True
 
     def _connect(self) -> kombu.Producer:
         if self._producer is None:
-            conn = kombu.Connection(
-                self._url,
-                ssl=self._ssl,
-                heartbeat=_HEARTBEAT,
-                connect_timeout=5,
-                transport_options={"confirm_publish": self._confirm},
-            )
-            conn.connect()
+            conn = _open(self._url, self._ssl, transport_options={"confirm_publish": self._confirm})
             self._conn = conn
+            self.unreachable = None
+            self._down = False
             self._producer = kombu.Producer(conn.channel(), on_return=self._on_return)
             self._declared = set()
         return self._producer
 
     def _reset(self) -> None:
         conn, self._conn, self._producer = self._conn, None, None
+        self._check_channel = None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.release()
@@ -171,33 +207,67 @@ class _Publisher:
         persistent: bool = False,
         declare: tuple[Any, ...] = (),
         headers: dict[str, Any] | None = None,
+        retry: bool = True,
     ) -> bool:
-        """Publish and wait for the broker's confirm; False if it was returned unroutable."""
+        """Publish and wait for the broker's confirm; False if it was returned unroutable.
+
+        Reconnects up to ``connect_retries`` times with backoff (once, when the last
+        publish found the broker unreachable or ``retry`` is False), then raises
+        TransportError naming the broker's host and port.
+        """
+
+        def go(producer: Any) -> bool:
+            for entity in declare:
+                if entity.name not in self._declared:
+                    entity(producer.channel).declare()
+                    self._declared.add(entity.name)
+            self._returned = False
+            producer.publish(
+                body,
+                exchange=exchange,
+                routing_key=key,
+                mandatory=mandatory,
+                expiration=ttl,
+                delivery_mode=2 if persistent else 1,
+                content_type=_JSON,
+                content_encoding="binary",
+                headers=headers,
+                retry=False,
+            )
+            return not self._returned
+
+        return bool(self._with_connection(go, f"publish to {exchange or 'reply'}", retry))
+
+    def queue_state(self, queue: str, *, retry: bool = True) -> tuple[int, int]:
+        """(messages ready, consumers) of ``queue`` right now ((0, 0): no such queue).
+        One broker round trip."""
+
+        def go(producer: Any) -> tuple[int, int]:
+            assert self._conn is not None
+            if self._check_channel is None:
+                self._check_channel = self._conn.channel()
+            try:
+                ok = self._check_channel.queue_declare(queue=queue, passive=True)
+            except self._conn.channel_errors as exc:
+                self._check_channel = None  # the broker closed it
+                if getattr(exc, "code", None) == 404:
+                    return 0, 0
+                raise
+            return int(ok.message_count), int(ok.consumer_count)
+
+        result: tuple[int, int] = self._with_connection(go, f"look at {queue}", retry)
+        return result
+
+    def _with_connection(self, fn: Callable[[Any], Any], what: str, retry: bool) -> Any:
+        """``fn(producer)`` under the lock, reconnecting and retrying on connection errors."""
         attempt = 0
+        retries = self._config.connect_retries if retry and not self._down else 0
         while True:
             with self._lock:
                 if self._closed:
                     raise TransportError(reason="the transport was cleaned up")
                 try:
-                    producer = self._connect()
-                    for entity in declare:
-                        if entity.name not in self._declared:
-                            entity(producer.channel).declare()
-                            self._declared.add(entity.name)
-                    self._returned = False
-                    producer.publish(
-                        body,
-                        exchange=exchange,
-                        routing_key=key,
-                        mandatory=mandatory,
-                        expiration=ttl,
-                        delivery_mode=2 if persistent else 1,
-                        content_type=_JSON,
-                        content_encoding="binary",
-                        headers=headers,
-                        retry=False,
-                    )
-                    return not self._returned
+                    return fn(self._connect())
                 except Exception as exc:
                     conn = self._conn
                     self._reset()
@@ -206,8 +276,14 @@ class _Publisher:
                             raise MessageDeliveryFailure(reason=str(exc)) from exc
                         if not isinstance(exc, OSError):
                             raise
-                    if attempt >= self._config.connect_retries:
-                        raise TransportError(reason=f"cannot publish to {exchange or 'reply'}: {exc}") from exc
+                    if conn is None:
+                        self.unreachable = f"cannot reach the broker at {_where(self._url)}: {exc}"
+                    if attempt >= retries:
+                        if retry:
+                            self._down = True
+                        raise TransportError(
+                            reason=self.unreachable or f"cannot {what} at {_where(self._url)}: {exc}"
+                        ) from exc
                     LOG.info("publisher connection failed (%s); retrying", exc)
             time.sleep(_backoff(attempt, self._config.retry_interval_max))
             attempt += 1
@@ -228,6 +304,10 @@ class _Publisher:
         with self._lock:
             self._closed = True
             self._reset()
+
+
+def _succeeded(future: Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class _Subscription:
@@ -404,13 +484,18 @@ class _IOThread:
         self._commands.put((fn, None))
         self.wake()
 
-    def call(self, fn: Callable[[], Any], timeout: float = _COMMAND_TIMEOUT) -> Any:
-        if threading.current_thread() is self._thread:
-            return fn()
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the I/O thread; its future ends with its result or failure."""
         self.ensure_started()
         future: Future[Any] = Future()
         self._commands.put((fn, future))
         self.wake()
+        return future
+
+    def call(self, fn: Callable[[], Any], timeout: float = _COMMAND_TIMEOUT) -> Any:
+        if threading.current_thread() is self._thread:
+            return fn()
+        future = self.submit(fn)
         try:
             return future.result(timeout)
         except TimeoutError:
@@ -461,6 +546,8 @@ class AMQPDriver(Driver):
         self._reply_publisher = _Publisher(self._kombu_url, config, confirm=False, ssl=self._ssl)
         # (exchange, routing key) -> when a confirmed, routed publish last went there.
         self._routable: dict[tuple[str, str], float] = {}
+        # queue -> when it was last seen with a consumer (calls fail fast without one).
+        self._served: dict[str, float] = {}
         self._io = _IOThread(f"transport-amqp-io-{id(self) % 10000}", self._run)
         self._conn: kombu.Connection | None = None
         self._raw: Any = None  # the py-amqp connection inside _conn
@@ -468,7 +555,11 @@ class AMQPDriver(Driver):
         self._subs: list[_Subscription] = []
         self._reply_sub: _Subscription | None = None
         self._reply_queue: str | None = None
+        self._reply_ready: Future[Any] | None = None  # the reply queue's subscription
         self._reply_lock = threading.Lock()
+        # Why the consumer connection gave up its retries; None while connected.
+        self._consumer_down: str | None = None
+        self._consumer_failing: str | None = None  # why the last attempt failed
         self._closing = threading.Event()
         self._connected = threading.Event()
         self._body_limit: _BodyLimit | None = None
@@ -489,24 +580,73 @@ class AMQPDriver(Driver):
         )
 
     # -- sending --------------------------------------------------------------------
+    def ready(self) -> bool:
+        return (
+            self._publisher.ready
+            and self._consumer_down is None
+            and (self._reply_ready is None or _succeeded(self._reply_ready))
+        )
+
+    def unreachable(self) -> str | None:
+        return self._publisher.unreachable or self._consumer_failing
+
+    def try_send(
+        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+    ) -> bool:
+        if not self.ready():
+            return False
+        try:
+            self._send(target, body, ttl=ttl, confirm=confirm, retry=False)
+        except TransportError:
+            if self._closing.is_set():
+                raise
+            return False  # the connection broke: the sender thread reconnects, with retries
+        return True
+
     def send(
         self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
     ) -> None:
+        self._send(target, body, ttl=ttl, confirm=confirm)
+
+    def _await_replies(self) -> None:
+        """Wait until the reply queue is consumed (a request sent before would lose its
+        reply); start it again if it failed. Runs on the sender thread, never a caller's."""
+        with self._reply_lock:
+            ready, sub = self._reply_ready, self._reply_sub
+            if ready is None or sub is None or _succeeded(ready):
+                return
+            if ready.done():  # failed: the broker was unreachable; try again
+                ready = self._reply_ready = self._io.submit(lambda: self._subscribe(sub))
+        if self._consumer_down is not None and not ready.done():
+            raise TransportError(reason=self._consumer_down)
+        try:
+            ready.result(_COMMAND_TIMEOUT)
+        except TimeoutError:
+            raise TransportError(
+                reason=f"the broker at {_where(self._kombu_url)} did not answer within {_COMMAND_TIMEOUT}s"
+            ) from None
+
+    def _send(
+        self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool = True
+    ) -> None:
+        self._await_replies()
         exchange = exchange_name(target, self.config)
         persistent = self.config.persistent
         if target.fanout:
             name = exchange + "_fanout"
             self._publisher.publish(
-                name, target.require_topic(), body, ttl=ttl, declare=(self._exchange(name),)
+                name, target.require_topic(), body, ttl=ttl, declare=(self._exchange(name),), retry=retry
             )
             return
         key = routing_key(target)
         route = (exchange, key)
+        if not confirm:  # a call: someone must serve it now (a cast may wait for a server)
+            self._require_consumer(key, retry)
         if not confirm and time.monotonic() - self._routable.get(route, -1e9) < _ROUTABLE_FOR:
             # NOTE: a confirmed publish to this queue succeeded moments ago, and topic
             # queues are durable: it is still there. Skipping the confirm saves a broker
             # round trip per call; a call lost anyway ends in its caller's timeout.
-            self._reply_publisher.publish(exchange, key, body, ttl=ttl, persistent=persistent)
+            self._reply_publisher.publish(exchange, key, body, ttl=ttl, persistent=persistent, retry=retry)
             return
         delivered = self._publisher.publish(
             exchange,
@@ -516,11 +656,33 @@ class AMQPDriver(Driver):
             ttl=ttl,
             persistent=persistent,
             declare=(self._exchange(exchange),),
+            retry=retry,
         )
         if not delivered:
             self._routable.pop(route, None)
             raise MessageUndeliverable(target=key)
         self._routable[route] = time.monotonic()
+
+    def _require_consumer(self, queue: str, retry: bool) -> None:
+        """Raise MessageUndeliverable when nobody consumes ``queue``.
+
+        NOTE: topic queues are durable and outlive their servers, so the mandatory flag
+        alone never tells a caller that every server has stopped: it would wait out its
+        timeout. A queue seen with a consumer is trusted for _SERVED_FOR seconds, so this
+        costs one broker round trip per topic per second, not one per call. A call sent
+        within that second after the last server went waits in the queue for the next
+        one, as do calls that were queued before it went.
+        """
+        now = time.monotonic()
+        if now - self._served.get(queue, -1e9) < _SERVED_FOR:
+            return
+        if not self._publisher.queue_state(queue, retry=retry)[1]:
+            self._served.pop(queue, None)
+            raise MessageUndeliverable(target=queue)
+        self._served[queue] = now
+
+    def queue_state(self, queue: str) -> tuple[int, int] | None:
+        return self._publisher.queue_state(queue, retry=False)
 
     def send_reply(self, address: str, body: bytes) -> None:
         self._reply_publisher.publish("", address, body)
@@ -563,8 +725,10 @@ class AMQPDriver(Driver):
             sub = _Subscription([q], deliver, prefetch=0, dead_letter=name + ".dead")
             sub.is_reply = True
             sub.on_lost = on_lost
-            self._io.call(lambda: self._subscribe(sub))
+            # NOTE: not waited for here: a caller's call_async must return at once even
+            # when the broker is unreachable. send() waits for it on the sender thread.
             self._reply_sub, self._reply_queue = sub, name
+            self._reply_ready = self._io.submit(lambda: self._subscribe(sub))
             return name
 
     def listen(self, target: Target, on_message: OnMessage, *, prefetch: int) -> Listener:
@@ -609,13 +773,17 @@ class AMQPDriver(Driver):
 
     # -- the I/O thread -------------------------------------------------------------
     def _subscribe(self, sub: _Subscription) -> None:
-        self._subs.append(sub)
+        if sub in self._subs:  # subscribed again after a failure seen by its caller
+            if sub.consumer is not None and sub.generation == self._generation:
+                return
+        else:
+            self._subs.append(sub)
         self._consume(sub)
 
     def _consume(self, sub: _Subscription) -> None:
         assert self._conn is not None
         channel = self._conn.channel()
-        if sub.is_reply and self._generation > 0:
+        if sub.is_reply and sub.generation >= 0:  # consumed before: did the queue survive?
             try:
                 channel.queue_declare(queue=sub.queues[0].name, passive=True)
             except self._conn.channel_errors:
@@ -712,15 +880,13 @@ class AMQPDriver(Driver):
         attempt = 0
         while not self._closing.is_set():
             try:
-                conn = kombu.Connection(
-                    self._kombu_url, ssl=self._ssl, heartbeat=_HEARTBEAT, connect_timeout=5
-                )
-                conn.connect()
+                conn = _open(self._kombu_url, self._ssl)
                 self._conn, self._raw = conn, conn.connection
                 self._body_limit = _BodyLimit(
                     self._raw.on_inbound_frame, self.config.max_message_size, self._cuts_bodies
                 )
                 self._raw.on_inbound_frame = self._body_limit
+                self._consumer_down = self._consumer_failing = None
                 for sub in list(self._subs):
                     if sub.cancelled:
                         self._subs.remove(sub)
@@ -732,11 +898,13 @@ class AMQPDriver(Driver):
                 return
             except Exception as exc:
                 self._drop(exc)
+                self._consumer_failing = f"cannot reach the broker at {_where(self._kombu_url)}: {exc}"
                 delay = _backoff(attempt, self.config.retry_interval_max)
                 LOG.info("broker connection failed (%s); retrying in %.2fs", exc, delay)
                 attempt += 1
                 if attempt > self.config.connect_retries:
-                    self._io.fail_commands(TransportError(reason=f"cannot reach the broker: {exc}"))
+                    self._consumer_down = self._consumer_failing
+                    self._io.fail_commands(TransportError(reason=self._consumer_down))
                 self._closing.wait(delay)
 
     def _drop(self, exc: BaseException) -> None:
@@ -815,7 +983,7 @@ class AMQPDriver(Driver):
                 with contextlib.suppress(Exception):
                     self._conn.default_channel.queue_delete(reply_queue)
 
-        if self._io._started:
+        if self._io._started and self._connected.is_set():  # (else nothing to shut down)
             with contextlib.suppress(Exception):
                 self._io.call(shutdown, timeout=5)
         self._closing.set()

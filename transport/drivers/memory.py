@@ -114,6 +114,13 @@ class MemoryBroker:
             q = self._queues.get(queue)
             return len(q.messages) if q else 0
 
+    def consumed(self, exchange: str, key: str) -> bool:
+        """Whether a queue bound to ``(exchange, key)`` has a consumer."""
+        with self._lock:
+            return any(
+                self._queues[n].consumers for n in self._bindings.get((exchange, key), ()) if n in self._queues
+            )
+
     # -- publishing ---------------------------------------------------------------
     def publish(self, exchange: str, key: str, body: bytes, *, ttl: float | None, mandatory: bool) -> bool:
         """Copy ``body`` into every queue bound to ``(exchange, key)``; False if none is."""
@@ -276,8 +283,12 @@ class MemoryDriver(Driver):
         if target.fanout:
             self.broker.publish(exchange + "_fanout", target.require_topic(), body, ttl=ttl, mandatory=False)
             return
-        if not self.broker.publish(exchange, routing_key(target), body, ttl=ttl, mandatory=True):
-            raise MessageUndeliverable(target=routing_key(target))
+        key = routing_key(target)
+        # A call (confirm=False) needs a server now; a cast may wait in the queue for one.
+        if not confirm and not self.broker.consumed(exchange, key):
+            raise MessageUndeliverable(target=key)
+        if not self.broker.publish(exchange, key, body, ttl=ttl, mandatory=True):
+            raise MessageUndeliverable(target=key)
 
     def send_reply(self, address: str, body: bytes) -> None:
         self._check_open()
