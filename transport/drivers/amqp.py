@@ -28,6 +28,7 @@ import contextlib
 import logging
 import queue
 import random
+import re
 import select
 import socket
 import ssl
@@ -54,11 +55,12 @@ from transport.driver import (
 from transport.exceptions import (
     MessageDeliveryFailure,
     MessageUndeliverable,
+    QueueMismatch,
     TransportError,
 )
 from transport.target import Target
 
-__all__ = ["AMQPDriver"]
+__all__ = ["TLS_OPTIONS", "AMQPDriver"]
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ _ROUTABLE_FOR = 5.0  # seconds a confirmed route is trusted for unconfirmed call
 
 
 _TLS_OPTIONS = ("ca_certs", "certfile", "keyfile")
+#: Query options of ``amqps://`` URLs (besides the transport's own, see transport.config).
+TLS_OPTIONS = _TLS_OPTIONS
 
 
 def _kombu_url(url: str) -> tuple[str, dict[str, Any] | bool]:
@@ -98,6 +102,94 @@ def _kombu_url(url: str) -> tuple[str, dict[str, Any] | bool]:
     return urlunsplit(parts), tls or True
 
 
+def _kombu_urls(url: str) -> tuple[list[str], dict[str, Any] | bool]:
+    """The kombu URL of each node of a failover URL (``amqp://h1//;amqp://h2//``), and the
+    ``ssl`` argument they share (TLS options may be written on any of them)."""
+    urls: list[str] = []
+    tls: dict[str, Any] | bool = False
+    schemes = set()
+    for one in url.split(";"):
+        kombu_url, one_tls = _kombu_url(one.strip())
+        urls.append(kombu_url)
+        schemes.add(one_tls is not False)
+        if isinstance(one_tls, dict):
+            if isinstance(tls, dict) and tls != one_tls:
+                raise ValueError("the failover URLs give different TLS options; give them once")
+            tls = one_tls
+        elif one_tls and tls is False:
+            tls = True
+    if len(schemes) > 1:
+        raise ValueError("a failover URL mixes amqp:// and amqps://; use one scheme for all nodes")
+    return urls, tls
+
+
+class _Hosts:
+    """The nodes of a transport URL; every connection of a driver goes to the current one.
+
+    A connection that cannot be opened moves the driver on to the next node, so a failover
+    URL reaches any node that is up, whichever nodes before it in the list are down.
+    """
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self._index = 0
+        self._lock = threading.Lock()
+
+    def connect(self, **kwargs: Any) -> Any:
+        """An open ``kombu.Connection`` to the current node (one attempt, no sleep inside)."""
+        with self._lock:
+            index = self._index
+        conn = kombu.Connection(self.urls[index], **kwargs)
+        try:
+            # NOTE: not conn.connect(): that one tries twice with a 2 s sleep between
+            # attempts; our callers retry with their own backoff, moving on to the next node.
+            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.release()
+            with self._lock:
+                if self._index == index:
+                    self._index = (index + 1) % len(self.urls)
+            raise
+        return conn
+
+
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)' for queue '([^']*)'[^:]*: (.*)")
+
+
+def _queue_mismatch(exc: BaseException, queue_names: list[str]) -> QueueMismatch | None:
+    """The typed error for a broker's refusal to redeclare a queue with other arguments
+    (``406 PRECONDITION_FAILED - inequivalent arg ...``); None for any other error."""
+    text = str(exc)
+    if getattr(exc, "code", None) != 406 and "PRECONDITION_FAILED" not in text:
+        return None
+    found = _INEQUIVALENT.search(text)
+    if found is None:
+        return None
+    argument, queue_name, detail = found.groups()
+    queue_name = queue_name or (queue_names[0] if queue_names else "?")
+    hint = ""
+    what = f"{argument} {detail}"
+    values = re.findall(r"(none|the value '([^']*)')", detail)
+    if argument == "x-queue-type":
+        hint = (" (quorum_queues=true in the transport URL, --quorum-queues for conductor "
+                "serve, quorum_queues=True for Conductor/connect)")
+        if len(values) == 2:
+            declared, current = (v[1] or "classic" for v in values)
+            what = f"x-queue-type: it is a {current} queue on the broker, this transport declares it {declared}"
+    elif len(values) == 2:
+        declared, current = (v[1] or "none" for v in values)
+        what = f"{argument}: it is {current} on the broker, this transport declares {declared}"
+    return QueueMismatch(
+        f"queue {queue_name!r} already exists with other arguments: {what}. "
+        f"Declare it with the same queue options everywhere{hint}, or delete the queue "
+        f"(rabbitmqctl delete_queue {queue_name}) if nothing in it is needed",
+        queue=queue_name,
+        argument=argument,
+        detail=detail,
+    )
+
+
 def _with_tls_port(parts: Any) -> str:
     netloc: str = parts.netloc
     if parts.port is None:
@@ -120,8 +212,10 @@ class _Publisher:
         *,
         confirm: bool = True,
         ssl: dict[str, Any] | bool = False,
+        hosts: _Hosts | None = None,
     ) -> None:
         self._url = url
+        self._hosts = hosts if hosts is not None else _Hosts([url])
         self._ssl = ssl
         self._config = config
         self._confirm = confirm
@@ -137,14 +231,12 @@ class _Publisher:
 
     def _connect(self) -> kombu.Producer:
         if self._producer is None:
-            conn = kombu.Connection(
-                self._url,
+            conn = self._hosts.connect(
                 ssl=self._ssl,
                 heartbeat=_HEARTBEAT,
                 connect_timeout=5,
                 transport_options={"confirm_publish": self._confirm},
             )
-            conn.connect()
             self._conn = conn
             self._producer = kombu.Producer(conn.channel(), on_return=self._on_return)
             self._declared = set()
@@ -368,12 +460,16 @@ class AMQPDriver(Driver):
 
     def __init__(self, url: str, config: TransportConfig) -> None:
         super().__init__(url, config)
-        self._kombu_url, self._ssl = _kombu_url(url)
-        self._publisher = _Publisher(self._kombu_url, config, ssl=self._ssl)
+        urls, self._ssl = _kombu_urls(url)
+        self._kombu_url = urls[0]
+        self._hosts = _Hosts(urls)
+        self._publisher = _Publisher(self._kombu_url, config, ssl=self._ssl, hosts=self._hosts)
         # NOTE: replies skip publisher confirms. A reply either reaches a live reply
         # queue or has nobody to go to; waiting a broker round trip per reply (under the
         # one publisher lock every worker shares) halved a busy server's throughput.
-        self._reply_publisher = _Publisher(self._kombu_url, config, confirm=False, ssl=self._ssl)
+        self._reply_publisher = _Publisher(
+            self._kombu_url, config, confirm=False, ssl=self._ssl, hosts=self._hosts
+        )
         # (exchange, routing key) -> when a confirmed, routed publish last went there.
         self._routable: dict[tuple[str, str], float] = {}
         self._io = _IOThread(f"transport-amqp-io-{id(self) % 10000}", self._run)
@@ -392,15 +488,54 @@ class AMQPDriver(Driver):
         return kombu.Exchange(name, type="direct", durable=True, auto_delete=False)
 
     def _durable_queue(self, name: str, exchange: str, key: str) -> kombu.Queue:
-        arguments = {"x-queue-type": "quorum"} if self.config.quorum_queues else None
+        arguments: dict[str, Any] = {}
+        if self.config.quorum_queues:
+            arguments["x-queue-type"] = "quorum"
+        if self.config.topic_queue_message_ttl is not None:
+            arguments["x-message-ttl"] = int(self.config.topic_queue_message_ttl * 1000)
+        if self.config.topic_queue_expires is not None:
+            arguments["x-expires"] = int(self.config.topic_queue_expires * 1000)
         return kombu.Queue(
             name,
             self._exchange(exchange),
             routing_key=key,
             durable=True,
             auto_delete=False,
-            queue_arguments=arguments,
+            queue_arguments=arguments or None,
         )
+
+    def _topic_queues(self, target: Target) -> list[kombu.Queue]:
+        """The durable queues a server of ``target`` reads: ``<topic>`` [, ``<topic>.<server>``]."""
+        exchange = exchange_name(target, self.config)
+        topic = target.require_topic()
+        names = [topic] + ([routing_key(target)] if target.server else [])
+        return [self._durable_queue(name, exchange, name) for name in names]
+
+    def declare_topic(self, target: Target) -> None:
+        queues = self._topic_queues(target)
+        attempt = 0
+        while True:
+            try:
+                conn = self._hosts.connect(ssl=self._ssl, connect_timeout=5)
+            except Exception as exc:
+                if attempt >= self.config.connect_retries:
+                    raise TransportError(reason=f"cannot reach the broker: {exc}") from exc
+                time.sleep(_backoff(attempt, self.config.retry_interval_max))
+                attempt += 1
+                continue
+            try:
+                channel = conn.channel()
+                for q in queues:
+                    try:
+                        q(channel).declare()
+                    except conn.channel_errors as exc:
+                        raise _queue_mismatch(exc, [q.name]) or MessageDeliveryFailure(
+                            reason=f"cannot declare queue {q.name}: {exc}"
+                        ) from None
+                return
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.release()
 
     # -- sending --------------------------------------------------------------------
     def send(
@@ -442,13 +577,19 @@ class AMQPDriver(Driver):
     def notify(self, target: Target, priority: str, body: bytes) -> None:
         exchange = exchange_name(target, self.config) + "_notifications"
         key = notification_queue(target, priority, None)
-        self._publisher.publish(
-            exchange,
-            key,
-            body,
-            persistent=self.config.persistent,
-            declare=(self._durable_queue(key, exchange, key),),
-        )
+        try:
+            self._publisher.publish(
+                exchange,
+                key,
+                body,
+                persistent=self.config.persistent,
+                declare=(self._durable_queue(key, exchange, key),),
+            )
+        except MessageDeliveryFailure as exc:
+            mismatch = _queue_mismatch(exc.__cause__ or exc, [key])
+            if mismatch is None:
+                raise
+            raise mismatch from None
 
     def _dead_letter(self, name: str, body: bytes, reason: str) -> None:
         dead = kombu.Queue(name, durable=True, auto_delete=False)
@@ -484,10 +625,7 @@ class AMQPDriver(Driver):
     def listen(self, target: Target, on_message: OnMessage, *, prefetch: int) -> Listener:
         exchange = exchange_name(target, self.config)
         topic = target.require_topic()
-        queues = [self._durable_queue(topic, exchange, topic)]
-        if target.server:
-            key = routing_key(target)
-            queues.append(self._durable_queue(key, exchange, key))
+        queues = self._topic_queues(target)
         fanout = f"{topic}_fanout_{uuid.uuid4().hex}"
         queues.append(
             kombu.Queue(
@@ -524,7 +662,20 @@ class AMQPDriver(Driver):
     # -- the I/O thread -------------------------------------------------------------
     def _subscribe(self, sub: _Subscription) -> None:
         self._subs.append(sub)
-        self._consume(sub)
+        try:
+            self._consume(sub)
+        except Exception as exc:
+            mismatch = _queue_mismatch(exc, [q.name for q in sub.queues])
+            if mismatch is None:
+                raise
+            # Never retried on a reconnect: the queue would refuse it again.
+            self._subs.remove(sub)
+            sub.cancelled = True
+            channel, sub.channel, sub.consumer = sub.channel, None, None
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    channel.close()
+            raise mismatch from None
 
     def _consume(self, sub: _Subscription) -> None:
         assert self._conn is not None
@@ -596,10 +747,7 @@ class AMQPDriver(Driver):
         attempt = 0
         while not self._closing.is_set():
             try:
-                conn = kombu.Connection(
-                    self._kombu_url, ssl=self._ssl, heartbeat=_HEARTBEAT, connect_timeout=5
-                )
-                conn.connect()
+                conn = self._hosts.connect(ssl=self._ssl, heartbeat=_HEARTBEAT, connect_timeout=5)
                 self._conn, self._raw = conn, conn.connection
                 for sub in list(self._subs):
                     if sub.cancelled:
