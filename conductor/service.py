@@ -76,6 +76,9 @@ class Conductor:
             False and refuses a database that is not at head instead.
         allow_admin_context: accept request contexts that claim admin (``is_admin``);
             refused with ``PermissionError`` by default (see :class:`ConductorSerializer`).
+        quorum_queues: declare the topic's queues as RabbitMQ quorum queues (replicated on
+            a cluster); the same as ``?quorum_queues=true`` in the transport URL. A topic
+            whose queue exists as the other type fails ``start()`` with ``QueueMismatch``.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class Conductor:
         workers: int = DEFAULT_WORKERS,
         auto_upgrade: bool = True,
         allow_admin_context: bool = False,
+        quorum_queues: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -98,6 +102,7 @@ class Conductor:
         self.workers = workers
         self.auto_upgrade = auto_upgrade
         self.allow_admin_context = allow_admin_context
+        self.quorum_queues = quorum_queues
         self.state = State.NEW
         self._lock = threading.Lock()
         self._engine: db.Engine | None = None
@@ -123,7 +128,9 @@ class Conductor:
                     engine,
                     serialize_transactions=engine.dialect.name == "sqlite",
                 )
-                rpc_transport = transport.get_transport(self.transport_url)
+                rpc_transport = transport.get_transport(
+                    self.transport_url, transport.TransportConfig(quorum_queues=self.quorum_queues)
+                )
                 # Duck-typed: objects never imports transport's Serializer ABC.
                 serializer = cast(
                     "transport.Serializer", ConductorSerializer(self.allow_admin_context)
