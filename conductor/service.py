@@ -158,7 +158,7 @@ class Conductor:
                 "conductor %s serving topic %s on %s with %d workers (database %s)",
                 self.server,
                 self.topic,
-                db.mask_url(self.transport_url),
+                ";".join(db.mask_url(url) for url in self.transport_url.split(";")),
                 self.workers,
                 db.mask_url(self.database_url),
             )
