@@ -20,6 +20,14 @@ Topology (``<ex>`` is the target's exchange, default ``conductor``)::
 
 Bodies are the transport's JSON envelopes, published as ``application/json``; consumers
 accept only that, and nothing is ever unpickled.
+
+Topic and notification queues carry the config's queue arguments (``x-queue-type: quorum``,
+``x-message-ttl``, ``x-expires``); a queue that exists with other ones raises
+``QueueMismatch``. A failover URL (``amqp://n1//;amqp://n2//``) names a cluster's nodes:
+every connection of the driver goes to the current node and a failed connect moves on to
+the next, so any node that is up is reached. Reply and fanout queues stay classic queues on
+the node the process is connected to: a caller whose node goes down loses the replies of
+its pending calls (they fail with ``ConnectionLost``; the requests still run once).
 """
 
 from __future__ import annotations
