@@ -342,3 +342,23 @@ def test_failover_url_options_apply_to_every_host(rabbit: str, dead_ports: list[
         assert tp.config.quorum_queues is True
     finally:
         tp.cleanup()
+
+
+@pytest.mark.rabbit
+def test_a_publish_the_broker_nacks_ends_in_a_typed_error(
+    rabbit: str, topic: str, rmake: MakeTransport
+) -> None:
+    # A queue that refuses every message with basic.nack (what a quorum queue does while
+    # it has no leader, for a moment during a failover).
+    import kombu
+
+    with kombu.Connection(rabbit) as conn:
+        exchange = kombu.Exchange("conductor", type="direct", durable=True)
+        kombu.Queue(topic, exchange, routing_key=topic, durable=True,
+                    queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"})(
+            conn.channel()).declare()
+    tp = rmake(TransportConfig(connect_retries=2))
+    started = time.monotonic()
+    with pytest.raises(texc.MessageDeliveryFailure, match="refused"):
+        RPCClient(tp, Target(topic=topic), timeout=20).cast({}, "order", n=1)
+    assert time.monotonic() - started < 10

@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import kombu as _kombu
+from amqp.exceptions import MessageNacked
 
 from transport.config import TransportConfig
 from transport.driver import (
@@ -221,9 +222,11 @@ class _Publisher:
         confirm: bool = True,
         ssl: dict[str, Any] | bool = False,
         hosts: _Hosts | None = None,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
         self._hosts = hosts if hosts is not None else _Hosts([url])
+        self._on_reset = on_reset
         self._ssl = ssl
         self._config = config
         self._confirm = confirm
@@ -253,6 +256,8 @@ class _Publisher:
     def _reset(self) -> None:
         conn, self._conn, self._producer = self._conn, None, None
         if conn is not None:
+            if self._on_reset is not None:
+                self._on_reset()
             with contextlib.suppress(Exception):
                 conn.release()
 
@@ -294,6 +299,19 @@ class _Publisher:
                         retry=False,
                     )
                     return not self._returned
+                except MessageNacked as exc:
+                    # The broker could not take the message now: a quorum queue with no
+                    # leader (a failover in progress) nacks until one is elected. A fresh
+                    # channel looks the leader up again; a channel opened while the old
+                    # leader was still listed can go on nacking for ever.
+                    self._reset()
+                    if attempt >= self._config.connect_retries:
+                        raise MessageDeliveryFailure(
+                            reason=f"the broker refused the message to {exchange or 'reply'} "
+                                   f"(nack) {attempt + 1} times: a queue without a leader "
+                                   "or over its length limit"
+                        ) from exc
+                    LOG.info("the broker refused a message (nack); retrying")
                 except Exception as exc:
                     conn = self._conn
                     self._reset()
@@ -471,12 +489,15 @@ class AMQPDriver(Driver):
         urls, self._ssl = _kombu_urls(url)
         self._kombu_url = urls[0]
         self._hosts = _Hosts(urls)
-        self._publisher = _Publisher(self._kombu_url, config, ssl=self._ssl, hosts=self._hosts)
+        self._publisher = _Publisher(
+            self._kombu_url, config, ssl=self._ssl, hosts=self._hosts, on_reset=self._untrust_routes
+        )
         # NOTE: replies skip publisher confirms. A reply either reaches a live reply
         # queue or has nobody to go to; waiting a broker round trip per reply (under the
         # one publisher lock every worker shares) halved a busy server's throughput.
         self._reply_publisher = _Publisher(
-            self._kombu_url, config, confirm=False, ssl=self._ssl, hosts=self._hosts
+            self._kombu_url, config, confirm=False, ssl=self._ssl, hosts=self._hosts,
+            on_reset=self._untrust_routes,
         )
         # (exchange, routing key) -> when a confirmed, routed publish last went there.
         self._routable: dict[tuple[str, str], float] = {}
@@ -490,6 +511,13 @@ class AMQPDriver(Driver):
         self._reply_lock = threading.Lock()
         self._closing = threading.Event()
         self._connected = threading.Event()
+
+    def _untrust_routes(self) -> None:
+        # NOTE: after a connection loss (a cluster node went down, say), no route is trusted
+        # for unconfirmed sends until a confirmed one went through again: a quorum queue
+        # electing a new leader drops unconfirmed messages sent meanwhile, while a confirmed
+        # publish is retried until the new leader holds the message.
+        self._routable.clear()
 
     # -- entities -------------------------------------------------------------------
     def _exchange(self, name: str) -> kombu.Exchange:
@@ -778,6 +806,7 @@ class AMQPDriver(Driver):
     def _drop(self, exc: BaseException) -> None:
         self._connected.clear()
         self._generation += 1
+        self._untrust_routes()
         conn, self._conn = self._conn, None
         for sub in self._subs:
             sub.channel, sub.consumer = None, None
