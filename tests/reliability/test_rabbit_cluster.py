@@ -10,7 +10,10 @@ writes really are in flight, queued in the quorum queue or prefetched by a condu
 40 writes in, the test stops the leader node with ``rabbitmqctl stop`` (or kills it with
 SIGKILL). Then:
 
-- every write's future ends within its timeout, and with success;
+- every write's future ends within its timeout, and with success; in the third scenario
+  (``kill-with-a-client``) the first client is connected to the node that dies: the calls it
+  had in flight fail at once with ``ConnectionLost`` (its reply queue lived there; the
+  requests still run, once), and its later writes succeed;
 - nothing is lost: every acknowledged create and save is in the database;
 - nothing is duplicated: a trigger records every row written, and no create or save was
   committed twice (a redelivered request is answered from its stored result);
