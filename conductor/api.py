@@ -223,6 +223,8 @@ def connect(
     transport_url: str,
     topic: str = "conductor",
     timeout: float = 60.0,
+    *,
+    quorum_queues: bool = False,
 ) -> ConductorAPI:
     """Hook this process's objects to the conductor on ``topic``.
 
@@ -233,8 +235,14 @@ def connect(
         transport_url: ``memory://``, ``amqp://user:pass@host:5672//`` or ``rabbit://...``.
         topic: the conductor's topic.
         timeout: default per-call deadline in seconds.
+        quorum_queues: the client's transport declares topic queues as quorum queues,
+            as ``?quorum_queues=true`` in the URL does. A client declares none by itself
+            (servers and ``conductor declare-queues`` do); it is accepted so that one
+            setting can be handed to every process of a deployment.
     """
-    rpc_transport = transport.get_transport(transport_url)
+    rpc_transport = transport.get_transport(
+        transport_url, transport.TransportConfig(quorum_queues=quorum_queues)
+    )
     api = ConductorAPI(rpc_transport, topic=topic, timeout=timeout, owns_transport=True)
     base.set_indirection_api(api)
     LOG.debug("objects now use the conductor on topic %s", topic)

@@ -1,7 +1,8 @@
-"""The ``conductor`` command: ``serve``, ``db upgrade``, ``demo``.
+"""The ``conductor`` command: ``serve``, ``declare-queues``, ``db upgrade``, ``demo``.
 
 Configuration is read here, once: flags first, then ``CONDUCTOR_TRANSPORT_URL`` /
-``CONDUCTOR_DATABASE_URL``. Nothing else in the package reads the environment.
+``CONDUCTOR_DATABASE_URL`` / ``CONDUCTOR_QUORUM_QUEUES``. Nothing else in the package reads
+the environment.
 """
 
 from __future__ import annotations
@@ -164,6 +165,15 @@ def _require(value: str | None, flag: str, env: str) -> str:
     return value
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_QUORUM_HELP = ("declare the topic's queues as RabbitMQ quorum queues, replicated across a "
+                "cluster's nodes (env CONDUCTOR_QUORUM_QUEUES=true; same as "
+                "?quorum_queues=true in the URL). Every conductor of a topic must agree")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conductor",
@@ -181,6 +191,8 @@ def _build_parser() -> argparse.ArgumentParser:
                             "(env CONDUCTOR_DATABASE_URL)")
     serve.add_argument("--topic", default="conductor", help="RPC topic (default: conductor)")
     serve.add_argument("--server", default=None, help="this conductor's name (default: host name)")
+    serve.add_argument("--quorum-queues", action="store_true",
+                       default=_env_flag("CONDUCTOR_QUORUM_QUEUES"), help=_QUORUM_HELP)
     serve.add_argument("--objects", action="append", default=[], metavar="MODULE",
                        help="import MODULE for its own objects and models (repeatable)")
     serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -202,6 +214,21 @@ def _build_parser() -> argparse.ArgumentParser:
                        in {"1", "true", "yes", "on"},
                        help="a request context reads and changes only its own project's "
                             "instances (admin contexts: all); env CONDUCTOR_PROJECT_SCOPING=1")
+
+    declare = sub.add_parser(
+        "declare-queues",
+        help="declare a topic's queues ahead of its first conductor, so requests and casts "
+             "sent before it starts wait for it",
+    )
+    declare.add_argument("--transport-url", default=os.environ.get("CONDUCTOR_TRANSPORT_URL"),
+                         help="broker URL (env CONDUCTOR_TRANSPORT_URL); queue options such "
+                              "as ?topic_queue_message_ttl=S go in its query")
+    declare.add_argument("--topic", action="append", required=True,
+                         help="topic whose queue to declare (repeatable)")
+    declare.add_argument("--server", action="append", default=[],
+                         help="also declare <topic>.<server> for this server name (repeatable)")
+    declare.add_argument("--quorum-queues", action="store_true",
+                         default=_env_flag("CONDUCTOR_QUORUM_QUEUES"), help=_QUORUM_HELP)
 
     dbp = sub.add_parser("db", help="database schema commands")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)
@@ -250,6 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
     service = Conductor(
         transport_url, database_url, args.topic,
         server=args.server, workers=args.workers, auto_upgrade=False,
+        quorum_queues=args.quorum_queues,
         allow_admin_context=args.allow_admin_context,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         project_scoping=args.project_scoping,
@@ -271,6 +299,33 @@ def _serve(args: argparse.Namespace) -> int:
         # NOTE: stop() stops consuming first, then lets in-flight requests finish and
         # be acknowledged; unacknowledged ones go back to the queue for the next conductor.
         service.stop()
+    return 0
+
+
+def _declare_queues(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING", _passwords(args.transport_url))
+    url = _require(args.transport_url, "--transport-url", "CONDUCTOR_TRANSPORT_URL")
+    import transport
+
+    try:
+        rpc_transport = transport.get_transport(
+            url, transport.TransportConfig(quorum_queues=args.quorum_queues)
+        )
+    except ValueError as exc:
+        LOG.error("%s", exc)
+        return EXIT_USAGE
+    try:
+        for topic in args.topic:
+            for server in [None, *args.server]:
+                transport.declare_topic(rpc_transport, topic, server=server)
+                name = f"{topic}.{server}" if server else topic
+                kind = "quorum" if rpc_transport.config.quorum_queues else "classic"
+                print(f"declared {kind} queue {name!r}", flush=True)
+    except transport.exceptions.MessagingException as exc:
+        LOG.error("%s", exc)
+        return EXIT_FAILURE
+    finally:
+        rpc_transport.cleanup()
     return 0
 
 
@@ -298,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "db":
         return _db_upgrade(args)
+    if args.command == "declare-queues":
+        return _declare_queues(args)
     if args.command == "demo":
         from conductor import demo
 

@@ -107,6 +107,9 @@ class Conductor:
         project_scoping: a context reads and changes only its own project's instances
             (rows of tables with a ``project_id`` column); admin contexts see all. Off by
             default: every context sees every row.
+        quorum_queues: declare the topic's queues as RabbitMQ quorum queues (replicated on
+            a cluster); the same as ``?quorum_queues=true`` in the transport URL. A topic
+            whose queue exists as the other type fails ``start()`` with ``QueueMismatch``.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class Conductor:
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         project_scoping: bool = False,
+        quorum_queues: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -133,6 +137,7 @@ class Conductor:
         self.auto_upgrade = auto_upgrade
         self.allow_admin_context = allow_admin_context
         self.project_scoping = project_scoping
+        self.quorum_queues = quorum_queues
         self.state = State.NEW
         self._lock = threading.Lock()
         self._engine: db.Engine | None = None
@@ -166,7 +171,11 @@ class Conductor:
                 )
                 rpc_transport = transport.get_transport(
                     self.transport_url,
-                    dataclasses.replace(transport.DEFAULT_CONFIG, prefetch_multiplier=PREFETCH_PER_WORKER),
+                    dataclasses.replace(
+                        transport.DEFAULT_CONFIG,
+                        prefetch_multiplier=PREFETCH_PER_WORKER,
+                        quorum_queues=self.quorum_queues,
+                    ),
                 )
                 # Duck-typed: objects never imports transport's Serializer ABC.
                 serializer = cast(
@@ -197,7 +206,7 @@ class Conductor:
                 "conductor %s serving topic %s on %s with %d workers (database %s)",
                 self.server,
                 self.topic,
-                db.mask_url(self.transport_url),
+                ";".join(db.mask_url(url) for url in self.transport_url.split(";")),
                 self.workers,
                 db.mask_url(self.database_url),
             )

@@ -7,7 +7,7 @@ objects or databases. See DESIGN.md for the semantics.
 from __future__ import annotations
 
 from transport import exceptions
-from transport._transport import Transport, get_transport
+from transport._transport import Transport, declare_topic, get_transport
 from transport.client import RPCClient
 from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.dispatcher import (
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "Transport",
     "TransportConfig",
+    "declare_topic",
     "get_transport",
     # rpc
     "BatchCall",

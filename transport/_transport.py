@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 
 from transport._replies import ReplyWaiter
 from transport._sender import Sender
-from transport.config import DEFAULT_CONFIG, TransportConfig
+from transport.config import DEFAULT_CONFIG, TransportConfig, apply_url_options
 from transport.driver import Driver
 from transport.exceptions import ConnectionLost
+from transport.target import Target
 
-__all__ = ["Transport", "get_transport"]
+__all__ = ["Transport", "declare_topic", "get_transport"]
 
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 
@@ -102,10 +103,16 @@ def get_transport(url: str = "memory://", config: TransportConfig | None = None)
     """Create a transport for ``url``.
 
     ``memory://`` and ``memory://NAME`` are in-process brokers (same name, same broker);
-    ``amqp://`` and ``rabbit://`` reach RabbitMQ through kombu.
+    ``amqp://`` and ``rabbit://`` reach RabbitMQ through kombu. ``amqp://h1//;amqp://h2//``
+    lists the nodes of a cluster: connections go to the first that answers, and move on
+    to the next when it fails.
+
+    Query options set :class:`TransportConfig` fields, winning over ``config``:
+    ``quorum_queues=true``, ``topic_queue_message_ttl=S``, ``topic_queue_expires=S``,
+    ``cast_ttl=S`` (seconds); ``amqps://`` also takes ``ca_certs``, ``certfile``, ``keyfile``.
 
     Raises:
-        ValueError: an unknown URL scheme.
+        ValueError: an unknown URL scheme or query option, or a bad option value.
     """
     config = config or DEFAULT_CONFIG
     scheme = urlsplit(url).scheme
@@ -113,18 +120,41 @@ def get_transport(url: str = "memory://", config: TransportConfig | None = None)
     if scheme == "memory":
         from transport.drivers.memory import MemoryDriver
 
-        driver = MemoryDriver(url, config)
+        driver_url, config = apply_url_options(url, config)
+        driver = MemoryDriver(driver_url, config)
     elif scheme in ("amqp", "rabbit", "pyamqp", "amqps", "rabbits"):
         # Imported here so kombu loads only for RabbitMQ transports.
-        from transport.drivers.amqp import AMQPDriver
+        from transport.drivers.amqp import TLS_OPTIONS, AMQPDriver
 
-        driver = AMQPDriver(url, config)
+        tls = scheme in ("amqps", "rabbits")
+        driver_url, config = apply_url_options(url, config, allowed=TLS_OPTIONS if tls else ())
+        driver = AMQPDriver(driver_url, config)
     else:
         raise ValueError(
             f"unsupported transport URL scheme {scheme!r}; use memory://, amqp://, amqps:// "
             "or rabbit://"
         )
-    return Transport(driver, config)
+    made = Transport(driver, config)
+    made.url = url
+    return made
+
+
+def declare_topic(
+    transport: Transport, topic: str, *, server: str | None = None, exchange: str | None = None
+) -> None:
+    """Declare ``topic``'s durable queue (and ``<topic>.<server>``'s with ``server``) ahead
+    of any server, so casts and calls sent before the first server starts wait for it
+    instead of failing with ``MessageUndeliverable``.
+
+    The queues get ``transport``'s queue options (quorum, message TTL, expiry): use the
+    same as the servers of the topic will. Idempotent; ``conductor declare-queues`` is the
+    command-line twin.
+
+    Raises:
+        QueueMismatch: a queue exists with other arguments than this transport's.
+        TransportError: the broker stayed unreachable through the retries.
+    """
+    transport._driver.declare_topic(Target(topic=topic, server=server, exchange=exchange))
 
 
 @atexit.register

@@ -101,13 +101,14 @@ class RPCClient:
     def cast(self, ctxt: Any, method: str, **kwargs: Any) -> None:
         """Send a request without waiting for a result; returns once the broker has it.
 
-        A fanout target reaches every started server of the topic.
+        A fanout target reaches every started server of the topic. With the transport's
+        ``cast_ttl`` set, a cast no server took within that many seconds is dropped.
 
         Raises:
             MessageUndeliverable: nobody consumes the (non-fanout) topic.
         """
         envelope = self._envelope(ctxt, method, kwargs, reply_to=None)
-        self._send(envelope, ttl=None)
+        self._send(envelope, ttl=self.transport.config.cast_ttl)
 
     def call(self, ctxt: Any, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its (deserialized) result.

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["DEFAULT_CONFIG", "TransportConfig"]
+__all__ = ["DEFAULT_CONFIG", "URL_OPTIONS", "TransportConfig", "apply_url_options"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +20,8 @@ class TransportConfig:
             switches the call monitor off.
         call_monitor_misses: heartbeats a caller may miss before it gives up on the server.
         default_exchange: exchange used when a Target names none.
-        quorum_queues: declare durable topic queues as RabbitMQ quorum queues.
+        quorum_queues: declare durable topic queues as RabbitMQ quorum queues (replicated
+            across a cluster's nodes). Every server and declarer of a topic must agree.
         persistent: publish requests and notifications persistent (survive a broker restart).
         reply_queue_expires: seconds an unused reply queue lives on the broker.
         fanout_queue_expires: seconds an unused fanout queue lives on the broker.
@@ -28,6 +30,17 @@ class TransportConfig:
         prefetch_multiplier: a server prefetches ``max_workers * prefetch_multiplier`` messages.
         batch_max_messages: requests (or replies) packed into one broker message at most
             when several are waiting to be sent at once; 1 switches packing off.
+        topic_queue_message_ttl: seconds a message may wait in a topic queue before the
+            broker drops it (``x-message-ttl``); None keeps messages until consumed.
+        topic_queue_expires: seconds a topic queue may go unused (no consumer, no
+            declaration) before the broker deletes it with its messages (``x-expires``);
+            None keeps topic queues for ever.
+        cast_ttl: seconds a cast may wait for a server before the broker drops it; None
+            (the default) keeps casts until a server takes them.
+
+    Topic queue arguments (``quorum_queues``, ``topic_queue_message_ttl``,
+    ``topic_queue_expires``) are fixed when a queue is first declared: a server or
+    :func:`transport.declare_topic` asking for other ones gets ``QueueMismatch``.
     """
 
     default_timeout: float = 60.0
@@ -43,6 +56,68 @@ class TransportConfig:
     retry_interval_max: float = 2.0
     prefetch_multiplier: int = 4
     batch_max_messages: int = 256
+    topic_queue_message_ttl: float | None = None
+    topic_queue_expires: float | None = None
+    cast_ttl: float | None = None
 
 
 DEFAULT_CONFIG = TransportConfig()
+
+#: TransportConfig fields a transport URL may set as query options
+#: (``amqp://host//?quorum_queues=true&cast_ttl=600``).
+URL_OPTIONS = ("quorum_queues", "topic_queue_message_ttl", "topic_queue_expires", "cast_ttl")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse_option(name: str, text: str) -> bool | float | None:
+    if name == "quorum_queues":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"transport URL option {name}={text!r}: use true or false")
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"transport URL option {name}={text!r}: use a number of seconds above 0")
+    return value
+
+
+def apply_url_options(
+    url: str, config: TransportConfig, *, allowed: tuple[str, ...] = ()
+) -> tuple[str, TransportConfig]:
+    """Take the :data:`URL_OPTIONS` out of ``url``'s query and apply them to ``config``.
+
+    A failover URL (``amqp://h1//;amqp://h2//?quorum_queues=true``) may carry options on any
+    of its URLs; they apply to all. URL options win over ``config``. Other query options stay
+    in the returned URL when named in ``allowed`` (a driver's own, such as TLS files).
+
+    Raises:
+        ValueError: an unknown option, a bad value, or two URLs disagreeing on one.
+    """
+    found: dict[str, bool | float | None] = {}
+    kept_urls = []
+    for one in url.split(";"):
+        parts = urlsplit(one)
+        kept = []
+        for name, text in parse_qsl(parts.query, keep_blank_values=True):
+            if name in URL_OPTIONS:
+                value = _parse_option(name, text)
+                if name in found and found[name] != value:
+                    raise ValueError(f"the failover URLs disagree on transport URL option {name}")
+                found[name] = value
+            elif name in allowed:
+                kept.append((name, text))
+            else:
+                known = ", ".join((*URL_OPTIONS, *allowed))
+                raise ValueError(f"unknown transport URL option {name!r}; use {known}")
+        kept_urls.append(urlunsplit(parts._replace(query=urlencode(kept))))
+    if found:
+        config = dataclasses.replace(config, **found)  # type: ignore[arg-type]
+    return ";".join(kept_urls), config

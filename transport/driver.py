@@ -145,6 +145,17 @@ class Driver(abc.ABC):
         """Declare and consume the queues a server of ``target`` reads: ``<topic>`` and
         ``<topic>.<server>`` (durable) and a fanout queue of its own. Returns once consuming."""
 
+    def declare_topic(self, target: Target) -> None:
+        """Declare the durable queues a server of ``target`` will read (``<topic>`` and,
+        with ``target.server``, ``<topic>.<server>``), so requests and casts sent before any
+        server starts wait in them. Idempotent.
+
+        Raises:
+            QueueMismatch: a queue exists with other arguments than this transport's.
+            TransportError: the broker stayed unreachable through the retries.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot declare topics ahead")
+
     @abc.abstractmethod
     def notify(self, target: Target, priority: str, body: bytes) -> None:
         """Publish a notification to ``<topic>.<priority>``; declares that (default pool)

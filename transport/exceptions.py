@@ -18,6 +18,7 @@ Tree::
     ├── MessageUndeliverable           nobody consumes the target's topic
     ├── MessageTooLarge                an envelope is over the size limit
     ├── MessageDeliveryFailure         a message was malformed, undecodable or could not be sent
+    ├── QueueMismatch                  a queue exists with other arguments (quorum vs classic, TTLs)
     └── TransportError                 the broker connection failed
         └── ConnectionLost             the connection dropped while the operation was pending
 """
@@ -36,6 +37,7 @@ __all__ = [
     "MessagingException",
     "MessagingTimeout",
     "NoSuchMethod",
+    "QueueMismatch",
     "RemoteError",
     "TransportError",
     "UnsupportedVersion",
@@ -154,6 +156,17 @@ class MessageDeliveryFailure(MessagingException):
     """
 
     msg_fmt = "Message could not be delivered: %(reason)s"
+
+
+class QueueMismatch(MessagingException):
+    """Raised when a queue already exists on the broker with other arguments than the ones
+    this transport declares it with (quorum vs classic, message TTL, expiry).
+
+    Every server and declarer of a topic must use the same queue options; or delete the
+    queue. Fields: ``queue``, ``argument`` (such as ``x-queue-type``), ``detail``.
+    """
+
+    msg_fmt = "Queue %(queue)s exists with another %(argument)s: %(detail)s"
 
 
 class TransportError(MessagingException):

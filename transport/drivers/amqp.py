@@ -20,6 +20,14 @@ Topology (``<ex>`` is the target's exchange, default ``conductor``)::
 
 Bodies are the transport's JSON envelopes, published as ``application/json``; consumers
 accept only that, and nothing is ever unpickled.
+
+Topic and notification queues carry the config's queue arguments (``x-queue-type: quorum``,
+``x-message-ttl``, ``x-expires``); a queue that exists with other ones raises
+``QueueMismatch``. A failover URL (``amqp://n1//;amqp://n2//``) names a cluster's nodes:
+every connection of the driver goes to the current node and a failed connect moves on to
+the next, so any node that is up is reached. Reply and fanout queues stay classic queues on
+the node the process is connected to: a caller whose node goes down loses the replies of
+its pending calls (they fail with ``ConnectionLost``; the requests still run once).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import contextlib
 import logging
 import queue
 import random
+import re
 import select
 import socket
 import ssl
@@ -41,6 +50,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import kombu as _kombu
+from amqp.exceptions import MessageNacked
 
 from transport._ratelog import RateLimitedLog, one_line
 from transport.config import TransportConfig
@@ -56,12 +66,13 @@ from transport.driver import (
 from transport.exceptions import (
     MessageDeliveryFailure,
     MessageUndeliverable,
+    QueueMismatch,
     TransportError,
 )
 from transport.futures import on_io_thread
 from transport.target import Target
 
-__all__ = ["AMQPDriver"]
+__all__ = ["TLS_OPTIONS", "AMQPDriver"]
 
 LOG = logging.getLogger(__name__)
 _LOG_BAD = RateLimitedLog(LOG)
@@ -79,6 +90,8 @@ _SERVED_FOR = 1.0  # seconds a queue seen with consumers is trusted to have them
 
 
 _TLS_OPTIONS = ("ca_certs", "certfile", "keyfile")
+#: Query options of ``amqps://`` URLs (besides the transport's own, see transport.config).
+TLS_OPTIONS = _TLS_OPTIONS
 
 
 def _kombu_url(url: str) -> tuple[str, dict[str, Any] | bool]:
@@ -105,6 +118,94 @@ def _kombu_url(url: str) -> tuple[str, dict[str, Any] | bool]:
     return urlunsplit(parts), tls or True
 
 
+def _kombu_urls(url: str) -> tuple[list[str], dict[str, Any] | bool]:
+    """The kombu URL of each node of a failover URL (``amqp://h1//;amqp://h2//``), and the
+    ``ssl`` argument they share (TLS options may be written on any of them)."""
+    urls: list[str] = []
+    tls: dict[str, Any] | bool = False
+    schemes = set()
+    for one in url.split(";"):
+        kombu_url, one_tls = _kombu_url(one.strip())
+        urls.append(kombu_url)
+        schemes.add(one_tls is not False)
+        if isinstance(one_tls, dict):
+            if isinstance(tls, dict) and tls != one_tls:
+                raise ValueError("the failover URLs give different TLS options; give them once")
+            tls = one_tls
+        elif one_tls and tls is False:
+            tls = True
+    if len(schemes) > 1:
+        raise ValueError("a failover URL mixes amqp:// and amqps://; use one scheme for all nodes")
+    return urls, tls
+
+
+class _Hosts:
+    """The nodes of a transport URL; every connection of a driver goes to the current one.
+
+    A connection that cannot be opened moves the driver on to the next node, so a failover
+    URL reaches any node that is up, whichever nodes before it in the list are down.
+    """
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self._index = 0
+        self._lock = threading.Lock()
+
+    def connect(self, **kwargs: Any) -> Any:
+        """An open ``kombu.Connection`` to the current node (one attempt, no sleep inside)."""
+        with self._lock:
+            index = self._index
+        conn = kombu.Connection(self.urls[index], **kwargs)
+        try:
+            # NOTE: not conn.connect(): that one tries twice with a 2 s sleep between
+            # attempts; our callers retry with their own backoff, moving on to the next node.
+            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.release()
+            with self._lock:
+                if self._index == index:
+                    self._index = (index + 1) % len(self.urls)
+            raise
+        return conn
+
+
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)' for queue '([^']*)'[^:]*: (.*)")
+
+
+def _queue_mismatch(exc: BaseException, queue_names: list[str]) -> QueueMismatch | None:
+    """The typed error for a broker's refusal to redeclare a queue with other arguments
+    (``406 PRECONDITION_FAILED - inequivalent arg ...``); None for any other error."""
+    text = str(exc)
+    if getattr(exc, "code", None) != 406 and "PRECONDITION_FAILED" not in text:
+        return None
+    found = _INEQUIVALENT.search(text)
+    if found is None:
+        return None
+    argument, queue_name, detail = found.groups()
+    queue_name = queue_name or (queue_names[0] if queue_names else "?")
+    hint = ""
+    what = f"{argument} {detail}"
+    values = re.findall(r"(none|the value '([^']*)')", detail)
+    if argument == "x-queue-type":
+        hint = (" (quorum_queues=true in the transport URL, --quorum-queues for conductor "
+                "serve, quorum_queues=True for Conductor/connect)")
+        if len(values) == 2:
+            declared, current = (v[1] or "classic" for v in values)
+            what = f"x-queue-type: it is a {current} queue on the broker, this transport declares it {declared}"
+    elif len(values) == 2:
+        declared, current = (v[1] or "none" for v in values)
+        what = f"{argument}: it is {current} on the broker, this transport declares {declared}"
+    return QueueMismatch(
+        f"queue {queue_name!r} already exists with other arguments: {what}. "
+        f"Declare it with the same queue options everywhere{hint}, or delete the queue "
+        f"(rabbitmqctl delete_queue {queue_name}) if nothing in it is needed",
+        queue=queue_name,
+        argument=argument,
+        detail=detail,
+    )
+
+
 def _with_tls_port(parts: Any) -> str:
     netloc: str = parts.netloc
     if parts.port is None:
@@ -119,23 +220,6 @@ def _where(url: str) -> str:
         return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
     except ValueError:
         return "the broker"
-
-
-def _open(url: str, ssl: dict[str, Any] | bool, **options: Any) -> kombu.Connection:
-    """A connected kombu connection, after one attempt.
-
-    NOTE: never ``Connection.connect()``: it retries once after sleeping 2 s inside
-    kombu, so every refused attempt took 2.3 s and the transport's retries (which have
-    their own backoff) added up to ~24 s before a caller heard of an unreachable broker.
-    """
-    conn = kombu.Connection(url, ssl=ssl, heartbeat=_HEARTBEAT, connect_timeout=5, **options)
-    try:
-        conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            conn.release()
-        raise
-    return conn
 
 
 def _backoff(attempt: int, cap: float) -> float:
@@ -153,8 +237,12 @@ class _Publisher:
         *,
         confirm: bool = True,
         ssl: dict[str, Any] | bool = False,
+        hosts: _Hosts | None = None,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
+        self._hosts = hosts if hosts is not None else _Hosts([url])
+        self._on_reset = on_reset
         self._ssl = ssl
         self._config = config
         self._confirm = confirm
@@ -181,7 +269,12 @@ class _Publisher:
 
     def _connect(self) -> kombu.Producer:
         if self._producer is None:
-            conn = _open(self._url, self._ssl, transport_options={"confirm_publish": self._confirm})
+            conn = self._hosts.connect(
+                ssl=self._ssl,
+                heartbeat=_HEARTBEAT,
+                connect_timeout=5,
+                transport_options={"confirm_publish": self._confirm},
+            )
             self._conn = conn
             self.unreachable = None
             self._down = False
@@ -193,6 +286,8 @@ class _Publisher:
         conn, self._conn, self._producer = self._conn, None, None
         self._check_channel = None
         if conn is not None:
+            if self._on_reset is not None:
+                self._on_reset()
             with contextlib.suppress(Exception):
                 conn.release()
 
@@ -268,6 +363,19 @@ class _Publisher:
                     raise TransportError(reason="the transport was cleaned up")
                 try:
                     return fn(self._connect())
+                except MessageNacked as exc:
+                    # The broker could not take the message now: a quorum queue with no
+                    # leader (a failover in progress) nacks until one is elected. A fresh
+                    # channel looks the leader up again; a channel opened while the old
+                    # leader was still listed can go on nacking for ever.
+                    self._reset()
+                    if attempt >= self._config.connect_retries:
+                        raise MessageDeliveryFailure(
+                            reason=f"the broker refused the message ({what}, nack) "
+                                   f"{attempt + 1} times: a queue without a leader or over "
+                                   "its length limit"
+                        ) from exc
+                    LOG.info("the broker refused a message (nack); retrying")
                 except Exception as exc:
                     conn = self._conn
                     self._reset()
@@ -538,12 +646,19 @@ class AMQPDriver(Driver):
 
     def __init__(self, url: str, config: TransportConfig) -> None:
         super().__init__(url, config)
-        self._kombu_url, self._ssl = _kombu_url(url)
-        self._publisher = _Publisher(self._kombu_url, config, ssl=self._ssl)
+        urls, self._ssl = _kombu_urls(url)
+        self._kombu_url = urls[0]
+        self._hosts = _Hosts(urls)
+        self._publisher = _Publisher(
+            self._kombu_url, config, ssl=self._ssl, hosts=self._hosts, on_reset=self._untrust_routes
+        )
         # NOTE: replies skip publisher confirms. A reply either reaches a live reply
         # queue or has nobody to go to; waiting a broker round trip per reply (under the
         # one publisher lock every worker shares) halved a busy server's throughput.
-        self._reply_publisher = _Publisher(self._kombu_url, config, confirm=False, ssl=self._ssl)
+        self._reply_publisher = _Publisher(
+            self._kombu_url, config, confirm=False, ssl=self._ssl, hosts=self._hosts,
+            on_reset=self._untrust_routes,
+        )
         # (exchange, routing key) -> when a confirmed, routed publish last went there.
         self._routable: dict[tuple[str, str], float] = {}
         # queue -> when it was last seen with a consumer (calls fail fast without one).
@@ -564,20 +679,66 @@ class AMQPDriver(Driver):
         self._connected = threading.Event()
         self._body_limit: _BodyLimit | None = None
 
+    def _untrust_routes(self) -> None:
+        # NOTE: after a connection loss (a cluster node went down, say), no route is trusted
+        # for unconfirmed sends until a confirmed one went through again: a quorum queue
+        # electing a new leader drops unconfirmed messages sent meanwhile, while a confirmed
+        # publish is retried until the new leader holds the message.
+        self._routable.clear()
+
     # -- entities -------------------------------------------------------------------
     def _exchange(self, name: str) -> kombu.Exchange:
         return kombu.Exchange(name, type="direct", durable=True, auto_delete=False)
 
     def _durable_queue(self, name: str, exchange: str, key: str) -> kombu.Queue:
-        arguments = {"x-queue-type": "quorum"} if self.config.quorum_queues else None
+        arguments: dict[str, Any] = {}
+        if self.config.quorum_queues:
+            arguments["x-queue-type"] = "quorum"
+        if self.config.topic_queue_message_ttl is not None:
+            arguments["x-message-ttl"] = int(self.config.topic_queue_message_ttl * 1000)
+        if self.config.topic_queue_expires is not None:
+            arguments["x-expires"] = int(self.config.topic_queue_expires * 1000)
         return kombu.Queue(
             name,
             self._exchange(exchange),
             routing_key=key,
             durable=True,
             auto_delete=False,
-            queue_arguments=arguments,
+            queue_arguments=arguments or None,
         )
+
+    def _topic_queues(self, target: Target) -> list[kombu.Queue]:
+        """The durable queues a server of ``target`` reads: ``<topic>`` [, ``<topic>.<server>``]."""
+        exchange = exchange_name(target, self.config)
+        topic = target.require_topic()
+        names = [topic] + ([routing_key(target)] if target.server else [])
+        return [self._durable_queue(name, exchange, name) for name in names]
+
+    def declare_topic(self, target: Target) -> None:
+        queues = self._topic_queues(target)
+        attempt = 0
+        while True:
+            try:
+                conn = self._hosts.connect(ssl=self._ssl, connect_timeout=5)
+            except Exception as exc:
+                if attempt >= self.config.connect_retries:
+                    raise TransportError(reason=f"cannot reach the broker: {exc}") from exc
+                time.sleep(_backoff(attempt, self.config.retry_interval_max))
+                attempt += 1
+                continue
+            try:
+                channel = conn.channel()
+                for q in queues:
+                    try:
+                        q(channel).declare()
+                    except conn.channel_errors as exc:
+                        raise _queue_mismatch(exc, [q.name]) or MessageDeliveryFailure(
+                            reason=f"cannot declare queue {q.name}: {exc}"
+                        ) from None
+                return
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.release()
 
     # -- sending --------------------------------------------------------------------
     def ready(self) -> bool:
@@ -690,13 +851,19 @@ class AMQPDriver(Driver):
     def notify(self, target: Target, priority: str, body: bytes) -> None:
         exchange = exchange_name(target, self.config) + "_notifications"
         key = notification_queue(target, priority, None)
-        self._publisher.publish(
-            exchange,
-            key,
-            body,
-            persistent=self.config.persistent,
-            declare=(self._durable_queue(key, exchange, key),),
-        )
+        try:
+            self._publisher.publish(
+                exchange,
+                key,
+                body,
+                persistent=self.config.persistent,
+                declare=(self._durable_queue(key, exchange, key),),
+            )
+        except MessageDeliveryFailure as exc:
+            mismatch = _queue_mismatch(exc.__cause__ or exc, [key])
+            if mismatch is None:
+                raise
+            raise mismatch from None
 
     def _dead_letter(self, name: str, body: bytes, reason: str) -> None:
         dead = kombu.Queue(name, durable=True, auto_delete=False)
@@ -734,10 +901,7 @@ class AMQPDriver(Driver):
     def listen(self, target: Target, on_message: OnMessage, *, prefetch: int) -> Listener:
         exchange = exchange_name(target, self.config)
         topic = target.require_topic()
-        queues = [self._durable_queue(topic, exchange, topic)]
-        if target.server:
-            key = routing_key(target)
-            queues.append(self._durable_queue(key, exchange, key))
+        queues = self._topic_queues(target)
         fanout = f"{topic}_fanout_{uuid.uuid4().hex}"
         queues.append(
             kombu.Queue(
@@ -778,7 +942,20 @@ class AMQPDriver(Driver):
                 return
         else:
             self._subs.append(sub)
-        self._consume(sub)
+        try:
+            self._consume(sub)
+        except Exception as exc:
+            mismatch = _queue_mismatch(exc, [q.name for q in sub.queues])
+            if mismatch is None:
+                raise
+            # Never retried on a reconnect: the queue would refuse it again.
+            self._subs.remove(sub)
+            sub.cancelled = True
+            channel, sub.channel, sub.consumer = sub.channel, None, None
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    channel.close()
+            raise mismatch from None
 
     def _consume(self, sub: _Subscription) -> None:
         assert self._conn is not None
@@ -880,7 +1057,7 @@ class AMQPDriver(Driver):
         attempt = 0
         while not self._closing.is_set():
             try:
-                conn = _open(self._kombu_url, self._ssl)
+                conn = self._hosts.connect(ssl=self._ssl, heartbeat=_HEARTBEAT, connect_timeout=5)
                 self._conn, self._raw = conn, conn.connection
                 self._body_limit = _BodyLimit(
                     self._raw.on_inbound_frame, self.config.max_message_size, self._cuts_bodies
@@ -910,6 +1087,7 @@ class AMQPDriver(Driver):
     def _drop(self, exc: BaseException) -> None:
         self._connected.clear()
         self._generation += 1
+        self._untrust_routes()
         conn, self._conn = self._conn, None
         for sub in self._subs:
             sub.channel, sub.consumer = None, None

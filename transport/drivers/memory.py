@@ -73,6 +73,7 @@ class _Consumer:
 class _Queue:
     name: str
     auto_delete: bool = False
+    message_ttl: float | None = None
     messages: collections.deque[_Message] = field(default_factory=collections.deque)
     consumers: list[_Consumer] = field(default_factory=list)
     next_consumer: int = 0
@@ -95,10 +96,19 @@ class MemoryBroker:
         self._tags = itertools.count(1)
 
     # -- topology ---------------------------------------------------------------
-    def declare(self, queue: str, exchange: str, key: str, *, auto_delete: bool = False) -> None:
-        """Create ``queue`` if missing and bind it to ``(exchange, key)``."""
+    def declare(
+        self,
+        queue: str,
+        exchange: str,
+        key: str,
+        *,
+        auto_delete: bool = False,
+        message_ttl: float | None = None,
+    ) -> None:
+        """Create ``queue`` if missing and bind it to ``(exchange, key)``. Messages wait in
+        it ``message_ttl`` seconds at most (fixed when the queue is created)."""
         with self._lock:
-            self._queues.setdefault(queue, _Queue(queue, auto_delete))
+            self._queues.setdefault(queue, _Queue(queue, auto_delete, message_ttl))
             self._bindings[(exchange, key)].add(queue)
 
     def delete(self, queue: str) -> None:
@@ -124,7 +134,7 @@ class MemoryBroker:
     # -- publishing ---------------------------------------------------------------
     def publish(self, exchange: str, key: str, body: bytes, *, ttl: float | None, mandatory: bool) -> bool:
         """Copy ``body`` into every queue bound to ``(exchange, key)``; False if none is."""
-        expires_at = time.monotonic() + ttl if ttl is not None else None
+        now = time.monotonic()
         with self._lock:
             names = [n for n in self._bindings.get((exchange, key), ()) if n in self._queues]
             if not names:
@@ -133,7 +143,10 @@ class MemoryBroker:
                 return True
             deliveries = []
             for name in names:
-                self._queues[name].messages.append(_Message(body, expires_at))
+                q = self._queues[name]
+                ttls = [t for t in (ttl, q.message_ttl) if t is not None]
+                expires_at = now + min(ttls) if ttls else None
+                q.messages.append(_Message(body, expires_at))
                 deliveries.extend(self._take(self._queues[name]))
         self._deliver(deliveries)
         return True
@@ -315,11 +328,18 @@ class MemoryDriver(Driver):
         topic = target.require_topic()
         names = [topic] + ([routing_key(target)] if target.server else [])
         for name in names:
-            self.broker.declare(name, exchange, name)
+            self.broker.declare(name, exchange, name, message_ttl=self.config.topic_queue_message_ttl)
         fanout = f"{topic}_fanout_{uuid.uuid4().hex}"
         self.broker.declare(fanout, exchange + "_fanout", topic, auto_delete=True)
         consumers = [self.broker.consume(n, on_message, prefetch) for n in [*names, fanout]]
         return self._track(_MemoryListener(self.broker, consumers, [fanout]))
+
+    def declare_topic(self, target: Target) -> None:
+        self._check_open()
+        exchange = exchange_name(target, self.config)
+        names = [target.require_topic()] + ([routing_key(target)] if target.server else [])
+        for name in names:
+            self.broker.declare(name, exchange, name, message_ttl=self.config.topic_queue_message_ttl)
 
     def notify(self, target: Target, priority: str, body: bytes) -> None:
         self._check_open()
