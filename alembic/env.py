@@ -2,7 +2,8 @@
 
 The database comes from ``config.attributes["connection"]`` (how ``conductor.db.upgrade``
 calls us, with its own engine) or else from ``sqlalchemy.url`` in the config, then from
-``CONDUCTOR_DATABASE_URL`` (for ``alembic upgrade head`` with the root ``alembic.ini``). Only the tables in ``conductor.db.models.MANAGED_TABLES`` are
+``CONDUCTOR_DATABASE_URL`` (for ``alembic upgrade head`` with the root ``alembic.ini``).
+Only the tables in ``conductor.db.models.MANAGED_TABLES`` are
 ours: tables of users' own models live on the same metadata but are not migrated here.
 """
 

@@ -44,8 +44,14 @@ def serve(config: dict[str, Any]) -> None:
     with Connection(config["url"]) as conn:
         channel = conn.channel()
         channel.basic_qos(0, 256, False)
-        queue = Queue(config["queue"], exchange=Exchange(""), routing_key=config["queue"],
-                      durable=False, auto_delete=False, channel=channel)
+        queue = Queue(
+            config["queue"],
+            exchange=Exchange(""),
+            routing_key=config["queue"],
+            durable=False,
+            auto_delete=False,
+            channel=channel,
+        )
         queue.declare()
         producer = Producer(channel, exchange=Exchange(""), auto_declare=False)
 
@@ -90,15 +96,20 @@ class KombuClient:
         self.channel = self.conn.channel()
         self.queue_name: str = config["queue"]
         self.request_body: bytes = config["request_body"].encode()
-        self.reply_queue = Queue(f"{self.queue_name}.reply-{uuid.uuid4().hex[:8]}",
-                                 exchange=Exchange(""), exclusive=True, auto_delete=True,
-                                 channel=self.channel)
+        self.reply_queue = Queue(
+            f"{self.queue_name}.reply-{uuid.uuid4().hex[:8]}",
+            exchange=Exchange(""),
+            exclusive=True,
+            auto_delete=True,
+            channel=self.channel,
+        )
         self.reply_queue.declare()
         self.producer = Producer(self.channel, exchange=Exchange(""), auto_declare=False)
         self.started: dict[str, float] = {}
         self.result: _common.Result | None = None
-        self.consumer = Consumer(self.channel, queues=[self.reply_queue],
-                                 on_message=self._on_reply, no_ack=True)
+        self.consumer = Consumer(
+            self.channel, queues=[self.reply_queue], on_message=self._on_reply, no_ack=True
+        )
         self.consumer.consume()
 
     def _on_reply(self, message: Any) -> None:

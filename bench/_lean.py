@@ -40,8 +40,20 @@ from kombu.messaging import Consumer, Producer
 from bench import _common, _procs
 
 #: Columns of ``instances`` that make Instance 1.2's fields (``revision`` is not a field).
-COLUMNS = ("id", "uuid", "host", "state", "vcpus", "memory_mb", "flavor", "task_state",
-           "created_at", "updated_at", "tags", "metadata")
+COLUMNS = (
+    "id",
+    "uuid",
+    "host",
+    "state",
+    "vcpus",
+    "memory_mb",
+    "flavor",
+    "task_state",
+    "created_at",
+    "updated_at",
+    "tags",
+    "metadata",
+)
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM instances WHERE id = ANY(%s)"
 MANIFEST = {"Instance": "1.2", "Flavor": "1.0"}
 NAMESPACE = "versionedobjects"
@@ -70,20 +82,30 @@ def _primitive(row: tuple[Any, ...]) -> dict[str, Any]:
     data["updated_at"] = updated.isoformat() if updated is not None else None
     flavor = data["flavor"]
     if flavor is not None:
-        data["flavor"] = {"versioned_object.name": "Flavor",
-                          "versioned_object.namespace": NAMESPACE,
-                          "versioned_object.version": "1.0",
-                          "versioned_object.data": flavor}
-    return {"versioned_object.name": "Instance", "versioned_object.namespace": NAMESPACE,
-            "versioned_object.version": "1.2", "versioned_object.data": data}
+        data["flavor"] = {
+            "versioned_object.name": "Flavor",
+            "versioned_object.namespace": NAMESPACE,
+            "versioned_object.version": "1.0",
+            "versioned_object.data": flavor,
+        }
+    return {
+        "versioned_object.name": "Instance",
+        "versioned_object.namespace": NAMESPACE,
+        "versioned_object.version": "1.2",
+        "versioned_object.data": data,
+    }
 
 
 def _answer(cursor: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ids = []
     for request in requests:
         call = request["args"]
-        if (request["method"] != "object_class_action_versions" or call["objname"] != "Instance"
-                or call["objmethod"] != "get" or call["object_versions"] != MANIFEST):
+        if (
+            request["method"] != "object_class_action_versions"
+            or call["objname"] != "Instance"
+            or call["objmethod"] != "get"
+            or call["object_versions"] != MANIFEST
+        ):
             raise ValueError(f"the lean server only serves Instance.get at {MANIFEST}")
         ids.append(call["args"][0])
     cursor.execute(SELECT, (ids,))
@@ -91,8 +113,13 @@ def _answer(cursor: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]
     replies = []
     for request, id_ in zip(requests, ids, strict=True):
         found = rows.get(id_)
-        replies.append({"msg_id": request["msg_id"], "result": found,
-                        "failure": None if found is not None else f"InstanceNotFound: {id_}"})
+        replies.append(
+            {
+                "msg_id": request["msg_id"],
+                "result": found,
+                "failure": None if found is not None else f"InstanceNotFound: {id_}",
+            }
+        )
     return replies
 
 
@@ -117,8 +144,14 @@ def serve(config: dict[str, Any]) -> None:
     with Connection(config["url"]) as conn:
         channel = conn.channel()
         channel.basic_qos(0, 8, False)
-        queue = Queue(config["queue"], exchange=Exchange(""), routing_key=config["queue"],
-                      durable=False, auto_delete=False, channel=channel)
+        queue = Queue(
+            config["queue"],
+            exchange=Exchange(""),
+            routing_key=config["queue"],
+            durable=False,
+            auto_delete=False,
+            channel=channel,
+        )
         queue.declare()
         producer = Producer(channel, exchange=Exchange(""), auto_declare=False)
         # The callback only collects: py-amqp may deliver re-entrantly inside a publish.
@@ -135,10 +168,14 @@ def serve(config: dict[str, Any]) -> None:
                 message = inbox.popleft()
                 replies = _answer(cursor, loads(message.body)["requests"])
                 props = message.properties
-                producer.publish(dumps({"replies": replies}), routing_key=props["reply_to"],
-                                 correlation_id=props["correlation_id"],
-                                 content_type="application/json", content_encoding="binary",
-                                 delivery_mode=1)
+                producer.publish(
+                    dumps({"replies": replies}),
+                    routing_key=props["reply_to"],
+                    correlation_id=props["correlation_id"],
+                    content_type="application/json",
+                    content_encoding="binary",
+                    delivery_mode=1,
+                )
                 message.ack()
         consumer.cancel()
     db.close()
@@ -181,19 +218,29 @@ class LeanClient:
         self.queue_name: str = config["queue"]
         self.ids: list[int] = list(config["ids"])
         self.cursor = 0
-        self.context = {"user_id": "bench", "project_id": "bench",
-                        "request_id": f"req-{uuid.uuid4()}", "roles": [], "is_admin": False}
-        self.reply_queue = Queue(f"{self.queue_name}.reply-{uuid.uuid4().hex[:8]}",
-                                 exchange=Exchange(""), exclusive=True, auto_delete=True,
-                                 channel=self.channel)
+        self.context = {
+            "user_id": "bench",
+            "project_id": "bench",
+            "request_id": f"req-{uuid.uuid4()}",
+            "roles": [],
+            "is_admin": False,
+        }
+        self.reply_queue = Queue(
+            f"{self.queue_name}.reply-{uuid.uuid4().hex[:8]}",
+            exchange=Exchange(""),
+            exclusive=True,
+            auto_delete=True,
+            channel=self.channel,
+        )
         self.reply_queue.declare()
         self.producer = Producer(self.channel, exchange=Exchange(""), auto_declare=False)
         self.started: dict[int, float] = {}
         self.next_id = 0
         self.result: _common.Result | None = None
         self.sample: Any = None
-        self.consumer = Consumer(self.channel, queues=[self.reply_queue],
-                                 on_message=self._on_reply, no_ack=True)
+        self.consumer = Consumer(
+            self.channel, queues=[self.reply_queue], on_message=self._on_reply, no_ack=True
+        )
         self.consumer.consume()
 
     def _id(self) -> int:
@@ -204,16 +251,29 @@ class LeanClient:
         msg_id = self.next_id
         self.next_id += 1
         self.started[msg_id] = time.perf_counter()
-        return {"msg_id": msg_id, "context": self.context,
-                "method": "object_class_action_versions",
-                "args": {"objname": "Instance", "objmethod": "get", "object_versions": MANIFEST,
-                         "args": [self._id()], "kwargs": {}}}
+        return {
+            "msg_id": msg_id,
+            "context": self.context,
+            "method": "object_class_action_versions",
+            "args": {
+                "objname": "Instance",
+                "objmethod": "get",
+                "object_versions": MANIFEST,
+                "args": [self._id()],
+                "kwargs": {},
+            },
+        }
 
     def _publish(self, batch: list[dict[str, Any]]) -> None:
-        self.producer.publish(self.dumps({"requests": batch}), routing_key=self.queue_name,
-                              reply_to=self.reply_queue.name, correlation_id=str(batch[0]["msg_id"]),
-                              content_type="application/json", content_encoding="binary",
-                              delivery_mode=1)
+        self.producer.publish(
+            self.dumps({"requests": batch}),
+            routing_key=self.queue_name,
+            reply_to=self.reply_queue.name,
+            correlation_id=str(batch[0]["msg_id"]),
+            content_type="application/json",
+            content_encoding="binary",
+            delivery_mode=1,
+        )
 
     def _on_reply(self, message: Any) -> None:
         if self.result is None:  # the ``sample`` command

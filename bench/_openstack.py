@@ -146,7 +146,9 @@ class Instance(base.VersionedObject):
         values = dict(changes)
         flavor = values.get("flavor")
         if flavor is not None:
-            values["flavor"] = {k: getattr(flavor, k) for k in flavor.fields if flavor.obj_attr_is_set(k)}
+            values["flavor"] = {
+                k: getattr(flavor, k) for k in flavor.fields if flavor.obj_attr_is_set(k)
+            }
         return values
 
     @base.remotable_classmethod
@@ -216,17 +218,26 @@ class ConductorEndpoint:
     def __init__(self) -> None:
         self.target = _messaging().Target(version="3.0")
 
-    def object_class_action_versions(self, context: Any, objname: str, objmethod: str,
-                                     object_versions: dict[str, str], args: Any, kwargs: Any) -> Any:
+    def object_class_action_versions(
+        self,
+        context: Any,
+        objname: str,
+        objmethod: str,
+        object_versions: dict[str, str],
+        args: Any,
+        kwargs: Any,
+    ) -> Any:
         objclass = base.VersionedObject.obj_class_from_name(objname, object_versions[objname])
         result = getattr(objclass, objmethod)(context, *args, **kwargs)
         if isinstance(result, base.VersionedObject):
-            return result.obj_to_primitive(target_version=object_versions[objname],
-                                           version_manifest=object_versions)
+            return result.obj_to_primitive(
+                target_version=object_versions[objname], version_manifest=object_versions
+            )
         return result
 
-    def object_action(self, context: Any, objinst: Any, objmethod: str, args: Any,
-                      kwargs: Any) -> Any:
+    def object_action(
+        self, context: Any, objinst: Any, objmethod: str, args: Any, kwargs: Any
+    ) -> Any:
         oldobj = objinst.obj_clone()
         result = getattr(objinst, objmethod)(*args, **kwargs)
         updates: dict[str, Any] = {}
@@ -238,8 +249,9 @@ class ConductorEndpoint:
         updates["obj_what_changed"] = objinst.obj_what_changed()
         return updates, result
 
-    def object_backport_versions(self, context: Any, objinst: Any,
-                                 object_versions: dict[str, str]) -> Any:
+    def object_backport_versions(
+        self, context: Any, objinst: Any, object_versions: dict[str, str]
+    ) -> Any:
         target = object_versions[objinst.obj_name()]
         return objinst.obj_to_primitive(target_version=target, version_manifest=object_versions)
 
@@ -252,25 +264,43 @@ class ConductorRPCAPI(base.VersionedObjectIndirectionAPI):
         target = om.Target(topic=topic, version="3.0")
         self.client = om.get_rpc_client(transport, target, serializer=_serializer(), timeout=120)
 
-    def object_class_action(self, context: Any, objname: str, objmethod: str, objver: str,
-                            args: Any, kwargs: Any) -> Any:
+    def object_class_action(
+        self, context: Any, objname: str, objmethod: str, objver: str, args: Any, kwargs: Any
+    ) -> Any:
         raise NotImplementedError("deprecated in nova too")
 
-    def object_class_action_versions(self, context: Any, objname: str, objmethod: str,
-                                     object_versions: dict[str, str], args: Any, kwargs: Any) -> Any:
+    def object_class_action_versions(
+        self,
+        context: Any,
+        objname: str,
+        objmethod: str,
+        object_versions: dict[str, str],
+        args: Any,
+        kwargs: Any,
+    ) -> Any:
         return self.client.prepare().call(
-            context, "object_class_action_versions", objname=objname, objmethod=objmethod,
-            object_versions=object_versions, args=args, kwargs=kwargs)
+            context,
+            "object_class_action_versions",
+            objname=objname,
+            objmethod=objmethod,
+            object_versions=object_versions,
+            args=args,
+            kwargs=kwargs,
+        )
 
-    def object_action(self, context: Any, objinst: Any, objmethod: str, args: Any,
-                      kwargs: Any) -> Any:
-        return self.client.prepare().call(context, "object_action", objinst=objinst,
-                                          objmethod=objmethod, args=args, kwargs=kwargs)
+    def object_action(
+        self, context: Any, objinst: Any, objmethod: str, args: Any, kwargs: Any
+    ) -> Any:
+        return self.client.prepare().call(
+            context, "object_action", objinst=objinst, objmethod=objmethod, args=args, kwargs=kwargs
+        )
 
-    def object_backport_versions(self, context: Any, objinst: Any,
-                                 object_versions: dict[str, str]) -> Any:
-        return self.client.prepare().call(context, "object_backport_versions",
-                                          objinst=objinst, object_versions=object_versions)
+    def object_backport_versions(
+        self, context: Any, objinst: Any, object_versions: dict[str, str]
+    ) -> Any:
+        return self.client.prepare().call(
+            context, "object_backport_versions", objinst=objinst, object_versions=object_versions
+        )
 
 
 def serve(config: dict[str, Any]) -> None:
@@ -280,8 +310,9 @@ def serve(config: dict[str, Any]) -> None:
     _db = InstanceDB(config["database_url"])
     transport = _transport(config)
     target = om.Target(topic=config["topic"], server=config["server"])
-    server = om.get_rpc_server(transport, target, [ConductorEndpoint()], executor="threading",
-                               serializer=_serializer())
+    server = om.get_rpc_server(
+        transport, target, [ConductorEndpoint()], executor="threading", serializer=_serializer()
+    )
     server.start()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -309,8 +340,9 @@ class OpenStackWorker:
         self.cursor = 0
         self.lock = threading.Lock()
         self.created = 0
-        self.flavor = Flavor(flavorid="bench-ovo", name="m1.bench", vcpus=2, memory_mb=4096,
-                             root_gb=20)
+        self.flavor = Flavor(
+            flavorid="bench-ovo", name="m1.bench", vcpus=2, memory_mb=4096, root_gb=20
+        )
         self.flavor.id = 1
         self.flavor.obj_reset_changes()
 
@@ -333,24 +365,34 @@ class OpenStackWorker:
         with self.lock:
             self.created += 1
             n = self.created
-        inst = Instance(self.ctx, uuid=str(uuid.uuid4()), flavor=self.flavor,
-                        **_common.instance_values(n))
+        inst = Instance(
+            self.ctx, uuid=str(uuid.uuid4()), flavor=self.flavor, **_common.instance_values(n)
+        )
         inst.create()
         return inst
 
     def run(self, workload: str, window: int, ops: int, seconds: float | None) -> dict[str, Any]:
-        op = {"get": self.op_get, "get_async": self.op_get, "save": self.op_save,
-              "create": self.op_create}[workload]
+        op = {
+            "get": self.op_get,
+            "get_async": self.op_get,
+            "save": self.op_save,
+            "create": self.op_create,
+        }[workload]
         if workload == "get" or window <= 1:
             return _common.run_sequential(op, ops, seconds)
         with ThreadPoolExecutor(max_workers=window) as pool:
-            return _common.run_window(lambda i: pool.submit(op, i), lambda f: f.result(),
-                                      window, ops, seconds)
+            return _common.run_window(
+                lambda i: pool.submit(op, i), lambda f: f.result(), window, ops, seconds
+            )
 
     def handle(self, command: dict[str, Any]) -> Any:
         if command["cmd"] == "run":
-            return self.run(command["workload"], int(command.get("window", 1)),
-                            int(command["ops"]), command.get("seconds"))
+            return self.run(
+                command["workload"],
+                int(command.get("window", 1)),
+                int(command["ops"]),
+                command.get("seconds"),
+            )
         raise ValueError(f"unknown command {command['cmd']!r}")
 
     def close(self) -> None:

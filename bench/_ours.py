@@ -28,7 +28,9 @@ class OursWorker:
         transport_url = config["transport_url"]
         if config.get("embedded"):
             self.service = conductor.Conductor(
-                transport_url, config["database_url"], topic=config["topic"],
+                transport_url,
+                config["database_url"],
+                topic=config["topic"],
                 **({"workers": config["workers"]} if config.get("workers") else {}),
             )
             self.service.start()
@@ -56,15 +58,17 @@ class OursWorker:
     def _new_instance(self) -> Any:
         self.created += 1
         values = _common.instance_values(self.created)
-        return objects.Instance(
-            self.ctx, uuid=str(uuid.uuid4()), flavor=self._flavor(), **values
-        )
+        return objects.Instance(self.ctx, uuid=str(uuid.uuid4()), flavor=self._flavor(), **values)
 
     def _flavor(self) -> Any:
         if self.flavor is None:
             found = objects.Flavor(
-                self.ctx, flavorid=f"bench-{uuid.uuid4().hex[:8]}", name="m1.bench",
-                vcpus=2, memory_mb=4096, root_gb=20,
+                self.ctx,
+                flavorid=f"bench-{uuid.uuid4().hex[:8]}",
+                name="m1.bench",
+                vcpus=2,
+                memory_mb=4096,
+                root_gb=20,
             )
             found.create()
             self.flavor = found
@@ -77,14 +81,15 @@ class OursWorker:
         made = [self._new_instance() for _ in range(count)]
         window = 256
         for lo in range(0, count, window):
-            chunk = made[lo:lo + window]
+            chunk = made[lo : lo + window]
             objects.wait_all([inst.create_async() for inst in chunk])
         self.ids.extend(inst.id for inst in made)
         sample = objects.Instance.get(self.ctx, self.ids[0])
         return {"ids": self.ids, "sample_primitive": sample.obj_to_primitive()}
 
-    def run_asyncio(self, workload: str, window: int, ops: int,
-                    seconds: float | None) -> dict[str, Any]:
+    def run_asyncio(
+        self, workload: str, window: int, ops: int, seconds: float | None
+    ) -> dict[str, Any]:
         """Pipelined awaits on an event loop of this thread: ``window`` coroutines
         each doing ``await Instance.get_async(ctx, id)`` one after the other."""
         if workload != "get_async":
@@ -93,8 +98,11 @@ class OursWorker:
             self.loop = asyncio.new_event_loop()
         ctx = self.ctx
         Instance = objects.Instance
-        return self.loop.run_until_complete(_common.run_window_asyncio(
-            lambda i: Instance.get_async(ctx, self._id(i)), window, ops, seconds))
+        return self.loop.run_until_complete(
+            _common.run_window_asyncio(
+                lambda i: Instance.get_async(ctx, self._id(i)), window, ops, seconds
+            )
+        )
 
     def run(self, workload: str, window: int, ops: int, seconds: float | None) -> dict[str, Any]:
         ctx = self.ctx
@@ -105,9 +113,12 @@ class OursWorker:
             return _common.run_window(
                 lambda i: Instance.get_async(ctx, self._id(i)),
                 lambda inst: inst.wait(),
-                window, ops, seconds,
+                window,
+                ops,
+                seconds,
             )
         if workload == "save":
+
             def modify_and_save(inst: Any) -> Any:
                 inst.state = _common.STATES[self.rng.randrange(3)]
                 inst.task_state = f"t{self.rng.randrange(1000)}"
@@ -119,9 +130,12 @@ class OursWorker:
                 modify_and_save,
                 lambda fut: fut.done(),
                 lambda fut: fut.wait(),
-                window, ops, seconds,
+                window,
+                ops,
+                seconds,
             )
         if workload == "create":
+
             def start(i: int) -> Any:
                 return self._new_instance().create_async()
 
@@ -133,11 +147,19 @@ class OursWorker:
         if cmd == "seed":
             return self.seed(int(command["count"]))
         if cmd == "run" and command.get("mode") == "asyncio":
-            return self.run_asyncio(command["workload"], int(command.get("window", 1)),
-                                    int(command["ops"]), command.get("seconds"))
+            return self.run_asyncio(
+                command["workload"],
+                int(command.get("window", 1)),
+                int(command["ops"]),
+                command.get("seconds"),
+            )
         if cmd == "run":
-            return self.run(command["workload"], int(command.get("window", 1)),
-                            int(command["ops"]), command.get("seconds"))
+            return self.run(
+                command["workload"],
+                int(command.get("window", 1)),
+                int(command["ops"]),
+                command.get("seconds"),
+            )
         if cmd == "gc":
             return {"collected": gc.collect()}
         if cmd == "close":

@@ -52,13 +52,21 @@ def child_env() -> dict[str, str]:
 class Child:
     """A process speaking JSON lines: commands on stdin, replies on stdout."""
 
-    def __init__(self, name: str, argv: list[str], logdir: Path, ready_timeout: float = 60.0) -> None:
+    def __init__(
+        self, name: str, argv: list[str], logdir: Path, ready_timeout: float = 60.0
+    ) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            text=True, env=child_env(), cwd=REPO, bufsize=1,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=child_env(),
+            cwd=REPO,
+            bufsize=1,
         )
         self.ps = psutil.Process(self.proc.pid)
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -133,9 +141,14 @@ def connect_pg(url: str) -> Any:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    return psycopg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-                           password=parsed.password, dbname=parsed.database or "postgres",
-                           autocommit=True)
+    return psycopg.connect(
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        dbname=parsed.database or "postgres",
+        autocommit=True,
+    )
 
 
 _admin_connection = connect_pg
@@ -152,8 +165,13 @@ def create_database(admin_url: str, name: str) -> str:
     script = Path(sys.executable).with_name("conductor")
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "conductor.cli"]
     try:
-        subprocess.run([*argv, "db", "upgrade", "--database-url", url], check=True,
-                       capture_output=True, env=child_env(), cwd=REPO)
+        subprocess.run(
+            [*argv, "db", "upgrade", "--database-url", url],
+            check=True,
+            capture_output=True,
+            env=child_env(),
+            cwd=REPO,
+        )
     except BaseException:
         drop_database(admin_url, name)  # nobody else knows it exists yet
         raise
@@ -165,7 +183,9 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def delete_broker_objects(url: str, queues: list[str], exchanges: tuple[str, ...] | list[str] = ()) -> None:
+def delete_broker_objects(
+    url: str, queues: list[str], exchanges: tuple[str, ...] | list[str] = ()
+) -> None:
     from kombu.connection import Connection
 
     with Connection(url) as conn:
@@ -191,14 +211,20 @@ class ConductorServe:
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*argv, "serve", *args], stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
+            [*argv, "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            cwd=REPO,
         )
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + timeout
         while "serving topic" not in self.log_path.read_text(errors="replace"):
             if self.proc.poll() is not None:
-                raise ChildError(f"{name} exited with {self.proc.returncode}:\n{_tail(self.log_path)}")
+                raise ChildError(
+                    f"{name} exited with {self.proc.returncode}:\n{_tail(self.log_path)}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise ChildError(f"{name} not ready after {timeout:.0f}s:\n{_tail(self.log_path)}")
@@ -262,8 +288,9 @@ class ServiceCPU:
         self.backends: dict[int, psutil.Process] = {}
 
     def _pg_processes(self) -> list[psutil.Process]:
-        rows = self.admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
-                                  (self.database,)).fetchall()
+        rows = self.admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)
+        ).fetchall()
         out = []
         for (pid,) in rows:
             proc = self.backends.get(pid)
@@ -286,15 +313,19 @@ class ServiceCPU:
                 out[p.pid] = t.user + t.system
             return out
 
-        return {"RabbitMQ": cpu([self.broker] if self.broker else []),
-                "PostgreSQL": cpu(self._pg_processes())}
+        return {
+            "RabbitMQ": cpu([self.broker] if self.broker else []),
+            "PostgreSQL": cpu(self._pg_processes()),
+        }
 
     @staticmethod
-    def delta(before: dict[str, dict[int, float]],
-              after: dict[str, dict[int, float]]) -> dict[str, float]:
-        return {label: sum(max(0.0, t - before[label].get(pid, 0.0))
-                           for pid, t in after[label].items())
-                for label in after}
+    def delta(
+        before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+    ) -> dict[str, float]:
+        return {
+            label: sum(max(0.0, t - before[label].get(pid, 0.0)) for pid, t in after[label].items())
+            for label in after
+        }
 
     def close(self) -> None:
         self.admin.close()

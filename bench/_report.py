@@ -10,8 +10,22 @@ from bench._common import percentile
 
 # The targets of issue 4: (name, backend, workload, how, threshold, unit).
 TARGETS = [
-    ("pipelined get_async over RabbitMQ+PostgreSQL", "rabbit-pg", "get_async", "max_ops", 10_000, ">="),
-    ("pipelined get+modify+save_async over RabbitMQ+PostgreSQL", "rabbit-pg", "save", "max_ops", 3_000, ">="),
+    (
+        "pipelined get_async over RabbitMQ+PostgreSQL",
+        "rabbit-pg",
+        "get_async",
+        "max_ops",
+        10_000,
+        ">=",
+    ),
+    (
+        "pipelined get+modify+save_async over RabbitMQ+PostgreSQL",
+        "rabbit-pg",
+        "save",
+        "max_ops",
+        3_000,
+        ">=",
+    ),
     ("sequential get p50 ms over RabbitMQ+PostgreSQL", "rabbit-pg", "get", "p50", 1.3, "<="),
     ("embedded pipelined get_async", "embedded", "get_async", "max_ops", 10_000, ">="),
 ]
@@ -76,9 +90,15 @@ class Cell:
         all four together (None unless all four were measured)."""
         if not self.ops:
             return dict.fromkeys(("client", "server", "broker", "database", "all"))
-        out = {name: None if cpu is None else cpu * 1e6 / self.ops for name, cpu in (
-            ("client", self.client_cpu), ("server", self.server_cpu),
-            ("broker", self.broker_cpu), ("database", self.database_cpu))}
+        out = {
+            name: None if cpu is None else cpu * 1e6 / self.ops
+            for name, cpu in (
+                ("client", self.client_cpu),
+                ("server", self.server_cpu),
+                ("broker", self.broker_cpu),
+                ("database", self.database_cpu),
+            )
+        }
         parts = list(out.values())
         out["all"] = None if any(v is None for v in parts) else sum(v or 0.0 for v in parts)
         return out
@@ -95,19 +115,27 @@ class Cell:
         lat = sorted(self.latencies)
         per_op = 1e6 / self.ops if self.ops else None
         return {
-            "workload": self.workload, "window": self.window, "backend": self.backend,
-            "system": self.system, "ops": self.ops, "errors": self.errors,
+            "workload": self.workload,
+            "window": self.window,
+            "backend": self.backend,
+            "system": self.system,
+            "ops": self.ops,
+            "errors": self.errors,
             "first_error": self.first_error,
-            "ops_per_s": _r(self.ops_per_s, 1), "ops_per_s_rounds": [_r(x, 1) for x in self.rounds],
-            "p50_ms": _r(percentile(lat, 50), 3), "p99_ms": _r(percentile(lat, 99), 3),
+            "ops_per_s": _r(self.ops_per_s, 1),
+            "ops_per_s_rounds": [_r(x, 1) for x in self.rounds],
+            "p50_ms": _r(percentile(lat, 50), 3),
+            "p99_ms": _r(percentile(lat, 99), 3),
             "client_cpu_s": _r(self.client_cpu, 3),
             "conductor_cpu_s": _r(self.server_cpu, 3),
             "client_cpu_us_per_op": _r(self.client_cpu * per_op, 1) if per_op else None,
             "conductor_cpu_us_per_op": _r(self.server_cpu * per_op, 1)
-            if per_op and self.server_cpu is not None else None,
+            if per_op and self.server_cpu is not None
+            else None,
             "rabbitmq_cpu_us_per_op": _r(self.us_per_op()["broker"], 1),
             "postgresql_cpu_us_per_op": _r(self.us_per_op()["database"], 1),
-            "client_rss_mb": _r(self.client_rss, 1), "conductor_rss_mb": _r(self.server_rss, 1),
+            "client_rss_mb": _r(self.client_rss, 1),
+            "conductor_rss_mb": _r(self.server_rss, 1),
         }
 
 
@@ -120,25 +148,31 @@ def _f(x: Any, fmt: str, width: int) -> str:
 
 
 def print_table(cells: list[Cell], in_process_conductor: set[tuple[str, str]]) -> None:
-    head = (f"{'workload':<15} {'backend':<9} {'system':<12} {'ops':>6} {'ops/s':>9} "
-            f"{'p50 ms':>8} {'p99 ms':>8} {'cliCPU s':>8} {'cndCPU s':>8} "
-            f"{'cli us/op':>9} {'cnd us/op':>9} {'mq us/op':>8} {'pg us/op':>8} "
-            f"{'cliRSS MB':>9} {'cndRSS MB':>9} err")
+    head = (
+        f"{'workload':<15} {'backend':<9} {'system':<12} {'ops':>6} {'ops/s':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'cliCPU s':>8} {'cndCPU s':>8} "
+        f"{'cli us/op':>9} {'cnd us/op':>9} {'mq us/op':>8} {'pg us/op':>8} "
+        f"{'cliRSS MB':>9} {'cndRSS MB':>9} err"
+    )
     print(head)
     print("-" * len(head))
     for c in cells:
         s = c.summary()
         inproc = (c.backend, c.system) in in_process_conductor
-        print(f"{c.label:<15} {c.backend:<9} {c.system:<12} {c.ops:>6} "
-              f"{_f(s['ops_per_s'], ',.0f', 9)} {_f(s['p50_ms'], '.3f', 8)} {_f(s['p99_ms'], '.3f', 8)} "
-              f"{_f(s['client_cpu_s'], '.2f', 8)} "
-              f"{'(in cli)' if inproc else _f(s['conductor_cpu_s'], '.2f', 8):>8} "
-              f"{_f(s['client_cpu_us_per_op'], '.0f', 9)} "
-              f"{'(in cli)' if inproc else _f(s['conductor_cpu_us_per_op'], '.0f', 9):>9} "
-              f"{_f(s['rabbitmq_cpu_us_per_op'], '.0f', 8)} {_f(s['postgresql_cpu_us_per_op'], '.0f', 8)} "
-              f"{_f(s['client_rss_mb'], '.1f', 9)} "
-              f"{'(in cli)' if inproc else _f(s['conductor_rss_mb'], '.1f', 9):>9} "
-              f"{c.errors if c.errors else ''}")
+        print(
+            f"{c.label:<15} {c.backend:<9} {c.system:<12} {c.ops:>6} "
+            f"{_f(s['ops_per_s'], ',.0f', 9)} {_f(s['p50_ms'], '.3f', 8)} "
+            f"{_f(s['p99_ms'], '.3f', 8)} "
+            f"{_f(s['client_cpu_s'], '.2f', 8)} "
+            f"{'(in cli)' if inproc else _f(s['conductor_cpu_s'], '.2f', 8):>8} "
+            f"{_f(s['client_cpu_us_per_op'], '.0f', 9)} "
+            f"{'(in cli)' if inproc else _f(s['conductor_cpu_us_per_op'], '.0f', 9):>9} "
+            f"{_f(s['rabbitmq_cpu_us_per_op'], '.0f', 8)} "
+            f"{_f(s['postgresql_cpu_us_per_op'], '.0f', 8)} "
+            f"{_f(s['client_rss_mb'], '.1f', 9)} "
+            f"{'(in cli)' if inproc else _f(s['conductor_rss_mb'], '.1f', 9):>9} "
+            f"{c.errors if c.errors else ''}"
+        )
 
 
 def _find(cells: list[Cell], backend: str, system: str, workload: str, window: int) -> Cell | None:
@@ -163,8 +197,11 @@ def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
         base = "get" if c.workload == "get_async" else c.workload
         if c.backend == "rabbit-pg":
             os_cell = _find(cells, c.backend, "openstack", c.workload, c.window)
-            kombu = _find(cells, c.backend, "raw-kombu", c.workload, c.window) \
-                if c.workload in ("get", "get_async") else None
+            kombu = (
+                _find(cells, c.backend, "raw-kombu", c.workload, c.window)
+                if c.workload in ("get", "get_async")
+                else None
+            )
         else:
             os_cell = _find(cells, c.backend, "ovo-local", base, 1)
             kombu = None
@@ -175,9 +212,17 @@ def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
                 return None
             return round(ours.ops_per_s / other.ops_per_s, 2)
 
-        out.append({"workload": c.label, "backend": c.backend, "ours_ops_per_s": _r(c.ops_per_s, 1),
-                    "vs_openstack": ratio(os_cell), "openstack_system": os_cell.system if os_cell else None,
-                    "vs_raw_kombu": ratio(kombu), "vs_sqlalchemy": ratio(sqla)})
+        out.append(
+            {
+                "workload": c.label,
+                "backend": c.backend,
+                "ours_ops_per_s": _r(c.ops_per_s, 1),
+                "vs_openstack": ratio(os_cell),
+                "openstack_system": os_cell.system if os_cell else None,
+                "vs_raw_kombu": ratio(kombu),
+                "vs_sqlalchemy": ratio(sqla),
+            }
+        )
     return out
 
 
@@ -185,21 +230,31 @@ def print_ratios(rows: list[dict[str, Any]]) -> None:
     def x(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}x"
 
-    print(f"{'workload':<15} {'backend':<9} {'ours ops/s':>10} {'ours/OpenStack':>26} "
-          f"{'ours/raw-kombu':>15} {'ours/direct-SQLA':>17}")
+    print(
+        f"{'workload':<15} {'backend':<9} {'ours ops/s':>10} {'ours/OpenStack':>26} "
+        f"{'ours/raw-kombu':>15} {'ours/direct-SQLA':>17}"
+    )
     for r in rows:
         os_ratio = x(r["vs_openstack"])
         if r["openstack_system"] == "ovo-local" and r["vs_openstack"] is not None:
             os_ratio += " (OVO local, seq)"
-        print(f"{r['workload']:<15} {r['backend']:<9} {_f(r['ours_ops_per_s'], ',.0f', 10)} "
-              f"{os_ratio:>26} {x(r['vs_raw_kombu']):>15} {x(r['vs_sqlalchemy']):>17}")
+        print(
+            f"{r['workload']:<15} {r['backend']:<9} {_f(r['ours_ops_per_s'], ',.0f', 10)} "
+            f"{os_ratio:>26} {x(r['vs_raw_kombu']):>15} {x(r['vs_sqlalchemy']):>17}"
+        )
 
 
 def targets(cells: list[Cell]) -> list[dict[str, Any]]:
     out = []
     for name, backend, workload, how, threshold, op in TARGETS:
-        found = [c for c in cells if c.system == "ours" and c.backend == backend
-                 and c.workload == workload and c.ops_per_s is not None]
+        found = [
+            c
+            for c in cells
+            if c.system == "ours"
+            and c.backend == backend
+            and c.workload == workload
+            and c.ops_per_s is not None
+        ]
         value: float | None = None
         where = None
         if found and how == "max_ops":
@@ -208,9 +263,18 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
         elif found and how == "p50":
             value = percentile(sorted(found[0].latencies), 50)
             where = found[0].label
-        passed = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
-        out.append({"target": name, "measured": _r(value, 3), "at": where,
-                    "threshold": f"{op} {threshold}", "pass": passed})
+        passed = (
+            None if value is None else (value >= threshold if op == ">=" else value <= threshold)
+        )
+        out.append(
+            {
+                "target": name,
+                "measured": _r(value, 3),
+                "at": where,
+                "threshold": f"{op} {threshold}",
+                "pass": passed,
+            }
+        )
     return out
 
 
@@ -218,8 +282,10 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     for t in rows:
         verdict = {True: "PASS", False: "FAIL", None: "n/a (not run)"}[t["pass"]]
         measured = "-" if t["measured"] is None else f"{t['measured']:,}"
-        print(f"  {verdict:<5} {t['target']:<58} measured {measured:>10} "
-              f"(at {t['at']}) target {t['threshold']}")
+        print(
+            f"  {verdict:<5} {t['target']:<58} measured {measured:>10} "
+            f"(at {t['at']}) target {t['threshold']}"
+        )
 
 
 def lean_rows(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -231,20 +297,29 @@ def lean_rows(cells: list[Cell]) -> list[dict[str, Any]]:
             continue
         ours = c.us_per_op()
         for lean in cells:
-            if not lean.system.startswith("lean") or (lean.backend, lean.workload, lean.window) \
-                    != (c.backend, c.workload, c.window):
+            if not lean.system.startswith("lean") or (lean.backend, lean.workload, lean.window) != (
+                c.backend,
+                c.workload,
+                c.window,
+            ):
                 continue
             floor = lean.us_per_op()
-            out.append({
-                "workload": c.label, "lean": lean.system,
-                "ours_ops_per_s": _r(c.ops_per_s, 1), "lean_ops_per_s": _r(lean.ops_per_s, 1),
-                "ops_ratio": _r(c.ops_per_s / lean.ops_per_s, 2)
-                if c.ops_per_s and lean.ops_per_s else None,
-                "ours_us_per_op": {k: _r(v, 1) for k, v in ours.items()},
-                "lean_us_per_op": {k: _r(v, 1) for k, v in floor.items()},
-                "cpu_ratio": _r(ours["all"] / floor["all"], 2)
-                if ours["all"] and floor["all"] else None,
-            })
+            out.append(
+                {
+                    "workload": c.label,
+                    "lean": lean.system,
+                    "ours_ops_per_s": _r(c.ops_per_s, 1),
+                    "lean_ops_per_s": _r(lean.ops_per_s, 1),
+                    "ops_ratio": _r(c.ops_per_s / lean.ops_per_s, 2)
+                    if c.ops_per_s and lean.ops_per_s
+                    else None,
+                    "ours_us_per_op": {k: _r(v, 1) for k, v in ours.items()},
+                    "lean_us_per_op": {k: _r(v, 1) for k, v in floor.items()},
+                    "cpu_ratio": _r(ours["all"] / floor["all"], 2)
+                    if ours["all"] and floor["all"]
+                    else None,
+                }
+            )
     return out
 
 
@@ -254,25 +329,34 @@ LEAN_CPU_TARGET = 1.5
 
 def print_lean(rows: list[dict[str, Any]]) -> None:
     def cpu(d: dict[str, Any]) -> str:
-        return (f"{_f(d['all'], '.0f', 4)} = {_f(d['client'], '.0f', 3)}+{_f(d['server'], '.0f', 3)}"
-                f"+{_f(d['broker'], '.0f', 2)}+{_f(d['database'], '.0f', 2)}")
+        return (
+            f"{_f(d['all'], '.0f', 4)} = {_f(d['client'], '.0f', 3)}+{_f(d['server'], '.0f', 3)}"
+            f"+{_f(d['broker'], '.0f', 2)}+{_f(d['database'], '.0f', 2)}"
+        )
 
     print("ours / lean (the floor, bench/_lean.py), pipelined get_async on RabbitMQ + PostgreSQL;")
     print("CPU us per op = client + conductor + RabbitMQ + PostgreSQL")
-    print(f"{'workload':<15} {'lean':<12} {'ours ops/s':>10} {'lean ops/s':>10} {'ops ours/lean':>13} "
-          f"{'ours CPU us/op':>21} {'lean CPU us/op':>21} {'CPU ours/lean':>13}")
+    print(
+        f"{'workload':<15} {'lean':<12} {'ours ops/s':>10} {'lean ops/s':>10} "
+        f"{'ops ours/lean':>13} "
+        f"{'ours CPU us/op':>21} {'lean CPU us/op':>21} {'CPU ours/lean':>13}"
+    )
     for r in rows:
         ratio = "-" if r["cpu_ratio"] is None else f"{r['cpu_ratio']:.2f}x"
         ops = "-" if r["ops_ratio"] is None else f"{r['ops_ratio']:.2f}x"
-        print(f"{r['workload']:<15} {r['lean']:<12} {_f(r['ours_ops_per_s'], ',.0f', 10)} "
-              f"{_f(r['lean_ops_per_s'], ',.0f', 10)} {ops:>13} {cpu(r['ours_us_per_op']):>21} "
-              f"{cpu(r['lean_us_per_op']):>21} {ratio:>13}")
+        print(
+            f"{r['workload']:<15} {r['lean']:<12} {_f(r['ours_ops_per_s'], ',.0f', 10)} "
+            f"{_f(r['lean_ops_per_s'], ',.0f', 10)} {ops:>13} {cpu(r['ours_us_per_op']):>21} "
+            f"{cpu(r['lean_us_per_op']):>21} {ratio:>13}"
+        )
     best = [r for r in rows if r["cpu_ratio"] is not None and r["workload"].endswith("[256]")]
     if best:
         worst = max(best, key=lambda r: r["cpu_ratio"])
         verdict = "PASS" if worst["cpu_ratio"] <= LEAN_CPU_TARGET else "FAIL"
-        print(f"  {verdict} CPU per pipelined get (all four, [256]) <= {LEAN_CPU_TARGET}x the lean "
-              f"rows': {worst['cpu_ratio']:.2f}x vs {worst['lean']} (issue 13)")
+        print(
+            f"  {verdict} CPU per pipelined get (all four, [256]) <= {LEAN_CPU_TARGET}x the lean "
+            f"rows': {worst['cpu_ratio']:.2f}x vs {worst['lean']} (issue 13)"
+        )
 
 
 def asyncio_rows(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -285,32 +369,43 @@ def asyncio_rows(cells: list[Cell]) -> list[dict[str, Any]]:
         if threads is None:
             continue
         a, t = c.us_per_op(), threads.us_per_op()
-        out.append({
-            "workload": c.label, "backend": c.backend,
-            "threads_ops_per_s": _r(threads.ops_per_s, 1), "asyncio_ops_per_s": _r(c.ops_per_s, 1),
-            "ops_ratio": _r(c.ops_per_s / threads.ops_per_s, 2)
-            if c.ops_per_s and threads.ops_per_s else None,
-            "threads_client_us_per_op": _r(t["client"], 1),
-            "asyncio_client_us_per_op": _r(a["client"], 1),
-            "threads_p50_ms": _r(percentile(sorted(threads.latencies), 50), 3),
-            "asyncio_p50_ms": _r(percentile(sorted(c.latencies), 50), 3),
-            "loop_lag_p99_ms": _r(percentile(sorted(c.loop_lags), 99), 2),
-            "loop_lag_max_ms": _r(max(c.loop_lags), 2) if c.loop_lags else None,
-        })
+        out.append(
+            {
+                "workload": c.label,
+                "backend": c.backend,
+                "threads_ops_per_s": _r(threads.ops_per_s, 1),
+                "asyncio_ops_per_s": _r(c.ops_per_s, 1),
+                "ops_ratio": _r(c.ops_per_s / threads.ops_per_s, 2)
+                if c.ops_per_s and threads.ops_per_s
+                else None,
+                "threads_client_us_per_op": _r(t["client"], 1),
+                "asyncio_client_us_per_op": _r(a["client"], 1),
+                "threads_p50_ms": _r(percentile(sorted(threads.latencies), 50), 3),
+                "asyncio_p50_ms": _r(percentile(sorted(c.latencies), 50), 3),
+                "loop_lag_p99_ms": _r(percentile(sorted(c.loop_lags), 99), 2),
+                "loop_lag_max_ms": _r(max(c.loop_lags), 2) if c.loop_lags else None,
+            }
+        )
     return out
 
 
 def print_asyncio(rows: list[dict[str, Any]]) -> None:
-    print("asyncio bridge: `await Instance.get_async(...)` from N coroutines (gathered) against "
-          "N in flight waited for by a thread")
-    print(f"{'workload':<15} {'backend':<9} {'threads ops/s':>13} {'asyncio ops/s':>13} "
-          f"{'asyncio/threads':>15} {'cli us/op thr':>13} {'cli us/op aio':>13} "
-          f"{'p50 ms thr':>10} {'p50 ms aio':>10} {'loop lag p99/max ms':>19}")
+    print(
+        "asyncio bridge: `await Instance.get_async(...)` from N coroutines (gathered) against "
+        "N in flight waited for by a thread"
+    )
+    print(
+        f"{'workload':<15} {'backend':<9} {'threads ops/s':>13} {'asyncio ops/s':>13} "
+        f"{'asyncio/threads':>15} {'cli us/op thr':>13} {'cli us/op aio':>13} "
+        f"{'p50 ms thr':>10} {'p50 ms aio':>10} {'loop lag p99/max ms':>19}"
+    )
     for r in rows:
         ratio = "-" if r["ops_ratio"] is None else f"{r['ops_ratio']:.2f}x"
-        print(f"{r['workload']:<15} {r['backend']:<9} {_f(r['threads_ops_per_s'], ',.0f', 13)} "
-              f"{_f(r['asyncio_ops_per_s'], ',.0f', 13)} {ratio:>15} "
-              f"{_f(r['threads_client_us_per_op'], '.0f', 13)} "
-              f"{_f(r['asyncio_client_us_per_op'], '.0f', 13)} "
-              f"{_f(r['threads_p50_ms'], '.3f', 10)} {_f(r['asyncio_p50_ms'], '.3f', 10)} "
-              f"{_f(r['loop_lag_p99_ms'], '.1f', 9)}/{_f(r['loop_lag_max_ms'], '.1f', 9)}")
+        print(
+            f"{r['workload']:<15} {r['backend']:<9} {_f(r['threads_ops_per_s'], ',.0f', 13)} "
+            f"{_f(r['asyncio_ops_per_s'], ',.0f', 13)} {ratio:>15} "
+            f"{_f(r['threads_client_us_per_op'], '.0f', 13)} "
+            f"{_f(r['asyncio_client_us_per_op'], '.0f', 13)} "
+            f"{_f(r['threads_p50_ms'], '.3f', 10)} {_f(r['asyncio_p50_ms'], '.3f', 10)} "
+            f"{_f(r['loop_lag_p99_ms'], '.1f', 9)}/{_f(r['loop_lag_max_ms'], '.1f', 9)}"
+        )

@@ -78,7 +78,8 @@ class SQLAWorker:
     def handle(self, command: dict[str, Any]) -> Any:
         if command["cmd"] == "run":
             op = {"get": self.op_get, "save": self.op_save, "create": self.op_create}[
-                command["workload"]]
+                command["workload"]
+            ]
             return _common.run_sequential(op, int(command["ops"]), command.get("seconds"))
         raise ValueError(f"unknown command {command['cmd']!r}")
 

@@ -34,7 +34,11 @@ from bench import _common
 CONDUCTOR_STAGES = [
     ("handle a message (worker thread)", "transport.server:RPCServer", "_handle"),
     ("JSON decode of the request message", "transport._wire", "decode"),
-    ("dispatch (objects, SQL, exactly-once)", "transport.dispatcher:RPCDispatcher", "dispatch_batch"),
+    (
+        "dispatch (objects, SQL, exactly-once)",
+        "transport.dispatcher:RPCDispatcher",
+        "dispatch_batch",
+    ),
     ("rebuild contexts and arguments", "transport.dispatcher:RPCDispatcher", "_arguments"),
     ("read the rows (one query per batch)", "conductor.db.storage:SQLStorage", "get_many"),
     ("write the rows (one statement per batch)", "conductor.db.storage:SQLStorage", "update_many"),
@@ -140,8 +144,12 @@ def serve_conductor(config: dict[str, Any]) -> None:
     import objects
 
     objects.register_all()
-    service = conductor.Conductor(config["transport_url"], config["database_url"],
-                                  topic=config["topic"], server=config["server"])
+    service = conductor.Conductor(
+        config["transport_url"],
+        config["database_url"],
+        topic=config["topic"],
+        server=config["server"],
+    )
     service.start()
     gc.freeze()  # as conductor serve does
     try:

@@ -13,8 +13,11 @@ import sys
 
 def main() -> None:
     kind, config = sys.argv[1], json.loads(sys.argv[2])
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     if kind == "ours":
         from bench import _ours
 

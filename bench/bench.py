@@ -4,7 +4,7 @@
     python bench/bench.py --quick               # smoke run (~2 min)
     python -m bench --quick                     # the same
     python bench/bench.py --only get,get_async --backends rabbit-pg --ops 20000
-    python bench/bench.py --memory-soak 1000000 # RSS growth over 1M ops (long: ~5-10 min per backend)
+    python bench/bench.py --memory-soak 1000000 # RSS growth over 1M ops (~5-10 min per backend)
 
 Workloads on the built-in Instance (12 fields incl. a nested Flavor, tags, metadata):
 ``get`` (sequential), ``get_async[N]`` (N outstanding, N = 1, 16, 64, 256),
@@ -85,8 +85,16 @@ class System:
 
 
 #: Systems in the order the table shows them.
-SYSTEMS = ("ours", "ours-asyncio", "lean", "lean-orjson", "openstack", "ovo-local", "raw-kombu",
-           "sqlalchemy")
+SYSTEMS = (
+    "ours",
+    "ours-asyncio",
+    "lean",
+    "lean-orjson",
+    "openstack",
+    "ovo-local",
+    "raw-kombu",
+    "sqlalchemy",
+)
 
 
 def _get_async_cells() -> list[tuple[str, int]]:
@@ -94,8 +102,12 @@ def _get_async_cells() -> list[tuple[str, int]]:
 
 
 def _full_cells() -> list[tuple[str, int]]:
-    return [("get", 1), *[("get_async", n) for n in WINDOWS], ("save", PIPELINE_WINDOW),
-            ("create", PIPELINE_WINDOW)]
+    return [
+        ("get", 1),
+        *[("get_async", n) for n in WINDOWS],
+        ("save", PIPELINE_WINDOW),
+        ("create", PIPELINE_WINDOW),
+    ]
 
 
 class Bench:
@@ -122,22 +134,28 @@ class Bench:
 
     def setup_embedded(self, with_anchors: bool) -> None:
         db_url = f"sqlite:///{self.tmp / 'bench.sqlite'}"
-        cfg = {"embedded": True, "transport_url": f"memory://bench-{self.tag}",
-               "database_url": db_url, "topic": "bench",
-               "workers": self.args.conductor_workers}
+        cfg = {
+            "embedded": True,
+            "transport_url": f"memory://bench-{self.tag}",
+            "database_url": db_url,
+            "topic": "bench",
+            "workers": self.args.conductor_workers,
+        }
         ours = self._worker("ours-embedded", "ours", cfg)
         _log(f"embedded: seeding {self.args.seed} instances into {db_url}")
         seeded = ours.call({"cmd": "seed", "count": self.args.seed})
         ids = seeded["ids"]
         self.samples["embedded"] = seeded["sample_primitive"]
         self.systems.append(System("embedded", "ours", ours, _full_cells()))
-        self.systems.append(System("embedded", "ours-asyncio", ours, _get_async_cells(),
-                                   mode="asyncio"))
+        self.systems.append(
+            System("embedded", "ours-asyncio", ours, _get_async_cells(), mode="asyncio")
+        )
         if not with_anchors:
             return
         seq = [("get", 1), ("save", 1), ("create", 1)]
-        local = self._worker("ovo-local", "ovo-local",
-                             {"local": True, "database_url": db_url, "ids": ids})
+        local = self._worker(
+            "ovo-local", "ovo-local", {"local": True, "database_url": db_url, "ids": ids}
+        )
         self.systems.append(System("embedded", "ovo-local", local, seq))
         sqla = self._worker("sqla-embedded", "sqla", {"database_url": db_url, "ids": ids})
         self.systems.append(System("embedded", "sqlalchemy", sqla, seq))
@@ -163,24 +181,40 @@ class Bench:
             self.queues += [f"{topic}.{server}"]
             serve = _procs.ConductorServe(
                 f"conductor-serve-{k}",
-                ["--transport-url", amqp, "--database-url", db_url, "--topic", topic,
-                 "--server", server, "--log-level", "WARNING",
-                 *(["--workers", str(self.args.conductor_workers)]
-                   if self.args.conductor_workers else []),
-                 *(["--metrics-port", "0"] if self.args.conductor_metrics else [])],
-                self.tmp)
+                [
+                    "--transport-url",
+                    amqp,
+                    "--database-url",
+                    db_url,
+                    "--topic",
+                    topic,
+                    "--server",
+                    server,
+                    "--log-level",
+                    "WARNING",
+                    *(
+                        ["--workers", str(self.args.conductor_workers)]
+                        if self.args.conductor_workers
+                        else []
+                    ),
+                    *(["--metrics-port", "0"] if self.args.conductor_metrics else []),
+                ],
+                self.tmp,
+            )
             self.stoppables.append(serve)
             servers.append(serve)
         self.queues += [topic, f"{topic}.dead"]
-        ours = self._worker("ours-rabbit-pg", "ours",
-                            {"embedded": False, "transport_url": amqp, "topic": topic})
+        ours = self._worker(
+            "ours-rabbit-pg", "ours", {"embedded": False, "transport_url": amqp, "topic": topic}
+        )
         _log(f"rabbit-pg: seeding {self.args.seed} instances")
         seeded = ours.call({"cmd": "seed", "count": self.args.seed})
         ids = seeded["ids"]
         sample = self.samples["rabbit-pg"] = seeded["sample_primitive"]
         self.systems.append(System("rabbit-pg", "ours", ours, _full_cells(), servers))
-        self.systems.append(System("rabbit-pg", "ours-asyncio", ours, _get_async_cells(),
-                                   servers, mode="asyncio"))
+        self.systems.append(
+            System("rabbit-pg", "ours-asyncio", ours, _get_async_cells(), servers, mode="asyncio")
+        )
         assert self.pg_db is not None
         self.services = _procs.ServiceCPU(self.args.pg_url, self.pg_db)
         if not with_anchors:
@@ -191,14 +225,19 @@ class Bench:
             name = "lean" if codec == "json" else f"lean-{codec}"
             lq = f"bench-{name}-{self.tag}"
             self.queues.append(lq)
-            lserver = _procs.worker(f"{name}-server", "lean-server",
-                                    {"url": amqp, "queue": lq, "codec": codec,
-                                     "database_url": db_url}, self.tmp)
+            lserver = _procs.worker(
+                f"{name}-server",
+                "lean-server",
+                {"url": amqp, "queue": lq, "codec": codec, "database_url": db_url},
+                self.tmp,
+            )
             self.stoppables.append(lserver)
-            lclient = self._worker(name, "lean", {"url": amqp, "queue": lq, "codec": codec,
-                                                  "ids": ids})
-            self.systems.append(System("rabbit-pg", name, lclient,
-                                       [("get", 1), *_get_async_cells()], [lserver]))
+            lclient = self._worker(
+                name, "lean", {"url": amqp, "queue": lq, "codec": codec, "ids": ids}
+            )
+            self.systems.append(
+                System("rabbit-pg", name, lclient, [("get", 1), *_get_async_cells()], [lserver])
+            )
             _same_instance(lclient.call({"cmd": "sample", "id": ids[0]}), sample, name)
 
         # raw kombu, with the sizes of our get request and reply
@@ -206,11 +245,16 @@ class Bench:
         self.samples["payload_bytes"] = {"request": len(request_body), "reply": len(reply_body)}
         kq = f"bench-raw-{self.tag}"
         self.queues.append(kq)
-        kserver = _procs.worker("kombu-server", "kombu-server",
-                                {"url": amqp, "queue": kq, "reply_body": reply_body}, self.tmp)
+        kserver = _procs.worker(
+            "kombu-server",
+            "kombu-server",
+            {"url": amqp, "queue": kq, "reply_body": reply_body},
+            self.tmp,
+        )
         self.stoppables.append(kserver)
-        kclient = self._worker("raw-kombu", "kombu",
-                               {"url": amqp, "queue": kq, "request_body": request_body})
+        kclient = self._worker(
+            "raw-kombu", "kombu", {"url": amqp, "queue": kq, "request_body": request_body}
+        )
         kcells = [("get", 1), *[("get_async", n) for n in (*WINDOWS, KOMBU_EXTRA_WINDOW)]]
         self.systems.append(System("rabbit-pg", "raw-kombu", kclient, kcells, [kserver]))
 
@@ -219,38 +263,66 @@ class Bench:
         os_server_name = f"bench-os-{self.tag}"
         self.queues += [os_topic, f"{os_topic}.{os_server_name}"]
         self.exchanges.append(os_exchange)
-        oserver = _procs.worker("openstack-conductor", "openstack-server",
-                                {"url": amqp.replace("amqp://", "rabbit://", 1),
-                                 "database_url": db_url, "topic": os_topic,
-                                 "server": os_server_name, "exchange": os_exchange}, self.tmp)
+        oserver = _procs.worker(
+            "openstack-conductor",
+            "openstack-server",
+            {
+                "url": amqp.replace("amqp://", "rabbit://", 1),
+                "database_url": db_url,
+                "topic": os_topic,
+                "server": os_server_name,
+                "exchange": os_exchange,
+            },
+            self.tmp,
+        )
         self.stoppables.append(oserver)
-        oclient = self._worker("openstack", "openstack",
-                               {"url": amqp.replace("amqp://", "rabbit://", 1), "topic": os_topic,
-                                "exchange": os_exchange, "ids": ids})
+        oclient = self._worker(
+            "openstack",
+            "openstack",
+            {
+                "url": amqp.replace("amqp://", "rabbit://", 1),
+                "topic": os_topic,
+                "exchange": os_exchange,
+                "ids": ids,
+            },
+        )
         self.systems.append(System("rabbit-pg", "openstack", oclient, _full_cells(), [oserver]))
 
         sqla = self._worker("sqla-pg", "sqla", {"database_url": db_url, "ids": ids})
-        self.systems.append(System("rabbit-pg", "sqlalchemy", sqla,
-                                   [("get", 1), ("save", 1), ("create", 1)]))
+        self.systems.append(
+            System("rabbit-pg", "sqlalchemy", sqla, [("get", 1), ("save", 1), ("create", 1)])
+        )
 
     # -- running ---------------------------------------------------------------------
 
-    def _run_cell(self, system: System, workload: str, window: int, ops: int,
-                  seconds: float | None) -> tuple[dict[str, Any], _report.CPU]:
+    def _run_cell(
+        self, system: System, workload: str, window: int, ops: int, seconds: float | None
+    ) -> tuple[dict[str, Any], _report.CPU]:
         client_ps = [system.child.ps]
         server_ps = [s.ps for s in system.servers]
         services = self.services if system.backend == "rabbit-pg" else None
         v0 = services.snapshot() if services else None
         c0, s0 = _procs.cpu_seconds(client_ps), _procs.cpu_seconds(server_ps)
-        reply = system.child.call({"cmd": "run", "workload": workload, "window": window,
-                                   "ops": ops, "seconds": seconds, "mode": system.mode})
+        reply = system.child.call(
+            {
+                "cmd": "run",
+                "workload": workload,
+                "window": window,
+                "ops": ops,
+                "seconds": seconds,
+                "mode": system.mode,
+            }
+        )
         c1, s1 = _procs.cpu_seconds(client_ps), _procs.cpu_seconds(server_ps)
         used = services.delta(v0, services.snapshot()) if services and v0 else {}
         return reply, _report.CPU(
-            client=c1 - c0, server=(s1 - s0) if server_ps else None,
-            broker=used.get("RabbitMQ"), database=used.get("PostgreSQL"),
+            client=c1 - c0,
+            server=(s1 - s0) if server_ps else None,
+            broker=used.get("RabbitMQ"),
+            database=used.get("PostgreSQL"),
             client_rss=_procs.rss_mb(client_ps),
-            server_rss=_procs.rss_mb(server_ps) if server_ps else None)
+            server_rss=_procs.rss_mb(server_ps) if server_ps else None,
+        )
 
     def bench(self) -> None:
         args = self.args
@@ -276,34 +348,53 @@ class Bench:
                 for system in runners[shift:] + runners[:shift]:
                     reply, cpu = self._run_cell(system, workload, window, args.ops, args.seconds)
                     key = (workload, window, system.backend, system.name)
-                    cell = cells.setdefault(key, _report.Cell(workload, window, system.backend,
-                                                              system.name))
+                    cell = cells.setdefault(
+                        key, _report.Cell(workload, window, system.backend, system.name)
+                    )
                     cell.add(reply, cpu)
                     ok = reply["ops"] - reply["errors"]
-                    _log(f"round {rnd + 1}/{args.rounds} {cell.label:<15} {system.backend:<9} "
-                         f"{system.name:<12} {ok / reply['elapsed']:>9,.0f} ops/s"
-                         + (f"  {reply['errors']} errors: {reply['first_error']}"
-                            if reply["errors"] else ""))
+                    _log(
+                        f"round {rnd + 1}/{args.rounds} {cell.label:<15} {system.backend:<9} "
+                        f"{system.name:<12} {ok / reply['elapsed']:>9,.0f} ops/s"
+                        + (
+                            f"  {reply['errors']} errors: {reply['first_error']}"
+                            if reply["errors"]
+                            else ""
+                        )
+                    )
         measured = time.perf_counter() - started
-        ordered = sorted(cells.values(), key=lambda c: (
-            WORKLOADS.index(c.workload), c.window, BACKENDS.index(c.backend),
-            SYSTEMS.index(c.system)))
+        ordered = sorted(
+            cells.values(),
+            key=lambda c: (
+                WORKLOADS.index(c.workload),
+                c.window,
+                BACKENDS.index(c.backend),
+                SYSTEMS.index(c.system),
+            ),
+        )
         self.report(ordered, measured)
 
     def report(self, cells: list[_report.Cell], measured: float) -> None:
         print()
         print(f"conductor-objects benchmark, {_machine()['date']} on {_machine()['summary']}")
-        print(f"{self.args.rounds} round(s), up to {self.args.ops} ops or {self.args.seconds}s "
-              f"per cell and round; measured {measured:.0f}s; payload "
-              f"{self.samples.get('payload_bytes', '-')}")
+        print(
+            f"{self.args.rounds} round(s), up to {self.args.ops} ops or {self.args.seconds}s "
+            f"per cell and round; measured {measured:.0f}s; payload "
+            f"{self.samples.get('payload_bytes', '-')}"
+        )
         print()
-        _report.print_table(cells, in_process_conductor={("embedded", "ours"),
-                                                       ("embedded", "ours-asyncio")})
-        print("(embedded ours: the conductor runs inside the client process, so its CPU and "
-              "RSS are in the client columns; ovo-local and sqlalchemy have no conductor;")
-        print(" mq: the RabbitMQ broker process, shared with whatever else uses it: the "
-              "sqlalchemy rows, which do not use it, show that background; pg: the backends "
-              "of the bench database)")
+        _report.print_table(
+            cells, in_process_conductor={("embedded", "ours"), ("embedded", "ours-asyncio")}
+        )
+        print(
+            "(embedded ours: the conductor runs inside the client process, so its CPU and "
+            "RSS are in the client columns; ovo-local and sqlalchemy have no conductor;"
+        )
+        print(
+            " mq: the RabbitMQ broker process, shared with whatever else uses it: the "
+            "sqlalchemy rows, which do not use it, show that background; pg: the backends "
+            "of the bench database)"
+        )
         print()
         ratios = _report.ratios(cells)
         _report.print_ratios(ratios)
@@ -320,12 +411,22 @@ class Bench:
         targets = _report.targets(cells)
         _report.print_targets(targets)
         print()
-        print(json.dumps({"bench": "conductor-objects", "machine": _machine(),
-                          "config": _config(self.args), "measured_s": round(measured, 1),
-                          "payload_bytes": self.samples.get("payload_bytes"),
-                          "cells": [c.summary() for c in cells], "ratios": ratios,
-                          "ours_vs_lean": lean, "asyncio_vs_threads": bridge,
-                          "targets": targets}))
+        print(
+            json.dumps(
+                {
+                    "bench": "conductor-objects",
+                    "machine": _machine(),
+                    "config": _config(self.args),
+                    "measured_s": round(measured, 1),
+                    "payload_bytes": self.samples.get("payload_bytes"),
+                    "cells": [c.summary() for c in cells],
+                    "ratios": ratios,
+                    "ours_vs_lean": lean,
+                    "asyncio_vs_threads": bridge,
+                    "targets": targets,
+                }
+            )
+        )
 
     # -- memory soak -----------------------------------------------------------------
 
@@ -335,20 +436,35 @@ class Bench:
             if system.name == "ours":
                 results.append(self._soak_one(system, total))
         print()
-        print(f"memory soak: {total:,} operations per backend (alternating chunks of pipelined "
-              f"get_async[64] and save[64]); limit +{_report.SOAK_LIMIT_MB:.0f} MB")
+        print(
+            f"memory soak: {total:,} operations per backend (alternating chunks of pipelined "
+            f"get_async[64] and save[64]); limit +{_report.SOAK_LIMIT_MB:.0f} MB"
+        )
         for r in results:
-            cnd = ("(in client)" if r["conductor_rss_start_mb"] is None else
-                   f"{r['conductor_rss_start_mb']:.1f} -> {r['conductor_rss_end_mb']:.1f} MB "
-                   f"({r['conductor_growth_mb']:+.1f})")
+            cnd = (
+                "(in client)"
+                if r["conductor_rss_start_mb"] is None
+                else f"{r['conductor_rss_start_mb']:.1f} -> {r['conductor_rss_end_mb']:.1f} MB "
+                f"({r['conductor_growth_mb']:+.1f})"
+            )
             verdict = "PASS" if r["pass"] else "FAIL"
-            print(f"  {verdict} {r['backend']:<9} {r['ops']:,} ops in {r['seconds']:.0f}s "
-                  f"({r['ops'] / r['seconds']:,.0f} ops/s), {r['errors']} errors; client "
-                  f"{r['client_rss_start_mb']:.1f} -> {r['client_rss_end_mb']:.1f} MB "
-                  f"({r['client_growth_mb']:+.1f}); conductor {cnd}")
+            print(
+                f"  {verdict} {r['backend']:<9} {r['ops']:,} ops in {r['seconds']:.0f}s "
+                f"({r['ops'] / r['seconds']:,.0f} ops/s), {r['errors']} errors; client "
+                f"{r['client_rss_start_mb']:.1f} -> {r['client_rss_end_mb']:.1f} MB "
+                f"({r['client_growth_mb']:+.1f}); conductor {cnd}"
+            )
         print()
-        print(json.dumps({"bench": "conductor-objects-memory-soak", "machine": _machine(),
-                          "config": _config(self.args), "soak": results}))
+        print(
+            json.dumps(
+                {
+                    "bench": "conductor-objects-memory-soak",
+                    "machine": _machine(),
+                    "config": _config(self.args),
+                    "soak": results,
+                }
+            )
+        )
 
     def _soak_one(self, system: System, total: int) -> dict[str, Any]:
         chunk = min(50_000, max(1_000, total // 20))
@@ -356,13 +472,23 @@ class Bench:
 
         def sample() -> tuple[float, float | None]:
             system.child.call({"cmd": "gc"})
-            return (_procs.rss_mb([system.child.ps]),
-                    _procs.rss_mb(server_ps) if server_ps else None)
+            return (
+                _procs.rss_mb([system.child.ps]),
+                _procs.rss_mb(server_ps) if server_ps else None,
+            )
 
         _log(f"soak {system.backend}: warm-up")
         for workload in ("get_async", "save"):
-            system.child.call({"cmd": "run", "workload": workload, "window": 64,
-                               "ops": min(chunk, 20_000), "seconds": None}, timeout=3600)
+            system.child.call(
+                {
+                    "cmd": "run",
+                    "workload": workload,
+                    "window": 64,
+                    "ops": min(chunk, 20_000),
+                    "seconds": None,
+                },
+                timeout=3600,
+            )
         c0, s0 = sample()
         done = errors = 0
         started = time.perf_counter()
@@ -371,23 +497,38 @@ class Bench:
             workload = ("get_async", "save")[k % 2]
             k += 1
             n = min(chunk, total - done)
-            reply = system.child.call({"cmd": "run", "workload": workload, "window": 64,
-                                       "ops": n, "seconds": None}, timeout=3600)
+            reply = system.child.call(
+                {"cmd": "run", "workload": workload, "window": 64, "ops": n, "seconds": None},
+                timeout=3600,
+            )
             done += reply["ops"]
             errors += reply["errors"]
-            c, s = _procs.rss_mb([system.child.ps]), (_procs.rss_mb(server_ps) if server_ps else None)
-            _log(f"soak {system.backend}: {done:>9,}/{total:,} ops, client RSS {c:.1f} MB"
-                 + (f", conductor RSS {s:.1f} MB" if s is not None else ""))
+            c, s = (
+                _procs.rss_mb([system.child.ps]),
+                (_procs.rss_mb(server_ps) if server_ps else None),
+            )
+            _log(
+                f"soak {system.backend}: {done:>9,}/{total:,} ops, client RSS {c:.1f} MB"
+                + (f", conductor RSS {s:.1f} MB" if s is not None else "")
+            )
         elapsed = time.perf_counter() - started
         c1, s1 = sample()
         cgrow = c1 - c0
         sgrow = None if s0 is None or s1 is None else s1 - s0
-        return {"backend": system.backend, "ops": done, "errors": errors, "seconds": elapsed,
-                "client_rss_start_mb": c0, "client_rss_end_mb": c1, "client_growth_mb": cgrow,
-                "conductor_rss_start_mb": s0, "conductor_rss_end_mb": s1,
-                "conductor_growth_mb": sgrow,
-                "pass": cgrow < _report.SOAK_LIMIT_MB
-                and (sgrow is None or sgrow < _report.SOAK_LIMIT_MB)}
+        return {
+            "backend": system.backend,
+            "ops": done,
+            "errors": errors,
+            "seconds": elapsed,
+            "client_rss_start_mb": c0,
+            "client_rss_end_mb": c1,
+            "client_growth_mb": cgrow,
+            "conductor_rss_start_mb": s0,
+            "conductor_rss_end_mb": s1,
+            "conductor_growth_mb": sgrow,
+            "pass": cgrow < _report.SOAK_LIMIT_MB
+            and (sgrow is None or sgrow < _report.SOAK_LIMIT_MB),
+        }
 
     # -- cleanup ---------------------------------------------------------------------
 
@@ -429,22 +570,36 @@ def _same_instance(lean: dict[str, Any], ours: dict[str, Any], name: str) -> Non
     got, want = dict(lean["result"]["versioned_object.data"]), dict(ours["versioned_object.data"])
     got_flavor, want_flavor = got.pop("flavor"), want.pop("flavor")
     if got != want or got_flavor["versioned_object.data"] != want_flavor["versioned_object.data"]:
-        raise _procs.ChildError(f"{name}: its Instance differs from ours: {lean['result']} "
-                                f"against {ours}")
+        raise _procs.ChildError(
+            f"{name}: its Instance differs from ours: {lean['result']} against {ours}"
+        )
 
 
 def _get_payloads(sample: dict[str, Any], topic: str) -> tuple[str, str]:
     """JSON bodies the size of our ``Instance.get`` request and reply (the envelope
     fields approximate the transport's; the reply carries a real Instance primitive)."""
     request = {
-        "method": "object_class_action_versions", "namespace": None, "version": "1.0",
-        "msg_id": uuid.uuid4().hex, "reply_q": f"reply_{uuid.uuid4().hex}",
-        "request_id": str(uuid.uuid4()), "timeout": 120.0,
-        "context": {"user_id": "bench", "project_id": "bench",
-                    "request_id": f"req-{uuid.uuid4()}", "roles": [], "is_admin": False},
-        "args": {"objname": "Instance", "objmethod": "get",
-                 "object_versions": {"Instance": "1.2", "Flavor": "1.0"}, "args": [1234],
-                 "kwargs": {}},
+        "method": "object_class_action_versions",
+        "namespace": None,
+        "version": "1.0",
+        "msg_id": uuid.uuid4().hex,
+        "reply_q": f"reply_{uuid.uuid4().hex}",
+        "request_id": str(uuid.uuid4()),
+        "timeout": 120.0,
+        "context": {
+            "user_id": "bench",
+            "project_id": "bench",
+            "request_id": f"req-{uuid.uuid4()}",
+            "roles": [],
+            "is_admin": False,
+        },
+        "args": {
+            "objname": "Instance",
+            "objmethod": "get",
+            "object_versions": {"Instance": "1.2", "Flavor": "1.0"},
+            "args": [1234],
+            "kwargs": {},
+        },
     }
     reply = {"msg_id": uuid.uuid4().hex, "result": sample, "failure": None, "ending": True}
     return json.dumps(request), json.dumps(reply)
@@ -460,50 +615,104 @@ def _machine() -> dict[str, Any]:
     except OSError:
         pass
     cores = os.cpu_count()
-    return {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": model, "cores": cores, "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}",
-            "summary": f"{cores} cores {model}, Python {platform.python_version()}"}
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": model,
+        "cores": cores,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "summary": f"{cores} cores {model}, Python {platform.python_version()}",
+    }
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
-    return {"quick": args.quick, "ops": args.ops, "seconds": args.seconds, "rounds": args.rounds,
-            "only": args.only, "backends": args.backends, "seed": args.seed,
-            "conductors": args.conductors, "conductor_workers": args.conductor_workers,
-            "lean_codecs": args.lean_codecs,
-            "windows": list(WINDOWS), "pipeline_window": PIPELINE_WINDOW}
+    return {
+        "quick": args.quick,
+        "ops": args.ops,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "only": args.only,
+        "backends": args.backends,
+        "seed": args.seed,
+        "conductors": args.conductors,
+        "conductor_workers": args.conductor_workers,
+        "lean_codecs": args.lean_codecs,
+        "windows": list(WINDOWS),
+        "pipeline_window": PIPELINE_WINDOW,
+    }
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 round, up to 5000 ops or 0.5 s per cell")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, up to 5000 ops or 0.5 s per cell"
+    )
     p.add_argument("--ops", type=int, help="ops per cell and round (default 5000)")
-    p.add_argument("--seconds", type=float,
-                   help="time cap per cell and round (default 2.0; quick 0.5; 0 = none)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        help="time cap per cell and round (default 2.0; quick 0.5; 0 = none)",
+    )
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
-    p.add_argument("--only", type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
-                   help=f"comma-separated workloads out of {','.join(WORKLOADS)}")
-    p.add_argument("--backends", type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
-                   default=list(BACKENDS), help="comma-separated: embedded,rabbit-pg")
-    p.add_argument("--no-anchors", action="store_true",
-                   help="only our stack (no OpenStack, raw kombu or SQLAlchemy runs)")
-    p.add_argument("--memory-soak", type=int, nargs="?", const=1_000_000, metavar="N",
-                   help="instead: N ops (default 1,000,000) per backend, report RSS growth")
+    p.add_argument(
+        "--only",
+        type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
+        help=f"comma-separated workloads out of {','.join(WORKLOADS)}",
+    )
+    p.add_argument(
+        "--backends",
+        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
+        default=list(BACKENDS),
+        help="comma-separated: embedded,rabbit-pg",
+    )
+    p.add_argument(
+        "--no-anchors",
+        action="store_true",
+        help="only our stack (no OpenStack, raw kombu or SQLAlchemy runs)",
+    )
+    p.add_argument(
+        "--memory-soak",
+        type=int,
+        nargs="?",
+        const=1_000_000,
+        metavar="N",
+        help="instead: N ops (default 1,000,000) per backend, report RSS growth",
+    )
     p.add_argument("--seed", type=int, help="instances created up front (default 2000)")
-    p.add_argument("--conductors", type=int, default=1,
-                   help="conductor serve processes on the topic (rabbit-pg)")
-    p.add_argument("--conductor-metrics", action="store_true",
-                   help="start each conductor with --metrics-port 0 (what metrics cost)")
-    p.add_argument("--conductor-workers", type=int, default=None,
-                   help="--workers of each conductor (default: the conductor's default)")
-    p.add_argument("--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP))
-    p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
-                   help="a PostgreSQL URL to create and drop the bench database through")
-    p.add_argument("--lean-codecs", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
-                   default=None, help="JSON codecs of the lean rows: json,orjson (default: both, "
-                   "orjson only when installed)")
+    p.add_argument(
+        "--conductors",
+        type=int,
+        default=1,
+        help="conductor serve processes on the topic (rabbit-pg)",
+    )
+    p.add_argument(
+        "--conductor-metrics",
+        action="store_true",
+        help="start each conductor with --metrics-port 0 (what metrics cost)",
+    )
+    p.add_argument(
+        "--conductor-workers",
+        type=int,
+        default=None,
+        help="--workers of each conductor (default: the conductor's default)",
+    )
+    p.add_argument(
+        "--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP)
+    )
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
+        help="a PostgreSQL URL to create and drop the bench database through",
+    )
+    p.add_argument(
+        "--lean-codecs",
+        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+        default=None,
+        help="JSON codecs of the lean rows: json,orjson (default: both, "
+        "orjson only when installed)",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the child processes' logs")
     args = p.parse_args(argv)
     args.ops = args.ops or 5000

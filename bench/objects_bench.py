@@ -58,8 +58,14 @@ def _record() -> dict[str, Any]:
         "state": "active",
         "vcpus": 4,
         "memory_mb": 8192,
-        "flavor": {"id": 3, "flavorid": "m1.large", "name": "m1.large", "vcpus": 4,
-                   "memory_mb": 8192, "root_gb": 80},
+        "flavor": {
+            "id": 3,
+            "flavorid": "m1.large",
+            "name": "m1.large",
+            "vcpus": 4,
+            "memory_mb": 8192,
+            "root_gb": 80,
+        },
         "task_state": None,
         "created_at": now,
         "updated_at": now,
@@ -99,7 +105,9 @@ def _make_storage() -> Any:
 class WireStub:
     """An IndirectionAPI doing a transport client's share: serialize, JSON, a future."""
 
-    def __init__(self, get_reply: bytes, save_reply: bytes, objects_serializer: bool = True) -> None:
+    def __init__(
+        self, get_reply: bytes, save_reply: bytes, objects_serializer: bool = True
+    ) -> None:
         from objects.serializer import VersionedObjectSerializer
 
         self.serializer = VersionedObjectSerializer() if objects_serializer else None
@@ -128,17 +136,47 @@ class WireStub:
         self.queue.clear()
 
     # The IndirectionAPI methods (duck-typed, so the bench runs on any revision).
-    def object_class_action_versions_async(self, context: Any, objname: str, objmethod: str,
-                                           object_versions: Any, args: Any, kwargs: Any) -> Any:
-        return self._send(context, {"objname": objname, "objmethod": objmethod,
-                                    "object_versions": dict(object_versions), "args": list(args),
-                                    "kwargs": dict(kwargs)}, self.get_reply)
+    def object_class_action_versions_async(
+        self,
+        context: Any,
+        objname: str,
+        objmethod: str,
+        object_versions: Any,
+        args: Any,
+        kwargs: Any,
+    ) -> Any:
+        return self._send(
+            context,
+            {
+                "objname": objname,
+                "objmethod": objmethod,
+                "object_versions": dict(object_versions),
+                "args": list(args),
+                "kwargs": dict(kwargs),
+            },
+            self.get_reply,
+        )
 
-    def object_action_async(self, context: Any, objinst: Any, objmethod: str, args: Any,
-                            kwargs: Any, object_versions: Any = None) -> Any:
-        return self._send(context, {"objinst": objinst, "objmethod": objmethod, "args": list(args),
-                                    "kwargs": dict(kwargs), "object_versions": dict(object_versions)
-                                    if object_versions else None}, self.save_reply)
+    def object_action_async(
+        self,
+        context: Any,
+        objinst: Any,
+        objmethod: str,
+        args: Any,
+        kwargs: Any,
+        object_versions: Any = None,
+    ) -> Any:
+        return self._send(
+            context,
+            {
+                "objinst": objinst,
+                "objmethod": objmethod,
+                "args": list(args),
+                "kwargs": dict(kwargs),
+                "object_versions": dict(object_versions) if object_versions else None,
+            },
+            self.save_reply,
+        )
 
     def object_class_action_versions(self, *a: Any) -> Any:
         raise NotImplementedError
@@ -188,12 +226,23 @@ def measure(rounds: int, n: int) -> dict[str, dict[str, float]]:
     loaded = Instance.obj_from_primitive(json.loads(json.dumps(get_prim)), ctx)
     loaded.host = "node-8"
     save_prim = json.loads(json.dumps(ser.serialize_entity(ctx, loaded)))
-    updates = {"host": "node-8", "updated_at": "2026-01-02T03:04:06.000001+00:00",
-               "obj_what_changed": [], "obj_revision": 6}
+    updates = {
+        "host": "node-8",
+        "updated_at": "2026-01-02T03:04:06.000001+00:00",
+        "obj_what_changed": [],
+        "obj_revision": 6,
+    }
     get_reply = json.dumps(get_prim).encode()
     save_reply = json.dumps([updates, None]).encode()
-    get_request = json.dumps({"objname": "Instance", "objmethod": "get",
-                              "object_versions": manifest, "args": [42], "kwargs": {}})
+    get_request = json.dumps(
+        {
+            "objname": "Instance",
+            "objmethod": "get",
+            "object_versions": manifest,
+            "args": [42],
+            "kwargs": {},
+        }
+    )
     save_request_prim = json.dumps(save_prim)
     instance = Instance.obj_from_primitive(json.loads(get_reply), ctx)
 
@@ -216,8 +265,13 @@ def measure(rounds: int, n: int) -> dict[str, dict[str, float]]:
     per_window = (n // WINDOW + 1) * WINDOW / n
     total = _best(rounds, n, client_get) / per_window
     bare = WireStub(get_reply, save_reply, objects_serializer=False)
-    plain_kwargs = {"objname": "Instance", "objmethod": "get", "object_versions": dict(manifest),
-                    "args": [42], "kwargs": {}}
+    plain_kwargs = {
+        "objname": "Instance",
+        "objmethod": "get",
+        "object_versions": dict(manifest),
+        "args": [42],
+        "kwargs": {},
+    }
 
     def bare_get(k: int) -> None:
         for _ in range(k // WINDOW + 1):
@@ -263,8 +317,14 @@ def measure(rounds: int, n: int) -> dict[str, dict[str, float]]:
             kw = {key: ser.deserialize_entity(context, v) for key, v in request.items()}
             context.db = storage
             with base.local_execution():
-                result = handle_class_action(context, kw["objname"], kw["objmethod"],
-                                             kw["object_versions"], kw["args"], kw["kwargs"])
+                result = handle_class_action(
+                    context,
+                    kw["objname"],
+                    kw["objmethod"],
+                    kw["object_versions"],
+                    kw["args"],
+                    kw["kwargs"],
+                )
             ser.serialize_entity(context, result)
 
     def server_get_stub(k: int) -> None:
@@ -313,8 +373,9 @@ def measure(rounds: int, n: int) -> dict[str, dict[str, float]]:
 def _print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
     labels = list(results)
     names = list(next(iter(results.values())))
-    head = f"{'µs per operation':<20}" + "".join(f"{lab + ' total':>18}{lab + ' objects':>18}"
-                                                   for lab in labels)
+    head = f"{'µs per operation':<20}" + "".join(
+        f"{lab + ' total':>18}{lab + ' objects':>18}" for lab in labels
+    )
     if len(labels) == 2:
         head += f"{'objects ratio':>15}"
     print(head)
@@ -335,7 +396,10 @@ def _run_child(pythonpath: str, rounds: int, n: int) -> dict[str, dict[str, floa
     env = dict(os.environ, PYTHONPATH=pythonpath)
     proc = subprocess.run(
         [sys.executable, __file__, "--json-only", "--rounds", str(rounds), "-n", str(n)],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -343,16 +407,19 @@ def _run_child(pythonpath: str, rounds: int, n: int) -> dict[str, dict[str, floa
 def _compare(rev: str, rounds: int, n: int, repeats: int) -> None:
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="objects-bench-") as tmp:
-        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "objects"],
-                                 check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", rev, "objects"], check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
         for _ in range(repeats):  # interleaved: noise hits both alike
             runs["before"].append(_run_child(tmp, rounds, n))
             runs["after"].append(_run_child(str(root), rounds, n))
     best = {
-        label: {name: {key: min(r[name][key] for r in rs) for key in ("total", "stub")}
-                for name in rs[0]}
+        label: {
+            name: {key: min(r[name][key] for r in rs) for key in ("total", "stub")}
+            for name in rs[0]
+        }
         for label, rs in runs.items()
     }
     for rs in best.values():
@@ -368,7 +435,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("-n", type=int, default=4096, help="operations per round")
     parser.add_argument("--baseline-rev", help="also run this git revision's objects/, interleaved")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs with --baseline-rev")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved runs with --baseline-rev"
+    )
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.baseline_rev:

@@ -3,7 +3,8 @@
 Runs the benchmark's own client against a conductor in another process, both with
 stage accounting (``bench/_stages.py``), and prints per operation: the CPU of each
 stage on each side, of each thread, and of the four processes (client, conductor,
-RabbitMQ, the PostgreSQL backends of the profile's database), next to the CPU an operation may use at the issue's
+RabbitMQ, the PostgreSQL backends of the profile's database), next to the CPU an operation
+may use at the issue's
 throughput targets on this machine's cores. It shows what stands in the way of a target
 that the benchmark (``bench/bench.py``) reports as failed.
 
@@ -48,25 +49,36 @@ def _print_side(title: str, report: dict[str, Any], ops: int) -> None:
             print(f"    thread {name:41s} {seconds / ops * 1e6:8.1f} us/op")
 
 
-def profile(client: _procs.Child, conductor: _procs.Child, services: _procs.ServiceCPU,
-            workload: str, window: int, seconds: float) -> None:
+def profile(
+    client: _procs.Child,
+    conductor: _procs.Child,
+    services: _procs.ServiceCPU,
+    workload: str,
+    window: int,
+    seconds: float,
+) -> None:
     for side in (client, conductor):
         side.call({"cmd": "reset"})
     procs_before = {"client": client.ps.cpu_times(), "conductor": conductor.ps.cpu_times()}
     services_before = services.snapshot()
     machine_before = psutil.cpu_times()
-    result = client.call({"cmd": "run", "workload": workload, "window": window,
-                          "ops": 10**9, "seconds": seconds})
+    result = client.call(
+        {"cmd": "run", "workload": workload, "window": window, "ops": 10**9, "seconds": seconds}
+    )
     machine_after = psutil.cpu_times()
     services_after = services.snapshot()
-    reports = {"client": client.call({"cmd": "stages"}),
-               "conductor": conductor.call({"cmd": "stages"})}
+    reports = {
+        "client": client.call({"cmd": "stages"}),
+        "conductor": conductor.call({"cmd": "stages"}),
+    }
     ops, elapsed = result["ops"], result["elapsed"]
     latencies = sorted(result["lat_ms"])
     p50 = latencies[len(latencies) // 2] if latencies else float("nan")
     label = workload if workload == "get" else f"{workload}[{window}]"
-    print(f"\n{label}: {ops} ops in {elapsed:.1f}s = {ops / elapsed:,.0f} ops/s, "
-          f"p50 {p50:.2f} ms, {result['errors']} errors")
+    print(
+        f"\n{label}: {ops} ops in {elapsed:.1f}s = {ops / elapsed:,.0f} ops/s, "
+        f"p50 {p50:.2f} ms, {result['errors']} errors"
+    )
     _print_side("client process", reports["client"], ops)
     _print_side("conductor process", reports["conductor"], ops)
     per_op: dict[str, float] = {}
@@ -77,7 +89,9 @@ def profile(client: _procs.Child, conductor: _procs.Child, services: _procs.Serv
     for label, used in services.delta(services_before, services_after).items():
         per_op[label] = used / ops * 1e6
     busy = sum(machine_after) - sum(machine_before)
-    idle = (machine_after.idle - machine_before.idle) + (machine_after.iowait - machine_before.iowait)
+    idle = (machine_after.idle - machine_before.idle) + (
+        machine_after.iowait - machine_before.iowait
+    )
     cores = psutil.cpu_count() or 1
     print("  whole processes, CPU per op")
     for name, us in per_op.items():
@@ -86,26 +100,38 @@ def profile(client: _procs.Child, conductor: _procs.Child, services: _procs.Serv
     print(f"    {'all four':48s} {total:8.1f} us/op")
     print(f"  machine busy {100 * (busy - idle) / busy:.0f}% of {cores} cores")
     if workload == "get":
-        print(f"  one call at a time: p50 {p50:.2f} ms against the target of {P50_TARGET_MS} ms; "
-              f"the CPU above is spent on the critical path of every call")
+        print(
+            f"  one call at a time: p50 {p50:.2f} ms against the target of {P50_TARGET_MS} ms; "
+            f"the CPU above is spent on the critical path of every call"
+        )
     target = TARGETS.get(workload)
     if target:
         budget = cores * 1e6 / target
-        print(f"  at the target of {target:,} ops/s the {cores} cores have {budget:.0f} us of CPU "
-              f"per op for all four processes; measured {total:.0f} us ({total / budget:.1f}x over). "
-              f"At this CPU per op the cores could carry at most {cores * 1e6 / total:,.0f} ops/s.")
+        print(
+            f"  at the target of {target:,} ops/s the {cores} cores have {budget:.0f} us of CPU "
+            f"per op for all four processes; measured {total:.0f} us ({total / budget:.1f}x over). "
+            f"At this CPU per op the cores could carry at most {cores * 1e6 / total:,.0f} ops/s."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default="get,get_async,save",
-                   help="comma-separated workloads out of get (sequential), get_async, save, create")
+    p.add_argument(
+        "--only",
+        default="get,get_async,save",
+        help="comma-separated workloads out of get (sequential), get_async, save, create",
+    )
     p.add_argument("--window", type=int, default=256, help="operations in flight")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per workload")
     p.add_argument("--seed", type=int, default=2000, help="instances created up front")
-    p.add_argument("--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP))
-    p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
-                   help="a PostgreSQL URL to create and drop the profile database through")
+    p.add_argument(
+        "--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP)
+    )
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
+        help="a PostgreSQL URL to create and drop the profile database through",
+    )
     args = p.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
     name, topic, server = f"profile_{tag}", f"profile-{tag}", f"profile-{tag}"
@@ -114,20 +140,38 @@ def main(argv: list[str] | None = None) -> int:
     children: list[_procs.Child] = []
     services: _procs.ServiceCPU | None = None
     try:
-        conductor = _procs.worker("conductor", "profiled-conductor", {
-            "transport_url": args.transport_url, "database_url": db_url, "topic": topic,
-            "server": server}, tmp)
+        conductor = _procs.worker(
+            "conductor",
+            "profiled-conductor",
+            {
+                "transport_url": args.transport_url,
+                "database_url": db_url,
+                "topic": topic,
+                "server": server,
+            },
+            tmp,
+        )
         children.append(conductor)
-        client = _procs.worker("client", "profiled-client", {
-            "transport_url": args.transport_url, "topic": topic}, tmp)
+        client = _procs.worker(
+            "client", "profiled-client", {"transport_url": args.transport_url, "topic": topic}, tmp
+        )
         children.append(client)
         client.call({"cmd": "seed", "count": args.seed})
         services = _procs.ServiceCPU(args.pg_url, name)
-        print(f"profile of {args.only} with {args.window} in flight, {args.seconds:.0f}s each; "
-              f"pid {os.getpid()}, {psutil.cpu_count()} cores; database {name}")
+        print(
+            f"profile of {args.only} with {args.window} in flight, {args.seconds:.0f}s each; "
+            f"pid {os.getpid()}, {psutil.cpu_count()} cores; database {name}"
+        )
         for workload in args.only.split(","):
-            client.call({"cmd": "run", "workload": workload, "window": args.window,
-                         "ops": 10**9, "seconds": 1.0})  # warm-up
+            client.call(
+                {
+                    "cmd": "run",
+                    "workload": workload,
+                    "window": args.window,
+                    "ops": 10**9,
+                    "seconds": 1.0,
+                }
+            )  # warm-up
             profile(client, conductor, services, workload, args.window, args.seconds)
     finally:
         if services is not None:
@@ -135,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         for child in reversed(children):
             child.stop()
         _procs.drop_database(args.pg_url, name)
-        _procs.delete_broker_objects(args.transport_url,
-                                     [topic, f"{topic}.{server}", f"{topic}.dead"])
+        _procs.delete_broker_objects(
+            args.transport_url, [topic, f"{topic}.{server}", f"{topic}.dead"]
+        )
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)

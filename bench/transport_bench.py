@@ -31,8 +31,14 @@ from kombu.messaging import Consumer, Producer
 import transport
 from transport import RPCClient, RPCServer, Target
 
-PAYLOAD = {"objname": "Instance", "objmethod": "get", "args": [42], "kwargs": {"expected_attrs": ["flavor"]},
-           "object_versions": {"Instance": "1.2", "Flavor": "1.0"}, "pad": "x" * 120}
+PAYLOAD = {
+    "objname": "Instance",
+    "objmethod": "get",
+    "args": [42],
+    "kwargs": {"expected_attrs": ["flavor"]},
+    "object_versions": {"Instance": "1.2", "Flavor": "1.0"},
+    "pad": "x" * 120,
+}
 
 
 class Echo:
@@ -127,13 +133,19 @@ def bench_raw_kombu(url: str, seconds: float, window: int) -> dict[str, float]:
             def on_reply(body: Any, message: Any) -> None:
                 pending.discard(message.properties["correlation_id"])
 
-            with Consumer(channel, [reply_queue], callbacks=[on_reply], accept=["json"], no_ack=True):
+            with Consumer(
+                channel, [reply_queue], callbacks=[on_reply], accept=["json"], no_ack=True
+            ):
 
                 def send() -> None:
                     cid = uuid.uuid4().hex
                     pending.add(cid)
-                    producer.publish({"payload": PAYLOAD}, routing_key=queue_name, reply_to=reply_name,
-                                     correlation_id=cid)
+                    producer.publish(
+                        {"payload": PAYLOAD},
+                        routing_key=queue_name,
+                        reply_to=reply_name,
+                        correlation_id=cid,
+                    )
 
                 def sequential() -> int:
                     for _ in range(20):
@@ -149,7 +161,10 @@ def bench_raw_kombu(url: str, seconds: float, window: int) -> dict[str, float]:
                         conn.drain_events(timeout=10)
                     return window
 
-                return {"sequential": _timed(seconds, sequential), "pipelined": _timed(seconds, pipelined)}
+                return {
+                    "sequential": _timed(seconds, sequential),
+                    "pipelined": _timed(seconds, pipelined),
+                }
     finally:
         stop.set()
         thread.join(5)
@@ -168,8 +183,11 @@ def _reachable(url: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("CONDUCTOR_TEST_TRANSPORT_URL")
-                        or "amqp://guest:guest@127.0.0.1:5672//")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("CONDUCTOR_TEST_TRANSPORT_URL")
+        or "amqp://guest:guest@127.0.0.1:5672//",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="time slice per measurement")
     parser.add_argument("--window", type=int, default=200, help="calls in flight when pipelining")
     args = parser.parse_args()
@@ -179,7 +197,9 @@ def main() -> None:
     }
     rabbit = _reachable(args.url)
     results["ours_rabbit"] = bench_ours(args.url, args.seconds, args.window) if rabbit else None
-    results["raw_kombu_rabbit"] = bench_raw_kombu(args.url, args.seconds, args.window) if rabbit else None
+    results["raw_kombu_rabbit"] = (
+        bench_raw_kombu(args.url, args.seconds, args.window) if rabbit else None
+    )
 
     print(f"{'variant':<18}{'sequential/s':>14}{'pipelined/s':>14}")
     for name, rates in results.items():
@@ -191,8 +211,10 @@ def main() -> None:
     ours, raw = results["ours_rabbit"], results["raw_kombu_rabbit"]
     if ours and raw:
         ratios = {k: round(ours[k] / raw[k], 3) for k in ("sequential", "pipelined")}
-        print(f"ours/raw kombu on RabbitMQ: sequential {ratios['sequential']:.2f}x, "
-              f"pipelined {ratios['pipelined']:.2f}x")
+        print(
+            f"ours/raw kombu on RabbitMQ: sequential {ratios['sequential']:.2f}x, "
+            f"pipelined {ratios['pipelined']:.2f}x"
+        )
     summary = {
         "payload_bytes": len(json.dumps(PAYLOAD)),
         "window": args.window,

@@ -250,4 +250,3 @@ def connect(
 
 
 __all__ = ["ConductorAPI", "RPC_API_VERSION", "connect"]
-

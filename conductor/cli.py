@@ -126,8 +126,10 @@ def _database_problem(url: str, exc: BaseException) -> str:
             f"(createdb -h {parts.host or 'localhost'} -U {parts.username or 'postgres'} "
             f"{parts.database}) or fix --database-url / CONDUCTOR_DATABASE_URL"
         )
-    if sqlstate in {"28P01", "28000"} or "authentication failed" in text or (
-        "role" in text and "does not exist" in text
+    if (
+        sqlstate in {"28P01", "28000"}
+        or "authentication failed" in text
+        or ("role" in text and "does not exist" in text)
     ):
         return (
             f"the database at {where} refused user {parts.username!r} ({masked}): {text}; "
@@ -159,8 +161,7 @@ def _int_env(name: str) -> int | None:
 def _require(value: str | None, flag: str, env: str) -> str:
     if not value:
         raise SystemExit(
-            f"conductor: no {flag.lstrip('-').replace('-', ' ')} given; "
-            f"pass {flag} or set {env}"
+            f"conductor: no {flag.lstrip('-').replace('-', ' ')} given; pass {flag} or set {env}"
         )
     return value
 
@@ -169,9 +170,11 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-_QUORUM_HELP = ("declare the topic's queues as RabbitMQ quorum queues, replicated across a "
-                "cluster's nodes (env CONDUCTOR_QUORUM_QUEUES=true; same as "
-                "?quorum_queues=true in the URL). Every conductor of a topic must agree")
+_QUORUM_HELP = (
+    "declare the topic's queues as RabbitMQ quorum queues, replicated across a "
+    "cluster's nodes (env CONDUCTOR_QUORUM_QUEUES=true; same as "
+    "?quorum_queues=true in the URL). Every conductor of a topic must agree"
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -183,63 +186,121 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a conductor on a topic until SIGTERM")
-    serve.add_argument("--transport-url", default=os.environ.get("CONDUCTOR_TRANSPORT_URL"),
-                       help="broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// "
-                            "(env CONDUCTOR_TRANSPORT_URL)")
-    serve.add_argument("--database-url", default=os.environ.get("CONDUCTOR_DATABASE_URL"),
-                       help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
-                            "(env CONDUCTOR_DATABASE_URL)")
+    serve.add_argument(
+        "--transport-url",
+        default=os.environ.get("CONDUCTOR_TRANSPORT_URL"),
+        help="broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// (env CONDUCTOR_TRANSPORT_URL)",
+    )
+    serve.add_argument(
+        "--database-url",
+        default=os.environ.get("CONDUCTOR_DATABASE_URL"),
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (env CONDUCTOR_DATABASE_URL)",
+    )
     serve.add_argument("--topic", default="conductor", help="RPC topic (default: conductor)")
     serve.add_argument("--server", default=None, help="this conductor's name (default: host name)")
-    serve.add_argument("--quorum-queues", action="store_true",
-                       default=_env_flag("CONDUCTOR_QUORUM_QUEUES"), help=_QUORUM_HELP)
-    serve.add_argument("--objects", action="append", default=[], metavar="MODULE",
-                       help="import MODULE for its own objects and models (repeatable)")
-    serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                       help=f"requests served at once (default: {DEFAULT_WORKERS})")
-    serve.add_argument("--metrics-port", type=int,
-                       default=_int_env("CONDUCTOR_METRICS_PORT"),
-                       help="serve Prometheus /metrics and /healthz on this port "
-                            "(env CONDUCTOR_METRICS_PORT; off when absent)")
-    serve.add_argument("--metrics-host", default=os.environ.get("CONDUCTOR_METRICS_HOST", "127.0.0.1"),
-                       help="address of the metrics port (env CONDUCTOR_METRICS_HOST; "
-                            "default: 127.0.0.1)")
-    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
-                       help="one of " + ", ".join(LOG_LEVELS) + " (default: INFO)")
-    serve.add_argument("--allow-admin-context", action="store_true",
-                       help="accept request contexts that claim admin (is_admin); refused "
-                            "by default because any caller can set the flag")
-    serve.add_argument("--project-scoping", action="store_true",
-                       default=os.environ.get("CONDUCTOR_PROJECT_SCOPING", "").lower()
-                       in {"1", "true", "yes", "on"},
-                       help="a request context reads and changes only its own project's "
-                            "instances (admin contexts: all); env CONDUCTOR_PROJECT_SCOPING=1")
+    serve.add_argument(
+        "--quorum-queues",
+        action="store_true",
+        default=_env_flag("CONDUCTOR_QUORUM_QUEUES"),
+        help=_QUORUM_HELP,
+    )
+    serve.add_argument(
+        "--objects",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE for its own objects and models (repeatable)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"requests served at once (default: {DEFAULT_WORKERS})",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_int_env("CONDUCTOR_METRICS_PORT"),
+        help="serve Prometheus /metrics and /healthz on this port "
+        "(env CONDUCTOR_METRICS_PORT; off when absent)",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default=os.environ.get("CONDUCTOR_METRICS_HOST", "127.0.0.1"),
+        help="address of the metrics port (env CONDUCTOR_METRICS_HOST; default: 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="one of " + ", ".join(LOG_LEVELS) + " (default: INFO)",
+    )
+    serve.add_argument(
+        "--allow-admin-context",
+        action="store_true",
+        help="accept request contexts that claim admin (is_admin); refused "
+        "by default because any caller can set the flag",
+    )
+    serve.add_argument(
+        "--project-scoping",
+        action="store_true",
+        default=os.environ.get("CONDUCTOR_PROJECT_SCOPING", "").lower()
+        in {"1", "true", "yes", "on"},
+        help="a request context reads and changes only its own project's "
+        "instances (admin contexts: all); env CONDUCTOR_PROJECT_SCOPING=1",
+    )
 
     declare = sub.add_parser(
         "declare-queues",
         help="declare a topic's queues ahead of its first conductor, so requests and casts "
-             "sent before it starts wait for it",
+        "sent before it starts wait for it",
     )
-    declare.add_argument("--transport-url", default=os.environ.get("CONDUCTOR_TRANSPORT_URL"),
-                         help="broker URL (env CONDUCTOR_TRANSPORT_URL); queue options such "
-                              "as ?topic_queue_message_ttl=S go in its query")
-    declare.add_argument("--topic", action="append", required=True,
-                         help="topic whose queue to declare (repeatable)")
-    declare.add_argument("--server", action="append", default=[],
-                         help="also declare <topic>.<server> for this server name (repeatable)")
-    declare.add_argument("--quorum-queues", action="store_true",
-                         default=_env_flag("CONDUCTOR_QUORUM_QUEUES"), help=_QUORUM_HELP)
+    declare.add_argument(
+        "--transport-url",
+        default=os.environ.get("CONDUCTOR_TRANSPORT_URL"),
+        help="broker URL (env CONDUCTOR_TRANSPORT_URL); queue options such "
+        "as ?topic_queue_message_ttl=S go in its query",
+    )
+    declare.add_argument(
+        "--topic", action="append", required=True, help="topic whose queue to declare (repeatable)"
+    )
+    declare.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        help="also declare <topic>.<server> for this server name (repeatable)",
+    )
+    declare.add_argument(
+        "--quorum-queues",
+        action="store_true",
+        default=_env_flag("CONDUCTOR_QUORUM_QUEUES"),
+        help=_QUORUM_HELP,
+    )
 
     dbp = sub.add_parser("db", help="database schema commands")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)
-    up = dbsub.add_parser("upgrade", help="migrate the database to the newest schema (alembic head)")
-    up.add_argument("--database-url", default=os.environ.get("CONDUCTOR_DATABASE_URL"),
-                    help="SQLAlchemy URL (env CONDUCTOR_DATABASE_URL)")
+    up = dbsub.add_parser(
+        "upgrade", help="migrate the database to the newest schema (alembic head)"
+    )
+    up.add_argument(
+        "--database-url",
+        default=os.environ.get("CONDUCTOR_DATABASE_URL"),
+        help="SQLAlchemy URL (env CONDUCTOR_DATABASE_URL)",
+    )
 
-    demo = sub.add_parser("demo", help="an embedded conductor and a compute workload; no servers needed")
-    demo.add_argument("--instances", type=int, default=500, help="instances to create (default: 500)")
-    demo.add_argument("--in-flight", type=int, default=100,
-                      help="operations kept in flight at once (default: 100)")
+    demo = sub.add_parser(
+        "demo", help="an embedded conductor and a compute workload; no servers needed"
+    )
+    demo.add_argument(
+        "--instances", type=int, default=500, help="instances to create (default: 500)"
+    )
+    demo.add_argument(
+        "--in-flight",
+        type=int,
+        default=100,
+        help="operations kept in flight at once (default: 100)",
+    )
     return parser
 
 
@@ -275,11 +336,16 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     service = Conductor(
-        transport_url, database_url, args.topic,
-        server=args.server, workers=args.workers, auto_upgrade=False,
+        transport_url,
+        database_url,
+        args.topic,
+        server=args.server,
+        workers=args.workers,
+        auto_upgrade=False,
         quorum_queues=args.quorum_queues,
         allow_admin_context=args.allow_admin_context,
-        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         project_scoping=args.project_scoping,
     )
     try:

@@ -115,12 +115,19 @@ def run(instances: int = 500, in_flight: int = 100, out: TextIO = sys.stdout) ->
                 inst.create_async()
                 return inst
 
-            created = _pipelined(range(instances), create, in_flight, progress,
-                                 "create_async", instances)
+            created = _pipelined(
+                range(instances), create, in_flight, progress, "create_async", instances
+            )
             ids = [inst.id for inst in created]
 
-            loaded = _pipelined(ids, lambda i: objects.Instance.get_async(ctx, i), in_flight,
-                                progress, "get_async", len(ids))
+            loaded = _pipelined(
+                ids,
+                lambda i: objects.Instance.get_async(ctx, i),
+                in_flight,
+                progress,
+                "get_async",
+                len(ids),
+            )
 
             def modify_and_save(inst: Any) -> Any:
                 inst.state = "active"

@@ -83,8 +83,13 @@ class ConductorManager:
         digest = digest_of(
             context,
             "object_class_action_versions",
-            {"objname": objname, "objmethod": objmethod, "object_versions": object_versions,
-             "args": args, "kwargs": kwargs},
+            {
+                "objname": objname,
+                "objmethod": objmethod,
+                "object_versions": object_versions,
+                "args": args,
+                "kwargs": kwargs,
+            },
         )
         return self._work.run(
             context,
@@ -113,8 +118,13 @@ class ConductorManager:
         digest = digest_of(
             context,
             "object_action",
-            {"objinst": objinst, "objmethod": objmethod, "args": args, "kwargs": kwargs,
-             "object_versions": object_versions},
+            {
+                "objinst": objinst,
+                "objmethod": objmethod,
+                "args": args,
+                "kwargs": kwargs,
+                "object_versions": object_versions,
+            },
         )
         return self._work.run(
             context,

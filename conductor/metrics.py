@@ -48,23 +48,33 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
-            "conductor_requests", "Requests answered, by object, method and outcome.",
-            ["objname", "objmethod", "outcome"], registry=self.registry,
+            "conductor_requests",
+            "Requests answered, by object, method and outcome.",
+            ["objname", "objmethod", "outcome"],
+            registry=self.registry,
         )
         self._seconds = Histogram(
-            "conductor_request_seconds", "Time from dispatch to a request's outcome.",
-            ["objname", "objmethod"], buckets=_BUCKETS, registry=self.registry,
+            "conductor_request_seconds",
+            "Time from dispatch to a request's outcome.",
+            ["objname", "objmethod"],
+            buckets=_BUCKETS,
+            registry=self.registry,
         )
         self._batch = Histogram(
-            "conductor_batch_size", "Requests per broker message served together.",
-            buckets=_BATCH_BUCKETS, registry=self.registry,
+            "conductor_batch_size",
+            "Requests per broker message served together.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
         )
         self._replays = Counter(
-            "conductor_replays", "Requests answered from their stored result (redeliveries).",
+            "conductor_replays",
+            "Requests answered from their stored result (redeliveries).",
             registry=self.registry,
         )
         self._in_flight = Gauge(
-            "conductor_requests_in_flight", "Requests being served now.", registry=self.registry,
+            "conductor_requests_in_flight",
+            "Requests being served now.",
+            registry=self.registry,
         )
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._timers: dict[tuple[str, str], Any] = {}

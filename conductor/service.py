@@ -230,12 +230,17 @@ class Conductor:
                 connection.exec_driver_sql("SELECT 1")
 
         monitoring = MonitoringServer(
-            metrics, [("broker", broker), ("database", database)],
-            host=self._metrics_host, port=self._metrics_port or 0,
+            metrics,
+            [("broker", broker), ("database", database)],
+            host=self._metrics_host,
+            port=self._metrics_port or 0,
         )
         monitoring.start()
-        LOG.info("metrics and health on http://%s:%d/metrics and /healthz",
-                 self._metrics_host, monitoring.port)
+        LOG.info(
+            "metrics and health on http://%s:%d/metrics and /healthz",
+            self._metrics_host,
+            monitoring.port,
+        )
         return monitoring
 
     def stop(self) -> None:

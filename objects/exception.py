@@ -64,7 +64,9 @@ class IncompatibleObjectVersion(ObjectsError):
     Fields: ``objname``, ``objver`` (requested), ``supported`` (highest we have).
     """
 
-    msg_fmt = "Version %(objver)s of %(objname)s is not supported, supported version is %(supported)s"
+    msg_fmt = (
+        "Version %(objver)s of %(objname)s is not supported, supported version is %(supported)s"
+    )
 
 
 class UnsupportedObjectError(ObjectsError):

@@ -61,6 +61,7 @@ class _Unset:
 
 UNSET: Any = _Unset()
 
+
 class Field:
     """Base of all fields.
 
@@ -359,7 +360,9 @@ class EnumField(Field):
 
     def _coerce(self, value: Any) -> Any:
         if not isinstance(value, str):
-            raise TypeError(f"expected one of {list(self.valid_values)}, got {type(value).__name__}")
+            raise TypeError(
+                f"expected one of {list(self.valid_values)}, got {type(value).__name__}"
+            )
         if value not in self._valid:
             raise ValueError(f"{value!r} is not one of {list(self.valid_values)}")
         return str(value)
@@ -491,7 +494,9 @@ class ListOfObjectsField(Field):
 
     def _coerce(self, value: Any) -> Any:
         if not isinstance(value, (list, tuple)):
-            raise TypeError(f"expected a list of {self.objname} objects, got {type(value).__name__}")
+            raise TypeError(
+                f"expected a list of {self.objname} objects, got {type(value).__name__}"
+            )
         objname = self.objname
         return [_check_object(item, objname) for item in value]
 
@@ -500,7 +505,9 @@ class ListOfObjectsField(Field):
 
     def _from_primitive(self, value: Any, context: Any) -> Any:
         if not isinstance(value, list):
-            raise TypeError(f"expected a list of {self.objname} primitives, got {type(value).__name__}")
+            raise TypeError(
+                f"expected a list of {self.objname} primitives, got {type(value).__name__}"
+            )
         objname = self.objname
         return [_object_from_primitive(item, objname, context) for item in value]
 

@@ -75,7 +75,9 @@ class MemoryStorage:
         self._tables: dict[str, dict[int, Record]] = {}
         self._next_id: dict[str, int] = {}
         self._last_stamp = dt.datetime.min.replace(tzinfo=dt.UTC)
-        self._unique = {k: tuple(v) for k, v in (DEFAULT_UNIQUE if unique is None else unique).items()}
+        self._unique = {
+            k: tuple(v) for k, v in (DEFAULT_UNIQUE if unique is None else unique).items()
+        }
 
     # -- helpers --------------------------------------------------------------------
 
@@ -172,7 +174,8 @@ class MemoryStorage:
         missing = sorted(
             name
             for name, field in fields.items()
-            if name not in values and not field.nullable
+            if name not in values
+            and not field.nullable
             and name not in ("id", "created_at", "updated_at")
         )
         if missing:
@@ -388,7 +391,12 @@ class LocalIndirectionAPI(IndirectionAPI):
     ) -> Future[Any]:
         source = self._pool.submit(
             self.object_class_action_versions,
-            context, objname, objmethod, object_versions, args, kwargs,
+            context,
+            objname,
+            objmethod,
+            object_versions,
+            args,
+            kwargs,
         )
         return source if future is None and then is None else chain(source, then or _same, future)
 
@@ -498,5 +506,3 @@ class ObjectVersionChecker:
                 expected[name] = expected_hashes.get(name)
                 actual[name] = actual_hashes.get(name)
         return expected, actual
-
-

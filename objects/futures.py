@@ -405,7 +405,9 @@ def wait_all(items: Iterable[Any], timeout: float | None = None) -> list[Any]:
             futures.append(item)
             continue
         if not hasattr(type(item), "_obj_pending"):
-            raise TypeError(f"wait_all takes futures and versioned objects, got {type(item).__name__}")
+            raise TypeError(
+                f"wait_all takes futures and versioned objects, got {type(item).__name__}"
+            )
         state = item.__dict__.get("_obj_pending")
         if state is not None:
             futures.extend(state.futures())

@@ -194,9 +194,13 @@ class InstanceList(ObjectListBase):
                     reason=f"unknown Instance filter field(s) {unknown}"
                 )
         if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise exception.ObjectValueError(reason=f"limit must be a non-negative int, got {limit!r}")
+            raise exception.ObjectValueError(
+                reason=f"limit must be a non-negative int, got {limit!r}"
+            )
         if marker is not None and not isinstance(marker, int):
-            raise exception.ObjectValueError(reason=f"marker must be an instance id, got {marker!r}")
+            raise exception.ObjectValueError(
+                reason=f"marker must be an instance id, got {marker!r}"
+            )
         return cls._make(context, Instance._db_query(context, filters, limit, marker))
 
     @remotable_classmethod

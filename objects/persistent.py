@@ -180,7 +180,9 @@ class PersistentObject(_Base):
         except (ValueError, TypeError) as exc:
             if isinstance(exc, exception.ObjectsError):
                 raise
-            raise exception.ObjectValueError(reason=f"stored {cls.obj_name()}.{name}: {exc}") from None
+            raise exception.ObjectValueError(
+                reason=f"stored {cls.obj_name()}.{name}: {exc}"
+            ) from None
         revision = record.get("revision")
         if revision is not None:
             d["obj_revision"] = int(revision)

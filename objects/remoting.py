@@ -193,9 +193,8 @@ def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
         )
 
     twin.__name__ = twin.__qualname__ = f"{name}_async"
-    twin.__doc__ = (
-        f"Start ``{name}`` and return at once with "
-        + ("a pending object." if pending else "a future of its result.")
+    twin.__doc__ = f"Start ``{name}`` and return at once with " + (
+        "a pending object." if pending else "a future of its result."
     )
     twin.async_of = name  # type: ignore[attr-defined]
     return classmethod(twin)
@@ -217,6 +216,7 @@ def _instance_twin(wrapper: Callable[..., Any], name: str) -> Any:
             # sent are remembered so those made while the call is in flight survive it.
             self._obj_pending_state()
             sent = self._obj_sent_state()
+
             def apply(reply: Any) -> Any:
                 updates, result = reply
                 self._obj_apply_updates(updates, sent)
@@ -226,9 +226,7 @@ def _instance_twin(wrapper: Callable[..., Any], name: str) -> Any:
             manifest = type(self)._obj_manifest()
             if api.resolves_given_futures:
                 future = ObjectFuture()
-                api.object_action_async(
-                    *call, object_versions=manifest, future=future, then=apply
-                )
+                api.object_action_async(*call, object_versions=manifest, future=future, then=apply)
             else:
                 future = chain(api.object_action_async(*call, object_versions=manifest), apply)
         self._obj_pending_state().add_op(future)
@@ -257,5 +255,10 @@ def add_async_twins(cls: type) -> None:
 
 
 def is_remotable(attr: Any, kind: str) -> bool:
-    """``attr`` (as found on a class) is a remotable method of ``kind`` ("classmethod"/"instance")."""
-    return getattr(attr, "remotable", False) is True and getattr(attr, "remotable_kind", None) == kind
+    """``attr`` (as found on a class) is a remotable method of ``kind``.
+
+    ``kind`` is "classmethod" or "instance".
+    """
+    return (
+        getattr(attr, "remotable", False) is True and getattr(attr, "remotable_kind", None) == kind
+    )

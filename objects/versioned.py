@@ -54,7 +54,10 @@ _PLAIN_TYPES: dict[type[obj_fields.Field], type] = {
 
 
 class _IndirectionAPIAttribute:
-    """``VersionedObject.indirection_api``, readable like oslo's (set it with set_indirection_api)."""
+    """``VersionedObject.indirection_api``, readable like oslo's.
+
+    Set it with ``set_indirection_api``.
+    """
 
     def __get__(self, obj: Any, owner: Any = None) -> Any:
         return get_indirection_api()
@@ -288,7 +291,9 @@ class VersionedObject(PendingObjectMixin):
         d = self.__dict__
         return {name: d[name] for name in self.obj_what_changed() if name in d}
 
-    def obj_reset_changes(self, fields: Iterable[str] | None = None, recursive: bool = False) -> None:
+    def obj_reset_changes(
+        self, fields: Iterable[str] | None = None, recursive: bool = False
+    ) -> None:
         """Forget changes (of all fields, or of ``fields``); ``recursive`` also resets children."""
         if self._obj_pending is not None:
             self._obj_wait_load()
@@ -357,7 +362,9 @@ class VersionedObject(PendingObjectMixin):
             if writer is None:
                 data[name] = value
             elif backport and field.is_object and value is not None:
-                child = self._obj_child_primitive(name, field, value, target_version, version_manifest)
+                child = self._obj_child_primitive(
+                    name, field, value, target_version, version_manifest
+                )
                 if child is not _DROP:
                     data[name] = child
             else:
@@ -387,7 +394,11 @@ class VersionedObject(PendingObjectMixin):
         """
 
     def _obj_child_target(
-        self, name: str, field: obj_fields.Field, target_version: str, manifest: dict[str, str] | None
+        self,
+        name: str,
+        field: obj_fields.Field,
+        target_version: str,
+        manifest: dict[str, str] | None,
     ) -> str | None:
         """The version a nested object goes out at; ``None``: its own; ``_DROP``: omit it."""
         if manifest is not None:
@@ -549,7 +560,8 @@ class VersionedObject(PendingObjectMixin):
                 if type(value) is plain:
                     new[key] = value
                 elif isinstance(value, VersionedObject) or (
-                    field.is_object and isinstance(value, list)
+                    field.is_object
+                    and isinstance(value, list)
                     and all(isinstance(v, VersionedObject) for v in value)
                 ):
                     new[key] = field.coerce(value)
@@ -582,9 +594,7 @@ class VersionedObject(PendingObjectMixin):
         changed = self.obj_what_changed()
         d = self.__dict__
         fields = type(self).fields
-        return changed, {
-            name: _sent_token(fields[name], d[name]) for name in changed if name in d
-        }
+        return changed, {name: _sent_token(fields[name], d[name]) for name in changed if name in d}
 
     def _obj_settle(self, new: dict[str, Any], sent: tuple[set[str], dict[str, Any]]) -> None:
         # NOTE: the reply of a call describes the row as the call left it; the object may

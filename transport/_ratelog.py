@@ -64,7 +64,9 @@ class RateLimitedLog:
         extra = None if request_id is None else {"request_id": request_id}
         self.logger.log(level, msg, *args, exc_info=exc_info, extra=extra)
 
-    def info(self, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None) -> None:
+    def info(
+        self, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None
+    ) -> None:
         self.log(logging.INFO, msg, *args, exc_info=exc_info, request_id=request_id)
 
     def warning(
@@ -72,7 +74,9 @@ class RateLimitedLog:
     ) -> None:
         self.log(logging.WARNING, msg, *args, exc_info=exc_info, request_id=request_id)
 
-    def error(self, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None) -> None:
+    def error(
+        self, msg: str, *args: Any, exc_info: Any = None, request_id: str | None = None
+    ) -> None:
         self.log(logging.ERROR, msg, *args, exc_info=exc_info, request_id=request_id)
 
 

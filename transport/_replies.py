@@ -140,7 +140,9 @@ class ReplyWaiter:
         if self._address is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._watch, name="transport-monitor", daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._watch, name="transport-monitor", daemon=True
+                    )
                     self._thread.start()
             self._address = self._driver.start_replies(self._on_reply, self._on_lost)
         return self._address
@@ -179,7 +181,8 @@ class ReplyWaiter:
             # entries no call needs any more, now and then (amortised O(1) per call).
             pending = self._pending
             timers[:] = [
-                t for t in timers
+                t
+                for t in timers
                 if (call := pending.get(t[2])) is not None
                 and t[0] in (call.deadline, call.heartbeat_deadline)
             ]
@@ -211,7 +214,9 @@ class ReplyWaiter:
                 return  # its caller gave up (timeout) or it is a duplicate after redelivery
             if kind == "hb":
                 if call.monitor_interval:
-                    call.heartbeat_deadline = time.monotonic() + call.monitor_interval * self._misses
+                    call.heartbeat_deadline = (
+                        time.monotonic() + call.monitor_interval * self._misses
+                    )
                     self._schedule(call.heartbeat_deadline, request_id)
                 return
             if kind in ("r", "e", "end"):
@@ -257,13 +262,20 @@ class ReplyWaiter:
                 while checks and checks[0][0] <= now:
                     when, request_id = checks.popleft()
                     call = self._pending.get(request_id)
-                    if call is not None and call.check_at == when and call.heartbeat_deadline is None:
+                    if (
+                        call is not None
+                        and call.check_at == when
+                        and call.heartbeat_deadline is None
+                    ):
                         if call.sent:
                             self._probe(call)
                         else:  # still on its way to the broker: nothing to look for yet
                             self._schedule_check(call, now)
                 if not expired:
-                    wake = min(self._timers[0][0] if self._timers else _NEVER, checks[0][0] if checks else _NEVER)
+                    wake = min(
+                        self._timers[0][0] if self._timers else _NEVER,
+                        checks[0][0] if checks else _NEVER,
+                    )
                     self._wakeup.wait(None if wake == _NEVER else max(0.0, wake - now))
             for call, exc in expired:
                 call.fail(exc)
@@ -291,7 +303,9 @@ class ReplyWaiter:
         waiting = self._probes.setdefault(call.queue, [])
         waiting.append(call.request_id)
         if self._probe_thread is None:
-            self._probe_thread = threading.Thread(target=self._probe_loop, name="transport-probe", daemon=True)
+            self._probe_thread = threading.Thread(
+                target=self._probe_loop, name="transport-probe", daemon=True
+            )
             self._probe_thread.start()
         else:
             self._probe_wake.notify()
@@ -323,7 +337,9 @@ class ReplyWaiter:
                     if call is not None:
                         self._apply_probe(call, state, now)
 
-    def _apply_probe(self, call: PendingCall, state: tuple[int, int] | None, now: float) -> None:  # lock held
+    def _apply_probe(
+        self, call: PendingCall, state: tuple[int, int] | None, now: float
+    ) -> None:  # lock held
         if call.heartbeat_deadline is not None or not call.monitor_interval or state is None:
             return  # heard from a server meanwhile, or the driver cannot tell: the deadline holds
         messages, consumers = state

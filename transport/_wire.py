@@ -124,7 +124,9 @@ def unpack(message: dict[str, Any]) -> list[Any] | None:
 def decode(body: bytes) -> dict[str, Any]:
     """Decode an envelope; raise MessageDeliveryFailure when it is not a JSON object."""
     if too_deep(body):
-        raise MessageDeliveryFailure(reason=f"undecodable message: JSON nested deeper than {MAX_DEPTH} levels")
+        raise MessageDeliveryFailure(
+            reason=f"undecodable message: JSON nested deeper than {MAX_DEPTH} levels"
+        )
     try:
         envelope = _decoder.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -257,7 +259,7 @@ def excerpt_reply_info(head: bytes, tail: bytes) -> tuple[str | None, str | None
             if key in found:
                 continue
             start = match.end() - 1
-            chunk = part[start:start + 2 * MAX_ID_LENGTH + 2]
+            chunk = part[start : start + 2 * MAX_ID_LENGTH + 2]
             try:
                 value, _ = _decoder.raw_decode(chunk.decode("utf-8", "replace"))
             except ValueError:

@@ -184,9 +184,13 @@ class RPCClient:
         on_error: Callable[[BaseException], bool] | None = None,
     ) -> PendingCall:
         if self.target.fanout:
-            raise InvalidTarget(target=repr(self.target), reason="a call cannot go to a fanout target")
+            raise InvalidTarget(
+                target=repr(self.target), reason="a call cannot go to a fanout target"
+            )
         replies = self.transport._replies
-        timeout = self.timeout if self.timeout is not None else self.transport.config.default_timeout
+        timeout = (
+            self.timeout if self.timeout is not None else self.transport.config.default_timeout
+        )
         envelope = self._envelope(ctxt, method, kwargs, reply_to=replies.address)
         envelope["multi"] = multi
         envelope["hb"] = self.call_monitor_interval
@@ -239,7 +243,9 @@ class RPCClient:
             return _identity
         return lambda value: serializer.deserialize_entity(ctxt, value)
 
-    def _envelope(self, ctxt: Any, method: str, kwargs: dict[str, Any], reply_to: str | None) -> dict[str, Any]:
+    def _envelope(
+        self, ctxt: Any, method: str, kwargs: dict[str, Any], reply_to: str | None
+    ) -> dict[str, Any]:
         self.target.require_topic()
         version = self.target.version
         if not self.can_send_version(version):

@@ -47,6 +47,7 @@ def is_refused(exc: BaseException) -> bool:
     """Whether the dispatcher refused the request before an endpoint method ran."""
     return bool(getattr(exc, _REFUSED, False))
 
+
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "transport_request_id", default=None
 )
@@ -91,7 +92,14 @@ class BatchCall:
     """
 
     __slots__ = (
-        "request_id", "context", "method", "kwargs", "_func", "outcome", "redelivered", "_rebuild"
+        "request_id",
+        "context",
+        "method",
+        "kwargs",
+        "_func",
+        "outcome",
+        "redelivered",
+        "_rebuild",
     )
 
     def __init__(

@@ -133,7 +133,9 @@ class Driver(abc.ABC):
         address drops the reply silently (its caller is gone)."""
 
     @abc.abstractmethod
-    def start_replies(self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]) -> str:
+    def start_replies(
+        self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]
+    ) -> str:
         """Start consuming this process's reply queue (once) and return its address.
 
         ``on_reply`` gets every reply body. ``on_lost(reason)`` is called when replies

@@ -100,7 +100,9 @@ class RemoteError(MessagingException):
         value: the remote exception's message.
     """
 
-    def __init__(self, exc_type: str | None = None, value: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, exc_type: str | None = None, value: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(f"Remote error: {exc_type} {value}", **kwargs)
         self.exc_type = exc_type
         self.value = value

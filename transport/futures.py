@@ -86,9 +86,7 @@ def _set_waiter(waiter: Any) -> None:
         waiter.set_result(None)
 
 
-def resolve(
-    future: Future[Any], value: Any = None, exc: BaseException | None = None
-) -> None:
+def resolve(future: Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
     """Settle ``future`` with ``value`` (or ``exc``) here; run its done-callbacks elsewhere.
 
     A future its caller cancelled stays cancelled: the outcome is dropped quietly (a

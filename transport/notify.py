@@ -64,7 +64,11 @@ class _DropLog:
             count, self._dropped, self._next = self._dropped, 0, now + _LOG_EVERY
         LOG.warning(
             "dropped %d notification(s) in the last %ds, latest %s (%s): %s",
-            count, int(_LOG_EVERY), event_type, priority, why,
+            count,
+            int(_LOG_EVERY),
+            event_type,
+            priority,
+            why,
         )
 
 
@@ -95,7 +99,9 @@ class Notifier:
 
     def prepare(self, publisher_id: str | None = None) -> Notifier:
         """A notifier like this one with another publisher id."""
-        return Notifier(self.transport, publisher_id or self.publisher_id, self.topics, self.serializer)
+        return Notifier(
+            self.transport, publisher_id or self.publisher_id, self.topics, self.serializer
+        )
 
     def audit(self, ctxt: Any, event_type: str, payload: Any) -> None:
         """Send an ``audit`` notification."""
@@ -145,7 +151,10 @@ class Notifier:
             LOG.exception("could not send notification %s (%s)", event_type, priority)
             return
         try:
-            sent = [self._queue(Target(topic=topic), priority, event_type, body) for topic in self.topics]
+            sent = [
+                self._queue(Target(topic=topic), priority, event_type, body)
+                for topic in self.topics
+            ]
         except Exception as exc:  # the transport was cleaned up
             _DROPS.dropped(event_type, priority, exc)
             return
@@ -158,10 +167,14 @@ class Notifier:
                     return  # it stays queued; the caller goes on
                 done.wait(min(left, 0.05))
 
-    def _queue(self, target: Target, priority: str, event_type: str, body: bytes) -> threading.Event | None:
+    def _queue(
+        self, target: Target, priority: str, event_type: str, body: bytes
+    ) -> threading.Event | None:
         sender = self.transport._sender
         if sender.tasks >= NOTIFY_BACKLOG:
-            _DROPS.dropped(event_type, priority, f"{NOTIFY_BACKLOG} notifications wait for the broker already")
+            _DROPS.dropped(
+                event_type, priority, f"{NOTIFY_BACKLOG} notifications wait for the broker already"
+            )
             return None
         done = threading.Event()
         driver = self.transport._driver
@@ -222,7 +235,9 @@ class NotificationListener:
 
     def start(self) -> None:
         """Declare and consume the queues; returns once consuming."""
-        priorities = [p for p in PRIORITIES if any(callable(getattr(e, p, None)) for e in self.endpoints)]
+        priorities = [
+            p for p in PRIORITIES if any(callable(getattr(e, p, None)) for e in self.endpoints)
+        ]
         pairs = [(target, priority) for target in self.targets for priority in priorities]
         prefetch = self.max_workers * self.transport.config.prefetch_multiplier
         with self._lock:
@@ -277,7 +292,10 @@ class NotificationListener:
             priority = str(message["priority"]).lower()
             ctxt = self.serializer.deserialize_context(message.get("ctxt") or {})
             payload = self.serializer.deserialize_entity(ctxt, message.get("payload"))
-            metadata = {"message_id": message.get("message_id"), "timestamp": message.get("timestamp")}
+            metadata = {
+                "message_id": message.get("message_id"),
+                "timestamp": message.get("timestamp"),
+            }
             args = (ctxt, message.get("publisher_id"), message.get("event_type"), payload, metadata)
         except Exception as exc:
             self._bad.warning("rejecting a malformed notification: %s", one_line(exc))
@@ -291,9 +309,17 @@ class NotificationListener:
                 method(*args)
             except BaseException as exc:  # SystemExit too: one notification cannot stop us
                 if isinstance(exc, RecursionError):
-                    self._failed.error("notification endpoint %s.%s failed: %s",
-                                       type(endpoint).__name__, priority, one_line(exc))
+                    self._failed.error(
+                        "notification endpoint %s.%s failed: %s",
+                        type(endpoint).__name__,
+                        priority,
+                        one_line(exc),
+                    )
                 else:
-                    self._failed.error("notification endpoint %s.%s failed",
-                                       type(endpoint).__name__, priority, exc_info=exc)
+                    self._failed.error(
+                        "notification endpoint %s.%s failed",
+                        type(endpoint).__name__,
+                        priority,
+                        exc_info=exc,
+                    )
         incoming.ack()

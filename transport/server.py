@@ -50,7 +50,9 @@ def _validate(envelope: dict[str, Any]) -> None:
         if not isinstance(envelope.get(key), kind):
             raise MessageDeliveryFailure(reason=f"field {key!r} missing or not a {kind.__name__}")
     if len(envelope["id"]) > _wire.MAX_ID_LENGTH:
-        raise MessageDeliveryFailure(reason=f"field 'id' longer than {_wire.MAX_ID_LENGTH} characters")
+        raise MessageDeliveryFailure(
+            reason=f"field 'id' longer than {_wire.MAX_ID_LENGTH} characters"
+        )
     reply_to = envelope.get("reply_to")
     if reply_to is not None and not _wire.valid_reply_address(reply_to):
         # NOTE: checked before the request runs: a request that could never be answered
@@ -163,7 +165,9 @@ class RPCServer:
         self._held: dict[Incoming, _Held] = {}
         self._beat = threading.Condition(self._lock)
         self._beat_thread: threading.Thread | None = None
-        self._beat_wake_at = float("-inf")  # the thread reads _running itself before it first sleeps
+        self._beat_wake_at = float(
+            "-inf"
+        )  # the thread reads _running itself before it first sleeps
         self._killed = False
         # One line per bad message or failed request, rate-limited: senders choose how many.
         self._bad = RateLimitedLog(LOG, rate=10.0, burst=50)
@@ -178,7 +182,9 @@ class RPCServer:
             self.state = ServerState.RUNNING
         prefetch = self.max_workers * self.transport.config.prefetch_multiplier
         try:
-            self._listener = self.transport._driver.listen(self.target, self._on_message, prefetch=prefetch)
+            self._listener = self.transport._driver.listen(
+                self.target, self._on_message, prefetch=prefetch
+            )
         except BaseException:
             with self._lock:
                 self.state = ServerState.STOPPED
@@ -245,11 +251,15 @@ class RPCServer:
             if self._killed:
                 return
             reason = f"the server failed handling it: {one_line(exc)}"
-            self._bad.error("parking a message of %s in the dead-letter queue: %s", self.target.topic, reason)
+            self._bad.error(
+                "parking a message of %s in the dead-letter queue: %s", self.target.topic, reason
+            )
             try:
                 incoming.dead_letter(reason)
             except BaseException:
-                LOG.error("cannot settle a message of %s; requeueing it", self.target.topic, exc_info=True)
+                LOG.error(
+                    "cannot settle a message of %s; requeueing it", self.target.topic, exc_info=True
+                )
                 incoming.requeue()
 
     def _handle_message(self, incoming: Incoming) -> None:
@@ -266,7 +276,9 @@ class RPCServer:
             if batch is not None:
                 most = max(MAX_BATCH, self.transport.config.batch_max_messages)
                 if len(batch) > most:
-                    raise MessageDeliveryFailure(reason=f"a batch of {len(batch)} requests (at most {most})")
+                    raise MessageDeliveryFailure(
+                        reason=f"a batch of {len(batch)} requests (at most {most})"
+                    )
                 self._handle_batch(incoming, batch)
                 return
             _validate(envelope)
@@ -290,7 +302,11 @@ class RPCServer:
             incoming.dead_letter(outcome)
 
     def _run(
-        self, envelope: dict[str, Any], request_id: str, reply_to: str | None, redelivered: bool = True
+        self,
+        envelope: dict[str, Any],
+        request_id: str,
+        reply_to: str | None,
+        redelivered: bool = True,
     ) -> str:
         """Dispatch and reply. Returns ``_ACK``, ``_REQUEUE`` (the reply could not be sent for
         now) or the reason to dead-letter the request with (no reply can ever be sent)."""
@@ -327,13 +343,20 @@ class RPCServer:
                 # BaseException) fails its own request; a request cannot stop the server.
                 self._log_failure(request_id, method, exc)
                 if reply_to:
-                    self._reply(reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)})
+                    self._reply(
+                        reply_to,
+                        {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)},
+                    )
         except _ReplyNotSent as exc:
             if exc.retry:
-                self._bad.warning("could not reply to %s (%s); requeueing it", method, one_line(exc.cause))
+                self._bad.warning(
+                    "could not reply to %s (%s); requeueing it", method, one_line(exc.cause)
+                )
                 return _REQUEUE
             reason = f"its reply cannot be sent: {one_line(exc.cause)}"
-            self._bad.error("request %s %s: %s; parking it in the dead-letter queue", request_id, method, reason)
+            self._bad.error(
+                "request %s %s: %s; parking it in the dead-letter queue", request_id, method, reason
+            )
             return reason
         return _ACK
 
@@ -349,7 +372,9 @@ class RPCServer:
             )
         elif isinstance(exc, RecursionError):
             # Its traceback is thousands of lines of the same frames.
-            self._failed.warning("request %s %s raised %s", rid, method, one_line(exc), request_id=rid)
+            self._failed.warning(
+                "request %s %s raised %s", rid, method, one_line(exc), request_id=rid
+            )
         else:
             self._failed.warning("request %s %s raised", rid, method, exc_info=exc, request_id=rid)
 
@@ -368,19 +393,29 @@ class RPCServer:
                 rejected.append(exc)
                 rid, reply_to = _wire.reply_info(envelope)
                 if rid and reply_to:
-                    self._queue_reply(replies, reply_to, {"id": rid, "t": "e", "exc": _wire.serialize_exception(exc)})
+                    self._queue_reply(
+                        replies,
+                        reply_to,
+                        {"id": rid, "t": "e", "exc": _wire.serialize_exception(exc)},
+                    )
                 continue
             valid.append(envelope)
         if rejected:
             # One line per message, however many of its requests were bad.
             self._bad.warning(
                 "rejecting %d of %d requests in a batch on %s: %s",
-                len(rejected), len(batch), self.target.topic, rejected[0],
+                len(rejected),
+                len(batch),
+                self.target.topic,
+                rejected[0],
             )
         watched = [envelope["id"] for envelope in valid if self._watch(envelope)]
         try:
             outcomes = self.dispatcher.dispatch_batch(
-                [(e["id"], e["ctxt"], e["method"], e["args"], e.get("ns"), e.get("ver")) for e in valid],
+                [
+                    (e["id"], e["ctxt"], e["method"], e["args"], e.get("ns"), e.get("ver"))
+                    for e in valid
+                ],
                 redelivered=incoming.redelivered,
             )
         finally:
@@ -393,7 +428,11 @@ class RPCServer:
             if reply_to is None:
                 continue
             if not ok:
-                self._queue_reply(replies, reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(value)})
+                self._queue_reply(
+                    replies,
+                    reply_to,
+                    {"id": request_id, "t": "e", "exc": _wire.serialize_exception(value)},
+                )
             elif envelope.get("multi"):
                 self._queue_reply(replies, reply_to, {"id": request_id, "t": "i", "v": value})
                 self._queue_reply(replies, reply_to, {"id": request_id, "t": "end"})
@@ -407,15 +446,21 @@ class RPCServer:
                 try:
                     self.transport._driver.send_reply(reply_to, body)
                 except TransportError as exc:
-                    self._bad.warning("could not reply to a batch (%s); requeueing it", one_line(exc))
+                    self._bad.warning(
+                        "could not reply to a batch (%s); requeueing it", one_line(exc)
+                    )
                     incoming.requeue()
                     return
                 except Exception as exc:  # this address never takes a reply; the others may
-                    self._bad.error("cannot reply to %r in a batch: %s", reply_to[:64], one_line(exc))
+                    self._bad.error(
+                        "cannot reply to %r in a batch: %s", reply_to[:64], one_line(exc)
+                    )
                     break
         incoming.ack()
 
-    def _queue_reply(self, replies: dict[str, list[bytes]], reply_to: str, reply: dict[str, Any]) -> None:
+    def _queue_reply(
+        self, replies: dict[str, list[bytes]], reply_to: str, reply: dict[str, Any]
+    ) -> None:
         replies.setdefault(reply_to, []).append(self._encode_reply(reply))
 
     def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
@@ -435,7 +480,9 @@ class RPCServer:
             return _wire.encode(reply, self.transport.config.max_message_size)
         except (MessageTooLarge, TypeError) as exc:
             # The caller gets a typed error instead of a reply it could never read.
-            return _wire.encode({"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)})
+            return _wire.encode(
+                {"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)}
+            )
 
     def _reject(self, incoming: Incoming, exc: MessagingException) -> None:
         request_id, reply_to = _wire.request_reply_info(incoming.body)
@@ -455,24 +502,32 @@ class RPCServer:
             # Logged before the reply: whoever gets the reply sees the log line written.
             self._bad.warning("rejecting request %s on %s: %s", request_id, self.target.topic, exc)
             try:
-                self._reply(reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)})
+                self._reply(
+                    reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)}
+                )
             except _ReplyNotSent:
                 pass
             else:
                 incoming.ack()
                 return
         else:
-            self._bad.warning("rejecting a message on %s: %s; parked in the dead-letter queue", self.target.topic, exc)
+            self._bad.warning(
+                "rejecting a message on %s: %s; parked in the dead-letter queue",
+                self.target.topic,
+                exc,
+            )
         incoming.dead_letter(f"{exc}{parked}")
 
     def _refuse_oversized(self, incoming: Incoming, limit: int) -> None:
         # NOTE: never decoded: a 100 MB JSON body takes gigabytes as Python objects. The id
         # and reply address come from the first and last bytes only.
         body = incoming.body
-        tail = incoming.tail if incoming.size > len(body) else body[-_wire.EXCERPT:]
-        request_id, reply_to = _wire.excerpt_reply_info(body[:_wire.EXCERPT], tail)
+        tail = incoming.tail if incoming.size > len(body) else body[-_wire.EXCERPT :]
+        request_id, reply_to = _wire.excerpt_reply_info(body[: _wire.EXCERPT], tail)
         exc = MessageTooLarge(size=incoming.size, limit=limit)
-        parked = "" if len(body) >= incoming.size else f" (only its first {len(body)} bytes are kept)"
+        parked = (
+            "" if len(body) >= incoming.size else f" (only its first {len(body)} bytes are kept)"
+        )
         self._answer_refusal(incoming, exc, request_id, reply_to, parked)
 
     # -- call monitor -----------------------------------------------------------------
@@ -566,7 +621,11 @@ class RPCServer:
                 self._send_heartbeats()
                 return
             except BaseException as exc:
-                LOG.error("the heartbeat thread of %s failed (%s); restarting it", self.target.topic, one_line(exc))
+                LOG.error(
+                    "the heartbeat thread of %s failed (%s); restarting it",
+                    self.target.topic,
+                    one_line(exc),
+                )
                 with self._lock:
                     self._beat_wake_at = float("-inf")
                 time.sleep(0.05)
@@ -599,7 +658,9 @@ class RPCServer:
                     self._running[rid].due = now + self._running[rid].interval
                 if not due:
                     nxt = min((r.due for r in self._running.values()), default=None)
-                    waiting = [h.since + _HELD_GRACE for h in self._held.values() if h.watched is None]
+                    waiting = [
+                        h.since + _HELD_GRACE for h in self._held.values() if h.watched is None
+                    ]
                     if waiting:
                         nxt = min(waiting) if nxt is None else min(nxt, min(waiting))
                     self._beat_wake_at = float("inf") if nxt is None else nxt

@@ -62,8 +62,10 @@ def checker(column_type: Any, nullable: bool, name: str) -> Callable[[Any], None
             raise exception.ObjectValueError(
                 reason=f"{name} is longer than {max_length} characters"
             )
-        if int_range is not None and isinstance(value, int) and not (
-            int_range[0] <= value <= int_range[1]
+        if (
+            int_range is not None
+            and isinstance(value, int)
+            and not (int_range[0] <= value <= int_range[1])
         ):
             raise exception.ObjectValueError(
                 reason=f"{name} is out of range ({int_range[0]} to {int_range[1]})"
@@ -77,4 +79,3 @@ def check_limit(limit: Any) -> None:
         raise exception.ObjectValueError(
             reason=f"limit must be a non-negative int below 2**63, not {limit!r}"
         )
-

@@ -45,7 +45,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _U = TypeVar("_U", "Session", "Transaction")
 
 
-
 def _normalize(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
@@ -219,6 +218,7 @@ def _unit_scope(unit: _U) -> Iterator[_U]:
     finally:
         with contextlib.suppress(Exception):
             unit.close()
+
 
 class Transaction:
     """One request's unit of work on one pooled connection, cheaper than a Session.

@@ -79,12 +79,14 @@ def _reason(exc: BaseException) -> str:
 
 
 # SQLSTATEs of statements refused for their values' types: retrying cannot help.
-_TYPE_SQLSTATES = frozenset({
-    "42804",  # datatype_mismatch
-    "42846",  # cannot_coerce
-    "42883",  # undefined_function (an operator for these types)
-    "42P18",  # indeterminate_datatype
-})
+_TYPE_SQLSTATES = frozenset(
+    {
+        "42804",  # datatype_mismatch
+        "42846",  # cannot_coerce
+        "42883",  # undefined_function (an operator for these types)
+        "42P18",  # indeterminate_datatype
+    }
+)
 _UNRETRYABLE_TEXT = (
     "Error binding parameter",  # sqlite3: a value of a type it cannot bind
     "too many SQL variables",  # sqlite3
@@ -108,12 +110,18 @@ def _never_succeeds(exc: sa_exc.DBAPIError) -> bool:
 # Where the database lives, as drivers word it (psycopg, libpq, sqlite3), and what to say
 # instead. Applied in order.
 _WHERE = [
-    (re.compile(r'connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed'),
-     "connection to the database server failed"),
-    (re.compile(r'connection to server on socket "[^"]*" failed'),
-     "connection to the database server failed"),
-    (re.compile(r"""(?:failed to resolve|could not translate) host(?: name)? ["'][^"']*["']"""),
-     "cannot resolve the database host"),
+    (
+        re.compile(r'connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed'),
+        "connection to the database server failed",
+    ),
+    (
+        re.compile(r'connection to server on socket "[^"]*" failed'),
+        "connection to the database server failed",
+    ),
+    (
+        re.compile(r"""(?:failed to resolve|could not translate) host(?: name)? ["'][^"']*["']"""),
+        "cannot resolve the database host",
+    ),
     (re.compile(r'\b(?:host|hostaddr|database|role|user) "[^"]*"'), "the database"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "<address>"),
     (re.compile(r"\[?\b(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{0,4}\b\]?|::1\b"), "<address>"),
@@ -212,4 +220,6 @@ def translate_errors(objname: str | None = None) -> Iterator[None]:
         raise _database_error(exc) from exc
     except OverflowError as exc:
         # sqlite3 binds Python ints itself and refuses those over 64 bits this way.
-        raise exception.ObjectValueError(reason=f"a number out of the database's range: {exc}") from exc
+        raise exception.ObjectValueError(
+            reason=f"a number out of the database's range: {exc}"
+        ) from exc

@@ -175,8 +175,15 @@ def update_many_statement(
     and psycopg's prepared statements serve every batch.
     """
     c = table.c
-    rows = _unnest(table, ["w_id", *(["w_revision"] if check_revision else []),
-                           *(["w_now"] if set_updated_at else []), *(f"v_{n}" for n in columns)])
+    rows = _unnest(
+        table,
+        [
+            "w_id",
+            *(["w_revision"] if check_revision else []),
+            *(["w_now"] if set_updated_at else []),
+            *(f"v_{n}" for n in columns),
+        ],
+    )
     values: dict[str, Any] = {name: _from_unnest(table, rows, name) for name in columns}
     values["revision"] = c.revision + 1
     where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
@@ -224,4 +231,3 @@ def column_arrays(
         else:
             params[f"a_v_{name}"] = [row[name] for row in rows]
     return params
-

@@ -182,9 +182,7 @@ class SQLStorage:
         if creating and PROJECT_COLUMN not in values:
             values[PROJECT_COLUMN] = self._project_id
         elif (
-            self._scoped
-            and PROJECT_COLUMN in values
-            and values[PROJECT_COLUMN] != self._project_id
+            self._scoped and PROJECT_COLUMN in values and values[PROJECT_COLUMN] != self._project_id
         ):
             raise exception.ObjectValueError(
                 reason=f"a {objname} of project {self._project_id!r} cannot be given to "
@@ -372,9 +370,7 @@ class SQLStorage:
                 for (id, _, expected), row_values in zip(updates, checked, strict=True)
             ]
         scope = self._scope(ops)
-        stmt = update_many_statement(
-            ops.table, columns, check_revision, ops.has_updated_at, scope
-        )
+        stmt = update_many_statement(ops.table, columns, check_revision, ops.has_updated_at, scope)
         params: dict[str, Any] = {"a_w_id": ids}
         if scope == "project":
             params["w_project"] = self._project_id
@@ -532,7 +528,6 @@ class SQLStorage:
                 check(value)
                 conditions.append(column == value)
         return conditions
-
 
     def _in(self, objname: str, column: Any, values: list[Any]) -> ColumnElement[bool]:
         """``column IN values``, as one parameter when the list is long (see _IN_PLAIN_MAX)."""

@@ -106,8 +106,10 @@ def test_gather_of_hundreds_keeps_the_loop_responsive(stack: str, ctx: RequestCo
         loaded = await asyncio.gather(*pending)
         stop.set()
         await tick
-        print(f"loop lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms, "
-              f"median {sorted(lags)[len(lags) // 2] * 1000:.2f} ms")
+        print(
+            f"loop lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms, "
+            f"median {sorted(lags)[len(lags) // 2] * 1000:.2f} ms"
+        )
         # A loop blocked in a wait would tick once, late by the whole gather.
         assert len(lags) >= 3, "the loop never ran while the gets were in flight"
         return loaded, lags
@@ -203,7 +205,11 @@ async def _await(awaitable: Any) -> Any:
 def _run_example(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "examples/asyncio_service.py", "--count", "50", *args],
-        capture_output=True, text=True, timeout=120, env=child_env(), cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+        cwd=REPO,
     )
 
 

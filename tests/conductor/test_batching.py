@@ -56,31 +56,55 @@ def created(ctx: RequestContext, service: conductor.Conductor, n: int, **kw: Any
     with client(service):
         made = []
         for _ in range(n):
-            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host="b", state="building",
-                                    vcpus=1, memory_mb=1, **kw)
+            inst = objects.Instance(
+                ctx, uuid=str(uuid.uuid4()), host="b", state="building", vcpus=1, memory_mb=1, **kw
+            )
             inst.create()
             made.append(inst)
         return made
 
 
 def get_request(ctx: RequestContext, id_: int) -> tuple[Any, ...]:
-    return (uuid.uuid4().hex, ctx.to_dict(), "object_class_action_versions",
-            {"objname": "Instance", "objmethod": "get",
-             "object_versions": {"Instance": "1.2", "Flavor": "1.0"}, "args": [id_], "kwargs": {}},
-            None, "1.0")
+    return (
+        uuid.uuid4().hex,
+        ctx.to_dict(),
+        "object_class_action_versions",
+        {
+            "objname": "Instance",
+            "objmethod": "get",
+            "object_versions": {"Instance": "1.2", "Flavor": "1.0"},
+            "args": [id_],
+            "kwargs": {},
+        },
+        None,
+        "1.0",
+    )
 
 
-def action_request(ctx: RequestContext, inst: Any, method: str, rid: str | None = None) -> tuple[Any, ...]:
-    return (rid or uuid.uuid4().hex, ctx.to_dict(), "object_action",
-            {"objinst": inst.obj_to_primitive(), "objmethod": method, "args": [], "kwargs": {},
-             "object_versions": {"Instance": "1.2", "Flavor": "1.0"}},
-            None, "1.0")
+def action_request(
+    ctx: RequestContext, inst: Any, method: str, rid: str | None = None
+) -> tuple[Any, ...]:
+    return (
+        rid or uuid.uuid4().hex,
+        ctx.to_dict(),
+        "object_action",
+        {
+            "objinst": inst.obj_to_primitive(),
+            "objmethod": method,
+            "args": [],
+            "kwargs": {},
+            "object_versions": {"Instance": "1.2", "Flavor": "1.0"},
+        },
+        None,
+        "1.0",
+    )
 
 
 def count_statements(service: conductor.Conductor) -> list[str]:
     seen: list[str] = []
-    sa.event.listen(service._engine, "before_cursor_execute",
-                    lambda conn, cur, stmt, *a: seen.append(stmt))
+    sa.event.listen(
+        service._engine, "before_cursor_execute", lambda conn, cur, stmt, *a: seen.append(stmt)
+    )
     return seen
 
 
@@ -116,7 +140,8 @@ def test_saves_in_one_message_share_one_update_on_postgresql(
     statements = count_statements(service)
 
     outcomes = dispatcher.dispatch_batch(
-        [action_request(ctx, inst, "save") for inst in made[:3]] + [gone], redelivered=False)
+        [action_request(ctx, inst, "save") for inst in made[:3]] + [gone], redelivered=False
+    )
 
     assert [ok for ok, _ in outcomes] == [True, True, True, False]
     assert isinstance(outcomes[3][1], exception.NotFound)
@@ -130,7 +155,11 @@ def test_saves_in_one_message_share_one_update_on_postgresql(
     with client(service):
         for i, inst in enumerate(made[:3]):
             again = objects.Instance.get(ctx, inst.id)
-            assert (again.host, again.tags, again.metadata) == (f"saved-{i}", ["b", str(i)], {"k": "v"})
+            assert (again.host, again.tags, again.metadata) == (
+                f"saved-{i}",
+                ["b", str(i)],
+                {"k": "v"},
+            )
             assert again.updated_at > inst.updated_at
 
 
@@ -138,12 +167,24 @@ def test_creates_in_one_message_share_one_insert(
     service: conductor.Conductor, dispatcher: RPCDispatcher, ctx: RequestContext
 ) -> None:
     host = f"h-{uuid.uuid4().hex[:6]}"
-    fresh = [objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
-                              vcpus=1 + i, memory_mb=1, tags=[str(i)], metadata={}) for i in range(5)]
+    fresh = [
+        objects.Instance(
+            ctx,
+            uuid=str(uuid.uuid4()),
+            host=host,
+            state="building",
+            vcpus=1 + i,
+            memory_mb=1,
+            tags=[str(i)],
+            metadata={},
+        )
+        for i in range(5)
+    ]
     statements = count_statements(service)
 
-    outcomes = dispatcher.dispatch_batch([action_request(ctx, inst, "create") for inst in fresh],
-                                         redelivered=False)
+    outcomes = dispatcher.dispatch_batch(
+        [action_request(ctx, inst, "create") for inst in fresh], redelivered=False
+    )
 
     assert all(ok for ok, _ in outcomes)
     if service._engine.dialect.name == "postgresql":
@@ -152,7 +193,9 @@ def test_creates_in_one_message_share_one_insert(
     # Each request's reply carries its own row: ids in order of the requests.
     with client(service):
         listed = objects.InstanceList.get_by_host(ctx, host)
-        assert sorted((i.vcpus, i.uuid) for i in listed) == [(1 + i, f.uuid) for i, f in enumerate(fresh)]
+        assert sorted((i.vcpus, i.uuid) for i in listed) == [
+            (1 + i, f.uuid) for i, f in enumerate(fresh)
+        ]
         ids = [dict(updates)["id"] for _, (updates, _) in outcomes]
         assert ids == sorted(ids)
         assert [objects.Instance.get(ctx, id_).uuid for id_ in ids] == [f.uuid for f in fresh]
@@ -167,8 +210,13 @@ def test_a_stale_save_in_a_batch_fails_alone(
     b.host = "other"
     stale.host = "stale"
     outcomes = dispatcher.dispatch_batch(
-        [action_request(ctx, a, "save"), action_request(ctx, stale, "save"),
-         action_request(ctx, b, "save")], redelivered=False)
+        [
+            action_request(ctx, a, "save"),
+            action_request(ctx, stale, "save"),
+            action_request(ctx, b, "save"),
+        ],
+        redelivered=False,
+    )
     assert [ok for ok, _ in outcomes] == [True, False, True]
     assert isinstance(outcomes[1][1], exception.ConcurrentUpdate)
 
@@ -178,12 +226,35 @@ def test_a_failing_write_sends_the_batch_request_by_request_and_loses_nothing(
 ) -> None:
     (existing,) = created(ctx, service, 1)
     host = f"h-{uuid.uuid4().hex[:6]}"
-    fresh = [objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
-                              vcpus=1, memory_mb=1, tags=[], metadata={}) for _ in range(3)]
-    clash = objects.Instance(ctx, uuid=existing.uuid, host=host, state="building", vcpus=1,
-                             memory_mb=1, tags=[], metadata={})
-    requests = [action_request(ctx, fresh[0], "create"), action_request(ctx, clash, "create"),
-                action_request(ctx, fresh[1], "create"), action_request(ctx, fresh[2], "create")]
+    fresh = [
+        objects.Instance(
+            ctx,
+            uuid=str(uuid.uuid4()),
+            host=host,
+            state="building",
+            vcpus=1,
+            memory_mb=1,
+            tags=[],
+            metadata={},
+        )
+        for _ in range(3)
+    ]
+    clash = objects.Instance(
+        ctx,
+        uuid=existing.uuid,
+        host=host,
+        state="building",
+        vcpus=1,
+        memory_mb=1,
+        tags=[],
+        metadata={},
+    )
+    requests = [
+        action_request(ctx, fresh[0], "create"),
+        action_request(ctx, clash, "create"),
+        action_request(ctx, fresh[1], "create"),
+        action_request(ctx, fresh[2], "create"),
+    ]
 
     outcomes = dispatcher.dispatch_batch(requests, redelivered=False)
 
@@ -197,9 +268,22 @@ def test_a_redelivered_batch_is_answered_from_stored_results(
     service: conductor.Conductor, dispatcher: RPCDispatcher, ctx: RequestContext
 ) -> None:
     host = f"h-{uuid.uuid4().hex[:6]}"
-    fresh = [objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
-                              vcpus=1, memory_mb=1, tags=[], metadata={}) for _ in range(3)]
-    requests = [action_request(ctx, inst, "create", rid=f"req-{uuid.uuid4().hex}") for inst in fresh]
+    fresh = [
+        objects.Instance(
+            ctx,
+            uuid=str(uuid.uuid4()),
+            host=host,
+            state="building",
+            vcpus=1,
+            memory_mb=1,
+            tags=[],
+            metadata={},
+        )
+        for _ in range(3)
+    ]
+    requests = [
+        action_request(ctx, inst, "create", rid=f"req-{uuid.uuid4().hex}") for inst in fresh
+    ]
 
     first = dispatcher.dispatch_batch(requests, redelivered=False)
     again = dispatcher.dispatch_batch(requests, redelivered=True)
@@ -208,10 +292,15 @@ def test_a_redelivered_batch_is_answered_from_stored_results(
     engine = db.create_engine(service.database_url)
     try:
         with engine.connect() as conn:
-            stored = conn.execute(sa.select(sa.func.count()).select_from(ConductorRequest)
-                                  .where(ConductorRequest.request_id.in_([r[0] for r in requests])))
+            stored = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(ConductorRequest)
+                .where(ConductorRequest.request_id.in_([r[0] for r in requests]))
+            )
             assert stored.scalar_one() == 3
-            rows = conn.execute(sa.text("SELECT count(*) FROM instances WHERE host = :h"), {"h": host})
+            rows = conn.execute(
+                sa.text("SELECT count(*) FROM instances WHERE host = :h"), {"h": host}
+            )
             assert rows.scalar_one() == 3
     finally:
         engine.dispose()

@@ -11,8 +11,12 @@ from tests.conductor.processes import REPO, ServeProcess, child_env, conductor_c
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*conductor_command(), *args], capture_output=True, text=True,
-        timeout=timeout, env=child_env(), cwd=REPO,
+        [*conductor_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=REPO,
     )
 
 
@@ -53,8 +57,15 @@ def test_serve_exits_zero_soon_after_sigterm(tmp_path: Path) -> None:
 def test_serve_objects_flag_reports_a_module_that_does_not_import(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert run_cli("db", "upgrade", "--database-url", url).returncode == 0
-    out = run_cli("serve", "--transport-url", "memory://", "--database-url", url,
-                  "--objects", "no_such_module_xyz")
+    out = run_cli(
+        "serve",
+        "--transport-url",
+        "memory://",
+        "--database-url",
+        url,
+        "--objects",
+        "no_such_module_xyz",
+    )
     assert out.returncode != 0
     assert "no_such_module_xyz" in out.stderr
 

@@ -105,8 +105,12 @@ def test_version_and_python_dash_m_are_the_same_cli() -> None:
     assert version.returncode == 0
     assert version.stdout.startswith("conductor ")
     module = subprocess.run(
-        [sys.executable, "-m", "conductor", "--version"], capture_output=True, text=True,
-        timeout=60, env=child_env(), cwd=REPO,
+        [sys.executable, "-m", "conductor", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        cwd=REPO,
     )
     assert module.returncode == 0 and module.stdout == version.stdout
 
@@ -118,8 +122,12 @@ def test_the_compute_side_imports_neither_sqlalchemy_nor_alembic(module: str) ->
         "print(sorted(m for m in ('sqlalchemy', 'alembic', 'psycopg') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-        env=child_env(), cwd=REPO,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

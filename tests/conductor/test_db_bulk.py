@@ -26,8 +26,15 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
 
 
 def values(i: int, **overrides: Any) -> dict[str, Any]:
-    row = {"uuid": str(uuid.uuid4()), "host": f"bulk-{i}", "state": "building", "vcpus": 1 + i,
-           "memory_mb": 64, "tags": [str(i)], "metadata": {"i": str(i)}}
+    row = {
+        "uuid": str(uuid.uuid4()),
+        "host": f"bulk-{i}",
+        "state": "building",
+        "vcpus": 1 + i,
+        "memory_mb": 64,
+        "tags": [str(i)],
+        "metadata": {"i": str(i)},
+    }
     row.update(overrides)
     return row
 
@@ -47,7 +54,9 @@ def test_create_many_returns_each_row_for_its_values_in_order(engine: sa.Engine)
 
 def test_create_many_with_explicit_ids_and_a_clash_writes_nothing(engine: sa.Engine) -> None:
     with db.transaction_scope(engine) as tx:
-        made = db.SQLStorage(tx).create_many("Instance", [values(0, id=900_002), values(1, id=900_001)])
+        made = db.SQLStorage(tx).create_many(
+            "Instance", [values(0, id=900_002), values(1, id=900_001)]
+        )
     assert [r["id"] for r in made] == [900_002, 900_001]
     clash = [values(2), values(3, uuid=made[0]["uuid"])]
     with pytest.raises(exception.DuplicateEntry), db.transaction_scope(engine) as tx:
@@ -61,12 +70,15 @@ def test_update_many_writes_fresh_rows_and_leaves_stale_and_missing_ones(engine:
         a, b, c = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(3)])
     with db.transaction_scope(engine) as tx:
         storage = db.SQLStorage(tx)
-        out = storage.update_many("Instance", [
-            (a["id"], {"host": "new-a", "flavor": None}, 1),
-            (b["id"], {"host": "new-b", "flavor": {"x": "y"}}, 7),  # stale revision
-            (10**9, {"host": "nowhere", "flavor": {}}, 1),  # missing
-            (c["id"], {"host": "new-c", "flavor": {"name": "m1"}}, 1),
-        ])
+        out = storage.update_many(
+            "Instance",
+            [
+                (a["id"], {"host": "new-a", "flavor": None}, 1),
+                (b["id"], {"host": "new-b", "flavor": {"x": "y"}}, 7),  # stale revision
+                (10**9, {"host": "nowhere", "flavor": {}}, 1),  # missing
+                (c["id"], {"host": "new-c", "flavor": {"name": "m1"}}, 1),
+            ],
+        )
         assert storage.wrote
     assert out[1] is None and out[2] is None
     assert out[0] is not None and out[3] is not None
@@ -77,7 +89,9 @@ def test_update_many_writes_fresh_rows_and_leaves_stale_and_missing_ones(engine:
         rows = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"], c["id"]])
     assert [rows[i]["host"] for i in (a["id"], b["id"], c["id"])] == ["new-a", "bulk-1", "new-c"]
     with pytest.raises(ValueError), db.transaction_scope(engine) as tx:
-        db.SQLStorage(tx).update_many("Instance", [(a["id"], {"host": "x"}, 2), (a["id"], {"host": "y"}, 3)])
+        db.SQLStorage(tx).update_many(
+            "Instance", [(a["id"], {"host": "x"}, 2), (a["id"], {"host": "y"}, 3)]
+        )
 
 
 def test_a_transaction_that_fails_after_reads_and_writes_keeps_nothing(engine: sa.Engine) -> None:
@@ -101,11 +115,13 @@ def test_a_method_body_may_use_the_session_in_the_same_transaction(engine: sa.En
     with db.transaction_scope(engine) as tx:
         storage = db.SQLStorage(tx)
         made = storage.create("Instance", values(8))
-        count = tx.session.execute(sa.text("SELECT count(*) FROM instances WHERE id = :i"),
-                                   {"i": made["id"]}).scalar_one()
+        count = tx.session.execute(
+            sa.text("SELECT count(*) FROM instances WHERE id = :i"), {"i": made["id"]}
+        ).scalar_one()
         assert count == 1  # the session sees the protocol's uncommitted row
-        tx.session.execute(sa.text("UPDATE instances SET host = 'by-session' WHERE id = :i"),
-                           {"i": made["id"]})
+        tx.session.execute(
+            sa.text("UPDATE instances SET host = 'by-session' WHERE id = :i"), {"i": made["id"]}
+        )
         assert storage.get("Instance", made["id"])["host"] == "by-session"
     with db.transaction_scope(engine) as tx:
         assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "by-session"

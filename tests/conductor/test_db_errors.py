@@ -53,8 +53,9 @@ def storage(migrated_database_url: str) -> Iterator[db.SQLStorage]:
 
 
 def make(ctx: RequestContext, host: str) -> Any:
-    inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
-                            vcpus=1, memory_mb=64)
+    inst = objects.Instance(
+        ctx, uuid=str(uuid.uuid4()), host=host, state="building", vcpus=1, memory_mb=64
+    )
     inst.create()
     return inst
 
@@ -100,8 +101,17 @@ def test_an_id_of_a_bad_type_or_range_is_a_value_error_not_retry_later(
         lambda s: s.query("Instance", marker=2**70),
         lambda s: s.query("Instance", limit=2**70),
     ],
-    ids=["list id", "huge id", "huge id in many", "update huge id", "delete huge id",
-         "huge filter", "huge in list", "huge marker", "huge limit"],
+    ids=[
+        "list id",
+        "huge id",
+        "huge id in many",
+        "update huge id",
+        "delete huge id",
+        "huge filter",
+        "huge in list",
+        "huge marker",
+        "huge limit",
+    ],
 )
 def test_storage_refuses_values_no_database_takes_with_object_value_error(
     storage: db.SQLStorage, call: Any
@@ -128,8 +138,7 @@ def test_a_statement_the_driver_cannot_bind_is_a_value_error() -> None:
 LEAKS = ("127.0.0.1", "5432", "port", "nowhere-db-host")
 
 
-def test_an_unreachable_database_error_names_no_host_or_port_but_keeps_them_for_the_log(
-) -> None:
+def test_an_unreachable_database_error_names_no_host_or_port_but_keeps_them_for_the_log() -> None:
     url = "postgresql+psycopg://u:pw@127.0.0.1:1/none?connect_timeout=2"
     engine = db.create_engine(url)
     try:
@@ -146,7 +155,8 @@ def test_an_unreachable_database_error_names_no_host_or_port_but_keeps_them_for_
 
 def test_a_database_host_that_does_not_resolve_is_not_named_to_the_caller() -> None:
     engine = db.create_engine(
-        "postgresql+psycopg://u@nowhere-db-host.invalid:5432/none?connect_timeout=2")
+        "postgresql+psycopg://u@nowhere-db-host.invalid:5432/none?connect_timeout=2"
+    )
     try:
         with pytest.raises(exception.DatabaseError) as caught, db.transaction_scope(engine) as tx:
             db.SQLStorage(tx).get("Instance", 1)
@@ -162,8 +172,7 @@ def test_a_long_filter_list_without_a_one_parameter_form_is_refused_clearly_or_a
 ) -> None:
     import datetime as dt
 
-    when = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
-            for i in range(40_000)]
+    when = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=i) for i in range(40_000)]
     if storage.has_bulk_statements:  # PostgreSQL: one array parameter for any length
         assert storage.query("Instance", {"created_at": when}) == []
     else:

@@ -92,8 +92,12 @@ def test_upgrade_from_0003_keeps_stored_results_which_match_any_request(
     url = empty_database_url
     # Given a result stored by a conductor of revision 0003 (no digest column yet)
     db.upgrade(url, "0003")
-    _raw(url, "INSERT INTO conductor_requests (request_id, result, created_at) "
-              "VALUES ('req-old', '[1, 2]', :now)", now=dt.datetime.now(dt.UTC))
+    _raw(
+        url,
+        "INSERT INTO conductor_requests (request_id, result, created_at) "
+        "VALUES ('req-old', '[1, 2]', :now)",
+        now=dt.datetime.now(dt.UTC),
+    )
 
     # When the schema goes to 0004 (what `conductor db upgrade` does)
     db.upgrade(url)
@@ -296,7 +300,11 @@ def test_conductor_db_upgrade_takes_a_0003_database_to_head(empty_database_url: 
 
     done = subprocess.run(
         [*conductor_command(), "db", "upgrade", "--database-url", empty_database_url],
-        env=child_env(), capture_output=True, text=True, timeout=120, cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
 
     assert done.returncode == 0, done.stderr
@@ -309,10 +317,15 @@ def test_upgrade_to_0005_leaves_existing_instances_without_a_project(
 ) -> None:
     url = empty_database_url
     db.upgrade(url, "0004")
-    _raw(url, "INSERT INTO instances (uuid, host, state, vcpus, memory_mb, created_at, revision) "
-              "VALUES ('u-old', 'h', 'active', 1, 1, :now, 1)", now=dt.datetime.now(dt.UTC))
+    _raw(
+        url,
+        "INSERT INTO instances (uuid, host, state, vcpus, memory_mb, created_at, revision) "
+        "VALUES ('u-old', 'h', 'active', 1, 1, :now, 1)",
+        now=dt.datetime.now(dt.UTC),
+    )
 
     db.upgrade(url, "0005")
 
     assert [tuple(r) for r in _raw(url, "SELECT uuid, project_id FROM instances")] == [
-        ("u-old", None)]
+        ("u-old", None)
+    ]

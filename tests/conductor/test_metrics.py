@@ -81,14 +81,27 @@ def test_metrics_count_requests_by_object_method_and_outcome(
 
     status, text = fetch(port, "/metrics")
     assert status == 200
-    assert sample(text, "conductor_requests_total",
-                  objname="Instance", objmethod="create", outcome="ok") == 5
-    assert sample(text, "conductor_requests_total",
-                  objname="Instance", objmethod="get", outcome="ok") == 5
-    assert sample(text, "conductor_requests_total",
-                  objname="Instance", objmethod="get", outcome="NotFound") == 1
-    assert sample(text, "conductor_request_seconds_count",
-                  objname="Instance", objmethod="get") == 6
+    assert (
+        sample(
+            text, "conductor_requests_total", objname="Instance", objmethod="create", outcome="ok"
+        )
+        == 5
+    )
+    assert (
+        sample(text, "conductor_requests_total", objname="Instance", objmethod="get", outcome="ok")
+        == 5
+    )
+    assert (
+        sample(
+            text,
+            "conductor_requests_total",
+            objname="Instance",
+            objmethod="get",
+            outcome="NotFound",
+        )
+        == 1
+    )
+    assert sample(text, "conductor_request_seconds_count", objname="Instance", objmethod="get") == 6
     assert sample(text, "conductor_batch_size_count") >= 1
     assert sample(text, "conductor_requests_in_flight") == 0
     assert "conductor_replays_total" in text
@@ -118,8 +131,7 @@ def test_healthz_of_a_real_conductor_says_503_naming_the_database_while_it_is_aw
 
             _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             _admin(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE datname = '{name}'"
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
             )
             started = time.monotonic()
             status, body = fetch(port, "/healthz")
@@ -158,9 +170,20 @@ def test_a_batch_that_falls_back_to_one_transaction_per_request_counts_each_requ
     clash.uuid = existing.uuid
     versions = {"Instance": "1.2", "Flavor": "1.0"}
     requests = [
-        (uuid.uuid4().hex, ctx.to_dict(), "object_action",
-         {"objinst": inst.obj_to_primitive(), "objmethod": "create", "args": [], "kwargs": {},
-          "object_versions": versions}, None, "1.0")
+        (
+            uuid.uuid4().hex,
+            ctx.to_dict(),
+            "object_action",
+            {
+                "objinst": inst.obj_to_primitive(),
+                "objmethod": "create",
+                "args": [],
+                "kwargs": {},
+                "object_versions": versions,
+            },
+            None,
+            "1.0",
+        )
         for inst in [new_instance(ctx), clash, new_instance(ctx)]
     ]
     dispatcher = RPCDispatcher(served._rpc_server_endpoints(), ConductorSerializer())
@@ -171,20 +194,31 @@ def test_a_batch_that_falls_back_to_one_transaction_per_request_counts_each_requ
     assert [ok for ok, _ in outcomes] == [True, False, True]
     assert served.metrics_port is not None
     _, text = fetch(served.metrics_port, "/metrics")
-    assert sample(text, "conductor_requests_total",
-                  objname="Instance", objmethod="create", outcome="ok") == 1 + 2
-    assert sample(text, "conductor_requests_total",
-                  objname="Instance", objmethod="create", outcome="DuplicateEntry") == 1
-    assert sample(text, "conductor_request_seconds_count",
-                  objname="Instance", objmethod="create") == 4
+    assert (
+        sample(
+            text, "conductor_requests_total", objname="Instance", objmethod="create", outcome="ok"
+        )
+        == 1 + 2
+    )
+    assert (
+        sample(
+            text,
+            "conductor_requests_total",
+            objname="Instance",
+            objmethod="create",
+            outcome="DuplicateEntry",
+        )
+        == 1
+    )
+    assert (
+        sample(text, "conductor_request_seconds_count", objname="Instance", objmethod="create") == 4
+    )
     assert sample(text, "conductor_requests_in_flight") == 0
 
 
 @pytest.mark.rabbit
 @pytest.mark.slow
-def test_log_lines_about_a_request_carry_its_id(
-    broker_url: str, shared_database_url: str
-) -> None:
+def test_log_lines_about_a_request_carry_its_id(broker_url: str, shared_database_url: str) -> None:
     objects.register_all()
     topic = unique_topic("logids")
     try:

@@ -152,7 +152,14 @@ def test_get_takes_what_the_id_field_takes(stack: str, ctx: RequestContext) -> N
 
 @pytest.mark.parametrize(
     "filters",
-    [{"id": 1.5}, {"id": [1, 1.5]}, {"id": True}, {"vcpus": "many"}, {"state": "flying"}, {"host": ["a", None, {}]}],
+    [
+        {"id": 1.5},
+        {"id": [1, 1.5]},
+        {"id": True},
+        {"vcpus": "many"},
+        {"state": "flying"},
+        {"host": ["a", None, {}]},
+    ],
 )
 def test_list_filters_are_validated_as_their_fields(
     stack: str, ctx: RequestContext, filters: dict[str, Any]

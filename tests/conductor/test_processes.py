@@ -93,9 +93,19 @@ def test_hundreds_of_get_async_in_flight_across_processes(
 
 def run_peer(mode: str, broker_url: str, topic: str, instance_id: int) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("peer_client.py")), mode, broker_url,
-         topic, str(instance_id)],
-        capture_output=True, text=True, timeout=120, env=child_env(), cwd=REPO,
+        [
+            sys.executable,
+            str(Path(__file__).with_name("peer_client.py")),
+            mode,
+            broker_url,
+            topic,
+            str(instance_id),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+        cwd=REPO,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -149,8 +159,9 @@ def test_two_conductors_share_a_topic_and_stopping_one_loses_nothing(
             # together travel packed into one).
             first = [new_instance(ctx, host=host) for _ in range(200)]
             for wave in range(0, 200, 10):
-                objects.wait_all([inst.create_async() for inst in first[wave:wave + 10]],
-                                 timeout=120)
+                objects.wait_all(
+                    [inst.create_async() for inst in first[wave : wave + 10]], timeout=120
+                )
 
             second = [new_instance(ctx, host=host) for _ in range(200)]
             futures = [inst.create_async() for inst in second]

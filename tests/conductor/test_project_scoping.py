@@ -25,8 +25,7 @@ ADMIN = RequestContext(user_id="root", project_id="project-ops", is_admin=True)
 def serving(database_url: str, **options: Any) -> Iterator[conductor.Conductor]:
     objects.register_all()
     url = f"memory://scope-{uuid.uuid4().hex[:8]}"
-    service = conductor.Conductor(url, database_url, workers=2, allow_admin_context=True,
-                                  **options)
+    service = conductor.Conductor(url, database_url, workers=2, allow_admin_context=True, **options)
     service.start()
     client = conductor.connect(url, timeout=20)
     try:
@@ -48,8 +47,9 @@ def unscoped(database_url: str) -> Iterator[conductor.Conductor]:
 
 
 def create(ctx: RequestContext, host: str) -> Any:
-    inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
-                            vcpus=1, memory_mb=64)
+    inst = objects.Instance(
+        ctx, uuid=str(uuid.uuid4()), host=host, state="building", vcpus=1, memory_mb=64
+    )
     inst.create()
     return inst
 
@@ -64,8 +64,9 @@ def project_of(service: conductor.Conductor, inst_id: int) -> Any:
     engine = db.create_engine(service.database_url)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT project_id FROM instances WHERE id = :i"),
-                                {"i": inst_id}).scalar_one()
+            return conn.execute(
+                sa.text("SELECT project_id FROM instances WHERE id = :i"), {"i": inst_id}
+            ).scalar_one()
     finally:
         engine.dispose()
 
@@ -151,29 +152,54 @@ def test_with_scoping_batched_gets_and_saves_of_another_project_are_not_found(
     from conductor.service import ConductorSerializer
     from transport.dispatcher import RPCDispatcher
 
-    dispatcher = RPCDispatcher(scoped._rpc_server_endpoints(),
-                               ConductorSerializer(allow_admin_context=True))
+    dispatcher = RPCDispatcher(
+        scoped._rpc_server_endpoints(), ConductorSerializer(allow_admin_context=True)
+    )
     mine, theirs = create(A, "batch-a"), create(B, "batch-b")
     versions = {"Instance": "1.2", "Flavor": "1.0"}
 
     def get(ctx: RequestContext, id_: int) -> tuple[Any, ...]:
-        return (uuid.uuid4().hex, ctx.to_dict(), "object_class_action_versions",
-                {"objname": "Instance", "objmethod": "get", "object_versions": versions,
-                 "args": [id_], "kwargs": {}}, None, "1.0")
+        return (
+            uuid.uuid4().hex,
+            ctx.to_dict(),
+            "object_class_action_versions",
+            {
+                "objname": "Instance",
+                "objmethod": "get",
+                "object_versions": versions,
+                "args": [id_],
+                "kwargs": {},
+            },
+            None,
+            "1.0",
+        )
 
     def save(ctx: RequestContext, inst: Any) -> tuple[Any, ...]:
         inst.task_state = f"by-{ctx.project_id}"
-        return (uuid.uuid4().hex, ctx.to_dict(), "object_action",
-                {"objinst": inst.obj_to_primitive(), "objmethod": "save", "args": [],
-                 "kwargs": {}, "object_versions": versions}, None, "1.0")
+        return (
+            uuid.uuid4().hex,
+            ctx.to_dict(),
+            "object_action",
+            {
+                "objinst": inst.obj_to_primitive(),
+                "objmethod": "save",
+                "args": [],
+                "kwargs": {},
+                "object_versions": versions,
+            },
+            None,
+            "1.0",
+        )
 
-    gets = dispatcher.dispatch_batch([get(B, mine.id), get(B, theirs.id), get(A, mine.id)],
-                                     redelivered=False)
+    gets = dispatcher.dispatch_batch(
+        [get(B, mine.id), get(B, theirs.id), get(A, mine.id)], redelivered=False
+    )
     assert isinstance(gets[0][1], exception.NotFound)
     assert gets[1][0] and gets[2][0]
     saves = dispatcher.dispatch_batch(
         [save(B, objects.Instance.get(A, mine.id)), save(B, objects.Instance.get(B, theirs.id))],
-        redelivered=False)
+        redelivered=False,
+    )
     assert isinstance(saves[0][1], exception.NotFound)
     assert saves[1][0]
     assert objects.Instance.get(A, mine.id).task_state is None
@@ -189,8 +215,14 @@ def test_conductor_serve_with_the_flag_scopes_requests(
     objects.register_all()
     topic = unique_topic()
     try:
-        with serve(broker_url, shared_database_url, topic, "--project-scoping",
-                   "--allow-admin-context", server="solo"):
+        with serve(
+            broker_url,
+            shared_database_url,
+            topic,
+            "--project-scoping",
+            "--allow-admin-context",
+            server="solo",
+        ):
             api = conductor.connect(broker_url, topic=topic, timeout=30)
             try:
                 mine = create(A, f"serve-{uuid.uuid4().hex[:6]}")

@@ -27,19 +27,33 @@ pytestmark = [pytest.mark.rabbit]
 def topic(broker_url: str) -> Iterator[str]:
     name = f"test-qopt-{uuid.uuid4().hex[:10]}"
     yield name
-    delete_queues(broker_url, [name, f"{name}.dead"] + [f"{name}.{s}" for s in ("c1", "c2", "agent")])
+    delete_queues(
+        broker_url, [name, f"{name}.dead"] + [f"{name}.{s}" for s in ("c1", "c2", "agent")]
+    )
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*conductor_command(), *args], capture_output=True, text=True, timeout=60,
-        env=env or child_env(), cwd=REPO,
+        [*conductor_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or child_env(),
+        cwd=REPO,
     )
 
 
 def test_declare_queues_cli_makes_the_topic_queue_hold_casts(broker_url: str, topic: str) -> None:
-    out = run_cli("declare-queues", "--transport-url", broker_url, "--topic", topic,
-                  "--server", "agent", "--quorum-queues")
+    out = run_cli(
+        "declare-queues",
+        "--transport-url",
+        broker_url,
+        "--topic",
+        topic,
+        "--server",
+        "agent",
+        "--quorum-queues",
+    )
     assert out.returncode == 0, out.stderr
     assert topic in out.stdout
     assert queue_type(broker_url, topic) == "quorum"
@@ -61,8 +75,16 @@ def test_serve_quorum_queues_flag_and_a_classic_serve_on_the_same_topic(
         assert queue_type(broker_url, f"{topic}.c1") == "quorum"
         # A second conductor without the flag: exits 1 with one line naming queue and fix.
         proc = ServeProcess(
-            ["--transport-url", broker_url, "--database-url", shared_database_url,
-             "--topic", topic, "--server", "c2"],
+            [
+                "--transport-url",
+                broker_url,
+                "--database-url",
+                shared_database_url,
+                "--topic",
+                topic,
+                "--server",
+                "c2",
+            ],
             child_env(),
         )
         code = proc.proc.wait(60)
@@ -80,8 +102,16 @@ def test_serve_takes_quorum_queues_from_the_environment(
     env = child_env()
     env["CONDUCTOR_QUORUM_QUEUES"] = "true"
     proc = ServeProcess(
-        ["--transport-url", broker_url, "--database-url", shared_database_url,
-         "--topic", topic, "--server", "c1"],
+        [
+            "--transport-url",
+            broker_url,
+            "--database-url",
+            shared_database_url,
+            "--topic",
+            topic,
+            "--server",
+            "c1",
+        ],
         env,
     )
     try:
@@ -104,8 +134,9 @@ def test_conductor_and_connect_take_quorum_queues(
         assert queue_type(broker_url, topic) == "quorum"
         assert api._transport.config.quorum_queues is True
         ctx = RequestContext(user_id="u", project_id="p")
-        inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host="h", state="building",
-                                vcpus=1, memory_mb=64)
+        inst = objects.Instance(
+            ctx, uuid=str(uuid.uuid4()), host="h", state="building", vcpus=1, memory_mb=64
+        )
         inst.create()
         assert objects.Instance.get(ctx, inst.id).uuid == inst.uuid
     finally:
@@ -118,8 +149,9 @@ def test_a_classic_conductor_on_a_quorum_topic_fails_to_start_typed(
     broker_url: str, shared_database_url: str, topic: str
 ) -> None:
     objects.register_all()
-    first = conductor.Conductor(broker_url, shared_database_url, topic, server="c1",
-                                quorum_queues=True)
+    first = conductor.Conductor(
+        broker_url, shared_database_url, topic, server="c1", quorum_queues=True
+    )
     first.start()
     try:
         second = conductor.Conductor(broker_url, shared_database_url, topic, server="c2")

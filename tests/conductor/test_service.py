@@ -66,7 +66,9 @@ def test_mission_snippet_get_async_wait_save_async_wait(running: Any, ctx: Reque
     assert fresh.obj_what_changed() == set()
 
 
-def test_create_assigns_id_and_timestamps_and_leaves_no_changes(running: Any, ctx: RequestContext) -> None:
+def test_create_assigns_id_and_timestamps_and_leaves_no_changes(
+    running: Any, ctx: RequestContext
+) -> None:
     inst = make_instance(ctx)
     inst.create()
     assert isinstance(inst.id, int)
@@ -85,7 +87,9 @@ def test_missing_instance_raises_not_found_on_the_caller(running: Any, ctx: Requ
         _ = pending.host
 
 
-def test_stale_save_raises_concurrent_update_and_writes_nothing(running: Any, ctx: RequestContext) -> None:
+def test_stale_save_raises_concurrent_update_and_writes_nothing(
+    running: Any, ctx: RequestContext
+) -> None:
     inst = make_instance(ctx)
     inst.create()
     first = objects.Instance.get(ctx, inst.id)
@@ -98,7 +102,9 @@ def test_stale_save_raises_concurrent_update_and_writes_nothing(running: Any, ct
     assert objects.Instance.get(ctx, inst.id).host == "winner"
 
 
-def test_destroy_then_get_and_get_by_uuid_raise_not_found(running: Any, ctx: RequestContext) -> None:
+def test_destroy_then_get_and_get_by_uuid_raise_not_found(
+    running: Any, ctx: RequestContext
+) -> None:
     inst = make_instance(ctx)
     inst.create()
     inst.destroy()
@@ -161,7 +167,9 @@ def test_list_queries_filter_order_and_page(running: Any, ctx: RequestContext) -
     assert len(some) == sum(1 for i in made if i.vcpus in (0, 2))
 
 
-def test_hundreds_of_get_async_in_flight_resolve_in_order(running: Any, ctx: RequestContext) -> None:
+def test_hundreds_of_get_async_in_flight_resolve_in_order(
+    running: Any, ctx: RequestContext
+) -> None:
     made = [make_instance(ctx, host=f"n{i}") for i in range(300)]
     futures = [inst.create_async() for inst in made]
     objects.wait_all(futures, timeout=60)
@@ -173,7 +181,9 @@ def test_hundreds_of_get_async_in_flight_resolve_in_order(running: Any, ctx: Req
 
 def test_compute_node_get_by_host_and_save(running: Any, ctx: RequestContext) -> None:
     host = f"cn-{uuid.uuid4().hex[:6]}"
-    node = objects.ComputeNode(ctx, host=host, vcpus=16, vcpus_used=0, memory_mb=65536, memory_mb_used=0)
+    node = objects.ComputeNode(
+        ctx, host=host, vcpus=16, vcpus_used=0, memory_mb=65536, memory_mb_used=0
+    )
     node.create()
     a = objects.ComputeNode.get_by_host(ctx, host)
     b = objects.ComputeNode.get_by_host(ctx, host)
@@ -185,16 +195,32 @@ def test_compute_node_get_by_host_and_save(running: Any, ctx: RequestContext) ->
     assert objects.ComputeNode.get_by_host(ctx, host).vcpus_used == 4
 
 
-def test_non_remotable_methods_are_refused_with_a_typed_error(running: Any, ctx: RequestContext) -> None:
+def test_non_remotable_methods_are_refused_with_a_typed_error(
+    running: Any, ctx: RequestContext
+) -> None:
     _, client = running
     rpc = client._client
     for name in ("obj_reset_changes", "__init__", "fields", "no_such_method"):
         with pytest.raises(exception.ObjectActionError):
-            rpc.call(ctx, "object_class_action_versions", objname="Instance", objmethod=name,
-                     object_versions={"Instance": "1.2"}, args=[], kwargs={})
+            rpc.call(
+                ctx,
+                "object_class_action_versions",
+                objname="Instance",
+                objmethod=name,
+                object_versions={"Instance": "1.2"},
+                args=[],
+                kwargs={},
+            )
     with pytest.raises(exception.UnsupportedObjectError):
-        rpc.call(ctx, "object_class_action_versions", objname="NoSuchThing", objmethod="get",
-                 object_versions={}, args=[1], kwargs={})
+        rpc.call(
+            ctx,
+            "object_class_action_versions",
+            objname="NoSuchThing",
+            objmethod="get",
+            object_versions={},
+            args=[1],
+            kwargs={},
+        )
     # The service keeps serving afterwards.
     inst = make_instance(ctx)
     inst.create()
@@ -203,8 +229,12 @@ def test_non_remotable_methods_are_refused_with_a_typed_error(running: Any, ctx:
 
 def test_malformed_object_primitive_gets_a_typed_error(running: Any, ctx: RequestContext) -> None:
     _, client = running
-    bad = {"versioned_object.name": "Instance", "versioned_object.namespace": "versionedobjects",
-           "versioned_object.version": "1.2", "versioned_object.data": {"vcpus": "many"}}
+    bad = {
+        "versioned_object.name": "Instance",
+        "versioned_object.namespace": "versionedobjects",
+        "versioned_object.version": "1.2",
+        "versioned_object.data": {"vcpus": "many"},
+    }
     with pytest.raises((ValueError, TypeError)):
         client._client.call(ctx, "object_action", objinst=bad, objmethod="save", args=[], kwargs={})
 

@@ -1,4 +1,4 @@
-"""A user's own object (examples/widgets.py, the README's worked example) served by the conductor."""
+"""A user's own object (examples/widgets.py, the README's example) served by the conductor."""
 
 from __future__ import annotations
 
@@ -86,8 +86,14 @@ def test_conductor_serve_objects_serves_the_users_module(
             "print(w.Widget.get(ctx, x.id).size)\n"
             "c.close()\n"
         )
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=60, env=child_env(), cwd=REPO)
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(),
+            cwd=REPO,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "6"
     delete_queues(broker_url, [topic, f"{topic}.{socket.gethostname()}"])

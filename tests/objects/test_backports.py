@@ -67,7 +67,9 @@ def test_child_missing_from_manifest_keeps_its_version(classes: dict[str, Any]) 
     assert _data(primitive)["child"]["versioned_object.version"] == "1.1"
 
 
-def test_list_children_follow_manifest_and_child_versions(classes: dict[str, Any], registry: Any) -> None:
+def test_list_children_follow_manifest_and_child_versions(
+    classes: dict[str, Any], registry: Any
+) -> None:
     items = classes["ChildList"](objects=[classes["Child"](name="a", extra="b")])
     primitive = items.obj_to_primitive(version_manifest={"Child": "1.0"})
     assert _data(_data(primitive)["objects"][0]) == {"name": "a"}
@@ -84,7 +86,9 @@ def test_list_children_follow_manifest_and_child_versions(classes: dict[str, Any
     assert _data(_data(at_10)["objects"][0]) == {"name": "a"}
 
 
-def test_backported_primitive_is_read_by_the_old_class(classes: dict[str, Any], registry: Any) -> None:
+def test_backported_primitive_is_read_by_the_old_class(
+    classes: dict[str, Any], registry: Any
+) -> None:
     class OldChild(base.VersionedObject):
         VERSION = "1.0"
         fields = {"name": objects.fields.StringField()}
@@ -100,7 +104,9 @@ def test_backported_primitive_is_read_by_the_old_class(classes: dict[str, Any], 
     assert again.name == "c"
 
 
-def test_tree_manifest_for_a_class_uses_its_own_version(classes: dict[str, Any], registry: Any) -> None:
+def test_tree_manifest_for_a_class_uses_its_own_version(
+    classes: dict[str, Any], registry: Any
+) -> None:
     class OldParent(base.VersionedObject):
         VERSION = "1.0"
         fields = {"child": objects.fields.ObjectField("Child", nullable=True)}

@@ -63,7 +63,9 @@ def test_round_trip_keeps_values_changes_and_nested_objects(classes: dict[str, A
     assert again.child.obj_what_changed() == {"name"}
 
 
-def test_from_primitive_resolves_through_the_registry_whatever_class(classes: dict[str, Any]) -> None:
+def test_from_primitive_resolves_through_the_registry_whatever_class(
+    classes: dict[str, Any],
+) -> None:
     primitive = classes["Child"](name="a").obj_to_primitive()
     assert type(classes["Parent"].obj_from_primitive(primitive)) is classes["Child"]
 
@@ -133,7 +135,9 @@ def test_unknown_data_keys_of_a_compatible_version_are_ignored(classes: dict[str
 
 
 def test_nested_changes_show_on_the_parent(classes: dict[str, Any]) -> None:
-    parent = classes["Parent"](child=classes["Child"](name="c"), children=[classes["Child"](name="x")])
+    parent = classes["Parent"](
+        child=classes["Child"](name="c"), children=[classes["Child"](name="x")]
+    )
     parent.obj_reset_changes(recursive=True)
     assert parent.obj_what_changed() == set()
     parent.child.name = "d"

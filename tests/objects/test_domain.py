@@ -20,7 +20,9 @@ class RecordingStorage(MemoryStorage):
         super().__init__()
         self.writes: list[dict[str, Any]] = []
 
-    def update(self, objname: str, id: int, values: Any, expected_revision: int | None = None) -> Any:
+    def update(
+        self, objname: str, id: int, values: Any, expected_revision: int | None = None
+    ) -> Any:
         self.writes.append(dict(values))
         return super().update(objname, id, values, expected_revision)
 
@@ -31,7 +33,9 @@ def storage() -> RecordingStorage:
 
 
 def _flavor(ctx: Any, flavorid: str = "f1") -> Any:
-    flavor = objects.Flavor(ctx, flavorid=flavorid, name="m1.tiny", vcpus=1, memory_mb=512, root_gb=1)
+    flavor = objects.Flavor(
+        ctx, flavorid=flavorid, name="m1.tiny", vcpus=1, memory_mb=512, root_gb=1
+    )
     flavor.create()
     return flavor
 
@@ -182,7 +186,9 @@ def test_instance_list_queries(ctx: Any) -> None:
 
 
 def test_compute_node(ctx: Any) -> None:
-    node = objects.ComputeNode(ctx, host="cn1", vcpus=16, vcpus_used=0, memory_mb=4096, memory_mb_used=0)
+    node = objects.ComputeNode(
+        ctx, host="cn1", vcpus=16, vcpus_used=0, memory_mb=4096, memory_mb_used=0
+    )
     node.create()
     a = objects.ComputeNode.get_by_host(ctx, "cn1")
     b = objects.ComputeNode.get_by_host(ctx, "cn1")

@@ -33,21 +33,35 @@ def _primitive(**data: Any) -> dict[str, Any]:
 
 
 def _record(**values: Any) -> dict[str, Any]:
-    record = {"id": 1, "uuid": UUID, "host": None, "state": "active", "vcpus": 2,
-              "memory_mb": 512, "flavor": None, "task_state": None, "created_at": STAMP,
-              "updated_at": STAMP, "tags": ["a"], "metadata": {"k": "v"}, "revision": 3}
+    record = {
+        "id": 1,
+        "uuid": UUID,
+        "host": None,
+        "state": "active",
+        "vcpus": 2,
+        "memory_mb": 512,
+        "flavor": None,
+        "task_state": None,
+        "created_at": STAMP,
+        "updated_at": STAMP,
+        "tags": ["a"],
+        "metadata": {"k": "v"},
+        "revision": 3,
+    }
     record.update(values)
     return record
 
 
 def test_non_canonical_wire_values_still_go_through_from_primitive() -> None:
-    inst = objects.Instance.obj_from_primitive(_primitive(
-        uuid=UUID.upper(),
-        created_at="2026-01-02T04:04:05.678901+01:00",
-        updated_at="2026-01-02T03:04:05Z",
-        tags=["a", 7],
-        metadata={"n": 1},
-    ))
+    inst = objects.Instance.obj_from_primitive(
+        _primitive(
+            uuid=UUID.upper(),
+            created_at="2026-01-02T04:04:05.678901+01:00",
+            updated_at="2026-01-02T03:04:05Z",
+            tags=["a", 7],
+            metadata={"n": 1},
+        )
+    )
     assert inst.uuid == UUID
     assert inst.created_at == STAMP and inst.created_at.tzinfo is dt.UTC
     assert inst.updated_at == STAMP.replace(microsecond=0)
@@ -57,8 +71,15 @@ def test_non_canonical_wire_values_still_go_through_from_primitive() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("uuid", "not-a-uuid"), ("state", "flying"), ("created_at", 5), ("tags", "a"),
-     ("metadata", {"k": None}), ("vcpus", "two"), ("state", None)],
+    [
+        ("uuid", "not-a-uuid"),
+        ("state", "flying"),
+        ("created_at", 5),
+        ("tags", "a"),
+        ("metadata", {"k": None}),
+        ("vcpus", "two"),
+        ("state", None),
+    ],
 )
 def test_bad_wire_values_are_refused_as_before(name: str, value: Any) -> None:
     with pytest.raises(exception.ObjectValueError, match=f"Instance.{name}"):
@@ -79,12 +100,18 @@ def test_the_object_never_shares_containers_with_the_primitive() -> None:
 
 
 def test_primitive_of_every_field_type_matches_the_fields_own_to_primitive() -> None:
-    inst = objects.Instance.obj_from_primitive(_primitive(
-        host="h", created_at="2026-01-02T03:04:05.678901+00:00", task_state=None,
-        tags=["t"], metadata={"k": "v"},
-        flavor=objects.Flavor(id=1, flavorid="f", name="n", vcpus=1, memory_mb=2,
-                              root_gb=3).obj_to_primitive(),
-    ))
+    inst = objects.Instance.obj_from_primitive(
+        _primitive(
+            host="h",
+            created_at="2026-01-02T03:04:05.678901+00:00",
+            task_state=None,
+            tags=["t"],
+            metadata={"k": "v"},
+            flavor=objects.Flavor(
+                id=1, flavorid="f", name="n", vcpus=1, memory_mb=2, root_gb=3
+            ).obj_to_primitive(),
+        )
+    )
     data = inst.obj_to_primitive()["versioned_object.data"]
     assert data == {
         name: field.to_primitive(getattr(inst, name))
@@ -96,8 +123,9 @@ def test_primitive_of_every_field_type_matches_the_fields_own_to_primitive() -> 
 
 def test_records_with_canonical_values_load_clean() -> None:
     ctx = RequestContext()
-    record = _record(flavor={"id": 1, "flavorid": "f", "name": "n", "vcpus": 1,
-                             "memory_mb": 2, "root_gb": 3})
+    record = _record(
+        flavor={"id": 1, "flavorid": "f", "name": "n", "vcpus": 1, "memory_mb": 2, "root_gb": 3}
+    )
     inst = objects.Instance._from_record(ctx, record)
     assert inst.obj_what_changed() == set()
     assert inst.obj_revision == 3

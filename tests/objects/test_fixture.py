@@ -12,28 +12,44 @@ from objects import base, exception
 from objects.context import RequestContext
 from objects.fixture import LocalIndirectionAPI, MemoryStorage
 
-VALUES = {"uuid": "12345678-1234-5678-1234-567812345678", "state": "active", "vcpus": 1,
-          "memory_mb": 1, "tags": [], "metadata": {}}
+VALUES = {
+    "uuid": "12345678-1234-5678-1234-567812345678",
+    "state": "active",
+    "vcpus": 1,
+    "memory_mb": 1,
+    "tags": [],
+    "metadata": {},
+}
 
 
 def test_ids_and_revisions_start_at_one_and_revision_bumps(storage: MemoryStorage) -> None:
     row = storage.create("Instance", VALUES)
     assert (row["id"], row["revision"]) == (1, 1)
     assert row["host"] is None  # nullable columns exist, like in SQL
-    assert storage.create("Instance", {**VALUES, "uuid": "22345678-1234-5678-1234-567812345678"})["id"] == 2
+    assert (
+        storage.create("Instance", {**VALUES, "uuid": "22345678-1234-5678-1234-567812345678"})["id"]
+        == 2
+    )
     updated = storage.update("Instance", 1, {"host": "h"}, expected_revision=1)
     assert updated["revision"] == 2 and updated["host"] == "h"
-    assert storage.create("Flavor", {"flavorid": "f", "name": "n", "vcpus": 1, "memory_mb": 1,
-                                     "root_gb": 1})["id"] == 1
+    assert (
+        storage.create(
+            "Flavor", {"flavorid": "f", "name": "n", "vcpus": 1, "memory_mb": 1, "root_gb": 1}
+        )["id"]
+        == 1
+    )
 
 
-def test_timestamps_only_for_classes_with_them_and_strictly_increasing(storage: MemoryStorage) -> None:
+def test_timestamps_only_for_classes_with_them_and_strictly_increasing(
+    storage: MemoryStorage,
+) -> None:
     row = storage.create("Instance", VALUES)
     assert row["created_at"] == row["updated_at"]
     stamps = [storage.update("Instance", 1, {"host": str(i)})["updated_at"] for i in range(20)]
     assert all(a < b for a, b in zip([row["updated_at"], *stamps], stamps, strict=False))
-    flavor = storage.create("Flavor", {"flavorid": "f", "name": "n", "vcpus": 1, "memory_mb": 1,
-                                       "root_gb": 1})
+    flavor = storage.create(
+        "Flavor", {"flavorid": "f", "name": "n", "vcpus": 1, "memory_mb": 1, "root_gb": 1}
+    )
     assert "created_at" not in flavor
 
 
@@ -71,8 +87,9 @@ def test_records_are_copies(storage: MemoryStorage) -> None:
 
 def test_query_orders_by_id_and_applies_marker_limit_and_in(storage: MemoryStorage) -> None:
     for i in range(5):
-        storage.create("Instance", {**VALUES, "uuid": f"00000000-0000-0000-0000-00000000000{i}",
-                                    "vcpus": i})
+        storage.create(
+            "Instance", {**VALUES, "uuid": f"00000000-0000-0000-0000-00000000000{i}", "vcpus": i}
+        )
     assert [r["id"] for r in storage.query("Instance")] == [1, 2, 3, 4, 5]
     assert [r["id"] for r in storage.query("Instance", marker=2, limit=2)] == [3, 4]
     assert [r["vcpus"] for r in storage.query("Instance", {"vcpus": (0, 4)})] == [0, 4]

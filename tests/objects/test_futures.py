@@ -76,7 +76,9 @@ def test_pending_object_is_really_pending_until_the_reply(counter_cls: Any, gate
     assert counter.value == 30
 
 
-def test_setting_a_field_of_a_pending_object_waits_for_the_load(counter_cls: Any, gated: Any) -> None:
+def test_setting_a_field_of_a_pending_object_waits_for_the_load(
+    counter_cls: Any, gated: Any
+) -> None:
     counter = counter_cls.get_async(RequestContext(), 3)
     threading.Timer(0.05, gated.release).start()
     counter.note = "mine"
@@ -102,7 +104,9 @@ def test_a_load_that_returns_no_object_fails_the_pending_object(counter_cls: Any
         odd.wait(5)
 
 
-def test_instance_twin_updates_the_object_before_its_future_resolves(counter_cls: Any, ctx: Any) -> None:
+def test_instance_twin_updates_the_object_before_its_future_resolves(
+    counter_cls: Any, ctx: Any
+) -> None:
     counter = counter_cls.get(ctx, 1)
     seen: list[Any] = []
     future = counter.bump_async(3)
@@ -154,7 +158,9 @@ def test_wait_all_waits_for_objects_and_futures(counter_cls: Any, ctx: Any) -> N
     assert [c.value for c in pending] == [10, 20, 30]
 
 
-def test_wait_all_raises_the_first_failure_after_waiting_for_all(counter_cls: Any, gated: Any) -> None:
+def test_wait_all_raises_the_first_failure_after_waiting_for_all(
+    counter_cls: Any, gated: Any
+) -> None:
     ctx = RequestContext()
     good = counter_cls.get_async(ctx, 1)
     bad = counter_cls.get_async(ctx, -1)

@@ -71,7 +71,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
+                return path[path.index(dep) :] + [dep]
             if dep not in state:
                 cycle = walk(dep)
                 if cycle:
@@ -115,6 +115,9 @@ def test_fields_knows_no_object_class() -> None:
 def test_every_module_imports_first_in_a_fresh_interpreter(stem: str) -> None:
     out = subprocess.run(
         [sys.executable, "-c", f"import objects.{stem}"],
-        capture_output=True, text=True, timeout=60, cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PACKAGE.parent,
     )
     assert out.returncode == 0, out.stderr

@@ -32,7 +32,8 @@ def _as_old_caller_sends(inst: Any, db_ctx: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "name", ["__init__", "obj_reset_changes", "fields", "no_such_method", "get_async", "save", "_db_get"]
+    "name",
+    ["__init__", "obj_reset_changes", "fields", "no_such_method", "get_async", "save", "_db_get"],
 )
 def test_class_action_refuses_what_is_not_a_remotable_classmethod(db_ctx: Any, name: str) -> None:
     with pytest.raises(exception.ObjectActionError, match="remotable") as caught:
@@ -40,8 +41,12 @@ def test_class_action_refuses_what_is_not_a_remotable_classmethod(db_ctx: Any, n
     assert caught.value.kwargs["action"] == name
 
 
-@pytest.mark.parametrize("name", ["__init__", "obj_reset_changes", "fields", "nope", "get", "save_async"])
-def test_object_action_refuses_what_is_not_a_remotable_method(db_ctx: Any, stored: Any, name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["__init__", "obj_reset_changes", "fields", "nope", "get", "save_async"]
+)
+def test_object_action_refuses_what_is_not_a_remotable_method(
+    db_ctx: Any, stored: Any, name: str
+) -> None:
     with pytest.raises(exception.ObjectActionError, match="remotable"):
         handle_object_action(db_ctx, stored, name, [], {})
 
@@ -150,7 +155,11 @@ def test_handlers_refuse_non_objects(db_ctx: Any) -> None:
 
 @pytest.mark.parametrize(
     "manifest",
-    [None, {"Instance": "1.2", "Flavor": "1.0"}, {"Instance": "1.2", "Flavor": "1.0", "Other": "1.0"}],
+    [
+        None,
+        {"Instance": "1.2", "Flavor": "1.0"},
+        {"Instance": "1.2", "Flavor": "1.0", "Other": "1.0"},
+    ],
     ids=["no-manifest", "our-versions", "a-manifest-that-is-not-ours"],
 )
 def test_save_updates_are_the_same_whichever_way_the_primitive_is_made(

@@ -21,26 +21,62 @@ def test_everything_in_all_is_importable() -> None:
 
 
 def test_public_names_of_the_design_are_where_it_says() -> None:
-    for name in ("VersionedObject", "VersionedObjectRegistry", "ObjectListBase", "remotable",
-                 "remotable_classmethod", "VersionedObjectSerializer", "set_indirection_api",
-                 "get_indirection_api", "local_execution", "obj_tree_get_versions"):
+    for name in (
+        "VersionedObject",
+        "VersionedObjectRegistry",
+        "ObjectListBase",
+        "remotable",
+        "remotable_classmethod",
+        "VersionedObjectSerializer",
+        "set_indirection_api",
+        "get_indirection_api",
+        "local_execution",
+        "obj_tree_get_versions",
+    ):
         assert name in base.__all__
         assert getattr(base, name) is getattr(objects, name)
     assert callable(objects.register_all) and callable(objects.wait_all)
     fields = importlib.import_module("objects.fields")
-    for name in ("IntegerField", "StringField", "BooleanField", "FloatField", "DateTimeField",
-                 "UUIDField", "EnumField", "ListOfStringsField", "DictOfStringsField",
-                 "ObjectField", "ListOfObjectsField"):
+    for name in (
+        "IntegerField",
+        "StringField",
+        "BooleanField",
+        "FloatField",
+        "DateTimeField",
+        "UUIDField",
+        "EnumField",
+        "ListOfStringsField",
+        "DictOfStringsField",
+        "ObjectField",
+        "ListOfObjectsField",
+    ):
         assert name in fields.__all__
     exception = importlib.import_module("objects.exception")
-    for name in ("IncompatibleObjectVersion", "UnsupportedObjectError", "ObjectActionError",
-                 "NotFound", "ConcurrentUpdate"):
+    for name in (
+        "IncompatibleObjectVersion",
+        "UnsupportedObjectError",
+        "ObjectActionError",
+        "NotFound",
+        "ConcurrentUpdate",
+    ):
         assert issubclass(getattr(exception, name), exception.ObjectsError)
 
 
 def test_module_all_lists_are_importable() -> None:
-    for module_name in ("base", "fields", "registry", "futures", "indirection", "fixture",
-                        "persistent", "instance", "flavor", "compute_node", "lists", "serializer"):
+    for module_name in (
+        "base",
+        "fields",
+        "registry",
+        "futures",
+        "indirection",
+        "fixture",
+        "persistent",
+        "instance",
+        "flavor",
+        "compute_node",
+        "lists",
+        "serializer",
+    ):
         module = importlib.import_module(f"objects.{module_name}")
         for name in module.__all__:
             assert hasattr(module, name), f"objects.{module_name}.{name}"

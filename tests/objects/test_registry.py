@@ -13,7 +13,9 @@ from objects import base, exception, fields
 
 
 def _declare(registry: Any, version: str, name: str = "Widget") -> type[base.VersionedObject]:
-    cls = type(name, (base.VersionedObject,), {"VERSION": version, "fields": {"a": fields.IntegerField()}})
+    cls = type(
+        name, (base.VersionedObject,), {"VERSION": version, "fields": {"a": fields.IntegerField()}}
+    )
     return registry.register(cls)  # type: ignore[no-any-return]
 
 

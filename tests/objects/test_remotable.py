@@ -35,7 +35,9 @@ def test_objects_travel_as_arguments(counter_cls: Any, ctx: Any) -> None:
     assert counter_cls.total(ctx, counters=counters) == 30
 
 
-def test_instance_method_applies_the_changes_in_place(counter_cls: Any, ctx: Any, mode: Any) -> None:
+def test_instance_method_applies_the_changes_in_place(
+    counter_cls: Any, ctx: Any, mode: Any
+) -> None:
     counter = counter_cls.get(ctx, 1)
     assert counter.bump(5) == 15
     assert counter.value == 15
@@ -45,7 +47,9 @@ def test_instance_method_applies_the_changes_in_place(counter_cls: Any, ctx: Any
         assert ("Counter", "bump") in mode.calls
 
 
-def test_read_only_fields_and_revision_come_back_from_the_server(counter_cls: Any, ctx: Any) -> None:
+def test_read_only_fields_and_revision_come_back_from_the_server(
+    counter_cls: Any, ctx: Any
+) -> None:
     counter = counter_cls.get(ctx, 1)
     counter.renumber(99)
     assert counter.id == 99
@@ -101,9 +105,18 @@ class _ScriptedAPI(IndirectionAPI):
         self.updates = updates
         self.asked: list[dict[str, Any]] = []
 
-    def object_class_action_versions(self, context, objname, objmethod, object_versions, args, kwargs):  # type: ignore[no-untyped-def]
-        self.asked.append({"objname": objname, "objmethod": objmethod, "versions": object_versions,
-                           "args": args, "kwargs": kwargs})
+    def object_class_action_versions(
+        self, context, objname, objmethod, object_versions, args, kwargs
+    ):  # type: ignore[no-untyped-def]
+        self.asked.append(
+            {
+                "objname": objname,
+                "objmethod": objmethod,
+                "versions": object_versions,
+                "args": args,
+                "kwargs": kwargs,
+            }
+        )
         return None
 
     def object_action(self, context, objinst, objmethod, args, kwargs, object_versions=None):  # type: ignore[no-untyped-def]
@@ -121,8 +134,11 @@ def test_calls_carry_the_version_manifest(counter_cls: Any) -> None:
     counter_cls.get(ctx, 7)
     counter_cls(ctx, id=1).bump(by=2)
     assert api.asked[0] == {
-        "objname": "Counter", "objmethod": "get", "versions": {"Counter": "1.0"},
-        "args": (7,), "kwargs": {},
+        "objname": "Counter",
+        "objmethod": "get",
+        "versions": {"Counter": "1.0"},
+        "args": (7,),
+        "kwargs": {},
     }
     assert api.asked[1]["objmethod"] == "bump"
     assert api.asked[1]["versions"] == {"Counter": "1.0"}
@@ -130,8 +146,12 @@ def test_calls_carry_the_version_manifest(counter_cls: Any) -> None:
 
 def test_update_keys_the_class_does_not_know_are_ignored(counter_cls: Any) -> None:
     api = _ScriptedAPI(
-        {"value": 5, "from_a_newer_server": 1, "obj_what_changed": ["value", "from_a_newer_server"],
-         "obj_revision": 4}
+        {
+            "value": 5,
+            "from_a_newer_server": 1,
+            "obj_what_changed": ["value", "from_a_newer_server"],
+            "obj_revision": 4,
+        }
     )
     base.set_indirection_api(api)
     counter = counter_cls(RequestContext(), id=1, value=1, note="n")

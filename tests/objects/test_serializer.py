@@ -60,7 +60,9 @@ class _BackportingAPI(IndirectionAPI):
     def object_action(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("not used")
 
-    def object_backport_versions(self, context: Any, objinst: Any, object_versions: dict[str, str]) -> Any:
+    def object_backport_versions(
+        self, context: Any, objinst: Any, object_versions: dict[str, str]
+    ) -> Any:
         self.backports.append((objinst, object_versions))
         backported = dict(objinst, **{"versioned_object.version": object_versions["Child"]})
         backported["versioned_object.data"] = {"name": objinst["versioned_object.data"]["name"]}

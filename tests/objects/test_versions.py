@@ -52,11 +52,15 @@ def test_fingerprint_changes_with_fields_and_signatures(registry: Any) -> None:
     def get_other(cls: Any, context: Any, id: int, deleted: bool = False) -> Any:
         return None
 
-    with_get = _hash(_declare(registry, "A", {"x": fields.IntegerField()},
-                              get=base.remotable_classmethod(get)))
+    with_get = _hash(
+        _declare(registry, "A", {"x": fields.IntegerField()}, get=base.remotable_classmethod(get))
+    )
     assert with_get != plain
-    other = _hash(_declare(registry, "A", {"x": fields.IntegerField()},
-                           get=base.remotable_classmethod(get_other)))
+    other = _hash(
+        _declare(
+            registry, "A", {"x": fields.IntegerField()}, get=base.remotable_classmethod(get_other)
+        )
+    )
     assert other != with_get
 
 

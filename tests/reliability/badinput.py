@@ -48,10 +48,12 @@ def _instance_primitive() -> dict[str, Any]:
     return primitive
 
 
-def _class_action(objname: str, objmethod: str, args: Any = (), kwargs: Any = None,
-                  versions: Any = None) -> dict[str, Any]:
+def _class_action(
+    objname: str, objmethod: str, args: Any = (), kwargs: Any = None, versions: Any = None
+) -> dict[str, Any]:
     return {
-        "objname": objname, "objmethod": objmethod,
+        "objname": objname,
+        "objmethod": objmethod,
         "object_versions": versions if versions is not None else {},
         "args": list(args) if isinstance(args, tuple) else args,
         "kwargs": kwargs if kwargs is not None else {},
@@ -91,8 +93,7 @@ def _shape(value: dict[str, Any]) -> Callable[[str | None, str], bytes]:
 
 
 def _oversized(reply_to: str | None, request_id: str) -> bytes:
-    env = envelope("object_class_action_versions",
-                   _class_action("Probe", "echo", ["x" * OVERSIZE]))
+    env = envelope("object_class_action_versions", _class_action("Probe", "echo", ["x" * OVERSIZE]))
     env["id"], env["reply_to"] = request_id, reply_to
     return _json(env)
 
@@ -100,8 +101,14 @@ def _oversized(reply_to: str | None, request_id: str) -> bytes:
 def _deep(reply_to: str | None, request_id: str) -> bytes:
     """JSON nested far past the decoder's recursion limit (a RecursionError once stalled
     the conductor on it); its reply address is unreadable, so it is parked."""
-    head = json.dumps({"id": request_id, "reply_to": "reply_unreadable", "ctxt": {},
-                       "method": "object_class_action_versions"})
+    head = json.dumps(
+        {
+            "id": request_id,
+            "reply_to": "reply_unreadable",
+            "ctxt": {},
+            "method": "object_class_action_versions",
+        }
+    )
     return head[:-1].encode() + b',"args":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
@@ -137,74 +144,129 @@ CASES: list[Case] = [
     # Undecodable or shapeless: nobody to answer, so they are parked.
     Case("malformed bytes", _raw(b"\xff\xfe\x00{not json"), None, with_reply=False),
     Case("json that is not an object", _raw(b"[1, 2, 3]"), None, with_reply=False),
-    Case("wrong shape without a reply address", _raw(_json({"hello": "world"})), None,
-         with_reply=False),
+    Case(
+        "wrong shape without a reply address",
+        _raw(_json({"hello": "world"})),
+        None,
+        with_reply=False,
+    ),
     Case("oversized without a reply address", _oversized, None, with_reply=False),
     Case("batch that is not a list", _raw(_json({"batch": "nope"})), None, with_reply=False),
     Case("json nested past the recursion limit", _deep, None, with_reply=False),
     Case("reply address over 255 bytes", _long_reply_to, None, with_reply=False),
     # Wrong shape but answerable.
-    Case("method is not a string", _shape({"method": 42, "args": {}, "ctxt": {}}),
-         texc.MessageDeliveryFailure),
-    Case("args is not a mapping", _shape({"method": "object_action", "args": [], "ctxt": {}}),
-         texc.MessageDeliveryFailure),
-    Case("context is not a mapping",
-         _shape({"method": "object_action", "args": {}, "ctxt": "admin"}),
-         texc.MessageDeliveryFailure),
+    Case(
+        "method is not a string",
+        _shape({"method": 42, "args": {}, "ctxt": {}}),
+        texc.MessageDeliveryFailure,
+    ),
+    Case(
+        "args is not a mapping",
+        _shape({"method": "object_action", "args": [], "ctxt": {}}),
+        texc.MessageDeliveryFailure,
+    ),
+    Case(
+        "context is not a mapping",
+        _shape({"method": "object_action", "args": {}, "ctxt": "admin"}),
+        texc.MessageDeliveryFailure,
+    ),
     Case("oversized with a reply address", _oversized, texc.MessageTooLarge),
     # Dispatch: only the endpoint's public methods, only @remotable object methods.
     Case("unknown rpc method", _rpc("drop_all_tables", {}), texc.NoSuchMethod),
     Case("private rpc method", _rpc("_run", {"what": "x"}), texc.NoSuchMethod),
     Case("batch hook as rpc method", _rpc("serve_batch", {"calls": []}), texc.NoSuchMethod),
-    Case("old batch hook as rpc method", _rpc("_dispatch_batch", {"calls": []}),
-         texc.NoSuchMethod),
-    Case("rpc version the conductor cannot handle",
-         _rpc("object_class_action_versions", _class_action("Probe", "echo", ["v"]),
-              version="2.0"), texc.UnsupportedVersion),
-    Case("rpc arguments the method does not take",
-         _rpc("object_class_action_versions", {**_class_action("Probe", "echo"), "evil": 1}),
-         TypeError),
-    Case("unknown object name",
-         _rpc("object_class_action_versions", _class_action("NoSuchThing", "get", [1])),
-         exception.UnsupportedObjectError),
-    Case("unknown object method",
-         _rpc("object_class_action_versions", _class_action("Instance", "drop_table")),
-         exception.ObjectActionError),
-    Case("__init__ as a class action",
-         _rpc("object_class_action_versions", _class_action("Instance", "__init__")),
-         exception.ObjectActionError),
-    Case("non-remotable classmethod",
-         _rpc("object_class_action_versions", _class_action("Probe", "not_remotable")),
-         exception.ObjectActionError),
-    Case("obj_reset_changes as an object action", _tampered(lambda p: None, "obj_reset_changes"),
-         exception.ObjectActionError),
-    Case("obj_load_attr as an object action", _tampered(lambda p: None, "obj_load_attr"),
-         exception.ObjectActionError),
-    Case("object version of a newer major",
-         _rpc("object_class_action_versions",
-              _class_action("Instance", "get", [1], versions={"Instance": "2.0"})),
-         exception.IncompatibleObjectVersion),
-    Case("object instance of a newer major",
-         _tampered(_set("versioned_object.version", "2.0")), exception.IncompatibleObjectVersion),
-    Case("object version that is not a version",
-         _tampered(_set("versioned_object.version", "one point oh")), exception.ObjectsError),
-    Case("primitive without data", _tampered(_drop("versioned_object.data")),
-         exception.ObjectsError),
-    Case("primitive without a name", _tampered(_drop("versioned_object.name")),
-         exception.ObjectsError),
-    Case("primitive with an extra key", _tampered(_set("versioned_object.evil", "x")),
-         exception.ObjectsError),
-    Case("primitive with an unknown field", _tampered(_data("is_admin", True)),
-         exception.ObjectsError),
+    Case("old batch hook as rpc method", _rpc("_dispatch_batch", {"calls": []}), texc.NoSuchMethod),
+    Case(
+        "rpc version the conductor cannot handle",
+        _rpc("object_class_action_versions", _class_action("Probe", "echo", ["v"]), version="2.0"),
+        texc.UnsupportedVersion,
+    ),
+    Case(
+        "rpc arguments the method does not take",
+        _rpc("object_class_action_versions", {**_class_action("Probe", "echo"), "evil": 1}),
+        TypeError,
+    ),
+    Case(
+        "unknown object name",
+        _rpc("object_class_action_versions", _class_action("NoSuchThing", "get", [1])),
+        exception.UnsupportedObjectError,
+    ),
+    Case(
+        "unknown object method",
+        _rpc("object_class_action_versions", _class_action("Instance", "drop_table")),
+        exception.ObjectActionError,
+    ),
+    Case(
+        "__init__ as a class action",
+        _rpc("object_class_action_versions", _class_action("Instance", "__init__")),
+        exception.ObjectActionError,
+    ),
+    Case(
+        "non-remotable classmethod",
+        _rpc("object_class_action_versions", _class_action("Probe", "not_remotable")),
+        exception.ObjectActionError,
+    ),
+    Case(
+        "obj_reset_changes as an object action",
+        _tampered(lambda p: None, "obj_reset_changes"),
+        exception.ObjectActionError,
+    ),
+    Case(
+        "obj_load_attr as an object action",
+        _tampered(lambda p: None, "obj_load_attr"),
+        exception.ObjectActionError,
+    ),
+    Case(
+        "object version of a newer major",
+        _rpc(
+            "object_class_action_versions",
+            _class_action("Instance", "get", [1], versions={"Instance": "2.0"}),
+        ),
+        exception.IncompatibleObjectVersion,
+    ),
+    Case(
+        "object instance of a newer major",
+        _tampered(_set("versioned_object.version", "2.0")),
+        exception.IncompatibleObjectVersion,
+    ),
+    Case(
+        "object version that is not a version",
+        _tampered(_set("versioned_object.version", "one point oh")),
+        exception.ObjectsError,
+    ),
+    Case(
+        "primitive without data", _tampered(_drop("versioned_object.data")), exception.ObjectsError
+    ),
+    Case(
+        "primitive without a name",
+        _tampered(_drop("versioned_object.name")),
+        exception.ObjectsError,
+    ),
+    Case(
+        "primitive with an extra key",
+        _tampered(_set("versioned_object.evil", "x")),
+        exception.ObjectsError,
+    ),
+    Case(
+        "primitive with an unknown field",
+        _tampered(_data("is_admin", True)),
+        exception.ObjectsError,
+    ),
     Case("field failing coercion", _tampered(_data("vcpus", "many")), ValueError),
     Case("enum value out of range", _tampered(_data("state", "pwned")), ValueError),
-    Case("args is not a list",
-         _rpc("object_class_action_versions", _class_action("Probe", "echo", args="abc")),
-         exception.ObjectValueError),
+    Case(
+        "args is not a list",
+        _rpc("object_class_action_versions", _class_action("Probe", "echo", args="abc")),
+        exception.ObjectValueError,
+    ),
 ]
 
 
 def pickle_case(marker: str) -> Case:
     """A pickle bomb with a pickle content type (RabbitMQ only: memory:// has no content type)."""
-    return Case("pickle content type", _raw(PICKLE_BOMB.format(marker=marker).encode()), None,
-                content_type="application/x-python-serialize")
+    return Case(
+        "pickle content type",
+        _raw(PICKLE_BOMB.format(marker=marker).encode()),
+        None,
+        content_type="application/x-python-serialize",
+    )

@@ -30,7 +30,9 @@ def main() -> int:
     url, topic, writes, in_flight, timeout, marker = sys.argv[1:7]
     total, most = int(writes), int(in_flight)
     objects.register_all()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(message)s"
+    )
     faulthandler.register(signal.SIGUSR1)  # the test asks for every thread's stack on a hang
     client = conductor.connect(url, topic=topic, timeout=float(timeout))
     ctx = RequestContext(user_id="cluster", project_id="cluster")
@@ -40,7 +42,9 @@ def main() -> int:
     pending: list[cf.Future[Any]] = []
     finished = 0
 
-    def track(kind: str, inst: Any, value: str | None, future: cf.Future[Any], start: float) -> None:
+    def track(
+        kind: str, inst: Any, value: str | None, future: cf.Future[Any], start: float
+    ) -> None:
         def done(f: cf.Future[Any]) -> None:
             nonlocal finished
             end = time.time()
@@ -66,8 +70,9 @@ def main() -> int:
             inst = idle.pop(0) if idle and step % 2 == 1 else None
         start = time.time()
         if inst is None:
-            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host=marker, state="building",
-                                    vcpus=1, memory_mb=64)
+            inst = objects.Instance(
+                ctx, uuid=str(uuid.uuid4()), host=marker, state="building", vcpus=1, memory_mb=64
+            )
             track("create", inst, None, inst.create_async(), start)
         else:
             value = f"{marker}-{step}"

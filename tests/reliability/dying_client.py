@@ -1,6 +1,8 @@
 """A compute process that puts slow calls in flight, says so, and waits to be SIGKILLed.
 
-Run as ``python -m tests.reliability.dying_client TRANSPORT_URL TOPIC REPLY_QUEUE_EXPIRES CALLS SECONDS``.
+Run as::
+
+    python -m tests.reliability.dying_client TRANSPORT_URL TOPIC REPLY_QUEUE_EXPIRES CALLS SECONDS
 Prints ``READY <reply queue>`` once every call is on the broker.
 """
 

@@ -72,14 +72,23 @@ class Vhost:
     def queues(self) -> dict[str, dict[str, Any]]:
         """``{name: {"messages": n, "consumers": n, "arguments": {key: value}}}``."""
         out = rabbitmqctl(
-            "list_queues", "-p", self.name, "--formatter", "json",
-            "name", "messages", "consumers", "arguments",
+            "list_queues",
+            "-p",
+            self.name,
+            "--formatter",
+            "json",
+            "name",
+            "messages",
+            "consumers",
+            "arguments",
         )
         found: dict[str, dict[str, Any]] = {}
         for q in json.loads(out or "[]"):
             arguments = {a[0]: a[-1] for a in q.get("arguments") or []}
             found[q["name"]] = {
-                "messages": q["messages"], "consumers": q["consumers"], "arguments": arguments,
+                "messages": q["messages"],
+                "consumers": q["consumers"],
+                "arguments": arguments,
             }
         return found
 

@@ -40,8 +40,9 @@ def main() -> int:
         step += 1
         future: cf.Future[Any]
         if step % 3 == 0 or not made:
-            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), host=marker, state="building",
-                                    vcpus=1, memory_mb=64)
+            inst = objects.Instance(
+                ctx, uuid=str(uuid.uuid4()), host=marker, state="building", vcpus=1, memory_mb=64
+            )
             future = inst.create_async()
             future.add_done_callback(_keep_if_created(made, inst))
         elif step % 3 == 1:
@@ -75,8 +76,18 @@ def main() -> int:
             warm_rss = rss_kib_self()
     for f in cf.as_completed(pending, timeout=60):
         count(f)
-    print(json.dumps({"ops": done, "errors": dict(errors), "samples": samples, "rss_warm": warm_rss,
-                      "rss_end": rss_kib_self()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ops": done,
+                "errors": dict(errors),
+                "samples": samples,
+                "rss_warm": warm_rss,
+                "rss_end": rss_kib_self(),
+            }
+        ),
+        flush=True,
+    )
     client.close()
     return 0
 

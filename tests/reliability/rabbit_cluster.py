@@ -101,15 +101,22 @@ class Node:
         self.write_config()
         out = open(self.base / "server.out", "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [SERVER], env=self.env(), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [SERVER],
+            env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         out.close()
 
     def ctl(self, *args: str, timeout: float = 90.0, check: bool = True) -> str:
         out = subprocess.run(
-            [CTL, "-q", "-n", self.name, *args], env=self.env(), capture_output=True,
-            text=True, timeout=timeout,
+            [CTL, "-q", "-n", self.name, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and out.returncode != 0:
             raise AssertionError(
@@ -122,13 +129,18 @@ class Node:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{self.name} did not start in {timeout}s:\n{self.log_tail()}")
             done = subprocess.run(
                 [CTL, "-q", "-n", self.name, "await_startup", "--timeout", str(int(max(5, left)))],
-                env=self.env(), capture_output=True, text=True, timeout=left + 30,
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=left + 30,
             )
             if done.returncode == 0:
                 return
@@ -154,7 +166,11 @@ class Node:
         text = ""
         for path in [self.base / "server.out", *sorted((self.base / "log").glob("*.log"))]:
             if path.exists():
-                text += f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+                text += (
+                    f"--- {path.name}\n"
+                    + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                    + "\n"
+                )
         return text
 
 
@@ -231,8 +247,19 @@ class RabbitCluster:
     def queues(self, via: Node) -> dict[str, dict[str, Any]]:
         """``{name: {"type", "leader", "members", "messages", "messages_ready",
         "messages_unacknowledged", "consumers"}}`` as ``via`` sees them."""
-        out = via.ctl("list_queues", "--formatter", "json", "name", "type", "leader", "members",
-                      "messages", "messages_ready", "messages_unacknowledged", "consumers")
+        out = via.ctl(
+            "list_queues",
+            "--formatter",
+            "json",
+            "name",
+            "type",
+            "leader",
+            "members",
+            "messages",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+        )
         return {q["name"]: q for q in json.loads(out or "[]")}
 
     def stop(self) -> None:

@@ -27,8 +27,14 @@ JSON = "application/json"
 kombu: Any = _kombu
 
 
-def envelope(method: str, args: dict[str, Any], *, ctxt: dict[str, Any] | None = None,
-             version: str | None = "1.0", **extra: Any) -> dict[str, Any]:
+def envelope(
+    method: str,
+    args: dict[str, Any],
+    *,
+    ctxt: dict[str, Any] | None = None,
+    version: str | None = "1.0",
+    **extra: Any,
+) -> dict[str, Any]:
     """A well-formed request envelope (the wire format of transport/_wire.py)."""
     return {
         "id": uuid.uuid4().hex,
@@ -114,7 +120,7 @@ class MemoryPeer(RawPeer):
         self._driver.send(Target(topic=self.topic), body)
 
     def dead_letters(self) -> list[tuple[bytes, str]]:
-        new = self._broker.dead_letters[self._seen_dead:]
+        new = self._broker.dead_letters[self._seen_dead :]
         self._seen_dead += len(new)
         return [(body, reason) for queue, reason, body in new]
 
@@ -138,8 +144,12 @@ class RabbitPeer(RawPeer):
 
     def send(self, body: bytes, content_type: str = JSON) -> None:
         self._producer.publish(
-            body, routing_key=self.topic, content_type=content_type,
-            content_encoding="binary", mandatory=True, retry=False,
+            body,
+            routing_key=self.topic,
+            content_type=content_type,
+            content_encoding="binary",
+            mandatory=True,
+            retry=False,
         )
 
     def _poll(self) -> None:

@@ -33,8 +33,14 @@ class _Collect(logging.Handler):
 class Served:
     """What a test sees of a running conductor: raw peer, client, warnings logged."""
 
-    def __init__(self, kind: str, peer: rawpeer.RawPeer, client: conductor.ConductorAPI,
-                 process: ServeProcess | None = None, handler: _Collect | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        peer: rawpeer.RawPeer,
+        client: conductor.ConductorAPI,
+        process: ServeProcess | None = None,
+        handler: _Collect | None = None,
+    ) -> None:
         self.kind = kind
         self.peer = peer
         self.client = client
@@ -97,8 +103,9 @@ def in_process(database_url: str, topic: str, **options: Any) -> Iterator[Served
 @contextlib.contextmanager
 def as_process(broker_url: str, database_url: str, topic: str, *extra: str) -> Iterator[Served]:
     import_probe()
-    with serve(broker_url, database_url, topic, "--objects", PROBE_MODULE, *extra,
-               server="s1") as proc:
+    with serve(
+        broker_url, database_url, topic, "--objects", PROBE_MODULE, *extra, server="s1"
+    ) as proc:
         client = conductor.connect(broker_url, topic=topic, timeout=15)
         peer = rawpeer.RabbitPeer(broker_url, topic)
         try:

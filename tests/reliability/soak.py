@@ -4,9 +4,9 @@ CI runs each fault once and the load for 20 s. This script runs the same tests l
 repeatedly, against the real RabbitMQ and PostgreSQL, and prints the figures each test
 reports (faults survived, writes lost, duplicates, memory):
 
-    python tests/reliability/soak.py                          # 5 min load, 35 s slow call, 3 rounds of faults
+    python tests/reliability/soak.py                  # 5 min load, 35 s slow call, 3 fault rounds
     python tests/reliability/soak.py --load-minutes 30 --rounds 10
-    python tests/reliability/soak.py --broker-restart         # also a full `rabbitmqctl stop_app/start_app`
+    python tests/reliability/soak.py --broker-restart # also `rabbitmqctl stop_app/start_app`
 
 ``--broker-restart`` stops the whole broker for a few seconds: every other user of it
 notices, so it is opt-in. The broker is started again whatever happens.
@@ -41,12 +41,22 @@ FAULT_TESTS = [
 
 def run_pytest(targets: list[str], env: dict[str, str], timeout: float) -> bool:
     """Run pytest on ``targets``; echo the figures lines; True when it passed."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-           "-o", f"timeout={int(timeout)}", *targets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        f"timeout={int(timeout)}",
+        *targets,
+    ]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     for line in out.stdout.splitlines():
         if "figures:" in line or " passed" in line or " failed" in line:
-            print("   ", line.strip()[line.find("figures:"):] if "figures:" in line else line)
+            print("   ", line.strip()[line.find("figures:") :] if "figures:" in line else line)
     if out.returncode != 0:
         print(out.stdout[-4000:], out.stderr[-2000:], sep="\n")
     return out.returncode == 0
@@ -81,10 +91,17 @@ def broker_restart(broker_url: str, database_url: str, down_seconds: float) -> b
             futures = []
             try:
                 for _ in range(20):
-                    futures += [objects.Instance(ctx, uuid=str(uuid.uuid4()), host=topic,
-                                                 state="building", vcpus=1,
-                                                 memory_mb=64).create_async()
-                                for _ in range(20)]
+                    futures += [
+                        objects.Instance(
+                            ctx,
+                            uuid=str(uuid.uuid4()),
+                            host=topic,
+                            state="building",
+                            vcpus=1,
+                            memory_mb=64,
+                        ).create_async()
+                        for _ in range(20)
+                    ]
                     time.sleep(0.05)
                 try:
                     faults.rabbitmqctl("stop_app")
@@ -104,8 +121,14 @@ def broker_restart(broker_url: str, database_url: str, down_seconds: float) -> b
                 deadline = time.monotonic() + 60
                 while not recovered and time.monotonic() < deadline:
                     try:
-                        objects.Instance(ctx, uuid=str(uuid.uuid4()), host=topic,
-                                         state="building", vcpus=1, memory_mb=64).create()
+                        objects.Instance(
+                            ctx,
+                            uuid=str(uuid.uuid4()),
+                            host=topic,
+                            state="building",
+                            vcpus=1,
+                            memory_mb=64,
+                        ).create()
                         recovered = True
                     except texc.MessagingException:
                         time.sleep(1)
@@ -117,19 +140,28 @@ def broker_restart(broker_url: str, database_url: str, down_seconds: float) -> b
         vhost.delete()
         if name:
             faults.PostgresDatabases.drop(name)
-    print(f"    figures: broker down {down_seconds}s; calls ok {ok}, typed failures {typed}, "
-          f"untyped {other}; recovered {recovered}; conductor alive {alive}")
+    print(
+        f"    figures: broker down {down_seconds}s; calls ok {ok}, typed failures {typed}, "
+        f"untyped {other}; recovered {recovered}; conductor alive {alive}"
+    )
     return other == 0 and recovered and alive
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load-minutes", type=float, default=5.0)
-    parser.add_argument("--slow-seconds", type=float, default=35.0,
-                        help="length of the slow call (default 35: past two AMQP heartbeats)")
+    parser.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=35.0,
+        help="length of the slow call (default 35: past two AMQP heartbeats)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="times each fault test runs")
-    parser.add_argument("--broker-restart", action="store_true",
-                        help="also stop and start the whole broker (disturbs its other users)")
+    parser.add_argument(
+        "--broker-restart",
+        action="store_true",
+        help="also stop and start the whole broker (disturbs its other users)",
+    )
     args = parser.parse_args()
 
     env = dict(os.environ)
@@ -140,23 +172,31 @@ def main() -> int:
     results: dict[str, bool] = {}
 
     print(f"load: {args.load_minutes} min, 3 clients x 100 in flight, two conductors")
-    results["load"] = run_pytest(["tests/reliability/test_load.py"], env,
-                                 args.load_minutes * 60 + 300)
+    results["load"] = run_pytest(
+        ["tests/reliability/test_load.py"], env, args.load_minutes * 60 + 300
+    )
     print(f"slow handler: {args.slow_seconds}s call")
     results["slow"] = run_pytest(
-        ["tests/reliability/test_slow_handlers.py::"
-         "test_a_method_longer_than_the_missed_heartbeat_threshold_completes"],
-        env, args.slow_seconds + 300)
+        [
+            "tests/reliability/test_slow_handlers.py::"
+            "test_a_method_longer_than_the_missed_heartbeat_threshold_completes"
+        ],
+        env,
+        args.slow_seconds + 300,
+    )
     for n in range(args.rounds):
         print(f"faults, round {n + 1}/{args.rounds}")
         results[f"faults-{n + 1}"] = run_pytest(FAULT_TESTS, env, 600)
     if args.broker_restart:
         print("full broker restart (rabbitmqctl stop_app / start_app)")
         results["broker-restart"] = broker_restart(
-            env["CONDUCTOR_TEST_TRANSPORT_URL"], env["CONDUCTOR_TEST_DATABASE_URL"], 5.0)
+            env["CONDUCTOR_TEST_TRANSPORT_URL"], env["CONDUCTOR_TEST_DATABASE_URL"], 5.0
+        )
     failed = [k for k, ok in results.items() if not ok]
-    print(f"soak: {len(results) - len(failed)}/{len(results)} passed"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"soak: {len(results) - len(failed)}/{len(results)} passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

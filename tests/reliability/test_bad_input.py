@@ -39,7 +39,9 @@ def assert_still_serving(s: served.Served) -> None:
     assert probe.Probe.echo(RequestContext(user_id="after"), {"ok": [1, 2]}) == {"ok": [1, 2]}
 
 
-def wait_dead_letters(s: served.Served, count: int, timeout: float = 15.0) -> list[tuple[bytes, str]]:
+def wait_dead_letters(
+    s: served.Served, count: int, timeout: float = 15.0
+) -> list[tuple[bytes, str]]:
     found: list[tuple[bytes, str]] = []
     deadline = time.monotonic() + timeout
     while len(found) < count and time.monotonic() < deadline:

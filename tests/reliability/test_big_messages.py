@@ -35,7 +35,9 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _big(request_id: str, reply_to: str | None) -> bytes:
-    env = envelope("object_class_action_versions", _class_action("Probe", "echo", ["x" * (SIZE_MB << 20)]))
+    env = envelope(
+        "object_class_action_versions", _class_action("Probe", "echo", ["x" * (SIZE_MB << 20)])
+    )
     env["id"], env["reply_to"] = request_id, reply_to
     return json.dumps(env).encode()
 
@@ -63,7 +65,9 @@ def test_messages_over_the_limit_are_refused_without_being_read_whole(
             parked += s.peer.dead_letters()
             time.sleep(0.2)
         after = _peak_rss_mb(s.process.proc.pid)
-        print(f"figures: {COUNT} x {SIZE_MB} MB: conductor peak RSS {before:.0f} MB -> {after:.0f} MB")
+        print(
+            f"figures: {COUNT} x {SIZE_MB} MB: conductor peak RSS {before:.0f} MB -> {after:.0f} MB"
+        )
         assert len(parked) == COUNT // 2
         assert all(len(body) <= 64 * 1024 and "bytes are kept" in reason for body, reason in parked)
         assert probe.Probe.echo(ctx, "alive") == "alive"

@@ -62,7 +62,8 @@ def test_connections_dropped_mid_load_every_call_ends_typed_and_service_recovers
         client = conductor.connect(url, topic=topic, timeout=TIMEOUT)
         caster_transport = transport.get_transport(url)
         caster = transport.RPCClient(
-            caster_transport, transport.Target(topic=topic, version="1.0"),
+            caster_transport,
+            transport.Target(topic=topic, version="1.0"),
             serializer=base.VersionedObjectSerializer(),  # type: ignore[arg-type]
         )
         try:
@@ -86,11 +87,21 @@ def test_connections_dropped_mid_load_every_call_ends_typed_and_service_recovers
                         refused_calls.append(exc)
                 cast_uuid = str(uuid.uuid4())
                 try:
-                    caster.cast(ctx, "object_action",
-                                objinst=objects.Instance(
-                                    ctx, uuid=cast_uuid, host=f"{marker}-cast",
-                                    state="building", vcpus=1, memory_mb=64),
-                                objmethod="create", args=[], kwargs={})
+                    caster.cast(
+                        ctx,
+                        "object_action",
+                        objinst=objects.Instance(
+                            ctx,
+                            uuid=cast_uuid,
+                            host=f"{marker}-cast",
+                            state="building",
+                            vcpus=1,
+                            memory_mb=64,
+                        ),
+                        objmethod="create",
+                        args=[],
+                        kwargs={},
+                    )
                     confirmed_casts.append(cast_uuid)
                 except TYPED as exc:
                     refused_casts.append(exc)
@@ -118,8 +129,9 @@ def test_connections_dropped_mid_load_every_call_ends_typed_and_service_recovers
             # ... casts the broker confirmed were all delivered, each once
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                cast_rows = faults.query(database_url, "SELECT uuid FROM instances WHERE host = :h",
-                                         h=f"{marker}-cast")
+                cast_rows = faults.query(
+                    database_url, "SELECT uuid FROM instances WHERE host = :h", h=f"{marker}-cast"
+                )
                 if len({r[0] for r in cast_rows} & set(confirmed_casts)) == len(confirmed_casts):
                     break
                 time.sleep(0.5)
@@ -128,8 +140,9 @@ def test_connections_dropped_mid_load_every_call_ends_typed_and_service_recovers
             assert len(landed) == len(set(landed)), "a cast ran twice"
 
             # ... successful creates are stored exactly once
-            rows = faults.query(database_url, "SELECT uuid FROM instances WHERE host = :h",
-                                h=f"{marker}-call")
+            rows = faults.query(
+                database_url, "SELECT uuid FROM instances WHERE host = :h", h=f"{marker}-call"
+            )
             stored = [r[0] for r in rows]
             assert len(stored) == len(set(stored)), "a create ran twice"
             succeeded = {inst.uuid for _, f, inst in calls if f.exception() is None}
@@ -143,10 +156,12 @@ def test_connections_dropped_mid_load_every_call_ends_typed_and_service_recovers
                 again = [new_instance(ctx, f"{marker}-again") for _ in range(50)]
                 objects.wait_all([i.create_async() for i in again], timeout=60)
             assert os_threads(proc.proc.pid) <= server_threads + 1
-            print(f"figures: connections cut {cut}, calls {len(calls)} ok {ok} "
-                  f"typed failures {len(failed)} ({sorted({type(e).__name__ for e in failed})}), "
-                  f"casts confirmed {len(confirmed_casts)} refused {len(refused_casts)}, "
-                  f"calls refused at send {len(refused_calls)}")
+            print(
+                f"figures: connections cut {cut}, calls {len(calls)} ok {ok} "
+                f"typed failures {len(failed)} ({sorted({type(e).__name__ for e in failed})}), "
+                f"casts confirmed {len(confirmed_casts)} refused {len(refused_casts)}, "
+                f"calls refused at send {len(refused_calls)}"
+            )
         finally:
             caster_transport.cleanup()
             client.close()

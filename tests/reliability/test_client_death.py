@@ -32,9 +32,20 @@ def test_dead_clients_reply_queue_expires_and_other_callers_are_unaffected(
 
         # When another compute process puts calls in flight and is SIGKILLed
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.dying_client", url, topic,
-             str(EXPIRES), "12", "1.5"],
-            stdout=subprocess.PIPE, text=True, env=child_env(), cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "tests.reliability.dying_client",
+                url,
+                topic,
+                str(EXPIRES),
+                "12",
+                "1.5",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+            cwd=REPO,
         )
         try:
             assert child.stdout is not None

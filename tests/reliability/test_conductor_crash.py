@@ -31,8 +31,18 @@ KILL_AFTER = 100
 
 def start_conductor(broker_url: str, database_url: str, topic: str, server: str) -> ServeProcess:
     proc = ServeProcess(
-        ["--transport-url", broker_url, "--database-url", database_url, "--topic", topic,
-         "--server", server, "--workers", "8"],
+        [
+            "--transport-url",
+            broker_url,
+            "--database-url",
+            database_url,
+            "--topic",
+            topic,
+            "--server",
+            server,
+            "--workers",
+            "8",
+        ],
         child_env(),
     )
     proc.wait_ready()
@@ -67,13 +77,21 @@ def test_sigkill_with_hundreds_of_writes_in_flight_loses_none_and_doubles_none(
         # Given instances to save, created while all is well
         to_save = [new_instance(ctx, f"{marker}-before") for _ in range(SAVES)]
         objects.wait_all([i.create_async() for i in to_save], timeout=120)
-        revisions = {i.id: rev for i, rev in zip(
-            to_save,
-            (r[0] for r in faults.query(
-                database_url, "SELECT revision FROM instances WHERE host = :h ORDER BY id",
-                h=f"{marker}-before")),
-            strict=True,
-        )}
+        revisions = {
+            i.id: rev
+            for i, rev in zip(
+                to_save,
+                (
+                    r[0]
+                    for r in faults.query(
+                        database_url,
+                        "SELECT revision FROM instances WHERE host = :h ORDER BY id",
+                        h=f"{marker}-before",
+                    )
+                ),
+                strict=True,
+            )
+        }
 
         # When hundreds of creates and saves are in flight and the conductor is SIGKILLed
         created = [new_instance(ctx, f"{marker}-new") for _ in range(CREATES)]
@@ -101,17 +119,23 @@ def test_sigkill_with_hundreds_of_writes_in_flight_loses_none_and_doubles_none(
         )
         assert sorted(r[0] for r in rows) == sorted(i.uuid for i in created)
         saved = faults.query(
-            database_url, "SELECT id, revision FROM instances WHERE host = :h ORDER BY id",
+            database_url,
+            "SELECT id, revision FROM instances WHERE host = :h ORDER BY id",
             h=f"{marker}-saved",
         )
         assert len(saved) == SAVES
         applied_twice = [id_ for id_, rev in saved if rev != revisions[id_] + 1]
         assert applied_twice == [], "a save ran more than once"
-        assert faults.count_rows(
-            database_url, "SELECT count(*) FROM instances WHERE host LIKE :m", m=f"{marker}-%"
-        ) == CREATES + SAVES
-        print(f"figures: in flight at SIGKILL {in_flight}, writes {CREATES + SAVES}, "
-              f"lost 0, duplicates 0, replayed {second.output.count('from its stored result')}")
+        assert (
+            faults.count_rows(
+                database_url, "SELECT count(*) FROM instances WHERE host LIKE :m", m=f"{marker}-%"
+            )
+            == CREATES + SAVES
+        )
+        print(
+            f"figures: in flight at SIGKILL {in_flight}, writes {CREATES + SAVES}, "
+            f"lost 0, duplicates 0, replayed {second.output.count('from its stored result')}"
+        )
     finally:
         first.kill()
         if second is not None:

@@ -23,8 +23,9 @@ def test_a_database_outage_reaches_the_caller_without_host_or_port(
     assert name is not None
     ctx = RequestContext(user_id="u-outage")
     with served.in_process(postgres_url, topic) as s:
-        objects.Instance(ctx, uuid=str(uuid.uuid4()), host="h", state="building", vcpus=1,
-                         memory_mb=1).create()
+        objects.Instance(
+            ctx, uuid=str(uuid.uuid4()), host="h", state="building", vcpus=1, memory_mb=1
+        ).create()
         errors = []
         with faults.PostgresDatabases.outage(name):
             for _ in range(3):

@@ -48,8 +48,10 @@ def test_database_outage_fails_requests_typed_and_the_conductor_serves_again(
         client = conductor.connect(broker_url, topic=topic, timeout=30)
         try:
             # Given a conductor that has served writes
-            objects.wait_all([new_instance(ctx, f"{marker}-before").create_async()
-                              for _ in range(20)], timeout=30)
+            objects.wait_all(
+                [new_instance(ctx, f"{marker}-before").create_async() for _ in range(20)],
+                timeout=30,
+            )
             assert faults.PostgresDatabases.backends(name) > 0
 
             # When the database is unreachable for a few seconds while requests arrive
@@ -84,13 +86,19 @@ def test_database_outage_fails_requests_typed_and_the_conductor_serves_again(
             after = [new_instance(ctx, f"{marker}-after") for _ in range(50)]
             objects.wait_all([i.create_async() for i in after], timeout=30)
 
-            stored = {r[0] for r in faults.query(
-                postgres_url, "SELECT uuid FROM instances WHERE host = :h", h=f"{marker}-during")}
+            stored = {
+                r[0]
+                for r in faults.query(
+                    postgres_url, "SELECT uuid FROM instances WHERE host = :h", h=f"{marker}-during"
+                )
+            }
             assert not stored & {i.uuid for i in failed}, "a failed request wrote anyway"
             ok = {inst.uuid for f, inst in during if f.exception() is None}
             assert ok <= stored
-            print(f"figures: requests during outage {len(during)}, DatabaseError {len(failed)}, "
-                  f"succeeded {len(ok)}, written by a failed request 0")
+            print(
+                f"figures: requests during outage {len(during)}, DatabaseError {len(failed)}, "
+                f"succeeded {len(ok)}, written by a failed request 0"
+            )
         finally:
             client.close()
             base.set_indirection_api(None)

@@ -40,8 +40,18 @@ FAILS_WITHIN = 15.0
 
 def start(broker_url: str, database_url: str, topic: str, server: str) -> ServeProcess:
     proc = ServeProcess(
-        ["--transport-url", broker_url, "--database-url", database_url, "--topic", topic,
-         "--server", server, "--workers", str(WORKERS)],
+        [
+            "--transport-url",
+            broker_url,
+            "--database-url",
+            database_url,
+            "--topic",
+            topic,
+            "--server",
+            server,
+            "--workers",
+            str(WORKERS),
+        ],
         child_env(),
     )
     proc.wait_ready()
@@ -95,8 +105,11 @@ def test_a_frozen_conductor_holds_a_bounded_few_and_their_callers_fail_fast(
         assert all(isinstance(e, texc.CallMonitorTimeout) for e in failures), failures
         assert sent_for < CALLS * 0.005 + FAILS_WITHIN + 5, sent_for
         slowest = max(ended[i] - started - i * 0.005 for i in range(CALLS))
-        print(f"figures: {CALLS} calls, {len(failures)} failed fast (held by the frozen "
-              f"conductor, which holds {held} messages), slowest call {slowest:.1f}s, timeout {TIMEOUT:.0f}s")
+        print(
+            f"figures: {CALLS} calls, {len(failures)} failed fast (held by the frozen "
+            f"conductor, which holds {held} messages), slowest call {slowest:.1f}s, "
+            f"timeout {TIMEOUT:.0f}s"
+        )
         assert slowest < FAILS_WITHIN, slowest
 
         # When the frozen conductor resumes, it runs what it held (its callers were told
@@ -113,9 +126,12 @@ def test_a_frozen_conductor_holds_a_bounded_few_and_their_callers_fail_fast(
                 break
             time.sleep(0.2)
         assert count == CALLS
-        assert faults.count_rows(
-            database_url, "SELECT count(DISTINCT uuid) FROM instances WHERE host = :h", h=marker
-        ) == CALLS
+        assert (
+            faults.count_rows(
+                database_url, "SELECT count(DISTINCT uuid) FROM instances WHERE host = :h", h=marker
+            )
+            == CALLS
+        )
     finally:
         if stopped:
             os.kill(frozen.proc.pid, signal.SIGCONT)

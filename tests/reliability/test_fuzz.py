@@ -23,15 +23,33 @@ from transport import exceptions as texc
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
-objnames = st.sampled_from(["Instance", "InstanceList", "Flavor", "ComputeNode", "Probe"]) | st.text()
+objnames = (
+    st.sampled_from(["Instance", "InstanceList", "Flavor", "ComputeNode", "Probe"]) | st.text()
+)
 objmethods = st.sampled_from(
-    ["get", "get_by_uuid", "get_all", "create", "save", "destroy", "refresh", "echo", "whoami",
-     "fail", "not_remotable", "__init__", "__class__", "obj_reset_changes", "_db_get",
-     "obj_from_primitive"]
+    [
+        "get",
+        "get_by_uuid",
+        "get_all",
+        "create",
+        "save",
+        "destroy",
+        "refresh",
+        "echo",
+        "whoami",
+        "fail",
+        "not_remotable",
+        "__init__",
+        "__class__",
+        "obj_reset_changes",
+        "_db_get",
+        "obj_from_primitive",
+    ]
 ) | st.text(max_size=12)
 versions = st.none() | st.sampled_from(["1.0", "1.2", "1.9", "2.0", "0.1", "", "x.y"]) | st.text()
 
@@ -39,10 +57,28 @@ versions = st.none() | st.sampled_from(["1.0", "1.2", "1.9", "2.0", "0.1", "", "
 @st.composite
 def primitives(draw: st.DrawFn) -> dict[str, Any]:
     """Object primitives, from plausible to broken."""
-    data = draw(st.dictionaries(
-        st.sampled_from(["id", "uuid", "host", "state", "vcpus", "memory_mb", "tags", "metadata",
-                         "flavor", "name", "evil"]) | st.text(max_size=6),
-        json_values, max_size=6))
+    data = draw(
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "uuid",
+                    "host",
+                    "state",
+                    "vcpus",
+                    "memory_mb",
+                    "tags",
+                    "metadata",
+                    "flavor",
+                    "name",
+                    "evil",
+                ]
+            )
+            | st.text(max_size=6),
+            json_values,
+            max_size=6,
+        )
+    )
     primitive = {
         "versioned_object.name": draw(objnames),
         "versioned_object.namespace": draw(st.sampled_from(["versionedobjects", "other"])),
@@ -57,11 +93,15 @@ def primitives(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def requests(draw: st.DrawFn) -> dict[str, Any]:
-    method = draw(st.sampled_from(
-        ["object_class_action_versions", "object_action", "object_backport_versions"]
-    ) | st.text(max_size=10))
+    method = draw(
+        st.sampled_from(
+            ["object_class_action_versions", "object_action", "object_backport_versions"]
+        )
+        | st.text(max_size=10)
+    )
     args: dict[str, Any] = {
-        "objname": draw(objnames), "objmethod": draw(objmethods),
+        "objname": draw(objnames),
+        "objmethod": draw(objmethods),
         "object_versions": draw(st.dictionaries(objnames, versions, max_size=2) | json_values),
         "args": draw(st.lists(json_values, max_size=3) | json_values),
         "kwargs": draw(st.dictionaries(st.text(max_size=6), json_values, max_size=2)),
@@ -69,13 +109,27 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     }
     for key in draw(st.lists(st.sampled_from(sorted(args)), max_size=3)):
         args.pop(key, None)
-    ctxt = draw(st.fixed_dictionaries({}, optional={
-        "user_id": st.text(max_size=5) | st.none(), "roles": json_values,
-        "is_admin": st.booleans(), "request_id": json_values,
-    }) | json_values)
-    return {"method": method, "args": args, "ctxt": ctxt, "ns": draw(st.none() | st.text()),
-            "ver": draw(versions), "multi": draw(st.booleans()), "hb": draw(st.none() | st.floats(
-                min_value=-1, max_value=1, allow_nan=False))}
+    ctxt = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "user_id": st.text(max_size=5) | st.none(),
+                "roles": json_values,
+                "is_admin": st.booleans(),
+                "request_id": json_values,
+            },
+        )
+        | json_values
+    )
+    return {
+        "method": method,
+        "args": args,
+        "ctxt": ctxt,
+        "ns": draw(st.none() | st.text()),
+        "ver": draw(versions),
+        "multi": draw(st.booleans()),
+        "hb": draw(st.none() | st.floats(min_value=-1, max_value=1, allow_nan=False)),
+    }
 
 
 def test_fuzzed_requests_always_get_a_reply_or_a_dead_letter(sqlite_url: str, topic: str) -> None:

@@ -33,13 +33,26 @@ def test_clients_with_many_in_flight_against_two_conductors_zero_errors_flat_mem
 ) -> None:
     marker = f"load-{uuid.uuid4().hex[:8]}"
     extra = ("--workers", "8", "--log-level", "WARNING")
-    with serve(broker_url, database_url, topic, *extra, server="c1") as c1, \
-            serve(broker_url, database_url, topic, *extra, server="c2") as c2:
+    with (
+        serve(broker_url, database_url, topic, *extra, server="c1") as c1,
+        serve(broker_url, database_url, topic, *extra, server="c2") as c2,
+    ):
         clients = [
             subprocess.Popen(
-                [sys.executable, "-m", "tests.reliability.load_client", broker_url, topic,
-                 str(SECONDS), str(IN_FLIGHT), f"{marker}-{n}"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.reliability.load_client",
+                    broker_url,
+                    topic,
+                    str(SECONDS),
+                    str(IN_FLIGHT),
+                    f"{marker}-{n}",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=child_env(),
                 cwd=REPO,
             )
             for n in range(CLIENTS)
@@ -61,6 +74,8 @@ def test_clients_with_many_in_flight_against_two_conductors_zero_errors_flat_mem
         assert end[pid] - before < GROWTH_KIB, f"conductor {pid}: {before} -> {end[pid]} KiB"
     for r in results:
         assert r["rss_end"] - r["rss_warm"] < GROWTH_KIB, r
-    print(f"figures: {CLIENTS} clients x {IN_FLIGHT} in flight, {SECONDS:.0f}s, {ops} ops "
-          f"({ops / SECONDS:.0f}/s), errors 0, conductor RSS KiB {warm} -> {end}, "
-          f"client RSS KiB {[(r['rss_warm'], r['rss_end']) for r in results]}")
+    print(
+        f"figures: {CLIENTS} clients x {IN_FLIGHT} in flight, {SECONDS:.0f}s, {ops} ops "
+        f"({ops / SECONDS:.0f}/s), errors 0, conductor RSS KiB {warm} -> {end}, "
+        f"client RSS KiB {[(r['rss_warm'], r['rss_end']) for r in results]}"
+    )

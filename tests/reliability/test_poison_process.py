@@ -22,8 +22,14 @@ DEEP = 200_000
 
 
 def _deep(reply_to: str | None) -> bytes:
-    head = json.dumps({"id": uuid.uuid4().hex, "reply_to": reply_to, "method": "object_class_action_versions",
-                       "ctxt": {}})
+    head = json.dumps(
+        {
+            "id": uuid.uuid4().hex,
+            "reply_to": reply_to,
+            "method": "object_class_action_versions",
+            "ctxt": {},
+        }
+    )
     return head[:-1].encode() + b',"args":{"objname":' + b"[" * DEEP + b"]" * DEEP + b"}}"
 
 

@@ -105,9 +105,22 @@ class Client:
 
     def __init__(self, url: str, topic: str, marker: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.cluster_client", url, topic, str(WRITES),
-             str(IN_FLIGHT), str(TIMEOUT), marker],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "tests.reliability.cluster_client",
+                url,
+                topic,
+                str(WRITES),
+                str(IN_FLIGHT),
+                str(TIMEOUT),
+                marker,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+            cwd=REPO,
         )
         self.progress = 0
         self.result: dict[str, Any] | None = None
@@ -162,8 +175,10 @@ def test_quorum_leader_lost_mid_load_nothing_lost_or_doubled(
     }
     # Given two conductors on node 1 (which will lead the topic's quorum queues)
     options = ("--quorum-queues", "--workers", str(WORKERS))
-    with serve(cluster.url([1, 2, 3]), postgres_url, topic, *options, server="c1") as c1, \
-            serve(cluster.url([1, 3, 2]), postgres_url, topic, *options, server="c2") as c2:
+    with (
+        serve(cluster.url([1, 2, 3]), postgres_url, topic, *options, server="c1") as c1,
+        serve(cluster.url([1, 3, 2]), postgres_url, topic, *options, server="c2") as c2,
+    ):
         queues = cluster.queues(cluster.nodes[1])
         assert queues[topic]["type"] == "quorum", queues
         leader = cluster.node(queues[topic]["leader"])
@@ -190,7 +205,9 @@ def test_quorum_leader_lost_mid_load_nothing_lost_or_doubled(
         survivor = next(n for n in cluster.nodes if n is not leader)
         # (redeliveries of requests already answered may still be draining: replays)
         drain_until = time.monotonic() + 30
-        while (after := cluster.queues(survivor)[topic])["messages"] and time.monotonic() < drain_until:
+        while (after := cluster.queues(survivor)[topic])[
+            "messages"
+        ] and time.monotonic() < drain_until:
             time.sleep(1)
         # Then both conductors still serve, failed over to the surviving nodes
         assert c1.proc.poll() is None and c2.proc.poll() is None
@@ -227,17 +244,25 @@ def test_quorum_leader_lost_mid_load_nothing_lost_or_doubled(
     unknown = {r[1] for r in failed if r[0] == "save"}
     stale = [u for u, (_, value) in last_save.items() if rows.get(u) != value and u not in unknown]
     figures.update(
-        writes=len(records), ok=len(records) - len(failed), failed=len(failed),
-        unfinished=unfinished, lost=len(lost), duplicated=duplicated, stale_rows=len(stale),
+        writes=len(records),
+        ok=len(records) - len(failed),
+        failed=len(failed),
+        unfinished=unfinished,
+        lost=len(lost),
+        duplicated=duplicated,
+        stale_rows=len(stale),
         max_latency_s=round(max(latencies), 2),
         max_latency_after_stop_s=round(max(r[4] - r[3] for r in records if r[4] > stop_at), 2),
         failover_gap_s=round(max(gaps), 2) if gaps else None,
         in_flight_at_stop=sum(1 for r in records if r[3] <= stop_at < r[4]),
         in_flight_at_drop=sum(1 for r in records if r[3] <= dropped_at < r[4]),
         dropped_after_s=round(dropped_at - stop_at, 2),
-        leader_before=leader.name, leader_after=after.get("leader"),
-        replays=c1.output.count("from its stored result") + c2.output.count("from its stored result"),
-        reconnects=c1.output.count("reconnected to the broker") + c2.output.count("reconnected to the broker"),
+        leader_before=leader.name,
+        leader_after=after.get("leader"),
+        replays=c1.output.count("from its stored result")
+        + c2.output.count("from its stored result"),
+        reconnects=c1.output.count("reconnected to the broker")
+        + c2.output.count("reconnected to the broker"),
     )
     print(f"\ncluster figures: {json.dumps(figures)}")
     detail = f"{figures}; failures: {Counter(r[5][:80] for r in failed).most_common(5)}"

@@ -45,15 +45,33 @@ def ctx() -> RequestContext:
 
 
 def new_instance(ctx: RequestContext, host: str) -> Any:
-    return objects.Instance(ctx, uuid=str(uuid.uuid4()), host=host, state="building",
-                            vcpus=1, memory_mb=64, tags=[], metadata={})
+    return objects.Instance(
+        ctx,
+        uuid=str(uuid.uuid4()),
+        host=host,
+        state="building",
+        vcpus=1,
+        memory_mb=64,
+        tags=[],
+        metadata={},
+    )
 
 
-def action(s: served.Served, ctx: RequestContext, inst: Any, method: str,
-           request_id: str | None = None) -> dict[str, Any]:
-    env = envelope("object_action", {"objinst": inst.obj_to_primitive(), "objmethod": method,
-                                     "args": [], "kwargs": {}, "object_versions": VERSIONS},
-                   ctxt=ctx.to_dict(), reply_to=s.peer.reply_address)
+def action(
+    s: served.Served, ctx: RequestContext, inst: Any, method: str, request_id: str | None = None
+) -> dict[str, Any]:
+    env = envelope(
+        "object_action",
+        {
+            "objinst": inst.obj_to_primitive(),
+            "objmethod": method,
+            "args": [],
+            "kwargs": {},
+            "object_versions": VERSIONS,
+        },
+        ctxt=ctx.to_dict(),
+        reply_to=s.peer.reply_address,
+    )
     if request_id is not None:
         env["id"] = request_id
     return env
@@ -183,8 +201,13 @@ def test_an_id_reused_for_a_failing_request_is_refused_not_answered(
     inst.task_state = "second"
     reused_error(send(s, action(s, ctx, inst, "save", original["id"])))
     # In a batch too
-    batch = send_batch(s, [action(s, ctx, inst, "save", original["id"]),
-                           action(s, ctx, new_instance(ctx, "x"), "create")])
+    batch = send_batch(
+        s,
+        [
+            action(s, ctx, inst, "save", original["id"]),
+            action(s, ctx, new_instance(ctx, "x"), "create"),
+        ],
+    )
     reused_error(batch[0])
 
     assert objects.Instance.get(ctx, inst.id).task_state == "first"
@@ -209,9 +232,18 @@ def test_a_redelivered_request_is_compared_with_the_stored_one_single_and_batche
         host = f"redeliver-{uuid.uuid4().hex[:6]}"
 
         def create(request_id: str, inst: Any) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
-            return (request_id, ctx.to_dict(), "object_action",
-                    {"objinst": inst.obj_to_primitive(), "objmethod": "create", "args": [],
-                     "kwargs": {}, "object_versions": VERSIONS})
+            return (
+                request_id,
+                ctx.to_dict(),
+                "object_action",
+                {
+                    "objinst": inst.obj_to_primitive(),
+                    "objmethod": "create",
+                    "args": [],
+                    "kwargs": {},
+                    "object_versions": VERSIONS,
+                },
+            )
 
         rid = f"req-{uuid.uuid4().hex}"
         original = create(rid, new_instance(ctx, host))
@@ -228,8 +260,12 @@ def test_a_redelivered_request_is_compared_with_the_stored_one_single_and_batche
         with pytest.raises(exception.RequestIdReused):
             dispatcher.dispatch(*foreign, redelivered=True)
         outcomes = dispatcher.dispatch_batch(
-            [(*other, None, "1.0"), (*create(uuid.uuid4().hex, new_instance(ctx, host)), None,
-                                     "1.0")], redelivered=True)
+            [
+                (*other, None, "1.0"),
+                (*create(uuid.uuid4().hex, new_instance(ctx, host)), None, "1.0"),
+            ],
+            redelivered=True,
+        )
         assert isinstance(outcomes[0][1], exception.RequestIdReused)
         assert outcomes[1][0] is True
 

@@ -22,8 +22,17 @@ from tests.reliability import faults, served
 from tests.reliability.rawpeer import envelope, rebuild_error
 
 PRODUCT = ("objects", "transport", "conductor")
-CODE_LOADING = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "jsonpickle", "marshal",
-                "shelve", "yaml"}
+CODE_LOADING = {
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "cloudpickle",
+    "dill",
+    "jsonpickle",
+    "marshal",
+    "shelve",
+    "yaml",
+}
 
 
 def product_modules() -> list[Path]:
@@ -40,18 +49,25 @@ def test_no_product_module_imports_pickle_or_another_code_loading_format() -> No
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
-                names = [a.value for a in node.args if isinstance(a, ast.Constant)
-                         and isinstance(a.value, str)]
-            offenders += [f"{path}:{getattr(node, 'lineno', 0)} {n}" for n in names
-                          if n.split(".")[0] in CODE_LOADING]
+                names = [
+                    a.value
+                    for a in node.args
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                ]
+            offenders += [
+                f"{path}:{getattr(node, 'lineno', 0)} {n}"
+                for n in names
+                if n.split(".")[0] in CODE_LOADING
+            ]
     assert len(product_modules()) > 20
     assert offenders == []
 
 
 def test_the_amqp_consumer_accepts_json_only() -> None:
     source = (REPO / "transport" / "drivers" / "amqp.py").read_text()
-    accepts = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.keyword)
-               and n.arg == "accept"]
+    accepts = [
+        n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.keyword) and n.arg == "accept"
+    ]
     assert accepts, "kombu consumers must pass an explicit accept list"
     for keyword in accepts:
         assert ast.unparse(keyword.value) == "[_JSON]"
@@ -68,15 +84,22 @@ def test_a_remote_failure_reaches_the_caller_typed_and_without_a_traceback(
         assert "Traceback" not in str(caught.value) and "_deep_frame" not in str(caught.value)
 
         # On the wire: class, module, message, args, kwargs; no frames, no file names.
-        request = envelope("object_class_action_versions", {
-            "objname": "Probe", "objmethod": "fail", "object_versions": {}, "args": [],
-            "kwargs": {}})
+        request = envelope(
+            "object_class_action_versions",
+            {
+                "objname": "Probe",
+                "objmethod": "fail",
+                "object_versions": {},
+                "args": [],
+                "kwargs": {},
+            },
+        )
         request["reply_to"] = s.peer.reply_address
         s.peer.send_json(request)
         reply = s.peer.reply(request["id"])
         assert set(reply["exc"]) == {"class", "module", "message", "args", "kwargs"}
         wire = json.dumps(reply)
-        for leak in ("Traceback", "File \\\"", "_deep_frame_marker", "probe_objects", ".py"):
+        for leak in ("Traceback", 'File \\"', "_deep_frame_marker", "probe_objects", ".py"):
             assert leak not in wire, leak
         assert isinstance(rebuild_error(reply), RuntimeError)
 
@@ -112,7 +135,11 @@ def test_conductor_serve_refuses_admin_contexts_unless_started_with_the_flag(
 def run_serve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*conductor_command(), "serve", "--log-level", "DEBUG", *args],
-        capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=REPO,
     )
 
 
@@ -127,17 +154,28 @@ def assert_clean_failure(out: subprocess.CompletedProcess[str], *secrets: str) -
 
 def test_unreachable_database_fails_in_one_line_without_its_password() -> None:
     secret = f"DbS3cret{uuid.uuid4().hex[:6]}"
-    out = run_serve("--transport-url", "amqp://guest:BrokerS3cret@127.0.0.1:1//",
-                    "--database-url", f"postgresql+psycopg://postgres:{secret}@127.0.0.1:1/x",
-                    "--topic", "never-served")
+    out = run_serve(
+        "--transport-url",
+        "amqp://guest:BrokerS3cret@127.0.0.1:1//",
+        "--database-url",
+        f"postgresql+psycopg://postgres:{secret}@127.0.0.1:1/x",
+        "--topic",
+        "never-served",
+    )
     text = assert_clean_failure(out, secret, "BrokerS3cret")
     assert "no database answers at 127.0.0.1:1" in text and "--database-url" in text
 
 
 def test_unsupported_broker_url_is_reported_without_its_password(sqlite_url: str) -> None:
     secret = f"Br0kerS3cret{uuid.uuid4().hex[:6]}"
-    out = run_serve("--transport-url", f"stomp://guest:{secret}@127.0.0.1:61613//",
-                    "--database-url", sqlite_url, "--topic", "never-served")
+    out = run_serve(
+        "--transport-url",
+        f"stomp://guest:{secret}@127.0.0.1:61613//",
+        "--database-url",
+        sqlite_url,
+        "--topic",
+        "never-served",
+    )
     text = assert_clean_failure(out, secret)
     assert "could not start" in text and "'stomp'" in text
 

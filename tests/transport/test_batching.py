@@ -58,18 +58,29 @@ def test_calls_in_flight_are_packed_and_each_keeps_its_result_or_error(
     assert len(ids) == len(set(ids))
 
 
-def test_a_bad_item_in_a_batch_fails_alone(tp: transport.Transport, topic: str, servers: Servers) -> None:
+def test_a_bad_item_in_a_batch_fails_alone(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
     servers.start(tp, Target(topic=topic), [BatchingEndpoint()])
     client = RPCClient(tp, Target(topic=topic), timeout=20)
     replies = tp._replies
     from transport._replies import PendingCall
 
-    calls = [PendingCall(f"req-{i}", "add", 20, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
-             for i in range(2)]
+    calls = [
+        PendingCall(f"req-{i}", "add", 20, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+        for i in range(2)
+    ]
     for call in calls:
         replies.register(call)
-    good = {"id": "req-0", "method": "add", "args": {"a": 1, "b": 2}, "ctxt": {},
-            "ns": None, "ver": None, "reply_to": replies.address}
+    good = {
+        "id": "req-0",
+        "method": "add",
+        "args": {"a": 1, "b": 2},
+        "ctxt": {},
+        "ns": None,
+        "ver": None,
+        "reply_to": replies.address,
+    }
     bad = {"id": "req-1", "method": 5, "args": [], "ctxt": {}, "reply_to": replies.address}
     body = json.dumps({"batch": [good, bad, "not an envelope"]}).encode()
     tp._driver.send(Target(topic=topic), body, ttl=20)

@@ -24,10 +24,14 @@ class Collector:
         self.received.append((priority, *args))
         self.event.set()
 
-    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: dict[str, Any]) -> None:
+    def info(
+        self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: dict[str, Any]
+    ) -> None:
         self._record("info", ctxt, publisher_id, event_type, payload, metadata)
 
-    def error(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: dict[str, Any]) -> None:
+    def error(
+        self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: dict[str, Any]
+    ) -> None:
         self._record("error", ctxt, publisher_id, event_type, payload, metadata)
 
 
@@ -47,7 +51,11 @@ def listeners() -> Any:
 
 
 def _listen(
-    tp: transport.Transport, topic: str, endpoints: list[object], listeners: list[Any], pool: str | None = None
+    tp: transport.Transport,
+    topic: str,
+    endpoints: list[object],
+    listeners: list[Any],
+    pool: str | None = None,
 ) -> NotificationListener:
     listener = NotificationListener(tp, [Target(topic=topic)], endpoints, pool=pool)
     listener.start()
@@ -66,13 +74,20 @@ def test_listener_calls_the_priority_method_with_the_message_fields(
     _wait_for(lambda: len(collector.received) == 2)
     by_priority = {r[0]: r for r in collector.received}
     _, ctxt, publisher, event, payload, metadata = by_priority["info"]
-    assert (ctxt, publisher, event, payload) == ({"user_id": "u"}, "compute.host1", "instance.create", {"id": 42})
+    assert (ctxt, publisher, event, payload) == (
+        {"user_id": "u"},
+        "compute.host1",
+        "instance.create",
+        {"id": 42},
+    )
     assert metadata["message_id"]
     assert datetime.datetime.fromisoformat(metadata["timestamp"]).tzinfo is not None
     assert by_priority["error"][3] == "instance.fail"
 
 
-def test_every_priority_method_sends(tp: transport.Transport, topic: str, listeners: list[Any]) -> None:
+def test_every_priority_method_sends(
+    tp: transport.Transport, topic: str, listeners: list[Any]
+) -> None:
     class All:
         def __init__(self) -> None:
             self.seen: list[str] = []
@@ -115,7 +130,9 @@ def test_one_pool_shares_messages_and_each_pool_gets_every_message(
     assert sorted(r[4]["i"] for r in b.received) == list(range(20))
 
 
-def test_a_notify_that_fails_never_raises_into_the_caller(tp: transport.Transport, topic: str) -> None:
+def test_a_notify_that_fails_never_raises_into_the_caller(
+    tp: transport.Transport, topic: str
+) -> None:
     notifier = Notifier(tp, "p", topics=[topic])
     notifier.info({}, "evt", {"unserialisable": object()})
     tp.cleanup()
@@ -126,7 +143,14 @@ def test_a_failing_endpoint_does_not_stop_the_listener(
     tp: transport.Transport, topic: str, listeners: list[Any]
 ) -> None:
     class Flaky(Collector):
-        def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: dict[str, Any]) -> None:
+        def info(
+            self,
+            ctxt: Any,
+            publisher_id: str,
+            event_type: str,
+            payload: Any,
+            metadata: dict[str, Any],
+        ) -> None:
             super().info(ctxt, publisher_id, event_type, payload, metadata)
             if payload["fail"]:
                 raise RuntimeError("endpoint bug")

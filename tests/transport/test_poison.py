@@ -41,8 +41,16 @@ class Recorder:
         return seconds
 
 
-def _request(method: str = "echo", args: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"id": uuid.uuid4().hex, "method": method, "args": args or {"value": 1}, "ctxt": {}, **extra}
+def _request(
+    method: str = "echo", args: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex,
+        "method": method,
+        "args": args or {"value": 1},
+        "ctxt": {},
+        **extra,
+    }
 
 
 def _deep_body(reply_to: str | None) -> bytes:
@@ -50,8 +58,14 @@ def _deep_body(reply_to: str | None) -> bytes:
     return head[:-1].encode() + b',"args":{"value":' + b"[" * DEEP + b"]" * DEEP + b"}}"
 
 
-def _collect_dead(tp: transport.Transport, queue: str, is_rabbit: bool, count: int, seen: list[bytes],
-                  timeout: float = 20) -> list[bytes]:
+def _collect_dead(
+    tp: transport.Transport,
+    queue: str,
+    is_rabbit: bool,
+    count: int,
+    seen: list[bytes],
+    timeout: float = 20,
+) -> list[bytes]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = _dead_letters(tp, queue, is_rabbit)
@@ -80,7 +94,9 @@ def test_poison_messages_are_dead_lettered_and_never_fill_the_prefetch_window(
         elif i % 3 == 1:
             body = _deep_body("reply_nobody")
         else:
-            body = json.dumps(_request(args={"value": "never run"}, reply_to="r" * 300, hb=0.5)).encode()
+            body = json.dumps(
+                _request(args={"value": "never run"}, reply_to="r" * 300, hb=0.5)
+            ).encode()
         poison.append(body)
         tp._driver.send(Target(topic=topic), body)
     # Then a normal call still succeeds at once
@@ -93,7 +109,9 @@ def test_poison_messages_are_dead_lettered_and_never_fill_the_prefetch_window(
     assert endpoint.calls == ["ok"]
 
 
-@pytest.mark.parametrize("reply_to", ["x" * 256, "", "bad address with spaces", "r\u00e9ply", "a\x00b"])
+@pytest.mark.parametrize(
+    "reply_to", ["x" * 256, "", "bad address with spaces", "r\u00e9ply", "a\x00b"]
+)
 def test_a_request_with_an_invalid_reply_address_is_refused_before_it_runs(
     tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool, reply_to: str
 ) -> None:
@@ -101,7 +119,9 @@ def test_a_request_with_an_invalid_reply_address_is_refused_before_it_runs(
     servers.start(tp, Target(topic=topic), [endpoint])
     body = json.dumps(_request(reply_to=reply_to)).encode()
     tp._driver.send(Target(topic=topic), body)
-    batch = json.dumps({"batch": [_request(reply_to=reply_to), _request(args={"value": 2})]}).encode()
+    batch = json.dumps(
+        {"batch": [_request(reply_to=reply_to), _request(args={"value": 2})]}
+    ).encode()
     tp._driver.send(Target(topic=topic), batch)
     assert _collect_dead(tp, f"{topic}.dead", is_rabbit, 1, []) == [body]
     deadline = time.monotonic() + 10
@@ -135,7 +155,9 @@ def test_a_failing_reply_settles_the_request_and_keeps_the_heartbeat_thread_aliv
             server_tp._driver.send(Target(topic=topic), json.dumps(request).encode())
         time.sleep(0.5)
         # Then ordinary calls are still served and the call monitor still works
-        client = RPCClient(make_transport(), Target(topic=topic), timeout=30, call_monitor_interval=0.2)
+        client = RPCClient(
+            make_transport(), Target(topic=topic), timeout=30, call_monitor_interval=0.2
+        )
         assert client.call({}, "echo", value="ok") == "ok"
         future = client.call_async({}, "block")
         assert endpoint.started.wait(10)
@@ -154,7 +176,9 @@ class Notes:
     def __init__(self) -> None:
         self.seen: list[Any] = []
 
-    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: Any) -> None:
+    def info(
+        self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: Any
+    ) -> None:
         self.seen.append(payload)
 
 
@@ -165,7 +189,9 @@ def test_a_poison_notification_is_dead_lettered_and_the_listener_goes_on(
     listener = NotificationListener(tp, [Target(topic=topic)], [endpoint], max_workers=1)
     listener.start()
     try:
-        bodies = [b'{"priority":"info","payload":' + b"[" * DEEP + b"]" * DEEP + b"}" for _ in range(6)]
+        bodies = [
+            b'{"priority":"info","payload":' + b"[" * DEEP + b"]" * DEEP + b"}" for _ in range(6)
+        ]
         for body in bodies:
             tp._driver.notify(Target(topic=topic), "info", body)
         transport.Notifier(tp, "p", topics=[topic]).info({}, "e", "after")
@@ -220,12 +246,17 @@ from hypothesis import strategies as st  # noqa: E402
 _scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 _values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 _addresses = (
-    st.sampled_from(["reply_fuzz", "", " ", "a b", "x" * 255, "x" * 256, "é" * 200, "\x00", "amq.gen"])
-    | st.text(max_size=300) | _values
+    st.sampled_from(
+        ["reply_fuzz", "", " ", "a b", "x" * 255, "x" * 256, "é" * 200, "\x00", "amq.gen"]
+    )
+    | st.text(max_size=300)
+    | _values
 )
 _methods = st.sampled_from(["echo", "fail", "quit", "stream", "nap", "_private", "nope"]) | _values
 _hb = st.sampled_from([1e-9, 0.0, -1.0, float("nan"), float("inf"), 1e300, 0.05]) | _values
@@ -289,11 +320,17 @@ def _messages(draw: st.DrawFn) -> bytes:
 def _unsettled(tp: transport.Transport, topic: str) -> int:
     broker = tp._driver.broker  # type: ignore[attr-defined]
     with broker._lock:
-        return sum(len(c.unacked) for name, q in broker._queues.items() if name.startswith(topic)
-                   for c in q.consumers)
+        return sum(
+            len(c.unacked)
+            for name, q in broker._queues.items()
+            if name.startswith(topic)
+            for c in q.consumers
+        )
 
 
-def test_fuzzed_envelopes_never_stall_the_server(make_transport: MakeTransport, topic: str, is_rabbit: bool) -> None:
+def test_fuzzed_envelopes_never_stall_the_server(
+    make_transport: MakeTransport, topic: str, is_rabbit: bool
+) -> None:
     # Given a server with a small prefetch window (2 workers: 8 messages)
     server_tp = make_transport()
     servers_tp = Servers()
@@ -301,8 +338,12 @@ def test_fuzzed_envelopes_never_stall_the_server(make_transport: MakeTransport, 
     client = RPCClient(make_transport(), Target(topic=topic), timeout=10, call_monitor_interval=0.2)
     tried = {"messages": 0}
     try:
-        @settings(max_examples=100 if is_rabbit else 400, deadline=None,
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(
+            max_examples=100 if is_rabbit else 400,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(st.lists(_messages(), min_size=1, max_size=12))
         def check(bodies: list[bytes]) -> None:
             # When a window's worth of fuzzed messages arrives
@@ -352,7 +393,9 @@ def test_the_depth_check_agrees_with_the_decoded_value(value: Any, limit: int) -
     assert _wire.too_deep(body, limit) == (_depth(value) > limit)
 
 
-def test_the_heartbeat_thread_comes_back_after_it_failed(make_transport: MakeTransport, topic: str) -> None:
+def test_the_heartbeat_thread_comes_back_after_it_failed(
+    make_transport: MakeTransport, topic: str
+) -> None:
     server_tp = make_transport()
     endpoint = Recorder()
     server = RPCServer(server_tp, Target(topic=topic), [endpoint], max_workers=2)
@@ -368,7 +411,9 @@ def test_the_heartbeat_thread_comes_back_after_it_failed(make_transport: MakeTra
     server._reply = reply  # type: ignore[method-assign]
     server.start()
     try:
-        client = RPCClient(make_transport(), Target(topic=topic), timeout=30, call_monitor_interval=0.2)
+        client = RPCClient(
+            make_transport(), Target(topic=topic), timeout=30, call_monitor_interval=0.2
+        )
         assert client.call({}, "sleep", seconds=1.0) == 1.0  # heartbeats failed, then flowed
         assert failures["left"] == 0
         future = client.call_async({}, "block")
@@ -419,11 +464,17 @@ from transport.serializer import Serializer  # noqa: E402
 
 
 def _server_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name.startswith("transport") and r.levelno >= logging.INFO]
+    return [
+        r for r in caplog.records if r.name.startswith("transport") and r.levelno >= logging.INFO
+    ]
 
 
 def test_a_flood_of_bad_messages_is_logged_one_line_each_and_rate_limited(
-    tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool, caplog: pytest.LogCaptureFixture
+    tp: transport.Transport,
+    topic: str,
+    servers: Servers,
+    is_rabbit: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     servers.start(tp, Target(topic=topic), [Recorder()])
@@ -443,13 +494,19 @@ def test_a_flood_of_bad_messages_is_logged_one_line_each_and_rate_limited(
 
 
 def test_a_huge_batch_is_refused_in_one_line(
-    tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool, caplog: pytest.LogCaptureFixture
+    tp: transport.Transport,
+    topic: str,
+    servers: Servers,
+    is_rabbit: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     endpoint = Recorder()
     servers.start(tp, Target(topic=topic), [endpoint])
     huge = json.dumps({"batch": [{"bad": i} for i in range(85_000)]}).encode()
-    bad = json.dumps({"batch": [{"bad": i} for i in range(1000)] + [_request(args={"value": 7})]}).encode()
+    bad = json.dumps(
+        {"batch": [{"bad": i} for i in range(1000)] + [_request(args={"value": 7})]}
+    ).encode()
     for body in (huge, bad):
         tp._driver.send(Target(topic=topic), body)
     assert _collect_dead(tp, f"{topic}.dead", is_rabbit, 1, []) == [huge]
@@ -458,7 +515,9 @@ def test_a_huge_batch_is_refused_in_one_line(
         time.sleep(0.05)
     assert endpoint.calls == [7]
     time.sleep(0.2)
-    assert len(_server_records(caplog)) == 2, [r.getMessage()[:200] for r in _server_records(caplog)]
+    assert len(_server_records(caplog)) == 2, [
+        r.getMessage()[:200] for r in _server_records(caplog)
+    ]
 
 
 class RefusingSerializer(Serializer):
@@ -554,7 +613,9 @@ def test_a_message_that_cannot_be_parked_is_dropped_not_redelivered_forever(topi
     # Given a dead-letter queue declared with other arguments than the server's, so that
     # parking fails with a channel error (PRECONDITION_FAILED) every time
     with kombu.Connection(RABBIT_URL) as conn:
-        kombu.Queue(f"{topic}.dead", durable=True, queue_arguments={"x-max-length": 5})(conn.channel()).declare()
+        kombu.Queue(f"{topic}.dead", durable=True, queue_arguments={"x-max-length": 5})(
+            conn.channel()
+        ).declare()
     tp = transport.get_transport(RABBIT_URL)
     server = RPCServer(tp, Target(topic=topic), [Recorder()])
     seen = {"n": 0}

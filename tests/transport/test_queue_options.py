@@ -185,15 +185,11 @@ def test_quorum_server_on_a_classic_topic_gets_a_typed_error(
 ) -> None:
     rservers.start(rmake(), Target(topic=topic), [Echo()])
     with pytest.raises(texc.QueueMismatch, match="classic"):
-        RPCServer(
-            rmake(TransportConfig(quorum_queues=True)), Target(topic=topic), [Echo()]
-        ).start()
+        RPCServer(rmake(TransportConfig(quorum_queues=True)), Target(topic=topic), [Echo()]).start()
 
 
 @pytest.mark.rabbit
-def test_ttl_mismatch_is_a_typed_error_too(
-    rabbit: str, topic: str, rmake: MakeTransport
-) -> None:
+def test_ttl_mismatch_is_a_typed_error_too(rabbit: str, topic: str, rmake: MakeTransport) -> None:
     transport.declare_topic(rmake(TransportConfig(topic_queue_message_ttl=60)), topic)
     with pytest.raises(texc.QueueMismatch, match="x-message-ttl"):
         transport.declare_topic(rmake(), topic)
@@ -354,9 +350,13 @@ def test_a_publish_the_broker_nacks_ends_in_a_typed_error(
 
     with kombu.Connection(rabbit) as conn:
         exchange = kombu.Exchange("conductor", type="direct", durable=True)
-        kombu.Queue(topic, exchange, routing_key=topic, durable=True,
-                    queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"})(
-            conn.channel()).declare()
+        kombu.Queue(
+            topic,
+            exchange,
+            routing_key=topic,
+            durable=True,
+            queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )(conn.channel()).declare()
     tp = rmake(TransportConfig(connect_retries=2))
     started = time.monotonic()
     with pytest.raises(texc.MessageDeliveryFailure, match="refused"):

@@ -70,7 +70,9 @@ class Calculator:
         return "secret"
 
 
-def test_call_returns_the_endpoint_result(tp: transport.Transport, topic: str, servers: Servers) -> None:
+def test_call_returns_the_endpoint_result(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
     servers.start(tp, Target(topic=topic), [Calculator()])
     client = RPCClient(tp, Target(topic=topic), timeout=10)
     assert client.call({}, "add", a=2, b=3) == 5
@@ -122,7 +124,9 @@ def test_current_request_id_is_unique_per_request_and_none_outside_dispatch(
     assert current_request_id() is None
 
 
-def test_cast_runs_the_method_without_a_reply(tp: transport.Transport, topic: str, servers: Servers) -> None:
+def test_cast_runs_the_method_without_a_reply(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
     calc = Calculator()
     servers.start(tp, Target(topic=topic), [calc])
     assert RPCClient(tp, Target(topic=topic)).cast({}, "record", value=[1, "two"]) is None
@@ -207,7 +211,9 @@ def test_call_to_a_topic_nobody_consumes_fails_fast(tp: transport.Transport, top
     assert time.monotonic() - started < 5
 
 
-def test_call_times_out_with_messaging_timeout(tp: transport.Transport, topic: str, servers: Servers) -> None:
+def test_call_times_out_with_messaging_timeout(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
     servers.start(tp, Target(topic=topic), [Calculator()])
     client = RPCClient(tp, Target(topic=topic), timeout=0.3)
     started = time.monotonic()
@@ -307,7 +313,9 @@ def test_endpoints_are_chosen_by_namespace_and_version(
         client.prepare(namespace="other").call({}, "which")
 
 
-def test_version_cap_is_enforced_on_the_caller(tp: transport.Transport, topic: str, servers: Servers) -> None:
+def test_version_cap_is_enforced_on_the_caller(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
     servers.start(tp, Target(topic=topic), [V11()])
     client = RPCClient(tp, Target(topic=topic, version="1.1"), version_cap="1.0", timeout=10)
     assert not client.can_send_version()
@@ -319,7 +327,9 @@ def test_version_cap_is_enforced_on_the_caller(tp: transport.Transport, topic: s
     assert RPCClient(tp, Target(topic=topic)).can_send_version("7.3")
 
 
-def test_answered_calls_leave_no_timers_behind(tp: transport.Transport, topic: str, servers: Servers) -> None:
+def test_answered_calls_leave_no_timers_behind(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
     # A long timeout: each answered call's deadline would otherwise wait in the timer heap
     # for two minutes, megabytes at thousands of calls a second.
     servers.start(tp, Target(topic=topic), [Calculator()])

@@ -51,7 +51,9 @@ class Blocking:
         return {1, 2}
 
 
-def test_start_returns_once_consuming_and_stop_changes_state(tp: transport.Transport, topic: str) -> None:
+def test_start_returns_once_consuming_and_stop_changes_state(
+    tp: transport.Transport, topic: str
+) -> None:
     server = RPCServer(tp, Target(topic=topic), [Blocking()])
     assert server.state is ServerState.NEW
     server.start()
@@ -62,7 +64,9 @@ def test_start_returns_once_consuming_and_stop_changes_state(tp: transport.Trans
     assert server.wait(0)
 
 
-def test_stop_drains_in_flight_requests_before_returning(tp: transport.Transport, topic: str) -> None:
+def test_stop_drains_in_flight_requests_before_returning(
+    tp: transport.Transport, topic: str
+) -> None:
     endpoint = Blocking()
     server = RPCServer(tp, Target(topic=topic), [endpoint], max_workers=4)
     server.start()
@@ -82,7 +86,9 @@ def test_killed_server_request_is_redelivered_with_the_same_request_id(
     dying, survivor = Blocking("dying"), Blocking("survivor")
     server = RPCServer(make_transport(), Target(topic=topic), [dying])
     server.start()
-    client = RPCClient(make_transport(), Target(topic=topic), timeout=20, call_monitor_interval=None)
+    client = RPCClient(
+        make_transport(), Target(topic=topic), timeout=20, call_monitor_interval=None
+    )
     future = client.call_async({}, "block", tag="t1")
     assert dying.started.wait(10)
     server.kill()
@@ -136,7 +142,9 @@ def test_a_request_its_caller_gave_up_on_never_runs(
     busy = Blocking("busy")
     first = RPCServer(make_transport(), Target(topic=topic), [busy], max_workers=1)
     first.start()
-    client = RPCClient(make_transport(), Target(topic=topic), timeout=0.3, call_monitor_interval=None)
+    client = RPCClient(
+        make_transport(), Target(topic=topic), timeout=0.3, call_monitor_interval=None
+    )
     blocker = client.prepare(timeout=30).call_async({}, "block", tag="t")
     assert busy.started.wait(10)
     with pytest.raises(MessagingTimeout):
@@ -152,7 +160,9 @@ def test_a_request_its_caller_gave_up_on_never_runs(
     assert [tag for _, tag in late.seen] == ["t"]
 
 
-def test_sender_refuses_a_message_over_the_size_limit(make_transport: MakeTransport, topic: str, servers: Servers) -> None:
+def test_sender_refuses_a_message_over_the_size_limit(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
     tp = make_transport(TransportConfig(max_message_size=2000))
     servers.start(tp, Target(topic=topic), [Blocking()])
     client = RPCClient(tp, Target(topic=topic), timeout=10)
@@ -259,7 +269,11 @@ class WrappingSerializer(Serializer):
         return {"wrapped": entity.value} if isinstance(entity, Wrapped) else entity
 
     def deserialize_entity(self, ctxt: Any, entity: Any) -> Any:
-        return Wrapped(entity["wrapped"]) if isinstance(entity, dict) and "wrapped" in entity else entity
+        return (
+            Wrapped(entity["wrapped"])
+            if isinstance(entity, dict) and "wrapped" in entity
+            else entity
+        )
 
     def serialize_context(self, ctxt: Any) -> dict[str, Any]:
         return {"user": ctxt.user}

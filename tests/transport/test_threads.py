@@ -56,7 +56,9 @@ def test_callbacks_run_in_the_order_their_calls_resolved(
     done = threading.Event()
     futures = [client.call_async({}, "add", a=i, b=0) for i in range(50)]
     for future in futures:
-        future.add_done_callback(lambda f: (order.append(f.result()), len(order) == 50 and done.set()))
+        future.add_done_callback(
+            lambda f: (order.append(f.result()), len(order) == 50 and done.set())
+        )
     assert done.wait(10)
     assert sorted(order) == list(range(50))
 
@@ -90,7 +92,9 @@ def test_a_blocking_wait_on_the_io_thread_fails_at_once(
         def deserialize_context(self, ctxt: dict[str, Any]) -> Any:
             return ctxt
 
-    client = transport.RPCClient(tp, Target(topic=topic), timeout=20, serializer=CallingSerializer())
+    client = transport.RPCClient(
+        tp, Target(topic=topic), timeout=20, serializer=CallingSerializer()
+    )
     started = time.monotonic()
     with pytest.raises(TransportError, match="I/O thread"):
         client.call({}, "add", a=1, b=2)
@@ -114,6 +118,8 @@ def test_rpc_futures_are_awaitable_and_raise_typed_errors_at_the_await(
     async def main() -> list[int]:
         with pytest.raises(KeyError):
             await client.call_async({}, "fail")
-        return list(await asyncio.gather(*(client.call_async({}, "add", a=i, b=1) for i in range(200))))
+        return list(
+            await asyncio.gather(*(client.call_async({}, "add", a=i, b=1) for i in range(200)))
+        )
 
     assert asyncio.run(main()) == [i + 1 for i in range(200)]

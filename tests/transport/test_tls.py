@@ -24,10 +24,16 @@ from transport.drivers.amqp import _kombu_url
 
 
 def test_amqps_url_options_become_kombu_tls_settings() -> None:
-    url, tls = _kombu_url("amqps://u:secret@broker//?ca_certs=/ca.pem&certfile=/c.pem&keyfile=/k.pem")
+    url, tls = _kombu_url(
+        "amqps://u:secret@broker//?ca_certs=/ca.pem&certfile=/c.pem&keyfile=/k.pem"
+    )
     assert url == "amqp://u:secret@broker:5671//"
-    assert tls == {"ca_certs": "/ca.pem", "certfile": "/c.pem", "keyfile": "/k.pem",
-                   "cert_reqs": ssl.CERT_REQUIRED}
+    assert tls == {
+        "ca_certs": "/ca.pem",
+        "certfile": "/c.pem",
+        "keyfile": "/k.pem",
+        "cert_reqs": ssl.CERT_REQUIRED,
+    }
     with pytest.raises(ValueError, match="verify"):
         _kombu_url("amqps://u:p@broker//?verify=no")
 
@@ -54,9 +60,28 @@ def tls_terminator(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to make the test certificate"
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     broker = urlsplit(RABBIT_URL)
@@ -75,7 +100,9 @@ def tls_terminator(tmp_path: Path) -> Iterator[tuple[int, Path]]:
             except (OSError, ssl.SSLError):
                 raw.close()
                 continue
-            upstream = socket.create_connection((broker.hostname or "127.0.0.1", broker.port or 5672))
+            upstream = socket.create_connection(
+                (broker.hostname or "127.0.0.1", broker.port or 5672)
+            )
             threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
             threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
 
@@ -91,7 +118,9 @@ class Echo:
 
 
 @pytest.mark.rabbit
-def test_calls_travel_over_amqps_with_a_verified_certificate(tls_terminator: tuple[int, Path]) -> None:
+def test_calls_travel_over_amqps_with_a_verified_certificate(
+    tls_terminator: tuple[int, Path],
+) -> None:
     port, cert = tls_terminator
     broker = urlsplit(RABBIT_URL or "")
     url = f"amqps://{broker.username}:{broker.password}@127.0.0.1:{port}/?ca_certs={cert}"

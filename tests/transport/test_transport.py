@@ -33,7 +33,9 @@ def test_public_names_match_all() -> None:
     for name in transport.__all__:
         assert hasattr(transport, name), name
     for name in transport.exceptions.__all__:
-        assert issubclass(getattr(transport.exceptions, name), transport.exceptions.MessagingException)
+        assert issubclass(
+            getattr(transport.exceptions, name), transport.exceptions.MessagingException
+        )
 
 
 def test_unknown_url_scheme_is_refused() -> None:
@@ -72,7 +74,9 @@ def test_cleanup_fails_pending_calls_and_is_safe_twice(
 ) -> None:
     servers.start(make_transport(), Target(topic=topic), [Echo()])
     client_tp = make_transport()
-    future = RPCClient(client_tp, Target(topic=topic), timeout=30).call_async({}, "echo", value=1, seconds=2)
+    future = RPCClient(client_tp, Target(topic=topic), timeout=30).call_async(
+        {}, "echo", value=1, seconds=2
+    )
     client_tp.cleanup()
     client_tp.cleanup()
     with pytest.raises(ConnectionLost):
@@ -97,7 +101,9 @@ def test_transport_threads_never_keep_a_process_alive(transport_url: str, topic:
         """
     )
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "started"
     assert time.monotonic() - started < 15

@@ -109,8 +109,10 @@ def _kombu_url(url: str) -> tuple[str, dict[str, Any] | bool]:
     query = parse_qs(parts.query)
     unknown = set(query) - set(_TLS_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown TLS option(s) {sorted(unknown)} in the transport URL; "
-                         f"use {', '.join(_TLS_OPTIONS)}")
+        raise ValueError(
+            f"unknown TLS option(s) {sorted(unknown)} in the transport URL; "
+            f"use {', '.join(_TLS_OPTIONS)}"
+        )
     tls: dict[str, Any] = {name: query[name][-1] for name in _TLS_OPTIONS if name in query}
     if "ca_certs" in tls:
         tls["cert_reqs"] = ssl.CERT_REQUIRED
@@ -188,11 +190,16 @@ def _queue_mismatch(exc: BaseException, queue_names: list[str]) -> QueueMismatch
     what = f"{argument} {detail}"
     values = re.findall(r"(none|the value '([^']*)')", detail)
     if argument == "x-queue-type":
-        hint = (" (quorum_queues=true in the transport URL, --quorum-queues for conductor "
-                "serve, quorum_queues=True for Conductor/connect)")
+        hint = (
+            " (quorum_queues=true in the transport URL, --quorum-queues for conductor "
+            "serve, quorum_queues=True for Conductor/connect)"
+        )
         if len(values) == 2:
             declared, current = (v[1] or "classic" for v in values)
-            what = f"x-queue-type: it is a {current} queue on the broker, this transport declares it {declared}"
+            what = (
+                f"x-queue-type: it is a {current} queue on the broker, "
+                f"this transport declares it {declared}"
+            )
     elif len(values) == 2:
         declared, current = (v[1] or "none" for v in values)
         what = f"{argument}: it is {current} on the broker, this transport declares {declared}"
@@ -372,8 +379,8 @@ class _Publisher:
                     if attempt >= self._config.connect_retries:
                         raise MessageDeliveryFailure(
                             reason=f"the broker refused the message ({what}, nack) "
-                                   f"{attempt + 1} times: a queue without a leader or over "
-                                   "its length limit"
+                            f"{attempt + 1} times: a queue without a leader or over "
+                            "its length limit"
                         ) from exc
                     LOG.info("the broker refused a message (nack); retrying")
                 except Exception as exc:
@@ -390,7 +397,8 @@ class _Publisher:
                         if retry:
                             self._down = True
                         raise TransportError(
-                            reason=self.unreachable or f"cannot {what} at {_where(self._url)}: {exc}"
+                            reason=self.unreachable
+                            or f"cannot {what} at {_where(self._url)}: {exc}"
                         ) from exc
                     LOG.info("publisher connection failed (%s); retrying", exc)
             time.sleep(_backoff(attempt, self._config.retry_interval_max))
@@ -421,7 +429,9 @@ def _succeeded(future: Future[Any]) -> bool:
 class _Subscription:
     """Queues consumed on one channel of the consumer connection, re-declared on reconnect."""
 
-    def __init__(self, queues: list[kombu.Queue], on_message: OnMessage, prefetch: int, dead_letter: str) -> None:
+    def __init__(
+        self, queues: list[kombu.Queue], on_message: OnMessage, prefetch: int, dead_letter: str
+    ) -> None:
         self.queues = queues
         self.on_message = on_message
         self.prefetch = prefetch
@@ -502,7 +512,9 @@ class _BodyLimit:
 
 
 class _AMQPIncoming(Incoming):
-    def __init__(self, driver: AMQPDriver, sub: _Subscription, message: Any, cut: _Cut | None = None) -> None:
+    def __init__(
+        self, driver: AMQPDriver, sub: _Subscription, message: Any, cut: _Cut | None = None
+    ) -> None:
         body = message.body
         # py-amqp hands bodies with a content_encoding over already decoded.
         self.body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
@@ -519,7 +531,9 @@ class _AMQPIncoming(Incoming):
         if self._settled:
             return
         self._settled = True
-        self._driver._io.post(lambda: self._driver._settle(self._sub, self._generation, self._message, action))
+        self._driver._io.post(
+            lambda: self._driver._settle(self._sub, self._generation, self._message, action)
+        )
 
     def ack(self) -> None:
         self._settle("ack")
@@ -536,8 +550,12 @@ class _AMQPIncoming(Incoming):
             # NOTE: the broker refused to park it for good (a channel error: the dead-letter
             # queue exists with other arguments, access refused): requeued, the message
             # would come straight back and fail again, thousands of times a second.
-            _LOG_BAD.error("cannot park a message in %s (%s); dropping it (it was refused: %s)",
-                           self._sub.dead_letter_queue, one_line(exc), reason[:200])
+            _LOG_BAD.error(
+                "cannot park a message in %s (%s); dropping it (it was refused: %s)",
+                self._sub.dead_letter_queue,
+                one_line(exc),
+                reason[:200],
+            )
             self._settle("reject")
             return
         except Exception as exc:  # the connection: keep the message rather than lose it
@@ -567,9 +585,12 @@ class _IOThread:
     """Runs commands and broker I/O of the consumer connection on one daemon thread."""
 
     def __init__(self, name: str, run: Callable[[], None]) -> None:
-        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any] | None]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any] | None]] = (
+            queue.SimpleQueue()
+        )
         self.wake_r, self._wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
+
         def io_loop() -> None:
             on_io_thread()  # a blocking wait for a reply here would wait for itself
             run()
@@ -656,7 +677,11 @@ class AMQPDriver(Driver):
         # queue or has nobody to go to; waiting a broker round trip per reply (under the
         # one publisher lock every worker shares) halved a busy server's throughput.
         self._reply_publisher = _Publisher(
-            self._kombu_url, config, confirm=False, ssl=self._ssl, hosts=self._hosts,
+            self._kombu_url,
+            config,
+            confirm=False,
+            ssl=self._ssl,
+            hosts=self._hosts,
             on_reset=self._untrust_routes,
         )
         # (exchange, routing key) -> when a confirmed, routed publish last went there.
@@ -784,7 +809,8 @@ class AMQPDriver(Driver):
             ready.result(_COMMAND_TIMEOUT)
         except TimeoutError:
             raise TransportError(
-                reason=f"the broker at {_where(self._kombu_url)} did not answer within {_COMMAND_TIMEOUT}s"
+                reason=f"the broker at {_where(self._kombu_url)} did not answer "
+                f"within {_COMMAND_TIMEOUT}s"
             ) from None
 
     def _send(
@@ -796,7 +822,12 @@ class AMQPDriver(Driver):
         if target.fanout:
             name = exchange + "_fanout"
             self._publisher.publish(
-                name, target.require_topic(), body, ttl=ttl, declare=(self._exchange(name),), retry=retry
+                name,
+                target.require_topic(),
+                body,
+                ttl=ttl,
+                declare=(self._exchange(name),),
+                retry=retry,
             )
             return
         key = routing_key(target)
@@ -807,7 +838,9 @@ class AMQPDriver(Driver):
             # NOTE: a confirmed publish to this queue succeeded moments ago, and topic
             # queues are durable: it is still there. Skipping the confirm saves a broker
             # round trip per call; a call lost anyway ends in its caller's timeout.
-            self._reply_publisher.publish(exchange, key, body, ttl=ttl, persistent=persistent, retry=retry)
+            self._reply_publisher.publish(
+                exchange, key, body, ttl=ttl, persistent=persistent, retry=retry
+            )
             return
         delivered = self._publisher.publish(
             exchange,
@@ -867,10 +900,14 @@ class AMQPDriver(Driver):
 
     def _dead_letter(self, name: str, body: bytes, reason: str) -> None:
         dead = kombu.Queue(name, durable=True, auto_delete=False)
-        self._publisher.publish("", name, body, persistent=True, declare=(dead,), headers={"x-reason": reason})
+        self._publisher.publish(
+            "", name, body, persistent=True, declare=(dead,), headers={"x-reason": reason}
+        )
 
     # -- consuming ------------------------------------------------------------------
-    def start_replies(self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]) -> str:
+    def start_replies(
+        self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]
+    ) -> str:
         with self._reply_lock:
             if self._reply_queue is not None:
                 return self._reply_queue
@@ -929,7 +966,9 @@ class AMQPDriver(Driver):
         for target, priority in targets:
             exchange = exchange_name(target, self.config) + "_notifications"
             name = notification_queue(target, priority, pool)
-            queues.append(self._durable_queue(name, exchange, notification_queue(target, priority, None)))
+            queues.append(
+                self._durable_queue(name, exchange, notification_queue(target, priority, None))
+            )
         dead = f"{targets[0][0].require_topic()}.dead" if targets else "notifications.dead"
         sub = _Subscription(queues, on_message, prefetch, dead_letter=dead)
         self._io.call(lambda: self._subscribe(sub))
@@ -986,7 +1025,11 @@ class AMQPDriver(Driver):
         """Whether bodies over the size limit arriving on this channel are cut (requests and
         notifications; replies are read whole)."""
         for sub in self._subs:
-            if not sub.is_reply and sub.channel is not None and sub.channel.channel_id == channel_id:
+            if (
+                not sub.is_reply
+                and sub.channel is not None
+                and sub.channel.channel_id == channel_id
+            ):
                 return True
         return False
 
@@ -997,7 +1040,11 @@ class AMQPDriver(Driver):
             cut = self._body_limit.current if self._body_limit is not None else None
             incoming = _AMQPIncoming(self, sub, message, cut)
         except Exception as exc:
-            _LOG_BAD.error("cannot read a message on %s (%s); dropping it", sub.dead_letter_queue, one_line(exc))
+            _LOG_BAD.error(
+                "cannot read a message on %s (%s); dropping it",
+                sub.dead_letter_queue,
+                one_line(exc),
+            )
             with contextlib.suppress(Exception):
                 message.reject(requeue=False)
             return
@@ -1011,14 +1058,19 @@ class AMQPDriver(Driver):
             return
         if message.content_type != _JSON:
             # Never decode foreign content types (pickle!): park the message instead.
-            _LOG_BAD.warning("rejecting a %s message on %s", message.content_type, sub.dead_letter_queue)
+            _LOG_BAD.warning(
+                "rejecting a %s message on %s", message.content_type, sub.dead_letter_queue
+            )
             self._park(incoming, f"content type {message.content_type}")
             return
         try:
             sub.on_message(incoming)
         except Exception as exc:
-            _LOG_BAD.error("the consumer of %s failed (%s); message dead-lettered", sub.dead_letter_queue,
-                           one_line(exc))
+            _LOG_BAD.error(
+                "the consumer of %s failed (%s); message dead-lettered",
+                sub.dead_letter_queue,
+                one_line(exc),
+            )
             self._park(incoming, f"the consumer failed: {one_line(exc)}")
 
     def _park(self, incoming: _AMQPIncoming, reason: str) -> None:
@@ -1075,7 +1127,9 @@ class AMQPDriver(Driver):
                 return
             except Exception as exc:
                 self._drop(exc)
-                self._consumer_failing = f"cannot reach the broker at {_where(self._kombu_url)}: {exc}"
+                self._consumer_failing = (
+                    f"cannot reach the broker at {_where(self._kombu_url)}: {exc}"
+                )
                 delay = _backoff(attempt, self.config.retry_interval_max)
                 LOG.info("broker connection failed (%s); retrying in %.2fs", exc, delay)
                 attempt += 1
@@ -1103,7 +1157,9 @@ class AMQPDriver(Driver):
                 self._loop()
                 return
             except BaseException as exc:
-                LOG.critical("the broker I/O thread failed (%s); restarting it", one_line(exc), exc_info=True)
+                LOG.critical(
+                    "the broker I/O thread failed (%s); restarting it", one_line(exc), exc_info=True
+                )
                 with contextlib.suppress(Exception):
                     self._drop(exc)
                 if self._closing.wait(0.5):
@@ -1187,5 +1243,3 @@ class AMQPDriver(Driver):
             sock = getattr(getattr(conn, "_connection", None), "sock", None)
             if sock is not None:
                 yield sock
-
-

@@ -128,11 +128,15 @@ class MemoryBroker:
         """Whether a queue bound to ``(exchange, key)`` has a consumer."""
         with self._lock:
             return any(
-                self._queues[n].consumers for n in self._bindings.get((exchange, key), ()) if n in self._queues
+                self._queues[n].consumers
+                for n in self._bindings.get((exchange, key), ())
+                if n in self._queues
             )
 
     # -- publishing ---------------------------------------------------------------
-    def publish(self, exchange: str, key: str, body: bytes, *, ttl: float | None, mandatory: bool) -> bool:
+    def publish(
+        self, exchange: str, key: str, body: bytes, *, ttl: float | None, mandatory: bool
+    ) -> bool:
         """Copy ``body`` into every queue bound to ``(exchange, key)``; False if none is."""
         now = time.monotonic()
         with self._lock:
@@ -221,13 +225,18 @@ class MemoryBroker:
             except Exception as exc:
                 # NOTE: parked, not requeued: a message its consumer fails on would come
                 # straight back to it, forever.
-                _LOG_FAILED.error("memory consumer of %s failed (%s); message dead-lettered",
-                                  consumer.queue, one_line(exc))
+                _LOG_FAILED.error(
+                    "memory consumer of %s failed (%s); message dead-lettered",
+                    consumer.queue,
+                    one_line(exc),
+                )
                 incoming.dead_letter(f"the consumer failed: {one_line(exc)}")
 
 
 class _MemoryIncoming(Incoming):
-    def __init__(self, broker: MemoryBroker, consumer: _Consumer, tag: int, message: _Message) -> None:
+    def __init__(
+        self, broker: MemoryBroker, consumer: _Consumer, tag: int, message: _Message
+    ) -> None:
         self.body = message.body
         self.redelivered = message.redelivered
         self._broker = broker
@@ -294,7 +303,9 @@ class MemoryDriver(Driver):
         self._check_open()
         exchange = exchange_name(target, self.config)
         if target.fanout:
-            self.broker.publish(exchange + "_fanout", target.require_topic(), body, ttl=ttl, mandatory=False)
+            self.broker.publish(
+                exchange + "_fanout", target.require_topic(), body, ttl=ttl, mandatory=False
+            )
             return
         key = routing_key(target)
         # A call (confirm=False) needs a server now; a cast may wait in the queue for one.
@@ -307,7 +318,9 @@ class MemoryDriver(Driver):
         self._check_open()
         self.broker.publish("", address, body, ttl=None, mandatory=False)
 
-    def start_replies(self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]) -> str:
+    def start_replies(
+        self, on_reply: Callable[[bytes], None], on_lost: Callable[[str], None]
+    ) -> str:
         with self._lock:
             self._check_open()
             if self._reply_queue is None:
@@ -328,7 +341,9 @@ class MemoryDriver(Driver):
         topic = target.require_topic()
         names = [topic] + ([routing_key(target)] if target.server else [])
         for name in names:
-            self.broker.declare(name, exchange, name, message_ttl=self.config.topic_queue_message_ttl)
+            self.broker.declare(
+                name, exchange, name, message_ttl=self.config.topic_queue_message_ttl
+            )
         fanout = f"{topic}_fanout_{uuid.uuid4().hex}"
         self.broker.declare(fanout, exchange + "_fanout", topic, auto_delete=True)
         consumers = [self.broker.consume(n, on_message, prefetch) for n in [*names, fanout]]
@@ -339,7 +354,9 @@ class MemoryDriver(Driver):
         exchange = exchange_name(target, self.config)
         names = [target.require_topic()] + ([routing_key(target)] if target.server else [])
         for name in names:
-            self.broker.declare(name, exchange, name, message_ttl=self.config.topic_queue_message_ttl)
+            self.broker.declare(
+                name, exchange, name, message_ttl=self.config.topic_queue_message_ttl
+            )
 
     def notify(self, target: Target, priority: str, body: bytes) -> None:
         self._check_open()
