@@ -148,6 +148,28 @@ def _database_problem(url: str, exc: BaseException) -> str:
     return f"cannot use the database {masked}: {text}"
 
 
+def _broker_problem(url: str, exc: BaseException) -> str:
+    """One line saying why the broker at ``url`` cannot be used, naming what to fix."""
+    text = " ".join(str(exc).split())
+    try:
+        parts = urlsplit(url.split(";", 1)[0])
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+        user = unquote(parts.username or "guest")
+    except ValueError:
+        return f"{text}; fix --transport-url / CONDUCTOR_TRANSPORT_URL"
+    fix = "--transport-url / CONDUCTOR_TRANSPORT_URL"
+    if "ACCESS_REFUSED" in text or "403" in text and "Login" in text:
+        return (
+            f"the broker at {where} refused user {user!r} (wrong user or password); "
+            f"fix the credentials in {fix}"
+        )
+    if "NOT_ALLOWED" in text or "vhost" in text.lower() and "not" in text.lower():
+        return f"the broker at {where} refused the virtual host: {text}; fix it in {fix}"
+    if "cannot reach the broker" in text or "Connection refused" in text:
+        return f"no broker answers at {where}: {text}; start RabbitMQ there or fix {fix}"
+    return text
+
+
 def _int_env(name: str) -> int | None:
     value = os.environ.get(name)
     if not value:
@@ -351,7 +373,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         service.start()
     except Exception as exc:  # noqa: BLE001 - report and exit non-zero
-        LOG.error("conductor could not start: %s", exc)
+        LOG.error("conductor could not start: %s", _broker_problem(transport_url, exc))
         return EXIT_FAILURE
     # NOTE: the modules, engine and connections loaded so far live as long as the process.
     # Freezing them out of the collector's view makes each full collection walk only what

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -131,3 +132,52 @@ def test_the_compute_side_imports_neither_sqlalchemy_nor_alembic(module: str) ->
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _migrated_sqlite(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert run_cli("db", "upgrade", "--database-url", url).returncode == 0
+    return url
+
+
+def _error_line(text: str) -> str:
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, text
+    assert "Traceback" not in text
+    return errors[0]
+
+
+def test_serve_with_a_wrong_broker_password_fails_at_once_naming_the_fix(
+    tmp_path: Path,
+) -> None:
+    broker = os.environ.get("CONDUCTOR_TEST_TRANSPORT_URL")
+    if not broker:
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
+    parts = urlsplit(broker)
+    wrong = parts._replace(
+        netloc=f"nobody-{os.getpid()}:Wr0ngPw@{parts.hostname}:{parts.port or 5672}"
+    )
+    out, took = _timed(
+        "serve", "--transport-url", urlunsplit(wrong), "--database-url", _migrated_sqlite(tmp_path)
+    )
+    assert out.returncode == 1
+    line = _error_line(out.stdout + out.stderr)
+    assert (
+        "refused user" in line and "--transport-url" in line and "CONDUCTOR_TRANSPORT_URL" in line
+    )
+    assert "Wr0ngPw" not in out.stdout + out.stderr
+    assert took < FAIL_WITHIN
+
+
+def test_serve_against_a_closed_broker_port_names_host_and_port(tmp_path: Path) -> None:
+    out, took = _timed(
+        "serve",
+        "--transport-url",
+        "amqp://guest:guest@127.0.0.1:1//",
+        "--database-url",
+        _migrated_sqlite(tmp_path),
+    )
+    assert out.returncode == 1
+    line = _error_line(out.stdout + out.stderr)
+    assert "no broker answers at 127.0.0.1:1" in line and "--transport-url" in line
+    assert took < FAIL_WITHIN

@@ -229,6 +229,11 @@ def _where(url: str) -> str:
         return "the broker"
 
 
+def _login_refused(exc: BaseException) -> bool:
+    """The broker refused the credentials (403 ACCESS_REFUSED): retrying cannot help."""
+    return getattr(exc, "code", None) == 403 or "ACCESS_REFUSED" in str(exc)
+
+
 def _backoff(attempt: int, cap: float) -> float:
     """Jittered exponential backoff: a random delay up to min(cap, 0.1 * 2**attempt)."""
     return random.uniform(0.05, min(cap, 0.1 * (2**attempt)))
@@ -393,7 +398,7 @@ class _Publisher:
                             raise
                     if conn is None:
                         self.unreachable = f"cannot reach the broker at {_where(self._url)}: {exc}"
-                    if attempt >= retries:
+                    if attempt >= retries or _login_refused(exc):
                         if retry:
                             self._down = True
                         raise TransportError(
@@ -1133,7 +1138,9 @@ class AMQPDriver(Driver):
                 delay = _backoff(attempt, self.config.retry_interval_max)
                 LOG.info("broker connection failed (%s); retrying in %.2fs", exc, delay)
                 attempt += 1
-                if attempt > self.config.connect_retries:
+                # A refused login will not pass on retry: whoever waits hears of it now
+                # (the loop still retries, for a password fixed on the broker meanwhile).
+                if attempt > self.config.connect_retries or _login_refused(exc):
                     self._consumer_down = self._consumer_failing
                     self._io.fail_commands(TransportError(reason=self._consumer_down))
                 self._closing.wait(delay)
