@@ -55,7 +55,7 @@ class RPCFuture(concurrent.futures.Future[Any]):
         return self.result(timeout)
 
     def result(self, timeout: float | None = None) -> Any:
-        if self._state != _FINISHED and _io.active:  # type: ignore[attr-defined]
+        if self._state != _FINISHED and _io.active:
             _refuse_io_wait()
         return super().result(timeout)
 
@@ -93,11 +93,11 @@ def resolve(future: Future[Any], value: Any = None, exc: BaseException | None = 
     request that was already sent may still have run; its effects are the caller's to
     look up).
     """
-    with future._condition:  # type: ignore[attr-defined]
+    with future._condition:
         # NOTE: the Condition's lock is re-entrant: set_result() below takes it again and
         # finds no callbacks to run on this thread; one added after the state changes runs
         # on the thread adding it, as concurrent.futures always does.
-        if future._state in _CANCELLED or future._state == _FINISHED:  # type: ignore[attr-defined]
+        if future._state in _CANCELLED or future._state == _FINISHED:
             return
         callbacks = future._done_callbacks  # type: ignore[attr-defined]
         future._done_callbacks = []  # type: ignore[attr-defined]

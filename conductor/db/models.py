@@ -122,7 +122,7 @@ class Revisioned:
     def __mapper_args__(cls) -> dict[str, Any]:
         # The ORM then bumps and checks revision on its own UPDATEs, so user code that
         # writes through the session keeps the same optimistic-concurrency contract.
-        return {"version_id_col": cls.revision}  # type: ignore[attr-defined]
+        return {"version_id_col": cls.revision}
 
 
 class Flavor(Revisioned, Base):

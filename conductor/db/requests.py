@@ -141,7 +141,7 @@ def store_results(
         {
             "request_id": item[0],
             "result": item[1],
-            "digest": item[2] if len(item) > 2 else None,  # type: ignore[misc]
+            "digest": item[2] if len(item) > 2 else None,
             "created_at": now,
         }
         for item in results

@@ -430,7 +430,7 @@ class SQLStorage:
         stmt = self._scoped_stmt(ops, stmt)
         with translate_errors(objname):
             result = self._write(stmt)
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        if result.rowcount == 0:
             self._state(ops, objname, id, expected_revision)
             raise not_found(objname, id)
         self.writes.wrote = True
