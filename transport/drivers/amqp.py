@@ -87,6 +87,11 @@ _HEARTBEAT = 15  # seconds; the I/O thread checks twice per interval
 _COMMAND_TIMEOUT = 30.0
 _ROUTABLE_FOR = 5.0  # seconds a confirmed route is trusted for unconfirmed calls
 _SERVED_FOR = 1.0  # seconds a queue seen with consumers is trusted to have them for calls
+#: A topic served within this many seconds that shows no consumer is probably failing over
+#: or restarting: a call waits up to _REJOIN_GRACE for a server to come back before it
+#: fails with MessageUndeliverable. A topic not served lately fails at once.
+_RECENTLY_SERVED = 60.0
+_REJOIN_GRACE = 5.0
 
 
 _TLS_OPTIONS = ("ca_certs", "certfile", "keyfile")
@@ -838,7 +843,7 @@ class AMQPDriver(Driver):
         key = routing_key(target)
         route = (exchange, key)
         if not confirm:  # a call: someone must serve it now (a cast may wait for a server)
-            self._require_consumer(key, retry)
+            self._require_consumer(key, retry, ttl)
         if not confirm and time.monotonic() - self._routable.get(route, -1e9) < _ROUTABLE_FOR:
             # NOTE: a confirmed publish to this queue succeeded moments ago, and topic
             # queues are durable: it is still there. Skipping the confirm saves a broker
@@ -862,7 +867,7 @@ class AMQPDriver(Driver):
             raise MessageUndeliverable(target=key)
         self._routable[route] = time.monotonic()
 
-    def _require_consumer(self, queue: str, retry: bool) -> None:
+    def _require_consumer(self, queue: str, retry: bool, ttl: float | None) -> None:
         """Raise MessageUndeliverable when nobody consumes ``queue``.
 
         NOTE: topic queues are durable and outlive their servers, so the mandatory flag
@@ -870,15 +875,28 @@ class AMQPDriver(Driver):
         timeout. A queue seen with a consumer is trusted for _SERVED_FOR seconds, so this
         costs one broker round trip per topic per second, not one per call. A call sent
         within that second after the last server went waits in the queue for the next
-        one, as do calls that were queued before it went.
+        one, as do calls that were queued before it went. A topic served within the last
+        minute gets up to _REJOIN_GRACE seconds for a server to come back first.
         """
         now = time.monotonic()
-        if now - self._served.get(queue, -1e9) < _SERVED_FOR:
+        last = self._served.get(queue, -1e9)
+        if now - last < _SERVED_FOR:
             return
-        if not self._publisher.queue_state(queue, retry=retry)[1]:
-            self._served.pop(queue, None)
-            raise MessageUndeliverable(target=queue)
-        self._served[queue] = now
+        if self._publisher.queue_state(queue, retry=retry)[1]:
+            self._served[queue] = now
+            return
+        if now - last < _RECENTLY_SERVED:
+            # NOTE: served moments ago: its servers are most likely reconnecting (a broker
+            # node lost, a rolling restart). Waiting a little for one beats failing calls
+            # that would have been served a second later.
+            deadline = now + min(_REJOIN_GRACE, ttl / 2 if ttl else _REJOIN_GRACE)
+            while time.monotonic() < deadline and not self._closing.is_set():
+                time.sleep(0.1)
+                if self._publisher.queue_state(queue, retry=retry)[1]:
+                    self._served[queue] = time.monotonic()
+                    return
+        self._served.pop(queue, None)  # the next call fails at once
+        raise MessageUndeliverable(target=queue)
 
     def queue_state(self, queue: str) -> tuple[int, int] | None:
         return self._publisher.queue_state(queue, retry=False)
