@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import transport
 from objects import base, exception
@@ -18,6 +18,9 @@ from objects.futures import ObjectFuture
 from objects.indirection import IndirectionAPI
 from objects.registry import version_tuple
 from transport.futures import resolve
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 LOG = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class ConductorAPI(IndirectionAPI):
 
     def object_class_action_versions(
         self,
-        context: Any,
+        context: Context,
         objname: str,
         objmethod: str,
         object_versions: dict[str, str],
@@ -78,7 +81,7 @@ class ConductorAPI(IndirectionAPI):
 
     def object_class_action_versions_async(
         self,
-        context: Any,
+        context: Context,
         objname: str,
         objmethod: str,
         object_versions: dict[str, str],
@@ -106,7 +109,7 @@ class ConductorAPI(IndirectionAPI):
 
     def object_action(
         self,
-        context: Any,
+        context: Context,
         objinst: Any,
         objmethod: str,
         args: Any,
@@ -120,7 +123,7 @@ class ConductorAPI(IndirectionAPI):
 
     def object_action_async(
         self,
-        context: Any,
+        context: Context,
         objinst: Any,
         objmethod: str,
         args: Any,
@@ -173,7 +176,7 @@ class ConductorAPI(IndirectionAPI):
         return out
 
     def object_backport_versions(
-        self, context: Any, objinst: Any, object_versions: dict[str, str]
+        self, context: Context | None, objinst: Any, object_versions: dict[str, str]
     ) -> Any:
         return self._client.call(
             context,

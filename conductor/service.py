@@ -7,7 +7,7 @@ import enum
 import logging
 import socket
 import threading
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import transport
 from conductor import db
@@ -16,6 +16,9 @@ from conductor.metrics import Metrics, MonitoringServer
 from conductor.unit_of_work import ServedContext
 from objects import base
 from objects.context import RequestContext
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 LOG = logging.getLogger(__name__)
 
@@ -63,12 +66,12 @@ class ConductorSerializer(base.VersionedObjectSerializer):
             )
         return ctx
 
-    def deserialize_entity(self, context: Any, entity: Any) -> Any:
+    def deserialize_entity(self, context: Context | None, entity: Any) -> Any:
         # Keep each argument as it arrived, for the digest of the request's content (see
         # ServedContext); nested values are part of their argument, not recorded again.
-        wire = context.wire_args if isinstance(context, ServedContext) else None
-        if wire is None:
+        if not isinstance(context, ServedContext) or context.wire_args is None:
             return super().deserialize_entity(context, entity)
+        wire = context.wire_args
         context.wire_args = None
         try:
             value = super().deserialize_entity(context, entity)

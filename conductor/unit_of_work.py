@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -43,6 +43,9 @@ from conductor.db.writes import WriteTracker
 from conductor.metrics import Metrics, outcome_of
 from objects import base, exception
 from objects.context import RequestContext
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 __all__ = ["ServedContext", "UnitOfWork", "current_request", "digest_of"]
 
@@ -205,7 +208,7 @@ class UnitOfWork:
                     raise _AlreadyStored() from None
         return result
 
-    def _scope_of(self, context: Any) -> dict[str, Any]:
+    def _scope_of(self, context: Context) -> dict[str, Any]:
         """The project scope of a request's storage (see ``SQLStorage``)."""
         return {
             "project_id": getattr(context, "project_id", None),
@@ -444,7 +447,7 @@ class ServedContext(RequestContext):
 _primitives = base.VersionedObjectSerializer()
 
 
-def digest_of(context: Any, method: str, arguments: dict[str, Any]) -> Callable[[], str | None]:
+def digest_of(context: Context, method: str, arguments: dict[str, Any]) -> Callable[[], str | None]:
     """The digest of a request's content: the RPC method, who asks (user, project, roles,
     admin) and the argument values (a SHA-256, hex).
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from objects import fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
 from objects.persistent import PersistentObject
 
 if TYPE_CHECKING:
+    from objects.context import Context
     from objects.futures import ObjectFuture
 
 __all__ = ["ComputeNode"]
@@ -42,12 +43,12 @@ class ComputeNode(PersistentObject, VersionedObject):
         memory_mb_used: int
 
         @classmethod
-        def get_by_host_async(cls, context: Any, host: str) -> ObjectFuture[ComputeNode]: ...
+        def get_by_host_async(cls, context: Context, host: str) -> ObjectFuture[ComputeNode]: ...
         def create_async(self) -> ObjectFuture[None]: ...
         def save_async(self) -> ObjectFuture[None]: ...
 
     @remotable_classmethod
-    def get_by_host(cls, context: Any, host: str) -> ComputeNode:
+    def get_by_host(cls, context: Context, host: str) -> ComputeNode:
         """The node of ``host``. Raises ``NotFound``."""
         return cls._db_get_by(context, host=host)
 

@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from objects import exception
 
 if TYPE_CHECKING:
     from objects.storage import Storage
+
+
+class Context(Protocol):
+    """What objects/ and the conductor use of a request context (a type, never checked).
+
+    :class:`RequestContext` is one. So is any other class with these members, such as
+    an OVO-style caller's own context class: nothing tests a context's type at run time,
+    and a caller's context only needs ``to_dict()`` (its identity travels as that dict; the
+    conductor runs method bodies with a :class:`RequestContext` built from it).
+    """
+
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def project_id(self) -> str | None: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def is_admin(self) -> bool: ...
+    @property
+    def db(self) -> Storage:
+        """The request's storage (on the conductor, while a method body runs)."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def _new_request_id() -> str:

@@ -18,9 +18,12 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from objects.registry import VersionedObjectRegistry
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 __all__ = [
     "UNSET",
@@ -130,7 +133,7 @@ class Field:
     def _to_primitive(self, value: Any) -> Any:
         return value
 
-    def from_primitive(self, value: Any, context: Any = None) -> Any:
+    def from_primitive(self, value: Any, context: Context | None = None) -> Any:
         """Value from its wire form; malformed input raises ValueError/TypeError."""
         if value is None:
             if self.nullable:
@@ -138,7 +141,7 @@ class Field:
             raise ValueError("None is not allowed (the field is not nullable)")
         return self._from_primitive(value, context)
 
-    def _from_primitive(self, value: Any, context: Any) -> Any:
+    def _from_primitive(self, value: Any, context: Context | None) -> Any:
         return self._coerce(value)
 
     # -- change tracking of mutable values ---------------------------------------------
@@ -307,7 +310,7 @@ class DateTimeField(Field):
     def _to_primitive(self, value: Any) -> Any:
         return value.isoformat(timespec="microseconds")
 
-    def _from_primitive(self, value: Any, context: Any) -> Any:
+    def _from_primitive(self, value: Any, context: Context | None) -> Any:
         if not isinstance(value, str):
             raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
         return self._parse(value)
@@ -432,7 +435,7 @@ def _check_object(value: Any, objname: str) -> Any:
     return value
 
 
-def _object_from_primitive(value: Any, objname: str, context: Any) -> Any:
+def _object_from_primitive(value: Any, objname: str, context: Context | None) -> Any:
     if _is_object(value):
         return _check_object(value, objname)
     if not isinstance(value, dict):
@@ -468,7 +471,7 @@ class ObjectField(Field):
     def _to_primitive(self, value: Any) -> Any:
         return value.obj_to_primitive()
 
-    def _from_primitive(self, value: Any, context: Any) -> Any:
+    def _from_primitive(self, value: Any, context: Context | None) -> Any:
         return _object_from_primitive(value, self.objname, context)
 
     def copy_value(self, value: Any) -> Any:
@@ -503,7 +506,7 @@ class ListOfObjectsField(Field):
     def _to_primitive(self, value: Any) -> Any:
         return [item.obj_to_primitive() for item in value]
 
-    def _from_primitive(self, value: Any, context: Any) -> Any:
+    def _from_primitive(self, value: Any, context: Context | None) -> Any:
         if not isinstance(value, list):
             raise TypeError(
                 f"expected a list of {self.objname} primitives, got {type(value).__name__}"
@@ -538,7 +541,7 @@ class ListOfObjectsField(Field):
 # common, already canonical value in one step and hands anything else to the generic path,
 # so errors and conversions stay those of ``from_primitive``/``coerce``.
 
-Reader = Callable[[Any, Any], Any]
+Reader = Callable[[Any, "Context | None"], Any]
 Writer = Callable[[Any], Any]
 
 _match_uuid = _CANONICAL_UUID.fullmatch
@@ -556,7 +559,7 @@ def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
     kind = type(field)
     if kind is UUIDField:
 
-        def read_uuid(value: Any, context: Any) -> Any:
+        def read_uuid(value: Any, context: Context | None) -> Any:
             if type(value) is str and _match_uuid(value):
                 return value
             return fallback(value, context)
@@ -565,7 +568,7 @@ def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
     if kind is EnumField:
         valid = field._valid  # type: ignore[attr-defined]
 
-        def read_enum(value: Any, context: Any) -> Any:
+        def read_enum(value: Any, context: Context | None) -> Any:
             if type(value) is str and value in valid:
                 return value
             return fallback(value, context)
@@ -575,14 +578,14 @@ def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
         if source == "wire":
             parse = DateTimeField._parse
 
-            def read_iso(value: Any, context: Any) -> Any:
+            def read_iso(value: Any, context: Context | None) -> Any:
                 if type(value) is str:
                     return parse(value)
                 return fallback(value, context)
 
             return read_iso
 
-        def read_datetime(value: Any, context: Any) -> Any:
+        def read_datetime(value: Any, context: Context | None) -> Any:
             if type(value) is dt.datetime and value.tzinfo is _UTC:
                 return value
             return fallback(value, context)
@@ -590,7 +593,7 @@ def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
         return read_datetime
     if kind is ListOfStringsField:
 
-        def read_strings(value: Any, context: Any) -> Any:
+        def read_strings(value: Any, context: Context | None) -> Any:
             if type(value) is list:
                 for item in value:
                     if type(item) is not str:
@@ -602,7 +605,7 @@ def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
         return read_strings
     if kind is DictOfStringsField:
 
-        def read_string_dict(value: Any, context: Any) -> Any:
+        def read_string_dict(value: Any, context: Context | None) -> Any:
             if type(value) is dict:
                 for key, item in value.items():
                     if type(key) is not str or type(item) is not str:

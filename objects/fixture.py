@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from objects import exception
 from objects.futures import chain
@@ -35,6 +35,9 @@ from objects.remoting import local_execution
 from objects.serializer import VersionedObjectSerializer
 from objects.storage import Record
 from objects.versioned import VersionedObject
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 __all__ = ["LocalIndirectionAPI", "MemoryStorage", "ObjectVersionChecker", "isolated_registry"]
 
@@ -290,7 +293,12 @@ class LocalIndirectionAPI(IndirectionAPI):
 
     # -- the JSON boundary --------------------------------------------------------------
 
-    def _serve(self, context: Any, request: dict[str, Any], run: Callable[[Any, Any], Any]) -> Any:
+    def _serve(
+        self,
+        context: Context | None,
+        request: dict[str, Any],
+        run: Callable[[Any, Any], Any],
+    ) -> Any:
         wire_ctx = _wire(self.serializer.serialize_context(context))
         wire_request = _wire(self.serializer.serialize_entity(context, request))
         server_ctx = self.serializer.deserialize_context(wire_ctx)
@@ -314,7 +322,7 @@ class LocalIndirectionAPI(IndirectionAPI):
 
     def object_class_action_versions(
         self,
-        context: Any,
+        context: Context,
         objname: str,
         objmethod: str,
         object_versions: dict[str, str],
@@ -339,7 +347,7 @@ class LocalIndirectionAPI(IndirectionAPI):
 
     def object_action(
         self,
-        context: Any,
+        context: Context,
         objinst: Any,
         objmethod: str,
         args: Any,
@@ -366,7 +374,7 @@ class LocalIndirectionAPI(IndirectionAPI):
         return updates, result
 
     def object_backport_versions(
-        self, context: Any, objinst: Any, object_versions: dict[str, str]
+        self, context: Context | None, objinst: Any, object_versions: dict[str, str]
     ) -> Any:
         name = objinst.get("versioned_object.name") if isinstance(objinst, dict) else objinst
         self._record(name, "object_backport_versions")
@@ -379,7 +387,7 @@ class LocalIndirectionAPI(IndirectionAPI):
 
     def object_class_action_versions_async(
         self,
-        context: Any,
+        context: Context,
         objname: str,
         objmethod: str,
         object_versions: dict[str, str],
@@ -402,7 +410,7 @@ class LocalIndirectionAPI(IndirectionAPI):
 
     def object_action_async(
         self,
-        context: Any,
+        context: Context,
         objinst: Any,
         objmethod: str,
         args: Any,

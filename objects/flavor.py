@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from objects import fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
 from objects.persistent import PersistentObject
 
 if TYPE_CHECKING:
+    from objects.context import Context
     from objects.futures import ObjectFuture
 
 __all__ = ["Flavor"]
@@ -42,18 +43,18 @@ class Flavor(PersistentObject, VersionedObject):
         root_gb: int
 
         @classmethod
-        def get_async(cls, context: Any, id: int) -> Flavor: ...
+        def get_async(cls, context: Context, id: int) -> Flavor: ...
         @classmethod
-        def get_by_flavorid_async(cls, context: Any, flavorid: str) -> ObjectFuture[Flavor]: ...
+        def get_by_flavorid_async(cls, context: Context, flavorid: str) -> ObjectFuture[Flavor]: ...
         def create_async(self) -> ObjectFuture[None]: ...
 
     @remotable_classmethod
-    def get(cls, context: Any, id: int) -> Flavor:
+    def get(cls, context: Context, id: int) -> Flavor:
         """The flavor with this database id. Raises ``NotFound``."""
         return cls._db_get(context, id)
 
     @remotable_classmethod
-    def get_by_flavorid(cls, context: Any, flavorid: str) -> Flavor:
+    def get_by_flavorid(cls, context: Context, flavorid: str) -> Flavor:
         """The flavor with this public flavor id. Raises ``NotFound``."""
         return cls._db_get_by(context, flavorid=flavorid)
 

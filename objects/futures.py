@@ -22,6 +22,9 @@ from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
+if TYPE_CHECKING:
+    from objects.context import Context
+
 __all__ = ["ObjectFuture", "PendingObjectMixin", "PendingState", "wait_all"]
 
 T = TypeVar("T")
@@ -243,7 +246,7 @@ class PendingObjectMixin:
     """
 
     _obj_pending: PendingState | None = None
-    _context: Any = None
+    _context: Context | None = None
     obj_revision: int | None = None
     if TYPE_CHECKING:
         fields: ClassVar[dict[str, Any]]
@@ -254,7 +257,7 @@ class PendingObjectMixin:
         def obj_name(cls) -> str: ...
 
     @classmethod
-    def _obj_new_pending(cls: type[P], context: Any, source: Future[Any] | None = None) -> P:
+    def _obj_new_pending(cls: type[P], context: Context, source: Future[Any] | None = None) -> P:
         """A new instance, empty until its load future resolves.
 
         With ``source`` (a future of the loaded object), a done-callback absorbs it and

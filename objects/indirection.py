@@ -16,13 +16,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from objects import exception
 from objects.futures import ObjectFuture, done_future
 from objects.registry import VersionedObjectRegistry, version_tuple
 from objects.remoting import is_remotable, local_execution
 from objects.versioned import VersionedObject
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 __all__ = [
     "IndirectionAPI",
@@ -54,7 +57,7 @@ class IndirectionAPI(abc.ABC):
     @abc.abstractmethod
     def object_class_action_versions(
         self,
-        context: Any,
+        context: Context,
         objname: str,
         objmethod: str,
         object_versions: dict[str, str],
@@ -70,7 +73,7 @@ class IndirectionAPI(abc.ABC):
     @abc.abstractmethod
     def object_action(
         self,
-        context: Any,
+        context: Context,
         objinst: Any,
         objmethod: str,
         args: Any,
@@ -86,13 +89,13 @@ class IndirectionAPI(abc.ABC):
 
     @abc.abstractmethod
     def object_backport_versions(
-        self, context: Any, objinst: Any, object_versions: dict[str, str]
+        self, context: Context | None, objinst: Any, object_versions: dict[str, str]
     ) -> Any:
         """Return ``objinst`` (a primitive too new for the caller) at ``object_versions``."""
 
     def object_class_action_versions_async(
         self,
-        context: Any,
+        context: Context,
         objname: str,
         objmethod: str,
         object_versions: dict[str, str],
@@ -113,7 +116,7 @@ class IndirectionAPI(abc.ABC):
 
     def object_action_async(
         self,
-        context: Any,
+        context: Context,
         objinst: Any,
         objmethod: str,
         args: Any,
@@ -221,7 +224,7 @@ def to_wire(value: Any, manifest: dict[str, str] | None) -> Any:
 
 
 def handle_class_action(
-    context: Any,
+    context: Context,
     objname: str,
     objmethod: str,
     object_versions: dict[str, str] | None,
@@ -272,7 +275,7 @@ def _diff_token(field: Any, kind: int, value: Any) -> Any:
 
 
 def handle_object_action(
-    context: Any,
+    context: Context,
     objinst: VersionedObject,
     objmethod: str,
     args: Any,
@@ -333,7 +336,7 @@ def handle_object_action(
 
 
 def handle_backport(
-    context: Any, objinst: VersionedObject, object_versions: dict[str, str]
+    context: Context, objinst: VersionedObject, object_versions: dict[str, str]
 ) -> dict[str, Any]:
     """``objinst`` as a primitive at the versions in ``object_versions``."""
     if not isinstance(objinst, VersionedObject):

@@ -15,6 +15,7 @@ from objects.registry import version_tuple
 if TYPE_CHECKING:
     import datetime
 
+    from objects.context import Context
     from objects.flavor import Flavor
     from objects.futures import ObjectFuture
 
@@ -95,21 +96,21 @@ class Instance(PersistentObject, VersionedObject):
         metadata: dict[str, str]
 
         @classmethod
-        def get_async(cls, context: Any, id: int) -> Instance: ...
+        def get_async(cls, context: Context, id: int) -> Instance: ...
         @classmethod
-        def get_by_uuid_async(cls, context: Any, uuid: str) -> ObjectFuture[Instance]: ...
+        def get_by_uuid_async(cls, context: Context, uuid: str) -> ObjectFuture[Instance]: ...
         def create_async(self) -> ObjectFuture[None]: ...
         def save_async(self) -> ObjectFuture[None]: ...
         def destroy_async(self) -> ObjectFuture[None]: ...
         def refresh_async(self) -> ObjectFuture[None]: ...
 
     @remotable_classmethod
-    def get(cls, context: Any, id: int) -> Instance:
+    def get(cls, context: Context, id: int) -> Instance:
         """The instance with this database id. Raises ``NotFound``."""
         return cls._db_get(context, id)
 
     @remotable_classmethod
-    def get_by_uuid(cls, context: Any, uuid: str) -> Instance:
+    def get_by_uuid(cls, context: Context, uuid: str) -> Instance:
         """The instance with this UUID. Raises ``NotFound``."""
         return cls._db_get_by(context, uuid=fields.UUIDField().coerce(uuid))
 
@@ -151,7 +152,7 @@ class InstanceList(ObjectListBase):
     obj_relationships = {"objects": [("1.0", "1.2")]}
 
     @classmethod
-    def _make(cls, context: Any, instances: list[Instance]) -> InstanceList:
+    def _make(cls, context: Context, instances: list[Instance]) -> InstanceList:
         result = cls(context, objects=instances)
         result.obj_reset_changes()
         return result
@@ -161,18 +162,18 @@ class InstanceList(ObjectListBase):
         @classmethod
         def get_all_async(
             cls,
-            context: Any,
+            context: Context,
             filters: Mapping[str, Any] | None = None,
             limit: int | None = None,
             marker: int | None = None,
         ) -> ObjectFuture[InstanceList]: ...
         @classmethod
-        def get_by_host_async(cls, context: Any, host: str) -> ObjectFuture[InstanceList]: ...
+        def get_by_host_async(cls, context: Context, host: str) -> ObjectFuture[InstanceList]: ...
 
     @remotable_classmethod
     def get_all(
         cls,
-        context: Any,
+        context: Context,
         filters: Mapping[str, Any] | None = None,
         limit: int | None = None,
         marker: int | None = None,
@@ -204,6 +205,6 @@ class InstanceList(ObjectListBase):
         return cls._make(context, Instance._db_query(context, filters, limit, marker))
 
     @remotable_classmethod
-    def get_by_host(cls, context: Any, host: str) -> InstanceList:
+    def get_by_host(cls, context: Context, host: str) -> InstanceList:
         """Every instance on ``host``."""
         return cls._make(context, Instance._db_query(context, {"host": host}))

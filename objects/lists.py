@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from objects import fields as obj_fields
 from objects.versioned import VersionedObject
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 __all__ = ["ObjectListBase"]
 
@@ -27,7 +30,7 @@ class ObjectListBase(VersionedObject):
     }
     child_versions: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, context: Any = None, **values: Any) -> None:
+    def __init__(self, context: Context | None = None, **values: Any) -> None:
         super().__init__(context, **values)
         if "objects" not in values:
             self.__dict__["objects"] = []

@@ -27,8 +27,9 @@ from objects.fields import Reader, fast_reader
 from objects.registry import VersionedObjectRegistry
 
 if TYPE_CHECKING:
+    from objects.context import Context
     from objects.fields import Field
-    from objects.storage import Record
+    from objects.storage import Record, Storage
     from objects.versioned import VersionedObject
 
     _Base = VersionedObject
@@ -56,7 +57,7 @@ def field_to_record(field: Field, value: Any) -> Any:
     return value
 
 
-def field_from_record(field: Field, value: Any, context: Any) -> Any:
+def field_from_record(field: Field, value: Any, context: Context | None) -> Any:
     """The field value for what a record stores (validated like an assignment)."""
     if value is None:
         return field.coerce(None)
@@ -90,7 +91,7 @@ def _record_plan(cls: type[VersionedObject]) -> _RecordPlan:
 
 
 def _record_reader(field: Field) -> Reader:
-    def read(value: Any, context: Any) -> Any:
+    def read(value: Any, context: Context | None) -> Any:
         return field_from_record(field, value, context)
 
     return read
@@ -101,7 +102,7 @@ def _object_to_record(obj: VersionedObject) -> dict[str, Any]:
     return dict(prim["versioned_object.data"])
 
 
-def _object_from_record(objname: str, values: Any, context: Any) -> VersionedObject:
+def _object_from_record(objname: str, values: Any, context: Context | None) -> VersionedObject:
     if not isinstance(values, Mapping):
         raise exception.ObjectValueError(
             reason=f"a stored {objname} must be a dict of its fields, got {type(values).__name__}"
@@ -147,7 +148,7 @@ class PersistentObject(_Base):
     """
 
     @classmethod
-    def _from_record(cls: type[P], context: Any, record: Record) -> P:
+    def _from_record(cls: type[P], context: Context, record: Record) -> P:
         """A clean object (no changes) from a storage record; unknown keys are ignored."""
         obj = cls.__new__(cls)
         d = obj.__dict__
@@ -198,13 +199,13 @@ class PersistentObject(_Base):
         }
 
     @classmethod
-    def _db_get(cls: type[P], context: Any, id: int) -> P:
+    def _db_get(cls: type[P], context: Context, id: int) -> P:
         """Load by id. Raises ``NotFound``; ``ObjectValueError`` for an id the field refuses."""
         id = _coerced(cls, "id", id)
         return cls._from_record(context, context.db.get(cls.obj_name(), id))
 
     @classmethod
-    def _db_get_by(cls: type[P], context: Any, **equals: Any) -> P:
+    def _db_get_by(cls: type[P], context: Context, **equals: Any) -> P:
         """Load the first row matching all ``field == value``. Raises ``NotFound``."""
         equals = {name: _coerced(cls, name, value) for name, value in equals.items()}
         return cls._from_record(context, context.db.get_by(cls.obj_name(), **equals))
@@ -212,7 +213,7 @@ class PersistentObject(_Base):
     @classmethod
     def _db_query(
         cls: type[P],
-        context: Any,
+        context: Context,
         filters: Mapping[str, Any] | None = None,
         limit: int | None = None,
         marker: int | None = None,
@@ -303,7 +304,7 @@ class PersistentObject(_Base):
             )
         return int(object_id)
 
-    def _obj_context_db(self) -> Any:
+    def _obj_context_db(self) -> Storage:
         if self._context is None:
             raise exception.OrphanedObjectError(method="database access", objtype=self.obj_name())
         return self._context.db

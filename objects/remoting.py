@@ -22,6 +22,7 @@ from objects import exception
 from objects.futures import ObjectFuture, chain, done_future
 
 if TYPE_CHECKING:
+    from objects.context import Context
     from objects.indirection import IndirectionAPI
 
 __all__ = [
@@ -84,7 +85,7 @@ def active_api() -> IndirectionAPI | None:
     return api
 
 
-def _adopt(result: Any, context: Any) -> Any:
+def _adopt(result: Any, context: Context) -> Any:
     # Objects made by a local body (or deserialized without one) belong to the caller.
     if getattr(result, "_context", False) is None and hasattr(type(result), "obj_name"):
         result._context = context
@@ -118,7 +119,7 @@ def remotable_classmethod(
     name = fn.__name__
 
     @functools.wraps(fn)
-    def wrapper(cls: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(cls: Any, context: Context, *args: Any, **kwargs: Any) -> Any:
         api = active_api()
         if api is None:
             return _adopt(fn(cls, context, *args, **kwargs), context)
@@ -168,7 +169,7 @@ def remotable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
-    def twin(cls: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+    def twin(cls: Any, context: Context, *args: Any, **kwargs: Any) -> Any:
         api = active_api()
         if api is None:
             source: Future[Any] = done_future(lambda: wrapper(cls, context, *args, **kwargs))

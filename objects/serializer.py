@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from objects import exception
 from objects.context import RequestContext
 from objects.registry import VersionedObjectRegistry, obj_tree_get_versions
 from objects.remoting import active_api
 from objects.versioned import _KEY_NAME, VersionedObject
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 __all__ = ["VersionedObjectSerializer"]
 
@@ -42,7 +45,7 @@ class VersionedObjectSerializer:
     #: that also ``connect()``-ed, that would be calling itself).
     BACKPORT_THROUGH_INDIRECTION: ClassVar[bool] = True
 
-    def serialize_entity(self, context: Any, entity: Any) -> Any:
+    def serialize_entity(self, context: Context | None, entity: Any) -> Any:
         kind = type(entity)
         if kind in _SCALARS:
             return entity
@@ -62,7 +65,7 @@ class VersionedObjectSerializer:
             return [self.serialize_entity(context, value) for value in entity]
         return entity
 
-    def deserialize_entity(self, context: Any, entity: Any) -> Any:
+    def deserialize_entity(self, context: Context | None, entity: Any) -> Any:
         kind = type(entity)
         if kind in _SCALARS:
             return entity
@@ -78,7 +81,7 @@ class VersionedObjectSerializer:
             return [self.deserialize_entity(context, value) for value in entity]
         return entity
 
-    def _process_object(self, context: Any, primitive: dict[str, Any]) -> Any:
+    def _process_object(self, context: Context | None, primitive: dict[str, Any]) -> Any:
         try:
             return self.OBJ_BASE_CLASS.obj_from_primitive(primitive, context)
         except exception.IncompatibleObjectVersion:
@@ -96,12 +99,12 @@ class VersionedObjectSerializer:
             result = self.OBJ_BASE_CLASS.obj_from_primitive(result, context)
         return result
 
-    def serialize_context(self, context: Any) -> dict[str, Any]:
+    def serialize_context(self, context: Context | dict[str, Any] | None) -> dict[str, Any]:
         if context is None:
             return {}
         if isinstance(context, dict):
             return context
-        return context.to_dict()  # type: ignore[no-any-return]
+        return context.to_dict()
 
     def deserialize_context(self, context: dict[str, Any]) -> RequestContext:
         return RequestContext.from_dict(context)

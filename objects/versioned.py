@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from objects import exception
 from objects import fields as obj_fields
 from objects.futures import PendingObjectMixin, PendingState
 from objects.registry import VersionedObjectRegistry, version_tuple
 from objects.remoting import add_async_twins, get_indirection_api
+
+if TYPE_CHECKING:
+    from objects.context import Context
 
 __all__ = ["VersionedObject"]
 
@@ -86,7 +89,7 @@ class VersionedObject(PendingObjectMixin):
     indirection_api: ClassVar[Any] = _IndirectionAPIAttribute()
 
     # Per-instance state, with class-level defaults so reading it never reaches __getattr__.
-    _context: Any = None
+    _context: Context | None = None
     obj_revision: int | None = None
     _obj_pending: PendingState | None = None
 
@@ -133,7 +136,7 @@ class VersionedObject(PendingObjectMixin):
         cls._obj_nested = tuple((n, f) for n, f in cls.fields.items() if f.is_object)
         cls._obj_prepared_for = cls.fields
 
-    def __init__(self, context: Any = None, **values: Any) -> None:
+    def __init__(self, context: Context | None = None, **values: Any) -> None:
         d = self.__dict__
         d["_context"] = context
         d["_changed_fields"] = set()
@@ -432,7 +435,9 @@ class VersionedObject(PendingObjectMixin):
         return [_child_to_primitive(child, child_version, manifest) for child in value]
 
     @classmethod
-    def obj_from_primitive(cls, primitive: dict[str, Any], context: Any = None) -> VersionedObject:
+    def obj_from_primitive(
+        cls, primitive: dict[str, Any], context: Context | None = None
+    ) -> VersionedObject:
         """Rebuild an object from a primitive, whatever class this is called on.
 
         The class comes from the registry by the primitive's name and version.
@@ -492,7 +497,7 @@ class VersionedObject(PendingObjectMixin):
     def _obj_from_data(
         cls: type[VO],
         data: dict[str, Any],
-        context: Any,
+        context: Context | None,
         changes: list[str] | None = None,
         revision: int | None = None,
     ) -> VO:

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 __all__ = ["NoOpSerializer", "Serializer", "context_to_dict"]
 
 
-def context_to_dict(ctxt: Any) -> dict[str, Any]:
+def context_to_dict(ctxt: object) -> dict[str, Any]:
     """A request context as a dict: dicts pass through, other objects use ``to_dict()``."""
     if ctxt is None:
         return {}
@@ -30,7 +30,9 @@ class Serializer(Protocol):
     """Converts entities and contexts to primitives for the wire, and back.
 
     A protocol: any object with these four methods serves (``objects`` ships one without
-    importing the transport); subclassing it is optional.
+    importing the transport); subclassing it is optional. ``ctxt`` is the caller's context
+    as given (hence ``Any``): with a serializer it can be of any class that serializer
+    reads, not only a dict or an object with ``to_dict()``.
     """
 
     def serialize_entity(self, ctxt: Any, entity: Any) -> Any:

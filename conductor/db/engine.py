@@ -72,7 +72,7 @@ _json_decoder = json.JSONDecoder()
 _json_scan = _json_decoder.scan_once  # type: ignore[attr-defined]  # set in __init__
 
 
-def json_value(data: str | bytes | float) -> Any:
+def json_value(data: str | bytes | memoryview | float) -> Any:
     """Both drivers decode JSON columns with this.
 
     The stored text is valid JSON (PostgreSQL checks it; we wrote it with

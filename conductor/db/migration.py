@@ -78,7 +78,7 @@ def _literal(default: str) -> str:
 
 
 def compare_server_default(
-    context: Any,
+    context: MigrationContext,
     inspected_column: Column[Any],
     metadata_column: Column[Any],
     inspected_default: str | None,

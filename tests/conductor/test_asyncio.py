@@ -88,7 +88,7 @@ def test_gather_of_hundreds_keeps_the_loop_responsive(stack: str, ctx: RequestCo
     objects.wait_all([inst.create_async() for inst in created])
     ids = [inst.id for inst in created] * 5  # 1,000 gets in flight
 
-    async def main() -> tuple[list[Any], float]:
+    async def main() -> tuple[list[Any], list[float]]:
         lags: list[float] = []
         stop = asyncio.Event()
 

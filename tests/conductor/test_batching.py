@@ -108,6 +108,11 @@ def count_statements(service: conductor.Conductor) -> list[str]:
     return seen
 
 
+def on_postgresql(service: conductor.Conductor) -> bool:
+    assert service._engine is not None, "the service is running"
+    return service._engine.dialect.name == "postgresql"
+
+
 def test_gets_in_one_message_are_one_query_and_keep_their_own_outcomes(
     service: conductor.Conductor, dispatcher: RPCDispatcher, ctx: RequestContext
 ) -> None:
@@ -146,7 +151,7 @@ def test_saves_in_one_message_share_one_update_on_postgresql(
     assert [ok for ok, _ in outcomes] == [True, True, True, False]
     assert isinstance(outcomes[3][1], exception.NotFound)
     updates = verbs(statements, "UPDATE")
-    if service._engine.dialect.name == "postgresql":
+    if on_postgresql(service):
         # One statement for the three rows; the miss is not in its result, and learns why
         # on its own (its UPDATE matches nothing, then a SELECT says NotFound).
         assert len(updates) == 2
@@ -187,7 +192,7 @@ def test_creates_in_one_message_share_one_insert(
     )
 
     assert all(ok for ok, _ in outcomes)
-    if service._engine.dialect.name == "postgresql":
+    if on_postgresql(service):
         assert len(verbs(statements, "INSERT INTO INSTANCES")) == 1
     # (SQLite: SQLAlchemy sends the rows one by one, in one call, to keep their order.)
     # Each request's reply carries its own row: ids in order of the requests.

@@ -185,4 +185,6 @@ def test_looking_up_the_stored_results_of_a_huge_batch_fits_the_parameter_limits
 ) -> None:
     from conductor.db import requests
 
-    assert requests.find_many(storage._unit.connection, [f"r-{i}" for i in range(70_000)]) == {}
+    unit = storage._unit
+    assert isinstance(unit, db.Transaction)  # the fixture's storage runs on a Transaction
+    assert requests.find_many(unit.connection, [f"r-{i}" for i in range(70_000)]) == {}

@@ -10,7 +10,7 @@ import pytest
 
 import conductor
 import objects
-from conductor import manager as manager_mod
+import transport
 from objects import base, exception
 from objects.context import RequestContext
 
@@ -247,7 +247,7 @@ def test_a_replayed_request_id_is_answered_from_the_stored_result(
     # then the stored result is returned and nothing is written twice.
     service, _ = running
     endpoint = service._rpc_server_endpoints()[0]
-    monkeypatch.setattr(manager_mod.transport, "current_request_id", lambda: "req-fixed-1")
+    monkeypatch.setattr(transport, "current_request_id", lambda: "req-fixed-1")
     inst = make_instance(ctx, host="replay-host")
     with base.local_execution():
         ctx_server = RequestContext.from_dict(ctx.to_dict())

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from objects import base, exception, fields
+from objects.context import RequestContext
 from tests.objects.helpers import make_classes
 
 
@@ -72,7 +73,7 @@ def test_from_primitive_resolves_through_the_registry_whatever_class(
 
 def test_context_is_given_to_the_object_and_its_children(classes: dict[str, Any]) -> None:
     parent = classes["Parent"](child=classes["Child"](name="c"))
-    ctx = object()
+    ctx = RequestContext()
     again = base.VersionedObject.obj_from_primitive(parent.obj_to_primitive(), context=ctx)
     assert again._context is ctx
     assert again.child._context is ctx
@@ -178,7 +179,7 @@ def test_load_attr_without_context_is_an_orphan_error(registry: Any) -> None:
     orphan = Lazy(a=1)
     with pytest.raises(exception.OrphanedObjectError, match="no context"):
         orphan.b  # noqa: B018
-    attached = Lazy(context=object(), a=1)
+    attached = Lazy(context=RequestContext(), a=1)
     assert attached.b == 42
     assert loads == ["b"]
     assert attached.obj_what_changed() == {"a"}
@@ -191,7 +192,7 @@ def test_repr_shows_unset_fields_without_loading(registry: Any) -> None:
         def obj_load_attr(self, attrname: str) -> None:
             raise AssertionError("repr must not load")
 
-    assert repr(Lazy(context=object(), a=1)) == "Lazy(a=1,b=<?>)"
+    assert repr(Lazy(context=RequestContext(), a=1)) == "Lazy(a=1,b=<?>)"
 
 
 def test_equality_compares_name_and_set_fields(classes: dict[str, Any]) -> None:

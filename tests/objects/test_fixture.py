@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import objects
 from objects import base, exception
-from objects.context import RequestContext
+from objects.context import Context, RequestContext
 from objects.fixture import LocalIndirectionAPI, MemoryStorage
 
 VALUES = {
@@ -174,3 +174,46 @@ def test_isolated_registry_forgets_what_was_registered_inside() -> None:
         assert "Temp" in registry.obj_classes()
     assert "Temp" not in base.VersionedObjectRegistry.obj_classes()
     assert "Instance" in base.VersionedObjectRegistry.obj_classes()
+
+
+class ForeignContext:
+    """An OVO-style caller's own context class: identity and ``to_dict()``, no ``db``."""
+
+    def __init__(self) -> None:
+        self.user_id = "u"
+        self.project_id = "p"
+        self.request_id = "req-foreign"
+        self.roles = ["reader"]
+        self.is_admin = False
+        self.auth_token = "not sent"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "project_id": self.project_id,
+            "request_id": self.request_id,
+            "roles": self.roles,
+            "is_admin": self.is_admin,
+        }
+
+
+def test_a_callers_own_context_class_works_as_it_is(storage: MemoryStorage) -> None:
+    # objects.context.Context is a type only: nothing checks a context's class at run time,
+    # so a context without ``db`` (it never needs one on the calling side) goes through.
+    ctx = cast(Context, ForeignContext())
+    api = LocalIndirectionAPI(storage)
+    base.set_indirection_api(api)
+    try:
+        inst = objects.Instance(ctx, **VALUES)
+        inst.create()
+        again = objects.Instance.get(ctx, inst.id)
+        assert again._context is ctx
+        assert again.uuid == VALUES["uuid"]
+        assert objects.Instance.get_async(ctx, inst.id).wait(5).id == inst.id
+    finally:
+        api.close()
+
+
+def test_request_context_is_a_context() -> None:
+    context: Context = RequestContext()  # checked by mypy (tests/ is type-checked)
+    assert context.to_dict()["request_id"] == context.request_id

@@ -39,7 +39,7 @@ def test_every_remotable_method_has_an_async_twin(counter_cls: Any) -> None:
     for name in ("get", "get_by_value", "total", "bump", "renumber", "fail"):
         assert callable(getattr(counter_cls, f"{name}_async"))
     assert not hasattr(counter_cls, "not_remotable_async")
-    assert objects.Instance.save_async.async_of == "save"  # type: ignore[attr-defined]
+    assert objects.Instance.save_async.async_of == "save"
 
 
 def test_class_twin_returns_a_future_of_the_result(counter_cls: Any, ctx: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from objects import base
+from objects.context import RequestContext
 from tests.objects.helpers import make_classes
 
 
@@ -15,7 +16,7 @@ def child_list(registry: Any) -> Any:
     classes = make_classes()
     child = classes["Child"]
     items = classes["ChildList"](
-        context="ctx", objects=[child(name="a"), child(name="b"), child(name="c")]
+        context=RequestContext(), objects=[child(name="a"), child(name="b"), child(name="c")]
     )
     items.obj_reset_changes(recursive=True)
     return items
@@ -37,7 +38,7 @@ def test_slice_returns_the_same_list_type_with_the_context(child_list: Any) -> N
     part = child_list[1:]
     assert type(part) is type(child_list)
     assert [c.name for c in part] == ["b", "c"]
-    assert part._context == "ctx"
+    assert part._context is child_list._context
     assert part.obj_what_changed() == set()
 
 

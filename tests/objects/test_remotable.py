@@ -107,7 +107,7 @@ class _ScriptedAPI(IndirectionAPI):
 
     def object_class_action_versions(
         self, context, objname, objmethod, object_versions, args, kwargs
-    ):  # type: ignore[no-untyped-def]
+    ):
         self.asked.append(
             {
                 "objname": objname,
@@ -119,11 +119,11 @@ class _ScriptedAPI(IndirectionAPI):
         )
         return None
 
-    def object_action(self, context, objinst, objmethod, args, kwargs, object_versions=None):  # type: ignore[no-untyped-def]
+    def object_action(self, context, objinst, objmethod, args, kwargs, object_versions=None):
         self.asked.append({"objinst": objinst, "objmethod": objmethod, "versions": object_versions})
         return self.updates, "result"
 
-    def object_backport_versions(self, context, objinst, object_versions):  # type: ignore[no-untyped-def]
+    def object_backport_versions(self, context, objinst, object_versions):
         raise AssertionError("not used")
 
 

@@ -65,8 +65,12 @@ def main() -> int:
 
     print("ready", flush=True)
     for step in range(total):
+
+        def room(sent: int = step) -> bool:
+            return sent - finished < most
+
         with lock:
-            lock.wait_for(lambda sent=step: sent - finished < most)
+            lock.wait_for(room)
             inst = idle.pop(0) if idle and step % 2 == 1 else None
         start = time.time()
         if inst is None:

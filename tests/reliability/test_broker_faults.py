@@ -64,7 +64,7 @@ def test_connections_dropped_mid_load_every_call_ends_typed_and_service_recovers
         caster = transport.RPCClient(
             caster_transport,
             transport.Target(topic=topic, version="1.0"),
-            serializer=base.VersionedObjectSerializer(),  # type: ignore[arg-type]
+            serializer=base.VersionedObjectSerializer(),
         )
         try:
             calls: list[tuple[float, Future[Any], Any]] = []

@@ -95,7 +95,7 @@ def test_a_frozen_conductor_holds_a_bounded_few_and_their_callers_fail_fast(
             time.sleep(0.005)
         for future in futures:
             future.exception(TIMEOUT + 10)
-        sent_for = ended and max(ended.values()) - started
+        sent_for = max(ended.values(), default=started) - started
         failures = [f.exception() for f in futures if f.exception() is not None]
         held = PREFETCH_PER_WORKER * WORKERS
         # Then the live conductor serves all but what the frozen one holds (its prefetch)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import transport
-from tests.transport.test_rpc import Servers
+from tests.transport.conftest import Servers
 from transport import RPCClient, Target, _wire
 
 
@@ -85,7 +85,7 @@ def test_a_bad_item_in_a_batch_fails_alone(
     body = json.dumps({"batch": [good, bad, "not an envelope"]}).encode()
     tp._driver.send(Target(topic=topic), body, ttl=20)
 
-    assert calls[0].future is not None and calls[0].future.wait(20) == 3
+    assert calls[0].future is not None and calls[0].future.result(20) == 3
     assert calls[1].future is not None
     assert isinstance(calls[1].future.exception(20), transport.exceptions.MessageDeliveryFailure)
     # and the server still serves

@@ -402,13 +402,13 @@ def test_the_heartbeat_thread_comes_back_after_it_failed(
     real_reply = server._reply
     failures = {"left": 3}
 
-    def reply(reply_to: str, message: dict[str, Any]) -> None:
-        if message.get("t") == "hb" and failures["left"] > 0:
+    def flaky_reply(reply_to: str, reply: dict[str, Any]) -> None:
+        if reply.get("t") == "hb" and failures["left"] > 0:
             failures["left"] -= 1
             raise KeyboardInterrupt  # whatever it is, the thread must not stay dead
-        real_reply(reply_to, message)
+        real_reply(reply_to, reply)
 
-    server._reply = reply  # type: ignore[method-assign]
+    server._reply = flaky_reply  # type: ignore[method-assign]
     server.start()
     try:
         client = RPCClient(
@@ -602,7 +602,8 @@ def test_a_notification_over_the_size_limit_is_parked_not_read(
 @pytest.mark.rabbit
 def test_a_message_that_cannot_be_parked_is_dropped_not_redelivered_forever(topic: str) -> None:
     # (RabbitMQ only: memory:// parks in a list, which cannot refuse.)
-    import kombu
+    from kombu.connection import Connection
+    from kombu.entity import Queue
 
     from tests.brokers import no_service
 
@@ -612,8 +613,8 @@ def test_a_message_that_cannot_be_parked_is_dropped_not_redelivered_forever(topi
         no_service("CONDUCTOR_TEST_TRANSPORT_URL")
     # Given a dead-letter queue declared with other arguments than the server's, so that
     # parking fails with a channel error (PRECONDITION_FAILED) every time
-    with kombu.Connection(RABBIT_URL) as conn:
-        kombu.Queue(f"{topic}.dead", durable=True, queue_arguments={"x-max-length": 5})(
+    with Connection(RABBIT_URL) as conn:
+        Queue(f"{topic}.dead", durable=True, queue_arguments={"x-max-length": 5})(
             conn.channel()
         ).declare()
     tp = transport.get_transport(RABBIT_URL)

@@ -74,9 +74,9 @@ def rservers(rmake: MakeTransport) -> Iterator[Servers]:
 def queue_type(url: str, name: str) -> str | None:
     """``"quorum"`` or ``"classic"`` for an existing queue, None when it does not exist."""
     import amqp
-    import kombu
+    from kombu.connection import Connection
 
-    with kombu.Connection(url) as conn:
+    with Connection(url) as conn:
         try:
             conn.channel().queue_declare(queue=name, passive=True)
         except amqp.exceptions.NotFound:
@@ -91,9 +91,9 @@ def queue_type(url: str, name: str) -> str | None:
 
 
 def queue_depth(url: str, name: str) -> int:
-    import kombu
+    from kombu.connection import Connection
 
-    with kombu.Connection(url) as conn:
+    with Connection(url) as conn:
         _, messages, _ = conn.channel().queue_declare(queue=name, passive=True)
         return int(messages)
 
@@ -346,11 +346,12 @@ def test_a_publish_the_broker_nacks_ends_in_a_typed_error(
 ) -> None:
     # A queue that refuses every message with basic.nack (what a quorum queue does while
     # it has no leader, for a moment during a failover).
-    import kombu
+    from kombu.connection import Connection
+    from kombu.entity import Exchange, Queue
 
-    with kombu.Connection(rabbit) as conn:
-        exchange = kombu.Exchange("conductor", type="direct", durable=True)
-        kombu.Queue(
+    with Connection(rabbit) as conn:
+        exchange = Exchange("conductor", type="direct", durable=True)
+        Queue(
             topic,
             exchange,
             routing_key=topic,

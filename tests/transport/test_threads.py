@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -55,10 +56,14 @@ def test_callbacks_run_in_the_order_their_calls_resolved(
     order: list[int] = []
     done = threading.Event()
     futures = [client.call_async({}, "add", a=i, b=0) for i in range(50)]
+
+    def record(f: Future[Any]) -> None:
+        order.append(f.result())
+        if len(order) == 50:
+            done.set()
+
     for future in futures:
-        future.add_done_callback(
-            lambda f: (order.append(f.result()), len(order) == 50 and done.set())
-        )
+        future.add_done_callback(record)
     assert done.wait(10)
     assert sorted(order) == list(range(50))
 

@@ -113,13 +113,13 @@ def test_transport_threads_never_keep_a_process_alive(transport_url: str, topic:
 def test_rabbit_queues_are_named_after_the_topic(topic: str, queues: list[str]) -> None:
     if not RABBIT_URL:
         no_service("CONDUCTOR_TEST_TRANSPORT_URL")
-    import kombu
+    from kombu.connection import Connection
 
     tp = transport.get_transport(RABBIT_URL)
     server = RPCServer(tp, Target(topic=topic, server="host"), [Echo()])
     server.start()
     try:
-        with kombu.Connection(RABBIT_URL) as conn:
+        with Connection(RABBIT_URL) as conn:
             for name in (topic, f"{topic}.host"):
                 _, _, consumers = conn.channel().queue_declare(queue=name, passive=True)
                 assert consumers == 1
