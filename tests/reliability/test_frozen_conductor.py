@@ -95,6 +95,11 @@ def test_a_frozen_conductor_holds_a_bounded_few_and_their_callers_fail_fast(
             time.sleep(0.005)
         for future in futures:
             future.exception(TIMEOUT + 10)
+        # Done-callbacks run on the transport's callback thread, just after the futures
+        # resolve: wait for the ones that time the calls.
+        deadline = time.monotonic() + 10
+        while len(ended) < CALLS and time.monotonic() < deadline:
+            time.sleep(0.01)
         sent_for = max(ended.values(), default=started) - started
         failures = [f.exception() for f in futures if f.exception() is not None]
         held = PREFETCH_PER_WORKER * WORKERS
