@@ -69,7 +69,6 @@ class Oslo:
             self.transport,
             om.Target(topic=topic, server=server),
             endpoints,
-            executor="threading",
             **kwargs,
         )
         made.start()

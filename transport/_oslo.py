@@ -63,7 +63,9 @@ def _unwrap(envelope: Mapping[str, Any]) -> dict[str, Any]:
     except UnicodeEncodeError:
         raise MessageDeliveryFailure(reason="'oslo.message' is not valid text") from None
     except MessageDeliveryFailure as exc:
-        raise MessageDeliveryFailure(reason=f"'oslo.message': {exc.kwargs.get('reason', exc)}") from None
+        raise MessageDeliveryFailure(
+            reason=f"'oslo.message': {exc.kwargs.get('reason', exc)}"
+        ) from None
     return inner
 
 

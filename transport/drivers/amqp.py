@@ -757,7 +757,7 @@ class AMQPDriver(Driver):
             self._control_exchange(name, passive=True)(channel).declare()
         return channel
 
-    def _durable_queue(self, name: str, exchange: str, key: str) -> kombu.Queue:
+    def _durable_queue(self, name: str, exchange: str, key: str, also: Any = None) -> kombu.Queue:
         arguments: dict[str, Any] = {}
         if self.config.quorum_queues:
             arguments["x-queue-type"] = "quorum"
@@ -765,6 +765,19 @@ class AMQPDriver(Driver):
             arguments["x-message-ttl"] = int(self.config.topic_queue_message_ttl * 1000)
         if self.config.topic_queue_expires is not None:
             arguments["x-expires"] = int(self.config.topic_queue_expires * 1000)
+        if also is not None:
+            # NOTE: a kombu queue with bindings has no exchange of its own (copies of it
+            # drop it): the main binding is one of them.
+            return kombu.Queue(
+                name,
+                bindings=[
+                    kombu.binding(self._exchange(exchange), routing_key=key),
+                    kombu.binding(also, routing_key=key),
+                ],
+                durable=True,
+                auto_delete=False,
+                queue_arguments=arguments or None,
+            )
         return kombu.Queue(
             name,
             self._exchange(exchange),
@@ -782,10 +795,8 @@ class AMQPDriver(Driver):
         queues = []
         control = self._control_exchange(self.config.control_exchange, passive=True)
         for name in names:
-            q = self._durable_queue(name, exchange, name)
             # oslo.messaging callers publish to the control exchange with the same keys.
-            q.bindings = {kombu.binding(control, routing_key=name)}
-            queues.append(q)
+            queues.append(self._durable_queue(name, exchange, name, also=control))
         return queues
 
     def declare_topic(self, target: Target) -> None:
@@ -1038,13 +1049,14 @@ class AMQPDriver(Driver):
         fanout = f"{topic}_fanout_{uuid.uuid4().hex}"
         fanout_queue = kombu.Queue(
             fanout,
-            self._exchange(exchange + "_fanout"),
-            routing_key=topic,
+            bindings=[
+                kombu.binding(self._exchange(exchange + "_fanout"), routing_key=topic),
+                kombu.binding(self._oslo_fanout_exchange(topic), routing_key=""),
+            ],
             durable=False,
             auto_delete=True,
             queue_arguments={"x-expires": int(self.config.fanout_queue_expires * 1000)},
         )
-        fanout_queue.bindings = {kombu.binding(self._oslo_fanout_exchange(topic), routing_key="")}
         queues.append(fanout_queue)
         sub = _Subscription(queues, on_message, prefetch, dead_letter=f"{topic}.dead")
         sub.control_exchange = self.config.control_exchange
