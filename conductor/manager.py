@@ -153,6 +153,53 @@ class ConductorManager:
         self._work.run_batch(calls)
 
 
+class ConductorManagerV3:
+    """The same object methods at nova's conductor RPC API version 3.x.
+
+    ``nova.conductor.rpcapi.ConductorAPI`` (and computes built like it, on oslo.messaging)
+    sends ``object_class_action_versions``, ``object_action`` and
+    ``object_backport_versions`` at version 3.0; this endpoint hands them to the
+    :class:`ConductorManager` it wraps, so they run exactly as our own clients' (1.x).
+    """
+
+    target = transport.Target(namespace=None, version="3.0")
+    expected_exceptions = ConductorManager.expected_exceptions
+
+    def __init__(self, manager: ConductorManager) -> None:
+        self._manager = manager
+
+    def object_class_action_versions(
+        self,
+        context: RequestContext,
+        objname: str,
+        objmethod: str,
+        object_versions: dict[str, str],
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        return self._manager.object_class_action_versions(
+            context, objname, objmethod, object_versions, args, kwargs
+        )
+
+    def object_action(
+        self,
+        context: RequestContext,
+        objinst: Any,
+        objmethod: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        object_versions: dict[str, str] | None = None,
+    ) -> Any:
+        return self._manager.object_action(
+            context, objinst, objmethod, args, kwargs, object_versions
+        )
+
+    def object_backport_versions(
+        self, context: RequestContext, objinst: Any, object_versions: dict[str, str]
+    ) -> Any:
+        return self._manager.object_backport_versions(context, objinst, object_versions)
+
+
 #: The built-in objects' class methods that only read: when one fails, it cannot be
 #: because an earlier run of the same request wrote (see ``UnitOfWork.run``).
 _BUILTIN_READS: dict[str, frozenset[str]] = {

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import transport
 from conductor import db
-from conductor.manager import ConductorManager
+from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.metrics import Metrics, MonitoringServer
 from conductor.unit_of_work import ServedContext
 from objects import base
 from objects.context import RequestContext
+from objects.versioned import _KEY_DATA, _KEY_REVISION, OVO_REVISION_FIELD
 
 if TYPE_CHECKING:
     from objects.context import Context
@@ -29,6 +30,26 @@ DEFAULT_WORKERS = 8
 #: transport's default) let one frozen conductor hold 32 messages of up to 256 requests
 #: each while the other conductors sat idle.
 PREFETCH_PER_WORKER = 2
+
+
+def _with_ovo_revisions(value: Any) -> Any:
+    """Copy each returned object's revision into its data (``OVO_REVISION_FIELD``), where
+    an oslo.versionedobjects caller that declares the field keeps it for its saves; our own
+    clients ignore it (not a field of theirs). Objects, lists of objects (``objects``) and
+    ``object_action``'s ``[updates, result]`` are walked; nothing deeper."""
+    if isinstance(value, dict):
+        revision = value.get(_KEY_REVISION)
+        data = value.get(_KEY_DATA)
+        if isinstance(data, dict):
+            if revision is not None:
+                data[OVO_REVISION_FIELD] = revision
+            items = data.get("objects")
+            if isinstance(items, list):
+                for item in items:
+                    _with_ovo_revisions(item)
+    elif isinstance(value, list) and len(value) == 2 and isinstance(value[0], dict):
+        _with_ovo_revisions(value[1])
+    return value
 
 
 class ConductorSerializer(base.VersionedObjectSerializer):
@@ -65,6 +86,9 @@ class ConductorSerializer(base.VersionedObjectSerializer):
                 "--allow-admin-context if its callers may elevate"
             )
         return ctx
+
+    def serialize_entity(self, context: Context | None, entity: Any) -> Any:
+        return _with_ovo_revisions(super().serialize_entity(context, entity))
 
     def deserialize_entity(self, context: Context | None, entity: Any) -> Any:
         # Keep each argument as it arrived, for the digest of the request's content (see
@@ -188,7 +212,8 @@ class Conductor:
                     rpc_server = transport.RPCServer(
                         rpc_transport,
                         transport.Target(topic=self.topic, server=self.server),
-                        [manager],
+                        # 1.x: our clients; 3.x: nova-style computes (oslo.messaging).
+                        [manager, ConductorManagerV3(manager)],
                         serializer=serializer,
                         executor="threading",
                         max_workers=self.workers,
