@@ -17,8 +17,10 @@ with warnings.catch_warnings():
     import oslo_messaging as om
     from oslo_config import cfg
     from oslo_messaging import opts as om_opts
+    from oslo_messaging._drivers import amqp as om_amqp
+    from oslo_messaging._drivers import common as om_common
 
-__all__ = ["Oslo", "om", "oslo_url"]
+__all__ = ["Oslo", "om", "om_amqp", "om_common", "oslo_url"]
 
 
 def oslo_url(url: str) -> str:
