@@ -20,7 +20,18 @@ with warnings.catch_warnings():
     from oslo_messaging._drivers import amqp as om_amqp
     from oslo_messaging._drivers import common as om_common
 
-__all__ = ["Oslo", "om", "om_amqp", "om_common", "oslo_url"]
+__all__ = [
+    "ConductorRPCAPI",
+    "ContextSerializer",
+    "Oslo",
+    "OvoInstance",
+    "om",
+    "om_amqp",
+    "om_common",
+    "oslo_context",
+    "oslo_url",
+    "ovo_base",
+]
 
 
 def oslo_url(url: str) -> str:
@@ -101,7 +112,7 @@ with warnings.catch_warnings():
 
 
 @ovo_base.VersionedObjectRegistry.register
-class OvoInstance(ovo_base.VersionedObject):
+class OvoInstance(ovo_base.VersionedObject):  # type: ignore[misc]
     """An oslo.versionedobjects Instance as a nova-style compute defines it: the fields it
     needs of ours (same name and version), plus ``obj_revision`` for optimistic saves."""
 
@@ -122,15 +133,15 @@ class OvoInstance(ovo_base.VersionedObject):
         return "Instance"
 
     @classmethod
-    @ovo_base.remotable
+    @ovo_base.remotable  # type: ignore[untyped-decorator]
     def get(cls, context: Any, id: int) -> OvoInstance:
         raise AssertionError("runs on the conductor")
 
-    @ovo_base.remotable
+    @ovo_base.remotable  # type: ignore[untyped-decorator]
     def create(self) -> None:
         raise AssertionError("runs on the conductor")
 
-    @ovo_base.remotable
+    @ovo_base.remotable  # type: ignore[untyped-decorator]
     def save(self) -> None:
         raise AssertionError("runs on the conductor")
 

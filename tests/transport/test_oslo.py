@@ -225,11 +225,13 @@ def test_our_oslo_wire_client_maps_oslo_failures_and_times_out(
 
 
 def _publish_oslo(url: str, topic: str, body: Any, *, reply_to: str | None = None) -> None:
-    import kombu
+    from kombu.connection import Connection
+    from kombu.entity import Exchange
+    from kombu.messaging import Producer
 
-    with kombu.Connection(url) as conn:
-        exchange = kombu.Exchange("openstack", type="topic", durable=False, auto_delete=False)
-        producer = kombu.Producer(conn.channel(), exchange=exchange)
+    with Connection(url) as conn:
+        exchange = Exchange("openstack", type="topic", durable=False, auto_delete=False)
+        producer = Producer(conn.channel(), exchange=exchange)
         producer.publish(
             body if isinstance(body, bytes) else json.dumps(body).encode(),
             routing_key=topic,
@@ -307,9 +309,9 @@ def test_a_bad_oslo_call_with_a_reply_queue_gets_a_typed_error(
 
 
 def _delete_exchange(url: str, name: str) -> None:
-    import kombu
+    from kombu.connection import Connection
 
-    with kombu.Connection(url) as conn:
+    with Connection(url) as conn:
         try:
             conn.channel().exchange_delete(name)
         except conn.channel_errors:

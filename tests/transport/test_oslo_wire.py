@@ -92,7 +92,10 @@ def test_results_and_heartbeats_are_what_oslo_waits_for() -> None:
 
 def test_oslo_replies_become_ours() -> None:
     def reply(**fields: object) -> dict[str, object]:
-        return om_common.serialize_msg({"_msg_id": "m1", "_unique_id": "u", **fields})
+        wrapped: dict[str, object] = om_common.serialize_msg(
+            {"_msg_id": "m1", "_unique_id": "u", **fields}
+        )
+        return wrapped
 
     assert _oslo.reply_to_native(reply(result=5, failure=None, ending=True)) == {
         "id": "m1", "t": "r", "v": 5,
