@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 import transport
 from conductor.metrics import Metrics
-from conductor.unit_of_work import UnitOfWork, digest_of
+from conductor.unit_of_work import ServedContext, UnitOfWork, digest_of
 from objects import base, exception, indirection
 from objects.context import RequestContext
 
@@ -165,8 +165,15 @@ class ConductorManagerV3:
     target = transport.Target(namespace=None, version="3.0")
     expected_exceptions = ConductorManager.expected_exceptions
 
-    def __init__(self, manager: ConductorManager) -> None:
+    def __init__(self, manager: ConductorManager, object_form: Any = None) -> None:
         self._manager = manager
+        # Answers to requests carrying no object go out in this form (conductor.namespaces).
+        self._form = object_form
+
+    def _mark(self, context: Any) -> None:
+        if self._form is not None and isinstance(context, ServedContext):
+            if context.object_form is None:
+                context.object_form = self._form
 
     def object_class_action_versions(
         self,
@@ -177,6 +184,7 @@ class ConductorManagerV3:
         args: list[Any],
         kwargs: dict[str, Any],
     ) -> Any:
+        self._mark(context)
         return self._manager.object_class_action_versions(
             context, objname, objmethod, object_versions, args, kwargs
         )
@@ -190,6 +198,7 @@ class ConductorManagerV3:
         kwargs: dict[str, Any],
         object_versions: dict[str, str] | None = None,
     ) -> Any:
+        self._mark(context)
         return self._manager.object_action(
             context, objinst, objmethod, args, kwargs, object_versions
         )
@@ -197,6 +206,7 @@ class ConductorManagerV3:
     def object_backport_versions(
         self, context: RequestContext, objinst: Any, object_versions: dict[str, str]
     ) -> Any:
+        self._mark(context)
         return self._manager.object_backport_versions(context, objinst, object_versions)
 
 

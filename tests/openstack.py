@@ -23,6 +23,8 @@ with warnings.catch_warnings():
 __all__ = [
     "ConductorRPCAPI",
     "ContextSerializer",
+    "NovaFlavor",
+    "NovaObjectSerializer",
     "Oslo",
     "OvoInstance",
     "om",
@@ -146,9 +148,48 @@ class OvoInstance(ovo_base.VersionedObject):  # type: ignore[misc]
         raise AssertionError("runs on the conductor")
 
 
+class NovaObject(ovo_base.VersionedObject):  # type: ignore[misc]
+    """nova's object base: its own serial keys (``nova_object.*``) and namespace."""
+
+    OBJ_SERIAL_NAMESPACE = "nova_object"
+    OBJ_PROJECT_NAMESPACE = "nova"
+
+
+class NovaObjectSerializer(ovo_base.VersionedObjectSerializer):  # type: ignore[misc]
+    OBJ_BASE_CLASS = NovaObject
+
+
+@ovo_base.VersionedObjectRegistry.register
+class NovaFlavor(NovaObject):
+    """A Flavor as nova defines its objects (namespace ``nova``)."""
+
+    VERSION = "1.0"
+    fields = {
+        "id": ovo_fields.IntegerField(read_only=True),
+        "flavorid": ovo_fields.StringField(),
+        "name": ovo_fields.StringField(),
+        "vcpus": ovo_fields.IntegerField(),
+        "memory_mb": ovo_fields.IntegerField(),
+        "root_gb": ovo_fields.IntegerField(),
+    }
+
+    @classmethod
+    def obj_name(cls) -> str:
+        return "Flavor"
+
+    @classmethod
+    @ovo_base.remotable  # type: ignore[untyped-decorator]
+    def get_by_flavorid(cls, context: Any, flavorid: str) -> NovaFlavor:
+        raise AssertionError("runs on the conductor")
+
+    @ovo_base.remotable  # type: ignore[untyped-decorator]
+    def create(self) -> None:
+        raise AssertionError("runs on the conductor")
+
+
 class ContextSerializer(om.Serializer):  # type: ignore[misc]  # nova.rpc.RequestContextSerializer
-    def __init__(self) -> None:
-        self._base = ovo_base.VersionedObjectSerializer()
+    def __init__(self, base: Any = None) -> None:
+        self._base = base or ovo_base.VersionedObjectSerializer()
 
     def serialize_entity(self, ctxt: Any, entity: Any) -> Any:
         return self._base.serialize_entity(ctxt, entity)
@@ -166,11 +207,11 @@ class ContextSerializer(om.Serializer):  # type: ignore[misc]  # nova.rpc.Reques
 class ConductorRPCAPI(ovo_base.VersionedObjectIndirectionAPI):  # type: ignore[misc]
     """nova.conductor.rpcapi.ConductorAPI's object methods, over oslo.messaging."""
 
-    def __init__(self, oslo: Oslo, topic: str) -> None:
+    def __init__(self, oslo: Oslo, topic: str, serializer: Any = None) -> None:
         self.client = om.get_rpc_client(
             oslo.transport,
             om.Target(topic=topic, version="3.0"),
-            serializer=ContextSerializer(),
+            serializer=ContextSerializer(serializer),
             timeout=30,
         )
 
