@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy.engine import make_url
 
 import transport
-from conductor import db
+from conductor import db, namespaces
 from conductor.service import DEFAULT_WORKERS, Conductor
 from conductor.unit_of_work import current_request
 
@@ -265,6 +265,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "by default because any caller can set the flag",
     )
     serve.add_argument(
+        "--object-namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE[:PREFIX]",
+        help="also read and answer objects of this oslo.versionedobjects namespace as ours, "
+        "e.g. nova (keys nova_object.*); nova-style 3.x requests carrying no object are "
+        "answered in it when it is the only one given",
+    )
+    serve.add_argument(
         "--project-scoping",
         action="store_true",
         default=os.environ.get("CONDUCTOR_PROJECT_SCOPING", "").lower()
@@ -357,6 +366,11 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    try:
+        object_namespaces = dict(namespaces.parse(spec) for spec in args.object_namespace)
+    except ValueError as exc:
+        LOG.error("%s", exc)
+        return EXIT_FAILURE
     service = Conductor(
         transport_url,
         database_url,
@@ -369,6 +383,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         project_scoping=args.project_scoping,
+        object_namespaces=object_namespaces,
     )
     try:
         service.start()

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 import transport
 from conductor.metrics import Metrics
-from conductor.unit_of_work import UnitOfWork, digest_of
+from conductor.unit_of_work import ServedContext, UnitOfWork, digest_of
 from objects import base, exception, indirection
 from objects.context import RequestContext
 
@@ -151,6 +151,63 @@ class ConductorManager:
         """Run the requests of one message in one transaction (see
         ``UnitOfWork.run_batch``); never an RPC method."""
         self._work.run_batch(calls)
+
+
+class ConductorManagerV3:
+    """The same object methods at nova's conductor RPC API version 3.x.
+
+    ``nova.conductor.rpcapi.ConductorAPI`` (and computes built like it, on oslo.messaging)
+    sends ``object_class_action_versions``, ``object_action`` and
+    ``object_backport_versions`` at version 3.0; this endpoint hands them to the
+    :class:`ConductorManager` it wraps, so they run exactly as our own clients' (1.x).
+    """
+
+    target = transport.Target(namespace=None, version="3.0")
+    expected_exceptions = ConductorManager.expected_exceptions
+
+    def __init__(self, manager: ConductorManager, object_form: Any = None) -> None:
+        self._manager = manager
+        # Answers to requests carrying no object go out in this form (conductor.namespaces).
+        self._form = object_form
+
+    def _mark(self, context: Any) -> None:
+        if self._form is not None and isinstance(context, ServedContext):
+            if context.object_form is None:
+                context.object_form = self._form
+
+    def object_class_action_versions(
+        self,
+        context: RequestContext,
+        objname: str,
+        objmethod: str,
+        object_versions: dict[str, str],
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        self._mark(context)
+        return self._manager.object_class_action_versions(
+            context, objname, objmethod, object_versions, args, kwargs
+        )
+
+    def object_action(
+        self,
+        context: RequestContext,
+        objinst: Any,
+        objmethod: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        object_versions: dict[str, str] | None = None,
+    ) -> Any:
+        self._mark(context)
+        return self._manager.object_action(
+            context, objinst, objmethod, args, kwargs, object_versions
+        )
+
+    def object_backport_versions(
+        self, context: RequestContext, objinst: Any, object_versions: dict[str, str]
+    ) -> Any:
+        self._mark(context)
+        return self._manager.object_backport_versions(context, objinst, object_versions)
 
 
 #: The built-in objects' class methods that only read: when one fails, it cannot be

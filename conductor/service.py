@@ -10,12 +10,13 @@ import threading
 from typing import TYPE_CHECKING, Any, cast
 
 import transport
-from conductor import db
-from conductor.manager import ConductorManager
+from conductor import db, namespaces
+from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.metrics import Metrics, MonitoringServer
 from conductor.unit_of_work import ServedContext
 from objects import base
 from objects.context import RequestContext
+from objects.versioned import _KEY_DATA, _KEY_REVISION, OVO_REVISION_FIELD
 
 if TYPE_CHECKING:
     from objects.context import Context
@@ -29,6 +30,26 @@ DEFAULT_WORKERS = 8
 #: transport's default) let one frozen conductor hold 32 messages of up to 256 requests
 #: each while the other conductors sat idle.
 PREFETCH_PER_WORKER = 2
+
+
+def _with_ovo_revisions(value: Any) -> Any:
+    """Copy each returned object's revision into its data (``OVO_REVISION_FIELD``), where
+    an oslo.versionedobjects caller that declares the field keeps it for its saves; our own
+    clients ignore it (not a field of theirs). Objects, lists of objects (``objects``) and
+    ``object_action``'s ``[updates, result]`` are walked; nothing deeper."""
+    if isinstance(value, dict):
+        revision = value.get(_KEY_REVISION)
+        data = value.get(_KEY_DATA)
+        if isinstance(data, dict):
+            if revision is not None:
+                data[OVO_REVISION_FIELD] = revision
+            items = data.get("objects")
+            if isinstance(items, list):
+                for item in items:
+                    _with_ovo_revisions(item)
+    elif isinstance(value, list) and len(value) == 2 and isinstance(value[0], dict):
+        _with_ovo_revisions(value[1])
+    return value
 
 
 class ConductorSerializer(base.VersionedObjectSerializer):
@@ -47,12 +68,23 @@ class ConductorSerializer(base.VersionedObjectSerializer):
 
     Args:
         allow_admin_context: accept contexts with ``is_admin`` set.
+        object_namespaces: foreign object namespaces read as ours, project namespace ->
+            serial key prefix (``{"nova": "nova_object"}``; see ``conductor.namespaces``).
     """
 
     BACKPORT_THROUGH_INDIRECTION = False
 
-    def __init__(self, allow_admin_context: bool = False) -> None:
+    def __init__(
+        self, allow_admin_context: bool = False, object_namespaces: dict[str, str] | None = None
+    ) -> None:
         self.allow_admin_context = allow_admin_context
+        self._forms = {
+            form.name_key: form
+            for form in (
+                namespaces.ObjectForm(ns, prefix)
+                for ns, prefix in (object_namespaces or {}).items()
+            )
+        }
 
     def deserialize_context(self, context: dict[str, Any]) -> RequestContext:
         ctx = ServedContext.from_dict(context)
@@ -66,7 +98,16 @@ class ConductorSerializer(base.VersionedObjectSerializer):
             )
         return ctx
 
+    def serialize_entity(self, context: Context | None, entity: Any) -> Any:
+        value = _with_ovo_revisions(super().serialize_entity(context, entity))
+        form = getattr(context, "object_form", None)
+        return value if form is None else namespaces.to_theirs(value, form)
+
     def deserialize_entity(self, context: Context | None, entity: Any) -> Any:
+        if self._forms and isinstance(entity, (dict, list)):
+            entity, form = namespaces.to_ours(entity, self._forms)
+            if form is not None and isinstance(context, ServedContext):
+                context.object_form = form
         # Keep each argument as it arrived, for the digest of the request's content (see
         # ServedContext); nested values are part of their argument, not recorded again.
         if not isinstance(context, ServedContext) or context.wire_args is None:
@@ -129,6 +170,7 @@ class Conductor:
         metrics_host: str = "127.0.0.1",
         project_scoping: bool = False,
         quorum_queues: bool = False,
+        object_namespaces: dict[str, str] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -141,6 +183,7 @@ class Conductor:
         self.allow_admin_context = allow_admin_context
         self.project_scoping = project_scoping
         self.quorum_queues = quorum_queues
+        self.object_namespaces = dict(object_namespaces or {})
         self.state = State.NEW
         self._lock = threading.Lock()
         self._engine: db.Engine | None = None
@@ -182,13 +225,15 @@ class Conductor:
                 )
                 # Duck-typed: objects never imports transport's Serializer ABC.
                 serializer = cast(
-                    "transport.Serializer", ConductorSerializer(self.allow_admin_context)
+                    "transport.Serializer",
+                    ConductorSerializer(self.allow_admin_context, self.object_namespaces),
                 )
                 try:
                     rpc_server = transport.RPCServer(
                         rpc_transport,
                         transport.Target(topic=self.topic, server=self.server),
-                        [manager],
+                        # 1.x: our clients; 3.x: nova-style computes (oslo.messaging).
+                        [manager, ConductorManagerV3(manager, self._v3_form())],
                         serializer=serializer,
                         executor="threading",
                         max_workers=self.workers,
@@ -268,6 +313,14 @@ class Conductor:
             if engine is not None:
                 engine.dispose()
             LOG.info("conductor %s stopped", self.server)
+
+    def _v3_form(self) -> namespaces.ObjectForm | None:
+        """The form of nova-style (3.x) answers to requests that carry no object: the one
+        foreign namespace configured, if exactly one is."""
+        if len(self.object_namespaces) != 1:
+            return None
+        ((namespace, prefix),) = self.object_namespaces.items()
+        return namespaces.ObjectForm(namespace, prefix)
 
     def _rpc_server_endpoints(self) -> list[ConductorManager]:
         """The endpoints being served (for tests that drive the manager directly)."""

@@ -442,6 +442,9 @@ class ServedContext(RequestContext):
     """
 
     wire_args: list[Any] | None = None
+    #: The foreign object namespace the request came in (``conductor.namespaces``); its
+    #: answer goes out in the same form. None: ours.
+    object_form: Any = None
 
 
 _primitives = base.VersionedObjectSerializer()

@@ -98,9 +98,10 @@ class RequestContext:
         roles = values.get("roles") or ()
         if not isinstance(roles, (list, tuple)):
             raise exception.ObjectValueError(reason="context roles must be a list")
+        # oslo.context's to_dict() names them "user" and "project" (and "tenant").
         return cls(
-            user_id=values.get("user_id"),
-            project_id=values.get("project_id"),
+            user_id=values.get("user_id") or values.get("user"),
+            project_id=values.get("project_id") or values.get("project") or values.get("tenant"),
             request_id=values.get("request_id"),
             roles=tuple(str(r) for r in roles),
             is_admin=bool(values.get("is_admin", False)),

@@ -39,6 +39,14 @@ _KEY_DATA = "versioned_object.data"
 _KEY_CHANGES = "versioned_object.changes"
 _KEY_REVISION = "versioned_object.revision"
 _REQUIRED_KEYS = (_KEY_NAME, _KEY_NAMESPACE, _KEY_VERSION, _KEY_DATA)
+
+#: The field an oslo.versionedobjects class declares (``IntegerField(nullable=True)``) to
+#: carry the revision its copy was read at, for optimistic saves through our conductor:
+#: OVO keeps no ``versioned_object.revision`` key, only declared fields. The conductor
+#: writes it into the data of the objects it returns (see
+#: ``conductor.service.ConductorSerializer``) and reads it back from a primitive that has
+#: no revision key.
+OVO_REVISION_FIELD = "obj_revision"
 _ALLOWED_KEYS = frozenset((*_REQUIRED_KEYS, _KEY_CHANGES, _KEY_REVISION))
 
 _MISSING: Any = object()
@@ -462,6 +470,10 @@ class VersionedObject(PendingObjectMixin):
             ) from None
         changes = primitive.get(_KEY_CHANGES)
         revision = primitive.get(_KEY_REVISION)
+        if revision is None and type(data) is dict:
+            # An oslo.versionedobjects caller carries the revision as a field of its own
+            # (see OVO_REVISION_FIELD): its primitives have no versioned_object.revision.
+            revision = data.get(OVO_REVISION_FIELD)
         if len(primitive) > 4:
             extra = primitive.keys() - _ALLOWED_KEYS
             if extra:

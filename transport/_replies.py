@@ -26,12 +26,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from transport import _wire
+from transport import _oslo, _wire
 from transport.driver import Driver
 from transport.exceptions import CallMonitorTimeout, ConnectionLost, MessagingTimeout
 from transport.futures import RPCFuture, resolve
 
 LOG = logging.getLogger(__name__)
+_OSLO = _oslo.VERSION_KEY
 
 _END = object()
 
@@ -195,6 +196,8 @@ class ReplyWaiter:
     def _on_reply(self, body: bytes) -> None:
         try:
             message = _wire.decode(body)
+            if _OSLO in message:  # from an oslo.messaging server (wire=oslo)
+                message = _oslo.reply_to_native(message)
             batch = _wire.unpack(message)
         except Exception as exc:
             LOG.warning("dropping malformed reply: %s", exc)

@@ -109,7 +109,9 @@ def get_transport(url: str = "memory://", config: TransportConfig | None = None)
 
     Query options set :class:`TransportConfig` fields, winning over ``config``:
     ``quorum_queues=true``, ``topic_queue_message_ttl=S``, ``topic_queue_expires=S``,
-    ``cast_ttl=S`` (seconds); ``amqps://`` also takes ``ca_certs``, ``certfile``, ``keyfile``.
+    ``cast_ttl=S`` (seconds), ``control_exchange=NAME`` (oslo.messaging's, default
+    ``openstack``), ``wire=oslo`` (clients send oslo.messaging envelopes, to reach
+    oslo.messaging servers); ``amqps://`` also takes ``ca_certs``, ``certfile``, ``keyfile``.
 
     Raises:
         ValueError: an unknown URL scheme or query option, or a bad option value.

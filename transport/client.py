@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from transport import _wire
+from transport import _oslo, _wire
 from transport._replies import _END, PendingCall
 from transport.driver import routing_key
 from transport.exceptions import InvalidTarget, UnsupportedVersion
@@ -70,6 +71,8 @@ class RPCClient:
             else call_monitor_interval
         )
         self._exmods = _wire.DEFAULT_ALLOWED_EXMODS + self.allowed_remote_exmods
+        # wire=oslo: requests in oslo.messaging's envelope (see transport._oslo).
+        self._oslo = transport.config.wire == "oslo"
 
     def prepare(self, **overrides: Any) -> RPCClient:
         """A client sharing this transport with some settings replaced.
@@ -192,9 +195,13 @@ class RPCClient:
             self.timeout if self.timeout is not None else self.transport.config.default_timeout
         )
         envelope = self._envelope(ctxt, method, kwargs, reply_to=replies.address)
-        envelope["multi"] = multi
-        envelope["hb"] = self.call_monitor_interval
-        body = _wire.encode(envelope, self.transport.config.max_message_size)
+        monitor_interval = self.call_monitor_interval
+        if self._oslo:
+            body, monitor_interval = self._oslo_call(envelope, multi)
+        else:
+            envelope["multi"] = multi
+            envelope["hb"] = monitor_interval
+            body = _wire.encode(envelope, self.transport.config.max_message_size)
         convert = self._converter(ctxt)
         if then is not None:
             convert = _compose(convert, then)
@@ -202,7 +209,7 @@ class RPCClient:
             envelope["id"],
             method,
             timeout,
-            self.call_monitor_interval,
+            monitor_interval,
             convert,
             self._exmods,
             multi=multi,
@@ -228,7 +235,7 @@ class RPCClient:
                 body,
                 timeout,
                 on_sent,
-                batchable=not multi,
+                batchable=not (multi or self._oslo),
                 inline=replies.in_flight <= 1,
                 confirm=False,
             )
@@ -236,6 +243,33 @@ class RPCClient:
             replies.forget(call.request_id)
             raise
         return call
+
+    def _oslo_call(self, envelope: dict[str, Any], multi: bool) -> tuple[bytes, float | None]:
+        """An oslo.messaging call's body, and the heartbeat interval to expect.
+
+        oslo's ``_timeout`` is the caller's call-monitor timeout (whole seconds, at least
+        2): its servers beat every ``_timeout / 2`` seconds."""
+        if multi:
+            raise InvalidTarget(
+                target=repr(self.target), reason="oslo.messaging servers have no multicall"
+            )
+        interval, monitor = self.call_monitor_interval, None
+        if interval:
+            misses = self.transport.config.call_monitor_misses
+            monitor = max(2, math.ceil(interval * misses))
+            interval = monitor / misses
+        body = _oslo.encode_request(
+            envelope["id"],
+            envelope["method"],
+            envelope["args"],
+            envelope["ctxt"],
+            envelope["ns"],
+            envelope["ver"],
+            envelope["reply_to"],
+            monitor,
+            self.transport.config.max_message_size,
+        )
+        return body, interval
 
     def _converter(self, ctxt: Any) -> Any:
         serializer = self.serializer
@@ -274,7 +308,20 @@ class RPCClient:
 
     def _send(self, envelope: dict[str, Any], *, ttl: float | None) -> None:
         """Send and wait until the broker has it (casts), raising what the send raised."""
-        body = _wire.encode(envelope, self.transport.config.max_message_size)
+        if self._oslo:
+            body = _oslo.encode_request(
+                envelope["id"],
+                envelope["method"],
+                envelope["args"],
+                envelope["ctxt"],
+                envelope["ns"],
+                envelope["ver"],
+                None,
+                None,
+                self.transport.config.max_message_size,
+            )
+        else:
+            body = _wire.encode(envelope, self.transport.config.max_message_size)
         sent: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def on_sent(error: BaseException | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["DEFAULT_CONFIG", "URL_OPTIONS", "TransportConfig", "apply_url_options"]
@@ -37,6 +38,12 @@ class TransportConfig:
             None keeps topic queues for ever.
         cast_ttl: seconds a cast may wait for a server before the broker drops it; None
             (the default) keeps casts until a server takes them.
+        control_exchange: oslo.messaging's control exchange (RabbitMQ): servers also bind
+            their topic queues on it so oslo.messaging callers reach them, and clients of
+            ``wire="oslo"`` send to it.
+        wire: ``"native"`` (this transport's envelopes) or ``"oslo"``: clients send
+            oslo.messaging's envelopes to ``control_exchange`` (they reach oslo.messaging
+            servers, and ours). Servers answer both whatever this says.
 
     Topic queue arguments (``quorum_queues``, ``topic_queue_message_ttl``,
     ``topic_queue_expires``) are fixed when a queue is first declared: a server or
@@ -59,19 +66,42 @@ class TransportConfig:
     topic_queue_message_ttl: float | None = None
     topic_queue_expires: float | None = None
     cast_ttl: float | None = None
+    control_exchange: str = "openstack"
+    wire: str = "native"
 
 
 DEFAULT_CONFIG = TransportConfig()
 
 #: TransportConfig fields a transport URL may set as query options
 #: (``amqp://host//?quorum_queues=true&cast_ttl=600``).
-URL_OPTIONS = ("quorum_queues", "topic_queue_message_ttl", "topic_queue_expires", "cast_ttl")
+URL_OPTIONS = (
+    "quorum_queues",
+    "topic_queue_message_ttl",
+    "topic_queue_expires",
+    "cast_ttl",
+    "control_exchange",
+    "wire",
+)
+
+_WIRES = ("native", "oslo")
+_EXCHANGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def _parse_option(name: str, text: str) -> bool | float | None:
+def _parse_option(name: str, text: str) -> bool | float | str | None:
+    if name == "wire":
+        if text not in _WIRES:
+            raise ValueError(f"transport URL option wire={text!r}: use native or oslo")
+        return text
+    if name == "control_exchange":
+        if not _EXCHANGE_NAME.fullmatch(text):
+            raise ValueError(
+                f"transport URL option control_exchange={text!r}: use 1 to 255 letters, "
+                "digits, '_', '.', ':' or '-'"
+            )
+        return text
     if name == "quorum_queues":
         if text.lower() in _TRUE:
             return True
@@ -101,7 +131,7 @@ def apply_url_options(
     Raises:
         ValueError: an unknown option, a bad value, or two URLs disagreeing on one.
     """
-    found: dict[str, bool | float | None] = {}
+    found: dict[str, bool | float | str | None] = {}
     kept_urls = []
     for one in url.split(";"):
         parts = urlsplit(one)
@@ -118,6 +148,9 @@ def apply_url_options(
                 known = ", ".join((*URL_OPTIONS, *allowed))
                 raise ValueError(f"unknown transport URL option {name!r}; use {known}")
         kept_urls.append(urlunsplit(parts._replace(query=urlencode(kept))))
+    if found.get("wire") == "oslo":
+        # oslo.messaging reads one envelope per message: never pack several.
+        found["batch_max_messages"] = 1
     if found:
         config = dataclasses.replace(config, **found)  # type: ignore[arg-type]
     return ";".join(kept_urls), config

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from transport import _wire
+from transport import _oslo, _wire
 from transport._pool import WorkerPool
 from transport._ratelog import RateLimitedLog, one_line
 from transport.dispatcher import RPCDispatcher, is_refused
@@ -40,6 +40,10 @@ MIN_HEARTBEAT_INTERVAL = 0.1
 #: Requests one incoming batch message may hold (or ``config.batch_max_messages`` if more);
 #: a bigger batch is refused whole.
 MAX_BATCH = 1024
+
+#: Marks an oslo.messaging envelope (see transport._oslo): one dict lookup per message.
+_OSLO = _oslo.VERSION_KEY
+_OSLO_REPLY = _oslo.REPLY_PREFIX
 
 _ACK = "ack"
 _REQUEUE = "requeue"
@@ -268,8 +272,12 @@ class RPCServer:
         if incoming.size > limit:
             self._refuse_oversized(incoming, limit)
             return
+        oslo = None
         try:
             envelope = _wire.decode(incoming.body)
+            if _OSLO in envelope:
+                oslo = envelope
+                envelope = _oslo.request_to_native(oslo)
             batch = _wire.unpack(envelope)
             if batch == []:
                 raise MessageDeliveryFailure(reason="an empty batch")
@@ -283,6 +291,9 @@ class RPCServer:
                 return
             _validate(envelope)
         except MessageDeliveryFailure as exc:
+            if oslo is not None:
+                self._answer_refusal(incoming, exc, *_oslo.request_reply_info(oslo))
+                return
             self._reject(incoming, exc)
             return
         request_id: str = envelope["id"]
@@ -467,7 +478,10 @@ class RPCServer:
         """Send one reply; raise ``_ReplyNotSent`` when it could not be sent."""
         if self._killed:
             raise _ReplyNotSent(TransportError(reason="the server was killed"), retry=True)
-        body = self._encode_reply(reply)
+        if reply_to.startswith(_OSLO_REPLY):
+            reply_to, body = reply_to[len(_OSLO_REPLY) :], self._encode_oslo_reply(reply)
+        else:
+            body = self._encode_reply(reply)
         try:
             self.transport._driver.send_reply(reply_to, body)
         except TransportError as exc:
@@ -481,6 +495,14 @@ class RPCServer:
         except (MessageTooLarge, TypeError) as exc:
             # The caller gets a typed error instead of a reply it could never read.
             return _wire.encode(
+                {"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)}
+            )
+
+    def _encode_oslo_reply(self, reply: dict[str, Any]) -> bytes:
+        try:
+            return _oslo.encode_reply(reply, self.transport.config.max_message_size)
+        except (MessageTooLarge, TypeError) as exc:
+            return _oslo.encode_reply(
                 {"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)}
             )
 
@@ -597,6 +619,8 @@ class RPCServer:
     def _held_requests(self, body: bytes) -> list[tuple[str, _Running]]:
         try:
             envelope = _wire.decode(body)
+            if _OSLO in envelope:
+                envelope = _oslo.request_to_native(envelope)
             batch = _wire.unpack(envelope)
         except Exception:  # a poison message is the worker's to reject
             return []

@@ -140,6 +140,61 @@ def _drop(key: str) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _oslo(
+    method: Any = "object_class_action_versions",
+    args: Any = None,
+    oslo_version: str = "2.0",
+    text: str | None = None,
+    **extra: Any,
+) -> Callable[[str | None, str], bytes]:
+    """An oslo.messaging envelope (``transport._oslo``): a call when there is a reply
+    address, else a cast; ``text`` replaces the JSON text of the message inside."""
+
+    def build(reply_to: str | None, request_id: str) -> bytes:
+        message: dict[str, Any] = {"method": method, "args": args or {}, "_context_user": "u"}
+        if reply_to:
+            message.update(_msg_id=request_id, _reply_q=reply_to, _timeout=None)
+        message["_unique_id"] = uuid.uuid4().hex
+        message.update(extra)
+        inner = text if text is not None else json.dumps(message)
+        return _json({"oslo.version": oslo_version, "oslo.message": inner})
+
+    return build
+
+
+OSLO_CASES: list[Case] = [
+    Case("oslo: envelope version 9", _oslo(oslo_version="9.0"), None, with_reply=False),
+    Case("oslo: message is not JSON", _oslo(text="{not json"), None, with_reply=False),
+    Case("oslo: message is not an object", _oslo(text="[1, 2]"), None, with_reply=False),
+    Case(
+        "oslo: message nested past the recursion limit",
+        _oslo(text="[" * 100_000 + "]" * 100_000),
+        None,
+        with_reply=False,
+    ),
+    Case("oslo: method is not a string", _oslo(method=42), None, with_reply=False),
+    Case(
+        "oslo: reply queue that is not an address",
+        _oslo(_msg_id="m" * 10, _reply_q="no such queue"),
+        None,
+        with_reply=False,
+    ),
+    Case("oslo: args is not a mapping", _oslo(args=[1]), texc.MessageDeliveryFailure),
+    Case("oslo: namespace is not a string", _oslo(namespace=7), texc.MessageDeliveryFailure),
+    Case("oslo: unknown rpc method", _oslo("drop_all_tables"), texc.NoSuchMethod),
+    Case(
+        "oslo: rpc version the conductor cannot handle",
+        _oslo(args=_class_action("Probe", "echo", ["v"]), version="2.0"),
+        texc.UnsupportedVersion,
+    ),
+    Case(
+        "oslo: unknown object name",
+        _oslo(args=_class_action("NoSuchThing", "get", [1])),
+        exception.UnsupportedObjectError,
+    ),
+]
+
+
 CASES: list[Case] = [
     # Undecodable or shapeless: nobody to answer, so they are parked.
     Case("malformed bytes", _raw(b"\xff\xfe\x00{not json"), None, with_reply=False),
@@ -260,6 +315,7 @@ CASES: list[Case] = [
         exception.ObjectValueError,
     ),
 ]
+CASES += OSLO_CASES
 
 
 def pickle_case(marker: str) -> Case:

@@ -18,7 +18,7 @@ from typing import Any
 
 import kombu as _kombu
 
-from transport import Target, _wire, get_transport
+from transport import Target, _oslo, _wire, get_transport
 from transport.drivers.memory import get_broker
 
 JSON = "application/json"
@@ -58,6 +58,8 @@ class RawPeer(abc.ABC):
 
     def _on_reply_body(self, body: bytes) -> None:
         message = json.loads(body)
+        if _oslo.VERSION_KEY in message:  # the answer to an oslo.messaging envelope
+            message = _oslo.reply_to_native(message)
         replies = message["batch"] if set(message) == {"batch"} else [message]
         with self._cond:
             for reply in replies:

@@ -18,6 +18,14 @@ Topology (``<ex>`` is the target's exchange, default ``conductor``)::
     (default)                   reply_<id>                 ->  one reply queue per transport
     (default)                   <topic>.dead               ->  rejected messages with no caller
 
+oslo.messaging's rabbit driver (see ``transport._oslo``): topic queues are also bound on
+its control exchange (``config.control_exchange``, topic, not durable, as oslo declares
+it) with the same keys, and fanout queues on its ``<topic>_fanout`` fanout exchange, so
+oslo.messaging callers reach our servers. A transport of ``wire="oslo"`` sends there::
+
+    <control_exchange>  topic   <topic>, <topic>.<server>  ->  the topic queues above
+    <topic>_fanout      fanout                             ->  every fanout queue of <topic>
+
 Bodies are the transport's JSON envelopes, published as ``application/json``; consumers
 accept only that, and nothing is ever unpickled.
 
@@ -452,6 +460,7 @@ class _Subscription:
         self.cancelled = False
         self.is_reply = False
         self.on_lost: Callable[[str], None] | None = None
+        self.control_exchange: str | None = None  # declared before consuming (oslo)
 
 
 #: Bytes kept of each end of a body over the size limit (the rest is read and dropped).
@@ -725,7 +734,30 @@ class AMQPDriver(Driver):
     def _exchange(self, name: str) -> kombu.Exchange:
         return kombu.Exchange(name, type="direct", durable=True, auto_delete=False)
 
-    def _durable_queue(self, name: str, exchange: str, key: str) -> kombu.Queue:
+    def _control_exchange(self, name: str, *, passive: bool = False) -> kombu.Exchange:
+        # As oslo.messaging declares it by default (amqp_durable_queues off).
+        return kombu.Exchange(name, type="topic", durable=False, auto_delete=False, passive=passive)
+
+    @staticmethod
+    def _oslo_fanout_exchange(topic: str) -> kombu.Exchange:
+        return kombu.Exchange(f"{topic}_fanout", type="fanout", durable=False, auto_delete=True)
+
+    def _declare_control_exchange(self, channel: Any) -> Any:
+        """Declare the control exchange as oslo.messaging does; one that exists already
+        (durable, if oslo's services run with amqp_durable_queues) is used as it is.
+        Returns the channel to go on with (a refused declare closes its channel)."""
+        name = self.config.control_exchange
+        assert self._conn is not None
+        try:
+            self._control_exchange(name)(channel).declare()
+        except self._conn.channel_errors as exc:
+            if "inequivalent" not in str(exc):
+                raise
+            channel = self._conn.channel()
+            self._control_exchange(name, passive=True)(channel).declare()
+        return channel
+
+    def _durable_queue(self, name: str, exchange: str, key: str, also: Any = None) -> kombu.Queue:
         arguments: dict[str, Any] = {}
         if self.config.quorum_queues:
             arguments["x-queue-type"] = "quorum"
@@ -733,6 +765,19 @@ class AMQPDriver(Driver):
             arguments["x-message-ttl"] = int(self.config.topic_queue_message_ttl * 1000)
         if self.config.topic_queue_expires is not None:
             arguments["x-expires"] = int(self.config.topic_queue_expires * 1000)
+        if also is not None:
+            # NOTE: a kombu queue with bindings has no exchange of its own (copies of it
+            # drop it): the main binding is one of them.
+            return kombu.Queue(
+                name,
+                bindings=[
+                    kombu.binding(self._exchange(exchange), routing_key=key),
+                    kombu.binding(also, routing_key=key),
+                ],
+                durable=True,
+                auto_delete=False,
+                queue_arguments=arguments or None,
+            )
         return kombu.Queue(
             name,
             self._exchange(exchange),
@@ -747,7 +792,12 @@ class AMQPDriver(Driver):
         exchange = exchange_name(target, self.config)
         topic = target.require_topic()
         names = [topic] + ([routing_key(target)] if target.server else [])
-        return [self._durable_queue(name, exchange, name) for name in names]
+        queues = []
+        control = self._control_exchange(self.config.control_exchange, passive=True)
+        for name in names:
+            # oslo.messaging callers publish to the control exchange with the same keys.
+            queues.append(self._durable_queue(name, exchange, name, also=control))
+        return queues
 
     def declare_topic(self, target: Target) -> None:
         queues = self._topic_queues(target)
@@ -763,6 +813,10 @@ class AMQPDriver(Driver):
                 continue
             try:
                 channel = conn.channel()
+                try:
+                    self._control_exchange(self.config.control_exchange)(channel).declare()
+                except conn.channel_errors:
+                    channel = conn.channel()  # it exists, declared otherwise (durable)
                 for q in queues:
                     try:
                         q(channel).declare()
@@ -827,6 +881,9 @@ class AMQPDriver(Driver):
         self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool = True
     ) -> None:
         self._await_replies()
+        if self.config.wire == "oslo":
+            self._send_oslo(target, body, ttl=ttl, confirm=confirm, retry=retry)
+            return
         exchange = exchange_name(target, self.config)
         persistent = self.config.persistent
         if target.fanout:
@@ -866,6 +923,33 @@ class AMQPDriver(Driver):
             self._routable.pop(route, None)
             raise MessageUndeliverable(target=key)
         self._routable[route] = time.monotonic()
+
+    def _send_oslo(
+        self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool
+    ) -> None:
+        """Publish as oslo.messaging's rabbit driver does: the control exchange (or the
+        target's exchange) with key ``<topic>[.<server>]``, fanout to ``<topic>_fanout``."""
+        topic = target.require_topic()
+        if target.fanout:
+            fanout = self._oslo_fanout_exchange(topic)
+            self._publisher.publish(fanout.name, "", body, ttl=ttl, declare=(fanout,), retry=retry)
+            return
+        key = routing_key(target)
+        if not confirm:
+            self._require_consumer(key, retry, ttl)
+        control = self._control_exchange(target.exchange or self.config.control_exchange)
+        delivered = self._publisher.publish(
+            control.name,
+            key,
+            body,
+            mandatory=True,
+            ttl=ttl,
+            persistent=self.config.persistent,
+            declare=(control,),
+            retry=retry,
+        )
+        if not delivered:
+            raise MessageUndeliverable(target=key)
 
     def _require_consumer(self, queue: str, retry: bool, ttl: float | None) -> None:
         """Raise MessageUndeliverable when nobody consumes ``queue``.
@@ -963,17 +1047,19 @@ class AMQPDriver(Driver):
         topic = target.require_topic()
         queues = self._topic_queues(target)
         fanout = f"{topic}_fanout_{uuid.uuid4().hex}"
-        queues.append(
-            kombu.Queue(
-                fanout,
-                self._exchange(exchange + "_fanout"),
-                routing_key=topic,
-                durable=False,
-                auto_delete=True,
-                queue_arguments={"x-expires": int(self.config.fanout_queue_expires * 1000)},
-            )
+        fanout_queue = kombu.Queue(
+            fanout,
+            bindings=[
+                kombu.binding(self._exchange(exchange + "_fanout"), routing_key=topic),
+                kombu.binding(self._oslo_fanout_exchange(topic), routing_key=""),
+            ],
+            durable=False,
+            auto_delete=True,
+            queue_arguments={"x-expires": int(self.config.fanout_queue_expires * 1000)},
         )
+        queues.append(fanout_queue)
         sub = _Subscription(queues, on_message, prefetch, dead_letter=f"{topic}.dead")
+        sub.control_exchange = self.config.control_exchange
         self._io.call(lambda: self._subscribe(sub))
         return _AMQPListener(self, sub)
 
@@ -1030,6 +1116,8 @@ class AMQPDriver(Driver):
                 channel = self._conn.channel()
                 if sub.on_lost is not None:
                     sub.on_lost("the reply queue was lost with the connection")
+        if sub.control_exchange is not None:
+            channel = self._declare_control_exchange(channel)
         if sub.prefetch:
             channel.basic_qos(0, sub.prefetch, False)
         consumer = kombu.Consumer(
