@@ -103,7 +103,12 @@ class PendingCall:
 #: heartbeat (a server heartbeats a request it holds within transport.server._HELD_GRACE).
 _MIN_CHECK = 1.0
 _MIN_ARMED = 2.0
+#: Due checks are looked at in sweeps at most this often: every call schedules one, and
+#: waking the monitor thread for each (most of them for calls answered long ago) cost a
+#: thread switch per call on the sequential path.
+_CHECK_SWEEP = 0.25
 _NEVER = float("inf")
+_NO_CHECKS: deque[tuple[float, str]] = deque()
 #: Seconds a queue's state serves the calls that come to be looked at after it.
 _PROBE_FRESH = 0.5
 
@@ -126,6 +131,7 @@ class ReplyWaiter:
         # less than a heap push (one interval for all: in order; mixed intervals only
         # delay a look a little).
         self._checks: deque[tuple[float, str]] = deque()
+        self._next_sweep = 0.0
         self._seq = itertools.count()
         self._address: str | None = None
         self._thread: threading.Thread | None = None
@@ -262,6 +268,10 @@ class ReplyWaiter:
                     del self._pending[request_id]
                     expired.append((call, exc))
                 checks = self._checks
+                if checks and checks[0][0] <= now and now >= self._next_sweep:
+                    self._next_sweep = now + _CHECK_SWEEP
+                else:
+                    checks = _NO_CHECKS  # not yet: the next sweep takes every due one
                 while checks and checks[0][0] <= now:
                     when, request_id = checks.popleft()
                     call = self._pending.get(request_id)
@@ -275,9 +285,10 @@ class ReplyWaiter:
                         else:  # still on its way to the broker: nothing to look for yet
                             self._schedule_check(call, now)
                 if not expired:
+                    checks = self._checks
                     wake = min(
                         self._timers[0][0] if self._timers else _NEVER,
-                        checks[0][0] if checks else _NEVER,
+                        max(checks[0][0], self._next_sweep) if checks else _NEVER,
                     )
                     self._wakeup.wait(None if wake == _NEVER else max(0.0, wake - now))
             for call, exc in expired:
