@@ -258,7 +258,11 @@ class RPCClient:
             misses = self.transport.config.call_monitor_misses
             monitor = max(2, math.ceil(interval * misses))
             interval = monitor / misses
-        body = _oslo.encode_request(
+        return self._oslo_body(envelope, monitor), interval
+
+    def _oslo_body(self, envelope: dict[str, Any], monitor: int | None) -> bytes:
+        """``envelope`` in oslo.messaging's form (its ``reply_to`` is None for a cast)."""
+        return _oslo.encode_request(
             envelope["id"],
             envelope["method"],
             envelope["args"],
@@ -269,7 +273,6 @@ class RPCClient:
             monitor,
             self.transport.config.max_message_size,
         )
-        return body, interval
 
     def _converter(self, ctxt: Any) -> Any:
         serializer = self.serializer
@@ -309,17 +312,7 @@ class RPCClient:
     def _send(self, envelope: dict[str, Any], *, ttl: float | None) -> None:
         """Send and wait until the broker has it (casts), raising what the send raised."""
         if self._oslo:
-            body = _oslo.encode_request(
-                envelope["id"],
-                envelope["method"],
-                envelope["args"],
-                envelope["ctxt"],
-                envelope["ns"],
-                envelope["ver"],
-                None,
-                None,
-                self.transport.config.max_message_size,
-            )
+            body = self._oslo_body(envelope, None)
         else:
             body = _wire.encode(envelope, self.transport.config.max_message_size)
         sent: concurrent.futures.Future[None] = concurrent.futures.Future()
