@@ -23,14 +23,8 @@ from objects.context import RequestContext
 class ConductorManager:
     """Endpoint for the conductor topic; method names and arguments are nova's.
 
-    Args:
-        engine: the database; each request (or batch) runs in one ``db.Transaction``.
-        prune_every: seconds between prunes of stored request results.
-        keep_results: seconds a stored result is kept for replay.
-        serialize_transactions: run one transaction at a time (SQLite).
-        project_scoping: confine each request to its context's project's rows, unless the
-            context is admin (see ``SQLStorage``).
-        metrics: counts each request once (see ``UnitOfWork``).
+    The arguments are :class:`~conductor.unit_of_work.UnitOfWork`'s, handed to it as
+    they are: it runs every request (transactions, exactly-once, metrics).
     """
 
     target = transport.Target(namespace=None, version="1.0")
