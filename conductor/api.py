@@ -56,8 +56,9 @@ class ConductorAPI(IndirectionAPI):
             rpc_transport,
             transport.Target(topic=topic, version=RPC_API_VERSION),
             timeout=timeout,
-            serializer=base.VersionedObjectSerializer(),
+            serializer=_RepliesAsSent(),
         )
+        self._objects = base.VersionedObjectSerializer()
         # objname -> highest version the conductor said it supports (learned from
         # IncompatibleObjectVersion), so a client that is ahead backports before sending.
         self._conductor_versions: dict[str, str] = {}
@@ -102,8 +103,29 @@ class ConductorAPI(IndirectionAPI):
                 "kwargs": dict(kwargs),
             },
             future=future if future is not None else ObjectFuture(),
-            then=then,
+            then=self._class_result(context, then),
         )
+
+    def _class_result(
+        self, context: Context, then: Callable[[Any], Any] | None
+    ) -> Callable[[Any], Any]:
+        """The step that takes a class action's reply in: objects rebuilt from their
+        primitives, then ``then``; a ``then`` that ``takes_primitive`` reads the primitive
+        itself (a pending object loads it in place) unless it cannot read its version."""
+        rebuild = self._objects.deserialize_entity
+        if then is None:
+            return lambda value: rebuild(context, value)
+        if getattr(then, "takes_primitive", False):
+
+            def load(value: Any) -> Any:
+                try:
+                    return then(value)
+                except exception.IncompatibleObjectVersion:
+                    # Too new for this process: rebuilt the general way (backported).
+                    return then(rebuild(context, value))
+
+            return load
+        return lambda value: then(rebuild(context, value))
 
     # -- instance actions ----------------------------------------------------------
 
@@ -151,7 +173,7 @@ class ConductorAPI(IndirectionAPI):
                     "object_versions": dict(object_versions) if object_versions else None,
                 },
                 future=out,
-                then=_unpack if then is None else lambda reply: then(_unpack(reply)),
+                then=self._action_result(context, then),
                 on_error=None if backport_to is not None else retry_backported,
             )
 
@@ -175,14 +197,32 @@ class ConductorAPI(IndirectionAPI):
         send(known if known and _newer(objinst.VERSION, known) else None)
         return out
 
+    def _action_result(
+        self, context: Context, then: Callable[[Any], Any] | None
+    ) -> Callable[[Any], Any]:
+        """The step that takes an instance action's ``[updates, result]`` in. The updates
+        are field primitives the object reads itself (``_obj_apply_updates``): only the
+        result is rebuilt."""
+        rebuild = self._objects.deserialize_entity
+
+        def unpack(reply: Any) -> Any:
+            updates, result = reply
+            unpacked = (updates, rebuild(context, result))
+            return unpacked if then is None else then(unpacked)
+
+        return unpack
+
     def object_backport_versions(
         self, context: Context | None, objinst: Any, object_versions: dict[str, str]
     ) -> Any:
-        return self._client.call(
+        return self._objects.deserialize_entity(
             context,
-            "object_backport_versions",
-            objinst=objinst,
-            object_versions=dict(object_versions),
+            self._client.call(
+                context,
+                "object_backport_versions",
+                objinst=objinst,
+                object_versions=dict(object_versions),
+            ),
         )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -204,9 +244,16 @@ class ConductorAPI(IndirectionAPI):
         self.close()
 
 
-def _unpack(reply: Any) -> tuple[dict[str, Any], Any]:
-    updates, result = reply
-    return updates, result
+class _RepliesAsSent(base.VersionedObjectSerializer):
+    """The objects' serializer for requests; replies are left as they arrived.
+
+    ``ConductorAPI`` knows the shape of each reply and rebuilds only what needs it (see
+    ``_class_result`` and ``_action_result``), instead of a walk of every reply here and
+    a second pass over what it built.
+    """
+
+    def deserialize_entity(self, context: Context | None, entity: Any) -> Any:
+        return entity
 
 
 def _newer(ours: str, theirs: str) -> bool:
