@@ -56,8 +56,10 @@ class ConductorAPI(IndirectionAPI):
             rpc_transport,
             transport.Target(topic=topic, version=RPC_API_VERSION),
             timeout=timeout,
-            serializer=_RepliesAsSent(),
         )
+        # NOTE: the client has no serializer: this class converts what it sends and what
+        # comes back itself, knowing each request's and reply's shape, so only the parts
+        # that may hold objects are walked (arguments, results), once.
         self._objects = base.VersionedObjectSerializer()
         # objname -> highest version the conductor said it supports (learned from
         # IncompatibleObjectVersion), so a client that is ahead backports before sending.
@@ -92,6 +94,7 @@ class ConductorAPI(IndirectionAPI):
         future: Future[Any] | None = None,
         then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
+        to_wire = self._objects.serialize_entity
         return self._client.start_call(
             context,
             "object_class_action_versions",
@@ -99,8 +102,8 @@ class ConductorAPI(IndirectionAPI):
                 "objname": objname,
                 "objmethod": objmethod,
                 "object_versions": dict(object_versions),
-                "args": list(args),
-                "kwargs": dict(kwargs),
+                "args": to_wire(context, list(args)),
+                "kwargs": to_wire(context, dict(kwargs)),
             },
             future=future if future is not None else ObjectFuture(),
             then=self._class_result(context, then),
@@ -158,9 +161,12 @@ class ConductorAPI(IndirectionAPI):
         objname = objinst.obj_name()
         out: Future[Any] = future if future is not None else ObjectFuture()
 
+        to_wire = self._objects.serialize_entity
+
         def send(backport_to: str | None) -> None:
-            payload: Any = objinst
-            if backport_to is not None:
+            if backport_to is None:
+                payload = to_wire(context, objinst)
+            else:
                 payload = objinst.obj_to_primitive(target_version=backport_to)
             self._client.start_call(
                 context,
@@ -168,8 +174,8 @@ class ConductorAPI(IndirectionAPI):
                 {
                     "objinst": payload,
                     "objmethod": objmethod,
-                    "args": list(args),
-                    "kwargs": dict(kwargs),
+                    "args": to_wire(context, list(args)),
+                    "kwargs": to_wire(context, dict(kwargs)),
                     "object_versions": dict(object_versions) if object_versions else None,
                 },
                 future=out,
@@ -220,7 +226,7 @@ class ConductorAPI(IndirectionAPI):
             self._client.call(
                 context,
                 "object_backport_versions",
-                objinst=objinst,
+                objinst=self._objects.serialize_entity(context, objinst),
                 object_versions=dict(object_versions),
             ),
         )
@@ -242,18 +248,6 @@ class ConductorAPI(IndirectionAPI):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _RepliesAsSent(base.VersionedObjectSerializer):
-    """The objects' serializer for requests; replies are left as they arrived.
-
-    ``ConductorAPI`` knows the shape of each reply and rebuilds only what needs it (see
-    ``_class_result`` and ``_action_result``), instead of a walk of every reply here and
-    a second pass over what it built.
-    """
-
-    def deserialize_entity(self, context: Context | None, entity: Any) -> Any:
-        return entity
 
 
 def _newer(ours: str, theirs: str) -> bool:
