@@ -31,6 +31,8 @@ DEFAULT_WORKERS = 8
 #: each while the other conductors sat idle.
 PREFETCH_PER_WORKER = 2
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
 
 def _with_ovo_revisions(value: Any) -> Any:
     """Copy each returned object's revision into its data (``OVO_REVISION_FIELD``), where
@@ -113,11 +115,14 @@ class ConductorSerializer(base.VersionedObjectSerializer):
         if not isinstance(context, ServedContext) or context.wire_args is None:
             return super().deserialize_entity(context, entity)
         wire = context.wire_args
-        context.wire_args = None
-        try:
-            value = super().deserialize_entity(context, entity)
-        finally:
-            context.wire_args = wire
+        if type(entity) in _SCALARS:
+            value = entity  # a name, an id: nothing to rebuild, nothing nested to keep out
+        else:
+            context.wire_args = None
+            try:
+                value = super().deserialize_entity(context, entity)
+            finally:
+                context.wire_args = wire
         wire.append(entity)
         return value
 

@@ -122,3 +122,27 @@ def test_class_action_results_holding_objects_are_rebuilt(client: Any, ctx: Requ
     listed = objects.InstanceList.get_by_host(ctx, "h1")
     assert [i.id for i in listed] == [inst.id]
     assert all(isinstance(i, objects.Instance) for i in listed)
+
+
+def test_the_conductor_keeps_each_argument_as_it_arrived_for_the_digest(
+    ctx: RequestContext,
+) -> None:
+    from conductor.service import ConductorSerializer
+    from conductor.unit_of_work import ServedContext
+
+    objects.register_all()
+    serializer = ConductorSerializer()
+    served = serializer.deserialize_context(ctx.to_dict())
+    assert isinstance(served, ServedContext)
+    flavor = objects.Flavor(ctx, flavorid="f", name="n", vcpus=1, memory_mb=1, root_gb=1)
+    arguments = {
+        "objname": "Instance",
+        "id": 42,
+        "none": None,
+        "object_versions": {"Instance": "1.2"},
+        "args": [flavor.obj_to_primitive(), 3],
+    }
+    rebuilt = {k: serializer.deserialize_entity(served, v) for k, v in arguments.items()}
+    assert served.wire_args == list(arguments.values())  # each once, nested ones not again
+    assert rebuilt["objname"] == "Instance" and rebuilt["id"] == 42 and rebuilt["none"] is None
+    assert isinstance(rebuilt["args"][0], objects.Flavor) and rebuilt["args"][1] == 3
