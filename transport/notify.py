@@ -159,35 +159,30 @@ class Notifier:
             _DROPS.dropped(event_type, priority, exc)
             return
         deadline = time.monotonic() + NOTIFY_WAIT
-        driver = self.transport._driver
         for done in sent:
             while done is not None and not done.is_set():
                 left = deadline - time.monotonic()
-                if left <= 0 or driver.unreachable() is not None:
+                if left <= 0 or self.transport.unreachable() is not None:
                     return  # it stays queued; the caller goes on
                 done.wait(min(left, 0.05))
 
     def _queue(
         self, target: Target, priority: str, event_type: str, body: bytes
     ) -> threading.Event | None:
-        sender = self.transport._sender
-        if sender.tasks >= NOTIFY_BACKLOG:
-            _DROPS.dropped(
-                event_type, priority, f"{NOTIFY_BACKLOG} notifications wait for the broker already"
-            )
-            return None
         done = threading.Event()
-        driver = self.transport._driver
-
-        def publish() -> None:
-            driver.notify(target, priority, body)
 
         def on_sent(error: BaseException | None) -> None:
             if error is not None:
                 _DROPS.dropped(event_type, priority, error)
             done.set()
 
-        sender.publish_later(target, publish, on_sent)
+        if not self.transport.send_notification(
+            target, priority, body, on_sent, backlog=NOTIFY_BACKLOG
+        ):
+            _DROPS.dropped(
+                event_type, priority, f"{NOTIFY_BACKLOG} notifications wait for the broker already"
+            )
+            return None
         return done
 
 
@@ -242,7 +237,7 @@ class NotificationListener:
         prefetch = self.max_workers * self.transport.config.prefetch_multiplier
         with self._lock:
             self._running = True
-        self._listener = self.transport._driver.listen_notifications(
+        self._listener = self.transport.listen_notifications(
             pairs, self.pool, self._on_message, prefetch=prefetch
         )
 

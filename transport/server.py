@@ -186,9 +186,7 @@ class RPCServer:
             self.state = ServerState.RUNNING
         prefetch = self.max_workers * self.transport.config.prefetch_multiplier
         try:
-            self._listener = self.transport._driver.listen(
-                self.target, self._on_message, prefetch=prefetch
-            )
+            self._listener = self.transport.listen(self.target, self._on_message, prefetch=prefetch)
         except BaseException:
             with self._lock:
                 self.state = ServerState.STOPPED
@@ -455,7 +453,7 @@ class RPCServer:
             for chunk in _chunks(bodies, self.transport.config.max_message_size):
                 body = chunk[0] if len(chunk) == 1 else _wire.pack_batch(chunk)
                 try:
-                    self.transport._driver.send_reply(reply_to, body)
+                    self.transport.send_reply(reply_to, body)
                 except TransportError as exc:
                     self._bad.warning(
                         "could not reply to a batch (%s); requeueing it", one_line(exc)
@@ -483,7 +481,7 @@ class RPCServer:
         else:
             body = self._encode_reply(reply)
         try:
-            self.transport._driver.send_reply(reply_to, body)
+            self.transport.send_reply(reply_to, body)
         except TransportError as exc:
             raise _ReplyNotSent(exc, retry=True) from None
         except Exception as exc:  # the driver refused this reply for good

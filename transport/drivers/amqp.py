@@ -841,12 +841,12 @@ class AMQPDriver(Driver):
         return self._publisher.unreachable or self._consumer_failing
 
     def try_send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
     ) -> bool:
         if not self.ready():
             return False
         try:
-            self._send(target, body, ttl=ttl, confirm=confirm, retry=False)
+            self._send(target, body, ttl=ttl, call=call, retry=False)
         except TransportError:
             if self._closing.is_set():
                 raise
@@ -854,9 +854,9 @@ class AMQPDriver(Driver):
         return True
 
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
     ) -> None:
-        self._send(target, body, ttl=ttl, confirm=confirm)
+        self._send(target, body, ttl=ttl, call=call)
 
     def _await_replies(self) -> None:
         """Wait until the reply queue is consumed (a request sent before would lose its
@@ -878,11 +878,11 @@ class AMQPDriver(Driver):
             ) from None
 
     def _send(
-        self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None, call: bool, retry: bool = True
     ) -> None:
         self._await_replies()
         if self.config.wire == "oslo":
-            self._send_oslo(target, body, ttl=ttl, confirm=confirm, retry=retry)
+            self._send_oslo(target, body, ttl=ttl, call=call, retry=retry)
             return
         exchange = exchange_name(target, self.config)
         persistent = self.config.persistent
@@ -899,12 +899,13 @@ class AMQPDriver(Driver):
             return
         key = routing_key(target)
         route = (exchange, key)
-        if not confirm:  # a call: someone must serve it now (a cast may wait for a server)
+        if call:  # someone must serve it now (a cast may wait for a server)
             self._require_consumer(key, retry, ttl)
-        if not confirm and time.monotonic() - self._routable.get(route, -1e9) < _ROUTABLE_FOR:
-            # NOTE: a confirmed publish to this queue succeeded moments ago, and topic
-            # queues are durable: it is still there. Skipping the confirm saves a broker
-            # round trip per call; a call lost anyway ends in its caller's timeout.
+        if call and time.monotonic() - self._routable.get(route, -1e9) < _ROUTABLE_FOR:
+            # NOTE: the driver decides confirms from its route cache: a confirmed publish
+            # to this queue succeeded moments ago, and topic queues are durable: it is
+            # still there. Skipping the confirm saves a broker round trip per call; a call
+            # lost anyway ends in its caller's timeout. Casts are always confirmed.
             self._reply_publisher.publish(
                 exchange, key, body, ttl=ttl, persistent=persistent, retry=retry
             )
@@ -925,7 +926,7 @@ class AMQPDriver(Driver):
         self._routable[route] = time.monotonic()
 
     def _send_oslo(
-        self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool
+        self, target: Target, body: bytes, *, ttl: float | None, call: bool, retry: bool
     ) -> None:
         """Publish as oslo.messaging's rabbit driver does: the control exchange (or the
         target's exchange) with key ``<topic>[.<server>]``, fanout to ``<topic>_fanout``."""
@@ -935,7 +936,7 @@ class AMQPDriver(Driver):
             self._publisher.publish(fanout.name, "", body, ttl=ttl, declare=(fanout,), retry=retry)
             return
         key = routing_key(target)
-        if not confirm:
+        if call:
             self._require_consumer(key, retry, ttl)
         control = self._control_exchange(target.exchange or self.config.control_exchange)
         delivered = self._publisher.publish(
