@@ -109,13 +109,15 @@ def test_listener_has_the_server_lifecycle_and_cannot_start_twice(
     # (a second start() used to consume the queues again, and stop() left the first
     # consumption running: it took notifications and gave them back for ever)
     listener = NotificationListener(tp, [Target(topic=topic)], [Collector()])
-    assert listener.state is transport.ServerState.NEW
+    states = [listener.state]
     listener.start()
-    assert listener.state is transport.ServerState.RUNNING
+    states.append(listener.state)
     with pytest.raises(RuntimeError, match="running"):
         listener.start()
     listener.stop(timeout=5)
-    assert listener.state is transport.ServerState.STOPPED and listener.wait(0)
+    states.append(listener.state)
+    state = transport.ServerState
+    assert states == [state.NEW, state.RUNNING, state.STOPPED] and listener.wait(0)
     # The next listener gets every notification: nothing of the first one consumes.
     collector = Collector()
     after = NotificationListener(tp, [Target(topic=topic)], [collector])
