@@ -267,3 +267,54 @@ def excerpt_reply_info(head: bytes, tail: bytes) -> tuple[str | None, str | None
             if isinstance(value, str):
                 found[key] = value
     return reply_info(found)
+
+
+# -- replies (what a server sends back; see the module docstring) -----------------------
+
+
+def result_reply(request_id: str, value: Any) -> dict[str, Any]:
+    """The reply carrying a call's single result."""
+    return {"id": request_id, "t": "r", "v": value}
+
+
+def item_reply(request_id: str, item: Any) -> dict[str, Any]:
+    """The reply carrying one item of a multicall."""
+    return {"id": request_id, "t": "i", "v": item}
+
+
+def end_reply(request_id: str) -> dict[str, Any]:
+    """The reply ending a multicall."""
+    return {"id": request_id, "t": "end"}
+
+
+def heartbeat_reply(request_id: str) -> dict[str, Any]:
+    """A call-monitor heartbeat: the request is alive on its server."""
+    return {"id": request_id, "t": "hb"}
+
+
+def error_reply(request_id: str, exc: BaseException) -> dict[str, Any]:
+    """The reply failing a call with ``exc`` (see :func:`serialize_exception`)."""
+    return {"id": request_id, "t": "e", "exc": serialize_exception(exc)}
+
+
+def reply_body(reply: dict[str, Any], limit: int | None = None) -> bytes:
+    """Encode a reply; one over ``limit`` bytes or not JSON-serialisable becomes the error
+    reply (MessageTooLarge, TypeError) its caller can read instead."""
+    try:
+        return encode(reply, limit)
+    except (MessageTooLarge, TypeError) as exc:
+        return encode(error_reply(reply["id"], exc))
+
+
+def pack_replies(bodies: list[bytes], limit: int) -> list[bytes]:
+    """Encoded replies to one address as few messages as fit ``limit`` bytes each (a lone
+    reply stays as it is; several travel as a batch)."""
+    chunks: list[list[bytes]] = []
+    size = limit + 1
+    for body in bodies:
+        if size + len(body) + 1 + BATCH_OVERHEAD > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(body)
+        size += len(body) + 1
+    return [chunk[0] if len(chunk) == 1 else pack_batch(chunk) for chunk in chunks]
