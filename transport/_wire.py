@@ -68,7 +68,8 @@ def _dumps(value: Any) -> bytes:
 
 
 # Digits as "0", what may come before a number's digits (":", ",", "[", "-", whitespace) as
-# ":", anything else as "x": an integer of 19 digits or more shows as ":" + 19 "0"s.
+# ":", anything else as "x": an integer of 19 digits or more shows as ":" + 19 "0"s (unless
+# it opens the text).
 _NUMBERS = bytes(
     ord("0") if b in b"0123456789" else ord(":") if b in b":,[- \t\n\r" else ord("x")
     for b in range(256)
@@ -84,7 +85,7 @@ def _loads(body: bytes) -> Any:
     them floats): a body with an integer of 19 digits or more, and whatever orjson refuses
     (NaN and Infinity, lone surrogates, invalid UTF-8, malformed text), goes to the stdlib.
     """
-    if _LONG_INTEGER not in body.translate(_NUMBERS):
+    if _LONG_INTEGER not in body.translate(_NUMBERS) and not body[:1].isdigit():
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -99,18 +100,21 @@ MAX_DEPTH = 100
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+#: Bytes up to which too_deep counts brackets before anything else (longer bodies, batches,
+#: mostly hold more than MAX_DEPTH brackets anyway).
+_COUNT_FIRST = 4096
 
 
 def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether the JSON text ``body`` nests arrays/objects deeper than ``limit``.
 
-    At C speed: everything but brackets and quotes is deleted (a body with at most ``limit``
-    brackets is fine at once), strings dropped, and innermost pairs removed pass by pass
+    At C speed: a body with at most ``limit`` brackets is fine at once; otherwise everything
+    but brackets and quotes is deleted, strings dropped, and innermost pairs removed pass by pass
     (one pass per level, a run of ``limit`` opening brackets ends it early). Malformed text
     answers False: the decoder refuses it anyway.
     """
-    if len(body) <= limit:
-        return False
+    if len(body) <= _COUNT_FIRST and body.count(b"[") + body.count(b"{") <= limit:
+        return False  # most single envelopes: two counts beat the translate below
     if b"\\" in body:
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     rest = body.translate(None, _NOT_STRUCTURE)

@@ -206,3 +206,24 @@ def test_decode_keeps_the_stdlib_error_text() -> None:
         _wire.decode(b'{"x":"\xff"}')
     with pytest.raises(MessageDeliveryFailure, match="not a JSON object"):
         _wire.decode(b"[1]")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"12345678901234567890", b" -12345678901234567890", b"[1,\n12345678901234567890]"],
+)
+def test_long_integers_are_read_exactly_wherever_they_stand(body: bytes) -> None:
+    assert _strict(_wire._loads(body)) == _strict(_reference_decode(body))
+
+
+@pytest.mark.parametrize("depth", [_wire.MAX_DEPTH, _wire.MAX_DEPTH + 1])
+def test_a_large_batch_is_refused_only_when_one_envelope_nests_too_deep(depth: int) -> None:
+    envelope = {"id": "i" * 32, "t": "r", "v": {"tags": ["[", "{"], "n": [1, 2, {"x": None}]}}
+    deep: Any = "x"
+    for _ in range(depth - 2):  # with the batch's own object and list around it
+        deep = [deep]
+    value = {"batch": [envelope] * 100 + [deep] + [envelope] * 100}
+    body = json.dumps(value, separators=(",", ":")).encode()
+    assert len(body) > 4 * _wire._COUNT_FIRST
+    assert _wire.too_deep(body) == (depth > _wire.MAX_DEPTH)
+    assert _wire.too_deep(body.replace(b'"[","{"', b'"a","b"')) == (depth > _wire.MAX_DEPTH)
