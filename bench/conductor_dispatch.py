@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import sys
 import time
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2048)
     p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG))
     p.add_argument("--sqlite", action="store_true", help="a SQLite file instead of PostgreSQL")
+    p.add_argument(
+        "--gc",
+        choices=("freeze", "on", "off"),
+        default="freeze",
+        help="freeze: what exists after setup is out of the collector's view, as conductor "
+        "serve does (default); on: as is; off: no collections",
+    )
     p.add_argument("--lone", action="store_true", help="one request at a time (dispatch)")
     p.add_argument("--profile", help="write a cProfile of the measured dispatches to this file")
     args = p.parse_args(argv)
@@ -106,10 +114,16 @@ def main(argv: list[str] | None = None) -> int:
             copies: dict[int, Any] = {}
             if workload == "save":
                 copies = _read_all(manager, ctx, ids)
+            if args.gc == "freeze":
+                gc.collect()
+                gc.freeze()
+            elif args.gc == "off":
+                gc.disable()
             cursor = 0
             total_cpu = 0.0
             total_wall = 0.0
             ops = 0
+            per_round: list[float] = []
             for rnd in range(args.rounds + 2):
                 chunk = ids[cursor : cursor + args.batch]
                 cursor = (cursor + args.batch) % (len(ids) - args.batch)
@@ -140,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                     total_cpu += c1 - c0
                     total_wall += w1 - w0
                     ops += len(reqs)
+                    per_round.append((c1 - c0) / len(reqs))
+            per_round.sort()
             print(
-                f"  {workload:6s} {total_cpu / ops * 1e6:7.1f} us CPU/op  "
+                f"  {workload:6s} {total_cpu / ops * 1e6:7.1f} us CPU/op "
+                f"(median round {per_round[len(per_round) // 2] * 1e6:.1f}, "
+                f"best {per_round[0] * 1e6:.1f})  "
                 f"{total_wall / ops * 1e6:7.1f} us wall/op  ({ops} ops)"
             )
         engine.dispose()

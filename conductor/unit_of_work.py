@@ -459,8 +459,8 @@ def digest_of(context: Context, method: str, arguments: dict[str, Any]) -> Calla
     message); otherwise (a manager driven directly, in tests) now, from ``arguments`` in
     name order, before the method body can change them.
     """
-    if not isinstance(context, RequestContext):
-        return _no_digest
+    if not isinstance(context, RequestContext) or context.has_db:
+        return _no_digest  # inside a batch, which takes the digests itself
     wire = context.wire_args if isinstance(context, ServedContext) else None
     if wire is not None:
         cached: list[str | None] = []
@@ -471,8 +471,6 @@ def digest_of(context: Context, method: str, arguments: dict[str, Any]) -> Calla
             return cached[0]
 
         return lazy
-    if context.has_db:
-        return _no_digest  # inside a batch, which takes the digests itself
     values = [
         _primitives.serialize_entity(context, arguments[name])
         for name in sorted(arguments)

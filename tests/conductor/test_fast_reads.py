@@ -20,6 +20,7 @@ import objects
 from conductor import db
 from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.service import ConductorSerializer
+from conductor.unit_of_work import ServedContext, digest_of
 from objects import base, exception, indirection
 from objects.context import RequestContext
 from objects.fixture import isolated_registry
@@ -263,3 +264,26 @@ def test_project_scoping_still_hides_other_projects_rows(
     requests = batch(other, [("Instance", "get", [rows["full"].id])] * 2)
     outcomes = dispatcher(scoped).dispatch_batch(requests, redelivered=False)
     assert all(not ok and isinstance(v, exception.NotFound) for ok, v in outcomes)
+
+
+def test_arguments_that_are_their_own_value_are_kept_as_they_arrived_for_the_digest() -> None:
+    serializer = ConductorSerializer()
+    args = {
+        "objname": "Instance",
+        "objmethod": "get",
+        "object_versions": dict(MANIFEST),
+        "args": [7],
+        "kwargs": {},
+        "nested": {"deep": [1, {"x": "y"}]},
+    }
+    context = serializer.deserialize_context(RequestContext(user_id="u").to_dict())
+    assert isinstance(context, ServedContext)
+    values = {k: serializer.deserialize_entity(context, v) for k, v in args.items()}
+    assert values == args
+    assert context.wire_args == list(args.values())  # each argument once, in order
+    other = serializer.deserialize_context(RequestContext(user_id="u").to_dict())
+    for v in {**args, "args": [8]}.values():
+        serializer.deserialize_entity(other, v)
+    digest = digest_of(context, "object_class_action_versions", values)()
+    assert digest is not None
+    assert digest != digest_of(other, "object_class_action_versions", values)()
