@@ -65,7 +65,9 @@ def _requests(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, on_measure: Any = None) -> int:
+    """Run the benchmark; ``on_measure(workload)`` is called as measuring starts (after
+    the warm-up rounds), for callers that count something of their own."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="get,save")
     p.add_argument("--batch", type=int, default=256)
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 chunk = ids[cursor : cursor + args.batch]
                 cursor = (cursor + args.batch) % (len(ids) - args.batch)
                 reqs = _requests(workload, chunk, copies, wire_ctx)
+                if rnd == 2 and on_measure is not None:
+                    on_measure(workload)
                 if profiler is not None and rnd >= 2:
                     profiler.enable()
                 c0, w0 = time.thread_time(), time.perf_counter()
