@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -105,7 +106,7 @@ def test_prune_forgets_only_old_results(factory: sessionmaker[Session]) -> None:
 
 
 def test_many_results_stored_at_once_read_back_as_stored(factory: sessionmaker[Session]) -> None:
-    results = [
+    results: list[tuple[str, Any] | tuple[str, Any, str | None]] = [
         ("req-m1", [{"updated_at": "2026-01-01T00:00:00.000001+00:00", "obj_revision": 2}, None]),
         ("req-m2", None, "d" * 64),
         ("req-m3", {'quote"s': "back\\slash", "unicode": "é✓", "n": [1.5, True, None]}, None),
