@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None, on_measure: Any = None) -> int:
         }
         ids = _seed(manager, ctx, args.seed, flavor)
         wire_ctx = ctx.to_dict()
-        profiler = cProfile.Profile() if args.profile else None
+        profiler = cProfile.Profile(time.thread_time) if args.profile else None
         how = "one at a time" if args.lone else "batch"
         print(f"{engine.dialect.name}: {how} {args.batch}, {args.rounds} rounds")
         for workload in args.only.split(","):

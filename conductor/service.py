@@ -44,6 +44,28 @@ def _all_scalars(values: Any) -> bool:
     return True
 
 
+#: Keys that make a dict (a part of) an object primitive.
+_OBJECT_KEYS = (_KEY_NAME, _KEY_DATA, _KEY_REVISION)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds only scalars, in lists and in dicts with string keys that
+    are no object primitive (a bounded walk: anything deeper counts as not plain)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth > 8:
+        return False
+    if kind is list:
+        return all(_plain(item, depth + 1) for item in value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or key in _OBJECT_KEYS or not _plain(item, depth + 1):
+                return False
+        return True
+    return False
+
+
 def _with_ovo_revisions(value: Any) -> Any:
     """Copy each returned object's revision into its data (``OVO_REVISION_FIELD``), where
     an oslo.versionedobjects caller that declares the field keeps it for its saves; our own
@@ -111,6 +133,10 @@ class ConductorSerializer(base.VersionedObjectSerializer):
         return ctx
 
     def serialize_entity(self, context: Context | None, entity: Any) -> Any:
+        if _plain(entity):
+            # No object and no object primitive anywhere in it (a save's updates and
+            # None): it is its own primitive, in every object form.
+            return entity
         value = _with_ovo_revisions(super().serialize_entity(context, entity))
         form = getattr(context, "object_form", None)
         return value if form is None else namespaces.to_theirs(value, form)

@@ -287,3 +287,20 @@ def test_arguments_that_are_their_own_value_are_kept_as_they_arrived_for_the_dig
     digest = digest_of(context, "object_class_action_versions", values)()
     assert digest is not None
     assert digest != digest_of(other, "object_class_action_versions", values)()
+
+
+def test_replies_without_objects_go_out_as_they_are_and_objects_still_carry_revisions() -> None:
+    serializer = ConductorSerializer()
+    ctx = RequestContext()
+    updates = [{"updated_at": "2026-01-01T00:00:00+00:00", "obj_what_changed": [], "x": 1}, None]
+    assert serializer.serialize_entity(ctx, updates) is updates
+    primitive = {
+        "versioned_object.name": "Flavor",
+        "versioned_object.namespace": "versionedobjects",
+        "versioned_object.version": "1.0",
+        "versioned_object.data": {"id": 1},
+        "versioned_object.revision": 4,
+    }
+    out = serializer.serialize_entity(ctx, [{"obj_revision": 4}, [dict(primitive)]])
+    assert out[1][0]["versioned_object.data"]["obj_revision"] == 4
+    assert serializer.serialize_entity(ctx, (1, 2)) == [1, 2]
