@@ -12,6 +12,12 @@ remotable methods become one-liners::
     def save(self):
         self._db_save()
 
+A load of one object may instead say only which record it reads (``@reads_record``
+under ``@remotable_classmethod``, returning ``cls._db_get_record(context, id)``): the
+conductor then answers a caller that reads our versions straight from the record
+(:func:`record_to_primitive`, the same primitive without building the object) whenever
+the class, its nested classes and their fields are stock; otherwise it builds the object.
+
 Records hold scalar fields as Python values and list, dict and nested-object fields as
 JSON-compatible values (a nested object as the dict of its field primitives). The
 record's ``"revision"`` becomes ``obj_revision``, used for optimistic saves.
