@@ -293,11 +293,27 @@ class UnitOfWork:
     def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
         self._maybe_prune()
         outcomes: list[tuple[bool, Any]] = []
-        digests = {c.request_id: digest_of(c.context, c.method, c.kwargs) for c in calls}
+        # NOTE: taken now only where the arguments did not arrive with the context (a
+        # dispatcher driven directly): a method body may change them. The others are
+        # taken from the arguments as they arrived, and only when needed.
+        digests = {
+            c.request_id: digest_of(c.context, c.method, c.kwargs)
+            for c in calls
+            if not isinstance(c.context, ServedContext) or c.context.wire_args is None
+        }
+        by_id = {c.request_id: c for c in calls}
+
+        def digest(request_id: str) -> Callable[[], str | None]:
+            found = digests.get(request_id)
+            if found is None:
+                call = by_id[request_id]
+                found = digests[request_id] = digest_of(call.context, call.method, call.kwargs)
+            return found
+
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
             replayable = [c.request_id for c in calls if c.redelivered]
             stored = {
-                request_id: _answer(request_id, found, digests[request_id])
+                request_id: _answer(request_id, found, digest(request_id))
                 for request_id, found in db_requests.find_many(tx.connection, replayable).items()
             }
             if stored and self._metrics is not None:
@@ -336,13 +352,13 @@ class UnitOfWork:
                     outcomes.append((False, value))
                     continue
                 if wrote:
-                    to_store.append((call.request_id, value, digests[call.request_id]()))
+                    to_store.append((call.request_id, value, digest(call.request_id)()))
                 outcomes.append((True, value))
             if failed:
                 # A request sent again without the redelivered flag fails when it runs
                 # again (see run): the failed ones are looked up, in one query.
                 for request_id, found in db_requests.find_many(tx.connection, list(failed)).items():
-                    outcomes[failed[request_id]] = _answer(request_id, found, digests[request_id])
+                    outcomes[failed[request_id]] = _answer(request_id, found, digest(request_id))
             try:
                 if to_store:
                     db_requests.store_results(tx.for_write(), to_store)
