@@ -52,6 +52,11 @@ __all__ = ["ServedContext", "UnitOfWork", "current_request", "digest_of"]
 LOG = logging.getLogger(__name__)
 
 #: The request id being served by this thread, for log records (see cli's log filter).
+#: True while the requests of one message run one transaction each (their batch could not
+#: run together): ``conductor_batch_size`` already counted that message.
+_batch_fallback: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conductor_batch_fallback", default=False
+)
 current_request: contextvars.ContextVar[str] = contextvars.ContextVar(
     "conductor_request", default="-"
 )
@@ -128,6 +133,8 @@ class UnitOfWork:
         started = time.monotonic()
         error: BaseException | None = None
         if metrics is not None:
+            if not _batch_fallback.get():
+                metrics.batch(1)  # a message of one request (a batch that fell back counted)
             metrics.started()
         try:
             self._maybe_prune()
@@ -239,6 +246,16 @@ class UnitOfWork:
         if len(calls) > 1:
             if self._settle_together(calls):
                 return
+            token = _batch_fallback.set(True)
+            try:
+                self._settle_one_by_one(calls)
+            finally:
+                _batch_fallback.reset(token)
+            return
+        self._settle_one_by_one(calls)
+
+    def _settle_one_by_one(self, calls: Sequence[transport.BatchCall]) -> None:
+        if len(calls) > 1:
             for call in calls:
                 try:
                     call.reset()
