@@ -74,16 +74,20 @@ class ConductorManager:
         _check_call_shape(objname, objmethod, args, kwargs)
         if not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
-        digest = digest_of(
-            context,
-            "object_class_action_versions",
-            {
-                "objname": objname,
-                "objmethod": objmethod,
-                "object_versions": object_versions,
-                "args": args,
-                "kwargs": kwargs,
-            },
+        digest = (
+            _no_digest
+            if _in_batch(context)
+            else digest_of(
+                context,
+                "object_class_action_versions",
+                {
+                    "objname": objname,
+                    "objmethod": objmethod,
+                    "object_versions": object_versions,
+                    "args": args,
+                    "kwargs": kwargs,
+                },
+            )
         )
         return self._work.run(
             context,
@@ -109,16 +113,20 @@ class ConductorManager:
         _check_call_shape(objinst.obj_name(), objmethod, args, kwargs)
         if object_versions is not None and not isinstance(object_versions, dict):
             raise exception.ObjectValueError(reason="object_versions must be a mapping")
-        digest = digest_of(
-            context,
-            "object_action",
-            {
-                "objinst": objinst,
-                "objmethod": objmethod,
-                "args": args,
-                "kwargs": kwargs,
-                "object_versions": object_versions,
-            },
+        digest = (
+            _no_digest
+            if _in_batch(context)
+            else digest_of(
+                context,
+                "object_action",
+                {
+                    "objinst": objinst,
+                    "objmethod": objmethod,
+                    "args": args,
+                    "kwargs": kwargs,
+                    "object_versions": object_versions,
+                },
+            )
         )
         return self._work.run(
             context,
@@ -212,6 +220,16 @@ _BUILTIN_READS: dict[str, frozenset[str]] = {
     "Flavor": frozenset({"get", "get_by_flavorid"}),
     "ComputeNode": frozenset({"get", "get_by_host"}),
 }
+
+
+def _no_digest() -> str | None:
+    return None
+
+
+def _in_batch(context: Any) -> bool:
+    """Whether a request runs as part of a batch, which takes the digests itself (see
+    ``UnitOfWork.run_batch``)."""
+    return isinstance(context, RequestContext) and context.has_db
 
 
 def _check_call_shape(objname: Any, objmethod: Any, args: Any, kwargs: Any) -> None:

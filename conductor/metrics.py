@@ -6,7 +6,7 @@ Metric names (fixed by DESIGN.md, "Observability and operations"):
 ``conductor_requests_total{objname,objmethod,outcome}``  requests answered; outcome ``ok`` or the
                                                          error's type name
 ``conductor_request_seconds{objname,objmethod}``        time from dispatch to outcome (histogram)
-``conductor_batch_size``                                requests per message served together
+``conductor_batch_size``                                requests per message (1 for a lone request)
 ``conductor_replays_total``                             requests answered from a stored result
 ``conductor_requests_in_flight``                        requests being served now
 =====================================================  =========================================

@@ -16,7 +16,7 @@ from conductor.metrics import Metrics, MonitoringServer
 from conductor.unit_of_work import ServedContext
 from objects import base
 from objects.context import RequestContext
-from objects.versioned import _KEY_DATA, _KEY_REVISION, OVO_REVISION_FIELD
+from objects.versioned import _KEY_DATA, _KEY_NAME, _KEY_REVISION, OVO_REVISION_FIELD
 
 if TYPE_CHECKING:
     from objects.context import Context
@@ -31,7 +31,39 @@ DEFAULT_WORKERS = 8
 #: each while the other conductors sat idle.
 PREFETCH_PER_WORKER = 2
 
+
+#: Values that are their own primitive (and containers holding only these).
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _all_scalars(values: Any) -> bool:
+    scalars = _SCALARS
+    for value in values:
+        if type(value) not in scalars:
+            return False
+    return True
+
+
+#: Keys that make a dict (a part of) an object primitive.
+_OBJECT_KEYS = (_KEY_NAME, _KEY_DATA, _KEY_REVISION)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds only scalars, in lists and in dicts with string keys that
+    are no object primitive (a bounded walk: anything deeper counts as not plain)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth > 8:
+        return False
+    if kind is list:
+        return all(_plain(item, depth + 1) for item in value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or key in _OBJECT_KEYS or not _plain(item, depth + 1):
+                return False
+        return True
+    return False
 
 
 def _with_ovo_revisions(value: Any) -> Any:
@@ -101,11 +133,30 @@ class ConductorSerializer(base.VersionedObjectSerializer):
         return ctx
 
     def serialize_entity(self, context: Context | None, entity: Any) -> Any:
+        if _plain(entity):
+            # No object and no object primitive anywhere in it (a save's updates and
+            # None): it is its own primitive, in every object form.
+            return entity
         value = _with_ovo_revisions(super().serialize_entity(context, entity))
         form = getattr(context, "object_form", None)
         return value if form is None else namespaces.to_theirs(value, form)
 
     def deserialize_entity(self, context: Context | None, entity: Any) -> Any:
+        kind = type(entity)
+        if (
+            kind in _SCALARS
+            or (kind is list and _all_scalars(entity))
+            or (
+                kind is dict
+                and not self._forms  # a foreign primitive may need renaming (to_ours)
+                and _KEY_NAME not in entity
+                and _all_scalars(entity.values())
+            )
+        ):
+            # Its own value (a name, an id, a manifest, empty kwargs): nothing to build.
+            if isinstance(context, ServedContext) and context.wire_args is not None:
+                context.wire_args.append(entity)
+            return entity
         if self._forms and isinstance(entity, (dict, list)):
             entity, form = namespaces.to_ours(entity, self._forms)
             if form is not None and isinstance(context, ServedContext):
@@ -115,14 +166,11 @@ class ConductorSerializer(base.VersionedObjectSerializer):
         if not isinstance(context, ServedContext) or context.wire_args is None:
             return super().deserialize_entity(context, entity)
         wire = context.wire_args
-        if type(entity) in _SCALARS:
-            value = entity  # a name, an id: nothing to rebuild, nothing nested to keep out
-        else:
-            context.wire_args = None
-            try:
-                value = super().deserialize_entity(context, entity)
-            finally:
-                context.wire_args = wire
+        context.wire_args = None
+        try:
+            value = super().deserialize_entity(context, entity)
+        finally:
+            context.wire_args = wire
         wire.append(entity)
         return value
 

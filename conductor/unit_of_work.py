@@ -52,6 +52,11 @@ __all__ = ["ServedContext", "UnitOfWork", "current_request", "digest_of"]
 LOG = logging.getLogger(__name__)
 
 #: The request id being served by this thread, for log records (see cli's log filter).
+#: True while the requests of one message run one transaction each (their batch could not
+#: run together): ``conductor_batch_size`` already counted that message.
+_batch_fallback: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conductor_batch_fallback", default=False
+)
 current_request: contextvars.ContextVar[str] = contextvars.ContextVar(
     "conductor_request", default="-"
 )
@@ -128,6 +133,8 @@ class UnitOfWork:
         started = time.monotonic()
         error: BaseException | None = None
         if metrics is not None:
+            if not _batch_fallback.get():
+                metrics.batch(1)  # a message of one request (a batch that fell back counted)
             metrics.started()
         try:
             self._maybe_prune()
@@ -239,6 +246,16 @@ class UnitOfWork:
         if len(calls) > 1:
             if self._settle_together(calls):
                 return
+            token = _batch_fallback.set(True)
+            try:
+                self._settle_one_by_one(calls)
+            finally:
+                _batch_fallback.reset(token)
+            return
+        self._settle_one_by_one(calls)
+
+    def _settle_one_by_one(self, calls: Sequence[transport.BatchCall]) -> None:
+        if len(calls) > 1:
             for call in calls:
                 try:
                     call.reset()
@@ -293,11 +310,27 @@ class UnitOfWork:
     def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
         self._maybe_prune()
         outcomes: list[tuple[bool, Any]] = []
-        digests = {c.request_id: digest_of(c.context, c.method, c.kwargs) for c in calls}
+        # NOTE: taken now only where the arguments did not arrive with the context (a
+        # dispatcher driven directly): a method body may change them. The others are
+        # taken from the arguments as they arrived, and only when needed.
+        digests = {
+            c.request_id: digest_of(c.context, c.method, c.kwargs)
+            for c in calls
+            if not isinstance(c.context, ServedContext) or c.context.wire_args is None
+        }
+        by_id = {c.request_id: c for c in calls}
+
+        def digest(request_id: str) -> Callable[[], str | None]:
+            found = digests.get(request_id)
+            if found is None:
+                call = by_id[request_id]
+                found = digests[request_id] = digest_of(call.context, call.method, call.kwargs)
+            return found
+
         with self._tx_lock, db.transaction_scope(self._engine) as tx:
             replayable = [c.request_id for c in calls if c.redelivered]
             stored = {
-                request_id: _answer(request_id, found, digests[request_id])
+                request_id: _answer(request_id, found, digest(request_id))
                 for request_id, found in db_requests.find_many(tx.connection, replayable).items()
             }
             if stored and self._metrics is not None:
@@ -336,13 +369,13 @@ class UnitOfWork:
                     outcomes.append((False, value))
                     continue
                 if wrote:
-                    to_store.append((call.request_id, value, digests[call.request_id]()))
+                    to_store.append((call.request_id, value, digest(call.request_id)()))
                 outcomes.append((True, value))
             if failed:
                 # A request sent again without the redelivered flag fails when it runs
                 # again (see run): the failed ones are looked up, in one query.
                 for request_id, found in db_requests.find_many(tx.connection, list(failed)).items():
-                    outcomes[failed[request_id]] = _answer(request_id, found, digests[request_id])
+                    outcomes[failed[request_id]] = _answer(request_id, found, digest(request_id))
             try:
                 if to_store:
                     db_requests.store_results(tx.for_write(), to_store)

@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 from objects import fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
-from objects.persistent import PersistentObject
+from objects.persistent import PersistentObject, reads_record
 
 if TYPE_CHECKING:
     from objects.context import Context
     from objects.futures import ObjectFuture
+    from objects.storage import Record
 
 __all__ = ["ComputeNode"]
 
@@ -48,9 +49,10 @@ class ComputeNode(PersistentObject, VersionedObject):
         def save_async(self) -> ObjectFuture[None]: ...
 
     @remotable_classmethod
-    def get_by_host(cls, context: Context, host: str) -> ComputeNode:
-        """The node of ``host``. Raises ``NotFound``."""
-        return cls._db_get_by(context, host=host)
+    @reads_record
+    def get_by_host(cls, context: Context, host: str) -> Record:
+        """The node of ``host`` (made from the record). Raises ``NotFound``."""
+        return cls._db_get_by_record(context, host=host)
 
     @remotable
     def create(self) -> None:

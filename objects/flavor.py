@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 from objects import fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
-from objects.persistent import PersistentObject
+from objects.persistent import PersistentObject, reads_record
 
 if TYPE_CHECKING:
     from objects.context import Context
     from objects.futures import ObjectFuture
+    from objects.storage import Record
 
 __all__ = ["Flavor"]
 
@@ -48,15 +49,19 @@ class Flavor(PersistentObject, VersionedObject):
         def get_by_flavorid_async(cls, context: Context, flavorid: str) -> ObjectFuture[Flavor]: ...
         def create_async(self) -> ObjectFuture[None]: ...
 
+    # NOTE: the bodies say which row; @reads_record makes the Flavor from it (and lets
+    # the conductor answer from the row alone).
     @remotable_classmethod
-    def get(cls, context: Context, id: int) -> Flavor:
+    @reads_record
+    def get(cls, context: Context, id: int) -> Record:
         """The flavor with this database id. Raises ``NotFound``."""
-        return cls._db_get(context, id)
+        return cls._db_get_record(context, id)
 
     @remotable_classmethod
-    def get_by_flavorid(cls, context: Context, flavorid: str) -> Flavor:
+    @reads_record
+    def get_by_flavorid(cls, context: Context, flavorid: str) -> Record:
         """The flavor with this public flavor id. Raises ``NotFound``."""
-        return cls._db_get_by(context, flavorid=flavorid)
+        return cls._db_get_by_record(context, flavorid=flavorid)
 
     @remotable
     def create(self) -> None:

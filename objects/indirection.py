@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from objects import exception
 from objects.futures import ObjectFuture, done_future
+from objects.persistent import record_fetch_of, record_to_primitive
 from objects.registry import VersionedObjectRegistry, version_tuple
 from objects.remoting import is_remotable, local_execution
 from objects.versioned import VersionedObject
@@ -248,6 +249,16 @@ def handle_class_action(
     version = object_versions.get(objname) if object_versions else None
     cls = _class_for_caller(objname, version)
     method = _remotable_attr(cls, objmethod, "classmethod")
+    fetch = record_fetch_of(method)
+    if fetch is not None and _reads_our_versions(cls, object_versions):
+        # A load of one record (``reads_record``) for a caller at our versions: the
+        # primitive comes straight from the record, unless only the object can say.
+        with local_execution():
+            record = fetch(cls, context, *args, **kwargs)
+        primitive = record_to_primitive(cls, record, context)
+        if primitive is not None:
+            return primitive
+        return to_wire(cls._from_record(context, record), object_versions)  # type: ignore[attr-defined]
     with local_execution():
         result = method(context, *args, **kwargs)
     return to_wire(result, object_versions)

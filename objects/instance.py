@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from objects import exception, fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
 from objects.lists import ObjectListBase
-from objects.persistent import PersistentObject
+from objects.persistent import PersistentObject, reads_record
 from objects.registry import version_tuple
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from objects.context import Context
     from objects.flavor import Flavor
     from objects.futures import ObjectFuture
+    from objects.storage import Record
 
 __all__ = ["INSTANCE_STATES", "Instance", "InstanceList"]
 
@@ -104,15 +105,19 @@ class Instance(PersistentObject, VersionedObject):
         def destroy_async(self) -> ObjectFuture[None]: ...
         def refresh_async(self) -> ObjectFuture[None]: ...
 
+    # NOTE: the bodies say which row; @reads_record makes the Instance from it (and lets
+    # the conductor answer from the row alone).
     @remotable_classmethod
-    def get(cls, context: Context, id: int) -> Instance:
+    @reads_record
+    def get(cls, context: Context, id: int) -> Record:
         """The instance with this database id. Raises ``NotFound``."""
-        return cls._db_get(context, id)
+        return cls._db_get_record(context, id)
 
     @remotable_classmethod
-    def get_by_uuid(cls, context: Context, uuid: str) -> Instance:
+    @reads_record
+    def get_by_uuid(cls, context: Context, uuid: str) -> Record:
         """The instance with this UUID. Raises ``NotFound``."""
-        return cls._db_get_by(context, uuid=fields.UUIDField().coerce(uuid))
+        return cls._db_get_by_record(context, uuid=fields.UUIDField().coerce(uuid))
 
     @remotable
     def create(self) -> None:

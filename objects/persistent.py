@@ -12,6 +12,12 @@ remotable methods become one-liners::
     def save(self):
         self._db_save()
 
+A load of one object may instead say only which record it reads (``@reads_record``
+under ``@remotable_classmethod``, returning ``cls._db_get_record(context, id)``): the
+conductor then answers a caller that reads our versions straight from the record
+(:func:`record_to_primitive`, the same primitive without building the object) whenever
+the class, its nested classes and their fields are stock; otherwise it builds the object.
+
 Records hold scalar fields as Python values and list, dict and nested-object fields as
 JSON-compatible values (a nested object as the dict of its field primitives). The
 record's ``"revision"`` becomes ``obj_revision``, used for optimistic saves.
@@ -19,10 +25,12 @@ record's ``"revision"`` becomes ``obj_revision``, used for optimistic saves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from objects import exception
+from objects import fields as obj_fields
 from objects.fields import Reader, fast_reader
 from objects.registry import VersionedObjectRegistry
 
@@ -36,7 +44,14 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-__all__ = ["PersistentObject", "field_from_record", "field_to_record"]
+__all__ = [
+    "PersistentObject",
+    "field_from_record",
+    "field_to_record",
+    "reads_record",
+    "record_fetch_of",
+    "record_to_primitive",
+]
 
 P = TypeVar("P", bound="PersistentObject")
 
@@ -109,6 +124,203 @@ def _object_from_record(objname: str, values: Any, context: Context | None) -> V
         )
     cls = VersionedObjectRegistry.newest(objname)
     return cls._obj_from_data(dict(values), context)
+
+
+# -- loads answered from the record -------------------------------------------------------
+
+#: ``fn.record_fetch`` of a body made by :func:`reads_record`.
+_FETCH_ATTR = "record_fetch"
+
+
+def reads_record(fetch: Callable[..., Record]) -> Callable[..., Any]:
+    """A classmethod body that loads one object: ``fetch(cls, context, *args, **kwargs)``
+    finds its record, the body returns ``cls._from_record(context, record)``.
+
+    Put it under ``@remotable_classmethod``. Saying which record, apart from turning it
+    into an object, lets a conductor answer a caller that reads our versions straight
+    from the record (:func:`record_to_primitive`), without building the object::
+
+        @remotable_classmethod
+        @reads_record
+        def get(cls, context, id):
+            return cls._db_get_record(context, id)
+    """
+
+    @functools.wraps(fetch)
+    def body(cls: Any, context: Context, *args: Any, **kwargs: Any) -> Any:
+        return cls._from_record(context, fetch(cls, context, *args, **kwargs))
+
+    setattr(body, _FETCH_ATTR, fetch)
+    return body
+
+
+def record_fetch_of(method: Any) -> Callable[..., Record] | None:
+    """The ``fetch`` of a remotable classmethod whose body :func:`reads_record` made."""
+    original = getattr(method, "original_fn", None)
+    return getattr(original, _FETCH_ATTR, None)
+
+
+#: Field classes whose record reader, primitive writer and change tracking are ours.
+_STOCK_FIELDS = frozenset(
+    {
+        obj_fields.IntegerField,
+        obj_fields.FloatField,
+        obj_fields.StringField,
+        obj_fields.BooleanField,
+        obj_fields.DateTimeField,
+        obj_fields.UUIDField,
+        obj_fields.EnumField,
+        obj_fields.ListOfStringsField,
+        obj_fields.DictOfStringsField,
+        obj_fields.ObjectField,
+    }
+)
+#: What the primitive of an object loaded from a record depends on, besides its fields.
+_LOADED_METHODS = ("_from_record", "_obj_take_record")
+_PRIMITIVE_METHODS = ("obj_to_primitive", "obj_reset_changes", "obj_what_changed")
+_CHILD_METHODS = ("_obj_from_data", *_PRIMITIVE_METHODS)
+_NEVER = object()  # a "plain type" no value has: the value always goes through its field
+
+# (name, type taken as is, reader, writer or None, nested object's name or None)
+_PrimitivePlan = tuple[tuple[str, Any, Reader, Any, str | None], ...]
+
+
+def _ours(cls: type, names: Iterable[str]) -> bool:
+    """Whether every method in ``names`` is this module's or ``VersionedObject``'s own
+    (no class in between defines one of them)."""
+    from objects.versioned import VersionedObject
+
+    for name in names:
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                if klass is not PersistentObject and klass is not VersionedObject:
+                    return False
+                break
+    return True
+
+
+def _primitive_plan(cls: type[VersionedObject]) -> _PrimitivePlan | None:
+    """Per class (and ``fields`` dict): how a record's values become primitive data;
+    None when this class's primitive cannot be promised without building the object."""
+    cached = cls.__dict__.get("_obj_primitive_plan")
+    if cached is not None and cached[0] is cls.fields:
+        return cached[1]  # type: ignore[no-any-return]
+    plan: _PrimitivePlan | None = None
+    if issubclass(cls, PersistentObject) and _ours(cls, (*_LOADED_METHODS, *_PRIMITIVE_METHODS)):
+        record_plan = _record_plan(cls)  # prepares the class's plans too
+        entries = []
+        for (name, plain, read), (_, field, writer) in zip(
+            record_plan, cls._obj_to_plan, strict=True
+        ):
+            kind = type(field)
+            if kind not in _STOCK_FIELDS:
+                break
+            child = field.objname if kind is obj_fields.ObjectField else None  # type: ignore[attr-defined]
+            entries.append((name, plain if writer is None else _NEVER, read, writer, child))
+        else:
+            plan = tuple(entries)
+    cls._obj_primitive_plan = (cls.fields, plan)  # type: ignore[attr-defined]
+    return plan
+
+
+# (name, type taken as is, wire reader, writer or None)
+_ChildPlan = tuple[tuple[str, Any, Reader, Any], ...]
+
+
+def _child_plan(cls: type[VersionedObject]) -> _ChildPlan | None:
+    """:func:`_primitive_plan` of a nested object's class (its record value is the dict
+    of its field primitives); None for one with objects of its own nested in it."""
+    cached = cls.__dict__.get("_obj_child_plan")
+    if cached is not None and cached[0] is cls.fields:
+        return cached[1]  # type: ignore[no-any-return]
+    plan: _ChildPlan | None = None
+    cls._obj_prepare_class()
+    if _ours(cls, _CHILD_METHODS):
+        entries = []
+        for name, field, writer in cls._obj_to_plan:
+            kind = type(field)
+            if kind not in _STOCK_FIELDS or field.is_object:
+                break
+            _, plain, read = cls._obj_from_plan[name]
+            entries.append((name, plain if writer is None else _NEVER, read, writer))
+        else:
+            plan = tuple(entries)
+    cls._obj_child_plan = (cls.fields, plan)  # type: ignore[attr-defined]
+    return plan
+
+
+def _child_primitive(objname: str, values: dict[str, Any], context: Context | None) -> Any:
+    cls = VersionedObjectRegistry.find_newest(objname)
+    plan = None if cls is None else _child_plan(cls)
+    if plan is None:
+        return None
+    assert cls is not None
+    data: dict[str, Any] = {}
+    for name, plain, read, writer in plan:
+        if name not in values:
+            continue
+        value = values[name]
+        if type(value) is not plain:
+            value = read(value, context)
+            if writer is not None:
+                value = writer(value)
+        data[name] = value
+    return {
+        _KEY_NAME: cls.obj_name(),
+        _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
+        _KEY_VERSION: cls.VERSION,
+        _KEY_DATA: data,
+    }
+
+
+_KEY_NAME = "versioned_object.name"
+_KEY_NAMESPACE = "versioned_object.namespace"
+_KEY_VERSION = "versioned_object.version"
+_KEY_DATA = "versioned_object.data"
+_KEY_REVISION = "versioned_object.revision"
+
+
+def record_to_primitive(
+    cls: type[VersionedObject], record: Record, context: Context | None = None
+) -> dict[str, Any] | None:
+    """``cls._from_record(context, record).obj_to_primitive()``, without the object.
+
+    The same primitive, key for key and in the same order, for a class whose loading,
+    change tracking and primitives are ours and whose fields are built-in field types
+    (objects nested in it too). None when that cannot be promised, or when a value
+    would not load (the caller then builds the object, which raises the error).
+    """
+    plan = _primitive_plan(cls)
+    if plan is None:
+        return None
+    data: dict[str, Any] = {}
+    try:
+        for name, plain, read, writer, child in plan:
+            if name not in record:
+                continue
+            value = record[name]
+            if type(value) is plain:
+                data[name] = value
+            elif child is not None and type(value) is dict:
+                nested = _child_primitive(child, value, context)
+                if nested is None:
+                    return None
+                data[name] = nested
+            else:
+                value = read(value, context)
+                data[name] = value if writer is None else writer(value)
+        revision = record.get("revision")
+        primitive: dict[str, Any] = {
+            _KEY_NAME: cls.obj_name(),
+            _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
+            _KEY_VERSION: cls.VERSION,
+            _KEY_DATA: data,
+        }
+        if revision is not None:
+            primitive[_KEY_REVISION] = int(revision)
+    except Exception:  # noqa: BLE001 - building the object says what is wrong
+        return None
+    return primitive
 
 
 def _coerced(cls: type[VersionedObject], name: str, value: Any) -> Any:
@@ -201,14 +413,24 @@ class PersistentObject(_Base):
     @classmethod
     def _db_get(cls: type[P], context: Context, id: int) -> P:
         """Load by id. Raises ``NotFound``; ``ObjectValueError`` for an id the field refuses."""
+        return cls._from_record(context, cls._db_get_record(context, id))
+
+    @classmethod
+    def _db_get_record(cls, context: Context, id: int) -> Record:
+        """The record :meth:`_db_get` loads (for :func:`reads_record` bodies)."""
         id = _coerced(cls, "id", id)
-        return cls._from_record(context, context.db.get(cls.obj_name(), id))
+        return context.db.get(cls.obj_name(), id)
 
     @classmethod
     def _db_get_by(cls: type[P], context: Context, **equals: Any) -> P:
         """Load the first row matching all ``field == value``. Raises ``NotFound``."""
+        return cls._from_record(context, cls._db_get_by_record(context, **equals))
+
+    @classmethod
+    def _db_get_by_record(cls, context: Context, **equals: Any) -> Record:
+        """The record :meth:`_db_get_by` loads (for :func:`reads_record` bodies)."""
         equals = {name: _coerced(cls, name, value) for name, value in equals.items()}
-        return cls._from_record(context, context.db.get_by(cls.obj_name(), **equals))
+        return context.db.get_by(cls.obj_name(), **equals)
 
     @classmethod
     def _db_query(

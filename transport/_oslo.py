@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from transport import _wire
-from transport.exceptions import MessageDeliveryFailure
+from transport.exceptions import MessageDeliveryFailure, MessageTooLarge
 
 VERSION_KEY = "oslo.version"
 MESSAGE_KEY = "oslo.message"
@@ -215,3 +215,12 @@ def reply_to_native(envelope: Mapping[str, Any]) -> dict[str, Any]:
     if result is None and msg.get("ending") is False:
         return {"id": msg_id, "t": "hb"}
     return {"id": msg_id, "t": "r", "v": result}
+
+
+def reply_body(reply: dict[str, Any], limit: int | None = None) -> bytes:
+    """:func:`encode_reply`; a reply over ``limit`` or not JSON-serialisable becomes the
+    oslo.messaging failure (MessageTooLarge, TypeError) its caller can read instead."""
+    try:
+        return encode_reply(reply, limit)
+    except (MessageTooLarge, TypeError) as exc:
+        return encode_reply(_wire.error_reply(reply["id"], exc))

@@ -40,7 +40,7 @@ _LINGER_PER_CALL = 10e-6
 
 
 class _Outgoing:
-    __slots__ = ("target", "body", "ttl", "on_sent", "batchable", "confirm", "expires", "publish")
+    __slots__ = ("target", "body", "ttl", "on_sent", "batchable", "call", "expires", "publish")
 
     def __init__(
         self,
@@ -49,9 +49,9 @@ class _Outgoing:
         ttl: float | None,
         on_sent: OnSent,
         batchable: bool,
-        confirm: bool,
+        call: bool,
     ) -> None:
-        self.confirm = confirm
+        self.call = call
         self.target = target
         self.body = body
         self.ttl = ttl
@@ -99,15 +99,16 @@ class Sender:
         *,
         batchable: bool = True,
         inline: bool = False,
-        confirm: bool = True,
+        call: bool = False,
     ) -> None:
         """Queue one encoded envelope; ``on_sent(None)`` once the broker has it, or
         ``on_sent(exc)`` when it could not be sent. Callbacks run on the sender thread.
 
         ``inline``: the caller has nothing else in flight; when the sender is idle too,
         publish on the caller's thread and save a thread hand-off (sequential calls).
+        ``call``: a call, whose caller waits for a reply (see :meth:`Driver.send`).
         """
-        item = _Outgoing(target, body, ttl, on_sent, batchable, confirm)
+        item = _Outgoing(target, body, ttl, on_sent, batchable, call)
         with self._cond:
             if self._closed:
                 raise ConnectionLost(reason="the transport was cleaned up")
@@ -116,7 +117,7 @@ class Sender:
                 self._enqueue(item)
         if go_inline:
             try:
-                sent = self._driver.try_send(target, body, ttl=ttl, confirm=confirm)
+                sent = self._driver.try_send(target, body, ttl=ttl, call=call)
             except Exception as exc:
                 _notify(item, exc)
                 return
@@ -131,7 +132,7 @@ class Sender:
     def publish_later(self, target: Target, publish: Callable[[], None], on_sent: OnSent) -> None:
         """Queue ``publish()`` (a notification) behind what is waiting to be sent;
         ``on_sent`` as for :meth:`submit`. ``tasks`` counts the queued ones."""
-        item = _Outgoing(target, b"", None, on_sent, False, True)
+        item = _Outgoing(target, b"", None, on_sent, False, False)
         item.publish = publish
         with self._cond:
             if self._closed:
@@ -197,7 +198,7 @@ class Sender:
             if not item.batchable:
                 groups.append([item])
                 continue
-            key = (item.target.exchange, item.target.topic, item.target.server, item.confirm)
+            key = (item.target.exchange, item.target.topic, item.target.server, item.call)
             current = open_groups.get(key)
             size = len(item.body) + 1
             if (
@@ -241,7 +242,7 @@ class Sender:
             ttl = max(item.expires for item in group if item.expires is not None) - now
         error: BaseException | None = None
         try:
-            self._driver.send(first.target, body, ttl=ttl, confirm=first.confirm)
+            self._driver.send(first.target, body, ttl=ttl, call=first.call)
         except Exception as exc:  # every envelope of the group learns why
             error = exc
         for item in group:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from transport._replies import ReplyWaiter
-from transport._sender import Sender
+from transport._sender import OnSent, Sender
 from transport.config import DEFAULT_CONFIG, TransportConfig, apply_url_options
-from transport.driver import Driver
+from transport.driver import Driver, Listener, OnMessage
 from transport.exceptions import ConnectionLost
 from transport.target import Target
+
+if TYPE_CHECKING:
+    from transport._replies import PendingCall
 
 __all__ = ["Transport", "declare_topic", "get_transport"]
 
@@ -27,6 +31,14 @@ class Transport:
     Attributes:
         url: the URL it was created from.
         config: its :class:`~transport.config.TransportConfig`.
+
+    Besides ``is_connected`` and ``cleanup`` it has a small internal interface, the only
+    way the client, server and notification modules reach the broker (its driver, the
+    reply waiter and the sender thread stay private): :attr:`reply_address`,
+    :meth:`register_call` / :meth:`forget_call`, :meth:`send_request`,
+    :meth:`send_notification`, :meth:`unreachable`, :meth:`listen`,
+    :meth:`listen_notifications`, :meth:`send_reply` and :meth:`declare_queues`. It moves
+    encoded envelopes (:mod:`transport._wire`) and is not part of the public API.
     """
 
     def __init__(self, driver: Driver, config: TransportConfig) -> None:
@@ -69,6 +81,119 @@ class Transport:
     def _in_flight(self) -> int:
         waiter = self._reply_waiter
         return 0 if waiter is None else waiter.in_flight
+
+    # -- internal interface: calls ------------------------------------------------------
+    @property
+    def reply_address(self) -> str:
+        """This process's reply address (its reply queue is consumed from the first use)."""
+        return self._replies.address
+
+    def register_call(self, call: PendingCall) -> None:
+        """Match replies to ``call`` and watch its deadline and heartbeats from now.
+
+        Raises:
+            ConnectionLost: the transport was cleaned up.
+        """
+        self._replies.register(call)
+
+    def forget_call(self, request_id: str) -> None:
+        """Stop waiting for replies to a call (sent or not). Safe for unknown ids."""
+        self._replies.forget(request_id)
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls registered and not answered yet."""
+        return self._in_flight()
+
+    def send_request(
+        self,
+        target: Target,
+        body: bytes,
+        ttl: float | None,
+        on_sent: OnSent,
+        *,
+        call: bool = False,
+        batchable: bool = True,
+    ) -> None:
+        """Queue an encoded request (``call``: its caller waits for a reply) or cast for
+        ``target``; ``on_sent(None)`` once the broker has it, ``on_sent(exc)`` with the
+        typed error when it could not be sent. Requests queued meanwhile for one target
+        leave packed in one message (``batchable``). A call is published on the caller's
+        thread when nothing else is in flight and the broker is connected.
+
+        Raises:
+            ConnectionLost: the transport was cleaned up.
+        """
+        self._sender.submit(
+            target,
+            body,
+            ttl,
+            on_sent,
+            batchable=batchable,
+            inline=call and self._in_flight() <= 1,
+            call=call,
+        )
+
+    def send_notification(
+        self, target: Target, priority: str, body: bytes, on_sent: OnSent, *, backlog: int
+    ) -> bool:
+        """Queue an encoded notification for ``<topic>.<priority>`` behind what waits to be
+        sent; ``on_sent`` as for :meth:`send_request`. False (nothing queued) when
+        ``backlog`` notifications wait already.
+
+        Raises:
+            ConnectionLost: the transport was cleaned up.
+        """
+        sender = self._sender
+        if sender.tasks >= backlog:
+            return False
+        driver = self._driver
+
+        def publish() -> None:
+            driver.notify(target, priority, body)
+
+        sender.publish_later(target, publish, on_sent)
+        return True
+
+    def unreachable(self) -> str | None:
+        """Why the broker could not be reached at the last attempt (None: it could)."""
+        return self._driver.unreachable()
+
+    # -- internal interface: servers and listeners ----------------------------------------
+    def listen(self, target: Target, on_message: OnMessage, *, prefetch: int) -> Listener:
+        """Declare and consume the queues of a server of ``target``; returns once consuming.
+
+        Raises:
+            QueueMismatch: a queue exists with other arguments than this transport's.
+            BrokerRefused: the broker refused a queue or exchange (permissions, type).
+            TransportError: the broker stayed unreachable through the retries.
+        """
+        return self._driver.listen(target, on_message, prefetch=prefetch)
+
+    def listen_notifications(
+        self,
+        targets: list[tuple[Target, str]],
+        pool: str | None,
+        on_message: OnMessage,
+        *,
+        prefetch: int,
+    ) -> Listener:
+        """Consume the notifications of each ``(target, priority)`` in ``pool``; raises
+        as :meth:`listen`."""
+        return self._driver.listen_notifications(targets, pool, on_message, prefetch=prefetch)
+
+    def send_reply(self, address: str, body: bytes) -> None:
+        """Send an encoded reply to a caller's reply address.
+
+        Raises:
+            TransportError: not sent for now (the connection); the request may be retried.
+            MessagingException: this address never takes a reply.
+        """
+        self._driver.send_reply(address, body)
+
+    def declare_queues(self, target: Target) -> None:
+        """:func:`declare_topic` for ``target``."""
+        self._driver.declare_topic(target)
 
     def is_connected(self) -> bool:
         """Whether the broker connection is up now (what a health check asks)."""
@@ -156,7 +281,7 @@ def declare_topic(
         QueueMismatch: a queue exists with other arguments than this transport's.
         TransportError: the broker stayed unreachable through the retries.
     """
-    transport._driver.declare_topic(Target(topic=topic, server=server, exchange=exchange))
+    transport.declare_queues(Target(topic=topic, server=server, exchange=exchange))
 
 
 @atexit.register

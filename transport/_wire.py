@@ -32,6 +32,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from transport.exceptions import MessageDeliveryFailure, MessageTooLarge, RemoteError
 
 LOG = logging.getLogger(__name__)
@@ -40,8 +42,55 @@ LOG = logging.getLogger(__name__)
 # by string only: the transport imports nothing from objects.
 DEFAULT_ALLOWED_EXMODS = ("builtins", "transport.exceptions", "objects.exception")
 
+# The stdlib codec defines what the wire takes and how it refuses it; orjson does the work
+# whenever it provably gives the same result (see _dumps and _loads).
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _decoder = json.JSONDecoder()
+
+
+def _dumps(value: Any) -> bytes:
+    """``value`` as UTF-8 JSON; raises like the stdlib encoder (TypeError, ValueError,
+    RecursionError) on what it refuses.
+
+    orjson writes what it can; its text counts only when it reads back equal to ``value``.
+    That one check catches everything orjson takes but the stdlib refuses, which would
+    otherwise change silently: NaN and infinities (orjson writes null), UUIDs, plain
+    enums, dates and dataclasses (orjson writes them as strings or objects). Anything else
+    (ints over 64 bits, non-str keys, tuples, sets, surrogates, objects) goes to the stdlib.
+    """
+    try:
+        body = orjson.dumps(value)
+        if orjson.loads(body) == value:
+            return body
+    except Exception:  # orjson's refusal, or a value whose __eq__ fails: the stdlib decides
+        pass
+    return _encoder.encode(value).encode("utf-8")
+
+
+# Digits as "0", what may come before a number's digits (":", ",", "[", "-", whitespace) as
+# ":", anything else as "x": an integer of 19 digits or more shows as ":" + 19 "0"s (unless
+# it opens the text).
+_NUMBERS = bytes(
+    ord("0") if b in b"0123456789" else ord(":") if b in b":,[- \t\n\r" else ord("x")
+    for b in range(256)
+)
+_LONG_INTEGER = b":" + b"0" * 19
+
+
+def _loads(body: bytes) -> Any:
+    """The JSON value of ``body``, as the stdlib decoder reads the UTF-8 text; raises
+    UnicodeDecodeError or ValueError like it.
+
+    orjson reads valid JSON to the same values, except integers outside 64 bits (it makes
+    them floats): a body with an integer of 19 digits or more, and whatever orjson refuses
+    (NaN and Infinity, lone surrogates, invalid UTF-8, malformed text), goes to the stdlib.
+    """
+    if _LONG_INTEGER not in body.translate(_NUMBERS) and not body[:1].isdigit():
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return _decoder.decode(body.decode("utf-8"))
 
 
 #: JSON nested deeper than this is refused on both sides: decoding it recursed into the
@@ -51,29 +100,35 @@ MAX_DEPTH = 100
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+#: Bytes up to which too_deep counts brackets before anything else (longer bodies, batches,
+#: mostly hold more than MAX_DEPTH brackets anyway).
+_COUNT_FIRST = 4096
 
 
 def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether the JSON text ``body`` nests arrays/objects deeper than ``limit``.
 
-    At C speed: a body with at most ``limit`` brackets is fine at once; otherwise strings
-    are dropped, everything but brackets deleted, and innermost pairs removed pass by pass
+    At C speed: a body with at most ``limit`` brackets is fine at once; otherwise everything
+    but brackets and quotes is deleted, strings dropped, and innermost pairs removed pass by pass
     (one pass per level, a run of ``limit`` opening brackets ends it early). Malformed text
     answers False: the decoder refuses it anyway.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
+    if len(body) <= _COUNT_FIRST and body.count(b"[") + body.count(b"{") <= limit:
+        return False  # most single envelopes: two counts beat the translate below
     if b"\\" in body:
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     rest = body.translate(None, _NOT_STRUCTURE)
-    if b'"' in rest:
-        # Adjacent quotes enclose nothing structural (an empty string, or the gap between
-        # two strings): dropping them first leaves few strings to split out.
-        rest = rest.replace(b'""', b"")
-        if b'"' in rest:
-            rest = b"".join(rest.split(b'"')[::2])
+    quotes = rest.count(b'"')
+    if len(rest) - quotes <= limit:
+        return False  # at most ``limit`` brackets in all
+    # Adjacent quotes enclose nothing structural (an empty string, or the gap between two
+    # strings): when they are all the quotes there are, no string holds a bracket.
+    if 2 * rest.count(b'""') == quotes:
+        rest = rest.translate(_ONE_BRACKET, b'"')
+    else:
+        # Drop them first: that leaves few strings to split out.
+        rest = b"".join(rest.replace(b'""', b"").split(b'"')[::2]).translate(_ONE_BRACKET)
     # One kind of bracket: one replace per pass removes exactly the innermost level.
-    rest = rest.translate(_ONE_BRACKET)
     for done in range(limit):
         if not rest:
             return False
@@ -90,7 +145,7 @@ def encode(envelope: dict[str, Any], limit: int | None = None) -> bytes:
     """Encode an envelope; raise MessageTooLarge over ``limit`` bytes, TypeError if not JSON
     (or nested deeper than ``MAX_DEPTH``: the other side would refuse it)."""
     try:
-        body = _encoder.encode(envelope).encode("utf-8")
+        body = _dumps(envelope)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"message is not JSON-serialisable: {exc}") from exc
     except RecursionError:
@@ -128,7 +183,7 @@ def decode(body: bytes) -> dict[str, Any]:
             reason=f"undecodable message: JSON nested deeper than {MAX_DEPTH} levels"
         )
     try:
-        envelope = _decoder.decode(body.decode("utf-8"))
+        envelope = _loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MessageDeliveryFailure(reason=f"undecodable message: {str(exc)[:200]}") from None
     except RecursionError:
@@ -267,3 +322,54 @@ def excerpt_reply_info(head: bytes, tail: bytes) -> tuple[str | None, str | None
             if isinstance(value, str):
                 found[key] = value
     return reply_info(found)
+
+
+# -- replies (what a server sends back; see the module docstring) -----------------------
+
+
+def result_reply(request_id: str, value: Any) -> dict[str, Any]:
+    """The reply carrying a call's single result."""
+    return {"id": request_id, "t": "r", "v": value}
+
+
+def item_reply(request_id: str, item: Any) -> dict[str, Any]:
+    """The reply carrying one item of a multicall."""
+    return {"id": request_id, "t": "i", "v": item}
+
+
+def end_reply(request_id: str) -> dict[str, Any]:
+    """The reply ending a multicall."""
+    return {"id": request_id, "t": "end"}
+
+
+def heartbeat_reply(request_id: str) -> dict[str, Any]:
+    """A call-monitor heartbeat: the request is alive on its server."""
+    return {"id": request_id, "t": "hb"}
+
+
+def error_reply(request_id: str, exc: BaseException) -> dict[str, Any]:
+    """The reply failing a call with ``exc`` (see :func:`serialize_exception`)."""
+    return {"id": request_id, "t": "e", "exc": serialize_exception(exc)}
+
+
+def reply_body(reply: dict[str, Any], limit: int | None = None) -> bytes:
+    """Encode a reply; one over ``limit`` bytes or not JSON-serialisable becomes the error
+    reply (MessageTooLarge, TypeError) its caller can read instead."""
+    try:
+        return encode(reply, limit)
+    except (MessageTooLarge, TypeError) as exc:
+        return encode(error_reply(reply["id"], exc))
+
+
+def pack_replies(bodies: list[bytes], limit: int) -> list[bytes]:
+    """Encoded replies to one address as few messages as fit ``limit`` bytes each (a lone
+    reply stays as it is; several travel as a batch)."""
+    chunks: list[list[bytes]] = []
+    size = limit + 1
+    for body in bodies:
+        if size + len(body) + 1 + BATCH_OVERHEAD > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(body)
+        size += len(body) + 1
+    return [chunk[0] if len(chunk) == 1 else pack_batch(chunk) for chunk in chunks]

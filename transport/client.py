@@ -173,7 +173,7 @@ class RPCClient:
                     raise item
                 yield item
         finally:
-            self.transport._replies.forget(call.request_id)
+            self.transport.forget_call(call.request_id)
 
     def _start(
         self,
@@ -190,18 +190,16 @@ class RPCClient:
             raise InvalidTarget(
                 target=repr(self.target), reason="a call cannot go to a fanout target"
             )
-        replies = self.transport._replies
-        timeout = (
-            self.timeout if self.timeout is not None else self.transport.config.default_timeout
-        )
-        envelope = self._envelope(ctxt, method, kwargs, reply_to=replies.address)
+        transport = self.transport
+        timeout = self.timeout if self.timeout is not None else transport.config.default_timeout
+        envelope = self._envelope(ctxt, method, kwargs, reply_to=transport.reply_address)
         monitor_interval = self.call_monitor_interval
         if self._oslo:
             body, monitor_interval = self._oslo_call(envelope, multi)
         else:
             envelope["multi"] = multi
             envelope["hb"] = monitor_interval
-            body = _wire.encode(envelope, self.transport.config.max_message_size)
+            body = _wire.encode(envelope, transport.config.max_message_size)
         convert = self._converter(ctxt)
         if then is not None:
             convert = _compose(convert, then)
@@ -217,11 +215,11 @@ class RPCClient:
             on_error=on_error,
         )
         call.queue = routing_key(self.target)
-        replies.register(call)
+        transport.register_call(call)
 
         def on_sent(error: BaseException | None) -> None:
             if error is not None:
-                replies.forget(call.request_id)
+                transport.forget_call(call.request_id)
                 call.fail(error)
             else:
                 call.sent = True
@@ -230,17 +228,11 @@ class RPCClient:
         # requests queued meanwhile into one broker message; a failure to send (nobody
         # consumes the topic, broker gone) fails this call's future.
         try:
-            self.transport._sender.submit(
-                self.target,
-                body,
-                timeout,
-                on_sent,
-                batchable=not (multi or self._oslo),
-                inline=replies.in_flight <= 1,
-                confirm=False,
+            transport.send_request(
+                self.target, body, timeout, on_sent, call=True, batchable=not (multi or self._oslo)
             )
         except BaseException:  # the transport was cleaned up: nothing will answer
-            replies.forget(call.request_id)
+            transport.forget_call(call.request_id)
             raise
         return call
 
@@ -323,7 +315,7 @@ class RPCClient:
             else:
                 sent.set_exception(error)
 
-        self.transport._sender.submit(self.target, body, ttl, on_sent)
+        self.transport.send_request(self.target, body, ttl, on_sent)
         sent.result()
 
 

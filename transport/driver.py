@@ -86,14 +86,15 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
     ) -> None:
         """Hand a request or cast to the broker; returns once the broker holds it.
 
-        ``confirm=False`` (calls, whose caller learns of a loss from its timeout anyway)
-        lets a driver skip waiting for the broker when it knows the target is routable.
-        It also marks a call: one needs a server now, so a driver raises
+        ``call=True`` marks a call: one needs a server now, so a driver raises
         MessageUndeliverable when nobody consumes the queue (a cast waits there instead).
+        Whether to wait for the broker's confirm is the driver's to decide: a cast is
+        always confirmed (it must not be lost); a call, whose caller learns of a loss
+        from its timeout anyway, may skip it when the driver knows the route is sound.
 
         ``target.topic`` is set; ``target.server`` picks the ``<topic>.<server>`` queue;
         ``target.fanout`` copies it to every fanout queue of the topic (none is fine).
@@ -106,12 +107,12 @@ class Driver(abc.ABC):
         """
 
     def try_send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
     ) -> bool:
         """Like :meth:`send` when that needs no wait for a (re)connect; otherwise send
         nothing and return False (the caller hands the message to a thread that may wait).
         """
-        self.send(target, body, ttl=ttl, confirm=confirm)
+        self.send(target, body, ttl=ttl, call=call)
         return True
 
     def ready(self) -> bool:

@@ -18,6 +18,7 @@ Tree::
     ├── MessageUndeliverable           nobody consumes the target's topic
     ├── MessageTooLarge                an envelope is over the size limit
     ├── MessageDeliveryFailure         a message was malformed, undecodable or could not be sent
+    │   └── BrokerRefused              the broker refused a queue or exchange (rights, type, lock)
     ├── QueueMismatch                  a queue exists with other arguments (quorum vs classic, TTLs)
     └── TransportError                 the broker connection failed
         └── ConnectionLost             the connection dropped while the operation was pending
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BrokerRefused",
     "CallMonitorTimeout",
     "ConnectionLost",
     "InvalidTarget",
@@ -158,6 +160,18 @@ class MessageDeliveryFailure(MessagingException):
     """
 
     msg_fmt = "Message could not be delivered: %(reason)s"
+
+
+class BrokerRefused(MessageDeliveryFailure):
+    """Raised when the broker refuses to declare or use a queue or exchange for good: the
+    user lacks permissions, a name uses a reserved prefix (``amq.``), an exchange exists
+    with another type, a queue is held exclusively by another connection.
+
+    Retrying does not help; the message says what to change. Fields: ``what`` (the
+    operation), ``reason`` (the broker's words), ``code`` (the AMQP reply code).
+    """
+
+    msg_fmt = "The broker refused to %(what)s: %(reason)s"
 
 
 class QueueMismatch(MessagingException):

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from transport import _wire
-from transport._pool import WorkerPool
-from transport._ratelog import RateLimitedLog, one_line
+from transport._consumer import Consumer
+from transport._ratelog import one_line
 from transport.driver import Incoming, Listener
 from transport.exceptions import MessageTooLarge
 from transport.serializer import NoOpSerializer, Serializer
@@ -159,39 +159,34 @@ class Notifier:
             _DROPS.dropped(event_type, priority, exc)
             return
         deadline = time.monotonic() + NOTIFY_WAIT
-        driver = self.transport._driver
         for done in sent:
             while done is not None and not done.is_set():
                 left = deadline - time.monotonic()
-                if left <= 0 or driver.unreachable() is not None:
+                if left <= 0 or self.transport.unreachable() is not None:
                     return  # it stays queued; the caller goes on
                 done.wait(min(left, 0.05))
 
     def _queue(
         self, target: Target, priority: str, event_type: str, body: bytes
     ) -> threading.Event | None:
-        sender = self.transport._sender
-        if sender.tasks >= NOTIFY_BACKLOG:
-            _DROPS.dropped(
-                event_type, priority, f"{NOTIFY_BACKLOG} notifications wait for the broker already"
-            )
-            return None
         done = threading.Event()
-        driver = self.transport._driver
-
-        def publish() -> None:
-            driver.notify(target, priority, body)
 
         def on_sent(error: BaseException | None) -> None:
             if error is not None:
                 _DROPS.dropped(event_type, priority, error)
             done.set()
 
-        sender.publish_later(target, publish, on_sent)
+        if not self.transport.send_notification(
+            target, priority, body, on_sent, backlog=NOTIFY_BACKLOG
+        ):
+            _DROPS.dropped(
+                event_type, priority, f"{NOTIFY_BACKLOG} notifications wait for the broker already"
+            )
+            return None
         return done
 
 
-class NotificationListener:
+class NotificationListener(Consumer):
     """Calls endpoint methods named after the priority for each notification.
 
     ``endpoint.info(ctxt, publisher_id, event_type, payload, metadata)``, where metadata
@@ -207,6 +202,10 @@ class NotificationListener:
         max_workers: endpoint calls running at once.
     """
 
+    _log = LOG
+    _what = "a notification"
+    _role = "listener"
+
     def __init__(
         self,
         transport: Transport,
@@ -217,71 +216,21 @@ class NotificationListener:
         executor: str = "threading",
         max_workers: int = 8,
     ) -> None:
-        if executor != "threading":
-            raise ValueError(f"unsupported executor {executor!r}; use 'threading'")
-        self.transport = transport
+        super().__init__(transport, executor, max_workers, "notify")
         self.targets = list(targets)
         self.endpoints = list(endpoints)
         self.pool = pool
         self.serializer = serializer or NoOpSerializer()
-        self.max_workers = max_workers
-        self._workers = WorkerPool(max_workers, "notify")
-        self._listener: Listener | None = None
-        self._lock = threading.Lock()
-        self._running = False
-        self._stopped = threading.Event()
-        self._bad = RateLimitedLog(LOG, rate=10.0, burst=50)
-        self._failed = RateLimitedLog(LOG, rate=10.0, burst=50)
 
-    def start(self) -> None:
-        """Declare and consume the queues; returns once consuming."""
+    # -- lifecycle (transport._consumer.Consumer: start, stop, kill, wait) ------------
+    def _listen(self, prefetch: int) -> Listener:
         priorities = [
             p for p in PRIORITIES if any(callable(getattr(e, p, None)) for e in self.endpoints)
         ]
         pairs = [(target, priority) for target in self.targets for priority in priorities]
-        prefetch = self.max_workers * self.transport.config.prefetch_multiplier
-        with self._lock:
-            self._running = True
-        self._listener = self.transport._driver.listen_notifications(
+        return self.transport.listen_notifications(
             pairs, self.pool, self._on_message, prefetch=prefetch
         )
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop consuming and wait for notifications being handled."""
-        if self._listener is not None:
-            self._listener.stop()
-        with self._lock:
-            self._running = False
-        self._workers.drain(timeout)
-        if self._listener is not None:
-            self._listener.kill()
-        self._workers.shutdown()
-        self._stopped.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until stopped; False if ``timeout`` passed first."""
-        return self._stopped.wait(timeout)
-
-    def _on_message(self, incoming: Incoming) -> None:
-        with self._lock:
-            if not self._running:
-                incoming.requeue()
-                return
-            self._workers.submit(lambda: self._handle(incoming))
-
-    def _handle(self, incoming: Incoming) -> None:
-        # NOTE: whatever goes wrong, the delivery is settled: an unsettled message holds a
-        # prefetch slot for good (and the next listener would stall on it too).
-        try:
-            self._handle_message(incoming)
-        except BaseException as exc:
-            reason = f"the listener failed handling it: {one_line(exc)}"
-            self._bad.error("parking a notification in the dead-letter queue: %s", reason)
-            try:
-                incoming.dead_letter(reason)
-            except BaseException:
-                LOG.error("cannot settle a notification; requeueing it", exc_info=True)
-                incoming.requeue()
 
     def _handle_message(self, incoming: Incoming) -> None:
         limit = self.transport.config.max_message_size

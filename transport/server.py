@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
@@ -11,8 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from transport import _oslo, _wire
-from transport._pool import WorkerPool
-from transport._ratelog import RateLimitedLog, one_line
+from transport._consumer import Consumer, ServerState
+from transport._ratelog import one_line
 from transport.dispatcher import RPCDispatcher, is_refused
 from transport.driver import Incoming, Listener
 from transport.exceptions import (
@@ -75,27 +74,6 @@ class _ReplyNotSent(Exception):
         self.retry = retry
 
 
-def _chunks(bodies: list[bytes], limit: int) -> list[list[bytes]]:
-    chunks: list[list[bytes]] = []
-    size = limit + 1
-    for body in bodies:
-        if size + len(body) + 1 + _wire.BATCH_OVERHEAD > limit:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(body)
-        size += len(body) + 1
-    return chunks
-
-
-class ServerState(enum.Enum):
-    """Lifecycle of a server: NEW -start-> RUNNING -stop-> STOPPING -(drained)-> STOPPED."""
-
-    NEW = "new"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
 #: A request waiting for a worker longer than this gets heartbeats like a running one.
 _HELD_GRACE = 0.5
 
@@ -119,7 +97,7 @@ class _Running:
         self.due = time.monotonic() + interval
 
 
-class RPCServer:
+class RPCServer(Consumer):
     """Consumes ``<topic>``, ``<topic>.<server>`` and the topic's fanout, runs endpoints.
 
     Each request runs on a worker thread; it is acknowledged after the handler finished and
@@ -144,6 +122,8 @@ class RPCServer:
         max_workers: handlers running at once.
     """
 
+    _log = LOG
+
     def __init__(
         self,
         transport: Transport,
@@ -153,18 +133,11 @@ class RPCServer:
         executor: str = "threading",
         max_workers: int = 8,
     ) -> None:
-        if executor != "threading":
-            raise ValueError(f"unsupported executor {executor!r}; use 'threading'")
         target.require_topic()
-        self.transport = transport
+        super().__init__(transport, executor, max_workers, f"rpc-{target.topic}")
         self.target = target
         self.dispatcher = RPCDispatcher(endpoints, serializer)
-        self.max_workers = max_workers
-        self.state = ServerState.NEW
-        self._pool = WorkerPool(max_workers, f"rpc-{target.topic}")
-        self._listener: Listener | None = None
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
+        self._what = f"a message of {target.topic}"
         self._running: dict[str, _Running] = {}
         self._held: dict[Incoming, _Held] = {}
         self._beat = threading.Condition(self._lock)
@@ -172,100 +145,21 @@ class RPCServer:
         self._beat_wake_at = float(
             "-inf"
         )  # the thread reads _running itself before it first sleeps
-        self._killed = False
-        # One line per bad message or failed request, rate-limited: senders choose how many.
-        self._bad = RateLimitedLog(LOG, rate=10.0, burst=50)
-        self._failed = RateLimitedLog(LOG, rate=10.0, burst=50)
 
-    # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> None:
-        """Declare and consume the target's queues; returns once consuming."""
-        with self._lock:
-            if self.state is not ServerState.NEW:
-                raise RuntimeError(f"cannot start a server that is {self.state.value}")
-            self.state = ServerState.RUNNING
-        prefetch = self.max_workers * self.transport.config.prefetch_multiplier
-        try:
-            self._listener = self.transport._driver.listen(
-                self.target, self._on_message, prefetch=prefetch
-            )
-        except BaseException:
-            with self._lock:
-                self.state = ServerState.STOPPED
-            self._stopped.set()
-            raise
+    # -- lifecycle (transport._consumer.Consumer: start, stop, kill, wait) ------------
+    def _listen(self, prefetch: int) -> Listener:
+        return self.transport.listen(self.target, self._on_message, prefetch=prefetch)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop consuming, then wait for in-flight requests to finish (and be acknowledged)."""
-        # NOTE: stop consuming before flipping the state: a message arriving in between is
-        # then requeued to other consumers instead of bouncing back to us.
-        if self._listener is not None:
-            self._listener.stop()
-        with self._lock:
-            if self.state in (ServerState.STOPPING, ServerState.STOPPED):
-                pass
-            else:
-                self.state = ServerState.STOPPING
-            self._beat.notify_all()
-        if not self._pool.drain(timeout):
-            LOG.warning("server %s stopped with requests still running", self.target.topic)
-        if self._listener is not None:
-            # Everything handled is acknowledged by now; give back whatever is left.
-            self._listener.kill()
-        self._pool.shutdown()
-        with self._lock:
-            self.state = ServerState.STOPPED
-            self._beat.notify_all()
-        self._stopped.set()
+    def _state_changed(self) -> None:  # lock held
+        self._beat.notify_all()
 
-    def kill(self) -> None:
-        """Stop at once as if the process died: unacknowledged requests go back to their
-        queue for another server, running handlers' replies are dropped. Never raises."""
-        with self._lock:
-            self.state = ServerState.STOPPED
-            self._killed = True
-            self._beat.notify_all()
-        if self._listener is not None:
-            try:
-                self._listener.kill()
-            except Exception:
-                LOG.debug("kill of %s listener failed", self.target.topic, exc_info=True)
-        self._pool.shutdown()
-        self._stopped.set()
+    def _admit(self, incoming: Incoming) -> None:  # lock held
+        self._hold(incoming)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the server is stopped and drained; False if ``timeout`` passed first."""
-        return self._stopped.wait(timeout)
+    def _name(self) -> str:
+        return f"server {self.target.topic}"
 
     # -- handling -------------------------------------------------------------------
-    def _on_message(self, incoming: Incoming) -> None:
-        with self._lock:
-            if self.state is not ServerState.RUNNING:
-                incoming.requeue()
-                return
-            self._hold(incoming)
-            self._pool.submit(lambda: self._handle(incoming))
-
-    def _handle(self, incoming: Incoming) -> None:
-        # NOTE: whatever goes wrong, the delivery is settled: an unsettled message holds a
-        # prefetch slot for good, and the next server would stall on it after a restart.
-        try:
-            self._handle_message(incoming)
-        except BaseException as exc:
-            if self._killed:
-                return
-            reason = f"the server failed handling it: {one_line(exc)}"
-            self._bad.error(
-                "parking a message of %s in the dead-letter queue: %s", self.target.topic, reason
-            )
-            try:
-                incoming.dead_letter(reason)
-            except BaseException:
-                LOG.error(
-                    "cannot settle a message of %s; requeueing it", self.target.topic, exc_info=True
-                )
-                incoming.requeue()
-
     def _handle_message(self, incoming: Incoming) -> None:
         self._release(incoming)
         limit = self.transport.config.max_message_size
@@ -336,17 +230,17 @@ class RPCServer:
                 )
                 if streaming and reply_to and multi:
                     for item in value:
-                        self._reply(reply_to, {"id": request_id, "t": "i", "v": item})
+                        self._reply(reply_to, _wire.item_reply(request_id, item))
                 elif streaming:
                     # A plain call (or cast) of a generator method gets the whole list.
                     value, streaming = list(value), False
                 if reply_to:
                     if multi:
                         if not streaming:
-                            self._reply(reply_to, {"id": request_id, "t": "i", "v": value})
-                        self._reply(reply_to, {"id": request_id, "t": "end"})
+                            self._reply(reply_to, _wire.item_reply(request_id, value))
+                        self._reply(reply_to, _wire.end_reply(request_id))
                     else:
-                        self._reply(reply_to, {"id": request_id, "t": "r", "v": value})
+                        self._reply(reply_to, _wire.result_reply(request_id, value))
             except _ReplyNotSent:
                 raise
             except BaseException as exc:
@@ -354,10 +248,7 @@ class RPCServer:
                 # BaseException) fails its own request; a request cannot stop the server.
                 self._log_failure(request_id, method, exc)
                 if reply_to:
-                    self._reply(
-                        reply_to,
-                        {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)},
-                    )
+                    self._reply(reply_to, _wire.error_reply(request_id, exc))
         except _ReplyNotSent as exc:
             if exc.retry:
                 self._bad.warning(
@@ -404,11 +295,7 @@ class RPCServer:
                 rejected.append(exc)
                 rid, reply_to = _wire.reply_info(envelope)
                 if rid and reply_to:
-                    self._queue_reply(
-                        replies,
-                        reply_to,
-                        {"id": rid, "t": "e", "exc": _wire.serialize_exception(exc)},
-                    )
+                    self._queue_reply(replies, reply_to, _wire.error_reply(rid, exc))
                 continue
             valid.append(envelope)
         if rejected:
@@ -439,23 +326,18 @@ class RPCServer:
             if reply_to is None:
                 continue
             if not ok:
-                self._queue_reply(
-                    replies,
-                    reply_to,
-                    {"id": request_id, "t": "e", "exc": _wire.serialize_exception(value)},
-                )
+                self._queue_reply(replies, reply_to, _wire.error_reply(request_id, value))
             elif envelope.get("multi"):
-                self._queue_reply(replies, reply_to, {"id": request_id, "t": "i", "v": value})
-                self._queue_reply(replies, reply_to, {"id": request_id, "t": "end"})
+                self._queue_reply(replies, reply_to, _wire.item_reply(request_id, value))
+                self._queue_reply(replies, reply_to, _wire.end_reply(request_id))
             else:
-                self._queue_reply(replies, reply_to, {"id": request_id, "t": "r", "v": value})
+                self._queue_reply(replies, reply_to, _wire.result_reply(request_id, value))
         if self._killed:
             return
         for reply_to, bodies in replies.items():
-            for chunk in _chunks(bodies, self.transport.config.max_message_size):
-                body = chunk[0] if len(chunk) == 1 else _wire.pack_batch(chunk)
+            for body in _wire.pack_replies(bodies, self.transport.config.max_message_size):
                 try:
-                    self.transport._driver.send_reply(reply_to, body)
+                    self.transport.send_reply(reply_to, body)
                 except TransportError as exc:
                     self._bad.warning(
                         "could not reply to a batch (%s); requeueing it", one_line(exc)
@@ -472,39 +354,25 @@ class RPCServer:
     def _queue_reply(
         self, replies: dict[str, list[bytes]], reply_to: str, reply: dict[str, Any]
     ) -> None:
-        replies.setdefault(reply_to, []).append(self._encode_reply(reply))
+        replies.setdefault(reply_to, []).append(
+            _wire.reply_body(reply, self.transport.config.max_message_size)
+        )
 
     def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
         """Send one reply; raise ``_ReplyNotSent`` when it could not be sent."""
         if self._killed:
             raise _ReplyNotSent(TransportError(reason="the server was killed"), retry=True)
         if reply_to.startswith(_OSLO_REPLY):
-            reply_to, body = reply_to[len(_OSLO_REPLY) :], self._encode_oslo_reply(reply)
+            reply_to = reply_to[len(_OSLO_REPLY) :]
+            body = _oslo.reply_body(reply, self.transport.config.max_message_size)
         else:
-            body = self._encode_reply(reply)
+            body = _wire.reply_body(reply, self.transport.config.max_message_size)
         try:
-            self.transport._driver.send_reply(reply_to, body)
+            self.transport.send_reply(reply_to, body)
         except TransportError as exc:
             raise _ReplyNotSent(exc, retry=True) from None
         except Exception as exc:  # the driver refused this reply for good
             raise _ReplyNotSent(exc, retry=False) from None
-
-    def _encode_reply(self, reply: dict[str, Any]) -> bytes:
-        try:
-            return _wire.encode(reply, self.transport.config.max_message_size)
-        except (MessageTooLarge, TypeError) as exc:
-            # The caller gets a typed error instead of a reply it could never read.
-            return _wire.encode(
-                {"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)}
-            )
-
-    def _encode_oslo_reply(self, reply: dict[str, Any]) -> bytes:
-        try:
-            return _oslo.encode_reply(reply, self.transport.config.max_message_size)
-        except (MessageTooLarge, TypeError) as exc:
-            return _oslo.encode_reply(
-                {"id": reply["id"], "t": "e", "exc": _wire.serialize_exception(exc)}
-            )
 
     def _reject(self, incoming: Incoming, exc: MessagingException) -> None:
         request_id, reply_to = _wire.request_reply_info(incoming.body)
@@ -524,9 +392,7 @@ class RPCServer:
             # Logged before the reply: whoever gets the reply sees the log line written.
             self._bad.warning("rejecting request %s on %s: %s", request_id, self.target.topic, exc)
             try:
-                self._reply(
-                    reply_to, {"id": request_id, "t": "e", "exc": _wire.serialize_exception(exc)}
-                )
+                self._reply(reply_to, _wire.error_reply(request_id, exc))
             except _ReplyNotSent:
                 pass
             else:
@@ -692,6 +558,6 @@ class RPCServer:
                     continue
             for rid, reply_to in due:
                 try:
-                    self._reply(reply_to, {"id": rid, "t": "hb"})
+                    self._reply(reply_to, _wire.heartbeat_reply(rid))
                 except _ReplyNotSent as exc:
                     LOG.debug("heartbeat for %s not sent: %s", rid, exc)

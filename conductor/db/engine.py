@@ -282,8 +282,10 @@ class Transaction:
     def commit(self) -> None:
         if self._session is not None:
             self._session.flush()
-        if self._connection is not None:
+        if self._connection is not None and self._writing:
             self._connection.commit()
+        # NOTE: reads before the first write run in autocommit (PostgreSQL): nothing to
+        # commit, and closing the connection costs no more than committing would.
 
     def rollback(self) -> None:
         if self._connection is not None:

@@ -10,13 +10,15 @@ neither. Old ids are pruned once no redelivery can carry them any more.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy import Table, Text, bindparam, delete, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from conductor.db.engine import json_text
 from conductor.db.errors import translate_errors
 from conductor.db.models import ConductorRequest, utcnow
 from objects import exception
@@ -37,7 +39,7 @@ __all__ = [
 #: The objname on errors about the requests table (DuplicateEntry on a racing replay).
 OBJNAME = "ConductorRequest"
 
-_table = cast(Table, ConductorRequest.__table__)
+_table: Table = ConductorRequest.__table__  # type: ignore[assignment]
 _lookup = select(_table.c.result).where(_table.c.request_id == bindparam("request_id"))
 _find = select(_table.c.result, _table.c.digest).where(
     _table.c.request_id == bindparam("request_id")
@@ -146,8 +148,29 @@ def store_results(
         }
         for item in results
     ]
+    bind = session.get_bind() if isinstance(session, Session) else session
     with translate_errors(OBJNAME):
-        session.execute(_store, rows)
+        if bind.dialect.name == "postgresql" and len(rows) > 1:
+            # One statement and one parameter whatever the number of rows: executemany
+            # sends an INSERT per row, and arrays of JSON text cost psycopg a regular
+            # expression per quote to escape.
+            records = json_text([[row["request_id"], row["result"], row["digest"]] for row in rows])
+            session.execute(_store_many(), {"rows": records, "created_at": now})
+        else:
+            session.execute(_store, rows)
+
+
+@functools.cache
+def _store_many() -> Any:
+    """PostgreSQL: one INSERT of every row of ``:rows``, a JSON array of ``[request id,
+    result, digest]``."""
+    return text(
+        f"INSERT INTO {_table.name} (request_id, result, digest, created_at) "
+        "SELECT v.value ->> 0, v.value -> 1, v.value ->> 2, :created_at "
+        "FROM json_array_elements(CAST(:rows AS json)) AS v"
+    ).bindparams(
+        bindparam("rows", type_=Text), bindparam("created_at", type_=_table.c.created_at.type)
+    )
 
 
 def prune(session: Connection | Session, older_than_seconds: float) -> int:

@@ -125,3 +125,35 @@ def test_a_method_body_may_use_the_session_in_the_same_transaction(engine: sa.En
         assert storage.get("Instance", made["id"])["host"] == "by-session"
     with db.transaction_scope(engine) as tx:
         assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "by-session"
+
+
+def _transaction_ends(engine: sa.Engine) -> list[str]:
+    """The COMMITs and ROLLBACKs SQLAlchemy hands the driver from now on."""
+    sent: list[str] = []
+    sa.event.listen(engine, "commit", lambda conn: sent.append("COMMIT"))
+    sa.event.listen(engine, "rollback", lambda conn: sent.append("ROLLBACK"))
+    return sent
+
+
+def test_a_transaction_that_only_reads_runs_in_autocommit_and_commits_nothing(
+    engine: sa.Engine,
+) -> None:
+    with db.transaction_scope(engine) as tx:
+        made = db.SQLStorage(tx).create("Instance", values(1))
+    sent = _transaction_ends(engine)
+    with db.transaction_scope(engine) as tx:
+        assert db.SQLStorage(tx).get("Instance", made["id"])["uuid"] == made["uuid"]
+        if engine.dialect.name == "postgresql":
+            dbapi = tx.connection.connection.dbapi_connection
+            assert dbapi is not None
+            assert dbapi.autocommit  # no BEGIN: each read is its own statement
+            assert dbapi.info.transaction_status.name == "IDLE"
+    if engine.dialect.name == "postgresql":
+        assert "COMMIT" not in sent
+    # A read then a write: the write is committed.
+    with db.transaction_scope(engine) as tx:
+        storage = db.SQLStorage(tx)
+        row = storage.get("Instance", made["id"])
+        storage.update("Instance", row["id"], {"host": "after-read"}, row["revision"])
+    with db.transaction_scope(engine) as tx:
+        assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "after-read"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -102,3 +103,41 @@ def test_prune_forgets_only_old_results(factory: sessionmaker[Session]) -> None:
     with db.session_scope(factory) as session:
         assert requests.lookup_result(session, "req-old") == (False, None)
         assert requests.lookup_result(session, "req-new") == (True, "new")
+
+
+def test_many_results_stored_at_once_read_back_as_stored(factory: sessionmaker[Session]) -> None:
+    results: list[tuple[str, Any] | tuple[str, Any, str | None]] = [
+        ("req-m1", [{"updated_at": "2026-01-01T00:00:00.000001+00:00", "obj_revision": 2}, None]),
+        ("req-m2", None, "d" * 64),
+        ("req-m3", {'quote"s': "back\\slash", "unicode": "é✓", "n": [1.5, True, None]}, None),
+        ("req-m4", "plain", "e" * 64),
+    ]
+    with db.session_scope(factory) as session:
+        requests.store_results(session, results)
+
+    with db.session_scope(factory) as session:
+        found = requests.find_many(session, [r[0] for r in results])
+    assert {rid: (s.result, s.digest) for rid, s in found.items()} == {
+        item[0]: (item[1], item[2] if len(item) > 2 else None) for item in results
+    }
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-m2") == (True, None)
+
+
+def test_storing_many_with_a_known_request_id_raises_duplicate_entry_and_stores_none(
+    factory: sessionmaker[Session],
+) -> None:
+    with db.session_scope(factory) as session:
+        requests.store_result(session, "req-known", 1)
+
+    with pytest.raises(exception.DuplicateEntry), db.session_scope(factory) as session:
+        requests.store_results(session, [("req-fresh", 2), ("req-known", 3)])
+
+    with db.session_scope(factory) as session:
+        assert requests.lookup_result(session, "req-fresh") == (False, None)
+        assert requests.lookup_result(session, "req-known") == (True, 1)
+
+
+def test_storing_many_refuses_a_result_json_cannot_encode(factory: sessionmaker[Session]) -> None:
+    with pytest.raises(exception.ObjectValueError), db.session_scope(factory) as session:
+        requests.store_results(session, [("req-ok", 1), ("req-set", {1, 2})])

@@ -239,3 +239,24 @@ def test_log_lines_about_a_request_carry_its_id(broker_url: str, shared_database
     field = re.search(r"\[([^\]]+)\]", line)
     assert field and field.group(1) != "-", line
     assert f"request {field.group(1)} " in line, line
+
+
+def test_batch_size_counts_a_message_of_one_request(served: conductor.Conductor) -> None:
+    """A lone request is a message of one: the histogram of requests per message shows it
+    (an operator reading the mean batch size must not see only the packed messages)."""
+    ctx = RequestContext(user_id="u", project_id="p")
+    port = served.metrics_port
+    assert port is not None
+    inst = new_instance(ctx)
+    inst.create()
+    _, before = fetch(port, "/metrics")
+    objects.Instance.get(ctx, inst.id)
+    _, after = fetch(port, "/metrics")
+    assert (
+        sample(after, "conductor_batch_size_count")
+        == sample(before, "conductor_batch_size_count") + 1
+    )
+    assert (
+        sample(after, "conductor_batch_size_bucket", le="1.0")
+        == sample(before, "conductor_batch_size_bucket", le="1.0") + 1
+    )

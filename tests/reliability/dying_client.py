@@ -28,7 +28,7 @@ def main() -> int:
     ctx = RequestContext(user_id="doomed-client")
     futures = [probe.Probe.sleep_async(ctx, float(seconds)) for _ in range(int(calls))]
     assert not any(f.done() for f in futures)
-    print(f"READY {rpc._replies.address}", flush=True)
+    print(f"READY {rpc.reply_address}", flush=True)
     time.sleep(600)
     return 0
 

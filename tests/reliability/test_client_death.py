@@ -27,7 +27,7 @@ def test_dead_clients_reply_queue_expires_and_other_callers_are_unaffected(
         ctx = RequestContext(user_id="survivor")
         # Given a healthy caller, whose reply queue expires by default once it is gone
         assert probe.Probe.echo(ctx, "hi") == "hi"
-        own = s.client._client.transport._replies.address
+        own = s.client._client.transport.reply_address
         assert broker_vhost.queues()[own]["arguments"]["x-expires"] == 60_000
 
         # When another compute process puts calls in flight and is SIGKILLed

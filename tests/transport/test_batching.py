@@ -63,7 +63,6 @@ def test_a_bad_item_in_a_batch_fails_alone(
 ) -> None:
     servers.start(tp, Target(topic=topic), [BatchingEndpoint()])
     client = RPCClient(tp, Target(topic=topic), timeout=20)
-    replies = tp._replies
     from transport._replies import PendingCall
 
     calls = [
@@ -71,7 +70,7 @@ def test_a_bad_item_in_a_batch_fails_alone(
         for i in range(2)
     ]
     for call in calls:
-        replies.register(call)
+        tp.register_call(call)
     good = {
         "id": "req-0",
         "method": "add",
@@ -79,9 +78,9 @@ def test_a_bad_item_in_a_batch_fails_alone(
         "ctxt": {},
         "ns": None,
         "ver": None,
-        "reply_to": replies.address,
+        "reply_to": tp.reply_address,
     }
-    bad = {"id": "req-1", "method": 5, "args": [], "ctxt": {}, "reply_to": replies.address}
+    bad = {"id": "req-1", "method": 5, "args": [], "ctxt": {}, "reply_to": tp.reply_address}
     body = json.dumps({"batch": [good, bad, "not an envelope"]}).encode()
     tp._driver.send(Target(topic=topic), body, ttl=20)
 

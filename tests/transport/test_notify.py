@@ -103,6 +103,34 @@ def test_every_priority_method_sends(
     assert sorted(endpoint.seen) == sorted(transport.notify.PRIORITIES)
 
 
+def test_listener_has_the_server_lifecycle_and_cannot_start_twice(
+    tp: transport.Transport, topic: str
+) -> None:
+    # (a second start() used to consume the queues again, and stop() left the first
+    # consumption running: it took notifications and gave them back for ever)
+    listener = NotificationListener(tp, [Target(topic=topic)], [Collector()])
+    states = [listener.state]
+    listener.start()
+    states.append(listener.state)
+    with pytest.raises(RuntimeError, match="running"):
+        listener.start()
+    listener.stop(timeout=5)
+    states.append(listener.state)
+    state = transport.ServerState
+    assert states == [state.NEW, state.RUNNING, state.STOPPED] and listener.wait(0)
+    # The next listener gets every notification: nothing of the first one consumes.
+    collector = Collector()
+    after = NotificationListener(tp, [Target(topic=topic)], [collector])
+    after.start()
+    try:
+        notifier = Notifier(tp, "p", topics=[topic])
+        for n in range(5):
+            notifier.info({}, "evt", {"n": n})
+        _wait_for(lambda: len(collector.received) == 5)
+    finally:
+        after.stop(timeout=5)
+
+
 def test_notifications_wait_in_their_queue_until_a_listener_starts(
     tp: transport.Transport, topic: str, listeners: list[Any]
 ) -> None:

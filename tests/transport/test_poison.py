@@ -442,7 +442,7 @@ def test_a_bad_reply_and_a_failing_io_command_fail_no_pending_call(
     # A reply its handler fails on (an unhashable id) while a call is pending
     future = client.call_async({}, "block")
     assert endpoint.started.wait(10)
-    server_tp._driver.send_reply(client_tp._replies.address, b'{"id": [1], "t": "r"}')
+    server_tp._driver.send_reply(client_tp.reply_address, b'{"id": [1], "t": "r"}')
     time.sleep(0.5)
     assert getattr(driver, "_generation", 0) == generation  # not taken for a lost connection
     endpoint.release.set()

@@ -337,7 +337,7 @@ def test_answered_calls_leave_no_timers_behind(
     for round_ in range(6):
         futures = [client.call_async({}, "add", a=i, b=round_) for i in range(500)]
         assert [f.wait(timeout=20) for f in futures] == [i + round_ for i in range(500)]
-    assert tp._replies.in_flight == 0
+    assert tp.calls_in_flight == 0
     # 3000 calls answered; what is left is at most one compaction's slack.
     assert len(tp._replies._timers) <= 1024 + 500
     # A call still in flight keeps its deadline: it times out as before.

@@ -57,7 +57,9 @@ from concurrent.futures import Future
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import amqp.exceptions as _amqp_exc
 import kombu as _kombu
+import kombu.exceptions as _kombu_exc
 from amqp.exceptions import MessageNacked
 
 from transport._ratelog import RateLimitedLog, one_line
@@ -72,15 +74,17 @@ from transport.driver import (
     routing_key,
 )
 from transport.exceptions import (
+    BrokerRefused,
     MessageDeliveryFailure,
     MessageUndeliverable,
+    MessagingException,
     QueueMismatch,
     TransportError,
 )
 from transport.futures import on_io_thread
 from transport.target import Target
 
-__all__ = ["TLS_OPTIONS", "AMQPDriver"]
+__all__ = ["TLS_OPTIONS", "AMQPDriver", "broker_error"]
 
 LOG = logging.getLogger(__name__)
 _LOG_BAD = RateLimitedLog(LOG)
@@ -224,6 +228,65 @@ def _queue_mismatch(exc: BaseException, queue_names: list[str]) -> QueueMismatch
         argument=argument,
         detail=detail,
     )
+
+
+_EXCHANGE_INEQUIVALENT = re.compile(
+    r"inequivalent arg '([^']+)' for exchange '([^']*)'[^:]*: received (.*) but current is (.*)"
+)
+
+#: What to do about a channel-level refusal, by AMQP reply code.
+_REFUSAL_HINTS = {
+    403: "the broker user has no permission for it (a name starting with 'amq.' is reserved "
+    "to the broker; otherwise grant the user configure, write and read permissions on the "
+    "vhost: rabbitmqctl set_permissions), or use another topic or exchange name",
+    404: "something it needs does not exist on the broker (deleted meanwhile?); start again "
+    "once it is declared, or use another name",
+    405: "a queue is exclusive to another connection: stop whoever declared it exclusively "
+    "(or wait for that connection to close), or use another topic",
+    406: "an entity exists with other arguments: declare it with the same ones everywhere, "
+    "or delete it on the broker if nothing uses it",
+}
+
+
+def broker_error(
+    exc: BaseException, what: str, queue_names: list[str]
+) -> MessagingException | None:
+    """The typed transport error for what kombu, py-amqp or the socket raised while trying
+    to ``what`` (words after "cannot"/"refused to"), at the driver's boundary; ``exc``
+    itself when it is typed already; None when it is none of theirs (a bug: let it be).
+
+    A channel-level refusal (the broker said no for good) is :class:`QueueMismatch` or
+    :class:`BrokerRefused` with what to change; a connection failure is
+    :class:`TransportError` (the driver reconnects on its own: a retry may succeed).
+    """
+    if isinstance(exc, MessagingException):
+        return exc
+    mismatch = _queue_mismatch(exc, queue_names)
+    if mismatch is not None:
+        return mismatch
+    text = one_line(exc)
+    if isinstance(exc, _amqp_exc.ChannelError):
+        code = getattr(exc, "code", None)
+        found = _EXCHANGE_INEQUIVALENT.search(text)
+        if found is not None:
+            argument, exchange, declared, current = found.groups()
+            hint = (
+                f"exchange {exchange!r} exists with another {argument}: {current} on the "
+                f"broker, this transport declares {declared}. Use another exchange name "
+                f"(Target(exchange=...)), or delete the exchange on the broker if nothing "
+                f"uses it"
+            )
+        else:
+            hint = _REFUSAL_HINTS.get(code or 0, "see the broker's reason")
+        return BrokerRefused(
+            f"the broker refused to {what}: {text}; {hint}", what=what, reason=text, code=code
+        )
+    if isinstance(exc, (_amqp_exc.AMQPError, _kombu_exc.KombuError, OSError)):
+        return TransportError(
+            reason=f"the broker connection failed trying to {what} ({text}); the transport "
+            "reconnects on its own: retry, and check the broker if it goes on"
+        )
+    return None
 
 
 def _with_tls_port(parts: Any) -> str:
@@ -406,9 +469,14 @@ class _Publisher:
                     self._reset()
                     if conn is None or not isinstance(exc, conn.connection_errors):
                         if conn is not None and isinstance(exc, conn.channel_errors):
-                            raise MessageDeliveryFailure(reason=str(exc)) from exc
+                            raise broker_error(exc, what, []) or MessageDeliveryFailure(
+                                reason=str(exc)
+                            ) from exc
                         if not isinstance(exc, OSError):
-                            raise
+                            typed = broker_error(exc, what, [])
+                            if typed is None or typed is exc:
+                                raise
+                            raise typed from exc
                     if conn is None:
                         self.unreachable = f"cannot reach the broker at {_where(self._url)}: {exc}"
                     if attempt >= retries or _login_refused(exc):
@@ -448,8 +516,14 @@ class _Subscription:
     """Queues consumed on one channel of the consumer connection, re-declared on reconnect."""
 
     def __init__(
-        self, queues: list[kombu.Queue], on_message: OnMessage, prefetch: int, dead_letter: str
+        self,
+        queues: list[kombu.Queue],
+        on_message: OnMessage,
+        prefetch: int,
+        dead_letter: str,
+        what: str = "consume the reply queue",
     ) -> None:
+        self.what = what  # what errors say it could not do
         self.queues = queues
         self.on_message = on_message
         self.prefetch = prefetch
@@ -565,7 +639,7 @@ class _AMQPIncoming(Incoming):
             return
         try:
             self._driver._dead_letter(self._sub.dead_letter_queue, self.body, reason)
-        except MessageDeliveryFailure as exc:
+        except (MessageDeliveryFailure, QueueMismatch) as exc:
             # NOTE: the broker refused to park it for good (a channel error: the dead-letter
             # queue exists with other arguments, access refused): requeued, the message
             # would come straight back and fail again, thousands of times a second.
@@ -820,10 +894,11 @@ class AMQPDriver(Driver):
                 for q in queues:
                     try:
                         q(channel).declare()
-                    except conn.channel_errors as exc:
-                        raise _queue_mismatch(exc, [q.name]) or MessageDeliveryFailure(
-                            reason=f"cannot declare queue {q.name}: {exc}"
-                        ) from None
+                    except Exception as exc:
+                        typed = broker_error(exc, f"declare queue {q.name}", [q.name])
+                        if typed is None:
+                            raise
+                        raise typed from None
                 return
             finally:
                 with contextlib.suppress(Exception):
@@ -841,12 +916,12 @@ class AMQPDriver(Driver):
         return self._publisher.unreachable or self._consumer_failing
 
     def try_send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
     ) -> bool:
         if not self.ready():
             return False
         try:
-            self._send(target, body, ttl=ttl, confirm=confirm, retry=False)
+            self._send(target, body, ttl=ttl, call=call, retry=False)
         except TransportError:
             if self._closing.is_set():
                 raise
@@ -854,9 +929,9 @@ class AMQPDriver(Driver):
         return True
 
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
     ) -> None:
-        self._send(target, body, ttl=ttl, confirm=confirm)
+        self._send(target, body, ttl=ttl, call=call)
 
     def _await_replies(self) -> None:
         """Wait until the reply queue is consumed (a request sent before would lose its
@@ -878,11 +953,11 @@ class AMQPDriver(Driver):
             ) from None
 
     def _send(
-        self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None, call: bool, retry: bool = True
     ) -> None:
         self._await_replies()
         if self.config.wire == "oslo":
-            self._send_oslo(target, body, ttl=ttl, confirm=confirm, retry=retry)
+            self._send_oslo(target, body, ttl=ttl, call=call, retry=retry)
             return
         exchange = exchange_name(target, self.config)
         persistent = self.config.persistent
@@ -899,12 +974,13 @@ class AMQPDriver(Driver):
             return
         key = routing_key(target)
         route = (exchange, key)
-        if not confirm:  # a call: someone must serve it now (a cast may wait for a server)
+        if call:  # someone must serve it now (a cast may wait for a server)
             self._require_consumer(key, retry, ttl)
-        if not confirm and time.monotonic() - self._routable.get(route, -1e9) < _ROUTABLE_FOR:
-            # NOTE: a confirmed publish to this queue succeeded moments ago, and topic
-            # queues are durable: it is still there. Skipping the confirm saves a broker
-            # round trip per call; a call lost anyway ends in its caller's timeout.
+        if call and time.monotonic() - self._routable.get(route, -1e9) < _ROUTABLE_FOR:
+            # NOTE: the driver decides confirms from its route cache: a confirmed publish
+            # to this queue succeeded moments ago, and topic queues are durable: it is
+            # still there. Skipping the confirm saves a broker round trip per call; a call
+            # lost anyway ends in its caller's timeout. Casts are always confirmed.
             self._reply_publisher.publish(
                 exchange, key, body, ttl=ttl, persistent=persistent, retry=retry
             )
@@ -925,7 +1001,7 @@ class AMQPDriver(Driver):
         self._routable[route] = time.monotonic()
 
     def _send_oslo(
-        self, target: Target, body: bytes, *, ttl: float | None, confirm: bool, retry: bool
+        self, target: Target, body: bytes, *, ttl: float | None, call: bool, retry: bool
     ) -> None:
         """Publish as oslo.messaging's rabbit driver does: the control exchange (or the
         target's exchange) with key ``<topic>[.<server>]``, fanout to ``<topic>_fanout``."""
@@ -935,7 +1011,7 @@ class AMQPDriver(Driver):
             self._publisher.publish(fanout.name, "", body, ttl=ttl, declare=(fanout,), retry=retry)
             return
         key = routing_key(target)
-        if not confirm:
+        if call:
             self._require_consumer(key, retry, ttl)
         control = self._control_exchange(target.exchange or self.config.control_exchange)
         delivered = self._publisher.publish(
@@ -991,19 +1067,13 @@ class AMQPDriver(Driver):
     def notify(self, target: Target, priority: str, body: bytes) -> None:
         exchange = exchange_name(target, self.config) + "_notifications"
         key = notification_queue(target, priority, None)
-        try:
-            self._publisher.publish(
-                exchange,
-                key,
-                body,
-                persistent=self.config.persistent,
-                declare=(self._durable_queue(key, exchange, key),),
-            )
-        except MessageDeliveryFailure as exc:
-            mismatch = _queue_mismatch(exc.__cause__ or exc, [key])
-            if mismatch is None:
-                raise
-            raise mismatch from None
+        self._publisher.publish(
+            exchange,
+            key,
+            body,
+            persistent=self.config.persistent,
+            declare=(self._durable_queue(key, exchange, key),),
+        )
 
     def _dead_letter(self, name: str, body: bytes, reason: str) -> None:
         dead = kombu.Queue(name, durable=True, auto_delete=False)
@@ -1058,7 +1128,9 @@ class AMQPDriver(Driver):
             queue_arguments={"x-expires": int(self.config.fanout_queue_expires * 1000)},
         )
         queues.append(fanout_queue)
-        sub = _Subscription(queues, on_message, prefetch, dead_letter=f"{topic}.dead")
+        sub = _Subscription(
+            queues, on_message, prefetch, f"{topic}.dead", what=f"start a server of {topic}"
+        )
         sub.control_exchange = self.config.control_exchange
         self._io.call(lambda: self._subscribe(sub))
         return _AMQPListener(self, sub)
@@ -1079,7 +1151,10 @@ class AMQPDriver(Driver):
                 self._durable_queue(name, exchange, notification_queue(target, priority, None))
             )
         dead = f"{targets[0][0].require_topic()}.dead" if targets else "notifications.dead"
-        sub = _Subscription(queues, on_message, prefetch, dead_letter=dead)
+        names = ", ".join(q.name for q in queues)
+        sub = _Subscription(
+            queues, on_message, prefetch, dead, what=f"start a notification listener of {names}"
+        )
         self._io.call(lambda: self._subscribe(sub))
         return _AMQPListener(self, sub)
 
@@ -1093,17 +1168,20 @@ class AMQPDriver(Driver):
         try:
             self._consume(sub)
         except Exception as exc:
-            mismatch = _queue_mismatch(exc, [q.name for q in sub.queues])
-            if mismatch is None:
+            typed = broker_error(exc, sub.what, [q.name for q in sub.queues])
+            if typed is None:
                 raise
-            # Never retried on a reconnect: the queue would refuse it again.
-            self._subs.remove(sub)
-            sub.cancelled = True
-            channel, sub.channel, sub.consumer = sub.channel, None, None
-            if channel is not None:
-                with contextlib.suppress(Exception):
-                    channel.close()
-            raise mismatch from None
+            if not sub.is_reply:
+                # NOTE: never retried on a reconnect: its caller has the error, and a
+                # server that failed to start must not consume (it would requeue every
+                # message it gets, for ever). The reply queue is tried again on next send.
+                self._subs.remove(sub)
+                sub.cancelled = True
+                channel, sub.channel, sub.consumer = sub.channel, None, None
+                if channel is not None:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+            raise typed from None
 
     def _consume(self, sub: _Subscription) -> None:
         assert self._conn is not None

@@ -298,7 +298,7 @@ class MemoryDriver(Driver):
             raise TransportError(reason="the transport was cleaned up")
 
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, confirm: bool = True
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
     ) -> None:
         self._check_open()
         exchange = exchange_name(target, self.config)
@@ -308,8 +308,8 @@ class MemoryDriver(Driver):
             )
             return
         key = routing_key(target)
-        # A call (confirm=False) needs a server now; a cast may wait in the queue for one.
-        if not confirm and not self.broker.consumed(exchange, key):
+        # A call needs a server now; a cast may wait in the queue for one.
+        if call and not self.broker.consumed(exchange, key):
             raise MessageUndeliverable(target=key)
         if not self.broker.publish(exchange, key, body, ttl=ttl, mandatory=True):
             raise MessageUndeliverable(target=key)

@@ -1,0 +1,229 @@
+"""The wire codec (``transport._wire.encode``/``decode``) behaves exactly like the
+standard library's JSON with ``allow_nan=False`` on the way out and strict UTF-8 on the
+way in, whatever JSON library does the work: same values, same refusals, same error types.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import math
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transport import _wire
+from transport.exceptions import MessageDeliveryFailure
+
+_reference_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _reference_encode(value: Any) -> bytes | None:
+    """What the stdlib encoder writes for ``value``, None when it refuses it."""
+    try:
+        return _reference_encoder.encode(value).encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _reference_decode(body: bytes) -> Any:
+    """What the stdlib decoder reads from ``body`` (ValueError when it refuses it)."""
+    return json.JSONDecoder().decode(body.decode("utf-8"))
+
+
+def _strict(value: Any) -> str:
+    """A text that tells apart what ``==`` does not: 1 and 1.0 and True, 0.0 and -0.0."""
+    return repr(value)
+
+
+_keys = st.text(max_size=6) | st.sampled_from(["\ud800", "é", "\x00", "a\\b", '"'])
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**62, max_value=2**66)
+    | st.integers(min_value=-(2**66), max_value=-(2**62))
+    | st.floats()
+    | st.sampled_from([0.0, -0.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308, 0.1])
+    | st.text(max_size=12)
+    | st.sampled_from(["\ud800", "\udc00x", "null", "NaN", "[[[", "\u2028", "\x7f"])
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(_keys, inner, max_size=4)
+        | st.dictionaries(
+            st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False),
+            inner,
+            max_size=2,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_values)
+def test_encode_writes_what_the_stdlib_writes_or_refuses_alike(value: Any) -> None:
+    expected = _reference_encode({"v": value})
+    if expected is None:
+        with pytest.raises(TypeError):
+            _wire.encode({"v": value})
+        return
+    body = _wire.encode({"v": value})
+    # The same JSON value (the bytes may differ: 1e16 is 1e+16 in the stdlib's spelling).
+    assert _strict(_reference_decode(body)) == _strict(_reference_decode(expected))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        math.nan,
+        math.inf,
+        -math.inf,
+        [1.0, {"a": math.nan}],
+        {1, 2},
+        b"bytes",
+        uuid.uuid4(),
+        datetime.datetime(2026, 1, 1),
+        datetime.date(2026, 1, 1),
+        enum.Enum("Colour", "RED").RED,  # type: ignore[attr-defined]
+        object(),
+        "\ud800",
+        {(1, 2): "tuple key"},
+    ],
+    ids=repr,
+)
+def test_values_the_stdlib_refuses_are_refused_with_type_error(value: Any) -> None:
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        _wire.encode({"id": "x", "v": value})
+
+
+class _Number(enum.IntEnum):
+    ONE = 1
+
+
+class _Word(enum.StrEnum):
+    HELLO = "hello"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**64,
+        -(2**63) - 1,
+        10**40,
+        (1, (2, 3)),
+        {1: "a", 2.5: "b", False: "c", None: "d"},
+        _Number.ONE,
+        _Word.HELLO,
+        1e16,
+        -0.0,
+        "é\u2028\x7f\x00",
+    ],
+    ids=repr,
+)
+def test_values_the_stdlib_takes_come_back_as_it_reads_them(value: Any) -> None:
+    body = _wire.encode({"v": value})
+    expected = _reference_encode({"v": value})
+    assert expected is not None
+    assert _strict(_wire.decode(body)) == _strict(_reference_decode(expected))
+
+
+def test_nesting_deeper_than_the_limit_is_refused_both_ways() -> None:
+    value: Any = []
+    for _ in range(_wire.MAX_DEPTH - 1):
+        value = [value]
+    with pytest.raises(TypeError, match="nested deeper"):
+        _wire.encode({"v": value})  # 101 levels with the envelope
+    with pytest.raises(MessageDeliveryFailure, match="nested deeper"):
+        _wire.decode(b'{"v":' + b"[" * _wire.MAX_DEPTH + b"]" * _wire.MAX_DEPTH + b"}")
+    body = _wire.encode({"v": value[0]})
+    assert _wire.decode(body) == {"v": value[0]}
+
+
+_bodies = st.one_of(
+    # What other senders write: stdlib JSON with NaN/Infinity, escapes, big numbers.
+    _values.map(lambda v: json.dumps({"v": v}).encode("utf-8", "surrogatepass")),
+    _values.map(
+        lambda v: json.dumps({"v": v}, ensure_ascii=False, indent=1).encode(
+            "utf-8", "surrogatepass"
+        )
+    ),
+    st.sampled_from(
+        [
+            b'{"a":1,"a":2,"b":3}',
+            b'{"hb":NaN,"x":Infinity,"y":-Infinity}',
+            b'{"n":123456789012345678901234567890,"m":-9223372036854775809}',
+            b'{"n":18446744073709551615,"m":9223372036854775808,"k":-9223372036854775808}',
+            b'{"f":1e400,"g":-1e400,"h":1e-400,"i":1E5,"j":-0,"k":-0.0}',
+            b'{"s":"\\ud800","t":"\\udc00\\ud800","u":"\\ud83d\\ude00"}',
+            b'{"s":"\xed\xa0\x80"}',
+            b'\xef\xbb\xbf{"bom":1}',
+            b' \t\r\n{"ws":[ 1 , 2 ]} \n',
+            b'{"ctl":"a\x01b"}',
+            b'{"x":1}\x00',
+            b'{"x":[1,]}',
+            b'{"x":01}',
+            b'{"x":"\\x"}',
+            b"[1,2]",
+            b'"text"',
+            b"",
+            b"\xff\xfe",
+            b'{"x":1.0000000000000000000001,"y":12345678901234567.5}',
+            b'{"id":"1234567890123456789012","n":1234567890123456789}',
+        ]
+    ),
+    st.binary(max_size=40),
+    st.text(alphabet='{}[]":,0123456789.eE-+ntrufalsNIiy\\ ', max_size=30).map(str.encode),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_bodies)
+def test_decode_reads_what_the_stdlib_reads_or_refuses_alike(body: bytes) -> None:
+    try:
+        expected: Any = _reference_decode(body)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        expected = None
+    if not isinstance(expected, dict):
+        with pytest.raises(MessageDeliveryFailure):
+            _wire.decode(body)
+        return
+    assert _strict(_wire.decode(body)) == _strict(expected)
+
+
+def test_decode_keeps_the_stdlib_error_text() -> None:
+    with pytest.raises(MessageDeliveryFailure, match="undecodable message: Expecting value"):
+        _wire.decode(b'{"x":}')
+    with pytest.raises(MessageDeliveryFailure, match="undecodable message: 'utf-8' codec"):
+        _wire.decode(b'{"x":"\xff"}')
+    with pytest.raises(MessageDeliveryFailure, match="not a JSON object"):
+        _wire.decode(b"[1]")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"12345678901234567890", b" -12345678901234567890", b"[1,\n12345678901234567890]"],
+)
+def test_long_integers_are_read_exactly_wherever_they_stand(body: bytes) -> None:
+    assert _strict(_wire._loads(body)) == _strict(_reference_decode(body))
+
+
+@pytest.mark.parametrize("depth", [_wire.MAX_DEPTH, _wire.MAX_DEPTH + 1])
+def test_a_large_batch_is_refused_only_when_one_envelope_nests_too_deep(depth: int) -> None:
+    envelope = {"id": "i" * 32, "t": "r", "v": {"tags": ["[", "{"], "n": [1, 2, {"x": None}]}}
+    deep: Any = "x"
+    for _ in range(depth - 2):  # with the batch's own object and list around it
+        deep = [deep]
+    value = {"batch": [envelope] * 100 + [deep] + [envelope] * 100}
+    body = json.dumps(value, separators=(",", ":")).encode()
+    assert len(body) > 4 * _wire._COUNT_FIRST
+    assert _wire.too_deep(body) == (depth > _wire.MAX_DEPTH)
+    assert _wire.too_deep(body.replace(b'"[","{"', b'"a","b"')) == (depth > _wire.MAX_DEPTH)
