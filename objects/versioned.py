@@ -521,7 +521,8 @@ class VersionedObject(PendingObjectMixin):
         cls = type(self)
         context = self._context
         objcls, data, changes, revision = _read_primitive(primitive)
-        if objcls is not cls:
+        if objcls is not cls or cls._obj_from_data.__func__ is not _OBJ_FROM_DATA:  # type: ignore[attr-defined]
+            # Another class, or one that builds its objects its own way: built, then taken.
             self._obj_absorb_loaded(objcls._obj_from_data(data, context, changes, revision))
             return
         # The whole state is built first, then published with one dict update, so a
@@ -706,6 +707,9 @@ class VersionedObject(PendingObjectMixin):
         state = d.get("_obj_pending")
         pending = "pending," if state is not None and state.load and not state.load.done() else ""
         return f"{self.obj_name()}({pending}{','.join(parts)})"
+
+
+_OBJ_FROM_DATA = VersionedObject._obj_from_data.__func__  # type: ignore[attr-defined]
 
 
 def _read_primitive(

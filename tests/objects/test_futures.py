@@ -278,3 +278,23 @@ def test_a_primitive_of_another_class_fails_the_load_with_a_typed_error(
     pending = counter_cls._obj_new_pending(ctx)
     with pytest.raises(exception.ObjectActionError, match="expected a Counter"):
         pending._obj_absorb_loaded(Gauge(ctx, value=1).obj_to_primitive())
+
+
+def test_a_class_that_builds_its_objects_its_own_way_still_does_for_a_pending_load(
+    registry: Any, ctx: Any
+) -> None:
+    @registry.register
+    class Stamped(base.VersionedObject):
+        VERSION = "1.0"
+        fields = {"value": objects.fields.IntegerField(), "seen": objects.fields.BooleanField()}
+
+        @classmethod
+        def _obj_from_data(cls, data: Any, context: Any, changes: Any = None, revision: Any = None):  # type: ignore[no-untyped-def]
+            obj = super()._obj_from_data(data, context, changes, revision)
+            obj._obj_set_loaded("seen", True)
+            return obj
+
+    pending: Any = Stamped._obj_new_pending(ctx)
+    pending._obj_absorb_loaded(Stamped(ctx, value=3).obj_to_primitive())
+    pending._obj_pending.load.set_result(None)
+    assert (pending.value, pending.seen) == (3, True)
