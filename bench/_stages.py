@@ -56,6 +56,11 @@ CLIENT_STAGES = [
     ("handle a reply message (I/O thread)", "transport._replies:ReplyWaiter", "_on_reply"),
     ("JSON decode of the reply message", "transport._wire", "decode"),
     ("primitive -> object", "objects.serializer:VersionedObjectSerializer", "deserialize_entity"),
+    (
+        "primitive -> pending object (in place)",
+        "objects.versioned:VersionedObject",
+        "_obj_load_primitive",
+    ),
 ]
 
 

@@ -56,8 +56,11 @@ class ConductorAPI(IndirectionAPI):
             rpc_transport,
             transport.Target(topic=topic, version=RPC_API_VERSION),
             timeout=timeout,
-            serializer=base.VersionedObjectSerializer(),
         )
+        # NOTE: the client has no serializer: this class converts what it sends and what
+        # comes back itself, knowing each request's and reply's shape, so only the parts
+        # that may hold objects are walked (arguments, results), once.
+        self._objects = base.VersionedObjectSerializer()
         # objname -> highest version the conductor said it supports (learned from
         # IncompatibleObjectVersion), so a client that is ahead backports before sending.
         self._conductor_versions: dict[str, str] = {}
@@ -91,6 +94,7 @@ class ConductorAPI(IndirectionAPI):
         future: Future[Any] | None = None,
         then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
+        to_wire = self._objects.serialize_entity
         return self._client.start_call(
             context,
             "object_class_action_versions",
@@ -98,12 +102,33 @@ class ConductorAPI(IndirectionAPI):
                 "objname": objname,
                 "objmethod": objmethod,
                 "object_versions": dict(object_versions),
-                "args": list(args),
-                "kwargs": dict(kwargs),
+                "args": to_wire(context, list(args)),
+                "kwargs": to_wire(context, dict(kwargs)),
             },
             future=future if future is not None else ObjectFuture(),
-            then=then,
+            then=self._class_result(context, then),
         )
+
+    def _class_result(
+        self, context: Context, then: Callable[[Any], Any] | None
+    ) -> Callable[[Any], Any]:
+        """The step that takes a class action's reply in: objects rebuilt from their
+        primitives, then ``then``; a ``then`` that ``takes_primitive`` reads the primitive
+        itself (a pending object loads it in place) unless it cannot read its version."""
+        rebuild = self._objects.deserialize_entity
+        if then is None:
+            return lambda value: rebuild(context, value)
+        if getattr(then, "takes_primitive", False):
+
+            def load(value: Any) -> Any:
+                try:
+                    return then(value)
+                except exception.IncompatibleObjectVersion:
+                    # Too new for this process: rebuilt the general way (backported).
+                    return then(rebuild(context, value))
+
+            return load
+        return lambda value: then(rebuild(context, value))
 
     # -- instance actions ----------------------------------------------------------
 
@@ -136,9 +161,12 @@ class ConductorAPI(IndirectionAPI):
         objname = objinst.obj_name()
         out: Future[Any] = future if future is not None else ObjectFuture()
 
+        to_wire = self._objects.serialize_entity
+
         def send(backport_to: str | None) -> None:
-            payload: Any = objinst
-            if backport_to is not None:
+            if backport_to is None:
+                payload = to_wire(context, objinst)
+            else:
                 payload = objinst.obj_to_primitive(target_version=backport_to)
             self._client.start_call(
                 context,
@@ -146,12 +174,12 @@ class ConductorAPI(IndirectionAPI):
                 {
                     "objinst": payload,
                     "objmethod": objmethod,
-                    "args": list(args),
-                    "kwargs": dict(kwargs),
+                    "args": to_wire(context, list(args)),
+                    "kwargs": to_wire(context, dict(kwargs)),
                     "object_versions": dict(object_versions) if object_versions else None,
                 },
                 future=out,
-                then=_unpack if then is None else lambda reply: then(_unpack(reply)),
+                then=self._action_result(context, then),
                 on_error=None if backport_to is not None else retry_backported,
             )
 
@@ -175,14 +203,32 @@ class ConductorAPI(IndirectionAPI):
         send(known if known and _newer(objinst.VERSION, known) else None)
         return out
 
+    def _action_result(
+        self, context: Context, then: Callable[[Any], Any] | None
+    ) -> Callable[[Any], Any]:
+        """The step that takes an instance action's ``[updates, result]`` in. The updates
+        are field primitives the object reads itself (``_obj_apply_updates``): only the
+        result is rebuilt."""
+        rebuild = self._objects.deserialize_entity
+
+        def unpack(reply: Any) -> Any:
+            updates, result = reply
+            unpacked = (updates, rebuild(context, result))
+            return unpacked if then is None else then(unpacked)
+
+        return unpack
+
     def object_backport_versions(
         self, context: Context | None, objinst: Any, object_versions: dict[str, str]
     ) -> Any:
-        return self._client.call(
+        return self._objects.deserialize_entity(
             context,
-            "object_backport_versions",
-            objinst=objinst,
-            object_versions=dict(object_versions),
+            self._client.call(
+                context,
+                "object_backport_versions",
+                objinst=self._objects.serialize_entity(context, objinst),
+                object_versions=dict(object_versions),
+            ),
         )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -202,11 +248,6 @@ class ConductorAPI(IndirectionAPI):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _unpack(reply: Any) -> tuple[dict[str, Any], Any]:
-    updates, result = reply
-    return updates, result
 
 
 def _newer(ours: str, theirs: str) -> bool:

@@ -103,7 +103,7 @@ class RequestContext:
             user_id=values.get("user_id") or values.get("user"),
             project_id=values.get("project_id") or values.get("project") or values.get("tenant"),
             request_id=values.get("request_id"),
-            roles=tuple(str(r) for r in roles),
+            roles=tuple(str(r) for r in roles) if roles else (),
             is_admin=bool(values.get("is_admin", False)),
         )
 

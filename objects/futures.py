@@ -29,6 +29,9 @@ __all__ = ["ObjectFuture", "PendingObjectMixin", "PendingState", "wait_all"]
 
 T = TypeVar("T")
 
+#: The key every object primitive has (``objects.versioned``, which imports this module).
+_KEY_NAME = "versioned_object.name"
+
 
 class ObjectFuture(Future[T], Generic[T]):
     """A ``concurrent.futures.Future`` with ``wait(timeout=None)`` returning the result.
@@ -256,6 +259,8 @@ class PendingObjectMixin:
         @classmethod
         def obj_name(cls) -> str: ...
 
+        def _obj_load_primitive(self, primitive: dict[str, Any]) -> None: ...
+
     @classmethod
     def _obj_new_pending(cls: type[P], context: Context, source: Future[Any] | None = None) -> P:
         """A new instance, empty until its load future resolves.
@@ -296,7 +301,14 @@ class PendingObjectMixin:
         return obj
 
     def _obj_absorb_loaded(self, loaded: Any) -> None:
-        """Take the fields of ``loaded`` (the call's result); returns None (see above)."""
+        """Take the fields of ``loaded`` (the call's result); returns None (see above).
+
+        ``loaded`` is the loaded object, or its primitive as it came over the wire (see
+        ``takes_primitive`` below): read straight into this object, no copy in between.
+        """
+        if type(loaded) is dict and _KEY_NAME in loaded:
+            self._obj_load_primitive(loaded)
+            return
         objname = self.obj_name()
         if not isinstance(loaded, PendingObjectMixin) or loaded.obj_name() != objname:
             from objects.exception import ObjectActionError
@@ -305,6 +317,10 @@ class PendingObjectMixin:
                 action="load", reason=f"expected a {objname} object, got {loaded!r}"
             )
         self._obj_absorb(loaded)
+
+    #: An indirection API may hand this ``then`` step the reply's primitive instead of the
+    #: object rebuilt from it (``IndirectionAPI``): the object is then built only once.
+    _obj_absorb_loaded.takes_primitive = True  # type: ignore[attr-defined]
 
     def _obj_absorb(self, loaded: PendingObjectMixin) -> None:
         # Build the whole state first, then publish it with one dict update so a reader on

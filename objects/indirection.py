@@ -50,6 +50,11 @@ class IndirectionAPI(abc.ABC):
     before ``future`` resolves; it never blocks, and what it raises becomes the outcome).
     Remotable calls then cost one future each; without, ``objects`` chains its own
     future behind the one returned.
+
+    A ``then`` step whose ``takes_primitive`` attribute is true (a pending object's load)
+    may be handed the result as it came over the wire, an object primitive, instead of
+    the object rebuilt from it; when it raises ``IncompatibleObjectVersion`` (a version
+    this process cannot read), hand it the object rebuilt (backported) the usual way.
     """
 
     #: The ``_async`` methods accept ``future=`` and ``then=`` (see above).

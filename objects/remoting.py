@@ -181,7 +181,8 @@ def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
                 return cls._obj_new_pending(context, source)
             return chain(source, lambda result: _adopt(result, context))
         # One future for the whole call: the transport resolves ours, after taking the
-        # reply in (the pending object absorbs it; a plain result is adopted).
+        # reply in (the pending object loads it, from the primitive itself when the API
+        # hands that over: see IndirectionAPI; a plain result is adopted).
         if pending:
             obj = cls._obj_new_pending(context)
             api.object_class_action_versions_async(

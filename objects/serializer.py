@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["VersionedObjectSerializer"]
 
-# Values that are their own primitive. Containers holding only these are passed on as
-# they are rather than copied: the transport encodes them right away and keeps no copy.
+# Values that are their own primitive. Containers holding only these (or, when sending,
+# lists of them) are passed on as they are rather than copied: the transport encodes them
+# right away and keeps no copy.
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
@@ -25,6 +26,17 @@ def _all_scalars(values: Iterable[Any]) -> bool:
     scalars = _SCALARS
     for value in values:
         if type(value) not in scalars:
+            return False
+    return True
+
+
+def _all_plain(values: Iterable[Any]) -> bool:
+    """Whether every value is a scalar or a list of scalars: nothing in them to turn (an
+    ``object_action``'s updates, its change list included, are such a dict)."""
+    scalars = _SCALARS
+    for value in values:
+        kind = type(value)
+        if kind not in scalars and (kind is not list or not _all_scalars(value)):
             return False
     return True
 
@@ -56,11 +68,11 @@ class VersionedObjectSerializer:
                 # Already an object primitive (the conductor replies with primitives
                 # backported to the caller's versions): nothing inside needs turning.
                 return entity
-            if kind is dict and _all_scalars(entity.values()):
-                return entity  # a manifest, plain kwargs: nothing to turn
+            if kind is dict and _all_plain(entity.values()):
+                return entity  # a manifest, plain kwargs, updates: nothing to turn
             return {key: self.serialize_entity(context, value) for key, value in entity.items()}
         if isinstance(entity, (list, tuple, set, frozenset)):
-            if kind is list and _all_scalars(entity):
+            if kind is list and _all_plain(entity):
                 return entity
             return [self.serialize_entity(context, value) for value in entity]
         return entity

@@ -455,54 +455,7 @@ class VersionedObject(PendingObjectMixin):
             UnsupportedObjectError: unknown name or foreign namespace.
             IncompatibleObjectVersion: no registered class reads that version.
         """
-        if type(primitive) is not dict:
-            raise exception.ObjectValueError(
-                reason=f"an object primitive must be a dict, got {type(primitive).__name__}"
-            )
-        try:
-            name = primitive[_KEY_NAME]
-            namespace = primitive[_KEY_NAMESPACE]
-            version = primitive[_KEY_VERSION]
-            data = primitive[_KEY_DATA]
-        except KeyError as missing:
-            raise exception.ObjectValueError(
-                reason=f"object primitive lacks the key {missing.args[0]!r}"
-            ) from None
-        changes = primitive.get(_KEY_CHANGES)
-        revision = primitive.get(_KEY_REVISION)
-        if revision is None and type(data) is dict:
-            # An oslo.versionedobjects caller carries the revision as a field of its own
-            # (see OVO_REVISION_FIELD): its primitives have no versioned_object.revision.
-            revision = data.get(OVO_REVISION_FIELD)
-        if len(primitive) > 4:
-            extra = primitive.keys() - _ALLOWED_KEYS
-            if extra:
-                raise exception.ObjectValueError(
-                    reason=f"object primitive has unknown key(s) {sorted(extra)}"
-                )
-        if type(name) is not str or type(namespace) is not str or type(version) is not str:
-            raise exception.ObjectValueError(
-                reason="versioned_object.name, .namespace and .version must be strings"
-            )
-        if type(data) is not dict:
-            raise exception.ObjectValueError(reason=f"{name}: versioned_object.data must be a dict")
-        if changes is not None and (
-            type(changes) is not list or not all(type(c) is str for c in changes)
-        ):
-            raise exception.ObjectValueError(
-                reason=f"{name}: versioned_object.changes must be a list of field names"
-            )
-        if revision is not None and (type(revision) is not int):
-            raise exception.ObjectValueError(
-                reason=f"{name}: versioned_object.revision must be an integer"
-            )
-        objcls = VersionedObjectRegistry.lookup(name, version)
-        if namespace != objcls.OBJ_PROJECT_NAMESPACE:
-            raise exception.UnsupportedObjectError(
-                f"Unsupported object {name!r} of namespace {namespace!r}; this process reads "
-                f"namespace {objcls.OBJ_PROJECT_NAMESPACE!r}",
-                objtype=f"{namespace}.{name}",
-            )
+        objcls, data, changes, revision = _read_primitive(primitive)
         return objcls._obj_from_data(data, context, changes, revision)
 
     @classmethod
@@ -514,7 +467,19 @@ class VersionedObject(PendingObjectMixin):
         revision: int | None = None,
     ) -> VO:
         obj = cls.__new__(cls)
-        d = obj.__dict__
+        cls._obj_read_into(obj.__dict__, data, context, changes, revision)
+        return obj
+
+    @classmethod
+    def _obj_read_into(
+        cls,
+        d: dict[str, Any],
+        data: dict[str, Any],
+        context: Context | None,
+        changes: list[str] | None,
+        revision: int | None,
+    ) -> None:
+        """Put the state an object of this class has when read from ``data`` into ``d``."""
         d["_context"] = context
         plan = cls._obj_from_plan
         key = None
@@ -539,7 +504,32 @@ class VersionedObject(PendingObjectMixin):
                 snapshots[name] = field.snapshot(d[name])
         if revision is not None:
             d["obj_revision"] = revision
-        return obj
+
+    def _obj_load_primitive(self, primitive: dict[str, Any]) -> None:
+        """Take the state of ``primitive`` (a load's reply) into this pending object.
+
+        Read straight into this object when the primitive is of its own class (the usual
+        case): no second object is built and copied in. Another class that reads it (a
+        registered older version) builds one, which is absorbed as before.
+
+        Raises:
+            IncompatibleObjectVersion: no class of this process reads it; the caller
+                rebuilds it the general way (``VersionedObjectSerializer`` backports it
+                through the indirection API) and hands over the object instead.
+            ObjectValueError, UnsupportedObjectError: as ``obj_from_primitive``.
+        """
+        cls = type(self)
+        context = self._context
+        objcls, data, changes, revision = _read_primitive(primitive)
+        if objcls is not cls or cls._obj_from_data.__func__ is not _OBJ_FROM_DATA:  # type: ignore[attr-defined]
+            # Another class, or one that builds its objects its own way: built, then taken.
+            self._obj_absorb_loaded(objcls._obj_from_data(data, context, changes, revision))
+            return
+        # The whole state is built first, then published with one dict update, so a
+        # reader on another thread never sees half of it.
+        values: dict[str, Any] = {}
+        cls._obj_read_into(values, data, context, changes, revision)
+        self.__dict__.update(values)
 
     # -- remotable support --------------------------------------------------------------
 
@@ -717,6 +707,71 @@ class VersionedObject(PendingObjectMixin):
         state = d.get("_obj_pending")
         pending = "pending," if state is not None and state.load and not state.load.done() else ""
         return f"{self.obj_name()}({pending}{','.join(parts)})"
+
+
+_OBJ_FROM_DATA = VersionedObject._obj_from_data.__func__  # type: ignore[attr-defined]
+
+
+def _read_primitive(
+    primitive: Any,
+) -> tuple[type[VersionedObject], dict[str, Any], list[str] | None, int | None]:
+    """Check an object primitive; return the class that reads it, its data, its change
+    list and its revision.
+
+    Raises:
+        ObjectValueError: the primitive is malformed (the reason says how).
+        UnsupportedObjectError: unknown name or foreign namespace.
+        IncompatibleObjectVersion: no registered class reads that version.
+    """
+    if type(primitive) is not dict:
+        raise exception.ObjectValueError(
+            reason=f"an object primitive must be a dict, got {type(primitive).__name__}"
+        )
+    try:
+        name = primitive[_KEY_NAME]
+        namespace = primitive[_KEY_NAMESPACE]
+        version = primitive[_KEY_VERSION]
+        data = primitive[_KEY_DATA]
+    except KeyError as missing:
+        raise exception.ObjectValueError(
+            reason=f"object primitive lacks the key {missing.args[0]!r}"
+        ) from None
+    changes = primitive.get(_KEY_CHANGES)
+    revision = primitive.get(_KEY_REVISION)
+    if revision is None and type(data) is dict:
+        # An oslo.versionedobjects caller carries the revision as a field of its own
+        # (see OVO_REVISION_FIELD): its primitives have no versioned_object.revision.
+        revision = data.get(OVO_REVISION_FIELD)
+    if len(primitive) > 4:
+        extra = primitive.keys() - _ALLOWED_KEYS
+        if extra:
+            raise exception.ObjectValueError(
+                reason=f"object primitive has unknown key(s) {sorted(extra)}"
+            )
+    if type(name) is not str or type(namespace) is not str or type(version) is not str:
+        raise exception.ObjectValueError(
+            reason="versioned_object.name, .namespace and .version must be strings"
+        )
+    if type(data) is not dict:
+        raise exception.ObjectValueError(reason=f"{name}: versioned_object.data must be a dict")
+    if changes is not None and (
+        type(changes) is not list or not all(type(c) is str for c in changes)
+    ):
+        raise exception.ObjectValueError(
+            reason=f"{name}: versioned_object.changes must be a list of field names"
+        )
+    if revision is not None and (type(revision) is not int):
+        raise exception.ObjectValueError(
+            reason=f"{name}: versioned_object.revision must be an integer"
+        )
+    objcls = VersionedObjectRegistry.lookup(name, version)
+    if namespace != objcls.OBJ_PROJECT_NAMESPACE:
+        raise exception.UnsupportedObjectError(
+            f"Unsupported object {name!r} of namespace {namespace!r}; this process reads "
+            f"namespace {objcls.OBJ_PROJECT_NAMESPACE!r}",
+            objtype=f"{namespace}.{name}",
+        )
+    return objcls, data, changes, revision
 
 
 def _sent_token(field: obj_fields.Field, value: Any) -> Any:

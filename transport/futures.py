@@ -93,6 +93,46 @@ def resolve(future: Future[Any], value: Any = None, exc: BaseException | None = 
     request that was already sent may still have run; its effects are the caller's to
     look up).
     """
+    kind = type(future)
+    if kind.set_result is not _SET_RESULT or kind.set_exception is not _SET_EXCEPTION:
+        _resolve_through_setters(future, value, exc)
+        return
+    # NOTE: what Future.set_result/set_exception do, without their Condition method calls
+    # when nobody waits yet (the usual case: the reply arrives before anyone waits): the
+    # future's lock is taken once, and notify_all only runs for blocked waiters (measured:
+    # a third of the CPU of settling a future). Waiters register under this same lock
+    # (Condition.wait, concurrent.futures.wait), so none can slip in between.
+    condition = future._condition
+    with condition._lock:  # type: ignore[attr-defined]
+        state = future._state
+        if state in _CANCELLED or state == _FINISHED:
+            return
+        callbacks = future._done_callbacks  # type: ignore[attr-defined]
+        future._done_callbacks = []  # type: ignore[attr-defined]
+        if exc is None:
+            future._result = value
+        else:
+            future._exception = exc
+        future._state = _FINISHED
+        for waiter in future._waiters:  # wait(), as_completed()
+            if exc is None:
+                waiter.add_result(future)
+            else:
+                waiter.add_exception(future)
+        if condition._waiters:  # type: ignore[attr-defined]  # threads blocked in result()
+            condition.notify_all()
+    if callbacks:
+        _run_callbacks(future, callbacks)
+
+
+_SET_RESULT = concurrent.futures.Future.set_result
+_SET_EXCEPTION = concurrent.futures.Future.set_exception
+
+
+def _resolve_through_setters(
+    future: Future[Any], value: Any = None, exc: BaseException | None = None
+) -> None:
+    """``resolve`` for a future class with its own ``set_result``/``set_exception``."""
     with future._condition:
         # NOTE: the Condition's lock is re-entrant: set_result() below takes it again and
         # finds no callbacks to run on this thread; one added after the state changes runs

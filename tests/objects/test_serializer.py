@@ -37,6 +37,20 @@ def test_objects_in_lists_tuples_and_dicts_round_trip(classes: dict[str, Any]) -
     assert back["many"][0] == child and back["many"][1][0] == child
 
 
+def test_plain_values_are_sent_as_they_are_and_objects_among_them_are_turned(
+    classes: dict[str, Any],
+) -> None:
+    serializer = VersionedObjectSerializer()
+    updates = {"state": "active", "obj_what_changed": ["state"], "obj_revision": 2}
+    assert serializer.serialize_entity(None, updates) is updates
+    rows = [[1, "a"], [2, None]]
+    assert serializer.serialize_entity(None, rows) is rows
+    child = classes["Child"](name="a")
+    mixed = serializer.serialize_entity(None, {"tags": ["x"], "children": [child, 1]})
+    assert mixed["tags"] == ["x"]
+    assert mixed["children"][0] == child.obj_to_primitive() and mixed["children"][1] == 1
+
+
 def test_contexts_travel_as_dicts() -> None:
     serializer = VersionedObjectSerializer()
     ctx = RequestContext(user_id="u", project_id="p", roles=["admin"], is_admin=True)
