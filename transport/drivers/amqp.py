@@ -604,6 +604,69 @@ class _BodyLimit:
             self.current = None
 
 
+#: Frames read per turn of the I/O loop before queued commands (acks) get a turn.
+_FRAMES_PER_TURN = 256
+#: Bytes asked of the socket per read at least (py-amqp asks for each part of a frame: three
+#: reads a frame). Small: py-amqp copies what is left of its buffer for each part it takes.
+_READ_SIZE = 16 * 1024
+_FRAME_HEADER = struct.Struct(">BHI")
+
+
+def _missing(buf: bytes) -> int:
+    """Bytes still to come for the first frame in ``buf`` (0: it is whole)."""
+    if len(buf) < _FRAME_HEADER.size:
+        return _FRAME_HEADER.size + 1 - len(buf)
+    return max(0, _FRAME_HEADER.size + _FRAME_HEADER.unpack_from(buf)[2] + 1 - len(buf))
+
+
+def _buffered_frame(raw: Any) -> bool:
+    """Whether py-amqp holds a whole frame read ahead by :func:`_drain`."""
+    buf = getattr(raw.transport, "_read_buffer", b"")
+    return bool(buf) and not _missing(buf)
+
+
+def _drain(raw: Any) -> None:
+    """Handle the frames the broker has sent, without waiting for more.
+
+    NOTE: py-amqp reads a frame in three ``recv`` calls and its ``drain_events(timeout=0)``
+    switches the socket to non-blocking and back around each frame (four ``fcntl`` calls),
+    then raises a timeout to say there is nothing left: about 20 system calls and an
+    exception per delivery. On a plain TCP socket this reads what is there in one
+    non-blocking ``recv`` into py-amqp's own read buffer and lets py-amqp parse whole
+    frames from it (no system call at all); TLS sockets keep py-amqp's way.
+    """
+    transport = raw.transport
+    sock = transport.sock
+    if (
+        not _MSG_DONTWAIT
+        or isinstance(sock, ssl.SSLSocket)  # its bytes are not py-amqp's to buffer
+        or not isinstance(getattr(transport, "_read_buffer", None), bytes)
+    ):
+        for _ in range(_FRAMES_PER_TURN):
+            try:
+                raw.drain_events(timeout=0)
+            except TimeoutError:
+                return
+        return
+    for _ in range(_FRAMES_PER_TURN):
+        missing = _missing(transport._read_buffer)
+        if missing:
+            try:
+                data = sock.recv(max(missing, _READ_SIZE), _MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                transport.connected = False
+                raise ConnectionError("the broker closed the connection")
+            transport._read_buffer += data
+            if _missing(transport._read_buffer):
+                continue  # a frame's first part: its rest is on its way
+        raw.blocking_read(None)  # parses the buffered frame: no system call
+
+
+_MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+
+
 class _AMQPIncoming(Incoming):
     def __init__(
         self, driver: AMQPDriver, sub: _Subscription, message: Any, cut: _Cut | None = None
@@ -624,9 +687,18 @@ class _AMQPIncoming(Incoming):
         if self._settled:
             return
         self._settled = True
-        self._driver._io.post(
-            lambda: self._driver._settle(self._sub, self._generation, self._message, action)
-        )
+        driver = self._driver
+        # NOTE: while the I/O thread waits in select it holds no lock and touches no state
+        # of the connection: the acknowledgement goes out from here, at once, instead of
+        # waking that thread (a thread switch each way per message). When it is busy, it
+        # gets the command as before.
+        if driver._wire.acquire(blocking=False):
+            try:
+                driver._settle(self._sub, self._generation, self._message, action, here=True)
+            finally:
+                driver._wire.release()
+            return
+        driver._io.post(lambda: driver._settle(self._sub, self._generation, self._message, action))
 
     def ack(self) -> None:
         self._settle("ack")
@@ -782,6 +854,10 @@ class AMQPDriver(Driver):
         # queue -> when it was last seen with a consumer (calls fail fast without one).
         self._served: dict[str, float] = {}
         self._io = _IOThread(f"transport-amqp-io-{id(self) % 10000}", self._run)
+        # The consumer connection's owner: the I/O thread holds it always except while it
+        # sleeps (in select, between reconnect attempts); a worker may take it meanwhile to
+        # acknowledge a delivery itself.
+        self._wire = threading.Lock()
         self._conn: kombu.Connection | None = None
         self._raw: Any = None  # the py-amqp connection inside _conn
         self._generation = 0
@@ -1266,8 +1342,17 @@ class AMQPDriver(Driver):
         # Off the I/O thread: dead-lettering publishes and waits for the broker's confirm.
         threading.Thread(target=incoming.dead_letter, args=(reason,), daemon=True).start()
 
-    def _settle(self, sub: _Subscription, generation: int, message: Any, action: str) -> None:
-        if generation != self._generation or sub.channel is None or generation != sub.generation:
+    def _settle(
+        self, sub: _Subscription, generation: int, message: Any, action: str, here: bool = False
+    ) -> None:
+        """Acknowledge, requeue or reject a delivery: on the I/O thread, or ``here`` on a
+        worker holding ``_wire`` while the I/O thread waits (see _AMQPIncoming._settle)."""
+        if (
+            generation != self._generation
+            or sub.channel is None
+            or generation != sub.generation
+            or self._conn is None
+        ):
             return  # the broker already gave this message back when the connection dropped
         try:
             if action == "ack":
@@ -1278,6 +1363,12 @@ class AMQPDriver(Driver):
                 message.requeue()
         except Exception as exc:
             if self._conn is not None and isinstance(exc, self._conn.connection_errors):
+                if here:
+                    # The I/O thread finds the broken socket readable and reconnects; the
+                    # broker gives the message back.
+                    LOG.debug("cannot %s a message: %s", action, exc)
+                    self._io.wake()
+                    return
                 raise  # the I/O loop reconnects
             LOG.debug("cannot %s a message: %s", action, exc)  # closed channel: requeued already
 
@@ -1327,7 +1418,7 @@ class AMQPDriver(Driver):
                 if attempt > self.config.connect_retries or _login_refused(exc):
                     self._consumer_down = self._consumer_failing
                     self._io.fail_commands(TransportError(reason=self._consumer_down))
-                self._closing.wait(delay)
+                self._sleep(delay)
 
     def _drop(self, exc: BaseException) -> None:
         self._connected.clear()
@@ -1341,6 +1432,18 @@ class AMQPDriver(Driver):
                 conn.collect()
 
     def _run(self) -> None:
+        with self._wire:
+            self._run_holding()
+
+    def _sleep(self, seconds: float) -> bool:
+        """``_closing.wait`` on the I/O thread, letting go of the connection meanwhile."""
+        self._wire.release()
+        try:
+            return self._closing.wait(seconds)
+        finally:
+            self._wire.acquire()
+
+    def _run_holding(self) -> None:
         # The I/O thread must outlive anything: without it no message arrives, no
         # acknowledgement leaves, and every caller of this process waits for its timeout.
         while True:
@@ -1353,7 +1456,7 @@ class AMQPDriver(Driver):
                 )
                 with contextlib.suppress(Exception):
                     self._drop(exc)
-                if self._closing.wait(0.5):
+                if self._sleep(0.5):
                     self._io.fail_commands(TransportError(reason="the transport was cleaned up"))
                     return
 
@@ -1372,13 +1475,19 @@ class AMQPDriver(Driver):
                 sock = raw.sock
                 if sock is None or not raw.connected:
                     raise ConnectionError("the connection was closed")
-                readable, _, _ = select.select([sock, self._io.wake_r], [], [], _HEARTBEAT / 4)
-                if sock in readable:
-                    for _ in range(256):  # then give queued commands (acks) a turn
-                        try:
-                            raw.drain_events(timeout=0)
-                        except TimeoutError:
-                            break
+                readable: list[Any] = [sock]
+                if not _buffered_frame(raw):
+                    self._wire.release()
+                    try:
+                        readable, _, _ = select.select(
+                            [sock, self._io.wake_r], [], [], _HEARTBEAT / 4
+                        )
+                    finally:
+                        self._wire.acquire()
+                    if sock not in readable:
+                        readable = []
+                if readable:
+                    _drain(raw)
                 now = time.monotonic()
                 if now - last_beat > _HEARTBEAT / 4:
                     last_beat = now
@@ -1415,10 +1524,16 @@ class AMQPDriver(Driver):
         self._io.wake()
         if self._io._started and threading.current_thread() is not self._io._thread:
             self._io._thread.join(5)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.release()
+        # (a worker may be acknowledging on it: wait for that; not for a stuck I/O thread)
+        owned = self._wire.acquire(timeout=5)
+        try:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.release()
+        finally:
+            if owned:
+                self._wire.release()
         self._publisher.close()
         self._reply_publisher.close()
         self._io.close()
