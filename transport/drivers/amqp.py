@@ -105,6 +105,9 @@ _SERVED_FOR = 1.0  # seconds a queue seen with consumers is trusted to have them
 #: or restarting: a call waits up to _REJOIN_GRACE for a server to come back before it
 #: fails with MessageUndeliverable. A topic not served lately fails at once.
 _RECENTLY_SERVED = 60.0
+#: Replies are acknowledged together: after this many, or this many seconds after the first.
+_REPLY_ACK_EVERY = 128
+_REPLY_ACK_AFTER = 0.1
 _REJOIN_GRACE = 5.0
 
 
@@ -589,6 +592,10 @@ class _Subscription:
         self.is_reply = False
         self.on_lost: Callable[[str], None] | None = None
         self.control_exchange: str | None = None  # declared before consuming (oslo)
+        # Replies received and not acknowledged yet (see AMQPDriver._ack_replies).
+        self.unacked = 0
+        self.unacked_tag = 0
+        self.unacked_since = 0.0
 
 
 #: Bytes kept of each end of a body over the size limit (the rest is read and dropped).
@@ -1338,6 +1345,7 @@ class AMQPDriver(Driver):
         # NOTE: set before consume(): deliveries for the first queue can arrive while
         # consume() still waits for the broker's consume-ok of the next one.
         sub.channel, sub.consumer, sub.generation = channel, consumer, self._generation
+        sub.unacked = 0  # the broker gave back what the last connection had not acknowledged
         consumer.consume()
 
     def _cuts_bodies(self, channel_id: int) -> bool:
@@ -1368,8 +1376,13 @@ class AMQPDriver(Driver):
                 message.reject(requeue=False)
             return
         if sub.is_reply:
-            with contextlib.suppress(Exception):
-                message.ack()  # on the I/O thread already; the reply is ours now
+            if not sub.unacked:
+                sub.unacked_since = time.monotonic()
+            sub.unacked += 1
+            sub.unacked_tag = message.delivery_tag
+            if sub.unacked >= _REPLY_ACK_EVERY:
+                with contextlib.suppress(Exception):  # a broken connection: the loop sees it
+                    self._ack_replies(sub)
             try:
                 sub.on_message(incoming)
             except Exception as exc:
@@ -1391,6 +1404,26 @@ class AMQPDriver(Driver):
                 one_line(exc),
             )
             self._park(incoming, f"the consumer failed: {one_line(exc)}")
+
+    def _ack_replies(self, sub: _Subscription) -> None:
+        """Acknowledge every reply received so far, in one frame.
+
+        NOTE: replies are acknowledged together, every _REPLY_ACK_EVERY replies or
+        _REPLY_ACK_AFTER seconds, not one by one: an acknowledgement is a frame to write
+        and a broker operation per call. Replies not acknowledged yet when the connection
+        drops come again after the reconnect, and those of calls already answered are
+        dropped as any unknown reply is.
+        """
+        count, sub.unacked = sub.unacked, 0
+        if count and sub.channel is not None and sub.generation == self._generation:
+            sub.channel.basic_ack(sub.unacked_tag, multiple=True)
+
+    def _reply_ack_due(self) -> float | None:
+        """Seconds until the replies received must be acknowledged (None: none are)."""
+        sub = self._reply_sub
+        if sub is None or not sub.unacked:
+            return None
+        return sub.unacked_since + _REPLY_ACK_AFTER - time.monotonic()
 
     def _park(self, incoming: _AMQPIncoming, reason: str) -> None:
         # Off the I/O thread: dead-lettering publishes and waits for the broker's confirm.
@@ -1530,12 +1563,18 @@ class AMQPDriver(Driver):
                 if sock is None or not raw.connected:
                     raise ConnectionError("the connection was closed")
                 readable: list[Any] = [sock]
+                wait = _HEARTBEAT / 4
+                due = self._reply_ack_due()
+                if due is not None:
+                    if due <= 0:
+                        assert self._reply_sub is not None
+                        self._ack_replies(self._reply_sub)
+                    else:
+                        wait = min(wait, due)
                 if not _buffered_frame(raw):
                     self._wire.release()
                     try:
-                        readable, _, _ = select.select(
-                            [sock, self._io.wake_r], [], [], _HEARTBEAT / 4
-                        )
+                        readable, _, _ = select.select([sock, self._io.wake_r], [], [], wait)
                     finally:
                         self._wire.acquire()
                     if sock not in readable:
