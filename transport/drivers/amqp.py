@@ -677,7 +677,8 @@ def _missing(buf: bytes) -> int:
     """Bytes still to come for the first frame in ``buf`` (0: it is whole)."""
     if len(buf) < _FRAME_HEADER.size:
         return _FRAME_HEADER.size + 1 - len(buf)
-    return max(0, _FRAME_HEADER.size + _FRAME_HEADER.unpack_from(buf)[2] + 1 - len(buf))
+    size: int = _FRAME_HEADER.unpack_from(buf)[2]
+    return max(0, _FRAME_HEADER.size + size + 1 - len(buf))
 
 
 def _buffered_frame(raw: Any) -> bool:
