@@ -453,10 +453,11 @@ class _Publisher:
         has something.
         """
         conn = channel.connection
-        if conn is None:
+        # (py-amqp's public ``transport`` would reconnect a closed connection silently)
+        sock = getattr(getattr(conn, "_transport", None), "sock", None)
+        if sock is None:
             raise ConnectionError("the publisher connection is closed")
-        sock = conn.sock
-        while sock is not None and select.select([sock], [], [], 0)[0]:
+        while select.select([sock], [], [], 0)[0]:
             try:
                 conn.drain_events(timeout=0)
             except TimeoutError:
