@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -104,3 +105,31 @@ def test_frames_beyond_one_turn_wait_for_the_next(pair):
     assert driver._buffered_frame(raw)
     driver._drain(raw)
     assert len(raw.frames) == count
+
+
+class _Adder:
+    def add(self, ctxt: dict[str, Any], a: int, b: int) -> int:
+        return a + b
+
+
+@pytest.mark.rabbit
+def test_replies_are_acknowledged_together_and_soon(make_transport, topic, servers, is_rabbit):
+    """Replies are acknowledged in one frame per batch, and the last ones within
+    _REPLY_ACK_AFTER seconds even when no more come: none stay unacknowledged."""
+    if not is_rabbit:
+        pytest.skip("RabbitMQ only")
+    from transport import RPCClient, Target
+
+    server_tp, client_tp = make_transport(), make_transport()
+    servers.start(server_tp, Target(topic=topic), [_Adder()])
+    client = RPCClient(client_tp, Target(topic=topic), timeout=20)
+    futures = [client.call_async({}, "add", a=i, b=1) for i in range(300)]
+    assert [f.wait(timeout=20) for f in futures] == [i + 1 for i in range(300)]
+    assert client.call({}, "add", a=1, b=1) == 2
+    sub = client_tp._driver._reply_sub
+    assert sub is not None
+    assert sub.unacked < driver._REPLY_ACK_EVERY
+    deadline = time.monotonic() + 10 * driver._REPLY_ACK_AFTER + 1
+    while sub.unacked and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sub.unacked == 0

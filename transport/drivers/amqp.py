@@ -7,8 +7,12 @@ Two connections per driver (that is, per transport):
   (RabbitMQ sends ``basic.return`` before the ``basic.ack``), and a request that
   :meth:`send` returned for is on the broker;
 * the *consumer* connection, owned by one daemon I/O thread that waits in ``select`` on the
-  socket and a wake-up pipe. Other threads never touch it: they post commands (consume,
-  cancel, ack) and wake the thread. Heartbeats keep flowing while handlers run on workers.
+  socket and a wake-up pipe. Other threads post commands (consume, cancel) and wake the
+  thread; the one exception is a worker acknowledging its delivery, which it does itself
+  while the I/O thread sleeps in ``select`` (the I/O thread holds ``_wire`` at all other
+  times; when busy, it gets the ack as a command). Replies are acknowledged together,
+  every ``_REPLY_ACK_EVERY`` replies or ``_REPLY_ACK_AFTER`` seconds. Heartbeats keep
+  flowing while handlers run on workers.
 
 Topology (``<ex>`` is the target's exchange, default ``conductor``)::
 
