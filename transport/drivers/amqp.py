@@ -7,8 +7,12 @@ Two connections per driver (that is, per transport):
   (RabbitMQ sends ``basic.return`` before the ``basic.ack``), and a request that
   :meth:`send` returned for is on the broker;
 * the *consumer* connection, owned by one daemon I/O thread that waits in ``select`` on the
-  socket and a wake-up pipe. Other threads never touch it: they post commands (consume,
-  cancel, ack) and wake the thread. Heartbeats keep flowing while handlers run on workers.
+  socket and a wake-up pipe. Other threads post commands (consume, cancel) and wake the
+  thread; the one exception is a worker acknowledging its delivery, which it does itself
+  while the I/O thread sleeps in ``select`` (the I/O thread holds ``_wire`` at all other
+  times; when busy, it gets the ack as a command). Replies are acknowledged together,
+  every ``_REPLY_ACK_EVERY`` replies or ``_REPLY_ACK_AFTER`` seconds. Heartbeats keep
+  flowing while handlers run on workers.
 
 Topology (``<ex>`` is the target's exchange, default ``conductor``)::
 
@@ -57,9 +61,11 @@ from concurrent.futures import Future
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import amqp as _amqp
 import amqp.exceptions as _amqp_exc
 import kombu as _kombu
 import kombu.exceptions as _kombu_exc
+from amqp import spec as _spec
 from amqp.exceptions import MessageNacked
 
 from transport._ratelog import RateLimitedLog, one_line
@@ -103,6 +109,9 @@ _SERVED_FOR = 1.0  # seconds a queue seen with consumers is trusted to have them
 #: or restarting: a call waits up to _REJOIN_GRACE for a server to come back before it
 #: fails with MessageUndeliverable. A topic not served lately fails at once.
 _RECENTLY_SERVED = 60.0
+#: Replies are acknowledged together: after this many, or this many seconds after the first.
+_REPLY_ACK_EVERY = 128
+_REPLY_ACK_AFTER = 0.1
 _REJOIN_GRACE = 5.0
 
 
@@ -399,6 +408,14 @@ class _Publisher:
         TransportError naming the broker's host and port.
         """
 
+        if not (self._confirm or mandatory or declare):
+
+            def plain(producer: Any) -> bool:
+                self._publish_plain(producer.channel, exchange, key, body, ttl, persistent, headers)
+                return True
+
+            return bool(self._with_connection(plain, f"publish to {exchange or 'reply'}", retry))
+
         def go(producer: Any) -> bool:
             for entity in declare:
                 if entity.name not in self._declared:
@@ -420,6 +437,51 @@ class _Publisher:
             return not self._returned
 
         return bool(self._with_connection(go, f"publish to {exchange or 'reply'}", retry))
+
+    @staticmethod
+    def _publish_plain(
+        channel: Any,
+        exchange: str,
+        key: str,
+        body: bytes,
+        ttl: float | None,
+        persistent: bool,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        """An unconfirmed publish (replies; calls on a confirmed route) straight on py-amqp.
+
+        NOTE: the same frames as kombu's ``Producer.publish`` sends, without its layers,
+        and without py-amqp's read of the socket before every publish (a non-blocking read
+        that ends in a timeout exception, for a ``connection.blocked`` that seldom comes):
+        what the broker sent (a heartbeat, a channel it closed) is read only when the socket
+        has something.
+        """
+        conn = channel.connection
+        # (py-amqp's public ``transport`` would reconnect a closed connection silently)
+        sock = getattr(getattr(conn, "_transport", None), "sock", None)
+        if sock is None:
+            raise ConnectionError("the publisher connection is closed")
+        while select.select([sock], [], [], 0)[0]:
+            try:
+                conn.drain_events(timeout=0)
+            except TimeoutError:
+                break
+        properties: dict[str, Any] = {
+            "content_type": _JSON,
+            "content_encoding": "binary",
+            "delivery_mode": 2 if persistent else 1,
+            "priority": 0,
+        }
+        if ttl is not None:
+            properties["expiration"] = str(int(ttl * 1000))
+        if headers:
+            properties["application_headers"] = headers
+        channel.send_method(
+            _spec.Basic.Publish,
+            "Bssbb",
+            (0, exchange, key, False, False),
+            _amqp.Message(body, **properties),
+        )
 
     def queue_state(self, queue: str, *, retry: bool = True) -> tuple[int, int]:
         """(messages ready, consumers) of ``queue`` right now ((0, 0): no such queue).
@@ -535,6 +597,10 @@ class _Subscription:
         self.is_reply = False
         self.on_lost: Callable[[str], None] | None = None
         self.control_exchange: str | None = None  # declared before consuming (oslo)
+        # Replies received and not acknowledged yet (see AMQPDriver._ack_replies).
+        self.unacked = 0
+        self.unacked_tag = 0
+        self.unacked_since = 0.0
 
 
 #: Bytes kept of each end of a body over the size limit (the rest is read and dropped).
@@ -604,6 +670,70 @@ class _BodyLimit:
             self.current = None
 
 
+#: Frames read per turn of the I/O loop before queued commands (acks) get a turn.
+_FRAMES_PER_TURN = 256
+#: Bytes asked of the socket per read at least (py-amqp asks for each part of a frame: three
+#: reads a frame). Small: py-amqp copies what is left of its buffer for each part it takes.
+_READ_SIZE = 16 * 1024
+_FRAME_HEADER = struct.Struct(">BHI")
+
+
+def _missing(buf: bytes) -> int:
+    """Bytes still to come for the first frame in ``buf`` (0: it is whole)."""
+    if len(buf) < _FRAME_HEADER.size:
+        return _FRAME_HEADER.size + 1 - len(buf)
+    size: int = _FRAME_HEADER.unpack_from(buf)[2]
+    return max(0, _FRAME_HEADER.size + size + 1 - len(buf))
+
+
+def _buffered_frame(raw: Any) -> bool:
+    """Whether py-amqp holds a whole frame read ahead by :func:`_drain`."""
+    buf = getattr(raw.transport, "_read_buffer", b"")
+    return bool(buf) and not _missing(buf)
+
+
+def _drain(raw: Any) -> None:
+    """Handle the frames the broker has sent, without waiting for more.
+
+    NOTE: py-amqp reads a frame in three ``recv`` calls and its ``drain_events(timeout=0)``
+    switches the socket to non-blocking and back around each frame (four ``fcntl`` calls),
+    then raises a timeout to say there is nothing left: about 20 system calls and an
+    exception per delivery. On a plain TCP socket this reads what is there in one
+    non-blocking ``recv`` into py-amqp's own read buffer and lets py-amqp parse whole
+    frames from it (no system call at all); TLS sockets keep py-amqp's way.
+    """
+    transport = raw.transport
+    sock = transport.sock
+    if (
+        not _MSG_DONTWAIT
+        or isinstance(sock, ssl.SSLSocket)  # its bytes are not py-amqp's to buffer
+        or not isinstance(getattr(transport, "_read_buffer", None), bytes)
+    ):
+        for _ in range(_FRAMES_PER_TURN):
+            try:
+                raw.drain_events(timeout=0)
+            except TimeoutError:
+                return
+        return
+    for _ in range(_FRAMES_PER_TURN):
+        missing = _missing(transport._read_buffer)
+        if missing:
+            try:
+                data = sock.recv(max(missing, _READ_SIZE), _MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                transport.connected = False
+                raise ConnectionError("the broker closed the connection")
+            transport._read_buffer += data
+            if _missing(transport._read_buffer):
+                continue  # a frame's first part: its rest is on its way
+        raw.blocking_read(None)  # parses the buffered frame: no system call
+
+
+_MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+
+
 class _AMQPIncoming(Incoming):
     def __init__(
         self, driver: AMQPDriver, sub: _Subscription, message: Any, cut: _Cut | None = None
@@ -624,9 +754,18 @@ class _AMQPIncoming(Incoming):
         if self._settled:
             return
         self._settled = True
-        self._driver._io.post(
-            lambda: self._driver._settle(self._sub, self._generation, self._message, action)
-        )
+        driver = self._driver
+        # NOTE: while the I/O thread waits in select it holds no lock and touches no state
+        # of the connection: the acknowledgement goes out from here, at once, instead of
+        # waking that thread (a thread switch each way per message). When it is busy, it
+        # gets the command as before.
+        if driver._wire.acquire(blocking=False):
+            try:
+                driver._settle(self._sub, self._generation, self._message, action, here=True)
+            finally:
+                driver._wire.release()
+            return
+        driver._io.post(lambda: driver._settle(self._sub, self._generation, self._message, action))
 
     def ack(self) -> None:
         self._settle("ack")
@@ -782,6 +921,10 @@ class AMQPDriver(Driver):
         # queue -> when it was last seen with a consumer (calls fail fast without one).
         self._served: dict[str, float] = {}
         self._io = _IOThread(f"transport-amqp-io-{id(self) % 10000}", self._run)
+        # The consumer connection's owner: the I/O thread holds it always except while it
+        # sleeps (in select, between reconnect attempts); a worker may take it meanwhile to
+        # acknowledge a delivery itself.
+        self._wire = threading.Lock()
         self._conn: kombu.Connection | None = None
         self._raw: Any = None  # the py-amqp connection inside _conn
         self._generation = 0
@@ -1208,6 +1351,7 @@ class AMQPDriver(Driver):
         # NOTE: set before consume(): deliveries for the first queue can arrive while
         # consume() still waits for the broker's consume-ok of the next one.
         sub.channel, sub.consumer, sub.generation = channel, consumer, self._generation
+        sub.unacked = 0  # the broker gave back what the last connection had not acknowledged
         consumer.consume()
 
     def _cuts_bodies(self, channel_id: int) -> bool:
@@ -1238,8 +1382,13 @@ class AMQPDriver(Driver):
                 message.reject(requeue=False)
             return
         if sub.is_reply:
-            with contextlib.suppress(Exception):
-                message.ack()  # on the I/O thread already; the reply is ours now
+            if not sub.unacked:
+                sub.unacked_since = time.monotonic()
+            sub.unacked += 1
+            sub.unacked_tag = message.delivery_tag
+            if sub.unacked >= _REPLY_ACK_EVERY:
+                with contextlib.suppress(Exception):  # a broken connection: the loop sees it
+                    self._ack_replies(sub)
             try:
                 sub.on_message(incoming)
             except Exception as exc:
@@ -1262,12 +1411,41 @@ class AMQPDriver(Driver):
             )
             self._park(incoming, f"the consumer failed: {one_line(exc)}")
 
+    def _ack_replies(self, sub: _Subscription) -> None:
+        """Acknowledge every reply received so far, in one frame.
+
+        NOTE: replies are acknowledged together, every _REPLY_ACK_EVERY replies or
+        _REPLY_ACK_AFTER seconds, not one by one: an acknowledgement is a frame to write
+        and a broker operation per call. Replies not acknowledged yet when the connection
+        drops come again after the reconnect, and those of calls already answered are
+        dropped as any unknown reply is.
+        """
+        count, sub.unacked = sub.unacked, 0
+        if count and sub.channel is not None and sub.generation == self._generation:
+            sub.channel.basic_ack(sub.unacked_tag, multiple=True)
+
+    def _reply_ack_due(self) -> float | None:
+        """Seconds until the replies received must be acknowledged (None: none are)."""
+        sub = self._reply_sub
+        if sub is None or not sub.unacked:
+            return None
+        return sub.unacked_since + _REPLY_ACK_AFTER - time.monotonic()
+
     def _park(self, incoming: _AMQPIncoming, reason: str) -> None:
         # Off the I/O thread: dead-lettering publishes and waits for the broker's confirm.
         threading.Thread(target=incoming.dead_letter, args=(reason,), daemon=True).start()
 
-    def _settle(self, sub: _Subscription, generation: int, message: Any, action: str) -> None:
-        if generation != self._generation or sub.channel is None or generation != sub.generation:
+    def _settle(
+        self, sub: _Subscription, generation: int, message: Any, action: str, here: bool = False
+    ) -> None:
+        """Acknowledge, requeue or reject a delivery: on the I/O thread, or ``here`` on a
+        worker holding ``_wire`` while the I/O thread waits (see _AMQPIncoming._settle)."""
+        if (
+            generation != self._generation
+            or sub.channel is None
+            or generation != sub.generation
+            or self._conn is None
+        ):
             return  # the broker already gave this message back when the connection dropped
         try:
             if action == "ack":
@@ -1278,6 +1456,12 @@ class AMQPDriver(Driver):
                 message.requeue()
         except Exception as exc:
             if self._conn is not None and isinstance(exc, self._conn.connection_errors):
+                if here:
+                    # The I/O thread finds the broken socket readable and reconnects; the
+                    # broker gives the message back.
+                    LOG.debug("cannot %s a message: %s", action, exc)
+                    self._io.wake()
+                    return
                 raise  # the I/O loop reconnects
             LOG.debug("cannot %s a message: %s", action, exc)  # closed channel: requeued already
 
@@ -1327,7 +1511,7 @@ class AMQPDriver(Driver):
                 if attempt > self.config.connect_retries or _login_refused(exc):
                     self._consumer_down = self._consumer_failing
                     self._io.fail_commands(TransportError(reason=self._consumer_down))
-                self._closing.wait(delay)
+                self._sleep(delay)
 
     def _drop(self, exc: BaseException) -> None:
         self._connected.clear()
@@ -1341,6 +1525,18 @@ class AMQPDriver(Driver):
                 conn.collect()
 
     def _run(self) -> None:
+        with self._wire:
+            self._run_holding()
+
+    def _sleep(self, seconds: float) -> bool:
+        """``_closing.wait`` on the I/O thread, letting go of the connection meanwhile."""
+        self._wire.release()
+        try:
+            return self._closing.wait(seconds)
+        finally:
+            self._wire.acquire()
+
+    def _run_holding(self) -> None:
         # The I/O thread must outlive anything: without it no message arrives, no
         # acknowledgement leaves, and every caller of this process waits for its timeout.
         while True:
@@ -1353,7 +1549,7 @@ class AMQPDriver(Driver):
                 )
                 with contextlib.suppress(Exception):
                     self._drop(exc)
-                if self._closing.wait(0.5):
+                if self._sleep(0.5):
                     self._io.fail_commands(TransportError(reason="the transport was cleaned up"))
                     return
 
@@ -1372,13 +1568,25 @@ class AMQPDriver(Driver):
                 sock = raw.sock
                 if sock is None or not raw.connected:
                     raise ConnectionError("the connection was closed")
-                readable, _, _ = select.select([sock, self._io.wake_r], [], [], _HEARTBEAT / 4)
-                if sock in readable:
-                    for _ in range(256):  # then give queued commands (acks) a turn
-                        try:
-                            raw.drain_events(timeout=0)
-                        except TimeoutError:
-                            break
+                readable: list[Any] = [sock]
+                wait = _HEARTBEAT / 4
+                due = self._reply_ack_due()
+                if due is not None:
+                    if due <= 0:
+                        assert self._reply_sub is not None
+                        self._ack_replies(self._reply_sub)
+                    else:
+                        wait = min(wait, due)
+                if not _buffered_frame(raw):
+                    self._wire.release()
+                    try:
+                        readable, _, _ = select.select([sock, self._io.wake_r], [], [], wait)
+                    finally:
+                        self._wire.acquire()
+                    if sock not in readable:
+                        readable = []
+                if readable:
+                    _drain(raw)
                 now = time.monotonic()
                 if now - last_beat > _HEARTBEAT / 4:
                     last_beat = now
@@ -1415,10 +1623,16 @@ class AMQPDriver(Driver):
         self._io.wake()
         if self._io._started and threading.current_thread() is not self._io._thread:
             self._io._thread.join(5)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.release()
+        # (a worker may be acknowledging on it: wait for that; not for a stuck I/O thread)
+        owned = self._wire.acquire(timeout=5)
+        try:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.release()
+        finally:
+            if owned:
+                self._wire.release()
         self._publisher.close()
         self._reply_publisher.close()
         self._io.close()

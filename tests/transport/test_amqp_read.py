@@ -1,0 +1,135 @@
+"""The AMQP driver's I/O loop reads frames the way py-amqp would, whatever the socket
+holds at the moment: parts of a frame, several frames, frames larger than a read."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from typing import Any
+
+import pytest
+
+pytest.importorskip("amqp")
+
+from amqp.transport import TCPTransport  # noqa: E402
+
+from transport.drivers import amqp as driver  # noqa: E402
+
+
+def _frame(kind: int, channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", kind, channel, len(payload)) + payload + b"\xce"
+
+
+class _Raw:
+    """What _drain uses of a py-amqp connection, around a real py-amqp TCP transport."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        transport: Any = TCPTransport.__new__(TCPTransport)
+        transport.sock = sock
+        transport._read_buffer = b""
+        transport._quick_recv = sock.recv
+        transport.raise_on_initial_eintr = True
+        transport.connected = True
+        self.transport = transport
+        self.frames: list[tuple[int, int, bytes]] = []
+
+    def blocking_read(self, timeout: float | None) -> None:
+        kind, channel, payload = self.transport.read_frame()
+        self.frames.append((kind, channel, bytes(payload)))
+
+
+@pytest.fixture
+def pair():
+    ours, broker = socket.socketpair()
+    yield ours, broker
+    ours.close()
+    broker.close()
+
+
+def test_frames_split_anywhere_come_out_whole_and_in_order(pair):
+    ours, broker = pair
+    raw = _Raw(ours)
+    frames = [(1, 1, b"method"), (2, 1, b"h" * 14), (3, 1, b"body" * 10), (8, 0, b"")]
+    wire = b"".join(_frame(*f) for f in frames)
+    for cut in range(1, len(wire)):
+        raw.frames.clear()
+        broker.sendall(wire[:cut])
+        driver._drain(raw)
+        done = len(raw.frames)
+        assert raw.frames == frames[:done]
+        broker.sendall(wire[cut:])
+        driver._drain(raw)
+        assert raw.frames == frames, cut
+        assert raw.transport._read_buffer == b""
+        assert not driver._buffered_frame(raw)
+
+
+def test_a_frame_larger_than_one_read(pair):
+    ours, broker = pair
+    ours.setblocking(True)
+    raw = _Raw(ours)
+    big = bytes(range(256)) * ((driver._READ_SIZE * 3) // 256)
+    wire = _frame(3, 2, big) + _frame(1, 2, b"next")
+    sent = 0
+    while sent < len(wire):  # the socket buffer holds less than the frame
+        sent += broker.send(wire[sent : sent + 60_000])
+        driver._drain(raw)
+    assert raw.frames == [(3, 2, big), (1, 2, b"next")]
+
+
+def test_nothing_to_read_returns_at_once(pair):
+    ours, _ = pair
+    raw = _Raw(ours)
+    driver._drain(raw)
+    assert raw.frames == []
+
+
+def test_a_closed_connection_is_an_error(pair):
+    ours, broker = pair
+    raw = _Raw(ours)
+    broker.close()
+    with pytest.raises(ConnectionError):
+        driver._drain(raw)
+    assert raw.transport.connected is False
+
+
+def test_frames_beyond_one_turn_wait_for_the_next(pair):
+    ours, broker = pair
+    raw = _Raw(ours)
+    count = driver._FRAMES_PER_TURN + 5
+    broker.sendall(b"".join(_frame(8, 0, b"") for _ in range(count)))
+    driver._drain(raw)
+    assert len(raw.frames) == driver._FRAMES_PER_TURN
+    # What was read ahead is a whole frame: the loop drains it before waiting in select.
+    assert driver._buffered_frame(raw)
+    driver._drain(raw)
+    assert len(raw.frames) == count
+
+
+class _Adder:
+    def add(self, ctxt: dict[str, Any], a: int, b: int) -> int:
+        return a + b
+
+
+@pytest.mark.rabbit
+def test_replies_are_acknowledged_together_and_soon(make_transport, topic, servers, is_rabbit):
+    """Replies are acknowledged in one frame per batch, and the last ones within
+    _REPLY_ACK_AFTER seconds even when no more come: none stay unacknowledged."""
+    if not is_rabbit:
+        pytest.skip("RabbitMQ only")
+    from transport import RPCClient, Target
+
+    server_tp, client_tp = make_transport(), make_transport()
+    servers.start(server_tp, Target(topic=topic), [_Adder()])
+    client = RPCClient(client_tp, Target(topic=topic), timeout=20)
+    futures = [client.call_async({}, "add", a=i, b=1) for i in range(300)]
+    assert [f.wait(timeout=20) for f in futures] == [i + 1 for i in range(300)]
+    assert client.call({}, "add", a=1, b=1) == 2
+    sub = client_tp._driver._reply_sub
+    assert sub is not None
+    assert sub.unacked < driver._REPLY_ACK_EVERY
+    deadline = time.monotonic() + 10 * driver._REPLY_ACK_AFTER + 1
+    while sub.unacked and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sub.unacked == 0
