@@ -7,21 +7,23 @@ one process, with the stage accounting of ``bench/profile_get.py`` on both sides
 and the thread wake-ups (voluntary context switches) per operation.
 
     python bench/profile_embedded.py                       # get, get_async[256]
-    python bench/profile_embedded.py --only get_async --window 256 --cprofile 20
+    python bench/profile_embedded.py --only get_async --window 256 --functions 20
 
-``--cprofile N`` also runs one extra round under yappi (all threads) and prints its
-top N functions by own time.
+``--functions N`` also runs one extra round under yappi (CPU clock, all threads; ``pip
+install yappi``) and prints its top N functions by own and by inclusive time.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 if not __package__:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -66,18 +68,39 @@ def _switches() -> dict[str, int]:
     return out
 
 
+def _functions(run: Any, args: argparse.Namespace) -> None:
+    """One more round under yappi (CPU clock, every thread): the top functions by own
+    and by inclusive time. yappi inflates small functions; read it for the shape, and the
+    stage figures above for the amounts."""
+    import yappi  # type: ignore[import-untyped]  # a profiling tool, not a dependency
+
+    yappi.set_clock_type("cpu")
+    yappi.start()
+    run()
+    yappi.stop()
+    stats = yappi.get_func_stats()
+    for order in ("tsub", "ttot"):
+        print(f"  yappi, by {'own' if order == 'tsub' else 'inclusive'} time:")
+        for fs in list(stats.sort(order))[: args.functions]:
+            print(
+                f"    {fs.tsub * 1e3:8.1f} ms own {fs.ttot * 1e3:8.1f} ms tot {fs.ncall:8d}  "
+                f"{fs.module.rsplit('/', 1)[-1]}:{fs.lineno} {fs.name}"
+            )
+    yappi.clear_stats()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="get,get_async")
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=2000)
+    p.add_argument(
+        "--asyncio", action="store_true", help="get_async awaited by coroutines on an event loop"
+    )
     p.add_argument("--workers", type=int, default=0, help="conductor workers (0: default)")
     p.add_argument(
-        "--cprofile",
-        type=int,
-        default=0,
-        help="top N functions of a yappi (CPU clock, all threads) run",
+        "--functions", type=int, default=0, help="top N functions of a yappi run (needs yappi)"
     )
     args = p.parse_args(argv)
 
@@ -98,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         worker.seed(args.seed)
         for workload in args.only.split(","):
             window = 1 if workload == "get" else args.window
-            worker.run(workload, window, 10**9, 1.0)  # warm-up
+            run = worker.run_asyncio if args.asyncio and workload != "get" else worker.run
+            run(workload, window, 10**9, 1.0)  # warm-up
             stages.reset()
             sw0 = _switches()
             t0 = os.times()
-            res = worker.run(workload, window, 10**9, args.seconds)
+            res = run(workload, window, 10**9, args.seconds)
             t1 = os.times()
             sw1 = _switches()
             rep = stages.report()
@@ -127,30 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, count in sorted(sw1.items(), key=lambda kv: kv[1] - sw0.get(kv[0], 0)):
                 if count - sw0.get(name, 0):
                     print(f"      of thread {name:40s} {(count - sw0.get(name, 0)) / ops:8.2f} /op")
-            if args.cprofile:
-                import yappi
-
-                yappi.set_clock_type("cpu")
-                yappi.start()
-                worker.run(workload, window, 10**9, min(args.seconds, 2.0))
-                yappi.stop()
-                stats = yappi.get_func_stats()
-                stats.sort("tsub").print_all(
-                    columns={0: ("name", 70), 1: ("ncall", 10), 2: ("tsub", 8), 3: ("ttot", 8)},
-                    out=sys.stdout,
-                ) if False else None
-                for fs in list(stats.sort("tsub"))[: args.cprofile]:
-                    print(
-                        f"    {fs.tsub * 1e3:8.1f} ms own {fs.ttot * 1e3:8.1f} ms tot "
-                        f"{fs.ncall:8d}  {fs.module.split('/')[-1]}:{fs.lineno} {fs.name}"
-                    )
-                print("  by inclusive time:")
-                for fs in list(stats.sort("ttot"))[: args.cprofile]:
-                    print(
-                        f"    {fs.tsub * 1e3:8.1f} ms own {fs.ttot * 1e3:8.1f} ms tot "
-                        f"{fs.ncall:8d}  {fs.module.split('/')[-1]}:{fs.lineno} {fs.name}"
-                    )
-                yappi.clear_stats()
+            if args.functions:
+                _functions(functools.partial(run, workload, window, 10**9, 2.0), args)
             time.sleep(0.1)
     finally:
         worker.close()
