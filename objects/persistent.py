@@ -59,6 +59,8 @@ P = TypeVar("P", bound="PersistentObject")
 
 #: Columns the storage owns: never written from an object.
 STORAGE_MANAGED = frozenset({"id", "created_at", "updated_at"})
+#: Of those, the columns an update sets by itself (besides the revision).
+UPDATE_MANAGED = frozenset({"updated_at"})
 
 
 def field_to_record(field: Field, value: Any) -> Any:
@@ -607,13 +609,15 @@ class PersistentObject(_Base):
         self._obj_fill(record)
 
     def _obj_loaded_or(self, changes: set[str], record: Record) -> list[str]:
-        # After a save, refresh what we had plus what the storage manages; fields this
-        # copy never had (an older caller's object) stay unset.
+        # After a save, refresh what we had plus what the update changed on its own
+        # (updated_at); fields this copy never had (an older caller's object, or a save
+        # request of only the changed fields: see save_primitive) stay unset, so they
+        # are not sent back either.
         d = self.__dict__
         return [
             name
             for name in self.fields
-            if name in d or name in changes or (name in STORAGE_MANAGED and name in record)
+            if name in d or name in changes or (name in UPDATE_MANAGED and name in record)
         ]
 
     def _obj_require_id(self, action: str) -> int:
