@@ -16,6 +16,7 @@ import transport
 from objects import base, exception
 from objects.futures import ObjectFuture
 from objects.indirection import IndirectionAPI
+from objects.persistent import save_primitive
 from objects.registry import version_tuple
 from transport.futures import resolve
 
@@ -66,6 +67,7 @@ class ConductorAPI(IndirectionAPI):
         self._conductor_versions: dict[str, str] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._oslo_wire = getattr(rpc_transport.config, "wire", "native") == "oslo"
 
     # -- class actions -------------------------------------------------------------
 
@@ -162,12 +164,19 @@ class ConductorAPI(IndirectionAPI):
         out: Future[Any] = future if future is not None else ObjectFuture()
 
         to_wire = self._objects.serialize_entity
+        # NOTE: a save sends only what it writes to our own conductors; an oslo.messaging
+        # server (wire=oslo) may run a save body of its own that reads the whole object.
+        reduced_save = objmethod == "save" and not self._oslo_wire
 
         def send(backport_to: str | None) -> None:
-            if backport_to is None:
-                payload = to_wire(context, objinst)
-            else:
+            if backport_to is not None:
                 payload = objinst.obj_to_primitive(target_version=backport_to)
+            elif reduced_save:
+                # What the save body reads: id, changed fields, revision (see
+                # objects.persistent.save_primitive); the whole object otherwise.
+                payload = save_primitive(objinst) or to_wire(context, objinst)
+            else:
+                payload = to_wire(context, objinst)
             self._client.start_call(
                 context,
                 "object_action",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from objects import fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
-from objects.persistent import PersistentObject, reads_record
+from objects.persistent import PersistentObject, reads_record, saves_changes
 
 if TYPE_CHECKING:
     from objects.context import Context
@@ -60,6 +60,7 @@ class ComputeNode(PersistentObject, VersionedObject):
         self._db_create()
 
     @remotable
+    @saves_changes
     def save(self) -> None:
         """Write the changed fields; a stale copy raises ``ConcurrentUpdate``."""
         self._db_save()

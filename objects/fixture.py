@@ -30,6 +30,7 @@ from objects.indirection import (
     handle_class_action,
     handle_object_action,
 )
+from objects.persistent import save_primitive
 from objects.registry import VersionedObjectRegistry
 from objects.remoting import local_execution
 from objects.serializer import VersionedObjectSerializer
@@ -355,8 +356,10 @@ class LocalIndirectionAPI(IndirectionAPI):
         object_versions: dict[str, str] | None = None,
     ) -> tuple[dict[str, Any], Any]:
         self._record(objinst.obj_name(), objmethod)
+        # A save goes as ConductorAPI sends it: only what it writes, when it can.
+        sent = save_primitive(objinst) if objmethod == "save" else None
         request = {
-            "objinst": objinst,
+            "objinst": objinst if sent is None else sent,
             "objmethod": objmethod,
             "args": list(args),
             "kwargs": kwargs,

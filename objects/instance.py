@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from objects import exception, fields
 from objects.base import VersionedObject, remotable, remotable_classmethod
 from objects.lists import ObjectListBase
-from objects.persistent import PersistentObject, reads_record
+from objects.persistent import PersistentObject, reads_record, saves_changes
 from objects.registry import version_tuple
 
 if TYPE_CHECKING:
@@ -128,6 +128,7 @@ class Instance(PersistentObject, VersionedObject):
         self._db_create()
 
     @remotable
+    @saves_changes
     def save(self) -> None:
         """Write the changed fields; a stale copy raises ``ConcurrentUpdate``."""
         self._db_save()

@@ -51,12 +51,16 @@ __all__ = [
     "reads_record",
     "record_fetch_of",
     "record_to_primitive",
+    "save_primitive",
+    "saves_changes",
 ]
 
 P = TypeVar("P", bound="PersistentObject")
 
 #: Columns the storage owns: never written from an object.
 STORAGE_MANAGED = frozenset({"id", "created_at", "updated_at"})
+#: Of those, the columns an update sets by itself (besides the revision).
+UPDATE_MANAGED = frozenset({"updated_at"})
 
 
 def field_to_record(field: Field, value: Any) -> Any:
@@ -158,6 +162,100 @@ def record_fetch_of(method: Any) -> Callable[..., Record] | None:
     """The ``fetch`` of a remotable classmethod whose body :func:`reads_record` made."""
     original = getattr(method, "original_fn", None)
     return getattr(original, _FETCH_ATTR, None)
+
+
+#: ``fn.saves_changes`` of a body made by :func:`saves_changes`.
+_SAVES_CHANGES_ATTR = "saves_changes"
+
+
+def saves_changes(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an instance method body that only writes the changed fields (``self._db_save()``)
+    and reads no other field of the object.
+
+    Put it under ``@remotable``. A caller of such a save sends only the object's ``id``,
+    its changed fields, their names and its revision (:func:`save_primitive`): what the
+    body reads. A body that reads anything else must not be marked::
+
+        @remotable
+        @saves_changes
+        def save(self):
+            self._db_save()
+    """
+    setattr(body, _SAVES_CHANGES_ATTR, True)
+    return body
+
+
+#: What a save of only the changed fields relies on being ours: the primitive written
+#: here (change tracking, wire form) and the body run on the conductor (which fields it
+#: writes, which it reads back from the row).
+_SAVE_METHODS = (
+    "obj_to_primitive",
+    "obj_what_changed",
+    "obj_reset_changes",
+    "_obj_from_data",
+    "_obj_read_into",
+    "_db_save",
+    "_record_values",
+    "_obj_loaded_or",
+    "_obj_fill",
+    "_obj_take_record",
+    "_obj_require_id",
+)
+
+
+def _saves_changes_only(cls: type[VersionedObject]) -> bool:
+    """Per class: whether its ``save`` may be sent as :func:`save_primitive`."""
+    cached = cls.__dict__.get("_obj_saves_changes")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    save = getattr(cls, "save", None)
+    body = getattr(save, "original_fn", None)
+    able = (
+        issubclass(cls, PersistentObject)
+        and getattr(save, "remotable_kind", None) == "instance"
+        and getattr(body, _SAVES_CHANGES_ATTR, False) is True
+        and "id" in cls.fields
+        and _ours(cls, _SAVE_METHODS)
+    )
+    cls._obj_saves_changes = able  # type: ignore[attr-defined]
+    return able
+
+
+def save_primitive(obj: Any) -> dict[str, Any] | None:
+    """The primitive a remote ``save`` of ``obj`` needs: its ``id``, its changed fields
+    (``versioned_object.changes``) and its revision, at its own version. What the
+    conductor's save body reads, so the row is written as the whole object's primitive
+    would have it written, and the reply's updates are the columns it wrote and those
+    the storage manages (``updated_at``). None when that cannot be promised (a class
+    with a save or primitive methods of its own): send ``obj_to_primitive()``.
+    """
+    cls = type(obj)
+    if not _saves_changes_only(cls):
+        return None
+    if obj._obj_pending is not None:
+        obj._obj_wait_load()
+    changes = obj.obj_what_changed()
+    d = obj.__dict__
+    data: dict[str, Any] = {}
+    for name, _field, writer in cls._obj_to_plan:
+        if name != "id" and name not in changes:
+            continue
+        value = d.get(name, _MISSING)
+        if value is _MISSING:
+            continue
+        data[name] = value if writer is None else writer(value)
+    primitive: dict[str, Any] = {
+        _KEY_NAME: cls.obj_name(),
+        _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
+        _KEY_VERSION: cls.VERSION,
+        _KEY_DATA: data,
+    }
+    sent = sorted(name for name in changes if name in data)
+    if sent:
+        primitive[_KEY_CHANGES] = sent
+    if obj.obj_revision is not None:
+        primitive[_KEY_REVISION] = obj.obj_revision
+    return primitive
 
 
 #: Field classes whose record reader, primitive writer and change tracking are ours.
@@ -278,6 +376,8 @@ _KEY_NAMESPACE = "versioned_object.namespace"
 _KEY_VERSION = "versioned_object.version"
 _KEY_DATA = "versioned_object.data"
 _KEY_REVISION = "versioned_object.revision"
+_KEY_CHANGES = "versioned_object.changes"
+_MISSING: Any = object()
 
 
 def record_to_primitive(
@@ -509,13 +609,15 @@ class PersistentObject(_Base):
         self._obj_fill(record)
 
     def _obj_loaded_or(self, changes: set[str], record: Record) -> list[str]:
-        # After a save, refresh what we had plus what the storage manages; fields this
-        # copy never had (an older caller's object) stay unset.
+        # After a save, refresh what we had plus what the update changed on its own
+        # (updated_at); fields this copy never had (an older caller's object, or a save
+        # request of only the changed fields: see save_primitive) stay unset, so they
+        # are not sent back either.
         d = self.__dict__
         return [
             name
             for name in self.fields
-            if name in d or name in changes or (name in STORAGE_MANAGED and name in record)
+            if name in d or name in changes or (name in UPDATE_MANAGED and name in record)
         ]
 
     def _obj_require_id(self, action: str) -> int:

@@ -318,9 +318,9 @@ def test_a_save_of_only_the_changed_fields_and_the_revision_is_served_today(
     partial = base.VersionedObject.obj_from_primitive(primitive, ctx)
     updates, result = manager.object_action(ctx, partial, "save", [], {}, MANIFEST)
     assert result is None
-    # The host went as sent; the row's managed columns come back (created_at too, which
-    # the caller's copy has already).
-    assert set(updates) == {"created_at", "updated_at", "obj_what_changed", "obj_revision"}
+    # The host went as sent; what the save changed besides comes back: updated_at (not
+    # created_at, which a save never changes and the caller's copy has already).
+    assert set(updates) == {"updated_at", "obj_what_changed", "obj_revision"}
     assert updates["obj_revision"] == full.obj_revision + 1
     stored = manager.object_class_action_versions(ctx, "Instance", "get", MANIFEST, [full.id], {})
     data = stored["versioned_object.data"]
