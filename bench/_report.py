@@ -8,26 +8,18 @@ from typing import Any
 
 from bench._common import percentile
 
-# The targets of issue 4: (name, backend, workload, how, threshold, unit).
-TARGETS = [
-    (
-        "pipelined get_async over RabbitMQ+PostgreSQL",
-        "rabbit-pg",
-        "get_async",
-        "max_ops",
-        10_000,
-        ">=",
-    ),
-    (
-        "pipelined get+modify+save_async over RabbitMQ+PostgreSQL",
-        "rabbit-pg",
-        "save",
-        "max_ops",
-        3_000,
-        ">=",
-    ),
-    ("sequential get p50 ms over RabbitMQ+PostgreSQL", "rabbit-pg", "get", "p50", 1.3, "<="),
-    ("embedded pipelined get_async", "embedded", "get_async", "max_ops", 10_000, ">="),
+# Issue 13's targets, each a ratio within one run: (name, backend, workload, what, op,
+# threshold). ``openstack``/``raw-kombu``: ours' ops/s over that anchor's at the largest
+# window run (on embedded the anchor is OVO's local get); ``p50/raw-kombu``: ours' p50 over
+# raw kombu's, sequential; ``cpu/lean``: CPU per op of all four processes over the leanest
+# lean row's, at the largest window.
+TARGETS: list[tuple[str, str, str, str, str, float]] = [
+    ("pipelined get_async vs OpenStack", "rabbit-pg", "get_async", "openstack", ">=", 40.0),
+    ("pipelined get_async vs raw kombu", "rabbit-pg", "get_async", "raw-kombu", ">=", 3.0),
+    ("CPU per pipelined get vs the lean row", "rabbit-pg", "get_async", "cpu/lean", "<=", 1.5),
+    ("pipelined get+modify+save_async vs OpenStack", "rabbit-pg", "save", "openstack", ">=", 30.0),
+    ("sequential get p50 vs raw kombu's", "rabbit-pg", "get", "p50/raw-kombu", "<=", 1.7),
+    ("embedded pipelined get_async vs OVO local", "embedded", "get_async", "openstack", ">=", 4.0),
 ]
 SOAK_LIMIT_MB = 20.0
 
@@ -245,33 +237,49 @@ def print_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def targets(cells: list[Cell]) -> list[dict[str, Any]]:
+    """Issue 13's targets, measured as the ratios this run gives (None: not run)."""
+    by_ratio = {(r["backend"], r["workload"]): r for r in ratios(cells)}
+    lean = lean_rows(cells)
     out = []
-    for name, backend, workload, how, threshold, op in TARGETS:
-        found = [
+    for name, backend, workload, what, op, threshold in TARGETS:
+        ours = [
             c
             for c in cells
-            if c.system == "ours"
-            and c.backend == backend
-            and c.workload == workload
+            if (c.system, c.backend, c.workload) == ("ours", backend, workload)
             and c.ops_per_s is not None
         ]
         value: float | None = None
         where = None
-        if found and how == "max_ops":
-            best = max(found, key=lambda c: c.ops_per_s or 0.0)
-            value, where = best.ops_per_s, best.label
-        elif found and how == "p50":
-            value = percentile(sorted(found[0].latencies), 50)
-            where = found[0].label
+        if ours:
+            cell = max(ours, key=lambda c: c.window)
+            where = cell.label
+            row = by_ratio.get((backend, cell.label), {})
+            if what == "openstack":
+                value = row.get("vs_openstack")
+            elif what == "raw-kombu":
+                value = row.get("vs_raw_kombu")
+            elif what == "cpu/lean":
+                found = [
+                    r["cpu_ratio"]
+                    for r in lean
+                    if r["workload"] == cell.label and r["cpu_ratio"] is not None
+                ]
+                value = max(found) if found else None
+            elif what == "p50/raw-kombu":
+                kombu = _find(cells, backend, "raw-kombu", workload, cell.window)
+                ours_p50 = percentile(sorted(cell.latencies), 50)
+                kombu_p50 = percentile(sorted(kombu.latencies), 50) if kombu else None
+                if ours_p50 is not None and kombu_p50:
+                    value = ours_p50 / kombu_p50
         passed = (
             None if value is None else (value >= threshold if op == ">=" else value <= threshold)
         )
         out.append(
             {
                 "target": name,
-                "measured": _r(value, 3),
+                "measured": _r(value, 2),
                 "at": where,
-                "threshold": f"{op} {threshold}",
+                "threshold": f"{op} {threshold}x",
                 "pass": passed,
             }
         )
@@ -281,7 +289,7 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
 def print_targets(rows: list[dict[str, Any]]) -> None:
     for t in rows:
         verdict = {True: "PASS", False: "FAIL", None: "n/a (not run)"}[t["pass"]]
-        measured = "-" if t["measured"] is None else f"{t['measured']:,}"
+        measured = "-" if t["measured"] is None else f"{t['measured']:.2f}x"
         print(
             f"  {verdict:<5} {t['target']:<58} measured {measured:>10} "
             f"(at {t['at']}) target {t['threshold']}"

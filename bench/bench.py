@@ -407,7 +407,7 @@ class Bench:
         if bridge:
             _report.print_asyncio(bridge)
             print()
-        print("targets (issue 4):")
+        print("targets (issue 13, ratios within this run):")
         targets = _report.targets(cells)
         _report.print_targets(targets)
         print()
