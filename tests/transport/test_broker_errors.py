@@ -16,6 +16,7 @@ import amqp.exceptions as amqp_exc
 import pytest
 
 import transport
+from tests.brokers import no_service
 from transport import NotificationListener, RPCClient, RPCServer, Target
 from transport import exceptions as texc
 
@@ -35,7 +36,7 @@ class Sink:
 @pytest.fixture
 def rabbit() -> Iterator[transport.Transport]:
     if not RABBIT_URL:
-        pytest.skip("CONDUCTOR_TEST_TRANSPORT_URL is not set")
+        no_service("CONDUCTOR_TEST_TRANSPORT_URL")
     tp = transport.get_transport(RABBIT_URL)
     yield tp
     tp.cleanup()
