@@ -246,29 +246,25 @@ class UnitOfWork:
         if len(calls) > 1:
             if self._settle_together(calls):
                 return
-            token = _batch_fallback.set(True)
-            try:
-                self._settle_one_by_one(calls)
-            finally:
-                _batch_fallback.reset(token)
-            return
-        self._settle_one_by_one(calls)
-
-    def _settle_one_by_one(self, calls: Sequence[transport.BatchCall]) -> None:
-        if len(calls) > 1:
             for call in calls:
                 try:
                     call.reset()
                 except Exception as exc:  # noqa: BLE001 - the call's own outcome
                     call.set_exception(exc)
                     self._count_settled([call], time.monotonic())
-        for call in calls:
-            if call.outcome is not None:
-                continue
-            try:
-                call.set_result(call.run())
-            except Exception as exc:  # noqa: BLE001 - the call's own outcome
-                call.set_exception(exc)
+        # A batch that fell back was counted in conductor_batch_size already; a message of
+        # one request is counted by run().
+        token = _batch_fallback.set(len(calls) > 1)
+        try:
+            for call in calls:
+                if call.outcome is not None:
+                    continue
+                try:
+                    call.set_result(call.run())
+                except Exception as exc:  # noqa: BLE001 - the call's own outcome
+                    call.set_exception(exc)
+        finally:
+            _batch_fallback.reset(token)
 
     def _settle_together(self, calls: Sequence[transport.BatchCall]) -> bool:
         """Settle every call from one transaction, and count them; False (nothing settled,
