@@ -15,8 +15,9 @@ from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.metrics import Metrics, MonitoringServer
 from conductor.unit_of_work import ServedContext
 from objects import base
+from objects._primitive import _KEY_DATA, _KEY_NAME, _KEY_REVISION
 from objects.context import RequestContext
-from objects.versioned import _KEY_DATA, _KEY_NAME, _KEY_REVISION, OVO_REVISION_FIELD
+from objects.versioned import OVO_REVISION_FIELD
 
 if TYPE_CHECKING:
     from objects.context import Context

@@ -22,15 +22,14 @@ from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
+from objects._primitive import _KEY_NAME
+
 if TYPE_CHECKING:
     from objects.context import Context
 
 __all__ = ["ObjectFuture", "PendingObjectMixin", "PendingState", "wait_all"]
 
 T = TypeVar("T")
-
-#: The key every object primitive has (``objects.versioned``, which imports this module).
-_KEY_NAME = "versioned_object.name"
 
 
 class ObjectFuture(Future[T], Generic[T]):

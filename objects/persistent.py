@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from objects import exception
 from objects import fields as obj_fields
+from objects._primitive import _KEY_CHANGES, _KEY_REVISION, primitive_head
 from objects.fields import Reader, fast_reader
 from objects.registry import VersionedObjectRegistry
 
@@ -244,12 +245,7 @@ def save_primitive(obj: Any) -> dict[str, Any] | None:
         if value is _MISSING:
             continue
         data[name] = value if writer is None else writer(value)
-    primitive: dict[str, Any] = {
-        _KEY_NAME: cls.obj_name(),
-        _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
-        _KEY_VERSION: cls.VERSION,
-        _KEY_DATA: data,
-    }
+    primitive = primitive_head(cls, cls.VERSION, data)
     sent = sorted(name for name in changes if name in data)
     if sent:
         primitive[_KEY_CHANGES] = sent
@@ -363,20 +359,9 @@ def _child_primitive(objname: str, values: dict[str, Any], context: Context | No
             if writer is not None:
                 value = writer(value)
         data[name] = value
-    return {
-        _KEY_NAME: cls.obj_name(),
-        _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
-        _KEY_VERSION: cls.VERSION,
-        _KEY_DATA: data,
-    }
+    return primitive_head(cls, cls.VERSION, data)
 
 
-_KEY_NAME = "versioned_object.name"
-_KEY_NAMESPACE = "versioned_object.namespace"
-_KEY_VERSION = "versioned_object.version"
-_KEY_DATA = "versioned_object.data"
-_KEY_REVISION = "versioned_object.revision"
-_KEY_CHANGES = "versioned_object.changes"
 _MISSING: Any = object()
 
 
@@ -410,12 +395,7 @@ def record_to_primitive(
                 value = read(value, context)
                 data[name] = value if writer is None else writer(value)
         revision = record.get("revision")
-        primitive: dict[str, Any] = {
-            _KEY_NAME: cls.obj_name(),
-            _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
-            _KEY_VERSION: cls.VERSION,
-            _KEY_DATA: data,
-        }
+        primitive = primitive_head(cls, cls.VERSION, data)
         if revision is not None:
             primitive[_KEY_REVISION] = int(revision)
     except Exception:  # noqa: BLE001 - building the object says what is wrong

@@ -6,10 +6,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from objects import exception
+from objects._primitive import _KEY_NAME
 from objects.context import RequestContext
 from objects.registry import VersionedObjectRegistry, obj_tree_get_versions
 from objects.remoting import active_api
-from objects.versioned import _KEY_NAME, VersionedObject
+from objects.versioned import VersionedObject
 
 if TYPE_CHECKING:
     from objects.context import Context

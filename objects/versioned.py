@@ -23,6 +23,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from objects import exception
 from objects import fields as obj_fields
+from objects._primitive import (
+    _KEY_CHANGES,
+    _KEY_DATA,
+    _KEY_NAME,
+    _KEY_NAMESPACE,
+    _KEY_REVISION,
+    _KEY_VERSION,
+    primitive_head,
+)
 from objects.futures import PendingObjectMixin, PendingState
 from objects.registry import VersionedObjectRegistry, version_tuple
 from objects.remoting import add_async_twins, get_indirection_api
@@ -32,12 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["VersionedObject"]
 
-_KEY_NAME = "versioned_object.name"
-_KEY_NAMESPACE = "versioned_object.namespace"
-_KEY_VERSION = "versioned_object.version"
-_KEY_DATA = "versioned_object.data"
-_KEY_CHANGES = "versioned_object.changes"
-_KEY_REVISION = "versioned_object.revision"
 _REQUIRED_KEYS = (_KEY_NAME, _KEY_NAMESPACE, _KEY_VERSION, _KEY_DATA)
 
 #: The field an oslo.versionedobjects class declares (``IntegerField(nullable=True)``) to
@@ -382,12 +385,7 @@ class VersionedObject(PendingObjectMixin):
                 data[name] = writer(value)
         if target_version != cls.VERSION:
             self.obj_make_compatible(data, target_version)
-        primitive: dict[str, Any] = {
-            _KEY_NAME: cls.obj_name(),
-            _KEY_NAMESPACE: cls.OBJ_PROJECT_NAMESPACE,
-            _KEY_VERSION: target_version,
-            _KEY_DATA: data,
-        }
+        primitive = primitive_head(cls, target_version, data)
         if self._changed_fields or cls._obj_mutable or cls._obj_nested:
             changes = self.obj_what_changed()
             if changes:
