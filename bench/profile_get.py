@@ -3,10 +3,9 @@
 Runs the benchmark's own client against a conductor in another process, both with
 stage accounting (``bench/_stages.py``), and prints per operation: the CPU of each
 stage on each side, of each thread, and of the four processes (client, conductor,
-RabbitMQ, the PostgreSQL backends of the profile's database), next to the CPU an operation
-may use at the issue's
-throughput targets on this machine's cores. It shows what stands in the way of a target
-that the benchmark (``bench/bench.py``) reports as failed.
+RabbitMQ, the PostgreSQL backends of the profile's database), and the most ops/s this
+machine's cores could carry at that CPU per operation. It shows where the CPU goes; the
+targets are ratios against anchors run side by side, which ``bench/bench.py`` reports.
 
     python bench/profile_get.py                 # get, then get_async and save with 256 in flight
     python bench/profile_get.py --only get_async --window 1024
@@ -32,11 +31,6 @@ if not __package__:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench import _procs  # noqa: E402
-
-#: ops/s the issue asks for, per workload (RabbitMQ + PostgreSQL).
-TARGETS = {"get_async": 10_000, "save": 3_000}
-#: ms, sequential get over RabbitMQ + PostgreSQL.
-P50_TARGET_MS = 1.3
 
 
 def _print_side(title: str, report: dict[str, Any], ops: int) -> None:
@@ -100,18 +94,10 @@ def profile(
     print(f"    {'all four':48s} {total:8.1f} us/op")
     print(f"  machine busy {100 * (busy - idle) / busy:.0f}% of {cores} cores")
     if workload == "get":
-        print(
-            f"  one call at a time: p50 {p50:.2f} ms against the target of {P50_TARGET_MS} ms; "
-            f"the CPU above is spent on the critical path of every call"
-        )
-    target = TARGETS.get(workload)
-    if target:
-        budget = cores * 1e6 / target
-        print(
-            f"  at the target of {target:,} ops/s the {cores} cores have {budget:.0f} us of CPU "
-            f"per op for all four processes; measured {total:.0f} us ({total / budget:.1f}x over). "
-            f"At this CPU per op the cores could carry at most {cores * 1e6 / total:,.0f} ops/s."
-        )
+        print("  one call at a time: the CPU above is spent on the critical path of each call")
+    else:
+        ceiling = cores * 1e6 / total
+        print(f"  at this CPU per op the {cores} cores could carry at most {ceiling:,.0f} ops/s")
 
 
 def main(argv: list[str] | None = None) -> int:
