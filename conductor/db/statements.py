@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ColumnElement,
+    Enum,
     Integer,
     Select,
+    String,
     Table,
     Text,
+    TypeDecorator,
     and_,
     any_,
     bindparam,
     cast,
+    column,
     func,
     insert,
     or_,
@@ -33,14 +39,18 @@ from sqlalchemy.dialects import postgresql
 from conductor.db.checks import checker
 from conductor.db.engine import json_text
 from conductor.db.models import get_table
+from objects import exception
 
 __all__ = [
     "PROJECT_COLUMN",
     "TableOps",
     "column_arrays",
+    "documents_rows",
     "insert_many_statement",
+    "row_document",
     "scope_clause",
     "table_ops",
+    "update_many_document_statement",
     "update_many_statement",
     "update_statement",
 ]
@@ -196,6 +206,104 @@ def update_many_statement(
         values["updated_at"] = rows.c.w_now
         where.append(or_(c.updated_at.is_(None), c.updated_at < rows.c.w_now))
     return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+def _documented(column_type: Any) -> bool:
+    """Whether a JSON document carries this column's values as they are bound: integers,
+    booleans and strings (JSON numbers, booleans, strings), and JSON columns that store
+    None as NULL (a JSON null in the document is NULL). Dates, floats, enums and user
+    types take the arrays (their bind processors and text forms decide)."""
+    if isinstance(column_type, JSON):
+        return bool(column_type.none_as_null)
+    if isinstance(column_type, (Enum, TypeDecorator)):
+        return False
+    return isinstance(column_type, (Integer, String, Boolean))
+
+
+def _field_type(column_type: Any) -> Any:
+    # NOTE: strings are read as text without a length: a cast to varchar(n) would cut a
+    # longer value silently, where the column's own assignment refuses it.
+    return (
+        Text()
+        if isinstance(column_type, String) and not isinstance(column_type, JSON)
+        else column_type
+    )
+
+
+def documents_rows(table: Table, columns: Sequence[str]) -> bool:
+    """Whether :func:`update_many_document_statement` can write these columns."""
+    return all(_documented(table.c[name].type) for name in columns)
+
+
+@functools.lru_cache(maxsize=1024)
+def update_many_document_statement(
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
+) -> Any:
+    """PostgreSQL: :func:`update_many_statement` with the rows as one JSON document
+    (``:rows``, an array of objects with ``w_id``, ``w_revision`` and ``v_<column>``
+    keys, see :func:`row_document`) read by ``json_to_recordset``, and one ``:w_now``
+    for all rows. Only for columns that :func:`documents_rows` accepts.
+
+    NOTE: psycopg dumps each element of an array parameter in Python (escaping every
+    text with a regular expression), about a quarter of the CPU of a batch's update;
+    one text parameter from the C JSON encoder costs a fraction of that.
+    """
+    c = table.c
+    fields = [
+        column("w_id", BigInteger),
+        *([column("w_revision", BigInteger)] if check_revision else []),
+        *(column(f"v_{name}", _field_type(c[name].type)) for name in columns),
+    ]
+    rows = (
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
+        .table_valued(*fields)
+        .render_derived(name="v", with_types=True)
+    )
+    values: dict[str, Any] = {name: rows.c[f"v_{name}"] for name in columns}
+    values["revision"] = c.revision + 1
+    where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
+    scoped = scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
+    if check_revision:
+        where.append(c.revision == rows.c.w_revision)
+    if set_updated_at:
+        now = bindparam("w_now", type_=c.updated_at.type)
+        values["updated_at"] = now
+        where.append(or_(c.updated_at.is_(None), c.updated_at < now))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+_document_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+)
+
+
+def row_document(
+    ids: Sequence[int],
+    revisions: Sequence[int | None] | None,
+    rows: Sequence[Mapping[str, Any]],
+) -> str:
+    """The ``:rows`` JSON document of :func:`update_many_document_statement`.
+
+    Raises:
+        ObjectValueError: a value JSON cannot carry (nothing is written).
+    """
+    items: list[dict[str, Any]] = []
+    for index, (id_, row) in enumerate(zip(ids, rows, strict=True)):
+        item = {f"v_{name}": value for name, value in row.items()}
+        item["w_id"] = id_
+        if revisions is not None:
+            item["w_revision"] = revisions[index]
+        items.append(item)
+    try:
+        return _document_encoder.encode(items)
+    except (TypeError, ValueError) as exc:
+        raise exception.ObjectValueError(reason=f"not JSON-compatible: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=1024)

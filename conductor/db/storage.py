@@ -46,8 +46,11 @@ from conductor.db.statements import (
     PROJECT_COLUMN,
     TableOps,
     column_arrays,
+    documents_rows,
     insert_many_statement,
+    row_document,
     table_ops,
+    update_many_document_statement,
     update_many_statement,
     update_statement,
 )
@@ -370,15 +373,27 @@ class SQLStorage:
                 for (id, _, expected), row_values in zip(updates, checked, strict=True)
             ]
         scope = self._scope(ops)
-        stmt = update_many_statement(ops.table, columns, check_revision, ops.has_updated_at, scope)
-        params: dict[str, Any] = {"a_w_id": ids}
+        params: dict[str, Any]
+        if documents_rows(ops.table, columns):
+            stmt = update_many_document_statement(
+                ops.table, columns, check_revision, ops.has_updated_at, scope
+            )
+            revisions = [rev for _, _, rev in updates] if check_revision else None
+            params = {"rows": row_document(ids, revisions, checked)}
+            if now is not None:
+                params["w_now"] = now
+        else:
+            stmt = update_many_statement(
+                ops.table, columns, check_revision, ops.has_updated_at, scope
+            )
+            params = {"a_w_id": ids}
+            if check_revision:
+                params["a_w_revision"] = [rev for _, _, rev in updates]
+            if now is not None:
+                params["a_w_now"] = [now] * len(ids)
+            params.update(column_arrays(ops, columns, checked))
         if scope == "project":
             params["w_project"] = self._project_id
-        if check_revision:
-            params["a_w_revision"] = [rev for _, _, rev in updates]
-        if now is not None:
-            params["a_w_now"] = [now] * len(ids)
-        params.update(column_arrays(ops, columns, checked))
         with translate_errors(objname):
             rows = self._write(stmt, params).all()
         if rows:

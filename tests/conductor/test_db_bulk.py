@@ -157,3 +157,47 @@ def test_a_transaction_that_only_reads_runs_in_autocommit_and_commits_nothing(
         storage.update("Instance", row["id"], {"host": "after-read"}, row["revision"])
     with db.transaction_scope(engine) as tx:
         assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "after-read"
+
+
+def test_update_many_keeps_awkward_text_and_json_values_exactly(engine: sa.Engine) -> None:
+    # The rows travel to PostgreSQL as one JSON document: quotes, backslashes, control
+    # characters, non-ASCII text and JSON-looking strings must come back as they went.
+    awkward = ['quo"te', "back\\slash", "new\nline\ttab", "caf\u00e9 \u2603 \U0001f600", '{"a": 1}']
+    with db.transaction_scope(engine) as tx:
+        rows = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(len(awkward))])
+    updates = [
+        (
+            row["id"],
+            {"host": text, "task_state": None, "tags": [text, "null"], "metadata": {text: text}},
+            row["revision"],
+        )
+        for row, text in zip(rows, awkward, strict=True)
+    ]
+    with db.transaction_scope(engine) as tx:
+        out = db.SQLStorage(tx).update_many("Instance", updates)
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [row["id"] for row in rows])
+    for record in (*out, *(stored[row["id"]] for row in rows)):
+        assert record is not None
+        text = record["host"]
+        assert text in awkward
+        assert (record["task_state"], record["tags"], record["metadata"]) == (
+            None,
+            [text, "null"],
+            {text: text},
+        )
+    assert sorted(r["host"] for r in out if r is not None) == sorted(awkward)
+
+
+def test_update_many_refuses_a_value_too_long_for_its_column_and_writes_nothing(
+    engine: sa.Engine,
+) -> None:
+    with db.transaction_scope(engine) as tx:
+        a, b = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(2)])
+    with pytest.raises(exception.ObjectValueError), db.transaction_scope(engine) as tx:
+        db.SQLStorage(tx).update_many(
+            "Instance", [(a["id"], {"state": "active"}, 1), (b["id"], {"state": "x" * 17}, 1)]
+        )
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"]])
+    assert [stored[i]["state"] for i in (a["id"], b["id"])] == ["building", "building"]
