@@ -9,7 +9,8 @@ column set) and each body resumes with its own row or its
 own error. Bodies are ordinary blocking code and never know. Plain gets by id, the
 commonest request, skip the greenlets: the conductor fetches their rows up front in one
 query and runs them first, one after the other. On SQLite (no round trips to save, and
-updates go row by row) every body runs that way.
+updates go row by row) every body but a create runs that way: creates still share one
+multi-row INSERT.
 
 The requests of a batch were in flight together, so any order between them is one they
 could have run in; each body's own statements keep their order. Two writes to one row
@@ -67,6 +68,14 @@ class Batch:
         """Whether this database takes a round's updates and inserts in one statement
         each (PostgreSQL); on SQLite they go row by row anyway."""
         return SQLStorage(self.tx).has_bulk_statements
+
+    @staticmethod
+    def gains_from_rounds(call: Any) -> bool:
+        """Whether a request (a ``transport.BatchCall``) gains from running side by side
+        where writes are not coalesced (SQLite): a create does, its INSERT joining the
+        round's one multi-row INSERT (about 70 us a row instead of 150 for an Instance
+        row); updates and gets go row by row there anyway."""
+        return bool(call.method == "object_action" and call.kwargs.get("objmethod") == "create")
 
     def prime(self, objname: str, ids: Sequence[int]) -> None:
         """Fetch these rows now, in one query, for the bodies that run alone."""
