@@ -46,6 +46,7 @@ __all__ = [
     "TableOps",
     "column_arrays",
     "documents_rows",
+    "insert_many_document_statement",
     "insert_many_statement",
     "row_document",
     "scope_clause",
@@ -283,27 +284,50 @@ _document_encoder = json.JSONEncoder(
 )
 
 
-def row_document(
-    ids: Sequence[int],
-    revisions: Sequence[int | None] | None,
-    rows: Sequence[Mapping[str, Any]],
-) -> str:
-    """The ``:rows`` JSON document of :func:`update_many_document_statement`.
+def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> str:
+    """The ``:rows`` JSON document of the ``*_document_statement`` functions: one object
+    per row, with its values under ``v_<column>`` and each of ``keys`` (``w_id=[...]``)
+    under its own name.
 
     Raises:
         ObjectValueError: a value JSON cannot carry (nothing is written).
     """
     items: list[dict[str, Any]] = []
-    for index, (id_, row) in enumerate(zip(ids, rows, strict=True)):
+    for index, row in enumerate(rows):
         item = {f"v_{name}": value for name, value in row.items()}
-        item["w_id"] = id_
-        if revisions is not None:
-            item["w_revision"] = revisions[index]
+        for key, values in keys.items():
+            item[key] = values[index]
         items.append(item)
     try:
         return _document_encoder.encode(items)
     except (TypeError, ValueError) as exc:
         raise exception.ObjectValueError(reason=f"not JSON-compatible: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def insert_many_document_statement(
+    table: Table, columns: tuple[str, ...], shared: tuple[str, ...]
+) -> Any:
+    """PostgreSQL: :func:`insert_many_statement` with the rows as one JSON document
+    (``:rows``, see :func:`row_document`; ``w_ord`` numbers them) and the ``shared``
+    columns, one value for every row (a batch's revision and timestamps), as ``:s_<column>``
+    parameters. Only for columns that :func:`documents_rows` accepts.
+    """
+    c = table.c
+    fields = [
+        column("w_ord", BigInteger),
+        *(column(f"v_{name}", _field_type(c[name].type)) for name in columns),
+    ]
+    rows = (
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
+        .table_valued(*fields)
+        .render_derived(name="v", with_types=True)
+    )
+    chosen = select(
+        *(rows.c[f"v_{name}"] for name in columns),
+        *(bindparam(f"s_{name}", type_=c[name].type) for name in shared),
+    ).order_by(rows.c.w_ord)
+    return insert(table).from_select([*columns, *shared], chosen).returning(*table.c)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -47,6 +47,7 @@ from conductor.db.statements import (
     TableOps,
     column_arrays,
     documents_rows,
+    insert_many_document_statement,
     insert_many_statement,
     row_document,
     table_ops,
@@ -63,6 +64,8 @@ __all__ = ["PROJECT_COLUMN", "SQLStorage"]
 _MICROSECOND = dt.timedelta(microseconds=1)
 # Stay well below SQLite's 32766 and PostgreSQL's 65535 bound parameters per statement.
 _IN_CHUNK = 5000
+# What _new_row gives every row of one create_many alike.
+_NEW_ROW_SHARED = ("revision", "created_at", "updated_at")
 # Storage-owned columns: the caller never writes them.
 _MANAGED = frozenset({"id", "revision", "created_at", "updated_at"})
 # A filter list longer than this goes to the database as one parameter (PostgreSQL
@@ -378,8 +381,10 @@ class SQLStorage:
             stmt = update_many_document_statement(
                 ops.table, columns, check_revision, ops.has_updated_at, scope
             )
-            revisions = [rev for _, _, rev in updates] if check_revision else None
-            params = {"rows": row_document(ids, revisions, checked)}
+            keys: dict[str, list[Any]] = {"w_id": ids}
+            if check_revision:
+                keys["w_revision"] = [rev for _, _, rev in updates]
+            params = {"rows": row_document(checked, **keys)}
             if now is not None:
                 params["w_now"] = now
         else:
@@ -423,9 +428,22 @@ class SQLStorage:
                 # insertmanyvalues: INSERT ... RETURNING in parameter order.
                 result = self._write(ops.insert_returning_ordered, rows).all()
             return [dict(zip(ops.names, row, strict=True)) for row in result]
-        stmt = insert_many_statement(ops.table, columns)
+        # The columns every row holds the same value of (_new_row's revision and
+        # timestamps) go once; the others, when JSON carries them, as one document.
+        shared = tuple(name for name in _NEW_ROW_SHARED if name in columns)
+        own = tuple(name for name in columns if name not in shared)
+        if documents_rows(ops.table, own):
+            stmt = insert_many_document_statement(ops.table, own, shared)
+            first = rows[0]
+            params = {f"s_{name}": first[name] for name in shared}
+            params["rows"] = row_document(
+                [{name: row[name] for name in own} for row in rows], w_ord=range(len(rows))
+            )
+        else:
+            stmt = insert_many_statement(ops.table, columns)
+            params = column_arrays(ops, columns, rows)
         with translate_errors(objname):
-            result = self._write(stmt, column_arrays(ops, columns, rows)).all()
+            result = self._write(stmt, params).all()
         records = [dict(zip(ops.names, row, strict=True)) for row in result]
         if "id" in columns:
             by_id = {record["id"]: record for record in records}

@@ -201,3 +201,27 @@ def test_update_many_refuses_a_value_too_long_for_its_column_and_writes_nothing(
     with db.transaction_scope(engine) as tx:
         stored = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"]])
     assert [stored[i]["state"] for i in (a["id"], b["id"])] == ["building", "building"]
+
+
+def test_create_many_keeps_awkward_values_and_gives_every_row_the_same_stamps(
+    engine: sa.Engine,
+) -> None:
+    awkward = ['quo"te', "back\\slash", "new\nline", "caf\u00e9 \U0001f600", "null"]
+    wanted = [
+        values(i, host=text, task_state=None, flavor=None if i % 2 else {"name": text})
+        for i, text in enumerate(awkward)
+    ]
+    with db.transaction_scope(engine) as tx:
+        made = db.SQLStorage(tx).create_many("Instance", wanted)
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [r["id"] for r in made])
+    for want, got in zip(wanted, made, strict=True):
+        for record in (got, stored[got["id"]]):
+            assert (record["host"], record["task_state"], record["flavor"]) == (
+                want["host"],
+                None,
+                want["flavor"],
+            )
+            assert record["revision"] == 1
+            assert record["created_at"] == record["updated_at"] == made[0]["created_at"]
+    assert [r["id"] for r in made] == sorted(r["id"] for r in made)
