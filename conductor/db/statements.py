@@ -30,6 +30,7 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -47,6 +48,7 @@ __all__ = [
     "column_arrays",
     "documents_rows",
     "insert_many_document_statement",
+    "insert_many_sqlite_statement",
     "insert_many_statement",
     "row_document",
     "scope_clause",
@@ -284,10 +286,11 @@ _document_encoder = json.JSONEncoder(
 )
 
 
-def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> str:
+def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> str | None:
     """The ``:rows`` JSON document of the ``*_document_statement`` functions: one object
     per row, with its values under ``v_<column>`` and each of ``keys`` (``w_id=[...]``)
-    under its own name.
+    under its own name. None when a text holds a lone surrogate (no UTF-8 for it: the
+    arrays take it, as before).
 
     Raises:
         ObjectValueError: a value JSON cannot carry (nothing is written).
@@ -299,9 +302,14 @@ def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> st
             item[key] = values[index]
         items.append(item)
     try:
-        return _document_encoder.encode(items)
+        text = _document_encoder.encode(items)
     except (TypeError, ValueError) as exc:
         raise exception.ObjectValueError(reason=f"not JSON-compatible: {exc}") from exc
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
 
 
 @functools.lru_cache(maxsize=1024)
@@ -327,6 +335,31 @@ def insert_many_document_statement(
         *(rows.c[f"v_{name}"] for name in columns),
         *(bindparam(f"s_{name}", type_=c[name].type) for name in shared),
     ).order_by(rows.c.w_ord)
+    return insert(table).from_select([*columns, *shared], chosen).returning(*table.c)
+
+
+@functools.lru_cache(maxsize=1024)
+def insert_many_sqlite_statement(
+    table: Table, columns: tuple[str, ...], shared: tuple[str, ...]
+) -> Any:
+    """SQLite: :func:`insert_many_document_statement`'s INSERT, the rows read from the
+    document by ``json_each`` (``->>`` for a column's value, ``->`` for a JSON column's
+    text, a JSON null being NULL), in the document's order: one statement where
+    SQLAlchemy would run one per row, and bind each row's values in Python.
+    """
+    c = table.c
+    rows = func.json_each(bindparam("rows", type_=Text)).table_valued("key", "value")
+
+    def value_of(name: str) -> Any:
+        path = literal(f"$.v_{name}", Text)
+        if isinstance(c[name].type, JSON):
+            return func.nullif(rows.c.value.op("->")(path), literal("null", Text))
+        return rows.c.value.op("->>")(path)
+
+    chosen = select(
+        *(value_of(name) for name in columns),
+        *(bindparam(f"s_{name}", type_=c[name].type) for name in shared),
+    ).order_by(rows.c.key)
     return insert(table).from_select([*columns, *shared], chosen).returning(*table.c)
 
 

@@ -48,6 +48,7 @@ from conductor.db.statements import (
     column_arrays,
     documents_rows,
     insert_many_document_statement,
+    insert_many_sqlite_statement,
     insert_many_statement,
     row_document,
     table_ops,
@@ -377,14 +378,17 @@ class SQLStorage:
             ]
         scope = self._scope(ops)
         params: dict[str, Any]
+        document = None
         if documents_rows(ops.table, columns):
-            stmt = update_many_document_statement(
-                ops.table, columns, check_revision, ops.has_updated_at, scope
-            )
             keys: dict[str, list[Any]] = {"w_id": ids}
             if check_revision:
                 keys["w_revision"] = [rev for _, _, rev in updates]
-            params = {"rows": row_document(checked, **keys)}
+            document = row_document(checked, **keys)
+        if document is not None:
+            stmt = update_many_document_statement(
+                ops.table, columns, check_revision, ops.has_updated_at, scope
+            )
+            params = {"rows": document}
             if now is not None:
                 params["w_now"] = now
         else:
@@ -423,22 +427,28 @@ class SQLStorage:
         if any(tuple(sorted(r)) != columns for r in rows):
             raise ValueError("create_many needs one column set")
         self.writes.wrote = True
-        if not self.has_bulk_statements:
-            with translate_errors(objname):
-                # insertmanyvalues: INSERT ... RETURNING in parameter order.
-                result = self._write(ops.insert_returning_ordered, rows).all()
-            return [dict(zip(ops.names, row, strict=True)) for row in result]
         # The columns every row holds the same value of (_new_row's revision and
         # timestamps) go once; the others, when JSON carries them, as one document.
         shared = tuple(name for name in _NEW_ROW_SHARED if name in columns)
         own = tuple(name for name in columns if name not in shared)
+        document = None
         if documents_rows(ops.table, own):
-            stmt = insert_many_document_statement(ops.table, own, shared)
-            first = rows[0]
-            params = {f"s_{name}": first[name] for name in shared}
-            params["rows"] = row_document(
+            document = row_document(
                 [{name: row[name] for name in own} for row in rows], w_ord=range(len(rows))
             )
+        params: Any
+        if document is not None:
+            if self.has_bulk_statements:
+                stmt = insert_many_document_statement(ops.table, own, shared)
+            else:
+                stmt = insert_many_sqlite_statement(ops.table, own, shared)
+            params = {f"s_{name}": rows[0][name] for name in shared}
+            params["rows"] = document
+        elif not self.has_bulk_statements:
+            # insertmanyvalues: INSERT ... RETURNING in parameter order.
+            with translate_errors(objname):
+                result = self._write(ops.insert_returning_ordered, rows).all()
+            return [dict(zip(ops.names, row, strict=True)) for row in result]
         else:
             stmt = insert_many_statement(ops.table, columns)
             params = column_arrays(ops, columns, rows)
@@ -448,9 +458,9 @@ class SQLStorage:
         if "id" in columns:
             by_id = {record["id"]: record for record in records}
             return [by_id[row["id"]] for row in rows]
-        # NOTE: the rows are inserted in ``ORDER BY`` order, so their serial ids rise in
-        # the order of ``values`` (the assumption SQLAlchemy's own insertmanyvalues makes
-        # for PostgreSQL); RETURNING's order itself is not promised.
+        # NOTE: the rows are inserted in ``ORDER BY`` order, so their serial ids (SQLite:
+        # rowids) rise in the order of ``values`` (the assumption SQLAlchemy's own
+        # insertmanyvalues makes for PostgreSQL); RETURNING's order itself is not promised.
         return sorted(records, key=lambda record: record["id"])
 
     def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:

@@ -208,7 +208,14 @@ def test_create_many_keeps_awkward_values_and_gives_every_row_the_same_stamps(
 ) -> None:
     awkward = ['quo"te', "back\\slash", "new\nline", "caf\u00e9 \U0001f600", "null"]
     wanted = [
-        values(i, host=text, task_state=None, flavor=None if i % 2 else {"name": text})
+        values(
+            i,
+            host=text,
+            task_state=None,
+            flavor=None if i % 2 else {"name": text, "big": 2**70, "ratio": 0.1},
+            tags=[text, "5", ""],
+            metadata={text: "null"},
+        )
         for i, text in enumerate(awkward)
     ]
     with db.transaction_scope(engine) as tx:
@@ -222,6 +229,23 @@ def test_create_many_keeps_awkward_values_and_gives_every_row_the_same_stamps(
                 None,
                 want["flavor"],
             )
+            assert (record["tags"], record["metadata"]) == (want["tags"], want["metadata"])
             assert record["revision"] == 1
             assert record["created_at"] == record["updated_at"] == made[0]["created_at"]
     assert [r["id"] for r in made] == sorted(r["id"] for r in made)
+
+
+def test_bulk_writes_keep_a_lone_surrogate_in_a_json_column(engine: sa.Engine) -> None:
+    # JSON escapes it where UTF-8 cannot carry it: such rows take the arrays (PostgreSQL)
+    # or one statement per row (SQLite), as before the rows went as one document.
+    odd = "half \ud800 of a pair"
+    with db.transaction_scope(engine) as tx:
+        a, b = db.SQLStorage(tx).create_many("Instance", [values(0, tags=[odd]), values(1)])
+        out = db.SQLStorage(tx).update_many(
+            "Instance", [(a["id"], {"metadata": {"k": odd}}, 1), (b["id"], {"metadata": {}}, 1)]
+        )
+    assert a["tags"] == [odd]
+    assert [r["metadata"] if r else None for r in out] == [{"k": odd}, {}]
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"]])
+    assert (stored[a["id"]]["tags"], stored[a["id"]]["metadata"]) == ([odd], {"k": odd})
