@@ -341,9 +341,9 @@ class UnitOfWork:
                 # of many projects.
                 alone = [True] * len(pending)
             elif not batch.coalesces_writes:
-                # SQLite: only creates gain from running side by side (one multi-row
-                # INSERT; see Batch.gains_from_rounds); the others would pay greenlet
-                # switches for nothing (about 15% of an embedded save).
+                # SQLite: only creates and saves gain from running side by side (one
+                # statement of many rows; see Batch.gains_from_rounds); the others would
+                # pay greenlet switches for nothing.
                 alone = [
                     primed or not batch.gains_from_rounds(call)
                     for primed, call in zip(alone, pending, strict=True)

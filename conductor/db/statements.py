@@ -54,6 +54,7 @@ __all__ = [
     "scope_clause",
     "table_ops",
     "update_many_document_statement",
+    "update_many_sqlite_statement",
     "update_many_statement",
     "update_statement",
 ]
@@ -338,6 +339,45 @@ def insert_many_document_statement(
     return insert(table).from_select([*columns, *shared], chosen).returning(*table.c)
 
 
+def _sqlite_value(table: Table, rows: Any, key: str, name: str) -> Any:
+    """SQLite: the ``key`` member of ``json_each``'s row, as column ``name`` stores it:
+    ``->>`` for a value, ``->`` for a JSON column's text (a JSON null being NULL)."""
+    path = literal(f"$.{key}", Text)
+    if isinstance(table.c[name].type, JSON):
+        return func.nullif(rows.c.value.op("->")(path), literal("null", Text))
+    return rows.c.value.op("->>")(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def update_many_sqlite_statement(
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
+) -> Any:
+    """SQLite: :func:`update_many_document_statement`'s UPDATE, the rows read from the
+    document by ``json_each`` (see :func:`insert_many_sqlite_statement`): one statement
+    where each row took its own."""
+    c = table.c
+    rows = func.json_each(bindparam("rows", type_=Text)).table_valued("key", "value")
+    values: dict[str, Any] = {
+        name: _sqlite_value(table, rows, f"v_{name}", name) for name in columns
+    }
+    values["revision"] = c.revision + 1
+    where: list[ColumnElement[bool]] = [c.id == _sqlite_value(table, rows, "w_id", "id")]
+    scoped = scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
+    if check_revision:
+        where.append(c.revision == _sqlite_value(table, rows, "w_revision", "revision"))
+    if set_updated_at:
+        now = bindparam("w_now", type_=c.updated_at.type)
+        values["updated_at"] = now
+        where.append(or_(c.updated_at.is_(None), c.updated_at < now))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
 @functools.lru_cache(maxsize=1024)
 def insert_many_sqlite_statement(
     table: Table, columns: tuple[str, ...], shared: tuple[str, ...]
@@ -349,15 +389,8 @@ def insert_many_sqlite_statement(
     """
     c = table.c
     rows = func.json_each(bindparam("rows", type_=Text)).table_valued("key", "value")
-
-    def value_of(name: str) -> Any:
-        path = literal(f"$.v_{name}", Text)
-        if isinstance(c[name].type, JSON):
-            return func.nullif(rows.c.value.op("->")(path), literal("null", Text))
-        return rows.c.value.op("->>")(path)
-
     chosen = select(
-        *(value_of(name) for name in columns),
+        *(_sqlite_value(table, rows, f"v_{name}", name) for name in columns),
         *(bindparam(f"s_{name}", type_=c[name].type) for name in shared),
     ).order_by(rows.c.key)
     return insert(table).from_select([*columns, *shared], chosen).returning(*table.c)

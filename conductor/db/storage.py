@@ -53,6 +53,7 @@ from conductor.db.statements import (
     row_document,
     table_ops,
     update_many_document_statement,
+    update_many_sqlite_statement,
     update_many_statement,
     update_statement,
 )
@@ -336,9 +337,10 @@ class SQLStorage:
 
     @property
     def has_bulk_statements(self) -> bool:
-        """Whether :meth:`update_many` and :meth:`create_many` are one statement whatever
-        the number of rows (PostgreSQL; SQLite, with no round trips to save, runs one
-        statement per row)."""
+        """Whether this is PostgreSQL: array parameters, and :meth:`update_many` and
+        :meth:`create_many` in one statement whatever their rows (SQLite takes one
+        statement too where the rows' JSON document can carry them, and one per row
+        otherwise)."""
         unit = self._unit
         if isinstance(unit, Transaction):
             return unit.dialect_name == "postgresql"
@@ -347,7 +349,8 @@ class SQLStorage:
     def update_many(
         self, objname: str, updates: Sequence[tuple[int, Mapping[str, Any], int | None]]
     ) -> list[Record | None]:
-        """Many :meth:`update` calls on distinct rows, in one statement on PostgreSQL.
+        """Many :meth:`update` calls on distinct rows, in one statement (see
+        :attr:`has_bulk_statements`).
 
         ``updates`` are ``(id, values, expected_revision)`` with the same columns and all
         or none expecting a revision. Returns, in order, each row after its write, or None
@@ -371,11 +374,6 @@ class SQLStorage:
         ):
             raise ValueError("update_many needs distinct ids, one column set, one revision mode")
         now = utcnow() if ops.has_updated_at else None
-        if not self.has_bulk_statements:
-            return [
-                self._update_once(ops, objname, id, row_values, expected, now)
-                for (id, _, expected), row_values in zip(updates, checked, strict=True)
-            ]
         scope = self._scope(ops)
         params: dict[str, Any]
         document = None
@@ -385,12 +383,20 @@ class SQLStorage:
                 keys["w_revision"] = [rev for _, _, rev in updates]
             document = row_document(checked, **keys)
         if document is not None:
-            stmt = update_many_document_statement(
-                ops.table, columns, check_revision, ops.has_updated_at, scope
+            build = (
+                update_many_document_statement
+                if self.has_bulk_statements
+                else update_many_sqlite_statement
             )
+            stmt = build(ops.table, columns, check_revision, ops.has_updated_at, scope)
             params = {"rows": document}
             if now is not None:
                 params["w_now"] = now
+        elif not self.has_bulk_statements:
+            return [
+                self._update_once(ops, objname, id, row_values, expected, now)
+                for (id, _, expected), row_values in zip(updates, checked, strict=True)
+            ]
         else:
             stmt = update_many_statement(
                 ops.table, columns, check_revision, ops.has_updated_at, scope
