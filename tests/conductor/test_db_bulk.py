@@ -249,3 +249,16 @@ def test_bulk_writes_keep_a_lone_surrogate_in_a_json_column(engine: sa.Engine) -
     with db.transaction_scope(engine) as tx:
         stored = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"]])
     assert (stored[a["id"]]["tags"], stored[a["id"]]["metadata"]) == ([odd], {"k": odd})
+
+
+def test_a_scoped_update_many_writes_only_its_projects_rows(engine: sa.Engine) -> None:
+    with db.transaction_scope(engine) as tx:
+        mine = db.SQLStorage(tx, project_id="p1").create_many("Instance", [values(0)])[0]
+        theirs = db.SQLStorage(tx, project_id="p2").create_many("Instance", [values(1)])[0]
+    with db.transaction_scope(engine) as tx:
+        out = db.SQLStorage(tx, project_id="p1", scoped=True).update_many(
+            "Instance", [(mine["id"], {"host": "x"}, 1), (theirs["id"], {"host": "x"}, 1)]
+        )
+    assert out[0] is not None and out[0]["host"] == "x" and out[1] is None
+    with db.transaction_scope(engine) as tx:
+        assert db.SQLStorage(tx).get("Instance", theirs["id"])["host"] == "bulk-1"
