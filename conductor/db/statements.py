@@ -290,8 +290,12 @@ _document_encoder = json.JSONEncoder(
 def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> str | None:
     """The ``:rows`` JSON document of the ``*_document_statement`` functions: one object
     per row, with its values under ``v_<column>`` and each of ``keys`` (``w_id=[...]``)
-    under its own name. None when a text holds a lone surrogate (no UTF-8 for it: the
-    arrays take it, as before).
+    under its own name. None when a text holds a lone surrogate (no UTF-8 for it) or a
+    NUL: the statements of one row or of arrays take those, as before.
+
+    NOTE: SQLite's ``->>`` cuts a text at an escaped NUL, and PostgreSQL refuses one with
+    a server error (which aborts the transaction, where psycopg refuses it before
+    sending).
 
     Raises:
         ObjectValueError: a value JSON cannot carry (nothing is written).
@@ -306,6 +310,8 @@ def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> st
         text = _document_encoder.encode(items)
     except (TypeError, ValueError) as exc:
         raise exception.ObjectValueError(reason=f"not JSON-compatible: {exc}") from exc
+    if "\\u0000" in text:
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -262,3 +262,29 @@ def test_a_scoped_update_many_writes_only_its_projects_rows(engine: sa.Engine) -
     assert out[0] is not None and out[0]["host"] == "x" and out[1] is None
     with db.transaction_scope(engine) as tx:
         assert db.SQLStorage(tx).get("Instance", theirs["id"])["host"] == "bulk-1"
+
+
+def test_bulk_writes_keep_a_nul_in_a_text_whole_or_refuse_it(engine: sa.Engine) -> None:
+    # SQLite keeps a NUL in a text (its JSON functions would cut the text there);
+    # PostgreSQL refuses it before sending, and the transaction goes on.
+    nul = "a\x00b"
+    sqlite = engine.dialect.name == "sqlite"
+    with db.transaction_scope(engine) as tx:
+        storage = db.SQLStorage(tx)
+        a, b = storage.create_many("Instance", [values(0), values(1)])
+        if sqlite:
+            made = storage.create_many("Instance", [values(2, host=nul), values(3)])
+            out = storage.update_many(
+                "Instance", [(a["id"], {"host": nul}, 1), (b["id"], {"host": "c"}, 1)]
+            )
+            assert made[0]["host"] == nul
+            assert [r["host"] if r else None for r in out] == [nul, "c"]
+            assert storage.get("Instance", a["id"])["host"] == nul
+        else:
+            with pytest.raises(exception.ObjectValueError):
+                storage.create_many("Instance", [values(2, host=nul), values(3)])
+            with pytest.raises(exception.ObjectValueError):
+                storage.update_many(
+                    "Instance", [(a["id"], {"host": nul}, 1), (b["id"], {"host": "c"}, 1)]
+                )
+            assert storage.get("Instance", a["id"])["host"] == "bulk-0"
