@@ -41,7 +41,18 @@ def _requests(
     out = []
     for i in ids:
         rid = uuid.uuid4().hex
-        if workload == "get":
+        if workload == "create":
+            values = _common.instance_values(i)
+            inst = objects.Instance(uuid=str(uuid.uuid4()), flavor=copies[0], **values)
+            args = {
+                "objinst": inst.obj_to_primitive(),
+                "objmethod": "create",
+                "args": [],
+                "kwargs": {},
+                "object_versions": dict(manifest),
+            }
+            out.append((rid, ctx, "object_action", args, None, "1.0"))
+        elif workload == "get":
             args = {
                 "objname": "Instance",
                 "objmethod": "get",
@@ -76,7 +87,9 @@ def main(argv: list[str] | None = None, on_measure: Any = None) -> int:
     """Run the benchmark; ``on_measure(workload)`` is called as measuring starts (after
     the warm-up rounds), for callers that count something of their own."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default="get,save", help="get, save, save-changes (comma-separated)")
+    p.add_argument(
+        "--only", default="get,save", help="get, save, save-changes, create (comma-separated)"
+    )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--seed", type=int, default=2048)
@@ -123,6 +136,11 @@ def main(argv: list[str] | None = None, on_measure: Any = None) -> int:
             copies: dict[int, Any] = {}
             if workload.startswith("save"):
                 copies = _read_all(manager, ctx, ids)
+            elif workload == "create":
+                prim = manager.object_class_action_versions(
+                    ctx, "Flavor", "get_by_flavorid", {}, [flavor["flavorid"]], {}
+                )
+                copies = {0: objects.Flavor.obj_from_primitive(prim, ctx)}
             if args.gc == "freeze":
                 gc.collect()
                 gc.freeze()

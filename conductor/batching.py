@@ -8,8 +8,9 @@ one ``UPDATE ... FROM unnest(...)`` and one ``INSERT ... SELECT FROM unnest(...)
 column set) and each body resumes with its own row or its
 own error. Bodies are ordinary blocking code and never know. Plain gets by id, the
 commonest request, skip the greenlets: the conductor fetches their rows up front in one
-query and runs them first, one after the other. On SQLite (no round trips to save, and
-updates go row by row) every body runs that way.
+query and runs them first, one after the other. On SQLite (no round trips to save) every
+body but a create or a save runs that way: those still share one INSERT or UPDATE of
+many rows (``json_each`` of the rows' JSON document).
 
 The requests of a batch were in flight together, so any order between them is one they
 could have run in; each body's own statements keep their order. Two writes to one row
@@ -31,6 +32,10 @@ from objects import exception
 from objects.storage import Record
 
 __all__ = ["Batch", "BatchStorage"]
+
+
+#: Instance methods whose writes gain from the rounds on SQLite (see gains_from_rounds).
+_ROUND_WRITES = frozenset({"create", "save"})
 
 
 class _Parked:
@@ -64,9 +69,20 @@ class Batch:
 
     @property
     def coalesces_writes(self) -> bool:
-        """Whether this database takes a round's updates and inserts in one statement
-        each (PostgreSQL); on SQLite they go row by row anyway."""
+        """Whether every body gains from the rounds on this database (PostgreSQL, where
+        each statement is a round trip); on SQLite only some do (see
+        :meth:`gains_from_rounds`)."""
         return SQLStorage(self.tx).has_bulk_statements
+
+    @staticmethod
+    def gains_from_rounds(call: Any) -> bool:
+        """Whether a request (a ``transport.BatchCall``) gains from running side by side
+        on SQLite, where running alone costs no round trips: a create or a save does, its
+        statement joining the round's one INSERT or UPDATE of many rows (an Instance row
+        in about 30 us instead of 70, in 11 instead of 55); a get does not."""
+        return bool(
+            call.method == "object_action" and call.kwargs.get("objmethod") in _ROUND_WRITES
+        )
 
     def prime(self, objname: str, ids: Sequence[int]) -> None:
         """Fetch these rows now, in one query, for the bodies that run alone."""

@@ -336,11 +336,18 @@ class UnitOfWork:
             storages = [BatchStorage(batch, **self._scope_of(call.context)) for call in pending]
             alone = _prime_gets(batch, pending)
             gets = iter(alone)  # built-in gets by id: they write nothing, ever
-            if not batch.coalesces_writes or self._project_scoping:
-                # Nothing to gain from running side by side, only greenlet switches
-                # (about 15% of an embedded save on SQLite). Scoped requests run alone
-                # too: a round's statements serve many requests, of many projects.
+            if self._project_scoping:
+                # Scoped requests run alone: a round's statements serve many requests,
+                # of many projects.
                 alone = [True] * len(pending)
+            elif not batch.coalesces_writes:
+                # SQLite: only creates and saves gain from running side by side (one
+                # statement of many rows; see Batch.gains_from_rounds); the others would
+                # pay greenlet switches for nothing.
+                alone = [
+                    primed or not batch.gains_from_rounds(call)
+                    for primed, call in zip(alone, pending, strict=True)
+                ]
             bound = _bind(pending, storages)
             try:
                 ran = batch.run([call.run for call in pending], alone)

@@ -7,23 +7,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ColumnElement,
+    Enum,
     Integer,
     Select,
+    String,
     Table,
     Text,
+    TypeDecorator,
     and_,
     any_,
     bindparam,
     cast,
+    column,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -33,14 +40,21 @@ from sqlalchemy.dialects import postgresql
 from conductor.db.checks import checker
 from conductor.db.engine import json_text
 from conductor.db.models import get_table
+from objects import exception
 
 __all__ = [
     "PROJECT_COLUMN",
     "TableOps",
     "column_arrays",
+    "documents_rows",
+    "insert_many_document_statement",
+    "insert_many_sqlite_statement",
     "insert_many_statement",
+    "row_document",
     "scope_clause",
     "table_ops",
+    "update_many_document_statement",
+    "update_many_sqlite_statement",
     "update_many_statement",
     "update_statement",
 ]
@@ -196,6 +210,196 @@ def update_many_statement(
         values["updated_at"] = rows.c.w_now
         where.append(or_(c.updated_at.is_(None), c.updated_at < rows.c.w_now))
     return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+def _documented(column_type: Any) -> bool:
+    """Whether a JSON document carries this column's values as they are bound: integers,
+    booleans and strings (JSON numbers, booleans, strings), and JSON columns that store
+    None as NULL (a JSON null in the document is NULL). Dates, floats, enums and user
+    types take the arrays (their bind processors and text forms decide)."""
+    if isinstance(column_type, JSON):
+        return bool(column_type.none_as_null)
+    if isinstance(column_type, (Enum, TypeDecorator)):
+        return False
+    return isinstance(column_type, (Integer, String, Boolean))
+
+
+def _field_type(column_type: Any) -> Any:
+    # NOTE: strings are read as text without a length: a cast to varchar(n) would cut a
+    # longer value silently, where the column's own assignment refuses it.
+    return (
+        Text()
+        if isinstance(column_type, String) and not isinstance(column_type, JSON)
+        else column_type
+    )
+
+
+def documents_rows(table: Table, columns: Sequence[str]) -> bool:
+    """Whether :func:`update_many_document_statement` can write these columns."""
+    return all(_documented(table.c[name].type) for name in columns)
+
+
+@functools.lru_cache(maxsize=1024)
+def update_many_document_statement(
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
+) -> Any:
+    """PostgreSQL: :func:`update_many_statement` with the rows as one JSON document
+    (``:rows``, an array of objects with ``w_id``, ``w_revision`` and ``v_<column>``
+    keys, see :func:`row_document`) read by ``json_to_recordset``, and one ``:w_now``
+    for all rows. Only for columns that :func:`documents_rows` accepts.
+
+    NOTE: psycopg dumps each element of an array parameter in Python (escaping every
+    text with a regular expression), about a quarter of the CPU of a batch's update;
+    one text parameter from the C JSON encoder costs a fraction of that.
+    """
+    c = table.c
+    fields = [
+        column("w_id", BigInteger),
+        *([column("w_revision", BigInteger)] if check_revision else []),
+        *(column(f"v_{name}", _field_type(c[name].type)) for name in columns),
+    ]
+    rows = (
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
+        .table_valued(*fields)
+        .render_derived(name="v", with_types=True)
+    )
+    values: dict[str, Any] = {name: rows.c[f"v_{name}"] for name in columns}
+    values["revision"] = c.revision + 1
+    where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
+    scoped = scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
+    if check_revision:
+        where.append(c.revision == rows.c.w_revision)
+    if set_updated_at:
+        now = bindparam("w_now", type_=c.updated_at.type)
+        values["updated_at"] = now
+        where.append(or_(c.updated_at.is_(None), c.updated_at < now))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+_document_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+)
+
+
+def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> str | None:
+    """The ``:rows`` JSON document of the ``*_document_statement`` functions: one object
+    per row, with its values under ``v_<column>`` and each of ``keys`` (``w_id=[...]``)
+    under its own name. None when a text holds a lone surrogate (no UTF-8 for it) or a
+    NUL: the statements of one row or of arrays take those, as before.
+
+    NOTE: SQLite's ``->>`` cuts a text at an escaped NUL, and PostgreSQL refuses one with
+    a server error (which aborts the transaction, where psycopg refuses it before
+    sending).
+
+    Raises:
+        ObjectValueError: a value JSON cannot carry (nothing is written).
+    """
+    items: list[dict[str, Any]] = []
+    for index, row in enumerate(rows):
+        item = {f"v_{name}": value for name, value in row.items()}
+        for key, values in keys.items():
+            item[key] = values[index]
+        items.append(item)
+    try:
+        text = _document_encoder.encode(items)
+    except (TypeError, ValueError) as exc:
+        raise exception.ObjectValueError(reason=f"not JSON-compatible: {exc}") from exc
+    if "\\u0000" in text:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+@functools.lru_cache(maxsize=1024)
+def insert_many_document_statement(
+    table: Table, columns: tuple[str, ...], shared: tuple[str, ...]
+) -> Any:
+    """PostgreSQL: :func:`insert_many_statement` with the rows as one JSON document
+    (``:rows``, see :func:`row_document`; ``w_ord`` numbers them) and the ``shared``
+    columns, one value for every row (a batch's revision and timestamps), as ``:s_<column>``
+    parameters. Only for columns that :func:`documents_rows` accepts.
+    """
+    c = table.c
+    fields = [
+        column("w_ord", BigInteger),
+        *(column(f"v_{name}", _field_type(c[name].type)) for name in columns),
+    ]
+    rows = (
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
+        .table_valued(*fields)
+        .render_derived(name="v", with_types=True)
+    )
+    chosen = select(
+        *(rows.c[f"v_{name}"] for name in columns),
+        *(bindparam(f"s_{name}", type_=c[name].type) for name in shared),
+    ).order_by(rows.c.w_ord)
+    return insert(table).from_select([*columns, *shared], chosen).returning(*table.c)
+
+
+def _sqlite_value(table: Table, rows: Any, key: str, name: str) -> Any:
+    """SQLite: the ``key`` member of ``json_each``'s row, as column ``name`` stores it:
+    ``->>`` for a value, ``->`` for a JSON column's text (a JSON null being NULL)."""
+    path = literal(f"$.{key}", Text)
+    if isinstance(table.c[name].type, JSON):
+        return func.nullif(rows.c.value.op("->")(path), literal("null", Text))
+    return rows.c.value.op("->>")(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def update_many_sqlite_statement(
+    table: Table,
+    columns: tuple[str, ...],
+    check_revision: bool,
+    set_updated_at: bool,
+    scope: str | None = None,
+) -> Any:
+    """SQLite: :func:`update_many_document_statement`'s UPDATE, the rows read from the
+    document by ``json_each`` (see :func:`insert_many_sqlite_statement`): one statement
+    where each row took its own."""
+    c = table.c
+    rows = func.json_each(bindparam("rows", type_=Text)).table_valued("key", "value")
+    values: dict[str, Any] = {
+        name: _sqlite_value(table, rows, f"v_{name}", name) for name in columns
+    }
+    values["revision"] = c.revision + 1
+    where: list[ColumnElement[bool]] = [c.id == _sqlite_value(table, rows, "w_id", "id")]
+    scoped = scope_clause(table, scope)
+    if scoped is not None:
+        where.append(scoped)
+    if check_revision:
+        where.append(c.revision == _sqlite_value(table, rows, "w_revision", "revision"))
+    if set_updated_at:
+        now = bindparam("w_now", type_=c.updated_at.type)
+        values["updated_at"] = now
+        where.append(or_(c.updated_at.is_(None), c.updated_at < now))
+    return update(table).values(values).where(and_(*where)).returning(*table.c)
+
+
+@functools.lru_cache(maxsize=1024)
+def insert_many_sqlite_statement(
+    table: Table, columns: tuple[str, ...], shared: tuple[str, ...]
+) -> Any:
+    """SQLite: :func:`insert_many_document_statement`'s INSERT, the rows read from the
+    document by ``json_each`` (``->>`` for a column's value, ``->`` for a JSON column's
+    text, a JSON null being NULL), in the document's order: one statement where
+    SQLAlchemy would run one per row, and bind each row's values in Python.
+    """
+    c = table.c
+    rows = func.json_each(bindparam("rows", type_=Text)).table_valued("key", "value")
+    chosen = select(
+        *(_sqlite_value(table, rows, f"v_{name}", name) for name in columns),
+        *(bindparam(f"s_{name}", type_=c[name].type) for name in shared),
+    ).order_by(rows.c.key)
+    return insert(table).from_select([*columns, *shared], chosen).returning(*table.c)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -46,8 +46,14 @@ from conductor.db.statements import (
     PROJECT_COLUMN,
     TableOps,
     column_arrays,
+    documents_rows,
+    insert_many_document_statement,
+    insert_many_sqlite_statement,
     insert_many_statement,
+    row_document,
     table_ops,
+    update_many_document_statement,
+    update_many_sqlite_statement,
     update_many_statement,
     update_statement,
 )
@@ -60,6 +66,8 @@ __all__ = ["PROJECT_COLUMN", "SQLStorage"]
 _MICROSECOND = dt.timedelta(microseconds=1)
 # Stay well below SQLite's 32766 and PostgreSQL's 65535 bound parameters per statement.
 _IN_CHUNK = 5000
+# What _new_row gives every row of one create_many alike.
+_NEW_ROW_SHARED = ("revision", "created_at", "updated_at")
 # Storage-owned columns: the caller never writes them.
 _MANAGED = frozenset({"id", "revision", "created_at", "updated_at"})
 # A filter list longer than this goes to the database as one parameter (PostgreSQL
@@ -329,9 +337,10 @@ class SQLStorage:
 
     @property
     def has_bulk_statements(self) -> bool:
-        """Whether :meth:`update_many` and :meth:`create_many` are one statement whatever
-        the number of rows (PostgreSQL; SQLite, with no round trips to save, runs one
-        statement per row)."""
+        """Whether this is PostgreSQL: array parameters, and :meth:`update_many` and
+        :meth:`create_many` in one statement whatever their rows (SQLite takes one
+        statement too where the rows' JSON document can carry them, and one per row
+        otherwise)."""
         unit = self._unit
         if isinstance(unit, Transaction):
             return unit.dialect_name == "postgresql"
@@ -340,7 +349,8 @@ class SQLStorage:
     def update_many(
         self, objname: str, updates: Sequence[tuple[int, Mapping[str, Any], int | None]]
     ) -> list[Record | None]:
-        """Many :meth:`update` calls on distinct rows, in one statement on PostgreSQL.
+        """Many :meth:`update` calls on distinct rows, in one statement (see
+        :attr:`has_bulk_statements`).
 
         ``updates`` are ``(id, values, expected_revision)`` with the same columns and all
         or none expecting a revision. Returns, in order, each row after its write, or None
@@ -364,21 +374,41 @@ class SQLStorage:
         ):
             raise ValueError("update_many needs distinct ids, one column set, one revision mode")
         now = utcnow() if ops.has_updated_at else None
-        if not self.has_bulk_statements:
+        scope = self._scope(ops)
+        params: dict[str, Any]
+        document = None
+        if documents_rows(ops.table, columns):
+            keys: dict[str, list[Any]] = {"w_id": ids}
+            if check_revision:
+                keys["w_revision"] = [rev for _, _, rev in updates]
+            document = row_document(checked, **keys)
+        if document is not None:
+            build = (
+                update_many_document_statement
+                if self.has_bulk_statements
+                else update_many_sqlite_statement
+            )
+            stmt = build(ops.table, columns, check_revision, ops.has_updated_at, scope)
+            params = {"rows": document}
+            if now is not None:
+                params["w_now"] = now
+        elif not self.has_bulk_statements:
             return [
                 self._update_once(ops, objname, id, row_values, expected, now)
                 for (id, _, expected), row_values in zip(updates, checked, strict=True)
             ]
-        scope = self._scope(ops)
-        stmt = update_many_statement(ops.table, columns, check_revision, ops.has_updated_at, scope)
-        params: dict[str, Any] = {"a_w_id": ids}
+        else:
+            stmt = update_many_statement(
+                ops.table, columns, check_revision, ops.has_updated_at, scope
+            )
+            params = {"a_w_id": ids}
+            if check_revision:
+                params["a_w_revision"] = [rev for _, _, rev in updates]
+            if now is not None:
+                params["a_w_now"] = [now] * len(ids)
+            params.update(column_arrays(ops, columns, checked))
         if scope == "project":
             params["w_project"] = self._project_id
-        if check_revision:
-            params["a_w_revision"] = [rev for _, _, rev in updates]
-        if now is not None:
-            params["a_w_now"] = [now] * len(ids)
-        params.update(column_arrays(ops, columns, checked))
         with translate_errors(objname):
             rows = self._write(stmt, params).all()
         if rows:
@@ -403,21 +433,40 @@ class SQLStorage:
         if any(tuple(sorted(r)) != columns for r in rows):
             raise ValueError("create_many needs one column set")
         self.writes.wrote = True
-        if not self.has_bulk_statements:
+        # The columns every row holds the same value of (_new_row's revision and
+        # timestamps) go once; the others, when JSON carries them, as one document.
+        shared = tuple(name for name in _NEW_ROW_SHARED if name in columns)
+        own = tuple(name for name in columns if name not in shared)
+        document = None
+        if documents_rows(ops.table, own):
+            document = row_document(
+                [{name: row[name] for name in own} for row in rows], w_ord=range(len(rows))
+            )
+        params: Any
+        if document is not None:
+            if self.has_bulk_statements:
+                stmt = insert_many_document_statement(ops.table, own, shared)
+            else:
+                stmt = insert_many_sqlite_statement(ops.table, own, shared)
+            params = {f"s_{name}": rows[0][name] for name in shared}
+            params["rows"] = document
+        elif not self.has_bulk_statements:
+            # insertmanyvalues: INSERT ... RETURNING in parameter order.
             with translate_errors(objname):
-                # insertmanyvalues: INSERT ... RETURNING in parameter order.
                 result = self._write(ops.insert_returning_ordered, rows).all()
             return [dict(zip(ops.names, row, strict=True)) for row in result]
-        stmt = insert_many_statement(ops.table, columns)
+        else:
+            stmt = insert_many_statement(ops.table, columns)
+            params = column_arrays(ops, columns, rows)
         with translate_errors(objname):
-            result = self._write(stmt, column_arrays(ops, columns, rows)).all()
+            result = self._write(stmt, params).all()
         records = [dict(zip(ops.names, row, strict=True)) for row in result]
         if "id" in columns:
             by_id = {record["id"]: record for record in records}
             return [by_id[row["id"]] for row in rows]
-        # NOTE: the rows are inserted in ``ORDER BY`` order, so their serial ids rise in
-        # the order of ``values`` (the assumption SQLAlchemy's own insertmanyvalues makes
-        # for PostgreSQL); RETURNING's order itself is not promised.
+        # NOTE: the rows are inserted in ``ORDER BY`` order, so their serial ids (SQLite:
+        # rowids) rise in the order of ``values`` (the assumption SQLAlchemy's own
+        # insertmanyvalues makes for PostgreSQL); RETURNING's order itself is not promised.
         return sorted(records, key=lambda record: record["id"])
 
     def delete(self, objname: str, id: int, expected_revision: int | None = None) -> None:

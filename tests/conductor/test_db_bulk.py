@@ -157,3 +157,134 @@ def test_a_transaction_that_only_reads_runs_in_autocommit_and_commits_nothing(
         storage.update("Instance", row["id"], {"host": "after-read"}, row["revision"])
     with db.transaction_scope(engine) as tx:
         assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "after-read"
+
+
+def test_update_many_keeps_awkward_text_and_json_values_exactly(engine: sa.Engine) -> None:
+    # The rows travel to PostgreSQL as one JSON document: quotes, backslashes, control
+    # characters, non-ASCII text and JSON-looking strings must come back as they went.
+    awkward = ['quo"te', "back\\slash", "new\nline\ttab", "caf\u00e9 \u2603 \U0001f600", '{"a": 1}']
+    with db.transaction_scope(engine) as tx:
+        rows = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(len(awkward))])
+    updates = [
+        (
+            row["id"],
+            {"host": text, "task_state": None, "tags": [text, "null"], "metadata": {text: text}},
+            row["revision"],
+        )
+        for row, text in zip(rows, awkward, strict=True)
+    ]
+    with db.transaction_scope(engine) as tx:
+        out = db.SQLStorage(tx).update_many("Instance", updates)
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [row["id"] for row in rows])
+    for record in (*out, *(stored[row["id"]] for row in rows)):
+        assert record is not None
+        text = record["host"]
+        assert text in awkward
+        assert (record["task_state"], record["tags"], record["metadata"]) == (
+            None,
+            [text, "null"],
+            {text: text},
+        )
+    assert sorted(r["host"] for r in out if r is not None) == sorted(awkward)
+
+
+def test_update_many_refuses_a_value_too_long_for_its_column_and_writes_nothing(
+    engine: sa.Engine,
+) -> None:
+    with db.transaction_scope(engine) as tx:
+        a, b = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(2)])
+    with pytest.raises(exception.ObjectValueError), db.transaction_scope(engine) as tx:
+        db.SQLStorage(tx).update_many(
+            "Instance", [(a["id"], {"state": "active"}, 1), (b["id"], {"state": "x" * 17}, 1)]
+        )
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"]])
+    assert [stored[i]["state"] for i in (a["id"], b["id"])] == ["building", "building"]
+
+
+def test_create_many_keeps_awkward_values_and_gives_every_row_the_same_stamps(
+    engine: sa.Engine,
+) -> None:
+    awkward = ['quo"te', "back\\slash", "new\nline", "caf\u00e9 \U0001f600", "null"]
+    wanted = [
+        values(
+            i,
+            host=text,
+            task_state=None,
+            flavor=None if i % 2 else {"name": text, "big": 2**70, "ratio": 0.1},
+            tags=[text, "5", ""],
+            metadata={text: "null"},
+        )
+        for i, text in enumerate(awkward)
+    ]
+    with db.transaction_scope(engine) as tx:
+        made = db.SQLStorage(tx).create_many("Instance", wanted)
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [r["id"] for r in made])
+    for want, got in zip(wanted, made, strict=True):
+        for record in (got, stored[got["id"]]):
+            assert (record["host"], record["task_state"], record["flavor"]) == (
+                want["host"],
+                None,
+                want["flavor"],
+            )
+            assert (record["tags"], record["metadata"]) == (want["tags"], want["metadata"])
+            assert record["revision"] == 1
+            assert record["created_at"] == record["updated_at"] == made[0]["created_at"]
+    assert [r["id"] for r in made] == sorted(r["id"] for r in made)
+
+
+def test_bulk_writes_keep_a_lone_surrogate_in_a_json_column(engine: sa.Engine) -> None:
+    # JSON escapes it where UTF-8 cannot carry it: such rows take the arrays (PostgreSQL)
+    # or one statement per row (SQLite), as before the rows went as one document.
+    odd = "half \ud800 of a pair"
+    with db.transaction_scope(engine) as tx:
+        a, b = db.SQLStorage(tx).create_many("Instance", [values(0, tags=[odd]), values(1)])
+        out = db.SQLStorage(tx).update_many(
+            "Instance", [(a["id"], {"metadata": {"k": odd}}, 1), (b["id"], {"metadata": {}}, 1)]
+        )
+    assert a["tags"] == [odd]
+    assert [r["metadata"] if r else None for r in out] == [{"k": odd}, {}]
+    with db.transaction_scope(engine) as tx:
+        stored = db.SQLStorage(tx).get_many("Instance", [a["id"], b["id"]])
+    assert (stored[a["id"]]["tags"], stored[a["id"]]["metadata"]) == ([odd], {"k": odd})
+
+
+def test_a_scoped_update_many_writes_only_its_projects_rows(engine: sa.Engine) -> None:
+    with db.transaction_scope(engine) as tx:
+        mine = db.SQLStorage(tx, project_id="p1").create_many("Instance", [values(0)])[0]
+        theirs = db.SQLStorage(tx, project_id="p2").create_many("Instance", [values(1)])[0]
+    with db.transaction_scope(engine) as tx:
+        out = db.SQLStorage(tx, project_id="p1", scoped=True).update_many(
+            "Instance", [(mine["id"], {"host": "x"}, 1), (theirs["id"], {"host": "x"}, 1)]
+        )
+    assert out[0] is not None and out[0]["host"] == "x" and out[1] is None
+    with db.transaction_scope(engine) as tx:
+        assert db.SQLStorage(tx).get("Instance", theirs["id"])["host"] == "bulk-1"
+
+
+def test_bulk_writes_keep_a_nul_in_a_text_whole_or_refuse_it(engine: sa.Engine) -> None:
+    # SQLite keeps a NUL in a text (its JSON functions would cut the text there);
+    # PostgreSQL refuses it before sending, and the transaction goes on.
+    nul = "a\x00b"
+    sqlite = engine.dialect.name == "sqlite"
+    with db.transaction_scope(engine) as tx:
+        storage = db.SQLStorage(tx)
+        a, b = storage.create_many("Instance", [values(0), values(1)])
+        if sqlite:
+            made = storage.create_many("Instance", [values(2, host=nul), values(3)])
+            out = storage.update_many(
+                "Instance", [(a["id"], {"host": nul}, 1), (b["id"], {"host": "c"}, 1)]
+            )
+            assert made[0]["host"] == nul
+            assert [r["host"] if r else None for r in out] == [nul, "c"]
+            assert storage.get("Instance", a["id"])["host"] == nul
+        else:
+            with pytest.raises(exception.ObjectValueError):
+                storage.create_many("Instance", [values(2, host=nul), values(3)])
+            with pytest.raises(exception.ObjectValueError):
+                storage.update_many(
+                    "Instance", [(a["id"], {"host": nul}, 1), (b["id"], {"host": "c"}, 1)]
+                )
+            assert storage.get("Instance", a["id"])["host"] == "bulk-0"
