@@ -176,9 +176,18 @@ def unpack(message: dict[str, Any]) -> list[Any] | None:
     return batch
 
 
+#: Levels a batch adds around its envelopes: its own object and its list.
+BATCH_LEVELS = 2
+
+
 def decode(body: bytes) -> dict[str, Any]:
-    """Decode an envelope; raise MessageDeliveryFailure when it is not a JSON object."""
-    if too_deep(body):
+    """Decode an envelope (or a batch of them); raise MessageDeliveryFailure when it is not
+    a JSON object or an envelope nests deeper than ``MAX_DEPTH``."""
+    # NOTE: a batch is BATCH_LEVELS deeper than its envelopes: refusing it at MAX_DEPTH
+    # dead-lettered every request (or dropped every reply) packed with one that the
+    # encoder had taken alone, at the limit. The second count runs only for deep bodies.
+    batch_only = too_deep(body)
+    if batch_only and too_deep(body, MAX_DEPTH + BATCH_LEVELS):
         raise MessageDeliveryFailure(
             reason=f"undecodable message: JSON nested deeper than {MAX_DEPTH} levels"
         )
@@ -191,6 +200,10 @@ def decode(body: bytes) -> dict[str, Any]:
         raise MessageDeliveryFailure(reason="undecodable message: JSON nested too deeply") from None
     if not isinstance(envelope, dict):
         raise MessageDeliveryFailure(reason="message is not a JSON object")
+    if batch_only and not (len(envelope) == 1 and isinstance(envelope.get("batch"), list)):
+        raise MessageDeliveryFailure(
+            reason=f"undecodable message: JSON nested deeper than {MAX_DEPTH} levels"
+        )
     return envelope
 
 

@@ -109,3 +109,67 @@ def test_the_batch_hook_is_not_an_rpc_method() -> None:
 
     with pytest.raises(transport.exceptions.NoSuchMethod):
         dispatcher.dispatch("r", {}, "serve_batch", {"calls": []})
+
+
+class EchoEndpoint:
+    """Answers with what it was sent."""
+
+    def echo(self, ctxt: dict[str, Any], v: Any) -> Any:
+        return v
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_an_envelope_at_the_depth_limit_travels_in_a_batch_with_others(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    # A request (and a reply) the codec takes alone, at exactly MAX_DEPTH levels, must not
+    # make the batch around it (two levels more) undecodable: that dead-lettered every
+    # request packed with it, and its batchmates' callers waited out their timeouts.
+    servers.start(tp, Target(topic=topic), [EchoEndpoint()])
+    from transport._replies import PendingCall
+
+    calls = [
+        PendingCall(f"req-{i}", "echo", 10, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+        for i in range(3)
+    ]
+    for call in calls:
+        tp.register_call(call)
+    # envelope {} -> args {} -> MAX_DEPTH - 2 lists: MAX_DEPTH levels
+    deep = _nested(_wire.MAX_DEPTH - 2)
+    envelopes = [
+        {
+            "id": f"req-{i}",
+            "method": "echo",
+            "args": {"v": deep if i == 1 else i},
+            "ctxt": {},
+            "reply_to": tp.reply_address,
+        }
+        for i in range(3)
+    ]
+    bodies = [_wire.encode(envelope) for envelope in envelopes]  # each one is fine alone
+    tp._driver.send(Target(topic=topic), _wire.pack_batch(bodies), ttl=20)
+
+    results = [call.future.result(10) for call in calls if call.future is not None]
+    # The deep reply ({"id", "t", "v"}: MAX_DEPTH levels as well) came back with the others.
+    assert results == [0, deep, 2]
+
+
+def test_a_lone_envelope_deeper_than_the_limit_is_still_refused() -> None:
+    envelope = {"id": "r", "v": _nested(_wire.MAX_DEPTH)}  # MAX_DEPTH + 1 levels
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    with pytest.raises(transport.exceptions.MessageDeliveryFailure, match="nested deeper"):
+        _wire.decode(body)
+    # Wrapped like a batch, the same envelope is still one level too deep.
+    with pytest.raises(transport.exceptions.MessageDeliveryFailure, match="nested deeper"):
+        _wire.decode(_wire.pack_batch([body]))
+    # One level less is an envelope at the limit: read alone and in a batch.
+    envelope["v"] = _nested(_wire.MAX_DEPTH - 1)
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    assert _wire.decode(body) == envelope
+    assert _wire.decode(_wire.pack_batch([body])) == {"batch": [envelope]}
