@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import transport
+from tests.transport import conftest as transport_conftest
 from tests.transport.conftest import Servers
 from transport import RPCClient, Target, _wire
 
@@ -173,3 +174,68 @@ def test_a_lone_envelope_deeper_than_the_limit_is_still_refused() -> None:
     body = json.dumps(envelope, separators=(",", ":")).encode()
     assert _wire.decode(body) == envelope
     assert _wire.decode(_wire.pack_batch([body])) == {"batch": [envelope]}
+
+
+class ValuesEndpoint:
+    """Answers with values the wire takes as they are, changes, or refuses."""
+
+    VALUES: dict[str, Any] = {
+        "plain": {"a": [1, 2.5, None, "x"]},
+        "tuple": (1, 2),  # a list on the wire
+        "big": 2**70,  # beyond 64 bits: exact through the stdlib codec
+        "set": {1},  # not JSON: TypeError
+        "nan": float("nan"),  # refused too: TypeError
+        "large": "y" * 5000,  # over the server's limit: MessageTooLarge
+    }
+
+    def value(self, ctxt: dict[str, Any], kind: str) -> Any:
+        return self.VALUES[kind]
+
+
+def test_replies_packed_together_each_keep_their_own_outcome(
+    make_transport: transport_conftest.MakeTransport, topic: str, servers: Servers
+) -> None:
+    # The replies to one caller are encoded together; one that cannot go as JSON (or is
+    # too large) still fails only its own call, and the others arrive as they would alone.
+    server_tp = make_transport(transport.TransportConfig(max_message_size=4000))
+    servers.start(server_tp, Target(topic=topic), [ValuesEndpoint()])
+    tp = make_transport()
+    from transport._replies import PendingCall
+
+    kinds = ["plain", "tuple", "big", "set", "plain", "nan", "large", "plain"]
+    calls = [
+        PendingCall(f"req-{i}", "value", 10, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+        for i in range(len(kinds))
+    ]
+    for call in calls:
+        tp.register_call(call)
+    envelopes = [
+        {
+            "id": f"req-{i}",
+            "method": "value",
+            "args": {"kind": kind},
+            "ctxt": {},
+            "reply_to": tp.reply_address,
+        }
+        for i, kind in enumerate(kinds)
+    ]
+    tp._driver.send(
+        Target(topic=topic), _wire.pack_batch([_wire.encode(e) for e in envelopes]), ttl=10
+    )
+
+    outcomes: list[Any] = []
+    for call in calls:
+        assert call.future is not None
+        exc = call.future.exception(10)
+        outcomes.append(type(exc) if exc is not None else call.future.result())
+    assert outcomes == [
+        ValuesEndpoint.VALUES["plain"],
+        [1, 2],
+        2**70,
+        TypeError,
+        ValuesEndpoint.VALUES["plain"],
+        TypeError,
+        transport.exceptions.MessageTooLarge,
+        ValuesEndpoint.VALUES["plain"],
+    ]
+    assert type(outcomes[2]) is int
