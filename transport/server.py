@@ -96,6 +96,20 @@ def _reply_bodies(replies: list[dict[str, Any]], limit: int) -> list[bytes]:
     return _wire.pack_replies([_wire.reply_body(reply, limit) for reply in replies], limit)
 
 
+def _heartbeat_interval(value: Any) -> float | None:
+    """A caller's ``hb`` in seconds, or None (no heartbeats) unless a finite positive
+    number."""
+    if not isinstance(value, (int, float)):
+        return None
+    try:
+        interval = float(value)
+    except OverflowError:
+        # NOTE: an integer no float holds (heartbeats never due); raised here, it
+        # dead-lettered the request's whole batch.
+        return None
+    return interval if math.isfinite(interval) and interval > 0 else None
+
+
 class _ReplyNotSent(Exception):
     """A reply could not be sent: for now (``retry``, the connection) or ever."""
 
@@ -452,13 +466,13 @@ class RPCServer(Consumer):
     def _watch(self, envelope: dict[str, Any]) -> bool:
         """Send heartbeats for this request while it runs, if its caller asked for them."""
         request_id, reply_to = envelope["id"], envelope.get("reply_to")
-        interval = envelope.get("hb")
         if not (reply_to and isinstance(reply_to, str)):
             return False
-        if not isinstance(interval, (int, float)) or not math.isfinite(interval) or interval <= 0:
+        interval = _heartbeat_interval(envelope.get("hb"))
+        if interval is None:
             return False
         with self._lock:
-            running = _Running(reply_to, max(float(interval), MIN_HEARTBEAT_INTERVAL))
+            running = _Running(reply_to, max(interval, MIN_HEARTBEAT_INTERVAL))
             self._running[request_id] = running
             self._start_beat_thread()
             # NOTE: wake the heartbeat thread only when this call is due before the time
@@ -479,15 +493,11 @@ class RPCServer(Consumer):
         # record cost more than a request's whole validation.
         found: list[tuple[str, str, float]] = []
         for envelope in envelopes:
-            reply_to, interval = envelope.get("reply_to"), envelope.get("hb")
-            if (
-                reply_to
-                and isinstance(reply_to, str)
-                and isinstance(interval, (int, float))
-                and math.isfinite(interval)
-                and interval > 0
-            ):
-                found.append((envelope["id"], reply_to, interval))
+            reply_to = envelope.get("reply_to")
+            if reply_to and isinstance(reply_to, str):
+                interval = _heartbeat_interval(envelope.get("hb"))
+                if interval is not None:
+                    found.append((envelope["id"], reply_to, interval))
         if not found:
             return []
         records: dict[tuple[str, float], _Running] = {}
@@ -498,7 +508,7 @@ class RPCServer(Consumer):
                 record = records.get((reply_to, interval))
                 if record is None:
                     record = records[(reply_to, interval)] = _Running(
-                        reply_to, max(float(interval), MIN_HEARTBEAT_INTERVAL)
+                        reply_to, max(interval, MIN_HEARTBEAT_INTERVAL)
                     )
                     if earliest is None or record.due < earliest:
                         earliest = record.due
@@ -568,9 +578,9 @@ class RPCServer(Consumer):
             if not isinstance(item, dict):
                 continue
             request_id, reply_to = _wire.reply_info(item)
-            interval = item.get("hb")
-            if request_id and reply_to and isinstance(interval, (int, float)) and interval > 0:
-                running = _Running(reply_to, max(float(interval), 0.05))
+            interval = _heartbeat_interval(item.get("hb"))
+            if request_id and reply_to and interval is not None:
+                running = _Running(reply_to, max(interval, 0.05))
                 running.due = 0.0  # at once: it has waited _HELD_GRACE already
                 found.append((request_id, running))
         return found

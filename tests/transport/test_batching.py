@@ -239,3 +239,39 @@ def test_replies_packed_together_each_keep_their_own_outcome(
         ValuesEndpoint.VALUES["plain"],
     ]
     assert type(outcomes[2]) is int
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [10**400, -1, 0, "1", None, float("inf")],
+    ids=["huge-int", "negative", "zero", "string", "none", "infinity"],
+)
+def test_a_heartbeat_interval_no_float_can_hold_gets_no_heartbeats_and_fails_nothing(
+    tp: transport.Transport, topic: str, servers: Servers, interval: Any
+) -> None:
+    # NOTE: an integer beyond any float made the call monitor raise OverflowError, which
+    # dead-lettered the whole batch: its batchmates' callers waited out their timeouts.
+    servers.start(tp, Target(topic=topic), [EchoEndpoint()])
+    from transport._replies import PendingCall
+
+    calls = [
+        PendingCall(f"req-{i}", "echo", 10, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+        for i in range(2)
+    ]
+    for call in calls:
+        tp.register_call(call)
+    envelopes = [
+        {
+            "id": f"req-{i}",
+            "method": "echo",
+            "args": {"v": i},
+            "ctxt": {},
+            "reply_to": tp.reply_address,
+            "hb": interval if i == 0 else 1.0,
+        }
+        for i in range(2)
+    ]
+    body = json.dumps({"batch": envelopes}).encode()  # the stdlib writes inf as Infinity
+    tp._driver.send(Target(topic=topic), body, ttl=10)
+
+    assert [call.future.result(10) for call in calls if call.future is not None] == [0, 1]
