@@ -44,7 +44,7 @@ CONDUCTOR_STAGES = [
     ("write the rows (one statement per batch)", "conductor.db.storage:SQLStorage", "update_many"),
     ("run the method (object from the row, body)", "objects.indirection", "handle_class_action"),
     ("object -> primitive", "objects.indirection", "to_wire"),
-    ("JSON encode of each reply", "transport._wire", "reply_body"),
+    ("JSON encode of the replies (per caller)", "transport.server", "_reply_bodies"),
     ("publish the replies (kombu, py-amqp)", "transport.drivers.amqp:AMQPDriver", "send_reply"),
 ]
 

@@ -48,21 +48,67 @@ _ACK = "ack"
 _REQUEUE = "requeue"
 
 
-def _validate(envelope: dict[str, Any]) -> None:
-    for key, kind in _REQUIRED.items():
-        if not isinstance(envelope.get(key), kind):
-            raise MessageDeliveryFailure(reason=f"field {key!r} missing or not a {kind.__name__}")
+def _validate(envelope: dict[str, Any], known_address: str | None = None) -> None:
+    """Refuse an envelope a server cannot run or answer. ``known_address``: a reply
+    address found valid before (a batch's requests mostly share their caller's)."""
+    get = envelope.get
+    if not (
+        type(get("id")) is str
+        and type(get("method")) is str
+        and type(get("args")) is dict
+        and type(get("ctxt")) is dict
+    ):
+        # The exact types above are what the decoder makes; anything else is told apart here.
+        for key, kind in _REQUIRED.items():
+            if not isinstance(get(key), kind):
+                raise MessageDeliveryFailure(
+                    reason=f"field {key!r} missing or not a {kind.__name__}"
+                )
     if len(envelope["id"]) > _wire.MAX_ID_LENGTH:
         raise MessageDeliveryFailure(
             reason=f"field 'id' longer than {_wire.MAX_ID_LENGTH} characters"
         )
-    reply_to = envelope.get("reply_to")
-    if reply_to is not None and not _wire.valid_reply_address(reply_to):
+    reply_to = get("reply_to")
+    if (
+        reply_to is not None
+        and reply_to != known_address
+        and not _wire.valid_reply_address(reply_to)
+    ):
         # NOTE: checked before the request runs: a request that could never be answered
         # would run, then fail to reply (an over-long address broke kombu), and stall.
         raise MessageDeliveryFailure(
             reason="field 'reply_to' is not a reply address (1 to 255 printable ASCII characters)"
         )
+
+
+def _reply_bodies(replies: list[dict[str, Any]], limit: int) -> list[bytes]:
+    """Replies to one address as few messages as fit ``limit`` bytes each: encoded together
+    in one go (the usual case), else one by one (``_wire.reply_body``: a reply that is not
+    JSON, or too large, becomes its caller's error) and packed."""
+    if len(replies) == 1:
+        return [_wire.reply_body(replies[0], limit, keep=True)]
+    # NOTE: one encode (and its check) for the whole batch instead of one per reply, then
+    # a join: about 2 us less per reply. Equal results: the batch reads back equal
+    # exactly when each reply does.
+    try:
+        return [_wire.encode({"batch": replies}, limit, keep=True)]
+    except (MessageTooLarge, TypeError):
+        pass  # too large together, or one reply cannot go: each on its own
+    return _wire.pack_replies([_wire.reply_body(reply, limit) for reply in replies], limit)
+
+
+def _heartbeat_interval(value: Any) -> float | None:
+    """A caller's ``hb`` in seconds, or None (no heartbeats) unless a finite positive
+    number."""
+    if not isinstance(value, (int, float)):
+        return None
+    try:
+        interval = float(value)
+    except OverflowError:
+        # NOTE: an integer no float holds (heartbeats never due); raised here, it
+        # dead-lettered the request's whole batch.
+        return None
+    return interval if math.isfinite(interval) and interval > 0 else None
 
 
 class _ReplyNotSent(Exception):
@@ -283,20 +329,22 @@ class RPCServer(Consumer):
     def _handle_batch(self, incoming: Incoming, batch: list[Any]) -> None:
         """Several requests in one message: dispatch together, reply packed per caller,
         acknowledge once every reply is sent."""
-        replies: dict[str, list[bytes]] = {}
+        replies: dict[str, list[dict[str, Any]]] = {}
         valid: list[dict[str, Any]] = []
         rejected: list[MessageDeliveryFailure] = []
+        address: str | None = None  # the last reply address found valid
         for envelope in batch:
             try:
                 if not isinstance(envelope, dict):
                     raise MessageDeliveryFailure(reason="a batch item is not a JSON object")
-                _validate(envelope)
+                _validate(envelope, address)
             except MessageDeliveryFailure as exc:
                 rejected.append(exc)
                 rid, reply_to = _wire.reply_info(envelope)
                 if rid and reply_to:
-                    self._queue_reply(replies, reply_to, _wire.error_reply(rid, exc))
+                    replies.setdefault(reply_to, []).append(_wire.error_reply(rid, exc))
                 continue
+            address = envelope.get("reply_to") or address
             valid.append(envelope)
         if rejected:
             # One line per message, however many of its requests were bad.
@@ -307,7 +355,7 @@ class RPCServer(Consumer):
                 self.target.topic,
                 rejected[0],
             )
-        watched = [envelope["id"] for envelope in valid if self._watch(envelope)]
+        watched = self._watch_batch(valid)
         try:
             outcomes = self.dispatcher.dispatch_batch(
                 [
@@ -317,25 +365,29 @@ class RPCServer(Consumer):
                 redelivered=incoming.redelivered,
             )
         finally:
-            for request_id in watched:
-                self._unwatch(request_id)
+            if watched:
+                self._unwatch_batch(watched)
         for envelope, (ok, value) in zip(valid, outcomes, strict=True):
             request_id, reply_to = envelope["id"], envelope.get("reply_to")
             if not ok:
                 self._log_failure(request_id, envelope["method"], value)
             if reply_to is None:
                 continue
+            queued = replies.get(reply_to)
+            if queued is None:
+                queued = replies[reply_to] = []
             if not ok:
-                self._queue_reply(replies, reply_to, _wire.error_reply(request_id, value))
+                queued.append(_wire.error_reply(request_id, value))
             elif envelope.get("multi"):
-                self._queue_reply(replies, reply_to, _wire.item_reply(request_id, value))
-                self._queue_reply(replies, reply_to, _wire.end_reply(request_id))
+                queued.append(_wire.item_reply(request_id, value))
+                queued.append(_wire.end_reply(request_id))
             else:
-                self._queue_reply(replies, reply_to, _wire.result_reply(request_id, value))
+                queued.append({"id": request_id, "t": "r", "v": value})  # _wire.result_reply
         if self._killed:
             return
-        for reply_to, bodies in replies.items():
-            for body in _wire.pack_replies(bodies, self.transport.config.max_message_size):
+        limit = self.transport.config.max_message_size
+        for reply_to, queued in replies.items():
+            for body in _reply_bodies(queued, limit):
                 try:
                     self.transport.send_reply(reply_to, body)
                 except TransportError as exc:
@@ -351,13 +403,6 @@ class RPCServer(Consumer):
                     break
         incoming.ack()
 
-    def _queue_reply(
-        self, replies: dict[str, list[bytes]], reply_to: str, reply: dict[str, Any]
-    ) -> None:
-        replies.setdefault(reply_to, []).append(
-            _wire.reply_body(reply, self.transport.config.max_message_size)
-        )
-
     def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
         """Send one reply; raise ``_ReplyNotSent`` when it could not be sent."""
         if self._killed:
@@ -366,7 +411,7 @@ class RPCServer(Consumer):
             reply_to = reply_to[len(_OSLO_REPLY) :]
             body = _oslo.reply_body(reply, self.transport.config.max_message_size)
         else:
-            body = _wire.reply_body(reply, self.transport.config.max_message_size)
+            body = _wire.reply_body(reply, self.transport.config.max_message_size, keep=True)
         try:
             self.transport.send_reply(reply_to, body)
         except TransportError as exc:
@@ -422,13 +467,13 @@ class RPCServer(Consumer):
     def _watch(self, envelope: dict[str, Any]) -> bool:
         """Send heartbeats for this request while it runs, if its caller asked for them."""
         request_id, reply_to = envelope["id"], envelope.get("reply_to")
-        interval = envelope.get("hb")
         if not (reply_to and isinstance(reply_to, str)):
             return False
-        if not isinstance(interval, (int, float)) or not math.isfinite(interval) or interval <= 0:
+        interval = _heartbeat_interval(envelope.get("hb"))
+        if interval is None:
             return False
         with self._lock:
-            running = _Running(reply_to, max(float(interval), MIN_HEARTBEAT_INTERVAL))
+            running = _Running(reply_to, max(interval, MIN_HEARTBEAT_INTERVAL))
             self._running[request_id] = running
             self._start_beat_thread()
             # NOTE: wake the heartbeat thread only when this call is due before the time
@@ -441,6 +486,45 @@ class RPCServer(Consumer):
     def _unwatch(self, request_id: str) -> None:
         with self._lock:
             self._running.pop(request_id, None)
+
+    def _watch_batch(self, envelopes: list[dict[str, Any]]) -> list[str]:
+        """:meth:`_watch` for the requests of a batch, under one lock; returns the ids
+        watched. Requests with the same reply address and interval share one record."""
+        # NOTE: per request, the lock, the heartbeat thread's liveness check and the
+        # record cost more than a request's whole validation.
+        found: list[tuple[str, str, float]] = []
+        for envelope in envelopes:
+            reply_to = envelope.get("reply_to")
+            if reply_to and isinstance(reply_to, str):
+                interval = _heartbeat_interval(envelope.get("hb"))
+                if interval is not None:
+                    found.append((envelope["id"], reply_to, interval))
+        if not found:
+            return []
+        records: dict[tuple[str, float], _Running] = {}
+        with self._lock:
+            running = self._running
+            earliest = None
+            for request_id, reply_to, interval in found:
+                record = records.get((reply_to, interval))
+                if record is None:
+                    record = records[(reply_to, interval)] = _Running(
+                        reply_to, max(interval, MIN_HEARTBEAT_INTERVAL)
+                    )
+                    if earliest is None or record.due < earliest:
+                        earliest = record.due
+                running[request_id] = record
+            self._start_beat_thread()
+            if earliest is not None and earliest < self._beat_wake_at:
+                self._beat_wake_at = earliest
+                self._beat.notify()
+        return [request_id for request_id, _, _ in found]
+
+    def _unwatch_batch(self, request_ids: list[str]) -> None:
+        with self._lock:
+            pop = self._running.pop
+            for request_id in request_ids:
+                pop(request_id, None)
 
     def _start_beat_thread(self) -> None:  # lock held
         if self._beat_thread is None or not self._beat_thread.is_alive():
@@ -495,9 +579,9 @@ class RPCServer(Consumer):
             if not isinstance(item, dict):
                 continue
             request_id, reply_to = _wire.reply_info(item)
-            interval = item.get("hb")
-            if request_id and reply_to and isinstance(interval, (int, float)) and interval > 0:
-                running = _Running(reply_to, max(float(interval), 0.05))
+            interval = _heartbeat_interval(item.get("hb"))
+            if request_id and reply_to and interval is not None:
+                running = _Running(reply_to, max(interval, 0.05))
                 running.due = 0.0  # at once: it has waited _HELD_GRACE already
                 found.append((request_id, running))
         return found

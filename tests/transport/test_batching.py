@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import transport
+from tests.transport import conftest as transport_conftest
 from tests.transport.conftest import Servers
 from transport import RPCClient, Target, _wire
 
@@ -109,3 +110,168 @@ def test_the_batch_hook_is_not_an_rpc_method() -> None:
 
     with pytest.raises(transport.exceptions.NoSuchMethod):
         dispatcher.dispatch("r", {}, "serve_batch", {"calls": []})
+
+
+class EchoEndpoint:
+    """Answers with what it was sent."""
+
+    def echo(self, ctxt: dict[str, Any], v: Any) -> Any:
+        return v
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_an_envelope_at_the_depth_limit_travels_in_a_batch_with_others(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    # A request (and a reply) the codec takes alone, at exactly MAX_DEPTH levels, must not
+    # make the batch around it (two levels more) undecodable: that dead-lettered every
+    # request packed with it, and its batchmates' callers waited out their timeouts.
+    servers.start(tp, Target(topic=topic), [EchoEndpoint()])
+    from transport._replies import PendingCall
+
+    calls = [
+        PendingCall(f"req-{i}", "echo", 10, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+        for i in range(3)
+    ]
+    for call in calls:
+        tp.register_call(call)
+    # envelope {} -> args {} -> MAX_DEPTH - 2 lists: MAX_DEPTH levels
+    deep = _nested(_wire.MAX_DEPTH - 2)
+    envelopes = [
+        {
+            "id": f"req-{i}",
+            "method": "echo",
+            "args": {"v": deep if i == 1 else i},
+            "ctxt": {},
+            "reply_to": tp.reply_address,
+        }
+        for i in range(3)
+    ]
+    bodies = [_wire.encode(envelope) for envelope in envelopes]  # each one is fine alone
+    tp._driver.send(Target(topic=topic), _wire.pack_batch(bodies), ttl=20)
+
+    results = [call.future.result(10) for call in calls if call.future is not None]
+    # The deep reply ({"id", "t", "v"}: MAX_DEPTH levels as well) came back with the others.
+    assert results == [0, deep, 2]
+
+
+def test_a_lone_envelope_deeper_than_the_limit_is_still_refused() -> None:
+    envelope = {"id": "r", "v": _nested(_wire.MAX_DEPTH)}  # MAX_DEPTH + 1 levels
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    with pytest.raises(transport.exceptions.MessageDeliveryFailure, match="nested deeper"):
+        _wire.decode(body)
+    # Wrapped like a batch, the same envelope is still one level too deep.
+    with pytest.raises(transport.exceptions.MessageDeliveryFailure, match="nested deeper"):
+        _wire.decode(_wire.pack_batch([body]))
+    # One level less is an envelope at the limit: read alone and in a batch.
+    envelope["v"] = _nested(_wire.MAX_DEPTH - 1)
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    assert _wire.decode(body) == envelope
+    assert _wire.decode(_wire.pack_batch([body])) == {"batch": [envelope]}
+
+
+class ValuesEndpoint:
+    """Answers with values the wire takes as they are, changes, or refuses."""
+
+    VALUES: dict[str, Any] = {
+        "plain": {"a": [1, 2.5, None, "x"]},
+        "tuple": (1, 2),  # a list on the wire
+        "big": 2**70,  # beyond 64 bits: exact through the stdlib codec
+        "set": {1},  # not JSON: TypeError
+        "nan": float("nan"),  # refused too: TypeError
+        "large": "y" * 5000,  # over the server's limit: MessageTooLarge
+    }
+
+    def value(self, ctxt: dict[str, Any], kind: str) -> Any:
+        return self.VALUES[kind]
+
+
+def test_replies_packed_together_each_keep_their_own_outcome(
+    make_transport: transport_conftest.MakeTransport, topic: str, servers: Servers
+) -> None:
+    # The replies to one caller are encoded together; one that cannot go as JSON (or is
+    # too large) still fails only its own call, and the others arrive as they would alone.
+    server_tp = make_transport(transport.TransportConfig(max_message_size=4000))
+    servers.start(server_tp, Target(topic=topic), [ValuesEndpoint()])
+    tp = make_transport()
+    from transport._replies import PendingCall
+
+    kinds = ["plain", "tuple", "big", "set", "plain", "nan", "large", "plain"]
+    calls = [
+        PendingCall(f"req-{i}", "value", 10, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+        for i in range(len(kinds))
+    ]
+    for call in calls:
+        tp.register_call(call)
+    envelopes = [
+        {
+            "id": f"req-{i}",
+            "method": "value",
+            "args": {"kind": kind},
+            "ctxt": {},
+            "reply_to": tp.reply_address,
+        }
+        for i, kind in enumerate(kinds)
+    ]
+    tp._driver.send(
+        Target(topic=topic), _wire.pack_batch([_wire.encode(e) for e in envelopes]), ttl=10
+    )
+
+    outcomes: list[Any] = []
+    for call in calls:
+        assert call.future is not None
+        exc = call.future.exception(10)
+        outcomes.append(type(exc) if exc is not None else call.future.result())
+    assert outcomes == [
+        ValuesEndpoint.VALUES["plain"],
+        [1, 2],
+        2**70,
+        TypeError,
+        ValuesEndpoint.VALUES["plain"],
+        TypeError,
+        transport.exceptions.MessageTooLarge,
+        ValuesEndpoint.VALUES["plain"],
+    ]
+    assert type(outcomes[2]) is int
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [10**400, -1, 0, "1", None, float("inf")],
+    ids=["huge-int", "negative", "zero", "string", "none", "infinity"],
+)
+def test_a_heartbeat_interval_no_float_can_hold_gets_no_heartbeats_and_fails_nothing(
+    tp: transport.Transport, topic: str, servers: Servers, interval: Any
+) -> None:
+    # NOTE: an integer beyond any float made the call monitor raise OverflowError, which
+    # dead-lettered the whole batch: its batchmates' callers waited out their timeouts.
+    servers.start(tp, Target(topic=topic), [EchoEndpoint()])
+    from transport._replies import PendingCall
+
+    calls = [
+        PendingCall(f"req-{i}", "echo", 10, None, lambda v: v, _wire.DEFAULT_ALLOWED_EXMODS)
+        for i in range(2)
+    ]
+    for call in calls:
+        tp.register_call(call)
+    envelopes = [
+        {
+            "id": f"req-{i}",
+            "method": "echo",
+            "args": {"v": i},
+            "ctxt": {},
+            "reply_to": tp.reply_address,
+            "hb": interval if i == 0 else 1.0,
+        }
+        for i in range(2)
+    ]
+    body = json.dumps({"batch": envelopes}).encode()  # the stdlib writes inf as Infinity
+    tp._driver.send(Target(topic=topic), body, ttl=10)
+
+    assert [call.future.result(10) for call in calls if call.future is not None] == [0, 1]

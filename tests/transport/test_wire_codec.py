@@ -227,3 +227,31 @@ def test_a_large_batch_is_refused_only_when_one_envelope_nests_too_deep(depth: i
     assert len(body) > 4 * _wire._COUNT_FIRST
     assert _wire.too_deep(body) == (depth > _wire.MAX_DEPTH)
     assert _wire.too_deep(body.replace(b'"[","{"', b'"a","b"')) == (depth > _wire.MAX_DEPTH)
+
+
+def test_a_kept_encoding_decodes_once_to_a_value_of_its_own() -> None:
+    # In one process a reply's bytes reach the caller as sent: the value the encoder read
+    # back is handed out once instead of parsing the bytes again.
+    tags = ["a"]
+    envelope: dict[str, Any] = {"id": "i", "t": "r", "v": {"tags": tags, "n": 1.5, "big": 2**63}}
+    body = _wire.encode(envelope, keep=True)
+    assert isinstance(body, _wire.Encoded)
+    assert body == _wire.encode(envelope)  # the same bytes on any wire
+    first = _wire.decode(body)
+    assert first == envelope == _wire.decode(bytes(body))
+    first["v"]["tags"].append("b")  # the receiver owns its copy
+    assert tags == ["a"]
+    second = _wire.decode(body)  # handed out once; after that the bytes are parsed
+    assert second == envelope and second is not first
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), (1, 2), 2**70, {1: "x"}], ids=["nan", "tuple", "huge", "int-key"]
+)
+def test_a_kept_encoding_of_what_orjson_cannot_write_exactly_is_plain_bytes(value: Any) -> None:
+    try:
+        body = _wire.encode({"v": value}, keep=True)
+    except TypeError:
+        return  # refused, as without keep
+    assert type(body) is bytes
+    assert _wire.decode(body) == _wire.decode(_wire.encode({"v": value}))
