@@ -47,16 +47,17 @@ from objects.context import RequestContext
 if TYPE_CHECKING:
     from objects.context import Context
 
-__all__ = ["ServedContext", "UnitOfWork", "current_request", "digest_of"]
+__all__ = ["ServedContext", "UnitOfWork", "current_request", "digest_of", "message_counted"]
 
 LOG = logging.getLogger(__name__)
 
-#: The request id being served by this thread, for log records (see cli's log filter).
-#: True while the requests of one message run one transaction each (their batch could not
-#: run together): ``conductor_batch_size`` already counted that message.
-_batch_fallback: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "conductor_batch_fallback", default=False
+#: True while the requests of one message run after ``conductor_batch_size`` counted
+#: that message: their batch could not run together (one transaction each), or the lane
+#: (``conductor.lane``) answered the others.
+_message_counted: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conductor_message_counted", default=False
 )
+#: The request id being served by this thread, for log records (see cli's log filter).
 current_request: contextvars.ContextVar[str] = contextvars.ContextVar(
     "conductor_request", default="-"
 )
@@ -64,6 +65,13 @@ current_request: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 def _no_digest() -> str | None:
     return None
+
+
+def message_counted() -> None:
+    """Say that ``conductor_batch_size`` counted the message whose requests run next in
+    this ``contextvars`` context (the transport's dispatcher gives each message a context
+    of its own when an endpoint sees its requests first)."""
+    _message_counted.set(True)
 
 
 class UnitOfWork:
@@ -102,6 +110,11 @@ class UnitOfWork:
         self._keep_results = keep_results
         self._last_prune = time.monotonic()
 
+    @property
+    def transaction_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """Held around every transaction (a lock on SQLite, nothing on PostgreSQL)."""
+        return self._tx_lock
+
     # -- one request, one transaction -----------------------------------------------
 
     def run(
@@ -133,7 +146,7 @@ class UnitOfWork:
         started = time.monotonic()
         error: BaseException | None = None
         if metrics is not None:
-            if not _batch_fallback.get():
+            if not _message_counted.get():
                 metrics.batch(1)  # a message of one request (a batch that fell back counted)
             metrics.started()
         try:
@@ -254,7 +267,7 @@ class UnitOfWork:
                     self._count_settled([call], time.monotonic())
         # A batch that fell back was counted in conductor_batch_size already; a message of
         # one request is counted by run().
-        token = _batch_fallback.set(len(calls) > 1)
+        token = _message_counted.set(len(calls) > 1 or _message_counted.get())
         try:
             for call in calls:
                 if call.outcome is not None:
@@ -264,14 +277,15 @@ class UnitOfWork:
                 except Exception as exc:  # noqa: BLE001 - the call's own outcome
                     call.set_exception(exc)
         finally:
-            _batch_fallback.reset(token)
+            _message_counted.reset(token)
 
     def _settle_together(self, calls: Sequence[transport.BatchCall]) -> bool:
         """Settle every call from one transaction, and count them; False (nothing settled,
         nothing counted) when the batch must run request by request."""
         metrics, started = self._metrics, time.monotonic()
         if metrics is not None:
-            metrics.batch(len(calls))
+            if not _message_counted.get():
+                metrics.batch(len(calls))
             metrics.started(len(calls))
         try:
             outcomes = self._run_batch(calls)
