@@ -256,10 +256,16 @@ def _stock_class(objname: str) -> _Found:
 class _Reader:
     """Rows by id, in one query, outside any request's transaction."""
 
+    _id_checks: dict[str, Any]
+
     def holds(self, objname: str, id: int) -> bool:
         """Whether the table's id column can hold ``id`` (else it is not asked for)."""
+        checks = self.__dict__.setdefault("_id_checks", {})
+        check = checks.get(objname)
+        if check is None:
+            check = checks[objname] = table_ops(objname).checks["id"]
         try:
-            table_ops(objname).checks["id"](id)
+            check(id)
         except exception.ObjectsError:
             return False
         return True
