@@ -177,18 +177,19 @@ class StockGets:
             outcomes[index] = (True, primitive)
 
     def _classes(self) -> dict[str, _Found]:
-        """What the registry says (see :func:`_stock_class`), per object name, for this
-        message. Taken again when the registry changed; ``fetches_by_id`` is asked again
-        for every message (the method may have been replaced on the class)."""
+        """What the registry says (see :func:`_stock_class`), per object name; asked
+        again once the registry changed.
+
+        NOTE: like ``record_to_primitive``'s plans, this holds while the classes' methods
+        do: a method replaced on a registered class, rather than a class registered in
+        its place, is not seen.
+        """
         state = VersionedObjectRegistry.state()
         known, found = self._found
         if known is not state:
             found = {}
             self._found = (state, found)
-        return {
-            objname: entry if entry is not None and fetches_by_id(entry[0], "get") else None
-            for objname, entry in found.items()
-        }
+        return found
 
     def _stock_get(
         self, ctxt: Any, method: Any, args: Any, classes: dict[str, _Found]
@@ -213,7 +214,7 @@ class StockGets:
         if objname in classes:
             found = classes[objname]
         else:
-            found = classes[objname] = self._found[1][objname] = _stock_class(objname)
+            found = classes[objname] = _stock_class(objname)
         if found is None or manifest != found[1]:
             return None
         id_: int = call_args[0]
@@ -304,7 +305,7 @@ class _Connections(_Reader):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._free: list[Any] = []
-        self._plans: dict[str, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {}
+        self._plans: dict[str, tuple[str, str, tuple[str, ...], tuple[Any, ...]]] = {}
         # Connections left when the lane is dropped unclosed (tests, benchmarks) are
         # closed then, not left to warn at garbage collection.
         self._finalizer = weakref.finalize(self, _close_all, self._free)
@@ -316,9 +317,15 @@ class _Connections(_Reader):
         plan = self._plans.get(objname)
         if plan is None:
             plan = self._plans[objname] = self._plan(objname)
-        sql, names, processors = plan
+        many, one, names, processors = plan
+        wanted = list(dict.fromkeys(ids))
         with db.translate_errors(objname):
-            rows = self._rows(sql, list(dict.fromkeys(ids)))
+            if len(wanted) == 1:
+                # NOTE: psycopg sends one int for less than a one-item array (a third of
+                # a lone get's statement CPU went to dumping the array).
+                rows = self._rows(one, {"id": wanted[0]})
+            else:
+                rows = self._rows(many, {"ids": wanted})
         found: dict[int, Record] = {}
         for row in rows:
             record = dict(zip(names, row, strict=True))
@@ -327,18 +334,19 @@ class _Connections(_Reader):
             found[record["id"]] = record
         return found
 
-    def _plan(self, objname: str) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+    def _plan(self, objname: str) -> tuple[str, str, tuple[str, ...], tuple[Any, ...]]:
         dialect = self._engine.dialect
         ops = table_ops(objname)
-        sql = ops.select_any.compile(dialect=dialect).string
+        many = ops.select_any.compile(dialect=dialect).string
+        one = ops.select_one.compile(dialect=dialect).string
         processors = []
         for column in ops.table.columns:
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:
                 processors.append((column.name, process))
-        return sql, ops.names, tuple(processors)
+        return many, one, ops.names, tuple(processors)
 
-    def _rows(self, sql: str, ids: list[int]) -> list[Any]:
+    def _rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
         retried = False
         while True:
             reused = bool(self._free) and not retried
@@ -346,7 +354,7 @@ class _Connections(_Reader):
             try:
                 connection = self._free.pop() if reused else self._connect()
                 with connection.cursor() as cursor:
-                    cursor.execute(sql, {"ids": ids})
+                    cursor.execute(sql, params)
                     rows: list[Any] = cursor.fetchall()
             except BaseException as exc:
                 # Its state is unknown now (the server restarted, a proxy dropped it while
@@ -363,7 +371,7 @@ class _Connections(_Reader):
                     # more, on a new connection.
                     retried = True
                     continue
-                raise sa_exc.DBAPIError.instance(sql, {"ids": ids}, exc, error) from exc
+                raise sa_exc.DBAPIError.instance(sql, params, exc, error) from exc
             self._free.append(connection)
             return rows
 
