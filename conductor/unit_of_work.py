@@ -43,6 +43,8 @@ from conductor.db.writes import WriteTracker
 from conductor.metrics import Metrics, outcome_of
 from objects import base, exception
 from objects.context import RequestContext
+from objects.persistent import fetches_by_id
+from objects.registry import VersionedObjectRegistry
 
 if TYPE_CHECKING:
     from objects.context import Context
@@ -445,8 +447,9 @@ class _Fallback(Exception):
 
 
 def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool]:
-    """Fetch the rows of the batch's gets by id in one query per table; which calls they
-    are (they run alone, from those rows)."""
+    """Fetch the rows of the batch's gets by id (``reads_record(by="id")``, which write
+    nothing, ever) in one query per table; which calls they are (they run alone, from
+    those rows)."""
     wanted: dict[str, list[int]] = {}
     alone: list[bool] = []
     models = db.registered_models()
@@ -463,6 +466,7 @@ def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool
             and not kwargs.get("kwargs")
             and isinstance(objname, str)
             and objname in models
+            and _gets_by_id(objname, kwargs.get("object_versions"))
         )
         if is_get:
             wanted.setdefault(str(objname), []).append(args[0])  # type: ignore[index]
@@ -470,6 +474,21 @@ def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool
     for objname, ids in wanted.items():
         batch.prime(objname, ids)
     return alone
+
+
+def _gets_by_id(objname: str, versions: Any) -> bool:
+    """Whether the ``get`` of the class a caller at ``versions`` runs fetches its row by
+    id (see ``objects.persistent.fetches_by_id``)."""
+    version = versions.get(objname) if isinstance(versions, dict) else None
+    try:
+        cls = (
+            VersionedObjectRegistry.newest(objname)
+            if version is None
+            else VersionedObjectRegistry.lookup(objname, version)
+        )
+    except exception.ObjectsError:
+        return False  # not primed: it runs side by side, which is never wrong
+    return fetches_by_id(cls, "get")
 
 
 # -- request digests -------------------------------------------------------------------
