@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
+import transport
 from conductor import db
 from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage, not_found
@@ -55,8 +56,6 @@ __all__ = ["StockGets"]
 
 LOG = logging.getLogger(__name__)
 
-#: A request as it arrived: (request_id, ctxt, method, args).
-RawRequest = tuple[str, dict[str, Any], str, dict[str, Any]]
 Outcome = tuple[bool, Any]
 
 _METHOD = "object_class_action_versions"
@@ -92,7 +91,7 @@ class StockGets:
         """Close the lane's own database connections (it opens new ones if used again)."""
         self._reader.close()
 
-    def serve(self, requests: Sequence[RawRequest]) -> list[Outcome | None]:
+    def serve(self, requests: Sequence[transport.RawRequest]) -> list[Outcome | None]:
         """Each request's outcome (serialized as ``ConductorSerializer`` would have it),
         or None for those left to the ordinary path."""
         outcomes: list[Outcome | None] = [None] * len(requests)
@@ -139,7 +138,7 @@ class StockGets:
         cls: type[VersionedObject],
         objname: str,
         items: list[tuple[int, int]],
-        requests: Sequence[RawRequest],
+        requests: Sequence[transport.RawRequest],
         outcomes: list[Outcome | None],
     ) -> None:
         # A lone request's log records carry its id, as in UnitOfWork.run.
@@ -257,14 +256,15 @@ def _stock_class(objname: str) -> _Found:
 class _Reader:
     """Rows by id, in one query, outside any request's transaction."""
 
-    _id_checks: dict[str, Any]
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._id_checks: dict[str, Any] = {}
 
     def holds(self, objname: str, id: int) -> bool:
         """Whether the table's id column can hold ``id`` (else it is not asked for)."""
-        checks = self.__dict__.setdefault("_id_checks", {})
-        check = checks.get(objname)
+        check = self._id_checks.get(objname)
         if check is None:
-            check = checks[objname] = table_ops(objname).checks["id"]
+            check = self._id_checks[objname] = table_ops(objname).checks["id"]
         try:
             check(id)
         except exception.ObjectsError:
@@ -280,10 +280,7 @@ class _Reader:
 
 class _Transactions(_Reader):
     """SQLite: the storage's own query, in a transaction of its own (there is no round
-    trip to save, and reads take no locks)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    trip to save, and a read in WAL mode makes no writer wait)."""
 
     def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
         with db.transaction_scope(self._engine) as tx:
@@ -294,6 +291,10 @@ class _Connections(_Reader):
     """PostgreSQL: the storage's query, compiled once per table and sent on connections
     of the lane's own, in autocommit.
 
+    They are the engine's (its connect arguments and events apply), taken out of its
+    pool: one per worker thread reading at once, on top of the pool's, kept until
+    :meth:`close` (``Conductor.stop``) or until one fails.
+
     NOTE: a pooled connection costs, per read, its checkout and return, setting and
     resetting autocommit, and SQLAlchemy's result handling (psycopg builds a column
     description per statement): about 100 us of CPU around a 60 us primary-key SELECT.
@@ -303,7 +304,7 @@ class _Connections(_Reader):
     """
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._free: list[Any] = []
         self._plans: dict[str, tuple[str, str, tuple[str, ...], tuple[Any, ...]]] = {}
         # Connections left when the lane is dropped unclosed (tests, benchmarks) are
@@ -353,9 +354,9 @@ class _Connections(_Reader):
             connection = None
             try:
                 connection = self._free.pop() if reused else self._connect()
-                with connection.cursor() as cursor:
-                    cursor.execute(sql, params)
-                    rows: list[Any] = cursor.fetchall()
+                cursor = connection.cursor
+                cursor.execute(sql, params)
+                rows: list[Any] = cursor.fetchall()
             except BaseException as exc:
                 # Its state is unknown now (the server restarted, a proxy dropped it while
                 # idle, a statement cut short): drop it.
@@ -383,7 +384,20 @@ class _Connections(_Reader):
         assert connection is not None
         pooled.detach()
         connection.autocommit = True
-        return connection
+        return _Kept(connection)
+
+
+class _Kept:
+    """A connection of the lane's and the one cursor it reuses for every read."""
+
+    __slots__ = ("connection", "cursor")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def _close_all(connections: list[Any]) -> None:

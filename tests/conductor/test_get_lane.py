@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import objects
-from conductor import db
+from conductor import db, lane
 from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.metrics import Metrics
 from conductor.namespaces import ObjectForm
@@ -154,14 +154,14 @@ def ordinary_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def same(fast: list[tuple[bool, Any]], slow: list[tuple[bool, Any]]) -> None:
     assert [ok for ok, _ in fast] == [ok for ok, _ in slow]
-    for (ok, lane), (_, ordinary) in zip(fast, slow, strict=True):
+    for (ok, answer), (_, ordinary) in zip(fast, slow, strict=True):
         if ok:
-            assert lane == ordinary
-            assert json.dumps(lane) == json.dumps(ordinary)  # key for key, in order
+            assert answer == ordinary
+            assert json.dumps(answer) == json.dumps(ordinary)  # key for key, in order
         else:
-            assert type(lane) is type(ordinary)
-            assert str(lane) == str(ordinary)
-            assert getattr(lane, "kwargs", None) == getattr(ordinary, "kwargs", None)
+            assert type(answer) is type(ordinary)
+            assert str(answer) == str(ordinary)
+            assert getattr(answer, "kwargs", None) == getattr(ordinary, "kwargs", None)
 
 
 # -- the same answers ---------------------------------------------------------------------
@@ -522,17 +522,34 @@ def test_an_unreachable_database_fails_each_get_with_database_error(
 
 
 def test_a_connection_lost_while_idle_costs_no_request(
-    engine: db.Engine, manager: ConductorManager, ctx: RequestContext, rows: dict[str, Any]
+    engine: db.Engine,
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("the lane keeps connections of its own on PostgreSQL only")
+    connects: list[Any] = []
+    connect = lane._Connections._connect
+
+    def counted(self: Any) -> Any:
+        connects.append(self)
+        return connect(self)
+
+    monkeypatch.setattr(lane._Connections, "_connect", counted)
     served = dispatcher(manager)
     assert served.dispatch_batch([get_request(ctx, rows["full"].id)])[0][0]
+    assert served.dispatch_batch([get_request(ctx, rows["bare"].id)])[0][0]
+    assert len(connects) == 1  # kept
     with engine.connect() as conn:
         conn.exec_driver_sql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         conn.commit()
+
     ok, value = served.dispatch_batch([get_request(ctx, rows["full"].id)])[0]
+
     assert ok and value["versioned_object.data"]["id"] == rows["full"].id
+    assert len(connects) == 2  # the dead one dropped, the read run again on a new one
