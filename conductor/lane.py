@@ -34,9 +34,10 @@ import logging
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import pool
 from sqlalchemy.engine import Engine
 
 import transport
@@ -81,8 +82,12 @@ class StockGets:
     ) -> None:
         self._metrics = metrics
         self._lock = lock if lock is not None else contextlib.nullcontext()
+        # NOTE: an in-memory SQLite database is one connection the pool shares out: the
+        # lane cannot keep one of its own.
         self._reader: _Reader = (
-            _Connections(engine) if engine.dialect.name == "postgresql" else _Transactions(engine)
+            _Transactions(engine)
+            if isinstance(engine.pool, pool.StaticPool)
+            else _Connections(engine)
         )
         # What the registry said, per object name, while it is this state (see _classes).
         self._found: tuple[object, dict[str, _Found]] = (None, {})
@@ -287,9 +292,11 @@ class _Transactions(_Reader):
             return SQLStorage(tx).get_many(objname, ids)
 
 
-class _Connections(_Reader):
-    """PostgreSQL: the storage's query, compiled once per table and sent on connections
-    of the lane's own, in autocommit.
+class _Connections(_Transactions):
+    """The storage's query, compiled once per table and sent on connections of the
+    lane's own, in autocommit: every read on PostgreSQL, lone reads on an SQLite file
+    (a batch there reads as :class:`_Transactions` does: its ``IN`` list is rendered per
+    size, so there is no one statement to keep).
 
     They are the engine's (its connect arguments and events apply), taken out of its
     pool: one per worker thread reading at once, on top of the pool's, kept until
@@ -299,14 +306,16 @@ class _Connections(_Reader):
     resetting autocommit, and SQLAlchemy's result handling (psycopg builds a column
     description per statement): about 100 us of CPU around a 60 us primary-key SELECT.
     These connections never leave autocommit (no BEGIN, no COMMIT, no isolation level to
-    restore) and psycopg prepares the statement on each. The values are converted by the
-    columns' own result processors, so the records are the storage's, key for key.
+    restore), each keeps one cursor, and psycopg prepares the statements on each. The
+    values are converted by the columns' own result processors, so the records are the
+    storage's, key for key.
     """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._free: list[Any] = []
-        self._plans: dict[str, tuple[str, str, tuple[str, ...], tuple[Any, ...]]] = {}
+        self._bulk = engine.dialect.name == "postgresql"
+        self._free: list[_Kept] = []
+        self._plans: dict[str, _Plan] = {}
         # Connections left when the lane is dropped unclosed (tests, benchmarks) are
         # closed then, not left to warn at garbage collection.
         self._finalizer = weakref.finalize(self, _close_all, self._free)
@@ -315,19 +324,21 @@ class _Connections(_Reader):
         _close_all(self._free)
 
     def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
+        wanted = list(dict.fromkeys(ids))
+        if len(wanted) > 1 and not self._bulk:
+            return super().fetch(objname, wanted)
         plan = self._plans.get(objname)
         if plan is None:
             plan = self._plans[objname] = self._plan(objname)
-        many, one, names, processors = plan
-        wanted = list(dict.fromkeys(ids))
         with db.translate_errors(objname):
             if len(wanted) == 1:
                 # NOTE: psycopg sends one int for less than a one-item array (a third of
                 # a lone get's statement CPU went to dumping the array).
-                rows = self._rows(one, {"id": wanted[0]})
+                rows = self._rows(*plan.one, {"id": wanted[0]})
             else:
-                rows = self._rows(many, {"ids": wanted})
+                rows = self._rows(*plan.many, {"ids": wanted})
         found: dict[int, Record] = {}
+        names, processors = plan.names, plan.processors
         for row in rows:
             record = dict(zip(names, row, strict=True))
             for name, process in processors:
@@ -335,19 +346,30 @@ class _Connections(_Reader):
             found[record["id"]] = record
         return found
 
-    def _plan(self, objname: str) -> tuple[str, str, tuple[str, ...], tuple[Any, ...]]:
+    def _plan(self, objname: str) -> _Plan:
         dialect = self._engine.dialect
         ops = table_ops(objname)
-        many = ops.select_any.compile(dialect=dialect).string
-        one = ops.select_one.compile(dialect=dialect).string
+
+        def compiled(stmt: Any) -> tuple[str, tuple[str, ...] | None]:
+            done = stmt.compile(dialect=dialect)
+            # Positional drivers (sqlite3) take the values in the statement's order.
+            order = done.positiontup
+            return done.string, (tuple(order) if dialect.positional and order else None)
+
         processors = []
         for column in ops.table.columns:
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:
                 processors.append((column.name, process))
-        return many, one, ops.names, tuple(processors)
+        return _Plan(
+            one=compiled(ops.select_one),
+            many=compiled(ops.select_any) if self._bulk else ("", None),
+            names=ops.names,
+            processors=tuple(processors),
+        )
 
-    def _rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
+    def _rows(self, sql: str, order: tuple[str, ...] | None, values: dict[str, Any]) -> list[Any]:
+        params: Any = values if order is None else tuple(values[name] for name in order)
         retried = False
         while True:
             reused = bool(self._free) and not retried
@@ -383,8 +405,20 @@ class _Connections(_Reader):
         connection = pooled.driver_connection
         assert connection is not None
         pooled.detach()
-        connection.autocommit = True
+        if self._bulk:
+            connection.autocommit = True
+        else:
+            connection.isolation_level = None  # sqlite3: no implicit BEGIN, ever
         return _Kept(connection)
+
+
+class _Plan(NamedTuple):
+    """One table's statements (SQL text, positional parameter order) and converters."""
+
+    one: tuple[str, tuple[str, ...] | None]
+    many: tuple[str, tuple[str, ...] | None]
+    names: tuple[str, ...]
+    processors: tuple[tuple[str, Any], ...]
 
 
 class _Kept:

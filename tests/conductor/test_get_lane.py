@@ -438,6 +438,33 @@ def test_a_newer_class_leaves_callers_of_the_older_manifest_to_the_ordinary_path
     assert ordinary_runs == ["Instance.get"]  # the new manifest is ours: the lane
 
 
+def test_an_in_memory_sqlite_database_is_read_on_its_one_connection(
+    ordinary_runs: list[str],
+) -> None:
+    engine = db.create_engine("sqlite://")
+    try:
+        with isolated_registry():
+            objects.register_all()
+            db.Base.metadata.create_all(engine)
+            manager = new_manager(engine)
+            ctx = RequestContext(user_id="u", project_id="p")
+            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), vcpus=1, memory_mb=1, tags=["t"])
+            updates, _ = manager.object_action(ctx, inst, "create", [], {})
+            requests = [get_request(ctx, updates["id"]), get_request(ctx, 10**9)]
+
+            fast = dispatcher(manager).dispatch_batch(requests)
+            rid, c, method, args, _, _ = requests[0]
+            lone = dispatcher(manager).dispatch(rid, c, method, args, None, "1.0")
+            assert ordinary_runs == []
+            slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(requests)
+
+            same(fast, slow)
+            assert lone == (False, slow[0][1])
+            manager.close()
+    finally:
+        engine.dispose()
+
+
 def test_reads_record_by_accepts_only_known_keys() -> None:
     with pytest.raises(ValueError, match="only"):
         reads_record(by="uuid")
@@ -529,7 +556,7 @@ def test_a_connection_lost_while_idle_costs_no_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if engine.dialect.name != "postgresql":
-        pytest.skip("the lane keeps connections of its own on PostgreSQL only")
+        pytest.skip("ending another connection's session is PostgreSQL's")
     connects: list[Any] = []
     connect = lane._Connections._connect
 
