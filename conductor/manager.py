@@ -3,7 +3,9 @@
 Each method checks its arguments and hands the method body to the conductor's
 :class:`~conductor.unit_of_work.UnitOfWork`, which runs it in its own transaction, exactly
 once. The requests of one message reach :meth:`ConductorManager.serve_batch` together
-(the endpoint is a ``transport.BatchEndpoint``) and run in one transaction.
+(the endpoint is a ``transport.BatchEndpoint``) and run in one transaction; before that,
+the stock gets by id of every message are answered from their rows
+(:class:`~conductor.lane.StockGets`, through the ``transport.RawEndpoint`` hook).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 import transport
+from conductor.lane import StockGets
 from conductor.metrics import Metrics
 from conductor.unit_of_work import ServedContext, UnitOfWork, digest_of
 from objects import base, exception, indirection
@@ -59,6 +62,17 @@ class ConductorManager:
             project_scoping=project_scoping,
             metrics=metrics,
         )
+        # NOTE: off under project scoping: the lane does not check whose rows it reads.
+        self._lane = (
+            None
+            if project_scoping
+            else StockGets(engine, metrics=metrics, lock=self._work.transaction_lock)
+        )
+
+    def close(self) -> None:
+        """Release what the endpoint holds besides the engine (the lane's connections)."""
+        if self._lane is not None:
+            self._lane.close()
 
     # -- RPC methods (nova's names) -------------------------------------------------
 
@@ -147,7 +161,22 @@ class ConductorManager:
         with base.local_execution():
             return indirection.handle_backport(context, objinst, object_versions)
 
-    # -- the batch hook (transport.BatchEndpoint) ---------------------------------------
+    # -- the hooks (transport.RawEndpoint, transport.BatchEndpoint) ----------------------
+
+    def serve_raw(
+        self, requests: Sequence[transport.RawRequest], serializer: transport.Serializer
+    ) -> Sequence[tuple[bool, Any] | None]:
+        """Answer a message's stock gets from their rows (``conductor.lane``); never an
+        RPC method. Only for a serializer whose answers the lane's are
+        (``answers_stock_gets``), and while the RPC method is this class's own."""
+        if (
+            self._lane is None
+            or type(self).object_class_action_versions
+            is not ConductorManager.object_class_action_versions
+            or not _answers_stock_gets(serializer)
+        ):
+            return [None] * len(requests)
+        return self._lane.serve(requests)
 
     def serve_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         """Run the requests of one message in one transaction (see
@@ -211,6 +240,18 @@ class ConductorManagerV3:
         self._mark(context)
         return self._manager.object_backport_versions(context, objinst, object_versions)
 
+    def serve_raw(
+        self, requests: Sequence[transport.RawRequest], serializer: transport.Serializer
+    ) -> Sequence[tuple[bool, Any] | None]:
+        """The wrapped manager's lane, for answers in our own object form only."""
+        if (
+            self._form is not None
+            or type(self).object_class_action_versions
+            is not ConductorManagerV3.object_class_action_versions
+        ):
+            return [None] * len(requests)
+        return self._manager.serve_raw(requests, serializer)
+
 
 #: The built-in objects' class methods that only read: when one fails, it cannot be
 #: because an earlier run of the same request wrote (see ``UnitOfWork.run``).
@@ -220,6 +261,11 @@ _BUILTIN_READS: dict[str, frozenset[str]] = {
     "Flavor": frozenset({"get", "get_by_flavorid"}),
     "ComputeNode": frozenset({"get", "get_by_host"}),
 }
+
+
+def _answers_stock_gets(serializer: Any) -> bool:
+    answers = getattr(serializer, "answers_stock_gets", None)
+    return callable(answers) and answers() is True
 
 
 def _no_digest() -> str | None:

@@ -121,6 +121,17 @@ class ConductorSerializer(base.VersionedObjectSerializer):
             )
         }
 
+    def answers_stock_gets(self) -> bool:
+        """Whether its answer to a stock get is the lane's (``conductor.lane``): the
+        record's primitive with the revision copied into its data, in our object form
+        (true unless a subclass changes how contexts are read or answers written)."""
+        kind = type(self)
+        return (
+            kind.serialize_entity is ConductorSerializer.serialize_entity
+            and kind.deserialize_context is ConductorSerializer.deserialize_context
+            and kind.deserialize_entity is ConductorSerializer.deserialize_entity
+        )
+
     def deserialize_context(self, context: dict[str, Any]) -> RequestContext:
         ctx = ServedContext.from_dict(context)
         assert isinstance(ctx, ServedContext)
@@ -364,6 +375,8 @@ class Conductor:
         finally:
             if rpc_transport is not None:
                 rpc_transport.cleanup()
+            if self._manager is not None:
+                self._manager.close()
             if engine is not None:
                 engine.dispose()
             LOG.info("conductor %s stopped", self.server)

@@ -43,20 +43,23 @@ from conductor.db.writes import WriteTracker
 from conductor.metrics import Metrics, outcome_of
 from objects import base, exception
 from objects.context import RequestContext
+from objects.persistent import fetches_by_id
+from objects.registry import VersionedObjectRegistry
 
 if TYPE_CHECKING:
     from objects.context import Context
 
-__all__ = ["ServedContext", "UnitOfWork", "current_request", "digest_of"]
+__all__ = ["ServedContext", "UnitOfWork", "current_request", "digest_of", "message_counted"]
 
 LOG = logging.getLogger(__name__)
 
-#: The request id being served by this thread, for log records (see cli's log filter).
-#: True while the requests of one message run one transaction each (their batch could not
-#: run together): ``conductor_batch_size`` already counted that message.
-_batch_fallback: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "conductor_batch_fallback", default=False
+#: True while the requests of one message run after ``conductor_batch_size`` counted
+#: that message: their batch could not run together (one transaction each), or the lane
+#: (``conductor.lane``) answered the others.
+_message_counted: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conductor_message_counted", default=False
 )
+#: The request id being served by this thread, for log records (see cli's log filter).
 current_request: contextvars.ContextVar[str] = contextvars.ContextVar(
     "conductor_request", default="-"
 )
@@ -64,6 +67,13 @@ current_request: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 def _no_digest() -> str | None:
     return None
+
+
+def message_counted() -> None:
+    """Say that ``conductor_batch_size`` counted the message whose requests run next in
+    this ``contextvars`` context (the transport's dispatcher gives each message a context
+    of its own when an endpoint sees its requests first)."""
+    _message_counted.set(True)
 
 
 class UnitOfWork:
@@ -102,6 +112,11 @@ class UnitOfWork:
         self._keep_results = keep_results
         self._last_prune = time.monotonic()
 
+    @property
+    def transaction_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """Held around every transaction (a lock on SQLite, nothing on PostgreSQL)."""
+        return self._tx_lock
+
     # -- one request, one transaction -----------------------------------------------
 
     def run(
@@ -133,7 +148,7 @@ class UnitOfWork:
         started = time.monotonic()
         error: BaseException | None = None
         if metrics is not None:
-            if not _batch_fallback.get():
+            if not _message_counted.get():
                 metrics.batch(1)  # a message of one request (a batch that fell back counted)
             metrics.started()
         try:
@@ -254,7 +269,7 @@ class UnitOfWork:
                     self._count_settled([call], time.monotonic())
         # A batch that fell back was counted in conductor_batch_size already; a message of
         # one request is counted by run().
-        token = _batch_fallback.set(len(calls) > 1)
+        token = _message_counted.set(len(calls) > 1 or _message_counted.get())
         try:
             for call in calls:
                 if call.outcome is not None:
@@ -264,14 +279,15 @@ class UnitOfWork:
                 except Exception as exc:  # noqa: BLE001 - the call's own outcome
                     call.set_exception(exc)
         finally:
-            _batch_fallback.reset(token)
+            _message_counted.reset(token)
 
     def _settle_together(self, calls: Sequence[transport.BatchCall]) -> bool:
         """Settle every call from one transaction, and count them; False (nothing settled,
         nothing counted) when the batch must run request by request."""
         metrics, started = self._metrics, time.monotonic()
         if metrics is not None:
-            metrics.batch(len(calls))
+            if not _message_counted.get():
+                metrics.batch(len(calls))
             metrics.started(len(calls))
         try:
             outcomes = self._run_batch(calls)
@@ -438,8 +454,9 @@ class _Fallback(Exception):
 
 
 def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool]:
-    """Fetch the rows of the batch's gets by id in one query per table; which calls they
-    are (they run alone, from those rows)."""
+    """Fetch the rows of the batch's gets by id (``reads_record(by="id")``, which write
+    nothing, ever) in one query per table; which calls they are (they run alone, from
+    those rows)."""
     wanted: dict[str, list[int]] = {}
     alone: list[bool] = []
     models = db.registered_models()
@@ -456,6 +473,7 @@ def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool
             and not kwargs.get("kwargs")
             and isinstance(objname, str)
             and objname in models
+            and _gets_by_id(objname, kwargs.get("object_versions"))
         )
         if is_get:
             wanted.setdefault(str(objname), []).append(args[0])  # type: ignore[index]
@@ -463,6 +481,21 @@ def _prime_gets(batch: Batch, calls: Sequence[transport.BatchCall]) -> list[bool
     for objname, ids in wanted.items():
         batch.prime(objname, ids)
     return alone
+
+
+def _gets_by_id(objname: str, versions: Any) -> bool:
+    """Whether the ``get`` of the class a caller at ``versions`` runs fetches its row by
+    id (see ``objects.persistent.fetches_by_id``)."""
+    version = versions.get(objname) if isinstance(versions, dict) else None
+    try:
+        cls = (
+            VersionedObjectRegistry.newest(objname)
+            if version is None
+            else VersionedObjectRegistry.lookup(objname, version)
+        )
+    except exception.ObjectsError:
+        return False  # not primed: it runs side by side, which is never wrong
+    return fetches_by_id(cls, "get")
 
 
 # -- request digests -------------------------------------------------------------------

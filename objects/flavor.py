@@ -52,7 +52,7 @@ class Flavor(PersistentObject, VersionedObject):
     # NOTE: the bodies say which row; @reads_record makes the Flavor from it (and lets
     # the conductor answer from the row alone).
     @remotable_classmethod
-    @reads_record
+    @reads_record(by="id")
     def get(cls, context: Context, id: int) -> Record:
         """The flavor with this database id. Raises ``NotFound``."""
         return cls._db_get_record(context, id)

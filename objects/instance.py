@@ -108,7 +108,7 @@ class Instance(PersistentObject, VersionedObject):
     # NOTE: the bodies say which row; @reads_record makes the Instance from it (and lets
     # the conductor answer from the row alone).
     @remotable_classmethod
-    @reads_record
+    @reads_record(by="id")
     def get(cls, context: Context, id: int) -> Record:
         """The instance with this database id. Raises ``NotFound``."""
         return cls._db_get_record(context, id)

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from objects import exception
 from objects import fields as obj_fields
 from objects._primitive import _KEY_CHANGES, _KEY_REVISION, primitive_head
 from objects.fields import Reader, fast_reader
 from objects.registry import VersionedObjectRegistry
+from objects.remoting import is_remotable
 
 if TYPE_CHECKING:
     from objects.context import Context
@@ -49,6 +50,7 @@ __all__ = [
     "PersistentObject",
     "field_from_record",
     "field_to_record",
+    "fetches_by_id",
     "reads_record",
     "record_fetch_of",
     "record_to_primitive",
@@ -135,9 +137,19 @@ def _object_from_record(objname: str, values: Any, context: Context | None) -> V
 
 #: ``fn.record_fetch`` of a body made by :func:`reads_record`.
 _FETCH_ATTR = "record_fetch"
+#: ``fn.record_key`` of a body made by ``reads_record(by=...)``.
+_KEY_ATTR = "record_key"
+#: The keys a :func:`reads_record` body may say it fetches its row by.
+_RECORD_KEYS = frozenset({"id"})
 
 
-def reads_record(fetch: Callable[..., Record]) -> Callable[..., Any]:
+@overload
+def reads_record(fetch: Callable[..., Record], *, by: None = None) -> Callable[..., Any]: ...
+@overload
+def reads_record(
+    fetch: None = None, *, by: str | None = None
+) -> Callable[[Callable[..., Record]], Callable[..., Any]]: ...
+def reads_record(fetch: Callable[..., Record] | None = None, *, by: str | None = None) -> Any:
     """A classmethod body that loads one object: ``fetch(cls, context, *args, **kwargs)``
     finds its record, the body returns ``cls._from_record(context, record)``.
 
@@ -149,20 +161,51 @@ def reads_record(fetch: Callable[..., Record]) -> Callable[..., Any]:
         @reads_record
         def get(cls, context, id):
             return cls._db_get_record(context, id)
+
+    ``by="id"`` says more: the body takes one argument, the row's id, and returns
+    ``cls._db_get_record(context, id)``, nothing else. A conductor may then fetch the
+    rows of many such loads in one query, without running the bodies at all
+    (:func:`fetches_by_id`). A body that checks, filters or logs anything of its own must
+    not say it.
     """
+    if by is not None and by not in _RECORD_KEYS:
+        raise ValueError(f"reads_record(by={by!r}): only {sorted(_RECORD_KEYS)} are known")
 
-    @functools.wraps(fetch)
-    def body(cls: Any, context: Context, *args: Any, **kwargs: Any) -> Any:
-        return cls._from_record(context, fetch(cls, context, *args, **kwargs))
+    def decorate(fetch: Callable[..., Record]) -> Callable[..., Any]:
+        @functools.wraps(fetch)
+        def body(cls: Any, context: Context, *args: Any, **kwargs: Any) -> Any:
+            return cls._from_record(context, fetch(cls, context, *args, **kwargs))
 
-    setattr(body, _FETCH_ATTR, fetch)
-    return body
+        setattr(body, _FETCH_ATTR, fetch)
+        setattr(body, _KEY_ATTR, by)
+        return body
+
+    return decorate if fetch is None else decorate(fetch)
 
 
 def record_fetch_of(method: Any) -> Callable[..., Record] | None:
     """The ``fetch`` of a remotable classmethod whose body :func:`reads_record` made."""
     original = getattr(method, "original_fn", None)
     return getattr(original, _FETCH_ATTR, None)
+
+
+#: What a load by id answered from its row relies on being ours, besides
+#: :func:`record_to_primitive`'s own conditions: which row it reads.
+_BY_ID_METHODS = ("_db_get_record",)
+
+
+def fetches_by_id(cls: type[VersionedObject], objmethod: str) -> bool:
+    """Whether ``cls.objmethod`` is a remotable classmethod whose body is
+    ``reads_record(by="id")``'s and whose record is this module's ``_db_get_record``:
+    its answer to ``(context, id)`` is the row with that id (NotFound when there is none),
+    turned into the object, and nothing else happens."""
+    method = getattr(cls, objmethod, None)
+    return (
+        is_remotable(method, "classmethod")
+        and getattr(getattr(method, "original_fn", None), _KEY_ATTR, None) == "id"
+        and issubclass(cls, PersistentObject)
+        and _ours(cls, _BY_ID_METHODS)
+    )
 
 
 #: ``fn.saves_changes`` of a body made by :func:`saves_changes`.

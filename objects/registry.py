@@ -188,6 +188,13 @@ class VersionedObjectRegistry:
         return match
 
     @classmethod
+    def state(cls) -> object:
+        """An opaque token that is replaced (never changed) whenever a class is registered
+        or unregistered: a cache of what was found in the registry holds while it is the
+        same object."""
+        return cls._state
+
+    @classmethod
     def snapshot(cls) -> Any:
         """An opaque copy of the registry's contents, for :meth:`restore`."""
         return {name: list(classes) for name, classes in cls._state.classes.items()}

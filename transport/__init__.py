@@ -13,6 +13,8 @@ from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.dispatcher import (
     BatchCall,
     BatchEndpoint,
+    RawEndpoint,
+    RawRequest,
     RPCDispatcher,
     current_request_id,
     current_request_redelivered,
@@ -37,6 +39,8 @@ __all__ = [
     "RPCDispatcher",
     "RPCFuture",
     "RPCServer",
+    "RawEndpoint",
+    "RawRequest",
     "ServerState",
     "Target",
     "current_request_id",

@@ -6,7 +6,9 @@ requests of the same namespace whose version has the same major and a minor not 
 own. A request without a version is "1.0".
 
 An endpoint that implements :class:`BatchEndpoint` receives the requests of a message
-that carried several together (see :meth:`RPCDispatcher.dispatch_batch`).
+that carried several together (see :meth:`RPCDispatcher.dispatch_batch`). One that
+implements :class:`RawEndpoint` sees every message's requests first, as they arrived, and
+may answer some of them itself.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ __all__ = [
     "BatchCall",
     "BatchEndpoint",
     "RPCDispatcher",
+    "RawEndpoint",
+    "RawRequest",
     "current_request_id",
     "current_request_redelivered",
 ]
@@ -165,6 +169,36 @@ class BatchEndpoint(Protocol):
         ...
 
 
+#: A request as it arrived: ``(request_id, ctxt, method, args)``, nothing deserialized.
+RawRequest = tuple[str, dict[str, Any], str, dict[str, Any]]
+
+
+@runtime_checkable
+class RawEndpoint(Protocol):
+    """An endpoint that answers some requests straight from their wire form, before the
+    serializer builds their context and arguments (for example the commonest, cheapest
+    requests, whose answer it can produce without building objects).
+
+    :meth:`serve_raw` is a hook, not an RPC method: no request can call it by name.
+    """
+
+    def serve_raw(
+        self, requests: Sequence[RawRequest], serializer: Serializer
+    ) -> Sequence[tuple[bool, Any] | None]:
+        """For each request (all for methods of this endpoint, from one message, in its
+        order): ``(True, serialized result)``, ``(False, exception)``, or None to leave it
+        to the ordinary path (deserialize, :class:`BatchEndpoint`, the method). A result
+        must be what ``serializer.serialize_entity`` would make of the method's; an
+        endpoint that cannot promise it for this serializer answers None.
+
+        When it raises, every request it was given fails with that error. It runs with
+        no request id set (:func:`current_request_id`). Of a message of several requests,
+        the ones it leaves run after it in the same ``contextvars`` context, a copy made
+        for this message, so it may leave word for them in context variables. Called for
+        a message of one request too."""
+        ...
+
+
 class RPCDispatcher:
     """Finds and invokes endpoint methods for decoded requests.
 
@@ -187,6 +221,11 @@ class RPCDispatcher:
             for endpoint in self.endpoints
             if isinstance(endpoint, BatchEndpoint)
         }
+        self._raw_hooks = {
+            id(endpoint): endpoint.serve_raw
+            for endpoint in self.endpoints
+            if isinstance(endpoint, RawEndpoint)
+        }
 
     def _find(self, method: str, namespace: str | None, version: str | None) -> Any:
         key = (method, namespace, version)
@@ -207,7 +246,8 @@ class RPCDispatcher:
                 continue
             version_matched = True
             if method.startswith("_") or (
-                method == "serve_batch" and id(endpoint) in self._batch_hooks
+                (method == "serve_batch" and id(endpoint) in self._batch_hooks)
+                or (method == "serve_raw" and id(endpoint) in self._raw_hooks)
             ):
                 continue
             func = getattr(endpoint, method, None)
@@ -239,6 +279,18 @@ class RPCDispatcher:
         """
         try:
             func = self._find(method, namespace, version)
+        except Exception as exc:
+            _refused(exc)
+            raise
+        raw_hook = self._raw_hooks.get(id(getattr(func, "__self__", None)))
+        if raw_hook is not None:
+            answered = raw_hook([(request_id, ctxt, method, args)], self.serializer)[0]
+            if answered is not None:
+                ok, value = answered
+                if ok:
+                    return False, value
+                raise value
+        try:
             context, kwargs = self._arguments(request_id, ctxt, args)
         except Exception as exc:
             _refused(exc)
@@ -261,23 +313,60 @@ class RPCDispatcher:
     ) -> list[tuple[bool, Any]]:
         """Run several requests (``(id, ctxt, method, args, namespace, version)``) that
         arrived together; return ``(True, serialized result)`` or ``(False, exception)``
-        for each, in order. A :class:`BatchEndpoint` gets its calls at once; the
-        other endpoints' calls run one by one."""
-        calls: list[BatchCall | None] = []
+        for each, in order. A :class:`RawEndpoint` sees its requests first; a
+        :class:`BatchEndpoint` gets the calls left at once; the other endpoints' calls
+        run one by one."""
+        if not self._raw_hooks:
+            return self._dispatch_batch(requests, redelivered)
+        # The raw hooks and the calls they leave share a context of this message's own.
+        return contextvars.copy_context().run(self._dispatch_batch, requests, redelivered)
+
+    def _dispatch_batch(
+        self,
+        requests: Sequence[tuple[str, dict[str, Any], str, dict[str, Any], str | None, str | None]],
+        redelivered: bool,
+    ) -> list[tuple[bool, Any]]:
+        found: list[Any] = []
         outcomes: list[tuple[bool, Any] | None] = []
-        by_endpoint: dict[int, tuple[Any, list[BatchCall]]] = {}
-        for request_id, ctxt, method, args, namespace, version in requests:
-            rebuild = functools.partial(self._arguments, request_id, ctxt, args)
+        raw: dict[int, list[int]] = {}
+        for index, (_, _, method, _, namespace, version) in enumerate(requests):
             try:
                 func = self._find(method, namespace, version)
+            except Exception as exc:  # this request's own failure
+                found.append(None)
+                outcomes.append((False, _refused(exc)))
+                continue
+            found.append(func)
+            outcomes.append(None)
+            owner_id = id(getattr(func, "__self__", None))
+            if owner_id in self._raw_hooks:
+                raw.setdefault(owner_id, []).append(index)
+        for owner_id, indexes in raw.items():
+            try:
+                answered = self._raw_hooks[owner_id](
+                    [requests[i][:4] for i in indexes],
+                    self.serializer,
+                )
+            except BaseException as exc:  # the hook failed as a whole
+                answered = [(False, exc)] * len(indexes)
+            for index, outcome in zip(indexes, answered, strict=True):
+                outcomes[index] = outcome
+        calls: list[BatchCall | None] = []
+        by_endpoint: dict[int, tuple[Any, list[BatchCall]]] = {}
+        for request, func, outcome in zip(requests, found, outcomes, strict=True):
+            if outcome is not None:
+                calls.append(None)
+                continue
+            request_id, ctxt, method, args, _, _ = request
+            rebuild = functools.partial(self._arguments, request_id, ctxt, args)
+            try:
                 context, kwargs = rebuild()
             except Exception as exc:  # this request's own failure
                 calls.append(None)
-                outcomes.append((False, _refused(exc)))
+                outcomes[len(calls) - 1] = (False, _refused(exc))
                 continue
             call = BatchCall(request_id, context, method, kwargs, func, redelivered, rebuild)
             calls.append(call)
-            outcomes.append(None)
             owner = getattr(func, "__self__", None)
             by_endpoint.setdefault(id(owner), (owner, []))[1].append(call)
         for owner, group in by_endpoint.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 from collections.abc import Sequence
@@ -275,3 +276,114 @@ def test_a_heartbeat_interval_no_float_can_hold_gets_no_heartbeats_and_fails_not
     tp._driver.send(Target(topic=topic), body, ttl=10)
 
     assert [call.future.result(10) for call in calls if call.future is not None] == [0, 1]
+
+
+# -- the raw hook (transport.RawEndpoint) ----------------------------------------------------
+
+_seen_by_hook: contextvars.ContextVar[str] = contextvars.ContextVar("seen_by_hook", default="")
+
+
+class RawEndpoint(BatchingEndpoint):
+    """Answers ``add`` requests with ``b == 0`` itself, from the wire form; leaves word
+    for the rest in a context variable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: list[list[str]] = []
+        self.word: list[str] = []
+
+    def serve_raw(
+        self, requests: Sequence[transport.RawRequest], serializer: transport.Serializer
+    ) -> list[tuple[bool, Any] | None]:
+        assert transport.current_request_id() is None
+        self.raw.append([request_id for request_id, *_ in requests])
+        _seen_by_hook.set(f"hook saw {len(requests)}")
+        out: list[tuple[bool, Any] | None] = []
+        for _, _, method, args in requests:
+            if method == "add" and args.get("b") == 0:
+                a = args["a"]
+                out.append((True, a) if a >= 0 else (False, ValueError("negative")))
+            else:
+                out.append(None)
+        return out
+
+    def add(self, ctxt: dict[str, Any], a: int, b: int) -> int:
+        self.word.append(_seen_by_hook.get())
+        return super().add(ctxt, a, b)
+
+
+def test_a_raw_endpoint_answers_what_it_can_and_the_rest_runs_in_order() -> None:
+    endpoint = RawEndpoint()
+    assert isinstance(endpoint, transport.RawEndpoint)
+    dispatcher = transport.RPCDispatcher([endpoint])
+    requests: list[tuple[str, dict[str, Any], str, dict[str, Any], str | None, str | None]] = [
+        ("r0", {}, "add", {"a": 5, "b": 0}, None, None),
+        ("r1", {}, "add", {"a": 1, "b": 1}, None, None),
+        ("r2", {}, "nope", {}, None, None),
+        ("r3", {}, "add", {"a": -1, "b": 0}, None, None),
+        ("r4", {}, "add", {"a": 2, "b": 1}, None, None),
+        ("r5", {}, "add", {"a": 3, "b": 1}, None, None),
+    ]
+
+    outcomes = dispatcher.dispatch_batch(requests, redelivered=False)
+
+    assert outcomes[0] == (True, 5) and outcomes[1] == (True, 2)
+    assert isinstance(outcomes[2][1], transport.exceptions.NoSuchMethod)
+    assert isinstance(outcomes[3][1], ValueError)
+    assert outcomes[4:] == [(True, 3), (True, 4)]
+    assert endpoint.raw == [["r0", "r1", "r3", "r4", "r5"]]  # every request it serves
+    assert endpoint.batches == [["r1", "r4", "r5"]]  # the ones it left, together
+    assert endpoint.word == ["hook saw 5"] * 3  # in the message's own context...
+    assert _seen_by_hook.get() == ""  # ...which is not the caller's
+
+
+def test_a_raw_endpoint_sees_a_lone_request_too() -> None:
+    endpoint = RawEndpoint()
+    dispatcher = transport.RPCDispatcher([endpoint])
+
+    assert dispatcher.dispatch("r0", {}, "add", {"a": 7, "b": 0}) == (False, 7)
+    with pytest.raises(ValueError, match="negative"):
+        dispatcher.dispatch("r1", {}, "add", {"a": -1, "b": 0})
+    assert dispatcher.dispatch("r2", {}, "add", {"a": 7, "b": 1}) == (False, 8)
+    assert endpoint.raw == [["r0"], ["r1"], ["r2"]]
+    assert endpoint.batches == []
+
+
+def test_a_raw_hook_that_raises_fails_its_requests_only() -> None:
+    class Failing(RawEndpoint):
+        def serve_raw(self, requests: Any, serializer: Any) -> Any:
+            raise RuntimeError("hook broke")
+
+    other = BatchingEndpoint()
+    other.target = Target(namespace="other")  # type: ignore[attr-defined]
+    dispatcher = transport.RPCDispatcher([Failing(), other])
+
+    outcomes = dispatcher.dispatch_batch(
+        [
+            ("r0", {}, "add", {"a": 1, "b": 0}, None, None),
+            ("r1", {}, "add", {"a": 1, "b": 1}, "other", None),
+        ]
+    )
+
+    assert isinstance(outcomes[0][1], RuntimeError)
+    assert outcomes[1] == (True, 2)
+
+
+def test_the_raw_hook_is_not_an_rpc_method() -> None:
+    dispatcher = transport.RPCDispatcher([RawEndpoint()])
+
+    with pytest.raises(transport.exceptions.NoSuchMethod):
+        dispatcher.dispatch("r", {}, "serve_raw", {"requests": [], "serializer": None})
+
+
+def test_a_raw_endpoint_over_the_memory_transport_answers_each_caller(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    endpoint = RawEndpoint()
+    servers.start(tp, Target(topic=topic), [endpoint], max_workers=2)
+    client = RPCClient(tp, Target(topic=topic), timeout=20)
+
+    futures = [client.call_async({}, "add", a=i, b=i % 2) for i in range(200)]
+
+    assert [f.wait(timeout=20) for f in futures] == [i + i % 2 for i in range(200)]
+    assert client.call({}, "add", a=3, b=0) == 3

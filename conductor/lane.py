@@ -1,0 +1,440 @@
+"""The lane: stock gets by id, answered straight from their rows.
+
+The commonest request is ``Instance.get(ctx, id)`` from a caller at our versions. Its
+answer is exactly :func:`~objects.persistent.record_to_primitive` of the row, so the
+conductor can give it without what every other request needs: no context or argument
+objects, no transaction, no stored result, no method body. :class:`StockGets` looks at the
+requests of a message as they arrived (``transport.RawEndpoint``), takes those it can
+prove are such gets, fetches their rows in one query per table, and answers each with its
+primitive or its own ``NotFound``. Everything else goes the ordinary way, unchanged.
+
+A request is a stock get when all of these hold (anything else, or any doubt, leaves it):
+
+* the RPC method is ``object_class_action_versions`` with exactly nova's five
+  arguments, ``objmethod`` ``"get"``, ``args`` one ``int``, ``kwargs`` empty;
+* the caller's manifest is ours for that class (``cls._obj_manifest()``), and the class
+  the registry gives for the caller's version is the newest registered one;
+* that ``get`` is marked ``@reads_record(by="id")`` and the class's loading and
+  primitives are stock (:func:`~objects.persistent.fetches_by_id`,
+  ``record_to_primitive`` answers for the row), its table is a registered model;
+* the context is a plain dict that claims no admin (admin contexts go the ordinary way,
+  which refuses them unless the conductor allows them), and the conductor does not scope
+  requests by project.
+
+What the ordinary path does besides, the lane does too: the metrics (one batch size per
+message, requests in flight, each request's outcome with its labels), the request id on
+log records, and ``DatabaseError`` (logged in one line per request) when the database
+is away. Reads store no result, so exactly-once has nothing to do here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import pool
+from sqlalchemy.engine import Engine
+
+import transport
+from conductor import db
+from conductor.db.statements import table_ops
+from conductor.db.storage import SQLStorage, not_found
+from conductor.metrics import Metrics, outcome_of
+from conductor.unit_of_work import current_request, message_counted
+from objects import exception
+from objects._primitive import _KEY_DATA
+from objects.persistent import fetches_by_id, record_to_primitive
+from objects.registry import VersionedObjectRegistry
+from objects.storage import Record
+from objects.versioned import OVO_REVISION_FIELD, VersionedObject
+
+__all__ = ["StockGets"]
+
+LOG = logging.getLogger(__name__)
+
+Outcome = tuple[bool, Any]
+
+_METHOD = "object_class_action_versions"
+_ARG_NAMES = frozenset({"objname", "objmethod", "object_versions", "args", "kwargs"})
+
+
+class StockGets:
+    """Answers the stock gets of a message from their rows (see the module docstring).
+
+    Args:
+        engine: the conductor's database.
+        metrics: counted as :class:`~conductor.unit_of_work.UnitOfWork` counts.
+        lock: held around each read (SQLite's one-transaction-at-a-time lock; on
+            ``sqlite://`` in memory every thread shares one connection).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        metrics: Metrics | None = None,
+        lock: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._lock = lock if lock is not None else contextlib.nullcontext()
+        # NOTE: an in-memory SQLite database is one connection the pool shares out: the
+        # lane cannot keep one of its own.
+        self._reader: _Reader = (
+            _Transactions(engine)
+            if isinstance(engine.pool, pool.StaticPool)
+            else _Connections(engine)
+        )
+        # What the registry said, per object name, while it is this state (see _classes).
+        self._found: tuple[object, dict[str, _Found]] = (None, {})
+
+    def close(self) -> None:
+        """Close the lane's own database connections (it opens new ones if used again)."""
+        self._reader.close()
+
+    def serve(self, requests: Sequence[transport.RawRequest]) -> list[Outcome | None]:
+        """Each request's outcome (serialized as ``ConductorSerializer`` would have it),
+        or None for those left to the ordinary path."""
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        wanted: dict[str, list[tuple[int, int]]] = {}
+        classes = self._classes()
+        for index, (_, ctxt, method, args) in enumerate(requests):
+            id_ = self._stock_get(ctxt, method, args, classes)
+            if id_ is not None:
+                wanted.setdefault(args["objname"], []).append((index, id_))
+        if not wanted:
+            return outcomes
+        metrics = self._metrics
+        taken = sum(len(items) for items in wanted.values())
+        started = time.monotonic()
+        if metrics is not None:
+            metrics.started(taken)
+        try:
+            for objname, items in wanted.items():
+                found = classes[objname]
+                assert found is not None
+                self._answer(found[0], objname, items, requests, outcomes)
+        finally:
+            if metrics is not None:
+                metrics.finished(taken)
+        settled = [(index, outcome) for index, outcome in enumerate(outcomes) if outcome]
+        if settled:
+            if len(settled) < len(requests):
+                # The rest of this message runs the ordinary way, which would count it again.
+                message_counted()
+            if metrics is not None:
+                metrics.batch(len(requests))
+                elapsed = time.monotonic() - started
+                for index, (ok, value) in settled:
+                    error = None if ok else value
+                    objname = requests[index][3]["objname"]
+                    metrics.request_done(objname, "get", outcome_of(error), elapsed)
+            if LOG.isEnabledFor(logging.DEBUG):
+                for index, _ in settled:
+                    LOG.debug("served %s.get from its row", requests[index][3]["objname"])
+        return outcomes
+
+    def _answer(
+        self,
+        cls: type[VersionedObject],
+        objname: str,
+        items: list[tuple[int, int]],
+        requests: Sequence[transport.RawRequest],
+        outcomes: list[Outcome | None],
+    ) -> None:
+        # A lone request's log records carry its id, as in UnitOfWork.run.
+        token = current_request.set(requests[items[0][0]][0]) if len(requests) == 1 else None
+        try:
+            with self._lock:
+                rows = self._reader.fetch(objname, [id_ for _, id_ in items])
+        except exception.DatabaseError as exc:
+            for index, _ in items:
+                outcomes[index] = (False, exc)
+                request_token = current_request.set(requests[index][0])
+                try:
+                    LOG.warning("%s.get failed: %s", objname, db.error_detail(exc))
+                finally:
+                    current_request.reset(request_token)
+            return
+        except Exception as exc:  # noqa: BLE001 - the ordinary path gives each its error
+            LOG.debug("%s gets left to the ordinary path: %s", objname, exc)
+            return
+        finally:
+            if token is not None:
+                current_request.reset(token)
+        for index, id_ in items:
+            record = rows.get(id_)
+            if record is None:
+                outcomes[index] = (False, not_found(objname, id_))
+                continue
+            primitive = record_to_primitive(cls, record)
+            if primitive is None:
+                continue  # only the object can say: the ordinary path builds it
+            revision = record.get("revision")
+            if revision is not None:
+                # As ConductorSerializer sends every object (for oslo callers' saves).
+                primitive[_KEY_DATA][OVO_REVISION_FIELD] = int(revision)
+            outcomes[index] = (True, primitive)
+
+    def _classes(self) -> dict[str, _Found]:
+        """What the registry says (see :func:`_stock_class`), per object name; asked
+        again once the registry changed.
+
+        NOTE: like ``record_to_primitive``'s plans, this holds while the classes' methods
+        do: a method replaced on a registered class, rather than a class registered in
+        its place, is not seen.
+        """
+        state = VersionedObjectRegistry.state()
+        known, found = self._found
+        if known is not state:
+            found = {}
+            self._found = (state, found)
+        return found
+
+    def _stock_get(
+        self, ctxt: Any, method: Any, args: Any, classes: dict[str, _Found]
+    ) -> int | None:
+        """The id when the request is a stock get (see the module docstring)."""
+        if method != _METHOD or type(args) is not dict or args.keys() != _ARG_NAMES:
+            return None
+        call_args, kwargs = args["args"], args["kwargs"]
+        if (
+            args["objmethod"] != "get"
+            or type(call_args) is not list
+            or len(call_args) != 1
+            or type(call_args[0]) is not int
+            or type(kwargs) is not dict
+            or kwargs
+            or not _plain_context(ctxt)
+        ):
+            return None
+        objname, manifest = args["objname"], args["object_versions"]
+        if type(objname) is not str or type(manifest) is not dict:
+            return None
+        if objname in classes:
+            found = classes[objname]
+        else:
+            found = classes[objname] = _stock_class(objname)
+        if found is None or manifest != found[1]:
+            return None
+        id_: int = call_args[0]
+        if not self._reader.holds(objname, id_):
+            return None  # the ordinary path says what is wrong with it
+        return id_
+
+
+def _plain_context(ctxt: Any) -> bool:
+    """Whether ``ctxt`` is a context ``RequestContext.from_dict`` takes and that claims no
+    admin (an admin context goes the ordinary way: refused, or allowed, there)."""
+    if type(ctxt) is not dict or ctxt.get("is_admin"):
+        return False
+    roles = ctxt.get("roles")
+    return not roles or isinstance(roles, (list, tuple))
+
+
+#: A class whose gets may take the lane, and its manifest; None: they may not.
+_Found = tuple[type[VersionedObject], dict[str, str]] | None
+
+
+def _stock_class(objname: str) -> _Found:
+    """(class, its manifest) when a get of ``objname`` may take the lane."""
+    cls = VersionedObjectRegistry.find_newest(objname)
+    if cls is None or objname not in db.registered_models():
+        return None
+    try:
+        manifest = cls._obj_manifest()
+        # The caller sends our manifest: the class the ordinary path would run for it
+        # must be this one (not an older class registered at that version).
+        if VersionedObjectRegistry.lookup(objname, manifest[objname]) is not cls:
+            return None
+    except exception.ObjectsError:
+        return None
+    if not fetches_by_id(cls, "get"):
+        return None
+    return cls, dict(manifest)
+
+
+class _Reader:
+    """Rows by id, in one query, outside any request's transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._id_checks: dict[str, Any] = {}
+
+    def holds(self, objname: str, id: int) -> bool:
+        """Whether the table's id column can hold ``id`` (else it is not asked for)."""
+        check = self._id_checks.get(objname)
+        if check is None:
+            check = self._id_checks[objname] = table_ops(objname).checks["id"]
+        try:
+            check(id)
+        except exception.ObjectsError:
+            return False
+        return True
+
+    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _Transactions(_Reader):
+    """SQLite: the storage's own query, in a transaction of its own (there is no round
+    trip to save, and a read in WAL mode makes no writer wait)."""
+
+    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
+        with db.transaction_scope(self._engine) as tx:
+            return SQLStorage(tx).get_many(objname, ids)
+
+
+class _Connections(_Transactions):
+    """The storage's query, compiled once per table and sent on connections of the
+    lane's own, in autocommit: every read on PostgreSQL, lone reads on an SQLite file
+    (a batch there reads as :class:`_Transactions` does: its ``IN`` list is rendered per
+    size, so there is no one statement to keep).
+
+    They are the engine's (its connect arguments and events apply), taken out of its
+    pool: one per worker thread reading at once, on top of the pool's, kept until
+    :meth:`close` (``Conductor.stop``) or until one fails.
+
+    NOTE: a pooled connection costs, per read, its checkout and return, setting and
+    resetting autocommit, and SQLAlchemy's result handling (psycopg builds a column
+    description per statement): about 100 us of CPU around a 60 us primary-key SELECT.
+    These connections never leave autocommit (no BEGIN, no COMMIT, no isolation level to
+    restore), each keeps one cursor, and psycopg prepares the statements on each. The
+    values are converted by the columns' own result processors, so the records are the
+    storage's, key for key.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._bulk = engine.dialect.name == "postgresql"
+        self._free: list[_Kept] = []
+        self._plans: dict[str, _Plan] = {}
+        # Connections left when the lane is dropped unclosed (tests, benchmarks) are
+        # closed then, not left to warn at garbage collection.
+        self._finalizer = weakref.finalize(self, _close_all, self._free)
+
+    def close(self) -> None:
+        _close_all(self._free)
+
+    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
+        wanted = list(dict.fromkeys(ids))
+        if len(wanted) > 1 and not self._bulk:
+            return super().fetch(objname, wanted)
+        plan = self._plans.get(objname)
+        if plan is None:
+            plan = self._plans[objname] = self._plan(objname)
+        with db.translate_errors(objname):
+            if len(wanted) == 1:
+                # NOTE: psycopg sends one int for less than a one-item array (a third of
+                # a lone get's statement CPU went to dumping the array).
+                rows = self._rows(*plan.one, {"id": wanted[0]})
+            else:
+                rows = self._rows(*plan.many, {"ids": wanted})
+        found: dict[int, Record] = {}
+        names, processors = plan.names, plan.processors
+        for row in rows:
+            record = dict(zip(names, row, strict=True))
+            for name, process in processors:
+                record[name] = process(record[name])
+            found[record["id"]] = record
+        return found
+
+    def _plan(self, objname: str) -> _Plan:
+        dialect = self._engine.dialect
+        ops = table_ops(objname)
+
+        def compiled(stmt: Any) -> tuple[str, tuple[str, ...] | None]:
+            done = stmt.compile(dialect=dialect)
+            # Positional drivers (sqlite3) take the values in the statement's order.
+            order = done.positiontup
+            return done.string, (tuple(order) if dialect.positional and order else None)
+
+        processors = []
+        for column in ops.table.columns:
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if process is not None:
+                processors.append((column.name, process))
+        return _Plan(
+            one=compiled(ops.select_one),
+            many=compiled(ops.select_any) if self._bulk else ("", None),
+            names=ops.names,
+            processors=tuple(processors),
+        )
+
+    def _rows(self, sql: str, order: tuple[str, ...] | None, values: dict[str, Any]) -> list[Any]:
+        params: Any = values if order is None else tuple(values[name] for name in order)
+        retried = False
+        while True:
+            reused = bool(self._free) and not retried
+            connection = None
+            try:
+                connection = self._free.pop() if reused else self._connect()
+                cursor = connection.cursor
+                cursor.execute(sql, params)
+                rows: list[Any] = cursor.fetchall()
+            except BaseException as exc:
+                # Its state is unknown now (the server restarted, a proxy dropped it while
+                # idle, a statement cut short): drop it.
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                error = self._engine.dialect.loaded_dbapi.Error
+                if not isinstance(exc, error):
+                    raise
+                if reused:
+                    # NOTE: a read can run again; a kept connection that died since its
+                    # last use (the others likely with it) must not fail the request: once
+                    # more, on a new connection.
+                    retried = True
+                    continue
+                raise sa_exc.DBAPIError.instance(sql, params, exc, error) from exc
+            self._free.append(connection)
+            return rows
+
+    def _connect(self) -> Any:
+        # From the engine's pool, so its connect events and arguments apply; detached
+        # from it, since it stays with the lane.
+        pooled = self._engine.raw_connection()
+        connection = pooled.driver_connection
+        assert connection is not None
+        pooled.detach()
+        if self._bulk:
+            connection.autocommit = True
+        else:
+            connection.isolation_level = None  # sqlite3: no implicit BEGIN, ever
+        return _Kept(connection)
+
+
+class _Plan(NamedTuple):
+    """One table's statements (SQL text, positional parameter order) and converters."""
+
+    one: tuple[str, tuple[str, ...] | None]
+    many: tuple[str, tuple[str, ...] | None]
+    names: tuple[str, ...]
+    processors: tuple[tuple[str, Any], ...]
+
+
+class _Kept:
+    """A connection of the lane's and the one cursor it reuses for every read."""
+
+    __slots__ = ("connection", "cursor")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _close_all(connections: list[Any]) -> None:
+    while connections:
+        with contextlib.suppress(Exception):
+            connections.pop().close()

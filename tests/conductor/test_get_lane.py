@@ -1,0 +1,582 @@
+"""The lane (``conductor.lane``): stock gets by id answered straight from their rows.
+
+Every answer of the lane is compared with the ordinary path's (the same requests through
+a serializer the lane does not answer for), alone and in batches, on SQLite and
+PostgreSQL; every request that is not provably a stock get must take the ordinary path.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import objects
+from conductor import db, lane
+from conductor.manager import ConductorManager, ConductorManagerV3
+from conductor.metrics import Metrics
+from conductor.namespaces import ObjectForm
+from conductor.service import ConductorSerializer
+from objects import base, exception, indirection
+from objects.context import RequestContext
+from objects.fixture import isolated_registry
+from objects.instance import Instance as BuiltinInstance
+from objects.persistent import fetches_by_id, reads_record
+from objects.versioned import OVO_REVISION_FIELD
+from transport.dispatcher import RPCDispatcher
+
+
+class OrdinarySerializer(ConductorSerializer):
+    """The conductor's serializer, but the lane does not answer for it."""
+
+    def answers_stock_gets(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def engine(migrated_database_url: str) -> Iterator[db.Engine]:
+    with isolated_registry():
+        objects.register_all()
+        engine = db.create_engine(migrated_database_url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def new_manager(engine: db.Engine, **kwargs: Any) -> ConductorManager:
+    return ConductorManager(
+        engine, serialize_transactions=engine.dialect.name == "sqlite", **kwargs
+    )
+
+
+@pytest.fixture
+def manager(engine: db.Engine) -> Iterator[ConductorManager]:
+    manager = new_manager(engine)
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def ctx() -> RequestContext:
+    return RequestContext(user_id="u", project_id="p1")
+
+
+@pytest.fixture
+def rows(manager: ConductorManager, ctx: RequestContext) -> dict[str, Any]:
+    def create(obj: Any) -> Any:
+        updates, _ = manager.object_action(ctx, obj, "create", [], {})
+        obj._obj_apply_updates(updates)
+        return obj
+
+    flavor = create(
+        objects.Flavor(ctx, flavorid="f1", name="m1.tiny", vcpus=1, memory_mb=512, root_gb=1)
+    )
+    full = create(
+        objects.Instance(
+            ctx,
+            uuid=str(uuid.uuid4()),
+            host="node-1",
+            state="active",
+            vcpus=2,
+            memory_mb=1024,
+            flavor=flavor,
+            task_state="spawning",
+            tags=["x", "y"],
+            metadata={"a": "b", "c": "d"},
+        )
+    )
+    # NULLs: no host, flavor or task state; empty JSON lists and dicts.
+    bare = create(objects.Instance(ctx, uuid=str(uuid.uuid4()), vcpus=1, memory_mb=1))
+    unicode = create(
+        objects.Instance(
+            ctx,
+            uuid=str(uuid.uuid4()),
+            host="nœud-☃",
+            vcpus=3,
+            memory_mb=3,
+            tags=["é", ""],
+            metadata={"k": 'v\n"q"'},
+        )
+    )
+    return {"flavor": flavor, "full": full, "bare": bare, "unicode": unicode}
+
+
+def dispatcher(manager: ConductorManager, serializer: Any = None) -> RPCDispatcher:
+    return RPCDispatcher(
+        [manager, ConductorManagerV3(manager)], serializer or ConductorSerializer()
+    )
+
+
+def get_request(
+    ctx: RequestContext | dict[str, Any],
+    id_: Any,
+    *,
+    objname: str = "Instance",
+    objmethod: str = "get",
+    versions: dict[str, str] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    version: str = "1.0",
+) -> tuple[Any, ...]:
+    cls = base.VersionedObjectRegistry.newest(objname)
+    return (
+        uuid.uuid4().hex,
+        ctx.to_dict() if isinstance(ctx, RequestContext) else ctx,
+        "object_class_action_versions",
+        {
+            "objname": objname,
+            "objmethod": objmethod,
+            "object_versions": dict(cls._obj_manifest()) if versions is None else versions,
+            "args": [id_],
+            "kwargs": kwargs or {},
+        },
+        None,
+        version,
+    )
+
+
+@pytest.fixture
+def ordinary_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ``objname.objmethod`` of every request that ran the ordinary way."""
+    ran: list[str] = []
+    handle = indirection.handle_class_action
+
+    def counted(context: Any, objname: str, objmethod: str, *args: Any) -> Any:
+        ran.append(f"{objname}.{objmethod}")
+        return handle(context, objname, objmethod, *args)
+
+    monkeypatch.setattr(indirection, "handle_class_action", counted)
+    return ran
+
+
+def same(fast: list[tuple[bool, Any]], slow: list[tuple[bool, Any]]) -> None:
+    assert [ok for ok, _ in fast] == [ok for ok, _ in slow]
+    for (ok, answer), (_, ordinary) in zip(fast, slow, strict=True):
+        if ok:
+            assert answer == ordinary
+            assert json.dumps(answer) == json.dumps(ordinary)  # key for key, in order
+        else:
+            assert type(answer) is type(ordinary)
+            assert str(answer) == str(ordinary)
+            assert getattr(answer, "kwargs", None) == getattr(ordinary, "kwargs", None)
+
+
+# -- the same answers ---------------------------------------------------------------------
+
+
+def test_the_lane_answers_a_batch_of_gets_as_the_ordinary_path_does(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    ids = [rows[name].id for name in ("full", "bare", "unicode", "full")] + [10**9]
+    requests = [get_request(ctx, id_) for id_ in ids]
+    requests.append(get_request(ctx, rows["flavor"].id, objname="Flavor"))
+
+    fast = dispatcher(manager).dispatch_batch(requests, redelivered=False)
+    assert ordinary_runs == []  # every one answered from its row
+    slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(requests, redelivered=False)
+    assert len(ordinary_runs) == len(requests)
+
+    same(fast, slow)
+    data = fast[1][1]["versioned_object.data"]
+    assert data["host"] is None and data["flavor"] is None and data["task_state"] is None
+    assert data["tags"] == [] and data["metadata"] == {}
+    full = fast[0][1]["versioned_object.data"]
+    assert full["flavor"]["versioned_object.data"]["name"] == "m1.tiny"
+    assert full["metadata"] == {"a": "b", "c": "d"} and full[OVO_REVISION_FIELD] == 1
+    missing = fast[4][1]
+    assert isinstance(missing, exception.NotFound) and missing.kwargs["id"] == 10**9
+
+
+def test_the_lane_answers_a_lone_get_as_the_ordinary_path_does(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    def lone(serializer: Any, id_: int) -> tuple[bool, Any]:
+        rid, c, method, args, ns, version = get_request(ctx, id_)
+        try:
+            return True, dispatcher(manager, serializer).dispatch(
+                rid, c, method, args, ns, version, False
+            )[1]
+        except exception.ObjectsError as exc:
+            return False, exc
+
+    for id_ in (rows["full"].id, rows["bare"].id, rows["unicode"].id, 10**9):
+        fast = lone(ConductorSerializer(), id_)
+        assert ordinary_runs == []
+        same([fast], [lone(OrdinarySerializer(), id_)])
+        ordinary_runs.clear()
+
+
+def test_a_mixed_message_keeps_its_order_and_each_request_its_own_outcome(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    inst = objects.Instance.obj_from_primitive(
+        dispatcher(manager).dispatch_batch([get_request(ctx, rows["full"].id)])[0][1], ctx
+    )
+    inst.host = "moved"
+    save = (
+        uuid.uuid4().hex,
+        ctx.to_dict(),
+        "object_action",
+        {
+            "objinst": inst.obj_to_primitive(),
+            "objmethod": "save",
+            "args": [],
+            "kwargs": {},
+            "object_versions": dict(objects.Instance._obj_manifest()),
+        },
+        None,
+        "1.0",
+    )
+    requests = [
+        get_request(ctx, rows["bare"].id),
+        get_request(ctx, 10**9),
+        get_request(ctx, rows["full"].uuid, objmethod="get_by_uuid"),
+        save,
+        get_request(ctx, 10**9 + 1),
+        ("r-bad", ctx.to_dict(), "no_such_method", {}, None, "1.0"),
+        get_request(ctx, rows["unicode"].id),
+    ]
+
+    outcomes = dispatcher(manager).dispatch_batch(requests, redelivered=False)
+
+    assert ordinary_runs == ["Instance.get_by_uuid"]
+    assert [ok for ok, _ in outcomes] == [True, False, True, True, False, False, True]
+    assert outcomes[0][1]["versioned_object.data"]["id"] == rows["bare"].id
+    assert [outcomes[i][1].kwargs["id"] for i in (1, 4)] == [10**9, 10**9 + 1]
+    assert isinstance(outcomes[1][1], exception.NotFound)
+    assert outcomes[2][1]["versioned_object.data"]["uuid"] == rows["full"].uuid
+    assert outcomes[3][1][1] is None  # the save's [updates, result]
+    assert outcomes[6][1]["versioned_object.data"]["id"] == rows["unicode"].id
+
+
+def test_a_row_only_the_object_can_answer_for_takes_the_ordinary_path(
+    engine: db.Engine,
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE instances SET state = 'melting' WHERE id = {rows['full'].id}")
+    outcomes = dispatcher(manager).dispatch_batch(
+        [get_request(ctx, rows["full"].id), get_request(ctx, rows["bare"].id)]
+    )
+    assert ordinary_runs == ["Instance.get"]
+    assert isinstance(outcomes[0][1], exception.ObjectValueError)
+    assert outcomes[1][0] is True
+
+
+# -- what leaves the lane -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "older manifest",
+        "kwargs",
+        "string id",
+        "bool id",
+        "id out of range",
+        "no manifest",
+        "extra argument",
+    ],
+)
+def test_requests_that_are_not_provably_stock_gets_take_the_ordinary_path(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+    change: str,
+) -> None:
+    request = list(get_request(ctx, rows["full"].id))
+    args = request[3] = dict(request[3])
+    if change == "older manifest":
+        args["object_versions"] = {"Instance": "1.1", "Flavor": "1.0"}
+    elif change == "kwargs":
+        args["args"], args["kwargs"] = [], {"id": rows["full"].id}
+    elif change == "string id":
+        args["args"] = [str(rows["full"].id)]
+    elif change == "bool id":
+        args["args"] = [True]
+    elif change == "id out of range":
+        args["args"] = [2**70]
+    elif change == "no manifest":
+        args["object_versions"] = {}
+    else:
+        args["extra"] = 1
+    for alone in ([tuple(request)], [tuple(request)] * 2):
+        ordinary_runs.clear()
+        outcomes = dispatcher(manager).dispatch_batch(alone)
+        if change != "extra argument":  # that one is refused before any method runs
+            # (each ran once or, after its batch fell back, twice)
+            assert len(ordinary_runs) >= len(alone)
+        slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(alone)
+        same(outcomes, slow)
+    if change == "older manifest":
+        assert outcomes[0][1]["versioned_object.version"] == "1.1"
+        assert "metadata" not in outcomes[0][1]["versioned_object.data"]
+
+
+def test_an_admin_context_is_still_refused(
+    manager: ConductorManager, ctx: RequestContext, rows: dict[str, Any]
+) -> None:
+    admin = {**ctx.to_dict(), "is_admin": True}
+    outcomes = dispatcher(manager).dispatch_batch(
+        [get_request(admin, rows["full"].id), get_request(ctx, rows["full"].id)]
+    )
+    assert isinstance(outcomes[0][1], PermissionError)
+    assert outcomes[1][0] is True
+    rid, c, method, args, ns, version = get_request(admin, rows["full"].id)
+    with pytest.raises(PermissionError):
+        dispatcher(manager).dispatch(rid, c, method, args, ns, version)
+    allowing = RPCDispatcher([manager], ConductorSerializer(allow_admin_context=True))
+    ok, value = allowing.dispatch_batch([get_request(admin, rows["full"].id)])[0]
+    assert ok and value["versioned_object.data"]["id"] == rows["full"].id
+
+
+def test_project_scoping_turns_the_lane_off(engine: db.Engine, rows: dict[str, Any]) -> None:
+    scoped = new_manager(engine, project_scoping=True)
+    other = RequestContext(user_id="u", project_id="p2")
+    outcomes = dispatcher(scoped).dispatch_batch(
+        [get_request(other, rows["full"].id), get_request(other, rows["bare"].id)]
+    )
+    assert all(isinstance(value, exception.NotFound) for _, value in outcomes)
+    own = RequestContext(user_id="u", project_id="p1")
+    ok, value = dispatcher(scoped).dispatch_batch([get_request(own, rows["full"].id)])[0]
+    assert ok and value["versioned_object.data"]["id"] == rows["full"].id
+
+
+def test_a_nova_style_request_answered_in_nova_form_takes_the_ordinary_path(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    v3 = ConductorManagerV3(manager, ObjectForm("nova", "nova_object"))
+    served = RPCDispatcher([v3], ConductorSerializer(object_namespaces={"nova": "nova_object"}))
+    outcomes = served.dispatch_batch(
+        [get_request(ctx, rows["full"].id, version="3.0") for _ in range(2)]
+    )
+    assert ordinary_runs == ["Instance.get"] * 2
+    assert outcomes[0][1]["nova_object.data"]["id"] == rows["full"].id
+    # Our own form at 3.x (no foreign namespace configured) takes the lane.
+    ordinary_runs.clear()
+    outcomes = dispatcher(manager).dispatch_batch(
+        [get_request(ctx, rows["full"].id, version="3.0")]
+    )
+    assert ordinary_runs == []
+    assert outcomes[0][1]["versioned_object.data"]["id"] == rows["full"].id
+
+
+def test_a_class_registered_in_place_of_the_built_in_one_answers_itself(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    served = dispatcher(manager)
+    assert served.dispatch_batch([get_request(ctx, rows["full"].id)])[0][0]
+    assert ordinary_runs == []
+
+    @base.VersionedObjectRegistry.register
+    class Instance(BuiltinInstance):
+        @classmethod
+        def _from_record(cls, context: Any, record: Any) -> Any:
+            return super()._from_record(context, {**record, "host": "from-subclass"})
+
+    ok, value = served.dispatch_batch([get_request(ctx, rows["full"].id)])[0]
+    assert ok and value["versioned_object.data"]["host"] == "from-subclass"
+    assert ordinary_runs == ["Instance.get"]
+
+    @base.VersionedObjectRegistry.register
+    class Instance2(BuiltinInstance):  # same name and version: replaces the one above
+        @classmethod
+        def obj_name(cls) -> str:
+            return "Instance"
+
+        @base.remotable_classmethod
+        @reads_record
+        def get(cls, context: Any, id: int) -> Any:
+            return {**cls._db_get_record(context, id), "host": "unmarked"}
+
+    assert not fetches_by_id(Instance2, "get")
+    ok, value = served.dispatch_batch([get_request(ctx, rows["full"].id)])[0]
+    assert ok and value["versioned_object.data"]["host"] == "unmarked"
+
+
+def test_a_newer_class_leaves_callers_of_the_older_manifest_to_the_ordinary_path(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    old_manifest = dict(objects.Instance._obj_manifest())
+
+    @base.VersionedObjectRegistry.register
+    class Instance(BuiltinInstance):
+        VERSION = "1.3"
+
+    ok, value = dispatcher(manager).dispatch_batch(
+        [get_request(ctx, rows["full"].id, versions=old_manifest)]
+    )[0]
+    assert ok and value["versioned_object.version"] == "1.2"
+    assert ordinary_runs == ["Instance.get"]
+    ok, value = dispatcher(manager).dispatch_batch([get_request(ctx, rows["full"].id)])[0]
+    assert ok and value["versioned_object.version"] == "1.3"
+    assert ordinary_runs == ["Instance.get"]  # the new manifest is ours: the lane
+
+
+def test_an_in_memory_sqlite_database_is_read_on_its_one_connection(
+    ordinary_runs: list[str],
+) -> None:
+    engine = db.create_engine("sqlite://")
+    try:
+        with isolated_registry():
+            objects.register_all()
+            db.Base.metadata.create_all(engine)
+            manager = new_manager(engine)
+            ctx = RequestContext(user_id="u", project_id="p")
+            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), vcpus=1, memory_mb=1, tags=["t"])
+            updates, _ = manager.object_action(ctx, inst, "create", [], {})
+            requests = [get_request(ctx, updates["id"]), get_request(ctx, 10**9)]
+
+            fast = dispatcher(manager).dispatch_batch(requests)
+            rid, c, method, args, _, _ = requests[0]
+            lone = dispatcher(manager).dispatch(rid, c, method, args, None, "1.0")
+            assert ordinary_runs == []
+            slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(requests)
+
+            same(fast, slow)
+            assert lone == (False, slow[0][1])
+            manager.close()
+    finally:
+        engine.dispose()
+
+
+def test_reads_record_by_accepts_only_known_keys() -> None:
+    with pytest.raises(ValueError, match="only"):
+        reads_record(by="uuid")
+    assert fetches_by_id(BuiltinInstance, "get")
+    assert not fetches_by_id(BuiltinInstance, "get_by_uuid")
+    assert not fetches_by_id(BuiltinInstance, "save")
+
+
+# -- metrics, logs, outages ---------------------------------------------------------------
+
+
+def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_count_each_message_and_request_once(
+    engine: db.Engine, ctx: RequestContext, rows: dict[str, Any]
+) -> None:
+    metrics = Metrics()
+    counted = new_manager(engine, metrics=metrics)
+    served = dispatcher(counted)
+    # A message of gets only, a mixed one, a lone get.
+    served.dispatch_batch([get_request(ctx, rows["full"].id), get_request(ctx, 10**9)])
+    served.dispatch_batch(
+        [
+            get_request(ctx, rows["bare"].id),
+            get_request(ctx, rows["full"].uuid, objmethod="get_by_uuid"),
+            get_request(ctx, rows["full"].uuid, objmethod="get_by_uuid"),
+        ]
+    )
+    served.dispatch_batch(
+        [get_request(ctx, rows["bare"].id), get_request(ctx, "x"), get_request(ctx, "y")]
+    )
+    rid, c, method, args, ns, version = get_request(ctx, rows["full"].id)
+    served.dispatch(rid, c, method, args, ns, version)
+
+    got = _samples(metrics)
+
+    def requests(method: str, outcome: str) -> float:
+        key = (("objmethod", method), ("objname", "Instance"), ("outcome", outcome))
+        return got.get(("conductor_requests_total", key), 0)
+
+    assert requests("get", "ok") == 3 + 1
+    assert requests("get", "NotFound") == 1
+    assert requests("get", "ObjectValueError") == 2
+    assert requests("get_by_uuid", "ok") == 2
+    assert got[("conductor_batch_size_count", ())] == 4  # one per message
+    assert got[("conductor_batch_size_sum", ())] == 2 + 3 + 3 + 1
+    assert got[("conductor_requests_in_flight", ())] == 0
+    counted.close()
+
+
+def test_an_unreachable_database_fails_each_get_with_database_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = db.create_engine("postgresql+psycopg://u:pw@127.0.0.1:1/none?connect_timeout=2")
+    try:
+        with isolated_registry():
+            objects.register_all()
+            metrics = Metrics()
+            served = dispatcher(ConductorManager(engine, metrics=metrics))
+            ctx = RequestContext(user_id="u", project_id="p")
+            outcomes = served.dispatch_batch([get_request(ctx, 1), get_request(ctx, 2)])
+            assert [type(value) for _, value in outcomes] == [exception.DatabaseError] * 2
+            assert "127.0.0.1" not in str(outcomes[0][1])
+            rid, c, method, args, _, _ = get_request(ctx, 3)
+            with caplog.at_level("WARNING", logger="conductor.lane"):
+                with pytest.raises(exception.DatabaseError):
+                    served.dispatch(rid, c, method, args, None, "1.0")
+            assert [r for r in caplog.records if "Instance.get failed" in r.getMessage()]
+            key = (
+                "conductor_requests_total",
+                (("objmethod", "get"), ("objname", "Instance"), ("outcome", "DatabaseError")),
+            )
+            assert _samples(metrics)[key] == 3
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_lost_while_idle_costs_no_request(
+    engine: db.Engine,
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("ending another connection's session is PostgreSQL's")
+    connects: list[Any] = []
+    connect = lane._Connections._connect
+
+    def counted(self: Any) -> Any:
+        connects.append(self)
+        return connect(self)
+
+    monkeypatch.setattr(lane._Connections, "_connect", counted)
+    served = dispatcher(manager)
+    assert served.dispatch_batch([get_request(ctx, rows["full"].id)])[0][0]
+    assert served.dispatch_batch([get_request(ctx, rows["bare"].id)])[0][0]
+    assert len(connects) == 1  # kept
+    with engine.connect() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        conn.commit()
+
+    ok, value = served.dispatch_batch([get_request(ctx, rows["full"].id)])[0]
+
+    assert ok and value["versioned_object.data"]["id"] == rows["full"].id
+    assert len(connects) == 2  # the dead one dropped, the read run again on a new one
