@@ -86,9 +86,8 @@ def test_remote_errors_are_raised_typed_at_the_await(stack: str, ctx: RequestCon
 def test_gather_of_hundreds_keeps_the_loop_responsive(stack: str, ctx: RequestContext) -> None:
     created = [new_instance(ctx, host="aio-gather") for _ in range(200)]
     objects.wait_all([inst.create_async() for inst in created])
-    ids = [inst.id for inst in created] * 5  # 1,000 gets in flight
 
-    async def main() -> tuple[list[Any], list[float], list[float], float]:
+    async def main(ids: list[int]) -> tuple[list[Any], list[float], list[float], float, float]:
         lags: list[float] = []
         ticked: list[float] = []
         stop = asyncio.Event()
@@ -101,30 +100,45 @@ def test_gather_of_hundreds_keeps_the_loop_responsive(stack: str, ctx: RequestCo
                 ticked.append(time.perf_counter())
                 lags.append(ticked[-1] - started - 0.001)
 
-        # Sending 1,000 requests is CPU work on the calling thread; the wait that follows
-        # is what must not block the loop.
+        # Sending the requests is CPU work on the calling thread, and so is the first step
+        # of each of gather's tasks; the wait that follows is what must not block the loop.
         pending = [objects.Instance.get_async(ctx, i) for i in ids]
+        gathering = asyncio.gather(*pending)
+        await asyncio.sleep(0)  # each of gather's tasks now waits for its reply
         tick = asyncio.create_task(ticker())
-        loaded = await asyncio.gather(*pending)
+        waited = time.perf_counter()
+        loaded = await gathering
         gathered = time.perf_counter()
         stop.set()
         await tick
-        return loaded, lags, ticked, gathered
+        return loaded, lags, ticked, gathered, gathered - waited
 
-    loaded, lags, ticked, gathered = asyncio.run(main())
-    assert [inst.id for inst in loaded] == ids
-    assert all(inst.host == "aio-gather" for inst in loaded)
-    median = sorted(lags)[len(lags) // 2]
+    # NOTE: the in-process conductor may answer most gets while the loop is still sending
+    # them, and the loop's own work on the replies (a step of each of gather's tasks) can
+    # then fill the rest of the wait; a blocked loop never ticks while gets are in flight,
+    # a busy one does in some of a few tries, with more gets each time.
+    all_lags: list[float] = []
+    ran_in_flight = False
+    for rounds in (5, 5, 10, 10, 20, 20, 40):
+        ids = [inst.id for inst in created] * rounds  # 1,000 to 8,000 gets in flight
+        loaded, lags, ticked, gathered, wait = asyncio.run(main(ids))
+        assert [inst.id for inst in loaded] == ids
+        assert all(inst.host == "aio-gather" for inst in loaded)
+        all_lags += lags
+        if ticked[0] < gathered:
+            ran_in_flight = True
+            break
+    median = sorted(all_lags)[len(all_lags) // 2]
     print(
-        f"loop lag over {len(lags)} ticks: "
-        f"max {max(lags) * 1000:.1f} ms, median {median * 1000:.2f} ms"
+        f"a wait of {wait * 1000:.1f} ms; loop lag over {len(all_lags)} ticks: "
+        f"max {max(all_lags) * 1000:.1f} ms, median {median * 1000:.2f} ms"
     )
     # A loop blocked in a wait for the replies could run nothing else until all were in.
-    assert ticked[0] < gathered, "the loop never ran while the gets were in flight"
+    assert ran_in_flight, "the loop never ran while the gets were in flight"
     # The bound: replies are decoded on other threads of this process, which share the
     # GIL, and CI shares 2 cores with the broker and the database; quiet, the worst lag
     # is a few tens of milliseconds and the median about one.
-    assert median < 0.05 and max(lags) < 1.0, f"event loop stalled: median {median:.3f} s"
+    assert median < 0.05 and max(all_lags) < 1.0, f"event loop stalled: median {median:.3f} s"
 
 
 def test_reading_a_pending_field_inside_the_loop_says_to_await(
