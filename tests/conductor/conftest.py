@@ -38,6 +38,8 @@ BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get(DATABASE_ENV) else [])
 
 
 def _server_url() -> URL:
+    if not os.environ.get(DATABASE_ENV):
+        no_service(DATABASE_ENV)  # a test asked for PostgreSQL by name
     url = make_url(os.environ[DATABASE_ENV])
     if url.drivername in {"postgresql", "postgres"}:
         url = url.set(drivername="postgresql+psycopg")

@@ -548,6 +548,8 @@ def test_an_unreachable_database_fails_each_get_with_database_error(
         engine.dispose()
 
 
+# Ending another connection's session is PostgreSQL's (pg_terminate_backend).
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_connection_lost_while_idle_costs_no_request(
     engine: db.Engine,
     manager: ConductorManager,
@@ -555,8 +557,6 @@ def test_a_connection_lost_while_idle_costs_no_request(
     rows: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("ending another connection's session is PostgreSQL's")
     connects: list[Any] = []
     connect = lane._Connections._connect
 
