@@ -31,6 +31,9 @@ __all__ = ["ObjectFuture", "PendingObjectMixin", "PendingState", "wait_all"]
 
 T = TypeVar("T")
 
+#: ``concurrent.futures``' state of a future with a result or an exception.
+_FINISHED = "FINISHED"
+
 
 class ObjectFuture(Future[T], Generic[T]):
     """A ``concurrent.futures.Future`` with ``wait(timeout=None)`` returning the result.
@@ -190,6 +193,25 @@ class PendingState:
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the load and every op; raise the first failure (load first)."""
+        load = self.load
+        if load is not None and not self.ops:
+            # NOTE: the usual case (a get_async's load, nothing else). A finished future
+            # never changes again, so its outcome is read without its Condition: the
+            # general path below takes it four times (exception, done, cancelled,
+            # exception again): measured 3.5 against 0.3 us of CPU per finished load.
+            if load._state != _FINISHED:
+                if timeout != 0 and in_event_loop():
+                    _refuse_to_block("The object")
+                with contextlib.suppress(TimeoutError, concurrent.futures.CancelledError):
+                    load.exception(timeout)
+            if load._state == _FINISHED:
+                exc = load._exception
+                if exc is not None:
+                    raise exc
+                return
+            if load.cancelled():
+                raise concurrent.futures.CancelledError()
+            raise TimeoutError(f"1 operation(s) on the object still pending after {timeout}s")
         pending = self.futures()
         if not pending:
             return

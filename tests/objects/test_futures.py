@@ -76,6 +76,22 @@ def test_pending_object_is_really_pending_until_the_reply(counter_cls: Any, gate
     assert counter.value == 30
 
 
+def test_wait_on_a_lone_load_times_out_then_raises_its_cancellation(
+    counter_cls: Any, gated: Any
+) -> None:
+    # Given a pending object with nothing in flight but its load
+    counter = counter_cls.get_async(RequestContext(), 3)
+    # When the wait times out, then the load is cancelled
+    with pytest.raises(TimeoutError, match="still pending after 0.01s"):
+        counter.wait(timeout=0.01)
+    counter._obj_pending.load.cancel()
+    # Then every wait raises the cancellation
+    with pytest.raises(concurrent.futures.CancelledError):
+        counter.wait(5)
+    with pytest.raises(concurrent.futures.CancelledError):
+        counter.wait(0)
+
+
 def test_setting_a_field_of_a_pending_object_waits_for_the_load(
     counter_cls: Any, gated: Any
 ) -> None:
