@@ -571,7 +571,9 @@ class _Publisher:
 
 
 def _succeeded(future: Future[Any]) -> bool:
-    return future.done() and not future.cancelled() and future.exception() is None
+    # NOTE: read without the future's Condition (three times, on every send): a finished
+    # future never changes again, and one still running reads as not succeeded.
+    return future._state == "FINISHED" and future._exception is None
 
 
 class _Subscription:
@@ -676,6 +678,7 @@ _FRAMES_PER_TURN = 256
 #: reads a frame). Small: py-amqp copies what is left of its buffer for each part it takes.
 _READ_SIZE = 16 * 1024
 _FRAME_HEADER = struct.Struct(">BHI")
+_FRAME_END = 0xCE
 
 
 def _missing(buf: bytes) -> int:
@@ -715,8 +718,10 @@ def _drain(raw: Any) -> None:
             except TimeoutError:
                 return
         return
+    on_frame = raw.on_inbound_frame
     for _ in range(_FRAMES_PER_TURN):
-        missing = _missing(transport._read_buffer)
+        buf = transport._read_buffer
+        missing = _missing(buf)
         if missing:
             try:
                 data = sock.recv(max(missing, _READ_SIZE), _MSG_DONTWAIT)
@@ -725,10 +730,19 @@ def _drain(raw: Any) -> None:
             if not data:
                 transport.connected = False
                 raise ConnectionError("the broker closed the connection")
-            transport._read_buffer += data
-            if _missing(transport._read_buffer):
+            buf = transport._read_buffer = buf + data
+            if _missing(buf):
                 continue  # a frame's first part: its rest is on its way
-        raw.blocking_read(None)  # parses the buffered frame: no system call
+        # NOTE: the whole frame is in the buffer: taken apart here rather than through
+        # py-amqp's blocking_read (a generator context manager and three partial reads,
+        # each copying the rest of the buffer, per frame: three frames a message).
+        frame_type, channel, size = _FRAME_HEADER.unpack_from(buf)
+        end = _FRAME_HEADER.size + size
+        if buf[end] != _FRAME_END:
+            transport.connected = False
+            raise ConnectionError(f"a frame ends with {buf[end]:#04x}, not 0xce")
+        transport._read_buffer = buf[end + 1 :]
+        on_frame((frame_type, channel, buf[_FRAME_HEADER.size : end]))
 
 
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
