@@ -662,6 +662,8 @@ class _Subscription:
         self.cancelled = False
         self.is_reply = False
         self.on_lost: Callable[[str], None] | None = None
+        # Replies only: takes each reply body straight from py-amqp (see _consume).
+        self.on_reply: Callable[[bytes], None] | None = None
         self.control_exchange: str | None = None  # declared before consuming (oslo)
         # Replies received and not acknowledged yet (see AMQPDriver._ack_replies).
         self.unacked = 0
@@ -1327,6 +1329,7 @@ class AMQPDriver(Driver):
             sub = _Subscription([q], deliver, prefetch=0, dead_letter=name + ".dead")
             sub.is_reply = True
             sub.on_lost = on_lost
+            sub.on_reply = on_reply
             # NOTE: not waited for here: a caller's call_async must return at once even
             # when the broker is unreachable. send() waits for it on the sender thread.
             self._reply_sub, self._reply_queue = sub, name
@@ -1426,11 +1429,26 @@ class AMQPDriver(Driver):
             accept=[_JSON],
             no_ack=False,
         )
+        if sub.is_reply:
+            # NOTE: reply bodies stay bytes. py-amqp would decode each by its content
+            # encoding: ours, "binary", is no codec (an exception per message, and the bytes
+            # kept); an oslo.messaging server's, UTF-8, gives back the same bytes once
+            # encoded again. (Requests keep it: a foreign sender may use another codec.)
+            channel.auto_decode = False
         # NOTE: set before consume(): deliveries for the first queue can arrive while
         # consume() still waits for the broker's consume-ok of the next one.
         sub.channel, sub.consumer, sub.generation = channel, consumer, self._generation
         sub.unacked = 0  # the broker gave back what the last connection had not acknowledged
         consumer.consume()
+        tags = getattr(consumer, "_active_tags", None)
+        if sub.on_reply is not None and isinstance(tags, dict):
+            # NOTE: replies skip kombu's consumer callback: they need no kombu message
+            # (content type, decoding, acknowledgement object), only the body and the
+            # delivery tag; a reply a message costs its caller (sequential calls) that
+            # layer on every call. (Deliveries that came before this line went through
+            # kombu, to _deliver, which handles them alike.)
+            for tag in tags.values():
+                channel.callbacks[tag] = lambda message: self._deliver_reply(sub, message)
 
     def _cuts_bodies(self, channel_id: int) -> bool:
         """Whether bodies over the size limit arriving on this channel are cut (requests and
@@ -1488,6 +1506,27 @@ class AMQPDriver(Driver):
                 one_line(exc),
             )
             self._park(incoming, f"the consumer failed: {one_line(exc)}")
+
+    def _deliver_reply(self, sub: _Subscription, message: Any) -> None:
+        """A reply as py-amqp hands it over: its body to the reply waiter (see _deliver)."""
+        try:
+            body = message.body
+            body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            tag = message.delivery_info["delivery_tag"]
+        except Exception as exc:
+            _LOG_BAD.error("cannot read a reply (%s); dropping it", one_line(exc))
+            return  # acknowledged with the next one (multiple=True)
+        if not sub.unacked:
+            sub.unacked_since = time.monotonic()
+        sub.unacked += 1
+        sub.unacked_tag = tag
+        if sub.unacked >= _REPLY_ACK_EVERY:
+            with contextlib.suppress(Exception):  # a broken connection: the loop sees it
+                self._ack_replies(sub)
+        try:
+            sub.on_reply(body)  # type: ignore[misc]  # set for reply subscriptions
+        except Exception as exc:
+            _LOG_BAD.error("dropping a reply that failed to be handled: %s", one_line(exc))
 
     def _ack_replies(self, sub: _Subscription) -> None:
         """Acknowledge every reply received so far, in one frame.
