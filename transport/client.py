@@ -231,21 +231,20 @@ class RPCClient:
             on_error=on_error,
         )
         call.queue = self._route  # set by _envelope's check of this target
+        call.forget = transport.forget_call
         transport.register_call(call)
-
-        def on_sent(error: BaseException | None) -> None:
-            if error is not None:
-                transport.forget_call(call.request_id)
-                call.fail(error)
-            else:
-                call.sent = True
 
         # NOTE: the send itself happens on the transport's sender thread, which packs
         # requests queued meanwhile into one broker message; a failure to send (nobody
         # consumes the topic, broker gone) fails this call's future.
         try:
             transport.send_request(
-                self.target, body, timeout, on_sent, call=True, batchable=not (multi or self._oslo)
+                self.target,
+                body,
+                timeout,
+                call.on_sent,
+                call=True,
+                batchable=not (multi or self._oslo),
             )
         except BaseException:  # the transport was cleaned up: nothing will answer
             transport.forget_call(call.request_id)
