@@ -298,7 +298,8 @@ class RPCClient:
         """The request envelope; ``monitor`` (a native call's ``multi`` and heartbeat
         interval) adds those two keys."""
         target = self.target
-        if self._checked is not (target, self.version_cap):
+        checked = self._checked
+        if checked is None or checked[0] is not target or checked[1] != self.version_cap:
             self._check_target()
         serializer = self.serializer
         if serializer is None:
