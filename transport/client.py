@@ -85,6 +85,7 @@ class RPCClient:
         self._exmods = _wire.DEFAULT_ALLOWED_EXMODS + self.allowed_remote_exmods
         # wire=oslo: requests in oslo.messaging's envelope (see transport._oslo).
         self._oslo = transport.config.wire == "oslo"
+        self._forget = transport.forget_call  # one bound method for all its calls
         # (target, version_cap) last found fit to send (see _check_target).
         self._checked: tuple[Target, str | None] | None = None
         self._route = ""  # the checked target's routing key
@@ -231,7 +232,7 @@ class RPCClient:
             on_error=on_error,
         )
         call.queue = self._route  # set by _envelope's check of this target
-        call.forget = transport.forget_call
+        call.forget = self._forget
         transport.register_call(call)
 
         # NOTE: the send itself happens on the transport's sender thread, which packs
