@@ -121,15 +121,7 @@ class ConductorAPI(IndirectionAPI):
         if then is None:
             return lambda value: rebuild(context, value)
         if getattr(then, "takes_primitive", False):
-
-            def load(value: Any) -> Any:
-                try:
-                    return then(value)
-                except exception.IncompatibleObjectVersion:
-                    # Too new for this process: rebuilt the general way (backported).
-                    return then(rebuild(context, value))
-
-            return load
+            return _LoadPrimitive(then, rebuild, context)
         return lambda value: then(rebuild(context, value))
 
     # -- instance actions ----------------------------------------------------------
@@ -257,6 +249,34 @@ class ConductorAPI(IndirectionAPI):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _LoadPrimitive:
+    """A class action's ``then`` that reads the reply's primitive itself (a pending
+    object's load); a primitive too new for this process is rebuilt the general way
+    (backported) and handed over as an object.
+
+    NOTE: a slotted object rather than a closure: one object for the garbage collector
+    to walk per call in flight instead of a function and its three cells.
+    """
+
+    __slots__ = ("then", "rebuild", "context")
+
+    def __init__(
+        self,
+        then: Callable[[Any], Any],
+        rebuild: Callable[[Any, Any], Any],
+        context: Context,
+    ) -> None:
+        self.then = then
+        self.rebuild = rebuild
+        self.context = context
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            return self.then(value)
+        except exception.IncompatibleObjectVersion:
+            return self.then(self.rebuild(self.context, value))
 
 
 def _newer(ours: str, theirs: str) -> bool:

@@ -45,6 +45,24 @@ class PendingCall:
     True), for example to send the request again; the future then stays pending.
     """
 
+    __slots__ = (
+        "request_id",
+        "method",
+        "timeout",
+        "deadline",
+        "monitor_interval",
+        "heartbeat_deadline",
+        "queue",
+        "check_at",
+        "sent",
+        "convert",
+        "allowed_exmods",
+        "on_error",
+        "future",
+        "items",
+        "forget",
+    )
+
     def __init__(
         self,
         request_id: str,
@@ -74,6 +92,18 @@ class PendingCall:
         if not multi:
             self.future = future if future is not None else RPCFuture(request_id, method)
         self.items: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if multi else None
+        # Stops the waiting for replies when the request could not be sent (set by the
+        # client that sends it: its transport's forget_call).
+        self.forget: Callable[[str], None] | None = None
+
+    def on_sent(self, error: BaseException | None) -> None:
+        """The sender's word on this call's request: sent, or why not (fails the call)."""
+        if error is None:
+            self.sent = True
+            return
+        if self.forget is not None:
+            self.forget(self.request_id)
+        self.fail(error)
 
     def fail(self, exc: BaseException) -> None:
         if self.future is not None:

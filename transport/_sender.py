@@ -84,7 +84,11 @@ class Sender:
         self._max_batch = max(1, max_batch)
         self._max_bytes = max_bytes
         self._queue: deque[_Outgoing] = deque()
-        self._cond = threading.Condition()
+        # NOTE: callers take the plain lock (``with self._lock``: no Python-level
+        # Condition.__enter__/__exit__ per request); the Condition built on it is only for
+        # the sender thread's waits and the notifications that end them.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = False
@@ -109,7 +113,7 @@ class Sender:
         ``call``: a call, whose caller waits for a reply (see :meth:`Driver.send`).
         """
         item = _Outgoing(target, body, ttl, on_sent, batchable, call)
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise ConnectionLost(reason="the transport was cleaned up")
             go_inline = inline and not self._queue and not self._busy
@@ -124,7 +128,7 @@ class Sender:
             if sent:
                 _notify(item, None)
                 return
-            with self._cond:  # not connected: the sender thread connects, with retries
+            with self._lock:  # not connected: the sender thread connects, with retries
                 if self._closed:
                     raise ConnectionLost(reason="the transport was cleaned up")
                 self._enqueue(item)
@@ -134,7 +138,7 @@ class Sender:
         ``on_sent`` as for :meth:`submit`. ``tasks`` counts the queued ones."""
         item = _Outgoing(target, b"", None, on_sent, False, False)
         item.publish = publish
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise ConnectionLost(reason="the transport was cleaned up")
             self.tasks += 1
@@ -148,7 +152,7 @@ class Sender:
         self._cond.notify()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
             left = list(self._queue)
             self._queue.clear()
@@ -159,7 +163,7 @@ class Sender:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 self._busy = False
                 while not self._queue and not self._closed:
                     self._cond.wait()
@@ -173,7 +177,7 @@ class Sender:
                 # callers wait tens of ms for replies anyway; a millisecond gathers a
                 # batch and saves the broker and the server most of their per-message work.
                 time.sleep(lingering)
-            with self._cond:
+            with self._lock:
                 items = list(self._queue)
                 self._queue.clear()
                 self.tasks -= sum(1 for item in items if item.publish is not None)

@@ -76,6 +76,22 @@ def test_pending_object_is_really_pending_until_the_reply(counter_cls: Any, gate
     assert counter.value == 30
 
 
+def test_wait_on_a_lone_load_times_out_then_raises_its_cancellation(
+    counter_cls: Any, gated: Any
+) -> None:
+    # Given a pending object with nothing in flight but its load
+    counter = counter_cls.get_async(RequestContext(), 3)
+    # When the wait times out, then the load is cancelled
+    with pytest.raises(TimeoutError, match="still pending after 0.01s"):
+        counter.wait(timeout=0.01)
+    counter._obj_pending.load.cancel()
+    # Then every wait raises the cancellation
+    with pytest.raises(concurrent.futures.CancelledError):
+        counter.wait(5)
+    with pytest.raises(concurrent.futures.CancelledError):
+        counter.wait(0)
+
+
 def test_setting_a_field_of_a_pending_object_waits_for_the_load(
     counter_cls: Any, gated: Any
 ) -> None:
@@ -298,3 +314,47 @@ def test_a_class_that_builds_its_objects_its_own_way_still_does_for_a_pending_lo
     pending._obj_absorb_loaded(Stamped(ctx, value=3).obj_to_primitive())
     pending._obj_pending.load.set_result(None)
     assert (pending.value, pending.seen) == (3, True)
+
+
+def test_an_object_future_has_the_state_a_concurrent_future_has() -> None:
+    # ObjectFuture builds its state itself (a lighter Condition): a Python whose Future
+    # sets more must fail here, not in a caller.
+    ours, theirs = vars(ObjectFuture()), vars(concurrent.futures.Future())
+    assert ours.keys() == theirs.keys()
+    assert {k: v for k, v in ours.items() if k != "_condition"} == {
+        k: v for k, v in theirs.items() if k != "_condition"
+    }
+
+
+def test_an_object_future_wakes_every_kind_of_waiter() -> None:
+    # Given waiters of each kind concurrent.futures has: result(), wait(), as_completed()
+    futures: list[ObjectFuture[Any]] = [ObjectFuture() for _ in range(3)]
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(futures[0].result(5))),
+        threading.Thread(target=lambda: results.append(concurrent.futures.wait(futures[1:2], 5))),
+        threading.Thread(
+            target=lambda: results.extend(concurrent.futures.as_completed(futures[2:], 5))
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    # When each future resolves
+    futures[0].set_result(1)
+    futures[1].set_exception(ValueError("no"))
+    futures[2].set_result(3)
+    for thread in threads:
+        thread.join(5)
+    # Then every waiter woke
+    assert not any(thread.is_alive() for thread in threads)
+    assert 1 in results and futures[2] in results and len(results) == 3
+
+
+def test_resolving_an_object_future_twice_raises_instead_of_deadlocking() -> None:
+    # Future.set_result formats its InvalidStateError with repr(self), which takes the
+    # future's Condition again while it is held: a plain lock there would hang for ever.
+    future: ObjectFuture[int] = ObjectFuture()
+    future.set_result(1)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        future.set_result(2)
+    assert future.cancel() is False and future.result() == 1

@@ -34,8 +34,11 @@ class _Raw:
         self.transport = transport
         self.frames: list[tuple[int, int, bytes]] = []
 
-    def blocking_read(self, timeout: float | None) -> None:
-        kind, channel, payload = self.transport.read_frame()
+    def blocking_read(self, timeout: float | None) -> None:  # py-amqp's way (TLS sockets)
+        self.on_inbound_frame(self.transport.read_frame())
+
+    def on_inbound_frame(self, frame: tuple[int, int, bytes]) -> None:
+        kind, channel, payload = frame
         self.frames.append((kind, channel, bytes(payload)))
 
 
@@ -91,6 +94,16 @@ def test_a_closed_connection_is_an_error(pair):
     broker.close()
     with pytest.raises(ConnectionError):
         driver._drain(raw)
+    assert raw.transport.connected is False
+
+
+def test_a_frame_without_its_end_octet_is_a_broken_connection(pair):
+    ours, broker = pair
+    raw = _Raw(ours)
+    broker.sendall(_frame(1, 1, b"method")[:-1] + b"\x00")
+    with pytest.raises(ConnectionError, match="0xce"):
+        driver._drain(raw)
+    assert raw.frames == []
     assert raw.transport.connected is False
 
 

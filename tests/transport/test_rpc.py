@@ -327,6 +327,25 @@ def test_version_cap_is_enforced_on_the_caller(
     assert RPCClient(tp, Target(topic=topic)).can_send_version("7.3")
 
 
+def test_a_changed_target_or_version_cap_is_checked_again(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    # Given a client that has called once (the check of its target is remembered)
+    servers.start(tp, Target(topic=topic), [V11()])
+    client = RPCClient(tp, Target(topic=topic, version="1.1"), timeout=10)
+    assert client.call({}, "which") == "v1.1"
+    # When its version cap, then its target, change
+    client.version_cap = "1.0"
+    with pytest.raises(UnsupportedVersion):
+        client.call({}, "which")
+    client.version_cap = None
+    assert client.call({}, "which") == "v1.1"
+    client.target = Target(version="1.1")
+    # Then each change is checked before anything is sent
+    with pytest.raises(InvalidTarget):
+        client.call({}, "which")
+
+
 def test_answered_calls_leave_no_timers_behind(
     tp: transport.Transport, topic: str, servers: Servers
 ) -> None:

@@ -45,6 +45,7 @@ its pending calls (they fail with ``ConnectionLost``; the requests still run onc
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import random
@@ -67,6 +68,7 @@ import kombu as _kombu
 import kombu.exceptions as _kombu_exc
 from amqp import spec as _spec
 from amqp.exceptions import MessageNacked
+from amqp.serialization import dumps as _amqp_dumps
 
 from transport._ratelog import RateLimitedLog, one_line
 from transport.config import TransportConfig
@@ -466,22 +468,37 @@ class _Publisher:
                 conn.drain_events(timeout=0)
             except TimeoutError:
                 break
-        properties: dict[str, Any] = {
-            "content_type": _JSON,
-            "content_encoding": "binary",
-            "delivery_mode": 2 if persistent else 1,
-            "priority": 0,
-        }
-        if ttl is not None:
-            properties["expiration"] = str(int(ttl * 1000))
+        expiration = None if ttl is None else str(int(ttl * 1000))
         if headers:
-            properties["application_headers"] = headers
-        channel.send_method(
-            _spec.Basic.Publish,
-            "Bssbb",
-            (0, exchange, key, False, False),
-            _amqp.Message(body, **properties),
-        )
+            properties: dict[str, Any] = {
+                "content_type": _JSON,
+                "content_encoding": "binary",
+                "delivery_mode": 2 if persistent else 1,
+                "priority": 0,
+                "application_headers": headers,
+            }
+            if expiration is not None:
+                properties["expiration"] = expiration
+            channel.send_method(
+                _spec.Basic.Publish,
+                "Bssbb",
+                (0, exchange, key, False, False),
+                _amqp.Message(body, **properties),
+            )
+            return
+        # NOTE: what send_method would write, with the method's arguments and the content
+        # header's properties serialized once instead of through py-amqp's generic loops
+        # (a promise, a Message, and a pass over fourteen properties per message).
+        try:
+            conn.frame_writer(
+                1,
+                channel.channel_id,
+                _spec.Basic.Publish,
+                _publish_arguments(exchange, key),
+                _Content(body, _header_properties(persistent, expiration)),
+            )
+        except StopIteration:  # py-amqp's sign of a closed connection
+            raise ConnectionError("the publisher connection is closed") from None
 
     def queue_state(self, queue: str, *, retry: bool = True) -> tuple[int, int]:
         """(messages ready, consumers) of ``queue`` right now ((0, 0): no such queue).
@@ -570,8 +587,57 @@ class _Publisher:
             self._reset()
 
 
+class _Content:
+    """A message body for py-amqp's frame writer, its header properties serialized."""
+
+    __slots__ = ("body", "_properties")
+
+    def __init__(self, body: bytes, properties: bytes) -> None:
+        self.body = body
+        self._properties = properties
+
+    def _serialize_properties(self) -> bytes:
+        return self._properties
+
+
+#: Property flags (AMQP 0-9-1 basic class, highest bit first) of the properties we send.
+_FLAG_CONTENT_TYPE = 1 << 15
+_FLAG_CONTENT_ENCODING = 1 << 14
+_FLAG_DELIVERY_MODE = 1 << 12
+_FLAG_PRIORITY = 1 << 11
+_FLAG_EXPIRATION = 1 << 8
+_BASE_FLAGS = _FLAG_CONTENT_TYPE | _FLAG_CONTENT_ENCODING | _FLAG_DELIVERY_MODE | _FLAG_PRIORITY
+_SHORT = struct.Struct(">H")
+_CONTENT_PROPERTIES = b"\x10" + _JSON.encode() + b"\x06binary"  # two short strings
+
+
+def _header_properties(persistent: bool, expiration: str | None) -> bytes:
+    """The properties of a plain publish (content type, encoding, delivery mode, priority 0,
+    optional expiration) as py-amqp's ``Message._serialize_properties`` writes them."""
+    mode = b"\x02\x00" if persistent else b"\x01\x00"  # delivery mode, then priority 0
+    if expiration is None:
+        return _SHORT.pack(_BASE_FLAGS) + _CONTENT_PROPERTIES + mode
+    raw = expiration.encode()
+    return (
+        _SHORT.pack(_BASE_FLAGS | _FLAG_EXPIRATION)
+        + _CONTENT_PROPERTIES
+        + mode
+        + bytes((len(raw),))
+        + raw
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _publish_arguments(exchange: str, key: str) -> bytes:
+    """``basic.publish``'s serialized arguments (not mandatory, not immediate)."""
+    args: bytes = _amqp_dumps("Bssbb", (0, exchange, key, False, False))
+    return args
+
+
 def _succeeded(future: Future[Any]) -> bool:
-    return future.done() and not future.cancelled() and future.exception() is None
+    # NOTE: read without the future's Condition (three times, on every send): a finished
+    # future never changes again, and one still running reads as not succeeded.
+    return future._state == "FINISHED" and future._exception is None
 
 
 class _Subscription:
@@ -596,6 +662,8 @@ class _Subscription:
         self.cancelled = False
         self.is_reply = False
         self.on_lost: Callable[[str], None] | None = None
+        # Replies only: takes each reply body straight from py-amqp (see _consume).
+        self.on_reply: Callable[[bytes], None] | None = None
         self.control_exchange: str | None = None  # declared before consuming (oslo)
         # Replies received and not acknowledged yet (see AMQPDriver._ack_replies).
         self.unacked = 0
@@ -676,6 +744,7 @@ _FRAMES_PER_TURN = 256
 #: reads a frame). Small: py-amqp copies what is left of its buffer for each part it takes.
 _READ_SIZE = 16 * 1024
 _FRAME_HEADER = struct.Struct(">BHI")
+_FRAME_END = 0xCE
 
 
 def _missing(buf: bytes) -> int:
@@ -715,8 +784,10 @@ def _drain(raw: Any) -> None:
             except TimeoutError:
                 return
         return
+    on_frame = raw.on_inbound_frame
     for _ in range(_FRAMES_PER_TURN):
-        missing = _missing(transport._read_buffer)
+        buf = transport._read_buffer
+        missing = _missing(buf)
         if missing:
             try:
                 data = sock.recv(max(missing, _READ_SIZE), _MSG_DONTWAIT)
@@ -725,10 +796,19 @@ def _drain(raw: Any) -> None:
             if not data:
                 transport.connected = False
                 raise ConnectionError("the broker closed the connection")
-            transport._read_buffer += data
-            if _missing(transport._read_buffer):
+            buf = transport._read_buffer = buf + data
+            if _missing(buf):
                 continue  # a frame's first part: its rest is on its way
-        raw.blocking_read(None)  # parses the buffered frame: no system call
+        # NOTE: the whole frame is in the buffer: taken apart here rather than through
+        # py-amqp's blocking_read (a generator context manager and three partial reads,
+        # each copying the rest of the buffer, per frame: three frames a message).
+        frame_type, channel, size = _FRAME_HEADER.unpack_from(buf)
+        end = _FRAME_HEADER.size + size
+        if buf[end] != _FRAME_END:
+            transport.connected = False
+            raise ConnectionError(f"a frame ends with {buf[end]:#04x}, not 0xce")
+        transport._read_buffer = buf[end + 1 :]
+        on_frame((frame_type, channel, buf[_FRAME_HEADER.size : end]))
 
 
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
@@ -1249,6 +1329,7 @@ class AMQPDriver(Driver):
             sub = _Subscription([q], deliver, prefetch=0, dead_letter=name + ".dead")
             sub.is_reply = True
             sub.on_lost = on_lost
+            sub.on_reply = on_reply
             # NOTE: not waited for here: a caller's call_async must return at once even
             # when the broker is unreachable. send() waits for it on the sender thread.
             self._reply_sub, self._reply_queue = sub, name
@@ -1348,11 +1429,26 @@ class AMQPDriver(Driver):
             accept=[_JSON],
             no_ack=False,
         )
+        if sub.is_reply:
+            # NOTE: reply bodies stay bytes. py-amqp would decode each by its content
+            # encoding: ours, "binary", is no codec (an exception per message, and the bytes
+            # kept); an oslo.messaging server's, UTF-8, gives back the same bytes once
+            # encoded again. (Requests keep it: a foreign sender may use another codec.)
+            channel.auto_decode = False
         # NOTE: set before consume(): deliveries for the first queue can arrive while
         # consume() still waits for the broker's consume-ok of the next one.
         sub.channel, sub.consumer, sub.generation = channel, consumer, self._generation
         sub.unacked = 0  # the broker gave back what the last connection had not acknowledged
         consumer.consume()
+        tags = getattr(consumer, "_active_tags", None)
+        if sub.on_reply is not None and isinstance(tags, dict):
+            # NOTE: replies skip kombu's consumer callback: they need no kombu message
+            # (content type, decoding, acknowledgement object), only the body and the
+            # delivery tag; a reply a message costs its caller (sequential calls) that
+            # layer on every call. (Deliveries that came before this line went through
+            # kombu, to _deliver, which handles them alike.)
+            for tag in tags.values():
+                channel.callbacks[tag] = lambda message: self._deliver_reply(sub, message)
 
     def _cuts_bodies(self, channel_id: int) -> bool:
         """Whether bodies over the size limit arriving on this channel are cut (requests and
@@ -1410,6 +1506,27 @@ class AMQPDriver(Driver):
                 one_line(exc),
             )
             self._park(incoming, f"the consumer failed: {one_line(exc)}")
+
+    def _deliver_reply(self, sub: _Subscription, message: Any) -> None:
+        """A reply as py-amqp hands it over: its body to the reply waiter (see _deliver)."""
+        try:
+            body = message.body
+            body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            tag = message.delivery_info["delivery_tag"]
+        except Exception as exc:
+            _LOG_BAD.error("cannot read a reply (%s); dropping it", one_line(exc))
+            return  # acknowledged with the next one (multiple=True)
+        if not sub.unacked:
+            sub.unacked_since = time.monotonic()
+        sub.unacked += 1
+        sub.unacked_tag = tag
+        if sub.unacked >= _REPLY_ACK_EVERY:
+            with contextlib.suppress(Exception):  # a broken connection: the loop sees it
+                self._ack_replies(sub)
+        try:
+            sub.on_reply(body)  # type: ignore[misc]  # set for reply subscriptions
+        except Exception as exc:
+            _LOG_BAD.error("dropping a reply that failed to be handled: %s", one_line(exc))
 
     def _ack_replies(self, sub: _Subscription) -> None:
         """Acknowledge every reply received so far, in one frame.
