@@ -108,7 +108,8 @@ class _Class(NamedTuple):
     record_readers: dict[str, tuple[Any, Any]]
     #: (name, field, diff kind, writer) in field order (``handle_object_action``'s).
     plan: tuple[tuple[str, Any, int, Any], ...]
-    has_updated_at: bool
+    #: The columns of a written row the reply needs besides the sent ones.
+    returned: tuple[str, ...]
 
 
 class StockSaves:
@@ -174,7 +175,7 @@ class StockSaves:
         if not settled:
             return outcomes
         for index, (ok, value) in settled.items():
-            if ok:
+            if ok and not _plain_reply(value):
                 try:
                     value = serializer.serialize_entity(None, value)
                 except Exception as exc:  # noqa: BLE001 - as the dispatcher would
@@ -262,8 +263,12 @@ class StockSaves:
         for save in saves:
             groups.setdefault(tuple(sorted(save.values)), []).append(save)
         done: list[tuple[_Save, Outcome]] = []
-        for group in groups.values():
-            records = storage.update_many(objname, [(s.id, s.values, s.revision) for s in group])
+        for columns, group in groups.items():
+            records = storage.update_many(
+                objname,
+                [(s.id, s.values, s.revision) for s in group],
+                returning=(*known.returned, *columns),
+            )
             for save, record in zip(group, records, strict=True):
                 if record is None:
                     try:
@@ -387,6 +392,23 @@ def _reply(known: _Class, save: _Save, record: dict[str, Any]) -> list[Any]:
     return [updates, None]
 
 
+def _plain_reply(value: Any) -> bool:
+    """Whether ``value`` is a reply :func:`_reply` made with no dict in its updates: its
+    own primitive (scalars and lists of strings), which ``ConductorSerializer`` sends as
+    it is. Others (a dict field among the updates) go through the serializer."""
+    if type(value) is not list or len(value) != 2 or value[1] is not None:
+        return False
+    updates = value[0]
+    if type(updates) is not dict:
+        return False
+    for item in updates.values():
+        if type(item) is dict:
+            return False
+        if type(item) is list and not all(type(i) is str for i in item):
+            return False
+    return True
+
+
 def _plain_context(ctxt: Any) -> bool:
     """Whether ``ctxt`` is a context ``RequestContext.from_dict`` takes and that claims no
     admin (an admin context goes the ordinary way: refused, or allowed, there)."""
@@ -448,7 +470,7 @@ def _stock_class(objname: str) -> _Class | None:
         readers=readers,
         record_readers=record_readers,
         plan=plan,
-        has_updated_at=ops.has_updated_at,
+        returned=("id", "revision", *(name for name in UPDATE_MANAGED if name in ops.names)),
     )
 
 
