@@ -623,3 +623,46 @@ def test_metrics_count_each_message_and_request_once(
     assert total("conductor_replays_total") == 1
     assert got[("conductor_requests_in_flight", ())] == 0
     counted.close()
+
+
+def test_an_unreachable_database_fails_each_save_with_database_error() -> None:
+    engine = db.create_engine("postgresql+psycopg://u:pw@127.0.0.1:1/none?connect_timeout=2")
+    try:
+        with isolated_registry():
+            objects.register_all()
+            metrics = Metrics()
+            served = dispatcher(ConductorManager(engine, metrics=metrics))
+            ctx = RequestContext(user_id="u", project_id="p")
+            saves = []
+            for id_ in (1, 2):
+                obj = objects.Instance(ctx, id=id_)
+                obj.obj_reset_changes()
+                obj.obj_revision = 1
+                obj.host = "h"
+                saves.append(save_request(ctx, obj))
+            outcomes = served.dispatch_batch(saves)
+            assert [type(value) for _, value in outcomes] == [exception.DatabaseError] * 2
+            key = (
+                "conductor_requests_total",
+                (("objmethod", "save"), ("objname", "Instance"), ("outcome", "DatabaseError")),
+            )
+            assert _samples(metrics)[key] == 2  # counted once, by the ordinary path
+            assert _samples(metrics)[("conductor_requests_in_flight", ())] == 0
+    finally:
+        engine.dispose()
+
+
+def test_update_many_returns_the_columns_asked_for(
+    manager: ConductorManager, ctx: RequestContext
+) -> None:
+    a, b = new_instance(manager, ctx), new_instance(manager, ctx)
+    with db.transaction_scope(manager._work.engine) as tx:
+        storage = db_storage.SQLStorage(tx)
+        records = storage.update_many(
+            "Instance",
+            [(a.id, {"host": "ra"}, 1), (b.id, {"host": "rb"}, 5)],
+            returning=("id", "revision", "host"),
+        )
+        assert records == [{"id": a.id, "revision": 2, "host": "ra"}, None]
+        with pytest.raises(ValueError):
+            storage.update_many("Instance", [(b.id, {"host": "x"}, 1)], returning=("host",))
