@@ -5,7 +5,9 @@ Each method checks its arguments and hands the method body to the conductor's
 once. The requests of one message reach :meth:`ConductorManager.serve_batch` together
 (the endpoint is a ``transport.BatchEndpoint``) and run in one transaction; before that,
 the stock gets by id of every message are answered from their rows
-(:class:`~conductor.lane.StockGets`, through the ``transport.RawEndpoint`` hook).
+(:class:`~conductor.lane.StockGets`) and its stock saves of changed fields written from
+their primitives (:class:`~conductor.save_lane.StockSaves`), through the
+``transport.RawEndpoint`` hook.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import transport
+
+# NOTE: the plans and digest below are the ordinary path's own (how a field reads from the
+# wire and from a row, how handle_object_action tells a changed field, how UnitOfWork
+# digests a request), not copies: the lane's answers and digests are its by construction.
 from conductor import db
 from conductor.db import requests as db_requests
 from conductor.db.statements import table_ops
