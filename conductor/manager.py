@@ -5,7 +5,9 @@ Each method checks its arguments and hands the method body to the conductor's
 once. The requests of one message reach :meth:`ConductorManager.serve_batch` together
 (the endpoint is a ``transport.BatchEndpoint``) and run in one transaction; before that,
 the stock gets by id of every message are answered from their rows
-(:class:`~conductor.lane.StockGets`, through the ``transport.RawEndpoint`` hook).
+(:class:`~conductor.lane.StockGets`) and its stock saves of changed fields written from
+their primitives (:class:`~conductor.save_lane.StockSaves`), through the
+``transport.RawEndpoint`` hook.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.engine import Engine
 import transport
 from conductor.lane import StockGets
 from conductor.metrics import Metrics
+from conductor.save_lane import StockSaves
 from conductor.unit_of_work import ServedContext, UnitOfWork, digest_of
 from objects import base, exception, indirection
 from objects.context import RequestContext
@@ -68,6 +71,8 @@ class ConductorManager:
             if project_scoping
             else StockGets(engine, metrics=metrics, lock=self._work.transaction_lock)
         )
+        # NOTE: off under project scoping too: the lane writes rows whoever owns them.
+        self._save_lane = None if project_scoping else StockSaves(self._work, metrics=metrics)
 
     def close(self) -> None:
         """Release what the endpoint holds besides the engine (the lane's connections)."""
@@ -166,17 +171,21 @@ class ConductorManager:
     def serve_raw(
         self, requests: Sequence[transport.RawRequest], serializer: transport.Serializer
     ) -> Sequence[tuple[bool, Any] | None]:
-        """Answer a message's stock gets from their rows (``conductor.lane``); never an
-        RPC method. Only for a serializer whose answers the lane's are
-        (``answers_stock_gets``), and while the RPC method is this class's own."""
-        if (
-            self._lane is None
-            or type(self).object_class_action_versions
-            is not ConductorManager.object_class_action_versions
-            or not _answers_stock_gets(serializer)
-        ):
+        """Answer a message's stock gets from their rows (``conductor.lane``) and write its
+        stock saves (``conductor.save_lane``); never an RPC method. Only for a serializer
+        whose answers the lanes' are (``answers_stock_gets``), and while the RPC methods
+        are this class's own."""
+        if self._lane is None or not _answers_stock_gets(serializer):
             return [None] * len(requests)
-        return self._lane.serve(requests)
+        kind = type(self)
+        outcomes: list[tuple[bool, Any] | None] = (
+            self._lane.serve(requests)
+            if kind.object_class_action_versions is ConductorManager.object_class_action_versions
+            else [None] * len(requests)
+        )
+        if self._save_lane is not None and kind.object_action is ConductorManager.object_action:
+            self._save_lane.serve(requests, outcomes, serializer)
+        return outcomes
 
     def serve_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         """Run the requests of one message in one transaction (see
@@ -248,6 +257,7 @@ class ConductorManagerV3:
             self._form is not None
             or type(self).object_class_action_versions
             is not ConductorManagerV3.object_class_action_versions
+            or type(self).object_action is not ConductorManagerV3.object_action
         ):
             return [None] * len(requests)
         return self._manager.serve_raw(requests, serializer)

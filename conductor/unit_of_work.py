@@ -113,6 +113,11 @@ class UnitOfWork:
         self._last_prune = time.monotonic()
 
     @property
+    def engine(self) -> Engine:
+        """The database every request runs in."""
+        return self._engine
+
+    @property
     def transaction_lock(self) -> contextlib.AbstractContextManager[Any]:
         """Held around every transaction (a lock on SQLite, nothing on PostgreSQL)."""
         return self._tx_lock
@@ -152,7 +157,7 @@ class UnitOfWork:
                 metrics.batch(1)  # a message of one request (a batch that fell back counted)
             metrics.started()
         try:
-            self._maybe_prune()
+            self.maybe_prune()
             try:
                 result = self._run_once(context, what, body, request_id, digest)
             except _AlreadyStored:
@@ -320,7 +325,7 @@ class UnitOfWork:
             metrics.request_done(objname, objmethod, outcome_of(error), elapsed)
 
     def _run_batch(self, calls: Sequence[transport.BatchCall]) -> list[tuple[bool, Any]]:
-        self._maybe_prune()
+        self.maybe_prune()
         outcomes: list[tuple[bool, Any]] = []
         # NOTE: taken now only where the arguments did not arrive with the context (a
         # dispatcher driven directly): a method body may change them. The others are
@@ -402,7 +407,9 @@ class UnitOfWork:
                 raise _Fallback("a request of the batch was stored by another conductor") from None
         return outcomes
 
-    def _maybe_prune(self) -> None:
+    def maybe_prune(self) -> None:
+        """Prune stored request results when ``prune_every`` has passed since the last
+        prune (never failing: a failed prune is logged)."""
         now = time.monotonic()
         if now - self._last_prune < self._prune_every:
             return

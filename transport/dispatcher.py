@@ -192,10 +192,11 @@ class RawEndpoint(Protocol):
         endpoint that cannot promise it for this serializer answers None.
 
         When it raises, every request it was given fails with that error. It runs with
-        no request id set (:func:`current_request_id`). Of a message of several requests,
-        the ones it leaves run after it in the same ``contextvars`` context, a copy made
-        for this message, so it may leave word for them in context variables. Called for
-        a message of one request too."""
+        no request id set (:func:`current_request_id`), and with
+        :func:`current_request_redelivered` saying the message's flag. Of a message of
+        several requests, the ones it leaves run after it in the same ``contextvars``
+        context, a copy made for this message, so it may leave word for them in context
+        variables. Called for a message of one request too."""
         ...
 
 
@@ -284,7 +285,11 @@ class RPCDispatcher:
             raise
         raw_hook = self._raw_hooks.get(id(getattr(func, "__self__", None)))
         if raw_hook is not None:
-            answered = raw_hook([(request_id, ctxt, method, args)], self.serializer)[0]
+            redelivered_token = _redelivered.set(redelivered)
+            try:
+                answered = raw_hook([(request_id, ctxt, method, args)], self.serializer)[0]
+            finally:
+                _redelivered.reset(redelivered_token)
             if answered is not None:
                 ok, value = answered
                 if ok:
@@ -341,6 +346,10 @@ class RPCDispatcher:
             owner_id = id(getattr(func, "__self__", None))
             if owner_id in self._raw_hooks:
                 raw.setdefault(owner_id, []).append(index)
+        if raw:
+            # The hooks see whether the message may have been delivered before (their
+            # own context: dispatch_batch runs them in a copy).
+            _redelivered.set(redelivered)
         for owner_id, indexes in raw.items():
             try:
                 answered = self._raw_hooks[owner_id](

@@ -174,6 +174,13 @@ def _from_unnest(table: Table, rows: Any, name: str) -> Any:
     return cast(source, column_type) if isinstance(column_type, JSON) else source
 
 
+def _returned(table: Table, returning: tuple[str, ...] | None) -> list[Any]:
+    """The columns an UPDATE returns: all, or ``returning`` (``id`` first)."""
+    if returning is None:
+        return list(table.c)
+    return [table.c[name] for name in returning]
+
+
 @functools.lru_cache(maxsize=1024)
 def update_many_statement(
     table: Table,
@@ -181,6 +188,7 @@ def update_many_statement(
     check_revision: bool,
     set_updated_at: bool,
     scope: str | None = None,
+    returning: tuple[str, ...] | None = None,
 ) -> Any:
     """PostgreSQL: ``UPDATE ... FROM unnest(<one array per column>) AS v WHERE id = v.id
     [AND revision = v.revision] [AND updated_at < v.now] RETURNING *``.
@@ -209,7 +217,7 @@ def update_many_statement(
     if set_updated_at:
         values["updated_at"] = rows.c.w_now
         where.append(or_(c.updated_at.is_(None), c.updated_at < rows.c.w_now))
-    return update(table).values(values).where(and_(*where)).returning(*table.c)
+    return update(table).values(values).where(and_(*where)).returning(*_returned(table, returning))
 
 
 def _documented(column_type: Any) -> bool:
@@ -246,6 +254,7 @@ def update_many_document_statement(
     check_revision: bool,
     set_updated_at: bool,
     scope: str | None = None,
+    returning: tuple[str, ...] | None = None,
 ) -> Any:
     """PostgreSQL: :func:`update_many_statement` with the rows as one JSON document
     (``:rows``, an array of objects with ``w_id``, ``w_revision`` and ``v_<column>``
@@ -279,7 +288,7 @@ def update_many_document_statement(
         now = bindparam("w_now", type_=c.updated_at.type)
         values["updated_at"] = now
         where.append(or_(c.updated_at.is_(None), c.updated_at < now))
-    return update(table).values(values).where(and_(*where)).returning(*table.c)
+    return update(table).values(values).where(and_(*where)).returning(*_returned(table, returning))
 
 
 _document_encoder = json.JSONEncoder(
@@ -361,6 +370,7 @@ def update_many_sqlite_statement(
     check_revision: bool,
     set_updated_at: bool,
     scope: str | None = None,
+    returning: tuple[str, ...] | None = None,
 ) -> Any:
     """SQLite: :func:`update_many_document_statement`'s UPDATE, the rows read from the
     document by ``json_each`` (see :func:`insert_many_sqlite_statement`): one statement
@@ -381,7 +391,7 @@ def update_many_sqlite_statement(
         now = bindparam("w_now", type_=c.updated_at.type)
         values["updated_at"] = now
         where.append(or_(c.updated_at.is_(None), c.updated_at < now))
-    return update(table).values(values).where(and_(*where)).returning(*table.c)
+    return update(table).values(values).where(and_(*where)).returning(*_returned(table, returning))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -347,7 +347,10 @@ class SQLStorage:
         return unit.get_bind().dialect.name == "postgresql"
 
     def update_many(
-        self, objname: str, updates: Sequence[tuple[int, Mapping[str, Any], int | None]]
+        self,
+        objname: str,
+        updates: Sequence[tuple[int, Mapping[str, Any], int | None]],
+        returning: Sequence[str] | None = None,
     ) -> list[Record | None]:
         """Many :meth:`update` calls on distinct rows, in one statement (see
         :attr:`has_bulk_statements`).
@@ -357,10 +360,17 @@ class SQLStorage:
         where the row was not written (missing, another revision, or a clock behind the
         row's ``updated_at``): call :meth:`update` for those to learn which, or retry.
 
+        ``returning``: the columns the records hold (``id`` first; every column when
+        None). NOTE: decoding columns nobody reads (JSON ones above all) was a fifth of
+        the CPU of a batch of saves.
+
         Raises:
             ObjectValueError: a value the column would refuse (nothing is written).
         """
         ops = table_ops(objname)
+        returned = None if returning is None else tuple(returning)
+        if returned is not None and (not returned or returned[0] != "id"):
+            raise ValueError("update_many returns the id first")
         for id_, _, _ in updates:
             _check_id(ops, id_)
         checked = [self._update_values(ops, objname, values) for _, values, _ in updates]
@@ -388,7 +398,7 @@ class SQLStorage:
                 if self.has_bulk_statements
                 else update_many_sqlite_statement
             )
-            stmt = build(ops.table, columns, check_revision, ops.has_updated_at, scope)
+            stmt = build(ops.table, columns, check_revision, ops.has_updated_at, scope, returned)
             params = {"rows": document}
             if now is not None:
                 params["w_now"] = now
@@ -396,10 +406,10 @@ class SQLStorage:
             return [
                 self._update_once(ops, objname, id, row_values, expected, now)
                 for (id, _, expected), row_values in zip(updates, checked, strict=True)
-            ]
+            ]  # every column: a row at a time, nothing to save by returning fewer
         else:
             stmt = update_many_statement(
-                ops.table, columns, check_revision, ops.has_updated_at, scope
+                ops.table, columns, check_revision, ops.has_updated_at, scope, returned
             )
             params = {"a_w_id": ids}
             if check_revision:
@@ -413,7 +423,8 @@ class SQLStorage:
             rows = self._write(stmt, params).all()
         if rows:
             self.writes.wrote = True
-        written = {row[0]: dict(zip(ops.names, row, strict=True)) for row in rows}
+        names = ops.names if returned is None else returned
+        written = {row[0]: dict(zip(names, row, strict=True)) for row in rows}
         return [written.get(id) for id in ids]
 
     def create_many(self, objname: str, values: Sequence[Mapping[str, Any]]) -> list[Record]:

@@ -1,0 +1,485 @@
+"""The save lane: stock saves of changed fields, written straight from their primitives.
+
+The commonest write is ``instance.save()`` of a copy read before, sent by our client as
+:func:`~objects.persistent.save_primitive` (the id, the changed fields, their names and
+the revision) through ``object_action``. Its body is ``self._db_save()``: one UPDATE of
+the changed columns, expecting the revision, and the reply is ``[updates, None]`` with
+the fields the row's values changed on the object, ``updated_at``, no changes left and the
+new revision. :class:`StockSaves` gives exactly that without what the ordinary path
+builds around it (context and argument objects, a batch of greenlets, the object, the
+diff): it takes the saves of a message it can prove are such saves, writes them in one
+``UPDATE`` per table and column set (``SQLStorage.update_many``), and stores each result
+with its request id and digest in the same transaction, as ``UnitOfWork`` does.
+
+A request is a stock save when all of these hold (anything else, or any doubt, leaves it
+to the ordinary path, unchanged):
+
+* the RPC method is ``object_action`` with exactly its five arguments, ``objmethod``
+  ``"save"``, ``args`` and ``kwargs`` empty, the caller's manifest ours;
+* ``objinst`` is a primitive of ours (our keys and namespace) of the newest registered
+  class at its version, with a revision, ``id`` and the changed fields only among its
+  data, every change a column the save writes (none the storage manages), every value
+  one of a built-in, non-object field that reads back as it was sent;
+* the class's ``save`` is ``@saves_changes`` and its saving and primitives are stock
+  (``objects.persistent``: the body writes the changed fields, reads nothing else), its
+  table a registered model;
+* the context is a plain dict claiming no admin, and requests are not scoped by project.
+
+Exactly once: a redelivered message's saves are looked up first (``find_many``); a save
+that fails (``NotFound``, ``ConcurrentUpdate``) is looked up after (a resend without the
+redelivered flag), and answered from its stored result, or ``RequestIdReused`` when its
+content differs. Digests are ``UnitOfWork``'s, of the arguments as they arrived. When a
+statement fails, or a stored result clashes, the transaction rolls back and every save
+of the message goes the ordinary way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import transport
+
+# NOTE: the plans and digest below are the ordinary path's own (how a field reads from the
+# wire and from a row, how handle_object_action tells a changed field, how UnitOfWork
+# digests a request), not copies: the lane's answers and digests are its by construction.
+from conductor import db
+from conductor.db import requests as db_requests
+from conductor.db.statements import table_ops
+from conductor.db.storage import SQLStorage
+from conductor.metrics import Metrics, outcome_of
+from conductor.unit_of_work import UnitOfWork, current_request, message_counted
+from conductor.unit_of_work import _digest as unit_digest
+from objects import exception
+from objects import fields as obj_fields
+from objects._primitive import (
+    _KEY_CHANGES,
+    _KEY_DATA,
+    _KEY_NAME,
+    _KEY_NAMESPACE,
+    _KEY_REVISION,
+    _KEY_VERSION,
+)
+from objects.context import RequestContext
+from objects.indirection import _VALUE, _diff_plan, _diff_token
+from objects.persistent import (
+    STORAGE_MANAGED,
+    UPDATE_MANAGED,
+    _primitive_plan,
+    _record_plan,
+    _saves_changes_only,
+)
+from objects.registry import VersionedObjectRegistry
+from objects.versioned import VersionedObject
+
+__all__ = ["StockSaves"]
+
+LOG = logging.getLogger(__name__)
+
+Outcome = tuple[bool, Any]
+
+_METHOD = "object_action"
+_ARG_NAMES = frozenset({"objinst", "objmethod", "args", "kwargs", "object_versions"})
+_PRIMITIVE_KEYS = frozenset(
+    {_KEY_NAME, _KEY_NAMESPACE, _KEY_VERSION, _KEY_DATA, _KEY_CHANGES, _KEY_REVISION}
+)
+
+
+class _Save(NamedTuple):
+    """One stock save: where it is in the message and what it writes."""
+
+    position: int
+    request_id: str
+    id: int
+    revision: int
+    #: The sent fields' values as the object holds them (``id`` and the changes).
+    sent: dict[str, Any]
+    #: The changed columns' values.
+    values: dict[str, Any]
+
+
+class _Class(NamedTuple):
+    """What a class's stock saves need, computed once per registry state."""
+
+    cls: type[VersionedObject]
+    manifest: dict[str, str]
+    columns: frozenset[str]
+    #: name -> (field, type taken as is, wire reader), for the fields a save may carry.
+    readers: dict[str, tuple[Any, Any, Any]]
+    #: name -> (type taken as is, record reader)
+    record_readers: dict[str, tuple[Any, Any]]
+    #: (name, field, diff kind, writer) in field order (``handle_object_action``'s).
+    plan: tuple[tuple[str, Any, int, Any], ...]
+    #: The columns of a written row the reply needs besides the sent ones.
+    returned: tuple[str, ...]
+
+
+class StockSaves:
+    """Writes the stock saves of a message in one transaction (see the module docstring).
+
+    Args:
+        work: the conductor's unit of work: its engine, its transaction lock (SQLite),
+            its pruning of stored results.
+        metrics: counted as ``UnitOfWork`` counts.
+    """
+
+    def __init__(self, work: UnitOfWork, *, metrics: Metrics | None = None) -> None:
+        self._work = work
+        self._metrics = metrics
+        self._found: tuple[object, dict[str, _Class | None]] = (None, {})
+
+    def serve(
+        self,
+        requests: Sequence[transport.RawRequest],
+        outcomes: list[Outcome | None],
+        serializer: Any,
+    ) -> list[Outcome | None]:
+        """Settle the stock saves among the requests ``outcomes`` leaves (None), in place;
+        ``outcomes``. Results are serialized with ``serializer`` (``serialize_entity``)."""
+        counted = any(outcome is not None for outcome in outcomes)
+        classes = self._classes()
+        saves: dict[str, list[_Save]] = {}
+        identities: dict[int, RequestContext] = {}
+        rows: set[tuple[str, int]] = set()
+        for index, request in enumerate(requests):
+            if outcomes[index] is not None:
+                continue
+            found = self._stock_save(index, request, classes)
+            if found is not None:
+                objname, save = found
+                if (objname, save.id) in rows:
+                    # A second save of a row runs after the first, the ordinary way (as
+                    # in a batch, where it runs alone after the round).
+                    continue
+                rows.add((objname, save.id))
+                saves.setdefault(objname, []).append(save)
+        if not saves:
+            return outcomes
+        for items in saves.values():
+            for save in items:
+                identities[save.position] = RequestContext.from_dict(requests[save.position][1])
+        metrics = self._metrics
+        taken = sum(len(items) for items in saves.values())
+        started = time.monotonic()
+        if metrics is not None:
+            metrics.started(taken)
+        token = current_request.set(requests[0][0]) if len(requests) == 1 else None
+        try:
+            settled = self._write(requests, saves, classes, identities)
+        except Exception as exc:  # noqa: BLE001 - the ordinary path runs them again
+            LOG.debug("stock saves left to the ordinary path: %s", exc)
+            settled = None
+        finally:
+            if token is not None:
+                current_request.reset(token)
+            if metrics is not None:
+                metrics.finished(taken)
+        if not settled:
+            return outcomes
+        for index, (ok, value) in settled.items():
+            if ok and not _plain_reply(value):
+                try:
+                    value = serializer.serialize_entity(None, value)
+                except Exception as exc:  # noqa: BLE001 - as the dispatcher would
+                    ok, value = False, exc
+            outcomes[index] = (ok, value)
+        if any(outcome is None for outcome in outcomes):
+            # The rest of this message runs the ordinary way, which would count it again.
+            message_counted()
+        if metrics is not None:
+            if not counted:
+                metrics.batch(len(requests))
+            elapsed = time.monotonic() - started
+            for index, (ok, value) in settled.items():
+                objname = requests[index][3]["objinst"][_KEY_NAME]
+                metrics.request_done(objname, "save", outcome_of(None if ok else value), elapsed)
+        if LOG.isEnabledFor(logging.DEBUG):
+            for index in settled:
+                LOG.debug(
+                    "served %s.save from its primitive", requests[index][3]["objinst"][_KEY_NAME]
+                )
+        return outcomes
+
+    # -- the writes --------------------------------------------------------------------
+
+    def _write(
+        self,
+        requests: Sequence[transport.RawRequest],
+        saves: dict[str, list[_Save]],
+        classes: dict[str, _Class | None],
+        identities: dict[int, RequestContext],
+    ) -> dict[int, Outcome]:
+        """Every save's outcome (the unserialized result, or its error), committed; raises
+        (rolled back) when the ordinary path must run them."""
+        work = self._work
+        work.maybe_prune()
+        digests: dict[int, str | None] = {}
+
+        def digest(index: int) -> str | None:
+            if index not in digests:
+                args = requests[index][3]
+                digests[index] = unit_digest(_METHOD, identities[index], list(args.values()))
+            return digests[index]
+
+        settled: dict[int, Outcome] = {}
+        with work.transaction_lock, db.transaction_scope(work.engine) as tx:
+            if transport.current_request_redelivered():
+                # NOTE: a redelivered message may have run before: look it up first.
+                by_id = {s.request_id: s.position for items in saves.values() for s in items}
+                stored = db_requests.find_many(tx.connection, list(by_id))
+                for request_id, found in stored.items():
+                    index = by_id[request_id]
+                    settled[index] = _answer(request_id, found, digest(index))
+                if stored and self._metrics is not None:
+                    self._metrics.replayed(len(stored))
+            storage = SQLStorage(tx)
+            to_store: list[tuple[str, Any, str | None]] = []
+            failed: dict[str, int] = {}
+            for objname, items in saves.items():
+                known = classes[objname]
+                assert known is not None
+                pending = [s for s in items if s.position not in settled]
+                for save, outcome in self._update(storage, objname, known, pending):
+                    if outcome[0]:
+                        to_store.append((save.request_id, outcome[1], digest(save.position)))
+                    else:
+                        failed[save.request_id] = save.position
+                    settled[save.position] = outcome
+            if failed:
+                # A save sent again without the redelivered flag fails on the revision it
+                # bumped (see UnitOfWork.run): the failed ones are looked up, in one query.
+                for request_id, found in db_requests.find_many(tx.connection, list(failed)).items():
+                    index = failed[request_id]
+                    settled[index] = _answer(request_id, found, digest(index))
+            if to_store:
+                db_requests.store_results(tx.for_write(), to_store)
+        return settled
+
+    def _update(
+        self, storage: SQLStorage, objname: str, known: _Class, saves: list[_Save]
+    ) -> list[tuple[_Save, Outcome]]:
+        """Write the saves of one class: one statement per column set; a save whose row
+        it did not write runs alone (raising NotFound or ConcurrentUpdate, as the body
+        would)."""
+        groups: dict[tuple[str, ...], list[_Save]] = {}
+        for save in saves:
+            groups.setdefault(tuple(sorted(save.values)), []).append(save)
+        done: list[tuple[_Save, Outcome]] = []
+        for columns, group in groups.items():
+            records = storage.update_many(
+                objname,
+                [(s.id, s.values, s.revision) for s in group],
+                returning=(*known.returned, *columns),
+            )
+            for save, record in zip(group, records, strict=True):
+                if record is None:
+                    try:
+                        record = storage.update(objname, save.id, save.values, save.revision)
+                    except (exception.NotFound, exception.ConcurrentUpdate) as exc:
+                        done.append((save, (False, exc)))
+                        continue
+                done.append((save, (True, _reply(known, save, record))))
+        return done
+
+    # -- which requests ----------------------------------------------------------------
+
+    def _classes(self) -> dict[str, _Class | None]:
+        """What the registry says, per object name; asked again once the registry changed
+        (see ``StockGets._classes``)."""
+        state = VersionedObjectRegistry.state()
+        known, found = self._found
+        if known is not state:
+            found = {}
+            self._found = (state, found)
+        return found
+
+    def _stock_save(
+        self, index: int, request: transport.RawRequest, classes: dict[str, _Class | None]
+    ) -> tuple[str, _Save] | None:
+        """(objname, the save) when the request is a stock save (see the module docstring)."""
+        request_id, ctxt, method, args = request
+        if method != _METHOD or type(args) is not dict or args.keys() != _ARG_NAMES:
+            return None
+        primitive, call_args, kwargs = args["objinst"], args["args"], args["kwargs"]
+        if (
+            args["objmethod"] != "save"
+            or type(call_args) is not list
+            or call_args
+            or type(kwargs) is not dict
+            or kwargs
+            or type(primitive) is not dict
+            or not primitive.keys() <= _PRIMITIVE_KEYS
+            or not _plain_context(ctxt)
+        ):
+            return None
+        objname = primitive.get(_KEY_NAME)
+        if type(objname) is not str:
+            return None
+        if objname in classes:
+            known = classes[objname]
+        else:
+            known = classes[objname] = _stock_class(objname)
+        if (
+            known is None
+            or args["object_versions"] != known.manifest
+            or primitive.get(_KEY_VERSION) != known.cls.VERSION
+            or primitive.get(_KEY_NAMESPACE) != known.cls.OBJ_PROJECT_NAMESPACE
+        ):
+            return None
+        data, changes = primitive.get(_KEY_DATA), primitive.get(_KEY_CHANGES)
+        revision = primitive.get(_KEY_REVISION)
+        if (
+            type(data) is not dict
+            or type(changes) is not list
+            or not changes
+            or type(revision) is not int
+            or type(data.get("id")) is not int
+            or len(data) != len(changes) + 1
+        ):
+            return None
+        readers = known.readers
+        sent: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        try:
+            for name, wire in data.items():
+                entry = readers.get(name)
+                if entry is None:
+                    return None
+                field, plain, read = entry
+                value = wire if type(wire) is plain else read(wire, None)
+                sent[name] = value
+                if name != "id":
+                    if name not in known.columns:
+                        return None
+                    values[name] = field_value_to_record(field, value)
+        except Exception:  # noqa: BLE001 - the ordinary path says what is wrong with it
+            return None
+        if values.keys() != set(changes):
+            return None
+        return objname, _Save(index, request_id, sent["id"], revision, sent, values)
+
+
+def field_value_to_record(field: Any, value: Any) -> Any:
+    """What a record stores for a non-object field's value (``field_to_record``'s)."""
+    if value is None or not field.mutable:
+        return value
+    return field.copy_value(value)
+
+
+def _reply(known: _Class, save: _Save, record: dict[str, Any]) -> list[Any]:
+    """``[updates, None]``, as ``handle_object_action`` answers a save of the sent fields
+    (see the module docstring): the fields whose value the row changed, by the same
+    comparison, and ``updated_at``; no changes left; the row's revision."""
+    sent = save.sent
+    updates: dict[str, Any] = {}
+    record_readers = known.record_readers
+    for name, field, kind, writer in known.plan:
+        if name in sent:
+            if name not in record:
+                continue
+        elif not (name in UPDATE_MANAGED and name in record):
+            continue
+        plain, read = record_readers[name]
+        raw = record[name]
+        value = raw if type(raw) is plain else read(raw, None)
+        if name in sent:
+            before = sent[name]
+            if kind != _VALUE:
+                before = _diff_token(field, kind, before)
+            if (value if kind == _VALUE else _diff_token(field, kind, value)) == before:
+                continue
+        updates[name] = value if writer is None else writer(value)
+    updates["obj_what_changed"] = []
+    updates["obj_revision"] = int(record["revision"])
+    return [updates, None]
+
+
+def _plain_reply(value: Any) -> bool:
+    """Whether ``value`` is a reply :func:`_reply` made with no dict in its updates: its
+    own primitive (scalars and lists of strings), which ``ConductorSerializer`` sends as
+    it is. Others (a dict field among the updates) go through the serializer."""
+    if type(value) is not list or len(value) != 2 or value[1] is not None:
+        return False
+    updates = value[0]
+    if type(updates) is not dict:
+        return False
+    for item in updates.values():
+        if type(item) is dict:
+            return False
+        if type(item) is list and not all(type(i) is str for i in item):
+            return False
+    return True
+
+
+def _plain_context(ctxt: Any) -> bool:
+    """Whether ``ctxt`` is a context ``RequestContext.from_dict`` takes and that claims no
+    admin (an admin context goes the ordinary way: refused, or allowed, there)."""
+    if type(ctxt) is not dict or ctxt.get("is_admin"):
+        return False
+    roles = ctxt.get("roles")
+    return not roles or isinstance(roles, (list, tuple))
+
+
+#: Field types whose value, record value and primitive the lane may take as they are
+#: read (no nested objects: their diff and writes are the object's business).
+_LANE_FIELDS = frozenset(
+    {
+        obj_fields.IntegerField,
+        obj_fields.FloatField,
+        obj_fields.StringField,
+        obj_fields.BooleanField,
+        obj_fields.DateTimeField,
+        obj_fields.UUIDField,
+        obj_fields.EnumField,
+        obj_fields.ListOfStringsField,
+        obj_fields.DictOfStringsField,
+    }
+)
+
+
+def _stock_class(objname: str) -> _Class | None:
+    """What stock saves of ``objname`` need, when they may take the lane."""
+    cls = VersionedObjectRegistry.find_newest(objname)
+    if cls is None or objname not in db.registered_models():
+        return None
+    try:
+        manifest = cls._obj_manifest()
+        if VersionedObjectRegistry.lookup(objname, manifest[objname]) is not cls:
+            return None
+        if not _saves_changes_only(cls) or _primitive_plan(cls) is None:
+            return None
+        ops = table_ops(objname)
+    except exception.ObjectsError:
+        return None
+    cls._obj_prepare_class()
+    readers = {
+        name: entry
+        for name, entry in cls._obj_from_plan.items()
+        if type(entry[0]) in _LANE_FIELDS and (name == "id" or name not in STORAGE_MANAGED)
+    }
+    record_readers = {name: (plain, read) for name, plain, read in _record_plan(cls)}
+    writers = {name: writer for name, _, writer in cls._obj_to_plan}
+    plan = tuple(
+        (name, field, kind, writers[name])
+        for name, field, kind in _diff_plan(cls)
+        if type(field) in _LANE_FIELDS
+    )
+    columns = frozenset(ops.names) - STORAGE_MANAGED - {"revision"}
+    return _Class(
+        cls=cls,
+        manifest=dict(manifest),
+        columns=columns,
+        readers=readers,
+        record_readers=record_readers,
+        plan=plan,
+        returned=("id", "revision", *(name for name in UPDATE_MANAGED if name in ops.names)),
+    )
+
+
+def _answer(request_id: str, stored: db_requests.Stored, digest: str | None) -> Outcome:
+    try:
+        return True, db_requests.answer(request_id, stored, digest)
+    except exception.RequestIdReused as exc:
+        return False, exc
