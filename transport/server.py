@@ -120,6 +120,10 @@ class _ReplyNotSent(Exception):
         self.retry = retry
 
 
+#: Messages larger than this (bytes) are never decoded on the consuming thread: a lone
+#: cheap request is far smaller, and decoding a large one there would hold consumption.
+_INLINE_MAX_BYTES = 16 * 1024
+
 #: A request waiting for a worker longer than this gets heartbeats like a running one.
 _HELD_GRACE = 0.5
 
@@ -211,9 +215,16 @@ class RPCServer(Consumer):
     def _on_message(self, incoming: Incoming) -> None:
         decoded = None
         # NOTE: unlocked read of pending: only this (the consuming) thread adds work.
-        if self._inline and not self._pool.pending:
-            decoded = self._lone_request(incoming)
-            if decoded is not None and self._answer_inline(incoming, decoded):
+        if self._inline and not self._pool.pending and incoming.size <= _INLINE_MAX_BYTES:
+            try:
+                decoded = _wire.decode(incoming.body)
+            except Exception:
+                decoded = None  # what is wrong with it is the worker's to say
+            if (
+                decoded is not None
+                and self._lone_request(decoded)
+                and self._answer_inline(incoming, decoded)
+            ):
                 return
         with self._lock:
             if self.state is not ServerState.RUNNING:
@@ -222,16 +233,11 @@ class RPCServer(Consumer):
             self._admit(incoming)
             self._pool.submit(lambda: self._handle(incoming, decoded))
 
-    def _lone_request(self, incoming: Incoming) -> dict[str, Any] | None:
-        """The decoded envelope when it is a lone native call an inline endpoint may answer
-        (see ``transport.InlineEndpoint``), else None. Never raises: what is wrong with a
-        message is the worker's to say."""
-        if incoming.size > self.transport.config.max_message_size:
-            return None
-        try:
-            envelope = _wire.decode(incoming.body)
-        except Exception:
-            return None
+    @staticmethod
+    def _lone_request(envelope: Any) -> bool:
+        """Whether a decoded message is a lone native call an inline endpoint may answer
+        (see ``transport.InlineEndpoint``). Never raises: what is wrong with a message is
+        the worker's to say."""
         if (
             type(envelope) is not dict
             or _OSLO in envelope
@@ -239,12 +245,12 @@ class RPCServer(Consumer):
             or envelope.get("multi")
             or not envelope.get("reply_to")
         ):
-            return None
+            return False
         try:
             _validate(envelope)
         except MessageDeliveryFailure:
-            return None
-        return envelope
+            return False
+        return True
 
     def _answer_inline(self, incoming: Incoming, envelope: dict[str, Any]) -> bool:
         """Answer a lone request here, on the consuming thread, if its endpoint does at

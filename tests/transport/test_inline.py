@@ -67,6 +67,8 @@ def test_a_lone_request_the_endpoint_answers_skips_the_worker_on_rabbitmq_only(
     client = RPCClient(tp, Target(topic=topic), timeout=10)
 
     answers = [client.call({}, "get", key=key) for key in ("fast1", "other", "fast2")]
+    large = "fast" + "x" * 20_000  # never decoded on the consuming thread
+    assert client.call({}, "get", key=large) == ["worker", large]
 
     if is_rabbit:
         assert answers == [["inline", "fast1"], ["worker", "other"], ["inline", "fast2"]]
