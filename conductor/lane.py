@@ -96,7 +96,20 @@ class StockGets:
         """Close the lane's own database connections (it opens new ones if used again)."""
         self._reader.close()
 
-    def serve(self, requests: Sequence[transport.RawRequest]) -> list[Outcome | None]:
+    def serve_inline(self, request: transport.RawRequest) -> Outcome | None:
+        """A lone stock get's outcome, read on the consuming thread
+        (``transport.InlineEndpoint``), or None to leave it to a worker: PostgreSQL only,
+        on a connection of its own whose statements the server cuts at ``INLINE_TIMEOUT``.
+        A read that fails or is cut short there goes to a worker (which reads as ever,
+        and says what is wrong), and so do the next ``INLINE_BACKOFF`` seconds' reads."""
+        reader = self._reader
+        if not isinstance(reader, _Connections) or not reader.inline_ready():
+            return None
+        return self.serve([request], inline=True)[0]
+
+    def serve(
+        self, requests: Sequence[transport.RawRequest], *, inline: bool = False
+    ) -> list[Outcome | None]:
         """Each request's outcome (serialized as ``ConductorSerializer`` would have it),
         or None for those left to the ordinary path."""
         outcomes: list[Outcome | None] = [None] * len(requests)
@@ -117,7 +130,7 @@ class StockGets:
             for objname, items in wanted.items():
                 found = classes[objname]
                 assert found is not None
-                self._answer(found[0], objname, items, requests, outcomes)
+                self._answer(found[0], objname, items, requests, outcomes, inline)
         finally:
             if metrics is not None:
                 metrics.finished(taken)
@@ -145,13 +158,17 @@ class StockGets:
         items: list[tuple[int, int]],
         requests: Sequence[transport.RawRequest],
         outcomes: list[Outcome | None],
+        inline: bool = False,
     ) -> None:
         # A lone request's log records carry its id, as in UnitOfWork.run.
         token = current_request.set(requests[items[0][0]][0]) if len(requests) == 1 else None
         try:
             with self._lock:
-                rows = self._reader.fetch(objname, [id_ for _, id_ in items])
+                rows = self._reader.fetch(objname, [id_ for _, id_ in items], inline=inline)
         except exception.DatabaseError as exc:
+            if inline:
+                self._reader.inline_failed(exc)
+                return  # a worker reads it again, and tells its caller what went wrong
             for index, _ in items:
                 outcomes[index] = (False, exc)
                 request_token = current_request.set(requests[index][0])
@@ -161,6 +178,8 @@ class StockGets:
                     current_request.reset(request_token)
             return
         except Exception as exc:  # noqa: BLE001 - the ordinary path gives each its error
+            if inline:
+                self._reader.inline_failed(exc)
             LOG.debug("%s gets left to the ordinary path: %s", objname, exc)
             return
         finally:
@@ -258,6 +277,13 @@ def _stock_class(objname: str) -> _Found:
     return cls, dict(manifest)
 
 
+#: Seconds an inline read (``StockGets.serve_inline``) may take on PostgreSQL before it
+#: is cut short and left to a worker; well under the call monitor's heartbeat interval.
+INLINE_TIMEOUT = 0.2
+#: Seconds inline reads are not tried after one failed or was cut short.
+INLINE_BACKOFF = 5.0
+
+
 class _Reader:
     """Rows by id, in one query, outside any request's transaction."""
 
@@ -276,8 +302,11 @@ class _Reader:
             return False
         return True
 
-    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
+    def fetch(self, objname: str, ids: list[int], inline: bool = False) -> dict[int, Record]:
         raise NotImplementedError
+
+    def inline_failed(self, exc: BaseException) -> None:
+        """An inline read failed: the next ones go to workers for a while."""
 
     def close(self) -> None:
         pass
@@ -287,7 +316,7 @@ class _Transactions(_Reader):
     """SQLite: the storage's own query, in a transaction of its own (there is no round
     trip to save, and a read in WAL mode makes no writer wait)."""
 
-    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
+    def fetch(self, objname: str, ids: list[int], inline: bool = False) -> dict[int, Record]:
         with db.transaction_scope(self._engine) as tx:
             return SQLStorage(tx).get_many(objname, ids)
 
@@ -315,15 +344,31 @@ class _Connections(_Transactions):
         super().__init__(engine)
         self._bulk = engine.dialect.name == "postgresql"
         self._free: list[_Kept] = []
+        # The consuming thread's connection (serve_inline); inline reads wait until then.
+        self._inline: list[_Kept] = []
+        self._inline_after = 0.0
         self._plans: dict[str, _Plan] = {}
         # Connections left when the lane is dropped unclosed (tests, benchmarks) are
         # closed then, not left to warn at garbage collection.
         self._finalizer = weakref.finalize(self, _close_all, self._free)
+        self._inline_finalizer = weakref.finalize(self, _close_all, self._inline)
 
     def close(self) -> None:
         _close_all(self._free)
+        _close_all(self._inline)
 
-    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
+    def inline_ready(self) -> bool:
+        """Whether an inline read may be tried now (PostgreSQL, not backing off)."""
+        return self._bulk and time.monotonic() >= self._inline_after
+
+    def inline_failed(self, exc: BaseException) -> None:
+        self._inline_after = time.monotonic() + INLINE_BACKOFF
+        _close_all(self._inline)
+        LOG.info(
+            "lone gets go to workers for %.0fs: an inline read failed: %s", INLINE_BACKOFF, exc
+        )
+
+    def fetch(self, objname: str, ids: list[int], inline: bool = False) -> dict[int, Record]:
         wanted = list(dict.fromkeys(ids))
         if len(wanted) > 1 and not self._bulk:
             return super().fetch(objname, wanted)
@@ -331,7 +376,9 @@ class _Connections(_Transactions):
         if plan is None:
             plan = self._plans[objname] = self._plan(objname)
         with db.translate_errors(objname):
-            if len(wanted) == 1:
+            if inline:
+                rows = self._inline_rows(plan.one[0], {"id": wanted[0]})
+            elif len(wanted) == 1:
                 # NOTE: psycopg sends one int for less than a one-item array (a third of
                 # a lone get's statement CPU went to dumping the array).
                 rows = self._rows(*plan.one, {"id": wanted[0]})
@@ -397,6 +444,33 @@ class _Connections(_Transactions):
                 raise sa_exc.DBAPIError.instance(sql, params, exc, error) from exc
             self._free.append(connection)
             return rows
+
+    def _inline_rows(self, sql: str, values: dict[str, Any]) -> list[Any]:
+        """A lone read on the inline connection (PostgreSQL), never retried: whatever goes
+        wrong drops the connection and raises (the read then goes to a worker)."""
+        if not self._inline:
+            kept = self._connect()
+            try:
+                # NOTE: the bound of an inline read: the consuming thread waits for it,
+                # and callers get no heartbeat meanwhile. Set once, for the session.
+                kept.cursor.execute(f"SET statement_timeout = {int(INLINE_TIMEOUT * 1000)}")
+            except BaseException:
+                kept.close()
+                raise
+            self._inline.append(kept)
+        kept = self._inline[0]
+        try:
+            kept.cursor.execute(sql, values)
+            rows: list[Any] = kept.cursor.fetchall()
+        except BaseException as exc:
+            self._inline.clear()
+            with contextlib.suppress(Exception):
+                kept.close()
+            error = self._engine.dialect.loaded_dbapi.Error
+            if isinstance(exc, error):
+                raise sa_exc.DBAPIError.instance(sql, values, exc, error) from exc
+            raise
+        return rows
 
     def _connect(self) -> Any:
         # From the engine's pool, so its connect events and arguments apply; detached

@@ -187,6 +187,20 @@ class ConductorManager:
             self._save_lane.serve(requests, outcomes, serializer)
         return outcomes
 
+    def serve_inline(
+        self, request: transport.RawRequest, serializer: transport.Serializer
+    ) -> tuple[bool, Any] | None:
+        """A lone stock get answered on the consuming thread (``transport.InlineEndpoint``,
+        ``StockGets.serve_inline``), or None; never an RPC method. As :meth:`serve_raw`."""
+        if (
+            self._lane is None
+            or type(self).object_class_action_versions
+            is not ConductorManager.object_class_action_versions
+            or not _answers_stock_gets(serializer)
+        ):
+            return None
+        return self._lane.serve_inline(request)
+
     def serve_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         """Run the requests of one message in one transaction (see
         ``UnitOfWork.run_batch``); never an RPC method."""
@@ -261,6 +275,18 @@ class ConductorManagerV3:
         ):
             return [None] * len(requests)
         return self._manager.serve_raw(requests, serializer)
+
+    def serve_inline(
+        self, request: transport.RawRequest, serializer: transport.Serializer
+    ) -> tuple[bool, Any] | None:
+        """The wrapped manager's inline lane, as :meth:`serve_raw`."""
+        if (
+            self._form is not None
+            or type(self).object_class_action_versions
+            is not ConductorManagerV3.object_class_action_versions
+        ):
+            return None
+        return self._manager.serve_inline(request, serializer)
 
 
 #: The built-in objects' class methods that only read: when one fails, it cannot be

@@ -13,6 +13,7 @@ from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.dispatcher import (
     BatchCall,
     BatchEndpoint,
+    InlineEndpoint,
     RawEndpoint,
     RawRequest,
     RPCDispatcher,
@@ -35,6 +36,7 @@ __all__ = [
     # rpc
     "BatchCall",
     "BatchEndpoint",
+    "InlineEndpoint",
     "RPCClient",
     "RPCDispatcher",
     "RPCFuture",

@@ -12,7 +12,7 @@ import abc
 import enum
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from transport._pool import WorkerPool
 from transport._ratelog import RateLimitedLog, one_line
@@ -66,8 +66,9 @@ class Consumer(abc.ABC):
         """Declare and consume the queues (``self._on_message`` gets each delivery)."""
 
     @abc.abstractmethod
-    def _handle_message(self, incoming: Incoming) -> None:
-        """Handle one delivery on a worker thread and settle it."""
+    def _handle_message(self, incoming: Incoming, decoded: Any = None) -> None:
+        """Handle one delivery on a worker thread and settle it (``decoded``: its body,
+        when :meth:`_on_message` decoded it already)."""
 
     def _admit(self, incoming: Incoming) -> None:  # noqa: B027  (lock held)
         """A delivery goes to the worker pool."""
@@ -155,11 +156,11 @@ class Consumer(abc.ABC):
             self._admit(incoming)
             self._pool.submit(lambda: self._handle(incoming))
 
-    def _handle(self, incoming: Incoming) -> None:
+    def _handle(self, incoming: Incoming, decoded: Any = None) -> None:
         # NOTE: whatever goes wrong, the delivery is settled: an unsettled message holds a
         # prefetch slot for good, and the next consumer would stall on it after a restart.
         try:
-            self._handle_message(incoming)
+            self._handle_message(incoming, decoded)
         except BaseException as exc:
             if self._killed:
                 return

@@ -45,6 +45,22 @@ class WorkerPool:
                 self._idle -= 1 if self._idle else 0
         self._queue.put(fn)
 
+    def enter(self) -> bool:
+        """Count a job its caller runs itself, when none is queued or running (else False,
+        nothing counted); :meth:`leave` when it is done. :meth:`drain` waits for it."""
+        with self._lock:
+            if self._pending:
+                return False
+            self._pending = 1
+            return True
+
+    def leave(self) -> None:
+        """A job counted by :meth:`enter` is done."""
+        with self._lock:
+            self._pending -= 1
+            if self._pending == 0:
+                self._drained.notify_all()
+
     def _work(self) -> None:
         while True:
             item = self._queue.get()

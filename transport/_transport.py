@@ -182,6 +182,12 @@ class Transport:
         as :meth:`listen`."""
         return self._driver.listen_notifications(targets, pool, on_message, prefetch=prefetch)
 
+    @property
+    def consumes_on_own_thread(self) -> bool:
+        """Whether deliveries reach servers on a thread that only consumes (see
+        ``Driver.consumes_on_own_thread``)."""
+        return self._driver.consumes_on_own_thread
+
     def send_reply(self, address: str, body: bytes) -> None:
         """Send an encoded reply to a caller's reply address.
 

@@ -8,7 +8,8 @@ own. A request without a version is "1.0".
 An endpoint that implements :class:`BatchEndpoint` receives the requests of a message
 that carried several together (see :meth:`RPCDispatcher.dispatch_batch`). One that
 implements :class:`RawEndpoint` sees every message's requests first, as they arrived, and
-may answer some of them itself.
+may answer some of them itself; one that implements :class:`InlineEndpoint` may answer a
+lone request on the thread that consumed it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from transport.target import Target, version_is_compatible
 __all__ = [
     "BatchCall",
     "BatchEndpoint",
+    "InlineEndpoint",
     "RPCDispatcher",
     "RawEndpoint",
     "RawRequest",
@@ -200,6 +202,33 @@ class RawEndpoint(Protocol):
         ...
 
 
+@runtime_checkable
+class InlineEndpoint(Protocol):
+    """An endpoint that answers some lone requests at once on the thread that consumed
+    them, without handing them to a worker (a thread switch each way per request): the
+    commonest cheap reads of a caller waiting for each answer before the next.
+
+    The server asks only when no worker is busy, for a message of one request (not a
+    batch, not streaming, an oslo.messaging envelope neither) whose caller waits for a
+    reply, and only on a transport whose deliveries come on a thread of their own
+    (``Driver.consumes_on_own_thread``). Meanwhile no other message is delivered (replies
+    to this process's own callers neither): the answer must come within a bound well under
+    the call monitor's heartbeat interval (about 0.2 s at worst), and the caller gets no
+    heartbeat while it runs.
+
+    :meth:`serve_inline` is a hook, not an RPC method: no request can call it by name.
+    """
+
+    def serve_inline(self, request: RawRequest, serializer: Serializer) -> tuple[bool, Any] | None:
+        """``(True, serialized result)`` or ``(False, exception)`` as
+        :meth:`RawEndpoint.serve_raw` answers, or None to leave the request to a worker
+        (the ordinary way, raw hook included): whenever it is not sure to be quick. Must
+        not block on anything unbounded (locks workers hold, RPC calls, a database that
+        stopped answering) and should not raise (an exception is that request's failure).
+        Runs with no request id set."""
+        ...
+
+
 class RPCDispatcher:
     """Finds and invokes endpoint methods for decoded requests.
 
@@ -227,6 +256,40 @@ class RPCDispatcher:
             for endpoint in self.endpoints
             if isinstance(endpoint, RawEndpoint)
         }
+        self._inline_hooks = {
+            id(endpoint): endpoint.serve_inline
+            for endpoint in self.endpoints
+            if isinstance(endpoint, InlineEndpoint)
+        }
+
+    @property
+    def answers_inline(self) -> bool:
+        """Whether an endpoint may answer requests inline (:class:`InlineEndpoint`)."""
+        return bool(self._inline_hooks)
+
+    def dispatch_inline(
+        self,
+        request_id: str,
+        ctxt: dict[str, Any],
+        method: str,
+        args: dict[str, Any],
+        namespace: str | None = None,
+        version: str | None = None,
+    ) -> tuple[bool, Any] | None:
+        """The outcome of a request its endpoint answered inline (``(True, serialized
+        result)`` or ``(False, exception)``), or None: it goes to a worker, as does one
+        whose method is not found (the ordinary path refuses it)."""
+        try:
+            func = self._find(method, namespace, version)
+        except Exception:
+            return None
+        hook = self._inline_hooks.get(id(getattr(func, "__self__", None)))
+        if hook is None:
+            return None
+        try:
+            return hook((request_id, ctxt, method, args), self.serializer)
+        except BaseException as exc:  # SystemExit too: it fails this request only
+            return False, exc
 
     def _find(self, method: str, namespace: str | None, version: str | None) -> Any:
         key = (method, namespace, version)
@@ -249,6 +312,7 @@ class RPCDispatcher:
             if method.startswith("_") or (
                 (method == "serve_batch" and id(endpoint) in self._batch_hooks)
                 or (method == "serve_raw" and id(endpoint) in self._raw_hooks)
+                or (method == "serve_inline" and id(endpoint) in self._inline_hooks)
             ):
                 continue
             func = getattr(endpoint, method, None)

@@ -77,8 +77,13 @@ class Driver(abc.ABC):
     """Moves opaque envelopes to a :class:`~transport.target.Target`.
 
     ``on_message`` callbacks run on the driver's I/O side and must not block: hand the
-    message to a worker and return.
+    message to a worker and return (or, where ``consumes_on_own_thread``, answer a
+    request that is known cheap and bounded there: see ``transport.InlineEndpoint``).
     """
+
+    #: Whether ``on_message`` runs on a thread of the driver's own that only consumes
+    #: (a request answered there delays the next delivery, not a caller's send).
+    consumes_on_own_thread = False
 
     def __init__(self, url: str, config: TransportConfig) -> None:
         self.url = url

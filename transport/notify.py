@@ -232,7 +232,7 @@ class NotificationListener(Consumer):
             pairs, self.pool, self._on_message, prefetch=prefetch
         )
 
-    def _handle_message(self, incoming: Incoming) -> None:
+    def _handle_message(self, incoming: Incoming, decoded: Any = None) -> None:
         limit = self.transport.config.max_message_size
         try:
             if incoming.size > limit:

@@ -120,6 +120,10 @@ class _ReplyNotSent(Exception):
         self.retry = retry
 
 
+#: Messages larger than this (bytes) are never decoded on the consuming thread: a lone
+#: cheap request is far smaller, and decoding a large one there would hold consumption.
+_INLINE_MAX_BYTES = 16 * 1024
+
 #: A request waiting for a worker longer than this gets heartbeats like a running one.
 _HELD_GRACE = 0.5
 
@@ -183,6 +187,8 @@ class RPCServer(Consumer):
         super().__init__(transport, executor, max_workers, f"rpc-{target.topic}")
         self.target = target
         self.dispatcher = RPCDispatcher(endpoints, serializer)
+        # Lone requests an endpoint answers at once skip the worker (InlineEndpoint).
+        self._inline = self.dispatcher.answers_inline and transport.consumes_on_own_thread
         self._what = f"a message of {target.topic}"
         self._running: dict[str, _Running] = {}
         self._held: dict[Incoming, _Held] = {}
@@ -206,7 +212,106 @@ class RPCServer(Consumer):
         return f"server {self.target.topic}"
 
     # -- handling -------------------------------------------------------------------
-    def _handle_message(self, incoming: Incoming) -> None:
+    def _on_message(self, incoming: Incoming) -> None:
+        decoded = None
+        # NOTE: unlocked read of pending: only this (the consuming) thread adds work.
+        if self._inline and not self._pool.pending and incoming.size <= _INLINE_MAX_BYTES:
+            try:
+                decoded = _wire.decode(incoming.body)
+            except Exception:
+                decoded = None  # what is wrong with it is the worker's to say
+            if (
+                decoded is not None
+                and self._lone_request(decoded)
+                and self._answer_inline(incoming, decoded)
+            ):
+                return
+        with self._lock:
+            if self.state is not ServerState.RUNNING:
+                incoming.requeue()
+                return
+            self._admit(incoming)
+            self._pool.submit(lambda: self._handle(incoming, decoded))
+
+    @staticmethod
+    def _lone_request(envelope: Any) -> bool:
+        """Whether a decoded message is a lone native call an inline endpoint may answer
+        (see ``transport.InlineEndpoint``). Never raises: what is wrong with a message is
+        the worker's to say."""
+        if (
+            type(envelope) is not dict
+            or _OSLO in envelope
+            or "batch" in envelope
+            or envelope.get("multi")
+            or not envelope.get("reply_to")
+        ):
+            return False
+        try:
+            _validate(envelope)
+        except MessageDeliveryFailure:
+            return False
+        return True
+
+    def _answer_inline(self, incoming: Incoming, envelope: dict[str, Any]) -> bool:
+        """Answer a lone request here, on the consuming thread, if its endpoint does at
+        once (``RPCDispatcher.dispatch_inline``); False: nothing was done, it goes to a
+        worker. Acknowledged after its reply is sent, as on a worker."""
+        with self._lock:
+            # Counted as a job of the pool's: stop() waits for it as for a worker's.
+            if self.state is not ServerState.RUNNING or not self._pool.enter():
+                return False
+        try:
+            request_id: str = envelope["id"]
+            method: str = envelope["method"]
+            outcome = self.dispatcher.dispatch_inline(
+                request_id,
+                envelope["ctxt"],
+                method,
+                envelope["args"],
+                envelope.get("ns"),
+                envelope.get("ver"),
+            )
+            if outcome is None:
+                return False
+            self._settle_inline(incoming, envelope, outcome)
+            return True
+        finally:
+            self._pool.leave()
+
+    def _settle_inline(
+        self, incoming: Incoming, envelope: dict[str, Any], outcome: tuple[bool, Any]
+    ) -> None:
+        request_id, method, reply_to = envelope["id"], envelope["method"], envelope["reply_to"]
+        ok, value = outcome
+        try:
+            try:
+                if ok:
+                    self._reply(reply_to, _wire.result_reply(request_id, value))
+                else:
+                    self._log_failure(request_id, method, value)
+                    self._reply(reply_to, _wire.error_reply(request_id, value))
+            except _ReplyNotSent as exc:
+                verdict = self._not_sent(exc, request_id, method)
+            else:
+                verdict = _ACK
+            if self._killed:
+                return
+            if verdict is _ACK:
+                incoming.ack()
+            elif verdict is _REQUEUE:
+                incoming.requeue()
+            else:
+                incoming.dead_letter(verdict)
+        except BaseException as exc:  # as Consumer._handle: the delivery ends settled
+            if self._killed:
+                return
+            self._bad.error("parking %s in the dead-letter queue: %s", self._what, one_line(exc))
+            try:
+                incoming.dead_letter(f"the server failed handling it: {one_line(exc)}")
+            except BaseException:
+                incoming.requeue()
+
+    def _handle_message(self, incoming: Incoming, decoded: Any = None) -> None:
         self._release(incoming)
         limit = self.transport.config.max_message_size
         if incoming.size > limit:
@@ -214,7 +319,7 @@ class RPCServer(Consumer):
             return
         oslo = None
         try:
-            envelope = _wire.decode(incoming.body)
+            envelope = decoded if decoded is not None else _wire.decode(incoming.body)
             if _OSLO in envelope:
                 oslo = envelope
                 envelope = _oslo.request_to_native(oslo)
@@ -296,17 +401,21 @@ class RPCServer(Consumer):
                 if reply_to:
                     self._reply(reply_to, _wire.error_reply(request_id, exc))
         except _ReplyNotSent as exc:
-            if exc.retry:
-                self._bad.warning(
-                    "could not reply to %s (%s); requeueing it", method, one_line(exc.cause)
-                )
-                return _REQUEUE
-            reason = f"its reply cannot be sent: {one_line(exc.cause)}"
-            self._bad.error(
-                "request %s %s: %s; parking it in the dead-letter queue", request_id, method, reason
-            )
-            return reason
+            return self._not_sent(exc, request_id, method)
         return _ACK
+
+    def _not_sent(self, exc: _ReplyNotSent, request_id: str, method: str) -> str:
+        """``_REQUEUE``, or the reason to dead-letter a request whose reply cannot go."""
+        if exc.retry:
+            self._bad.warning(
+                "could not reply to %s (%s); requeueing it", method, one_line(exc.cause)
+            )
+            return _REQUEUE
+        reason = f"its reply cannot be sent: {one_line(exc.cause)}"
+        self._bad.error(
+            "request %s %s: %s; parking it in the dead-letter queue", request_id, method, reason
+        )
+        return reason
 
     def _log_failure(self, request_id: str, method: str, exc: BaseException) -> None:
         # One line per failed request, carrying its id in the record's request_id field

@@ -8,6 +8,7 @@ PostgreSQL; every request that is not provably a stock get must take the ordinar
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -580,3 +581,79 @@ def test_a_connection_lost_while_idle_costs_no_request(
 
     assert ok and value["versioned_object.data"]["id"] == rows["full"].id
     assert len(connects) == 2  # the dead one dropped, the read run again on a new one
+
+
+# -- inline (transport.InlineEndpoint: a lone get on the consuming thread) -----------------
+
+
+def test_a_lone_get_answered_inline_is_the_ordinary_answer_on_postgresql_only(
+    engine: db.Engine,
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+) -> None:
+    served = dispatcher(manager)
+    assert served.answers_inline
+    for id_ in (rows["full"].id, rows["unicode"].id, 10**9):
+        rid, c, method, args, ns, version = get_request(ctx, id_)
+        answered = served.dispatch_inline(rid, c, method, args, ns, version)
+        if engine.dialect.name != "postgresql":
+            assert answered is None  # SQLite: its worker reads it
+            continue
+        assert answered is not None and ordinary_runs == []
+        slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(
+            [(rid, c, method, args, ns, version)]
+        )
+        same([answered], slow)
+        ordinary_runs.clear()
+    # What is not a stock get, or not for our serializer, is left to a worker
+    rid, c, method, args, ns, version = get_request(ctx, rows["full"].id, objmethod="get_all")
+    assert served.dispatch_inline(rid, c, method, args, ns, version) is None
+    rid, c, method, args, ns, version = get_request(ctx, rows["full"].id)
+    plain = dispatcher(manager, OrdinarySerializer())
+    assert plain.dispatch_inline(rid, c, method, args, ns, version) is None
+    admin = {**ctx.to_dict(), "is_admin": True}
+    assert served.dispatch_inline(rid, admin, method, args, ns, version) is None
+    assert ordinary_runs == []
+
+
+def test_an_inline_read_cut_short_is_left_to_a_worker_and_inline_reads_pause(
+    engine: db.Engine,
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("inline reads are PostgreSQL's")
+    metrics = Metrics()
+    counted = new_manager(engine, metrics=metrics)
+    served = dispatcher(counted)
+    rid, c, method, args, ns, version = get_request(ctx, rows["full"].id)
+    assert served.dispatch_inline(rid, c, method, args, ns, version) is not None
+    with engine.connect() as locker:
+        # Given a table another session holds locked: the inline read waits for it
+        locker.exec_driver_sql("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        left = served.dispatch_inline(rid, c, method, args, ns, version)
+        waited = time.monotonic() - started
+        # Then it is cut at INLINE_TIMEOUT and left to a worker...
+        assert left is None
+        assert lane.INLINE_TIMEOUT <= waited < lane.INLINE_TIMEOUT + 1.0
+        # ...and the next inline reads are not even tried for a while
+        started = time.monotonic()
+        assert served.dispatch_inline(rid, c, method, args, ns, version) is None
+        assert time.monotonic() - started < 0.05
+        locker.rollback()
+    # The worker's read (the ordinary lane) answers as ever
+    assert served.dispatch_batch([(rid, c, method, args, ns, version)])[0][0]
+    key = (
+        "conductor_requests_total",
+        (("objmethod", "get"), ("objname", "Instance"), ("outcome", "ok")),
+    )
+    assert _samples(metrics)[key] == 2  # the one left is counted by its worker only
+    monkeypatch.setattr(lane, "INLINE_BACKOFF", 0.0)
+    counted._lane._reader._inline_after = 0.0  # type: ignore[union-attr]
+    assert served.dispatch_inline(rid, c, method, args, ns, version) is not None
+    counted.close()

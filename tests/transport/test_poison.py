@@ -622,10 +622,10 @@ def test_a_message_that_cannot_be_parked_is_dropped_not_redelivered_forever(topi
     seen = {"n": 0}
     real = server._handle_message
 
-    def counting(incoming: Any) -> None:
+    def counting(incoming: Any, decoded: Any = None) -> None:
         if incoming.body.startswith(b"\xff"):
             seen["n"] += 1
-        real(incoming)
+        real(incoming, decoded)
 
     server._handle_message = counting  # type: ignore[method-assign]
     server.start()

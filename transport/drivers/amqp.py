@@ -835,6 +835,11 @@ class _AMQPIncoming(Incoming):
             return
         self._settled = True
         driver = self._driver
+        if driver._io.is_current():
+            # Answered on the I/O thread itself (transport.InlineEndpoint): it holds
+            # _wire; settled here, never raised into the delivery (that would park it).
+            driver._settle(self._sub, self._generation, self._message, action, here=True)
+            return
         # NOTE: while the I/O thread waits in select it holds no lock and touches no state
         # of the connection: the acknowledgement goes out from here, at once, instead of
         # waking that thread (a thread switch each way per message). When it is busy, it
@@ -917,6 +922,10 @@ class _IOThread:
                 self._started = True
                 self._thread.start()
 
+    def is_current(self) -> bool:
+        """Whether the calling thread is this one."""
+        return threading.current_thread() is self._thread
+
     def wake(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
@@ -976,6 +985,11 @@ class _IOThread:
 
 class AMQPDriver(Driver):
     """Driver for RabbitMQ; see the module docstring for connections and topology."""
+
+    # Deliveries come on the I/O thread. NOTE: it may be held by a request answered
+    # there for a bounded while: broker heartbeats are ticked every _HEARTBEAT / 4 and
+    # the broker gives up after two missed intervals, so a stall of a second costs nothing.
+    consumes_on_own_thread = True
 
     def __init__(self, url: str, config: TransportConfig) -> None:
         super().__init__(url, config)
