@@ -618,6 +618,7 @@ def test_a_lone_get_answered_inline_is_the_ordinary_answer_on_postgresql_only(
     assert ordinary_runs == []
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # inline reads are PG's
 def test_an_inline_read_cut_short_is_left_to_a_worker_and_inline_reads_pause(
     engine: db.Engine,
     manager: ConductorManager,
@@ -625,8 +626,6 @@ def test_an_inline_read_cut_short_is_left_to_a_worker_and_inline_reads_pause(
     rows: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("inline reads are PostgreSQL's")
     metrics = Metrics()
     counted = new_manager(engine, metrics=metrics)
     served = dispatcher(counted)

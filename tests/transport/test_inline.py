@@ -81,11 +81,10 @@ def test_a_lone_request_the_endpoint_answers_skips_the_worker_on_rabbitmq_only(
 
 
 @pytest.mark.rabbit
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
 def test_inline_answers_only_while_no_worker_is_busy(
     tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
-    if not is_rabbit:
-        pytest.skip("memory:// never answers inline")
     endpoint = Inline()
     servers.start(tp, Target(topic=topic), [endpoint], max_workers=2)
     client = RPCClient(tp, Target(topic=topic), timeout=10)
@@ -108,11 +107,10 @@ def test_inline_answers_only_while_no_worker_is_busy(
 
 
 @pytest.mark.rabbit
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
 def test_an_inline_error_is_the_callers_and_the_request_is_acknowledged(
     tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
-    if not is_rabbit:
-        pytest.skip("memory:// never answers inline")
     endpoint = Inline()
     servers.start(tp, Target(topic=topic), [endpoint])
     client = RPCClient(tp, Target(topic=topic), timeout=10)
@@ -129,6 +127,7 @@ def test_an_inline_error_is_the_callers_and_the_request_is_acknowledged(
 
 
 @pytest.mark.rabbit
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
 def test_an_inline_reply_that_cannot_be_sent_requeues_the_request(
     tp: transport.Transport,
     topic: str,
@@ -136,8 +135,6 @@ def test_an_inline_reply_that_cannot_be_sent_requeues_the_request(
     is_rabbit: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not is_rabbit:
-        pytest.skip("memory:// never answers inline")
     endpoint = Inline()
     server = servers.start(tp, Target(topic=topic), [endpoint])
     real = server.transport.send_reply
@@ -158,11 +155,10 @@ def test_an_inline_reply_that_cannot_be_sent_requeues_the_request(
 
 
 @pytest.mark.rabbit
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
 def test_a_slow_inline_answer_holds_consumption_but_keeps_the_connection(
     make_transport: MakeTransport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
-    if not is_rabbit:
-        pytest.skip("memory:// never answers inline")
     endpoint = Inline()
     endpoint.delay = 2.0
     server_tp = make_transport()
@@ -201,11 +197,11 @@ def test_inline_dispatch_leaves_what_it_cannot_answer() -> None:
     assert not transport.RPCDispatcher([object()]).answers_inline
 
 
+@pytest.mark.rabbit
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
 def test_a_stop_waits_for_an_inline_answer_in_progress(
     make_transport: MakeTransport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
-    if not is_rabbit:
-        pytest.skip("memory:// never answers inline")
     endpoint = Inline()
     endpoint.delay = 1.0
     server = servers.start(make_transport(), Target(topic=topic), [endpoint])
