@@ -228,7 +228,7 @@ class StockGets:
             or type(call_args[0]) is not int
             or type(kwargs) is not dict
             or kwargs
-            or not _plain_context(ctxt)
+            or not plain_context(ctxt)
         ):
             return None
         objname, manifest = args["objname"], args["object_versions"]
@@ -246,7 +246,7 @@ class StockGets:
         return id_
 
 
-def _plain_context(ctxt: Any) -> bool:
+def plain_context(ctxt: Any) -> bool:
     """Whether ``ctxt`` is a context ``RequestContext.from_dict`` takes and that claims no
     admin (an admin context goes the ordinary way: refused, or allowed, there)."""
     if type(ctxt) is not dict or ctxt.get("is_admin"):

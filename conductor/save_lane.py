@@ -49,6 +49,7 @@ from conductor import db
 from conductor.db import requests as db_requests
 from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage
+from conductor.lane import plain_context
 from conductor.metrics import Metrics, outcome_of
 from conductor.unit_of_work import UnitOfWork, current_request, message_counted
 from conductor.unit_of_work import _digest as unit_digest
@@ -65,6 +66,7 @@ from objects._primitive import (
 from objects.context import RequestContext
 from objects.indirection import _VALUE, _diff_plan, _diff_token
 from objects.persistent import (
+    _STOCK_FIELDS,
     STORAGE_MANAGED,
     UPDATE_MANAGED,
     _primitive_plan,
@@ -311,7 +313,7 @@ class StockSaves:
             or kwargs
             or type(primitive) is not dict
             or not primitive.keys() <= _PRIMITIVE_KEYS
-            or not _plain_context(ctxt)
+            or not plain_context(ctxt)
         ):
             return None
         objname = primitive.get(_KEY_NAME)
@@ -413,30 +415,9 @@ def _plain_reply(value: Any) -> bool:
     return True
 
 
-def _plain_context(ctxt: Any) -> bool:
-    """Whether ``ctxt`` is a context ``RequestContext.from_dict`` takes and that claims no
-    admin (an admin context goes the ordinary way: refused, or allowed, there)."""
-    if type(ctxt) is not dict or ctxt.get("is_admin"):
-        return False
-    roles = ctxt.get("roles")
-    return not roles or isinstance(roles, (list, tuple))
-
-
 #: Field types whose value, record value and primitive the lane may take as they are
 #: read (no nested objects: their diff and writes are the object's business).
-_LANE_FIELDS = frozenset(
-    {
-        obj_fields.IntegerField,
-        obj_fields.FloatField,
-        obj_fields.StringField,
-        obj_fields.BooleanField,
-        obj_fields.DateTimeField,
-        obj_fields.UUIDField,
-        obj_fields.EnumField,
-        obj_fields.ListOfStringsField,
-        obj_fields.DictOfStringsField,
-    }
-)
+_LANE_FIELDS = _STOCK_FIELDS - {obj_fields.ObjectField}
 
 
 def _stock_class(objname: str) -> _Class | None:
