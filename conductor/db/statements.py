@@ -271,11 +271,7 @@ def update_many_document_statement(
         *([column("w_revision", BigInteger)] if check_revision else []),
         *(column(f"v_{name}", _field_type(c[name].type)) for name in columns),
     ]
-    rows = (
-        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
-        .table_valued(*fields)
-        .render_derived(name="v", with_types=True)
-    )
+    rows = _document_rows(fields)
     values: dict[str, Any] = {name: rows.c[f"v_{name}"] for name in columns}
     values["revision"] = c.revision + 1
     where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
@@ -328,6 +324,16 @@ def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> st
     return text
 
 
+def _document_rows(fields: list[Any]) -> Any:
+    """PostgreSQL: the rows of the ``:rows`` JSON document (see :func:`row_document`) as
+    a derived table ``v`` of these typed columns."""
+    return (
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
+        .table_valued(*fields)
+        .render_derived(name="v", with_types=True)
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def insert_many_document_statement(
     table: Table, columns: tuple[str, ...], shared: tuple[str, ...]
@@ -342,11 +348,7 @@ def insert_many_document_statement(
         column("w_ord", BigInteger),
         *(column(f"v_{name}", _field_type(c[name].type)) for name in columns),
     ]
-    rows = (
-        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
-        .table_valued(*fields)
-        .render_derived(name="v", with_types=True)
-    )
+    rows = _document_rows(fields)
     chosen = select(
         *(rows.c[f"v_{name}"] for name in columns),
         *(bindparam(f"s_{name}", type_=c[name].type) for name in shared),
