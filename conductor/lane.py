@@ -259,22 +259,28 @@ def plain_context(ctxt: Any) -> bool:
 _Found = tuple[type[VersionedObject], dict[str, str]] | None
 
 
-def _stock_class(objname: str) -> _Found:
-    """(class, its manifest) when a get of ``objname`` may take the lane."""
+def served_class(objname: str) -> tuple[type[VersionedObject], dict[str, str]] | None:
+    """(class, its manifest) of the newest registered ``objname`` when it has a table and
+    a caller sending that manifest gets this very class on the ordinary path (not an
+    older class registered at that version); None otherwise. Where a lane starts."""
     cls = VersionedObjectRegistry.find_newest(objname)
     if cls is None or objname not in db.registered_models():
         return None
     try:
         manifest = cls._obj_manifest()
-        # The caller sends our manifest: the class the ordinary path would run for it
-        # must be this one (not an older class registered at that version).
         if VersionedObjectRegistry.lookup(objname, manifest[objname]) is not cls:
             return None
     except exception.ObjectsError:
         return None
-    if not fetches_by_id(cls, "get"):
-        return None
     return cls, dict(manifest)
+
+
+def _stock_class(objname: str) -> _Found:
+    """(class, its manifest) when a get of ``objname`` may take the lane."""
+    found = served_class(objname)
+    if found is None or not fetches_by_id(found[0], "get"):
+        return None
+    return found
 
 
 #: Seconds an inline read (``StockGets.serve_inline``) may take on PostgreSQL before it

@@ -49,7 +49,7 @@ from conductor import db
 from conductor.db import requests as db_requests
 from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage
-from conductor.lane import plain_context
+from conductor.lane import plain_context, served_class
 from conductor.metrics import Metrics, outcome_of
 from conductor.unit_of_work import UnitOfWork, current_request, message_counted
 from conductor.unit_of_work import _digest as unit_digest
@@ -422,13 +422,11 @@ _LANE_FIELDS = _STOCK_FIELDS - {obj_fields.ObjectField}
 
 def _stock_class(objname: str) -> _Class | None:
     """What stock saves of ``objname`` need, when they may take the lane."""
-    cls = VersionedObjectRegistry.find_newest(objname)
-    if cls is None or objname not in db.registered_models():
+    found = served_class(objname)
+    if found is None:
         return None
+    cls, manifest = found
     try:
-        manifest = cls._obj_manifest()
-        if VersionedObjectRegistry.lookup(objname, manifest[objname]) is not cls:
-            return None
         if not _saves_changes_only(cls) or _primitive_plan(cls) is None:
             return None
         ops = table_ops(objname)
@@ -450,7 +448,7 @@ def _stock_class(objname: str) -> _Class | None:
     columns = frozenset(ops.names) - STORAGE_MANAGED - {"revision"}
     return _Class(
         cls=cls,
-        manifest=dict(manifest),
+        manifest=manifest,
         columns=columns,
         readers=readers,
         record_readers=record_readers,
