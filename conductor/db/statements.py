@@ -196,7 +196,6 @@ def update_many_statement(
     The SQL text does not depend on the number of rows, so SQLAlchemy's compiled cache
     and psycopg's prepared statements serve every batch.
     """
-    c = table.c
     rows = _unnest(
         table,
         [
@@ -206,17 +205,34 @@ def update_many_statement(
             *(f"v_{n}" for n in columns),
         ],
     )
-    values: dict[str, Any] = {name: _from_unnest(table, rows, name) for name in columns}
-    values["revision"] = c.revision + 1
+    values = {name: _from_unnest(table, rows, name) for name in columns}
+    now = rows.c.w_now if set_updated_at else None
+    return _update_from(table, rows, values, now, check_revision, scope, returning)
+
+
+def _update_from(
+    table: Table,
+    rows: Any,
+    values: dict[str, Any],
+    now: Any,
+    check_revision: bool,
+    scope: str | None,
+    returning: tuple[str, ...] | None,
+) -> Any:
+    """The ``UPDATE`` of the ``update_many`` statements: each row of ``rows`` (``w_id``,
+    ``w_revision`` when ``check_revision``) sets ``values`` and the next revision, and
+    ``updated_at`` to ``now`` where it is older (unless ``now`` is None)."""
+    c = table.c
+    values = {**values, "revision": c.revision + 1}
     where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
     scoped = scope_clause(table, scope)
     if scoped is not None:
         where.append(scoped)
     if check_revision:
         where.append(c.revision == rows.c.w_revision)
-    if set_updated_at:
-        values["updated_at"] = rows.c.w_now
-        where.append(or_(c.updated_at.is_(None), c.updated_at < rows.c.w_now))
+    if now is not None:
+        values["updated_at"] = now
+        where.append(or_(c.updated_at.is_(None), c.updated_at < now))
     return update(table).values(values).where(and_(*where)).returning(*_returned(table, returning))
 
 
@@ -272,19 +288,9 @@ def update_many_document_statement(
         *(column(f"v_{name}", _field_type(c[name].type)) for name in columns),
     ]
     rows = _document_rows(fields)
-    values: dict[str, Any] = {name: rows.c[f"v_{name}"] for name in columns}
-    values["revision"] = c.revision + 1
-    where: list[ColumnElement[bool]] = [c.id == rows.c.w_id]
-    scoped = scope_clause(table, scope)
-    if scoped is not None:
-        where.append(scoped)
-    if check_revision:
-        where.append(c.revision == rows.c.w_revision)
-    if set_updated_at:
-        now = bindparam("w_now", type_=c.updated_at.type)
-        values["updated_at"] = now
-        where.append(or_(c.updated_at.is_(None), c.updated_at < now))
-    return update(table).values(values).where(and_(*where)).returning(*_returned(table, returning))
+    values = {name: rows.c[f"v_{name}"] for name in columns}
+    now = bindparam("w_now", type_=c.updated_at.type) if set_updated_at else None
+    return _update_from(table, rows, values, now, check_revision, scope, returning)
 
 
 _document_encoder = json.JSONEncoder(
