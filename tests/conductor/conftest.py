@@ -28,8 +28,12 @@ from sqlalchemy.engine import URL, make_url
 
 import conductor
 import objects
+from conductor import db
+from conductor.manager import ConductorManager
 from objects import base
+from objects.fixture import isolated_registry
 from tests.brokers import delete_queues, no_service
+from tests.conductor.lanes import new_manager
 from tests.conductor.processes import unique_topic
 
 DATABASE_ENV = "CONDUCTOR_TEST_DATABASE_URL"
@@ -217,3 +221,24 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         base.set_indirection_api(None)
         if request.param != "embedded":
             delete_queues(url, [topic, f"{topic}.{server}"])
+
+
+@pytest.fixture
+def engine(migrated_database_url: str) -> Iterator[db.Engine]:
+    """An engine on ``migrated_database_url``, with the built-in objects registered (in a
+    registry of the test's own)."""
+    with isolated_registry():
+        objects.register_all()
+        engine = db.create_engine(migrated_database_url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def manager(engine: db.Engine) -> Iterator[ConductorManager]:
+    """A conductor manager on ``engine``, closed afterwards."""
+    manager = new_manager(engine)
+    yield manager
+    manager.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,27 +22,10 @@ from conductor.service import ConductorSerializer
 from conductor.unit_of_work import ServedContext, digest_of
 from objects import base, exception, indirection
 from objects.context import RequestContext
-from objects.fixture import isolated_registry
 from objects.instance import Instance as BuiltinInstance
 from transport.dispatcher import RPCDispatcher
 
 MANIFEST = {"Instance": "1.2", "Flavor": "1.0"}
-
-
-@pytest.fixture
-def engine(migrated_database_url: str) -> Iterator[db.Engine]:
-    with isolated_registry():
-        objects.register_all()
-        engine = db.create_engine(migrated_database_url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture
-def manager(engine: db.Engine) -> ConductorManager:
-    return ConductorManager(engine, serialize_transactions=engine.dialect.name == "sqlite")
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ PostgreSQL; every request that is not provably a stock get must take the ordinar
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,38 +25,13 @@ from objects.fixture import isolated_registry
 from objects.instance import Instance as BuiltinInstance
 from objects.persistent import fetches_by_id, reads_record
 from objects.versioned import OVO_REVISION_FIELD
+from tests.conductor.lanes import (
+    OrdinarySerializer,
+    dispatcher,
+    new_manager,
+    same,
+)
 from transport.dispatcher import RPCDispatcher
-
-
-class OrdinarySerializer(ConductorSerializer):
-    """The conductor's serializer, but the lane does not answer for it."""
-
-    def answers_stock_gets(self) -> bool:
-        return False
-
-
-@pytest.fixture
-def engine(migrated_database_url: str) -> Iterator[db.Engine]:
-    with isolated_registry():
-        objects.register_all()
-        engine = db.create_engine(migrated_database_url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-
-
-def new_manager(engine: db.Engine, **kwargs: Any) -> ConductorManager:
-    return ConductorManager(
-        engine, serialize_transactions=engine.dialect.name == "sqlite", **kwargs
-    )
-
-
-@pytest.fixture
-def manager(engine: db.Engine) -> Iterator[ConductorManager]:
-    manager = new_manager(engine)
-    yield manager
-    manager.close()
 
 
 @pytest.fixture
@@ -106,12 +79,6 @@ def rows(manager: ConductorManager, ctx: RequestContext) -> dict[str, Any]:
     return {"flavor": flavor, "full": full, "bare": bare, "unicode": unicode}
 
 
-def dispatcher(manager: ConductorManager, serializer: Any = None) -> RPCDispatcher:
-    return RPCDispatcher(
-        [manager, ConductorManagerV3(manager)], serializer or ConductorSerializer()
-    )
-
-
 def get_request(
     ctx: RequestContext | dict[str, Any],
     id_: Any,
@@ -151,18 +118,6 @@ def ordinary_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(indirection, "handle_class_action", counted)
     return ran
-
-
-def same(fast: list[tuple[bool, Any]], slow: list[tuple[bool, Any]]) -> None:
-    assert [ok for ok, _ in fast] == [ok for ok, _ in slow]
-    for (ok, answer), (_, ordinary) in zip(fast, slow, strict=True):
-        if ok:
-            assert answer == ordinary
-            assert json.dumps(answer) == json.dumps(ordinary)  # key for key, in order
-        else:
-            assert type(answer) is type(ordinary)
-            assert str(answer) == str(ordinary)
-            assert getattr(answer, "kwargs", None) == getattr(ordinary, "kwargs", None)
 
 
 # -- the same answers ---------------------------------------------------------------------

@@ -10,9 +10,7 @@ every request that is not provably a stock save takes the ordinary path.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,47 +19,21 @@ import objects
 from conductor import db
 from conductor.db import requests as db_requests
 from conductor.db import storage as db_storage
-from conductor.manager import ConductorManager, ConductorManagerV3
+from conductor.manager import ConductorManager
 from conductor.metrics import Metrics
 from conductor.service import ConductorSerializer
 from objects import exception, indirection
 from objects.context import RequestContext
 from objects.fixture import isolated_registry
 from objects.persistent import save_primitive
-from transport.dispatcher import RPCDispatcher
+from tests.conductor.lanes import (
+    OrdinarySerializer,
+    dispatcher,
+    new_manager,
+    same,
+)
 
 DATA = "versioned_object.data"
-
-
-class OrdinarySerializer(ConductorSerializer):
-    """The conductor's serializer, but the lanes do not answer for it."""
-
-    def answers_stock_gets(self) -> bool:
-        return False
-
-
-@pytest.fixture
-def engine(migrated_database_url: str) -> Iterator[db.Engine]:
-    with isolated_registry():
-        objects.register_all()
-        engine = db.create_engine(migrated_database_url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-
-
-def new_manager(engine: db.Engine, **kwargs: Any) -> ConductorManager:
-    return ConductorManager(
-        engine, serialize_transactions=engine.dialect.name == "sqlite", **kwargs
-    )
-
-
-@pytest.fixture
-def manager(engine: db.Engine) -> Iterator[ConductorManager]:
-    manager = new_manager(engine)
-    yield manager
-    manager.close()
 
 
 @pytest.fixture
@@ -89,12 +61,6 @@ def ordinary_saves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(indirection, "handle_object_action", counted)
     return ran
-
-
-def dispatcher(manager: ConductorManager, serializer: Any = None) -> RPCDispatcher:
-    return RPCDispatcher(
-        [manager, ConductorManagerV3(manager)], serializer or ConductorSerializer()
-    )
 
 
 def create(manager: ConductorManager, ctx: RequestContext, obj: Any) -> Any:
@@ -152,18 +118,6 @@ def save_request(
         None,
         "1.0",
     )
-
-
-def same(fast: list[tuple[bool, Any]], slow: list[tuple[bool, Any]]) -> None:
-    assert [ok for ok, _ in fast] == [ok for ok, _ in slow]
-    for (ok, answer), (_, ordinary) in zip(fast, slow, strict=True):
-        if ok:
-            assert answer == ordinary
-            assert json.dumps(answer) == json.dumps(ordinary)  # key for key, in order
-        else:
-            assert type(answer) is type(ordinary)
-            assert str(answer) == str(ordinary)
-            assert getattr(answer, "kwargs", None) == getattr(ordinary, "kwargs", None)
 
 
 def changes(obj: Any, step: int) -> None:
