@@ -34,7 +34,7 @@ import logging
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool
@@ -58,6 +58,7 @@ __all__ = ["StockGets"]
 LOG = logging.getLogger(__name__)
 
 Outcome = tuple[bool, Any]
+T = TypeVar("T")
 
 _METHOD = "object_class_action_versions"
 _ARG_NAMES = frozenset({"objname", "objmethod", "object_versions", "args", "kwargs"})
@@ -89,8 +90,7 @@ class StockGets:
             if isinstance(engine.pool, pool.StaticPool)
             else _Connections(engine)
         )
-        # What the registry said, per object name, while it is this state (see _classes).
-        self._found: tuple[object, dict[str, _Found]] = (None, {})
+        self._found: RegistryMemo[_Found] = RegistryMemo()
 
     def close(self) -> None:
         """Close the lane's own database connections (it opens new ones if used again)."""
@@ -114,7 +114,7 @@ class StockGets:
         or None for those left to the ordinary path."""
         outcomes: list[Outcome | None] = [None] * len(requests)
         wanted: dict[str, list[tuple[int, int]]] = {}
-        classes = self._classes()
+        classes = self._found.current()
         for index, (_, ctxt, method, args) in enumerate(requests):
             id_ = self._stock_get(ctxt, method, args, classes)
             if id_ is not None:
@@ -199,21 +199,6 @@ class StockGets:
                 primitive[_KEY_DATA][OVO_REVISION_FIELD] = int(revision)
             outcomes[index] = (True, primitive)
 
-    def _classes(self) -> dict[str, _Found]:
-        """What the registry says (see :func:`_stock_class`), per object name; asked
-        again once the registry changed.
-
-        NOTE: like ``record_to_primitive``'s plans, this holds while the classes' methods
-        do: a method replaced on a registered class, rather than a class registered in
-        its place, is not seen.
-        """
-        state = VersionedObjectRegistry.state()
-        known, found = self._found
-        if known is not state:
-            found = {}
-            self._found = (state, found)
-        return found
-
     def _stock_get(
         self, ctxt: Any, method: Any, args: Any, classes: dict[str, _Found]
     ) -> int | None:
@@ -244,6 +229,28 @@ class StockGets:
         if not self._reader.holds(objname, id_):
             return None  # the ordinary path says what is wrong with it
         return id_
+
+
+class RegistryMemo(Generic[T]):
+    """What the registry says of each object name (a lane's class checks), kept while the
+    registry stays in one state and asked again once it changed.
+
+    NOTE: like ``record_to_primitive``'s plans, this holds while the classes' methods do:
+    a method replaced on a registered class, rather than a class registered in its place,
+    is not seen.
+    """
+
+    def __init__(self) -> None:
+        self._memo: tuple[object, dict[str, T]] = (None, {})
+
+    def current(self) -> dict[str, T]:
+        """The answers so far for the registry's present state (callers add to it)."""
+        state = VersionedObjectRegistry.state()
+        known, found = self._memo
+        if known is not state:
+            found = {}
+            self._memo = (state, found)
+        return found
 
 
 def plain_context(ctxt: Any) -> bool:

@@ -49,7 +49,7 @@ from conductor import db
 from conductor.db import requests as db_requests
 from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage
-from conductor.lane import plain_context, served_class
+from conductor.lane import RegistryMemo, plain_context, served_class
 from conductor.metrics import Metrics, outcome_of
 from conductor.unit_of_work import UnitOfWork, current_request, message_counted
 from conductor.unit_of_work import _digest as unit_digest
@@ -73,7 +73,6 @@ from objects.persistent import (
     _record_plan,
     _saves_changes_only,
 )
-from objects.registry import VersionedObjectRegistry
 from objects.versioned import VersionedObject
 
 __all__ = ["StockSaves"]
@@ -130,7 +129,7 @@ class StockSaves:
     def __init__(self, work: UnitOfWork, *, metrics: Metrics | None = None) -> None:
         self._work = work
         self._metrics = metrics
-        self._found: tuple[object, dict[str, _Class | None]] = (None, {})
+        self._found: RegistryMemo[_Class | None] = RegistryMemo()
 
     def serve(
         self,
@@ -141,7 +140,7 @@ class StockSaves:
         """Settle the stock saves among the requests ``outcomes`` leaves (None), in place;
         ``outcomes``. Results are serialized with ``serializer`` (``serialize_entity``)."""
         counted = any(outcome is not None for outcome in outcomes)
-        classes = self._classes()
+        classes = self._found.current()
         saves: dict[str, list[_Save]] = {}
         identities: dict[int, RequestContext] = {}
         rows: set[tuple[str, int]] = set()
@@ -286,16 +285,6 @@ class StockSaves:
         return done
 
     # -- which requests ----------------------------------------------------------------
-
-    def _classes(self) -> dict[str, _Class | None]:
-        """What the registry says, per object name; asked again once the registry changed
-        (see ``StockGets._classes``)."""
-        state = VersionedObjectRegistry.state()
-        known, found = self._found
-        if known is not state:
-            found = {}
-            self._found = (state, found)
-        return found
 
     def _stock_save(
         self, index: int, request: transport.RawRequest, classes: dict[str, _Class | None]
