@@ -377,15 +377,25 @@ class PendingObjectMixin:
         """
         if type(loaded) is dict and _KEY_NAME in loaded:
             self._obj_load_primitive(loaded)
-            return
-        objname = self.obj_name()
-        if not isinstance(loaded, PendingObjectMixin) or loaded.obj_name() != objname:
-            from objects.exception import ObjectActionError
+        else:
+            objname = self.obj_name()
+            if not isinstance(loaded, PendingObjectMixin) or loaded.obj_name() != objname:
+                from objects.exception import ObjectActionError
 
-            raise ObjectActionError(
-                action="load", reason=f"expected a {objname} object, got {loaded!r}"
-            )
-        self._obj_absorb(loaded)
+                raise ObjectActionError(
+                    action="load", reason=f"expected a {objname} object, got {loaded!r}"
+                )
+            self._obj_absorb(loaded)
+        # NOTE: loaded, with nothing else in flight (no operation can start before its
+        # load is done): the object lets go of its pending state, so a caller keeping
+        # thousands of loaded objects does not keep each one's finished future, Condition
+        # and locks, and the garbage collector has that much less to walk. Whoever is
+        # waiting holds the state itself; the next operation makes a new one.
+        d = self.__dict__
+        state = d.get("_obj_pending")
+        if state is not None and not state.ops and state.load is not None:
+            if not state.load.done():
+                del d["_obj_pending"]
 
     #: An indirection API may hand this ``then`` step the reply's primitive instead of the
     #: object rebuilt from it (``IndirectionAPI``): the object is then built only once.

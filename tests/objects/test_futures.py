@@ -181,11 +181,12 @@ def test_wait_all_raises_the_first_failure_after_waiting_for_all(
     good = counter_cls.get_async(ctx, 1)
     bad = counter_cls.get_async(ctx, -1)
     later = counter_cls.get_async(ctx, 2)
+    loads = [good._obj_pending.load, later._obj_pending.load]
     threading.Timer(0.05, gated.release).start()
     with pytest.raises(exception.NotFound):
         objects.wait_all([good, bad, later], timeout=5)
     # nothing was left running
-    assert good._obj_pending.load.done() and later._obj_pending.load.done()
+    assert all(load.done() for load in loads)
     assert later.value == 20
 
 
@@ -214,8 +215,8 @@ def test_asyncio_can_await_twin_futures(counter_cls: Any, ctx: Any) -> None:
 
 def test_local_twin_runs_synchronously_and_returns_a_done_future(counter_cls: Any) -> None:
     ctx = RequestContext()
-    future = counter_cls.get_by_value_async(ctx, 10)._obj_pending.load
-    assert future.done()
+    counter = counter_cls.get_by_value_async(ctx, 10)
+    assert counter.__dict__["value"] == 10  # loaded before the twin returned
     failed = counter_cls(ctx, id=1).fail_async()
     assert failed.done()
     assert isinstance(failed.exception(), exception.ConcurrentUpdate)
@@ -239,6 +240,34 @@ def test_finished_pending_objects_and_futures_are_freed_without_the_garbage_coll
         gc.enable()
 
 
+def test_a_loaded_object_lets_go_of_its_load_future(counter_cls: Any, gated: Any) -> None:
+    # A caller that keeps thousands of loaded objects should not keep each one's finished
+    # future (its Condition, lock and callback lists) and pending state with it.
+    counter = counter_cls.get_async(RequestContext(), 2)
+    load = weakref.ref(counter._obj_pending.load)
+    gated.release()
+    assert counter.wait(5) is counter
+    gc.collect()
+    assert load() is None
+    assert counter.value == 20
+    assert counter.wait() is counter
+    # An operation after the load still finds (and records) its state.
+    future = counter.bump_async(1)
+    assert future.wait(5) == 21
+    assert counter.wait() is counter
+    assert counter.value == 21
+
+
+def test_a_failed_load_keeps_its_failure_for_every_wait(counter_cls: Any, ctx: Any) -> None:
+    counter = counter_cls.get_async(ctx, -1)
+    with pytest.raises(exception.NotFound):
+        counter.wait(5)
+    with pytest.raises(exception.NotFound):
+        counter.wait(5)
+    with pytest.raises(exception.NotFound):
+        counter.value  # noqa: B018 - reading waits for the load
+
+
 def _refuse_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     def copy(self: Any, loaded: Any) -> None:
         raise AssertionError("a built object was copied into the pending one")
@@ -254,11 +283,12 @@ def test_a_pending_object_reads_a_primitive_in_place(
     sent.note = "changed there"
     primitive = sent.obj_to_primitive()
     pending = counter_cls._obj_new_pending(ctx)
+    load = pending._obj_pending.load
     _refuse_copy(monkeypatch)
     # When the load's then step is handed the primitive itself
     assert counter_cls._obj_absorb_loaded.takes_primitive is True
     pending._obj_absorb_loaded(primitive)
-    pending._obj_pending.load.set_result(None)
+    load.set_result(None)
     # Then the object holds its state: fields, changes, revision, and its own context
     assert (pending.id, pending.value, pending.note) == (2, 20, "changed there")
     assert pending.obj_what_changed() == {"note"}
@@ -311,8 +341,9 @@ def test_a_class_that_builds_its_objects_its_own_way_still_does_for_a_pending_lo
             return obj
 
     pending: Any = Stamped._obj_new_pending(ctx)
+    load = pending._obj_pending.load
     pending._obj_absorb_loaded(Stamped(ctx, value=3).obj_to_primitive())
-    pending._obj_pending.load.set_result(None)
+    load.set_result(None)
     assert (pending.value, pending.seen) == (3, True)
 
 
