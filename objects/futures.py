@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 #: ``concurrent.futures``' state of a future with a result or an exception.
 _FINISHED = "FINISHED"
+_CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+_DONE = (*_CANCELLED, _FINISHED)
 _NOTHING_REPORTED: frozenset[int] = frozenset()
 
 
@@ -211,8 +213,13 @@ class PendingState:
 
     def add_op(self, future: Future[Any]) -> None:
         with self.lock:
-            ops = [f for f in self.ops if not _forgettable(f, self.reported)]
-            self.reported = {id(f) for f in ops if id(f) in self.reported}
+            if not self.ops:
+                self.ops = [future]  # the usual case: nothing older to forget
+                return
+            reported = self.reported
+            ops = [f for f in self.ops if not _forgettable(f, reported)]
+            if reported:
+                self.reported = {id(f) for f in ops if id(f) in reported}
             ops.append(future)
             self.ops = ops
 
@@ -225,7 +232,8 @@ class PendingState:
 
     def in_flight(self) -> list[Future[Any]]:
         with self.lock:
-            return [f for f in self.ops if not f.done()]
+            # _state read without each future's Condition (see _forgettable)
+            return [f for f in self.ops if f._state not in _DONE]  # type: ignore[attr-defined]
 
     def wait_load(self, timeout: float | None = None, objname: str = "The object") -> None:
         """Wait for the load; raise its failure.
@@ -300,11 +308,13 @@ def _refuse_to_block(objname: str) -> None:
 
 
 def _forgettable(future: Future[Any], reported: AbstractSet[int]) -> bool:
-    if not future.done():
-        return False
-    if future.cancelled():
-        return True
-    return future.exception() is None or id(future) in reported
+    # NOTE: read without the future's Condition: a finished or cancelled future never
+    # changes again, and a pending one read a moment too early is only kept once more
+    # (done(), cancelled() and exception() took that lock three times per old future).
+    state = future._state  # type: ignore[attr-defined]
+    if state == _FINISHED:
+        return future._exception is None or id(future) in reported  # type: ignore[attr-defined]
+    return state in _CANCELLED
 
 
 P = TypeVar("P", bound="PendingObjectMixin")
