@@ -233,7 +233,7 @@ class PendingState:
     def in_flight(self) -> list[Future[Any]]:
         with self.lock:
             # _state read without each future's Condition (see _forgettable)
-            return [f for f in self.ops if f._state not in _DONE]  # type: ignore[attr-defined]
+            return [f for f in self.ops if f._state not in _DONE]
 
     def wait_load(self, timeout: float | None = None, objname: str = "The object") -> None:
         """Wait for the load; raise its failure.
@@ -311,9 +311,9 @@ def _forgettable(future: Future[Any], reported: AbstractSet[int]) -> bool:
     # NOTE: read without the future's Condition: a finished or cancelled future never
     # changes again, and a pending one read a moment too early is only kept once more
     # (done(), cancelled() and exception() took that lock three times per old future).
-    state = future._state  # type: ignore[attr-defined]
+    state = future._state
     if state == _FINISHED:
-        return future._exception is None or id(future) in reported  # type: ignore[attr-defined]
+        return future._exception is None or id(future) in reported
     return state in _CANCELLED
 
 
