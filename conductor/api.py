@@ -18,6 +18,7 @@ from objects.futures import ObjectFuture
 from objects.indirection import IndirectionAPI
 from objects.persistent import save_primitive
 from objects.registry import version_tuple
+from objects.remoting import sent_changes
 from transport.futures import resolve
 
 if TYPE_CHECKING:
@@ -166,7 +167,9 @@ class ConductorAPI(IndirectionAPI):
             elif reduced_save:
                 # What the save body reads: id, changed fields, revision (see
                 # objects.persistent.save_primitive); the whole object otherwise.
-                payload = save_primitive(objinst) or to_wire(context, objinst)
+                payload = save_primitive(objinst, sent_changes(then, objinst)) or to_wire(
+                    context, objinst
+                )
             else:
                 payload = to_wire(context, objinst)
             self._client.start_call(
