@@ -111,6 +111,7 @@ class VersionedObject(PendingObjectMixin):
     _obj_mutable: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
     _obj_nested: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
     _obj_mutable_names: ClassVar[frozenset[str]] = frozenset()
+    _obj_mutable_plan: ClassVar[tuple[tuple[str, obj_fields.Field, bool], ...]] = ()
     # lists and dicts of plain values: their sent copy becomes the snapshot
     _obj_snapshotted_names: ClassVar[frozenset[str]] = frozenset()
     # fields that change in place (lists, dicts, objects), not only by assignment
@@ -151,6 +152,11 @@ class VersionedObject(PendingObjectMixin):
         cls._obj_mutable = tuple((n, f) for n, f in cls.fields.items() if f.mutable)
         cls._obj_nested = tuple((n, f) for n, f in cls.fields.items() if f.is_object)
         cls._obj_mutable_names = frozenset(n for n, f in cls._obj_mutable)
+        # (name, field, compared by value: the field's changed_since is Field's own)
+        cls._obj_mutable_plan = tuple(
+            (n, f, type(f).changed_since is obj_fields.Field.changed_since)
+            for n, f in cls._obj_mutable
+        )
         cls._obj_snapshotted_names = frozenset(n for n, f in cls._obj_mutable if not f.is_object)
         cls._obj_tracked_names = frozenset(
             n for n, f in cls.fields.items() if f.mutable or f.is_object
@@ -270,14 +276,16 @@ class VersionedObject(PendingObjectMixin):
         d = self.__dict__
         if cls._obj_mutable:
             snapshots = self._obj_snapshots
-            for name, field in cls._obj_mutable:
+            for name, field, by_value in cls._obj_mutable_plan:
                 if name in changed:
                     continue
                 value = d.get(name, _MISSING)
                 if value is _MISSING:
                     continue
                 snap = snapshots.get(name, _MISSING)
-                if snap is not _MISSING and field.changed_since(value, snap):
+                if snap is not _MISSING and (
+                    value != snap if by_value else field.changed_since(value, snap)
+                ):
                     changed.add(name)
         for name, _field in cls._obj_nested:
             if name in changed:
@@ -608,8 +616,16 @@ class VersionedObject(PendingObjectMixin):
         """
         changed = self.obj_what_changed()
         d = self.__dict__
-        fields = type(self).fields
-        return changed, {name: _sent_token(fields[name], d[name]) for name in changed if name in d}
+        cls = type(self)
+        tracked = cls._obj_tracked_names
+        tokens: dict[str, Any] = {}
+        for name in changed:
+            value = d.get(name, _MISSING)
+            if value is _MISSING:
+                continue
+            # a field changed by assignment only is its own token (see _sent_token)
+            tokens[name] = _sent_token(cls.fields[name], value) if name in tracked else value
+        return changed, tokens
 
     def _obj_settle(self, new: dict[str, Any], sent: tuple[set[str], dict[str, Any]]) -> None:
         # NOTE: the reply of a call describes the row as the call left it; the object may
