@@ -96,6 +96,19 @@ class ObjectFuture(Future[T], Generic[T]):
         """
         return self.result(timeout)
 
+    # NOTE: a finished future never changes again, so done() and the result of a
+    # successful one are read without taking the Condition (Future's own take it every
+    # time: a pipelined caller polls done() and then waits, several times per call).
+    # Anything else (pending, cancelled, failed) goes through Future's own methods.
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]
+        return super().result(timeout)
+
     def __await__(self) -> Generator[Any, None, T]:
         yield from _until_done(self)
         if self.cancelled():  # asyncio's own cancellation, as asyncio.wrap_future gives
