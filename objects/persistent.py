@@ -265,20 +265,24 @@ def _saves_changes_only(cls: type[VersionedObject]) -> bool:
     return able
 
 
-def save_primitive(obj: Any) -> dict[str, Any] | None:
+def save_primitive(obj: Any, changes: set[str] | None = None) -> dict[str, Any] | None:
     """The primitive a remote ``save`` of ``obj`` needs: its ``id``, its changed fields
     (``versioned_object.changes``) and its revision, at its own version. What the
     conductor's save body reads, so the row is written as the whole object's primitive
     would have it written, and the reply's updates are the columns it wrote and those
     the storage manages (``updated_at``). None when that cannot be promised (a class
     with a save or primitive methods of its own): send ``obj_to_primitive()``.
+
+    ``changes``: ``obj.obj_what_changed()`` when the caller has just taken it (the
+    remotable call's sent state, :func:`objects.remoting.sent_changes`); read only.
     """
     cls = type(obj)
     if not _saves_changes_only(cls):
         return None
     if obj._obj_pending is not None:
         obj._obj_wait_load()
-    changes = obj.obj_what_changed()
+    if changes is None:
+        changes = obj.obj_what_changed()
     d = obj.__dict__
     data: dict[str, Any] = {}
     for name, _field, writer in cls._obj_to_plan:

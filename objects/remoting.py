@@ -202,6 +202,38 @@ def _class_twin(wrapper: Callable[..., Any], name: str, pending: bool) -> Any:
     return classmethod(twin)
 
 
+class ActionReply:
+    """The ``then`` step of an instance method's ``_async`` twin: applies the reply's
+    updates to the object (keeping the changes made since ``sent``, the object's
+    ``_obj_sent_state()`` as the call left), returns the method's result.
+
+    NOTE: a slotted object rather than a closure: one object per call in flight for the
+    garbage collector to walk instead of a function and its cells. An indirection API
+    may read ``sent`` (see :func:`sent_changes`).
+    """
+
+    __slots__ = ("obj", "sent")
+
+    def __init__(self, obj: Any, sent: tuple[set[str], dict[str, Any]]) -> None:
+        self.obj = obj
+        self.sent = sent
+
+    def __call__(self, reply: Any) -> Any:
+        updates, result = reply
+        self.obj._obj_apply_updates(updates, self.sent)
+        return result
+
+
+def sent_changes(then: Any, obj: Any) -> set[str] | None:
+    """``obj.obj_what_changed()`` as the remotable call whose ``then`` step is ``then``
+    found it when it left (the same thread, a moment before the API builds the request),
+    or None when ``then`` is not that call's step for ``obj``. Read only: never mutate it.
+    """
+    if type(then) is ActionReply and then.obj is obj:
+        return then.sent[0]
+    return None
+
+
 def _instance_twin(wrapper: Callable[..., Any], name: str) -> Any:
     def twin(self: Any, *args: Any, **kwargs: Any) -> ObjectFuture[Any]:
         context = self._context
@@ -213,25 +245,33 @@ def _instance_twin(wrapper: Callable[..., Any], name: str) -> Any:
         future: ObjectFuture[Any]
         if api is None:
             future = done_future(lambda: wrapper(self, *args, **kwargs))
+            self._obj_pending_state().add_op(future)
+            return future
+        # The state (and its lock) exists before the reply can arrive; the changes
+        # sent are remembered so those made while the call is in flight survive it.
+        state = self._obj_pending_state()
+        apply = ActionReply(self, self._obj_sent_state())
+        manifest = type(self)._obj_manifest()
+        if api.resolves_given_futures:
+            future = ObjectFuture()
+            api.object_action_async(
+                context,
+                self,
+                name,
+                args,
+                kwargs,
+                object_versions=manifest,
+                future=future,
+                then=apply,
+            )
         else:
-            # The state (and its lock) exists before the reply can arrive; the changes
-            # sent are remembered so those made while the call is in flight survive it.
-            self._obj_pending_state()
-            sent = self._obj_sent_state()
-
-            def apply(reply: Any) -> Any:
-                updates, result = reply
-                self._obj_apply_updates(updates, sent)
-                return result
-
-            call = (context, self, name, args, kwargs)
-            manifest = type(self)._obj_manifest()
-            if api.resolves_given_futures:
-                future = ObjectFuture()
-                api.object_action_async(*call, object_versions=manifest, future=future, then=apply)
-            else:
-                future = chain(api.object_action_async(*call, object_versions=manifest), apply)
-        self._obj_pending_state().add_op(future)
+            future = chain(
+                api.object_action_async(
+                    context, self, name, args, kwargs, object_versions=manifest
+                ),
+                apply,
+            )
+        state.add_op(future)
         return future
 
     twin.__name__ = twin.__qualname__ = f"{name}_async"

@@ -110,6 +110,12 @@ class VersionedObject(PendingObjectMixin):
     _obj_from_plan: ClassVar[dict[str, tuple[obj_fields.Field, Any, obj_fields.Reader]]] = {}
     _obj_mutable: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
     _obj_nested: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
+    _obj_mutable_names: ClassVar[frozenset[str]] = frozenset()
+    _obj_mutable_plan: ClassVar[tuple[tuple[str, obj_fields.Field, bool], ...]] = ()
+    # lists and dicts of plain values: their sent copy becomes the snapshot
+    _obj_snapshotted_names: ClassVar[frozenset[str]] = frozenset()
+    # fields that change in place (lists, dicts, objects), not only by assignment
+    _obj_tracked_names: ClassVar[frozenset[str]] = frozenset()
 
     # NOTE: == compares field values, but an object hashes by identity: pending objects
     # must be usable where asyncio puts awaitables in a dict (asyncio.gather) and as keys
@@ -145,6 +151,16 @@ class VersionedObject(PendingObjectMixin):
         }
         cls._obj_mutable = tuple((n, f) for n, f in cls.fields.items() if f.mutable)
         cls._obj_nested = tuple((n, f) for n, f in cls.fields.items() if f.is_object)
+        cls._obj_mutable_names = frozenset(n for n, f in cls._obj_mutable)
+        # (name, field, compared by value: the field's changed_since is Field's own)
+        cls._obj_mutable_plan = tuple(
+            (n, f, type(f).changed_since is obj_fields.Field.changed_since)
+            for n, f in cls._obj_mutable
+        )
+        cls._obj_snapshotted_names = frozenset(n for n, f in cls._obj_mutable if not f.is_object)
+        cls._obj_tracked_names = frozenset(
+            n for n, f in cls.fields.items() if f.mutable or f.is_object
+        )
         cls._obj_prepared_for = cls.fields
 
     def __init__(self, context: Context | None = None, **values: Any) -> None:
@@ -260,14 +276,16 @@ class VersionedObject(PendingObjectMixin):
         d = self.__dict__
         if cls._obj_mutable:
             snapshots = self._obj_snapshots
-            for name, field in cls._obj_mutable:
+            for name, field, by_value in cls._obj_mutable_plan:
                 if name in changed:
                     continue
                 value = d.get(name, _MISSING)
                 if value is _MISSING:
                     continue
                 snap = snapshots.get(name, _MISSING)
-                if snap is not _MISSING and field.changed_since(value, snap):
+                if snap is not _MISSING and (
+                    value != snap if by_value else field.changed_since(value, snap)
+                ):
                     changed.add(name)
         for name, _field in cls._obj_nested:
             if name in changed:
@@ -574,11 +592,10 @@ class VersionedObject(PendingObjectMixin):
                     new[key] = read(value, context)
             except (ValueError, TypeError) as exc:
                 raise exception.ObjectValueError(reason=f"{cls.obj_name()}.{key}: {exc}") from None
-        changed = updates.get("obj_what_changed") or ()
+        changed = updates.get("obj_what_changed")
         if sent is None:
             d.update(new)  # read-only fields included: the conductor's word is final
             self.obj_reset_changes(recursive=True)
-            self._changed_fields.update(n for n in changed if n in fields)
         else:
             state = d.get("_obj_pending")
             if state is None:
@@ -586,6 +603,7 @@ class VersionedObject(PendingObjectMixin):
             else:
                 with state.lock:  # __setattr__ takes it too: no assignment slips in between
                     self._obj_settle(new, sent)
+        if changed:
             self._changed_fields.update(n for n in changed if n in fields)
         if "obj_revision" in updates:
             d["obj_revision"] = updates["obj_revision"]
@@ -598,8 +616,16 @@ class VersionedObject(PendingObjectMixin):
         """
         changed = self.obj_what_changed()
         d = self.__dict__
-        fields = type(self).fields
-        return changed, {name: _sent_token(fields[name], d[name]) for name in changed if name in d}
+        cls = type(self)
+        tracked = cls._obj_tracked_names
+        tokens: dict[str, Any] = {}
+        for name in changed:
+            value = d.get(name, _MISSING)
+            if value is _MISSING:
+                continue
+            # a field changed by assignment only is its own token (see _sent_token)
+            tokens[name] = _sent_token(cls.fields[name], value) if name in tracked else value
+        return changed, tokens
 
     def _obj_settle(self, new: dict[str, Any], sent: tuple[set[str], dict[str, Any]]) -> None:
         # NOTE: the reply of a call describes the row as the call left it; the object may
@@ -613,27 +639,49 @@ class VersionedObject(PendingObjectMixin):
         fields = cls.fields
         d = self.__dict__
         snapshots = self._obj_snapshots
+        changed_fields = self._changed_fields
+        tracked = cls._obj_tracked_names
         settled = sent_changed | new.keys()
-        kept = set()
+        kept: set[str] = set()
         for name in settled:
-            if not self._obj_field_changed(name):
+            if name in tracked:  # a list, dict or object: changed in place too
+                if not self._obj_field_changed(name):
+                    continue
+                token = tokens.get(name, _MISSING)
+                if token is _MISSING or _differs_from_sent(
+                    fields[name], d.get(name, _MISSING), token
+                ):
+                    kept.add(name)
+                continue
+            # Any other field changes by assignment only: _obj_field_changed and
+            # _differs_from_sent, inline.
+            if name not in changed_fields:
                 continue
             token = tokens.get(name, _MISSING)
-            if token is _MISSING or _differs_from_sent(fields[name], d.get(name, _MISSING), token):
-                kept.add(name)
-        for name, token in tokens.items():
-            field = fields[name]
-            if field.mutable and not field.is_object:
-                snapshots[name] = token
+            if token is not _MISSING:
+                value = d.get(name, _MISSING)
+                if value is token or (
+                    value is not _MISSING
+                    and value is not None
+                    and token is not None
+                    and not value != token
+                ):
+                    continue
+            kept.add(name)
+        if tokens:
+            snapshotted = cls._obj_snapshotted_names
+            for name, token in tokens.items():
+                if name in snapshotted:
+                    snapshots[name] = token
+        mutable = cls._obj_mutable_names
         for name, value in new.items():
-            field = fields[name]
-            if field.mutable:
-                snapshots[name] = field.snapshot(value)
+            if name in mutable:
+                snapshots[name] = fields[name].snapshot(value)
             if name not in kept:
                 d[name] = value  # read-only fields included: the conductor's word is final
         if kept:
             settled -= kept
-        self._changed_fields.difference_update(settled)
+        changed_fields.difference_update(settled)
         for name, field in cls._obj_nested:
             if name not in settled:
                 continue

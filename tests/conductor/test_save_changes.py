@@ -20,6 +20,7 @@ from objects import base, exception
 from objects.context import RequestContext
 from objects.instance import Instance
 from objects.persistent import save_primitive
+from objects.remoting import ActionReply, sent_changes
 
 DATA = "versioned_object.data"
 CHANGES = "versioned_object.changes"
@@ -102,6 +103,29 @@ def test_a_changed_nested_object_travels_whole_and_is_written(
     assert objinst[DATA]["flavor"][DATA]["name"] == "m1.small"
     assert inst.obj_what_changed() == set() and inst.flavor.obj_what_changed() == set()
     assert objects.Instance.get(ctx, inst.id).flavor.name == "m1.small"
+
+
+def test_the_changes_the_save_took_when_it_left_are_those_save_primitive_finds(
+    sent: list[dict[str, Any]], ctx: RequestContext
+) -> None:
+    # The client hands the changes its twin took (objects.remoting.sent_changes) to
+    # save_primitive instead of walking the object again: the request is the same.
+    inst = stored(ctx)
+    inst.host = "node-9"
+    inst.tags.append("c")
+    inst.metadata["k2"] = "v2"
+    inst.flavor.name = "m1.other"
+    expected = save_primitive(inst)
+    sent.clear()
+    inst.save_async().result(30)
+    assert sent == [expected]
+    assert expected is not None and expected[CHANGES] == ["flavor", "host", "metadata", "tags"]
+    assert inst.obj_what_changed() == set()
+    # Only the twin's own step for this very object says what it sent.
+    other = stored(ctx)
+    step = ActionReply(inst, inst._obj_sent_state())
+    assert sent_changes(step, inst) == set() and sent_changes(step, other) is None
+    assert sent_changes(lambda reply: reply, inst) is None and sent_changes(None, inst) is None
 
 
 def test_a_stale_or_never_read_copy_is_still_refused(

@@ -389,3 +389,32 @@ def test_resolving_an_object_future_twice_raises_instead_of_deadlocking() -> Non
     with pytest.raises(concurrent.futures.InvalidStateError):
         future.set_result(2)
     assert future.cancel() is False and future.result() == 1
+
+
+@pytest.mark.parametrize("outcome", ["pending", "result", "none", "failure", "cancelled"])
+def test_an_object_future_answers_done_and_result_as_a_concurrent_future(outcome: str) -> None:
+    # done() and a success's result() read the finished state without the Condition:
+    # every outcome still answers what concurrent.futures.Future answers.
+    ours: ObjectFuture[Any] = ObjectFuture()
+    theirs: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    for future in (ours, theirs):
+        if outcome == "result":
+            future.set_result([1])
+        elif outcome == "none":
+            future.set_result(None)
+        elif outcome == "failure":
+            future.set_exception(ValueError("no"))
+        elif outcome == "cancelled":
+            future.cancel()
+    assert ours.done() == theirs.done()
+
+    def outcome_of(future: concurrent.futures.Future[Any]) -> Any:
+        try:
+            return ("value", future.result(0.01))
+        except BaseException as exc:  # noqa: BLE001 - compared below
+            return ("raised", type(exc), str(exc))
+
+    assert outcome_of(ours) == outcome_of(theirs)
+    if outcome == "pending":
+        ours.set_result(7)
+        assert ours.done() and ours.result() == 7 and ours.wait() == 7

@@ -119,6 +119,27 @@ def test_a_sent_field_changed_again_keeps_the_newer_value(
     assert inst.obj_what_changed() == set()
 
 
+def test_a_sent_field_set_to_none_or_back_while_in_flight(
+    gated: GatedAPI, caller: RequestContext, db_ctx: RequestContext
+) -> None:
+    # None against a sent value (and a value against a sent None) is a change; the same
+    # value assigned again (an equal, not identical string) is not.
+    inst = loaded(caller, gated, stored(db_ctx, task_state="t0").id)
+    inst.host = "h1"
+    inst.task_state = None
+    inst.vcpus = 1000
+    future = inst.save_async()
+    inst.host = None
+    inst.task_state = "t1"
+    inst.vcpus = int("1000")
+    gated.release()
+    future.result(10)
+    assert (inst.host, inst.task_state, inst.vcpus) == (None, "t1", 1000)
+    assert inst.obj_what_changed() == {"host", "task_state"}
+    row = read(db_ctx, inst.id)
+    assert (row.host, row.task_state, row.vcpus) == ("h1", None, 1000)
+
+
 def test_sent_changes_that_stayed_are_cleared_and_server_values_applied(
     gated: GatedAPI, caller: RequestContext, db_ctx: RequestContext
 ) -> None:
