@@ -35,6 +35,7 @@ of the message goes the ordinary way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage
 from conductor.lane import RegistryMemo, plain_context, served_class
 from conductor.metrics import Metrics, outcome_of
-from conductor.unit_of_work import UnitOfWork, current_request, message_counted
+from conductor.unit_of_work import UnitOfWork, current_request, digest_chunks, message_counted
 from conductor.unit_of_work import _digest as unit_digest
 from objects import exception
 from objects import fields as obj_fields
@@ -142,7 +143,6 @@ class StockSaves:
         counted = any(outcome is not None for outcome in outcomes)
         classes = self._found.current()
         saves: dict[str, list[_Save]] = {}
-        identities: dict[int, RequestContext] = {}
         rows: set[tuple[str, int]] = set()
         for index, request in enumerate(requests):
             if outcomes[index] is not None:
@@ -158,9 +158,6 @@ class StockSaves:
                 saves.setdefault(objname, []).append(save)
         if not saves:
             return outcomes
-        for items in saves.values():
-            for save in items:
-                identities[save.position] = RequestContext.from_dict(requests[save.position][1])
         metrics = self._metrics
         taken = sum(len(items) for items in saves.values())
         started = time.monotonic()
@@ -168,7 +165,7 @@ class StockSaves:
             metrics.started(taken)
         token = current_request.set(requests[0][0]) if len(requests) == 1 else None
         try:
-            settled = self._write(requests, saves, classes, identities)
+            settled = self._write(requests, saves, classes)
         except Exception as exc:  # noqa: BLE001 - the ordinary path runs them again
             LOG.debug("stock saves left to the ordinary path: %s", exc)
             settled = None
@@ -210,18 +207,18 @@ class StockSaves:
         requests: Sequence[transport.RawRequest],
         saves: dict[str, list[_Save]],
         classes: dict[str, _Class | None],
-        identities: dict[int, RequestContext],
     ) -> dict[int, Outcome]:
         """Every save's outcome (the unserialized result, or its error), committed; raises
         (rolled back) when the ordinary path must run them."""
         work = self._work
         work.maybe_prune()
         digests: dict[int, str | None] = {}
+        heads: dict[Any, str] = {}
 
         def digest(index: int) -> str | None:
             if index not in digests:
-                args = requests[index][3]
-                digests[index] = unit_digest(_METHOD, identities[index], list(args.values()))
+                request = requests[index]
+                digests[index] = save_digest(request[1], request[3], heads)
             return digests[index]
 
         settled: dict[int, Outcome] = {}
@@ -444,6 +441,38 @@ def _stock_class(objname: str) -> _Class | None:
         plan=plan,
         returned=("id", "revision", *(name for name in UPDATE_MANAGED if name in ops.names)),
     )
+
+
+def save_digest(ctxt: dict[str, Any], args: dict[str, Any], heads: dict[Any, str]) -> str | None:
+    """``UnitOfWork``'s digest of a stock save's request (``unit_of_work._digest`` of the
+    context ``RequestContext.from_dict`` makes of the plain context ``ctxt``, and of
+    ``args``' values as they arrived), byte for byte: the JSON text of the identity is
+    kept in ``heads`` (for the saves of one message), and only the arguments' values are
+    encoded per save. Anything else takes ``_digest`` itself."""
+    # RequestContext.from_dict's identity, with _digest's sorted roles; a plain context
+    # (plain_context) claims no admin.
+    user = ctxt.get("user_id") or ctxt.get("user")
+    project = ctxt.get("project_id") or ctxt.get("project") or ctxt.get("tenant")
+    roles = ctxt.get("roles") or ()
+    try:
+        key = (user, project, *roles)
+        head = heads.get(key)
+        if head is None:
+            # NOTE: only strings (and None) make a key, so no other value equal to one
+            # (1 and True) finds its text.
+            if (
+                ctxt.get("is_admin", False)
+                or not (user is None or type(user) is str)
+                or not (project is None or type(project) is str)
+                or not all(type(role) is str for role in roles)
+            ):
+                raise TypeError("not a plain identity")
+            identity = [user, project, sorted(roles), False]
+            head = heads[key] = "".join(digest_chunks([_METHOD, identity, []]))[:-3]
+        text = head + "".join(digest_chunks(list(args.values()))) + "]"
+    except (TypeError, ValueError, RecursionError):
+        return unit_digest(_METHOD, RequestContext.from_dict(ctxt), list(args.values()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _answer(request_id: str, stored: db_requests.Stored, digest: str | None) -> Outcome:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import objects
-from conductor import db
+from conductor import db, save_lane, unit_of_work
 from conductor.db import requests as db_requests
 from conductor.db import storage as db_storage
 from conductor.manager import ConductorManager
@@ -417,6 +417,66 @@ def test_a_failing_batch_rolls_back_and_runs_the_ordinary_way(
     assert all(ok for ok, _ in outcomes)
     assert ordinary_saves == ["Instance.save"] * 3
     assert [updates["obj_revision"] for _, (updates, _) in outcomes] == [2, 2, 2]
+
+
+CONTEXTS: list[dict[str, Any]] = [
+    {"user_id": "u", "project_id": "p1", "request_id": "r", "roles": ["b", "a"], "is_admin": False},
+    {"user": "é", "tenant": "t", "roles": []},  # oslo.context's names; no request id
+    {"user_id": "", "user": "v", "project_id": None, "project": "", "roles": ["\u2028", "x"]},
+    {"user_id": 5, "roles": ["a"]},  # not strings: the ordinary digest writes them
+    {"user_id": True, "roles": ["a"]},  # equal to 1, but another text
+    {"user_id": 1, "roles": ["a"]},
+    {"roles": ["a", 1]},
+    {"user_id": ["u"]},
+    {},
+]
+
+VALUES: list[Any] = [
+    "node-2",
+    'q"\\\n\x00',
+    "\ud800",
+    7,
+    2**70,
+    -0.0,
+    1.5,
+    float("nan"),
+    float("inf"),
+    True,
+    None,
+    ["z", 1],
+    {"a": "b", "c": "é"},
+    {1: 2},
+]
+
+
+def test_the_lane_digests_a_save_as_the_unit_of_work_does() -> None:
+    """``save_digest`` is ``unit_of_work._digest`` of the context ``from_dict`` makes and
+    of the arguments' values as they arrived, byte for byte, whatever their types and
+    order; one message's contexts keep their own identities."""
+    heads: dict[Any, str] = {}
+    for number, (ctxt, value) in enumerate((ctxt, value) for ctxt in CONTEXTS for value in VALUES):
+        data = {"id": number, "host": value}
+        primitive = {
+            "versioned_object.name": "Instance",
+            "versioned_object.namespace": "objects",
+            "versioned_object.version": "1.2",
+            "versioned_object.data": data,
+            "versioned_object.changes": ["host"],
+            "versioned_object.revision": 3,
+        }
+        args: dict[str, Any] = {
+            "objinst": primitive,
+            "objmethod": "save",
+            "args": [],
+            "kwargs": {},
+            "object_versions": {"Instance": "1.2", "Flavor": "1.0"},
+        }
+        for order in (args, dict(reversed(args.items()))):
+            expected = unit_of_work._digest(
+                "object_action", RequestContext.from_dict(ctxt), list(order.values())
+            )
+            assert save_lane.save_digest(ctxt, order, heads) == expected
+            assert save_lane.save_digest(ctxt, order, {}) == expected
 
 
 # -- the ordinary path, whenever in doubt ---------------------------------------------
