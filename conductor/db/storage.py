@@ -371,14 +371,16 @@ class SQLStorage:
         returned = None if returning is None else tuple(returning)
         if returned is not None and (not returned or returned[0] != "id"):
             raise ValueError("update_many returns the id first")
+        check_id = ops.checks["id"]
         for id_, _, _ in updates:
-            _check_id(ops, id_)
+            check_id(id_)
         checked = [self._update_values(ops, objname, values) for _, values, _ in updates]
         columns = tuple(sorted(checked[0])) if checked else ()
         check_revision = bool(updates) and updates[0][2] is not None
         ids = [id for id, _, _ in updates]
+        first = checked[0].keys() if checked else None
         if (
-            any(tuple(sorted(v)) != columns for v in checked)
+            any(v.keys() != first for v in checked)
             or any((rev is not None) != check_revision for _, _, rev in updates)
             or len(set(ids)) != len(ids)
         ):
@@ -529,11 +531,21 @@ class SQLStorage:
     def _update_values(
         self, ops: TableOps, objname: str, values: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The caller's values for an update, checked; the storage's own columns dropped."""
-        row_values = self._checked(ops, objname, values, creating=False)
-        self._own(ops, objname, row_values, creating=False)
-        row_values.pop("id", None)
-        row_values.pop("revision", None)
+        """The caller's values for an update, checked; the storage's own columns dropped
+        (``_checked`` of an update, in one loop)."""
+        checks = ops.checks
+        row_values: dict[str, Any] = {}
+        for name, value in values.items():
+            check = checks.get(name)
+            if check is None:
+                raise exception.ObjectValueError(
+                    reason=f"{objname} has no field {name!r} in table {ops.table.name}"
+                )
+            if name not in _MANAGED:  # the storage keeps these
+                check(value)
+                row_values[name] = value
+        if ops.has_project:
+            self._own(ops, objname, row_values, creating=False)
         return row_values
 
     @staticmethod
