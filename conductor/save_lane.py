@@ -35,6 +35,7 @@ of the message goes the ordinary way.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import time
@@ -266,11 +267,12 @@ class StockSaves:
             groups.setdefault(tuple(sorted(save.values)), []).append(save)
         done: list[tuple[_Save, Outcome]] = []
         for columns, group in groups.items():
+            returning = (*known.returned, *columns)
             records = storage.update_many(
-                objname,
-                [(s.id, s.values, s.revision) for s in group],
-                returning=(*known.returned, *columns),
+                objname, [(s.id, s.values, s.revision) for s in group], returning=returning
             )
+            entries = _reply_plan(known, {"id", *columns}, returning)
+            written: dict[tuple[str, Any], Any] = {}
             for save, record in zip(group, records, strict=True):
                 if record is None:
                     try:
@@ -278,7 +280,7 @@ class StockSaves:
                     except (exception.NotFound, exception.ConcurrentUpdate) as exc:
                         done.append((save, (False, exc)))
                         continue
-                done.append((save, (True, _reply(known, save, record))))
+                done.append((save, (True, _reply(entries, save.sent, record, written))))
         return done
 
     # -- which requests ----------------------------------------------------------------
@@ -356,28 +358,61 @@ def field_value_to_record(field: Any, value: Any) -> Any:
     return field.copy_value(value)
 
 
-def _reply(known: _Class, save: _Save, record: dict[str, Any]) -> list[Any]:
+#: One field of a reply: (name, field, diff kind, writer, type taken as is, record
+#: reader, whether it was sent).
+_Entry = tuple[str, Any, int, Any, Any, Any, bool]
+
+
+def _reply_plan(known: _Class, sent: set[str], returned: tuple[str, ...]) -> tuple[_Entry, ...]:
+    """The fields :func:`_reply` looks at for saves sending ``sent`` (``id`` and the
+    changed fields), whose written rows hold ``returned`` (a row written alone holds every
+    column, these among them): in field order, the sent ones and those the storage
+    changes on an update."""
+    record_readers = known.record_readers
+    return tuple(
+        (name, field, kind, writer, *record_readers[name], name in sent)
+        for name, field, kind, writer in known.plan
+        if name in returned and (name in sent or name in UPDATE_MANAGED)
+    )
+
+
+def _reply(
+    entries: tuple[_Entry, ...],
+    sent: dict[str, Any],
+    record: dict[str, Any],
+    written: dict[tuple[str, Any], Any],
+) -> list[Any]:
     """``[updates, None]``, as ``handle_object_action`` answers a save of the sent fields
     (see the module docstring): the fields whose value the row changed, by the same
-    comparison, and ``updated_at``; no changes left; the row's revision."""
-    sent = save.sent
+    comparison, and ``updated_at``; no changes left; the row's revision. ``written``: the
+    primitives of the storage's own values (one ``updated_at`` for a statement's rows)
+    made so far, for the replies of one statement."""
     updates: dict[str, Any] = {}
-    record_readers = known.record_readers
-    for name, field, kind, writer in known.plan:
-        if name in sent:
-            if name not in record:
-                continue
-        elif not (name in UPDATE_MANAGED and name in record):
-            continue
-        plain, read = record_readers[name]
+    for name, field, kind, writer, plain, read, was_sent in entries:
         raw = record[name]
-        value = raw if type(raw) is plain else read(raw, None)
-        if name in sent:
+        if was_sent:
+            value = raw if type(raw) is plain else read(raw, None)
             before = sent[name]
-            if kind != _VALUE:
-                before = _diff_token(field, kind, before)
-            if (value if kind == _VALUE else _diff_token(field, kind, value)) == before:
+            if kind == _VALUE:
+                if value == before:
+                    continue
+            elif _diff_token(field, kind, value) == _diff_token(field, kind, before):
                 continue
+            updates[name] = value if writer is None else writer(value)
+            continue
+        if type(raw) is dt.datetime and raw.tzinfo is dt.UTC:
+            # NOTE: immutable, its primitive (text) too, and equal ones in UTC are one
+            # text: made once per value.
+            key = (name, raw)
+            primitive = written.get(key)
+            if primitive is None:
+                value = read(raw, None)
+                primitive = value if writer is None else writer(value)
+                if type(primitive) is str:
+                    written[key] = primitive
+            updates[name] = primitive
+            continue
+        value = raw if type(raw) is plain else read(raw, None)
         updates[name] = value if writer is None else writer(value)
     updates["obj_what_changed"] = []
     updates["obj_revision"] = int(record["revision"])
