@@ -109,8 +109,10 @@ class _Class(NamedTuple):
     cls: type[VersionedObject]
     manifest: dict[str, str]
     columns: frozenset[str]
-    #: name -> (field, type taken as is, wire reader), for the fields a save may carry.
-    readers: dict[str, tuple[Any, Any, Any]]
+    #: name -> (type taken as is, wire reader, whether a column the save writes, the
+    #: field's copy of a value for its record or None: the value itself), for the
+    #: fields a save may carry (``id`` and the columns).
+    readers: dict[str, tuple[Any, Any, bool, Any]]
     #: name -> (type taken as is, record reader)
     record_readers: dict[str, tuple[Any, Any]]
     #: (name, field, diff kind, writer) in field order (``handle_object_action``'s).
@@ -337,25 +339,17 @@ class StockSaves:
                 entry = readers.get(name)
                 if entry is None:
                     return None
-                field, plain, read = entry
+                plain, read, column, copy = entry
                 value = wire if type(wire) is plain else read(wire, None)
                 sent[name] = value
-                if name != "id":
-                    if name not in known.columns:
-                        return None
-                    values[name] = field_value_to_record(field, value)
+                if column:
+                    # What a record stores for the value (``field_to_record``'s).
+                    values[name] = value if copy is None or value is None else copy(value)
         except Exception:  # noqa: BLE001 - the ordinary path says what is wrong with it
             return None
         if values.keys() != set(changes):
             return None
         return objname, _Save(index, request_id, sent["id"], revision, sent, values)
-
-
-def field_value_to_record(field: Any, value: Any) -> Any:
-    """What a record stores for a non-object field's value (``field_to_record``'s)."""
-    if value is None or not field.mutable:
-        return value
-    return field.copy_value(value)
 
 
 #: One field of a reply: (name, field, diff kind, writer, type taken as is, record
@@ -454,10 +448,12 @@ def _stock_class(objname: str) -> _Class | None:
     except exception.ObjectsError:
         return None
     cls._obj_prepare_class()
+    columns = frozenset(ops.names) - STORAGE_MANAGED - {"revision"}
     readers = {
-        name: entry
-        for name, entry in cls._obj_from_plan.items()
-        if type(entry[0]) in _LANE_FIELDS and (name == "id" or name not in STORAGE_MANAGED)
+        name: (plain, read, name != "id", field.copy_value if field.mutable else None)
+        for name, (field, plain, read) in cls._obj_from_plan.items()
+        if type(field) in _LANE_FIELDS
+        and (name == "id" or (name not in STORAGE_MANAGED and name in columns))
     }
     record_readers = {name: (plain, read) for name, plain, read in _record_plan(cls)}
     writers = {name: writer for name, _, writer in cls._obj_to_plan}
@@ -466,7 +462,6 @@ def _stock_class(objname: str) -> _Class | None:
         for name, field, kind in _diff_plan(cls)
         if type(field) in _LANE_FIELDS
     )
-    columns = frozenset(ops.names) - STORAGE_MANAGED - {"revision"}
     return _Class(
         cls=cls,
         manifest=manifest,
