@@ -139,24 +139,26 @@ def store_results(
     if not results:
         return
     now = utcnow()
-    rows = [
-        {
-            "request_id": item[0],
-            "result": item[1],
-            "digest": item[2] if len(item) > 2 else None,
-            "created_at": now,
-        }
-        for item in results
-    ]
     bind = session.get_bind() if isinstance(session, Session) else session
     with translate_errors(OBJNAME):
-        if bind.dialect.name == "postgresql" and len(rows) > 1:
+        if bind.dialect.name == "postgresql" and len(results) > 1:
             # One statement and one parameter whatever the number of rows: executemany
             # sends an INSERT per row, and arrays of JSON text cost psycopg a regular
             # expression per quote to escape.
-            records = json_text([[row["request_id"], row["result"], row["digest"]] for row in rows])
+            records = json_text(
+                [[item[0], item[1], item[2] if len(item) > 2 else None] for item in results]
+            )
             session.execute(_store_many(), {"rows": records, "created_at": now})
         else:
+            rows = [
+                {
+                    "request_id": item[0],
+                    "result": item[1],
+                    "digest": item[2] if len(item) > 2 else None,
+                    "created_at": now,
+                }
+                for item in results
+            ]
             session.execute(_store, rows)
 
 
