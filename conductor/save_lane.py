@@ -498,8 +498,8 @@ def save_digest(ctxt: dict[str, Any], args: dict[str, Any], heads: dict[Any, str
             ):
                 raise TypeError("not a plain identity")
             identity = [user, project, sorted(roles), False]
-            head = heads[key] = "".join(digest_chunks([_METHOD, identity, []]))[:-3]
-        text = head + "".join(digest_chunks(list(args.values()))) + "]"
+            head = heads[key] = "".join(digest_chunks([_METHOD, identity, []], 0))[:-3]
+        text = head + "".join(digest_chunks(list(args.values()), 0)) + "]"
     except (TypeError, ValueError, RecursionError):
         return unit_digest(_METHOD, RequestContext.from_dict(ctxt), list(args.values()))
     return hashlib.sha256(text.encode()).hexdigest()
