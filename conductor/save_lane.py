@@ -103,11 +103,17 @@ class _Save(NamedTuple):
     values: dict[str, Any]
 
 
+_new_save = tuple.__new__
+
+
 class _Class(NamedTuple):
     """What a class's stock saves need, computed once per registry state."""
 
     cls: type[VersionedObject]
     manifest: dict[str, str]
+    #: The class's VERSION and OBJ_PROJECT_NAMESPACE.
+    version: str
+    namespace: str
     columns: frozenset[str]
     #: name -> (type taken as is, wire reader, whether a column the save writes, the
     #: field's copy of a value for its record or None: the value itself), for the
@@ -316,8 +322,8 @@ class StockSaves:
         if (
             known is None
             or args["object_versions"] != known.manifest
-            or primitive.get(_KEY_VERSION) != known.cls.VERSION
-            or primitive.get(_KEY_NAMESPACE) != known.cls.OBJ_PROJECT_NAMESPACE
+            or primitive.get(_KEY_VERSION) != known.version
+            or primitive.get(_KEY_NAMESPACE) != known.namespace
         ):
             return None
         data, changes = primitive.get(_KEY_DATA), primitive.get(_KEY_CHANGES)
@@ -349,7 +355,8 @@ class StockSaves:
             return None
         if values.keys() != set(changes):
             return None
-        return objname, _Save(index, request_id, sent["id"], revision, sent, values)
+        # NOTE: _Save's own __new__ is a Python call; the tuple is the same.
+        return objname, _new_save(_Save, (index, request_id, sent["id"], revision, sent, values))
 
 
 #: One field of a reply: (name, field, diff kind, writer, type taken as is, record
@@ -425,7 +432,7 @@ def _plain_reply(value: Any) -> bool:
     for item in updates.values():
         if type(item) is dict:
             return False
-        if type(item) is list and not all(type(i) is str for i in item):
+        if type(item) is list and item and not all(type(i) is str for i in item):
             return False
     return True
 
@@ -465,6 +472,8 @@ def _stock_class(objname: str) -> _Class | None:
     return _Class(
         cls=cls,
         manifest=manifest,
+        version=cls.VERSION,
+        namespace=cls.OBJ_PROJECT_NAMESPACE,
         columns=columns,
         readers=readers,
         record_readers=record_readers,

@@ -544,7 +544,7 @@ class SQLStorage:
             if name not in _MANAGED:  # the storage keeps these
                 check(value)
                 row_values[name] = value
-        if ops.has_project:
+        if self._scoped and ops.has_project:  # _own refuses a move only when scoped
             self._own(ops, objname, row_values, creating=False)
         return row_values
 
