@@ -231,7 +231,9 @@ class StockSaves:
             return digests[index]
 
         settled: dict[int, Outcome] = {}
-        with work.transaction_lock, db.transaction_scope(work.engine) as tx:
+        # NOTE: the saves write (a redelivered message's lookup aside), so the transaction
+        # begins at once.
+        with work.transaction_lock, db.transaction_scope(work.engine, writing=True) as tx:
             if transport.current_request_redelivered():
                 # NOTE: a redelivered message may have run before: look it up first.
                 by_id = {s.request_id: s.position for items in saves.values() for s in items}
