@@ -9,7 +9,10 @@ new revision. :class:`StockSaves` gives exactly that without what the ordinary p
 builds around it (context and argument objects, a batch of greenlets, the object, the
 diff): it takes the saves of a message it can prove are such saves, writes them in one
 ``UPDATE`` per table and column set (``SQLStorage.update_many``), and stores each result
-with its request id and digest in the same transaction, as ``UnitOfWork`` does.
+with its request id and digest in the same transaction, as ``UnitOfWork`` does (on
+PostgreSQL in that ``UPDATE``'s own statement, ``requests.storing_results``: each result is
+made from the row the update writes, known before it runs, and every row it returns is
+compared with that one).
 
 A request is a stock save when all of these hold (anything else, or any doubt, leaves it
 to the ordinary path, unchanged):
@@ -36,10 +39,11 @@ of the message goes the ordinary way.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import transport
@@ -49,6 +53,8 @@ import transport
 # digests a request), not copies: the lane's answers and digests are its by construction.
 from conductor import db
 from conductor.db import requests as db_requests
+from conductor.db.engine import json_text
+from conductor.db.models import utcnow as created_now
 from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage
 from conductor.lane import RegistryMemo, plain_context, served_class
@@ -125,6 +131,9 @@ class _Class(NamedTuple):
     plan: tuple[tuple[str, Any, int, Any], ...]
     #: The columns of a written row the reply needs besides the sent ones.
     returned: tuple[str, ...]
+    #: Whether those are only what an update writes itself (``id``, ``revision``,
+    #: ``updated_at``), so a row is known before it is written (see :func:`_expected`).
+    predicted: bool
 
 
 class StockSaves:
@@ -250,11 +259,13 @@ class StockSaves:
                 known = classes[objname]
                 assert known is not None
                 pending = [s for s in items if s.position not in settled]
-                for save, outcome in self._update(storage, objname, known, pending):
-                    if outcome[0]:
-                        to_store.append((save.request_id, outcome[1], digest(save.position)))
-                    else:
+                for save, outcome, stored_now in self._update(
+                    storage, objname, known, pending, digest
+                ):
+                    if not outcome[0]:
                         failed[save.request_id] = save.position
+                    elif not stored_now:
+                        to_store.append((save.request_id, outcome[1], digest(save.position)))
                     settled[save.position] = outcome
             if failed:
                 # A save sent again without the redelivered flag fails on the revision it
@@ -267,30 +278,56 @@ class StockSaves:
         return settled
 
     def _update(
-        self, storage: SQLStorage, objname: str, known: _Class, saves: list[_Save]
-    ) -> list[tuple[_Save, Outcome]]:
+        self,
+        storage: SQLStorage,
+        objname: str,
+        known: _Class,
+        saves: list[_Save],
+        digest: Callable[[int], str | None],
+    ) -> list[tuple[_Save, Outcome, bool]]:
         """Write the saves of one class: one statement per column set; a save whose row
         it did not write runs alone (raising NotFound or ConcurrentUpdate, as the body
-        would)."""
+        would). Each outcome says whether its result is stored already (see
+        :func:`_expected`)."""
         groups: dict[tuple[str, ...], list[_Save]] = {}
         for save in saves:
             groups.setdefault(tuple(sorted(save.values)), []).append(save)
-        done: list[tuple[_Save, Outcome]] = []
+        done: list[tuple[_Save, Outcome, bool]] = []
+        storing = storage.has_bulk_statements and known.predicted
         for columns, group in groups.items():
             returning = (*known.returned, *columns)
-            records = storage.update_many(
-                objname, [(s.id, s.values, s.revision) for s in group], returning=returning
-            )
             entries = _reply_plan(known, {"id", *columns}, returning)
             written: dict[tuple[str, Any], Any] = {}
-            for save, record in zip(group, records, strict=True):
+            updates = [(s.id, s.values, s.revision) for s in group]
+            expected: list[tuple[dict[str, Any], list[Any]]] = []
+            if storing:
+                stored = functools.partial(
+                    _stored_results, entries, group, written, expected, digest
+                )
+                records = storage.update_many(
+                    objname,
+                    updates,
+                    returning=returning,
+                    also=(db_requests.storing_results, stored),
+                )
+            else:
+                records = storage.update_many(objname, updates, returning=returning)
+            for position, (save, record) in enumerate(zip(group, records, strict=True)):
                 if record is None:
                     try:
                         record = storage.update(objname, save.id, save.values, save.revision)
                     except (exception.NotFound, exception.ConcurrentUpdate) as exc:
-                        done.append((save, (False, exc)))
+                        done.append((save, (False, exc), False))
                         continue
-                done.append((save, (True, _reply(entries, save.sent, record, written))))
+                elif expected:
+                    row, reply = expected[position]
+                    if record != row:
+                        # Its result, stored with it, is not the row's: the whole
+                        # message goes the ordinary way (rolled back).
+                        raise _NotPredicted(f"{objname} {save.id} reads back otherwise")
+                    done.append((save, (True, reply), True))
+                    continue
+                done.append((save, (True, _reply(entries, save.sent, record, written)), False))
         return done
 
     # -- which requests ----------------------------------------------------------------
@@ -422,6 +459,49 @@ def _reply(
     return [updates, None]
 
 
+class _NotPredicted(Exception):
+    """A written row is not the one its stored result was made from."""
+
+
+def _expected(
+    entries: tuple[_Entry, ...],
+    group: list[_Save],
+    now: dt.datetime | None,
+    written: dict[tuple[str, Any], Any],
+) -> list[tuple[dict[str, Any], list[Any]]]:
+    """PostgreSQL: each save's row as its update writes it (the id, the next revision,
+    ``now`` as ``updated_at``, its values) and :func:`_reply` of that row, made before
+    the statement so that it stores the results too (``requests.storing_results``).
+    ``_update`` compares every row the statement returns with this one (a value that
+    reads back otherwise rolls the message back to the ordinary path)."""
+    out = []
+    for save in group:
+        row: dict[str, Any] = {"id": save.id, "revision": save.revision + 1}
+        if now is not None:
+            row["updated_at"] = now
+        row.update(save.values)
+        out.append((row, _reply(entries, save.sent, row, written)))
+    return out
+
+
+def _stored_results(
+    entries: tuple[_Entry, ...],
+    group: list[_Save],
+    written: dict[tuple[str, Any], Any],
+    expected: list[tuple[dict[str, Any], list[Any]]],
+    digest: Callable[[int], str | None],
+    now: dt.datetime | None,
+) -> dict[str, Any]:
+    """The parameters of ``requests.storing_results`` for ``group``'s saves written at
+    ``now``: their results, in ``expected`` with their rows (see :func:`_expected`)."""
+    expected.extend(_expected(entries, group, now, written))
+    results = [
+        [save.id, save.request_id, reply, digest(save.position)]
+        for save, (_, reply) in zip(group, expected, strict=True)
+    ]
+    return {"w_results": json_text(results), "w_stored_at": created_now()}
+
+
 def _plain_reply(value: Any) -> bool:
     """Whether ``value`` is a reply :func:`_reply` made with no dict in its updates: its
     own primitive (scalars and lists of strings), which ``ConductorSerializer`` sends as
@@ -471,6 +551,7 @@ def _stock_class(objname: str) -> _Class | None:
         for name, field, kind in _diff_plan(cls)
         if type(field) in _LANE_FIELDS
     )
+    returned = ("id", "revision", *(name for name in UPDATE_MANAGED if name in ops.names))
     return _Class(
         cls=cls,
         manifest=manifest,
@@ -480,7 +561,8 @@ def _stock_class(objname: str) -> _Class | None:
         readers=readers,
         record_readers=record_readers,
         plan=plan,
-        returned=("id", "revision", *(name for name in UPDATE_MANAGED if name in ops.names)),
+        returned=returned,
+        predicted=set(returned) <= {"id", "revision", "updated_at"},
     )
 
 

@@ -14,7 +14,19 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, Text, any_, bindparam, delete, insert, select, text
+from sqlalchemy import (
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -35,6 +47,7 @@ __all__ = [
     "prune",
     "store_result",
     "store_results",
+    "storing_results",
 ]
 
 #: The objname on errors about the requests table (DuplicateEntry on a racing replay).
@@ -186,6 +199,42 @@ def _store_many() -> Any:
     ).bindparams(
         bindparam("rows", type_=Text), bindparam("created_at", type_=_table.c.created_at.type)
     )
+
+
+@functools.lru_cache(maxsize=256)
+def storing_results(update: Any) -> Any:
+    """PostgreSQL: ``update`` (an ``UPDATE ... RETURNING`` whose first column is the
+    row's ``id``) that also stores, in the same statement, the results of the rows it
+    writes: ``:w_results`` is a JSON array of ``[id, request id, result, digest]`` (a row
+    it does not write stores nothing), stored at ``:w_stored_at``. Its rows are the
+    update's.
+
+    NOTE: no parameter may bear the name of a column of the updated table: SQLAlchemy
+    would take it for a value the UPDATE sets (``created_at`` did).
+
+    NOTE: one statement where :func:`store_results` after the update is another: a
+    round trip, and its execution in SQLAlchemy, psycopg and the server, per batch.
+    """
+    written = update.cte("written")
+    stored = (
+        func.json_array_elements(cast(bindparam("w_results", type_=Text), postgresql.JSON))
+        .table_valued("value")
+        .alias("stored")
+    )
+    rows = select(
+        literal_column("stored.value ->> 1"),
+        literal_column("stored.value -> 2"),
+        literal_column("stored.value ->> 3"),
+        bindparam("w_stored_at", type_=_table.c.created_at.type),
+    ).select_from(
+        stored.join(written, written.c.id == literal_column("CAST(stored.value ->> 0 AS BIGINT)"))
+    )
+    insert_stored = (
+        insert(_table)
+        .from_select(["request_id", "result", "digest", "created_at"], rows)
+        .cte("stored_results")
+    )
+    return select(*written.c).add_cte(insert_stored)
 
 
 def prune(session: Connection | Session, older_than_seconds: float) -> int:

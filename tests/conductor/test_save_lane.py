@@ -391,6 +391,25 @@ def test_the_same_request_id_with_other_content_is_refused(
     assert not ok and isinstance(error, exception.RequestIdReused)
 
 
+def test_a_request_id_stored_before_rolls_the_lane_back_as_a_clash(
+    manager: ConductorManager, ctx: RequestContext, ordinary_saves: list[str]
+) -> None:
+    """A save whose request id is stored already (by another request) while its row is
+    still at its revision: the lane's write of results clashes (on PostgreSQL inside the
+    update's own statement), nothing of it stays, and the ordinary path answers."""
+    taken, other = new_instance(manager, ctx), new_instance(manager, ctx)
+    taken.host = other.host = "clash"
+    requests = [save_request(ctx, taken), save_request(ctx, other)]
+    with db.transaction_scope(manager._work.engine) as tx:
+        db_requests.store_result(tx.for_write(), requests[0][0], ["someone else's"], "0" * 64)
+    ordinary_saves.clear()
+    outcomes = dispatcher(manager).dispatch_batch(requests, redelivered=False)
+    assert set(ordinary_saves) == {"Instance.save"}  # (the batch's own retries aside)
+    assert not outcomes[0][0] and isinstance(outcomes[0][1], exception.RequestIdReused)
+    assert outcomes[1][0] and outcomes[1][1][0]["obj_revision"] == 2
+    assert [row["host"] for row in rows(manager, [taken, other])] == ["node-1", "clash"]
+
+
 def test_a_failing_batch_rolls_back_and_runs_the_ordinary_way(
     manager: ConductorManager,
     ctx: RequestContext,
@@ -410,13 +429,29 @@ def test_a_failing_batch_rolls_back_and_runs_the_ordinary_way(
             raise exception.DuplicateEntry(objname="ConductorRequest", keys=["request_id"])
         store(session, results)
 
-    monkeypatch.setattr(db_requests, "store_results", clash)
+    if manager._work.engine.dialect.name == "postgresql":
+        # The lane stores its results with the update itself (requests.storing_results):
+        # the clash comes once that statement ran.
+        update_many = db_storage.SQLStorage.update_many
+
+        def clash_after(self: db_storage.SQLStorage, *args: Any, **kwargs: Any) -> Any:
+            records = update_many(self, *args, **kwargs)
+            if kwargs.get("also") is not None:
+                calls.append(len(records))
+                if len(calls) == 1:
+                    raise exception.DuplicateEntry(objname="ConductorRequest", keys=["request_id"])
+            return records
+
+        monkeypatch.setattr(db_storage.SQLStorage, "update_many", clash_after)
+    else:
+        monkeypatch.setattr(db_requests, "store_results", clash)
     outcomes = dispatcher(manager).dispatch_batch(
         [save_request(ctx, obj) for obj in copies], redelivered=False
     )
     assert all(ok for ok, _ in outcomes)
     assert ordinary_saves == ["Instance.save"] * 3
     assert [updates["obj_revision"] for _, (updates, _) in outcomes] == [2, 2, 2]
+    assert calls[0] == 3
 
 
 CONTEXTS: list[dict[str, Any]] = [
