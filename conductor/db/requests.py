@@ -175,17 +175,42 @@ def store_results(
                 [[item[0], item[1], item[2] if len(item) > 2 else None] for item in results]
             )
             session.execute(_store_many(), {"rows": records, "created_at": now})
-        else:
+        elif bind.dialect.paramstyle == "qmark" and isinstance(bind, Connection):
+            # SQLite: the driver's executemany of the rows as the columns' own bind
+            # processors make them (one created_at for all), without SQLAlchemy's per-row
+            # processing of each parameter of each row.
+            dialect = bind.dialect
+            to_json = _table.c.result.type.bind_processor(dialect)
+            to_time = _table.c.created_at.type.bind_processor(dialect)
+            created = now if to_time is None else to_time(now)
             rows = [
-                {
-                    "request_id": item[0],
-                    "result": item[1],
-                    "digest": item[2] if len(item) > 2 else None,
-                    "created_at": now,
-                }
+                (
+                    item[0],
+                    item[1] if to_json is None else to_json(item[1]),
+                    item[2] if len(item) > 2 else None,
+                    created,
+                )
                 for item in results
             ]
-            session.execute(_store, rows)
+            bind.exec_driver_sql(_STORE_QMARK, rows)
+        else:
+            session.execute(
+                _store,
+                [
+                    {
+                        "request_id": item[0],
+                        "result": item[1],
+                        "digest": item[2] if len(item) > 2 else None,
+                        "created_at": now,
+                    }
+                    for item in results
+                ],
+            )
+
+
+_STORE_QMARK = (
+    f"INSERT INTO {_table.name} (request_id, result, digest, created_at) VALUES (?, ?, ?, ?)"
+)
 
 
 @functools.cache
