@@ -9,7 +9,10 @@ new revision. :class:`StockSaves` gives exactly that without what the ordinary p
 builds around it (context and argument objects, a batch of greenlets, the object, the
 diff): it takes the saves of a message it can prove are such saves, writes them in one
 ``UPDATE`` per table and column set (``SQLStorage.update_many``), and stores each result
-with its request id and digest in the same transaction, as ``UnitOfWork`` does.
+with its request id and digest in the same transaction, as ``UnitOfWork`` does (on
+PostgreSQL in that ``UPDATE``'s own statement, ``requests.storing_results``: each result is
+made from the row the update writes, known before it runs, and every row it returns is
+compared with that one).
 
 A request is a stock save when all of these hold (anything else, or any doubt, leaves it
 to the ordinary path, unchanged):
@@ -35,9 +38,12 @@ of the message goes the ordinary way.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import transport
@@ -47,11 +53,13 @@ import transport
 # digests a request), not copies: the lane's answers and digests are its by construction.
 from conductor import db
 from conductor.db import requests as db_requests
+from conductor.db.engine import json_text
+from conductor.db.models import utcnow as created_now
 from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage
 from conductor.lane import RegistryMemo, plain_context, served_class
 from conductor.metrics import Metrics, outcome_of
-from conductor.unit_of_work import UnitOfWork, current_request, message_counted
+from conductor.unit_of_work import UnitOfWork, current_request, digest_chunks, message_counted
 from conductor.unit_of_work import _digest as unit_digest
 from objects import exception
 from objects import fields as obj_fields
@@ -101,20 +109,31 @@ class _Save(NamedTuple):
     values: dict[str, Any]
 
 
+_new_save = tuple.__new__
+
+
 class _Class(NamedTuple):
     """What a class's stock saves need, computed once per registry state."""
 
     cls: type[VersionedObject]
     manifest: dict[str, str]
+    #: The class's VERSION and OBJ_PROJECT_NAMESPACE.
+    version: str
+    namespace: str
     columns: frozenset[str]
-    #: name -> (field, type taken as is, wire reader), for the fields a save may carry.
-    readers: dict[str, tuple[Any, Any, Any]]
+    #: name -> (type taken as is, wire reader, whether a column the save writes, the
+    #: field's copy of a value for its record or None: the value itself), for the
+    #: fields a save may carry (``id`` and the columns).
+    readers: dict[str, tuple[Any, Any, bool, Any]]
     #: name -> (type taken as is, record reader)
     record_readers: dict[str, tuple[Any, Any]]
     #: (name, field, diff kind, writer) in field order (``handle_object_action``'s).
     plan: tuple[tuple[str, Any, int, Any], ...]
     #: The columns of a written row the reply needs besides the sent ones.
     returned: tuple[str, ...]
+    #: Whether those are only what an update writes itself (``id``, ``revision``,
+    #: ``updated_at``), so a row is known before it is written (see :func:`_expected`).
+    predicted: bool
 
 
 class StockSaves:
@@ -142,7 +161,6 @@ class StockSaves:
         counted = any(outcome is not None for outcome in outcomes)
         classes = self._found.current()
         saves: dict[str, list[_Save]] = {}
-        identities: dict[int, RequestContext] = {}
         rows: set[tuple[str, int]] = set()
         for index, request in enumerate(requests):
             if outcomes[index] is not None:
@@ -158,9 +176,6 @@ class StockSaves:
                 saves.setdefault(objname, []).append(save)
         if not saves:
             return outcomes
-        for items in saves.values():
-            for save in items:
-                identities[save.position] = RequestContext.from_dict(requests[save.position][1])
         metrics = self._metrics
         taken = sum(len(items) for items in saves.values())
         started = time.monotonic()
@@ -168,7 +183,7 @@ class StockSaves:
             metrics.started(taken)
         token = current_request.set(requests[0][0]) if len(requests) == 1 else None
         try:
-            settled = self._write(requests, saves, classes, identities)
+            settled = self._write(requests, saves, classes)
         except Exception as exc:  # noqa: BLE001 - the ordinary path runs them again
             LOG.debug("stock saves left to the ordinary path: %s", exc)
             settled = None
@@ -210,22 +225,24 @@ class StockSaves:
         requests: Sequence[transport.RawRequest],
         saves: dict[str, list[_Save]],
         classes: dict[str, _Class | None],
-        identities: dict[int, RequestContext],
     ) -> dict[int, Outcome]:
         """Every save's outcome (the unserialized result, or its error), committed; raises
         (rolled back) when the ordinary path must run them."""
         work = self._work
         work.maybe_prune()
         digests: dict[int, str | None] = {}
+        heads: dict[Any, str] = {}
 
         def digest(index: int) -> str | None:
             if index not in digests:
-                args = requests[index][3]
-                digests[index] = unit_digest(_METHOD, identities[index], list(args.values()))
+                request = requests[index]
+                digests[index] = save_digest(request[1], request[3], heads)
             return digests[index]
 
         settled: dict[int, Outcome] = {}
-        with work.transaction_lock, db.transaction_scope(work.engine) as tx:
+        # NOTE: the saves write (a redelivered message's lookup aside), so the transaction
+        # begins at once.
+        with work.transaction_lock, db.transaction_scope(work.engine, writing=True) as tx:
             if transport.current_request_redelivered():
                 # NOTE: a redelivered message may have run before: look it up first.
                 by_id = {s.request_id: s.position for items in saves.values() for s in items}
@@ -242,11 +259,13 @@ class StockSaves:
                 known = classes[objname]
                 assert known is not None
                 pending = [s for s in items if s.position not in settled]
-                for save, outcome in self._update(storage, objname, known, pending):
-                    if outcome[0]:
-                        to_store.append((save.request_id, outcome[1], digest(save.position)))
-                    else:
+                for save, outcome, stored_now in self._update(
+                    storage, objname, known, pending, digest
+                ):
+                    if not outcome[0]:
                         failed[save.request_id] = save.position
+                    elif not stored_now:
+                        to_store.append((save.request_id, outcome[1], digest(save.position)))
                     settled[save.position] = outcome
             if failed:
                 # A save sent again without the redelivered flag fails on the revision it
@@ -259,29 +278,56 @@ class StockSaves:
         return settled
 
     def _update(
-        self, storage: SQLStorage, objname: str, known: _Class, saves: list[_Save]
-    ) -> list[tuple[_Save, Outcome]]:
+        self,
+        storage: SQLStorage,
+        objname: str,
+        known: _Class,
+        saves: list[_Save],
+        digest: Callable[[int], str | None],
+    ) -> list[tuple[_Save, Outcome, bool]]:
         """Write the saves of one class: one statement per column set; a save whose row
         it did not write runs alone (raising NotFound or ConcurrentUpdate, as the body
-        would)."""
+        would). Each outcome says whether its result is stored already (see
+        :func:`_expected`)."""
         groups: dict[tuple[str, ...], list[_Save]] = {}
         for save in saves:
             groups.setdefault(tuple(sorted(save.values)), []).append(save)
-        done: list[tuple[_Save, Outcome]] = []
+        done: list[tuple[_Save, Outcome, bool]] = []
+        storing = storage.has_bulk_statements and known.predicted
         for columns, group in groups.items():
-            records = storage.update_many(
-                objname,
-                [(s.id, s.values, s.revision) for s in group],
-                returning=(*known.returned, *columns),
-            )
-            for save, record in zip(group, records, strict=True):
+            returning = (*known.returned, *columns)
+            entries = _reply_plan(known, {"id", *columns}, returning)
+            written: dict[tuple[str, Any], Any] = {}
+            updates = [(s.id, s.values, s.revision) for s in group]
+            expected: list[tuple[dict[str, Any], list[Any]]] = []
+            if storing:
+                stored = functools.partial(
+                    _stored_results, entries, group, written, expected, digest
+                )
+                records = storage.update_many(
+                    objname,
+                    updates,
+                    returning=returning,
+                    also=(db_requests.storing_results, stored),
+                )
+            else:
+                records = storage.update_many(objname, updates, returning=returning)
+            for position, (save, record) in enumerate(zip(group, records, strict=True)):
                 if record is None:
                     try:
                         record = storage.update(objname, save.id, save.values, save.revision)
                     except (exception.NotFound, exception.ConcurrentUpdate) as exc:
-                        done.append((save, (False, exc)))
+                        done.append((save, (False, exc), False))
                         continue
-                done.append((save, (True, _reply(known, save, record))))
+                elif expected:
+                    row, reply = expected[position]
+                    if record != row:
+                        # Its result, stored with it, is not the row's: the whole
+                        # message goes the ordinary way (rolled back).
+                        raise _NotPredicted(f"{objname} {save.id} reads back otherwise")
+                    done.append((save, (True, reply), True))
+                    continue
+                done.append((save, (True, _reply(entries, save.sent, record, written)), False))
         return done
 
     # -- which requests ----------------------------------------------------------------
@@ -315,8 +361,8 @@ class StockSaves:
         if (
             known is None
             or args["object_versions"] != known.manifest
-            or primitive.get(_KEY_VERSION) != known.cls.VERSION
-            or primitive.get(_KEY_NAMESPACE) != known.cls.OBJ_PROJECT_NAMESPACE
+            or primitive.get(_KEY_VERSION) != known.version
+            or primitive.get(_KEY_NAMESPACE) != known.namespace
         ):
             return None
         data, changes = primitive.get(_KEY_DATA), primitive.get(_KEY_CHANGES)
@@ -338,53 +384,122 @@ class StockSaves:
                 entry = readers.get(name)
                 if entry is None:
                     return None
-                field, plain, read = entry
+                plain, read, column, copy = entry
                 value = wire if type(wire) is plain else read(wire, None)
                 sent[name] = value
-                if name != "id":
-                    if name not in known.columns:
-                        return None
-                    values[name] = field_value_to_record(field, value)
+                if column:
+                    # What a record stores for the value (``field_to_record``'s).
+                    values[name] = value if copy is None or value is None else copy(value)
         except Exception:  # noqa: BLE001 - the ordinary path says what is wrong with it
             return None
         if values.keys() != set(changes):
             return None
-        return objname, _Save(index, request_id, sent["id"], revision, sent, values)
+        # NOTE: _Save's own __new__ is a Python call; the tuple is the same.
+        return objname, _new_save(_Save, (index, request_id, sent["id"], revision, sent, values))
 
 
-def field_value_to_record(field: Any, value: Any) -> Any:
-    """What a record stores for a non-object field's value (``field_to_record``'s)."""
-    if value is None or not field.mutable:
-        return value
-    return field.copy_value(value)
+#: One field of a reply: (name, field, diff kind, writer, type taken as is, record
+#: reader, whether it was sent).
+_Entry = tuple[str, Any, int, Any, Any, Any, bool]
 
 
-def _reply(known: _Class, save: _Save, record: dict[str, Any]) -> list[Any]:
+def _reply_plan(known: _Class, sent: set[str], returned: tuple[str, ...]) -> tuple[_Entry, ...]:
+    """The fields :func:`_reply` looks at for saves sending ``sent`` (``id`` and the
+    changed fields), whose written rows hold ``returned`` (a row written alone holds every
+    column, these among them): in field order, the sent ones and those the storage
+    changes on an update."""
+    record_readers = known.record_readers
+    return tuple(
+        (name, field, kind, writer, *record_readers[name], name in sent)
+        for name, field, kind, writer in known.plan
+        if name in returned and (name in sent or name in UPDATE_MANAGED)
+    )
+
+
+def _reply(
+    entries: tuple[_Entry, ...],
+    sent: dict[str, Any],
+    record: dict[str, Any],
+    written: dict[tuple[str, Any], Any],
+) -> list[Any]:
     """``[updates, None]``, as ``handle_object_action`` answers a save of the sent fields
     (see the module docstring): the fields whose value the row changed, by the same
-    comparison, and ``updated_at``; no changes left; the row's revision."""
-    sent = save.sent
+    comparison, and ``updated_at``; no changes left; the row's revision. ``written``: the
+    primitives of the storage's own values (one ``updated_at`` for a statement's rows)
+    made so far, for the replies of one statement."""
     updates: dict[str, Any] = {}
-    record_readers = known.record_readers
-    for name, field, kind, writer in known.plan:
-        if name in sent:
-            if name not in record:
-                continue
-        elif not (name in UPDATE_MANAGED and name in record):
-            continue
-        plain, read = record_readers[name]
+    for name, field, kind, writer, plain, read, was_sent in entries:
         raw = record[name]
-        value = raw if type(raw) is plain else read(raw, None)
-        if name in sent:
+        if was_sent:
+            value = raw if type(raw) is plain else read(raw, None)
             before = sent[name]
-            if kind != _VALUE:
-                before = _diff_token(field, kind, before)
-            if (value if kind == _VALUE else _diff_token(field, kind, value)) == before:
+            if kind == _VALUE:
+                if value == before:
+                    continue
+            elif _diff_token(field, kind, value) == _diff_token(field, kind, before):
                 continue
+            updates[name] = value if writer is None else writer(value)
+            continue
+        if type(raw) is dt.datetime and raw.tzinfo is dt.UTC:
+            # NOTE: immutable, its primitive (text) too, and equal ones in UTC are one
+            # text: made once per value.
+            key = (name, raw)
+            primitive = written.get(key)
+            if primitive is None:
+                value = read(raw, None)
+                primitive = value if writer is None else writer(value)
+                if type(primitive) is str:
+                    written[key] = primitive
+            updates[name] = primitive
+            continue
+        value = raw if type(raw) is plain else read(raw, None)
         updates[name] = value if writer is None else writer(value)
     updates["obj_what_changed"] = []
     updates["obj_revision"] = int(record["revision"])
     return [updates, None]
+
+
+class _NotPredicted(Exception):
+    """A written row is not the one its stored result was made from."""
+
+
+def _expected(
+    entries: tuple[_Entry, ...],
+    group: list[_Save],
+    now: dt.datetime | None,
+    written: dict[tuple[str, Any], Any],
+) -> list[tuple[dict[str, Any], list[Any]]]:
+    """PostgreSQL: each save's row as its update writes it (the id, the next revision,
+    ``now`` as ``updated_at``, its values) and :func:`_reply` of that row, made before
+    the statement so that it stores the results too (``requests.storing_results``).
+    ``_update`` compares every row the statement returns with this one (a value that
+    reads back otherwise rolls the message back to the ordinary path)."""
+    out = []
+    for save in group:
+        row: dict[str, Any] = {"id": save.id, "revision": save.revision + 1}
+        if now is not None:
+            row["updated_at"] = now
+        row.update(save.values)
+        out.append((row, _reply(entries, save.sent, row, written)))
+    return out
+
+
+def _stored_results(
+    entries: tuple[_Entry, ...],
+    group: list[_Save],
+    written: dict[tuple[str, Any], Any],
+    expected: list[tuple[dict[str, Any], list[Any]]],
+    digest: Callable[[int], str | None],
+    now: dt.datetime | None,
+) -> dict[str, Any]:
+    """The parameters of ``requests.storing_results`` for ``group``'s saves written at
+    ``now``: their results, in ``expected`` with their rows (see :func:`_expected`)."""
+    expected.extend(_expected(entries, group, now, written))
+    results = [
+        [save.id, save.request_id, reply, digest(save.position)]
+        for save, (_, reply) in zip(group, expected, strict=True)
+    ]
+    return {"w_results": json_text(results), "w_stored_at": created_now()}
 
 
 def _plain_reply(value: Any) -> bool:
@@ -399,7 +514,7 @@ def _plain_reply(value: Any) -> bool:
     for item in updates.values():
         if type(item) is dict:
             return False
-        if type(item) is list and not all(type(i) is str for i in item):
+        if type(item) is list and item and not all(type(i) is str for i in item):
             return False
     return True
 
@@ -422,10 +537,12 @@ def _stock_class(objname: str) -> _Class | None:
     except exception.ObjectsError:
         return None
     cls._obj_prepare_class()
+    columns = frozenset(ops.names) - STORAGE_MANAGED - {"revision"}
     readers = {
-        name: entry
-        for name, entry in cls._obj_from_plan.items()
-        if type(entry[0]) in _LANE_FIELDS and (name == "id" or name not in STORAGE_MANAGED)
+        name: (plain, read, name != "id", field.copy_value if field.mutable else None)
+        for name, (field, plain, read) in cls._obj_from_plan.items()
+        if type(field) in _LANE_FIELDS
+        and (name == "id" or (name not in STORAGE_MANAGED and name in columns))
     }
     record_readers = {name: (plain, read) for name, plain, read in _record_plan(cls)}
     writers = {name: writer for name, _, writer in cls._obj_to_plan}
@@ -434,16 +551,51 @@ def _stock_class(objname: str) -> _Class | None:
         for name, field, kind in _diff_plan(cls)
         if type(field) in _LANE_FIELDS
     )
-    columns = frozenset(ops.names) - STORAGE_MANAGED - {"revision"}
+    returned = ("id", "revision", *(name for name in UPDATE_MANAGED if name in ops.names))
     return _Class(
         cls=cls,
         manifest=manifest,
+        version=cls.VERSION,
+        namespace=cls.OBJ_PROJECT_NAMESPACE,
         columns=columns,
         readers=readers,
         record_readers=record_readers,
         plan=plan,
-        returned=("id", "revision", *(name for name in UPDATE_MANAGED if name in ops.names)),
+        returned=returned,
+        predicted=set(returned) <= {"id", "revision", "updated_at"},
     )
+
+
+def save_digest(ctxt: dict[str, Any], args: dict[str, Any], heads: dict[Any, str]) -> str | None:
+    """``UnitOfWork``'s digest of a stock save's request (``unit_of_work._digest`` of the
+    context ``RequestContext.from_dict`` makes of the plain context ``ctxt``, and of
+    ``args``' values as they arrived), byte for byte: the JSON text of the identity is
+    kept in ``heads`` (for the saves of one message), and only the arguments' values are
+    encoded per save. Anything else takes ``_digest`` itself."""
+    # RequestContext.from_dict's identity, with _digest's sorted roles; a plain context
+    # (plain_context) claims no admin.
+    user = ctxt.get("user_id") or ctxt.get("user")
+    project = ctxt.get("project_id") or ctxt.get("project") or ctxt.get("tenant")
+    roles = ctxt.get("roles") or ()
+    try:
+        key = (user, project, *roles)
+        head = heads.get(key)
+        if head is None:
+            # NOTE: only strings (and None) make a key, so no other value equal to one
+            # (1 and True) finds its text.
+            if (
+                ctxt.get("is_admin", False)
+                or not (user is None or type(user) is str)
+                or not (project is None or type(project) is str)
+                or not all(type(role) is str for role in roles)
+            ):
+                raise TypeError("not a plain identity")
+            identity = [user, project, sorted(roles), False]
+            head = heads[key] = "".join(digest_chunks([_METHOD, identity, []], 0))[:-3]
+        text = head + "".join(digest_chunks(list(args.values()), 0)) + "]"
+    except (TypeError, ValueError, RecursionError):
+        return unit_digest(_METHOD, RequestContext.from_dict(ctxt), list(args.values()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _answer(request_id: str, stored: db_requests.Stored, digest: str | None) -> Outcome:

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from json import encoder as json_encoder
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
@@ -561,12 +562,38 @@ def digest_of(context: Context, method: str, arguments: dict[str, Any]) -> Calla
 _digest_encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
+def _digest_encoder_c() -> Callable[[Any, int], Any]:
+    """What ``_digest_encoder.encode`` joins for a list, as ``(value, 0)``: its C encoder
+    (made once here, where ``encode`` makes one per call), or ``iterencode`` without the
+    C module."""
+    make = getattr(json_encoder, "c_make_encoder", None)
+    enc = _digest_encoder
+    if make is None:  # pragma: no cover - CPython has it
+        return lambda value, _level: enc.iterencode(value, _one_shot=True)
+    return make(  # type: ignore[no-any-return]
+        None,  # check_circular=False: no markers
+        enc.default,
+        json_encoder.encode_basestring_ascii,  # ensure_ascii
+        enc.indent,
+        enc.key_separator,
+        enc.item_separator,
+        enc.sort_keys,
+        enc.skipkeys,
+        enc.allow_nan,
+    )
+
+
+#: ``digest_chunks(value, 0)``: the chunks of ``_digest_encoder.encode(value)`` for a list
+#: ``value``.
+digest_chunks = _digest_encoder_c()
+
+
 def _digest(method: str, context: RequestContext, values: list[Any]) -> str | None:
     identity = [context.user_id, context.project_id, sorted(context.roles), context.is_admin]
     try:
         # NOTE: one C-encoder pass over the arguments (about as much CPU as encoding the
         # reply), paid only by requests that write or replay.
-        text = _digest_encoder.encode([method, identity, values])
+        text = "".join(digest_chunks([method, identity, values], 0))
     except (TypeError, ValueError, RecursionError):
         return None  # not JSON (cannot have come over the wire): nothing to compare
     return hashlib.sha256(text.encode()).hexdigest()

@@ -235,13 +235,15 @@ class Transaction:
     Use :func:`transaction_scope` rather than making one by hand.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, writing: bool = False) -> None:
         self._engine = engine
         #: the database's name in SQLAlchemy terms: "postgresql" or "sqlite"
         self.dialect_name: str = engine.dialect.name
         self._connection: Connection | None = None
         # Only PostgreSQL begins lazily; elsewhere the transaction is there from the start.
-        self._writing = self.dialect_name != "postgresql"
+        # ``writing``: a unit that writes anyway begins at once (no switch from autocommit
+        # to the default isolation level and back on the pooled connection).
+        self._writing = writing or self.dialect_name != "postgresql"
         self._session: Session | None = None
 
     @property
@@ -302,10 +304,16 @@ class Transaction:
                 conn.close()
 
 
-def transaction_scope(engine: Engine) -> contextlib.AbstractContextManager[Transaction]:
+def transaction_scope(
+    engine: Engine, *, writing: bool = False
+) -> contextlib.AbstractContextManager[Transaction]:
     """One :class:`Transaction`: commit when the block succeeds, roll back when it raises.
+
+    ``writing``: the block writes whatever it reads first, so the transaction begins with
+    its first statement (on PostgreSQL, instead of reading in autocommit until the first
+    write).
 
     SQLAlchemy errors, from the block or from the commit, come out as
     ``objects.exception`` types (see :mod:`conductor.db.errors`).
     """
-    return _unit_scope(Transaction(engine))
+    return _unit_scope(Transaction(engine, writing=writing))

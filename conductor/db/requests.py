@@ -14,7 +14,20 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, Text, bindparam, delete, insert, select, text
+from sqlalchemy import (
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -34,6 +47,7 @@ __all__ = [
     "prune",
     "store_result",
     "store_results",
+    "storing_results",
 ]
 
 #: The objname on errors about the requests table (DuplicateEntry on a racing replay).
@@ -46,6 +60,11 @@ _find = select(_table.c.result, _table.c.digest).where(
 )
 _store = insert(_table)
 _IDS_PER_QUERY = 5000
+#: PostgreSQL: :func:`find_many`'s query with the ids as one array parameter (one
+#: statement text whatever their number: no IN list to render, nor for psycopg to parse).
+_find_any = select(_table.c.request_id, _table.c.result, _table.c.digest).where(
+    _table.c.request_id == any_(bindparam("ids", type_=postgresql.ARRAY(Text)))
+)
 
 
 class Stored(NamedTuple):
@@ -66,6 +85,13 @@ def find_many(session: Connection | Session, request_ids: Sequence[str]) -> dict
     """:func:`find` for many request ids, in one query."""
     found: dict[str, Stored] = {}
     ids = list(request_ids)
+    bind = session.get_bind() if isinstance(session, Session) else session
+    if bind.dialect.name == "postgresql":
+        if ids:
+            with translate_errors(OBJNAME):
+                rows = session.execute(_find_any, {"ids": ids})
+                found.update((row[0], Stored(row[1], row[2])) for row in rows)
+        return found
     # A batch may carry tens of thousands of requests: a few thousand ids per query keeps
     # each under the databases' bound-parameter limits.
     for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -139,25 +165,52 @@ def store_results(
     if not results:
         return
     now = utcnow()
-    rows = [
-        {
-            "request_id": item[0],
-            "result": item[1],
-            "digest": item[2] if len(item) > 2 else None,
-            "created_at": now,
-        }
-        for item in results
-    ]
     bind = session.get_bind() if isinstance(session, Session) else session
     with translate_errors(OBJNAME):
-        if bind.dialect.name == "postgresql" and len(rows) > 1:
+        if bind.dialect.name == "postgresql" and len(results) > 1:
             # One statement and one parameter whatever the number of rows: executemany
             # sends an INSERT per row, and arrays of JSON text cost psycopg a regular
             # expression per quote to escape.
-            records = json_text([[row["request_id"], row["result"], row["digest"]] for row in rows])
+            records = json_text(
+                [[item[0], item[1], item[2] if len(item) > 2 else None] for item in results]
+            )
             session.execute(_store_many(), {"rows": records, "created_at": now})
+        elif bind.dialect.paramstyle == "qmark" and isinstance(bind, Connection):
+            # SQLite: the driver's executemany of the rows as the columns' own bind
+            # processors make them (one created_at for all), without SQLAlchemy's per-row
+            # processing of each parameter of each row.
+            dialect = bind.dialect
+            to_json = _table.c.result.type.bind_processor(dialect)
+            to_time = _table.c.created_at.type.bind_processor(dialect)
+            created = now if to_time is None else to_time(now)
+            rows = [
+                (
+                    item[0],
+                    item[1] if to_json is None else to_json(item[1]),
+                    item[2] if len(item) > 2 else None,
+                    created,
+                )
+                for item in results
+            ]
+            bind.exec_driver_sql(_STORE_QMARK, rows)
         else:
-            session.execute(_store, rows)
+            session.execute(
+                _store,
+                [
+                    {
+                        "request_id": item[0],
+                        "result": item[1],
+                        "digest": item[2] if len(item) > 2 else None,
+                        "created_at": now,
+                    }
+                    for item in results
+                ],
+            )
+
+
+_STORE_QMARK = (
+    f"INSERT INTO {_table.name} (request_id, result, digest, created_at) VALUES (?, ?, ?, ?)"
+)
 
 
 @functools.cache
@@ -171,6 +224,42 @@ def _store_many() -> Any:
     ).bindparams(
         bindparam("rows", type_=Text), bindparam("created_at", type_=_table.c.created_at.type)
     )
+
+
+@functools.lru_cache(maxsize=256)
+def storing_results(update: Any) -> Any:
+    """PostgreSQL: ``update`` (an ``UPDATE ... RETURNING`` whose first column is the
+    row's ``id``) that also stores, in the same statement, the results of the rows it
+    writes: ``:w_results`` is a JSON array of ``[id, request id, result, digest]`` (a row
+    it does not write stores nothing), stored at ``:w_stored_at``. Its rows are the
+    update's.
+
+    NOTE: no parameter may bear the name of a column of the updated table: SQLAlchemy
+    would take it for a value the UPDATE sets (``created_at`` did).
+
+    NOTE: one statement where :func:`store_results` after the update is another: a
+    round trip, and its execution in SQLAlchemy, psycopg and the server, per batch.
+    """
+    written = update.cte("written")
+    stored = (
+        func.json_array_elements(cast(bindparam("w_results", type_=Text), postgresql.JSON))
+        .table_valued("value")
+        .alias("stored")
+    )
+    rows = select(
+        literal_column("stored.value ->> 1"),
+        literal_column("stored.value -> 2"),
+        literal_column("stored.value ->> 3"),
+        bindparam("w_stored_at", type_=_table.c.created_at.type),
+    ).select_from(
+        stored.join(written, written.c.id == literal_column("CAST(stored.value ->> 0 AS BIGINT)"))
+    )
+    insert_stored = (
+        insert(_table)
+        .from_select(["request_id", "result", "digest", "created_at"], rows)
+        .cte("stored_results")
+    )
+    return select(*written.c).add_cte(insert_stored)
 
 
 def prune(session: Connection | Session, older_than_seconds: float) -> int:

@@ -312,11 +312,18 @@ def row_document(rows: Sequence[Mapping[str, Any]], **keys: Sequence[Any]) -> st
         ObjectValueError: a value JSON cannot carry (nothing is written).
     """
     items: list[dict[str, Any]] = []
-    for index, row in enumerate(rows):
-        item = {f"v_{name}": value for name, value in row.items()}
-        for key, values in keys.items():
-            item[key] = values[index]
+    prefixed: dict[str, str] = {}  # name -> v_name, made once per column
+    for row in rows:
+        item: dict[str, Any] = {}
+        for name, value in row.items():
+            key = prefixed.get(name)
+            if key is None:
+                key = prefixed[name] = f"v_{name}"
+            item[key] = value
         items.append(item)
+    for key, values in keys.items():
+        for item, value in zip(items, values, strict=True):
+            item[key] = value
     try:
         text = _document_encoder.encode(items)
     except (TypeError, ValueError) as exc:

@@ -14,7 +14,7 @@ checks in :mod:`conductor.db.checks`, which request wrote in :mod:`conductor.db.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -351,6 +351,9 @@ class SQLStorage:
         objname: str,
         updates: Sequence[tuple[int, Mapping[str, Any], int | None]],
         returning: Sequence[str] | None = None,
+        *,
+        also: tuple[Callable[[Any], Any], Callable[[dt.datetime | None], Mapping[str, Any]]]
+        | None = None,
     ) -> list[Record | None]:
         """Many :meth:`update` calls on distinct rows, in one statement (see
         :attr:`has_bulk_statements`).
@@ -364,6 +367,11 @@ class SQLStorage:
         None). NOTE: decoding columns nobody reads (JSON ones above all) was a fifth of
         the CPU of a batch of saves.
 
+        ``also`` (PostgreSQL only): ``(wrap, params)`` runs ``wrap(statement)`` with
+        ``params(now)`` besides the statement's own (``now``: the ``updated_at`` it
+        writes, None without one), where ``wrap`` makes of the ``UPDATE ... RETURNING``
+        one statement with the same rows (as ``requests.storing_results`` does).
+
         Raises:
             ObjectValueError: a value the column would refuse (nothing is written).
         """
@@ -371,18 +379,22 @@ class SQLStorage:
         returned = None if returning is None else tuple(returning)
         if returned is not None and (not returned or returned[0] != "id"):
             raise ValueError("update_many returns the id first")
+        check_id = ops.checks["id"]
         for id_, _, _ in updates:
-            _check_id(ops, id_)
+            check_id(id_)
         checked = [self._update_values(ops, objname, values) for _, values, _ in updates]
         columns = tuple(sorted(checked[0])) if checked else ()
         check_revision = bool(updates) and updates[0][2] is not None
         ids = [id for id, _, _ in updates]
+        first = checked[0].keys() if checked else None
         if (
-            any(tuple(sorted(v)) != columns for v in checked)
+            any(v.keys() != first for v in checked)
             or any((rev is not None) != check_revision for _, _, rev in updates)
             or len(set(ids)) != len(ids)
         ):
             raise ValueError("update_many needs distinct ids, one column set, one revision mode")
+        if also is not None and not self.has_bulk_statements:
+            raise ValueError("update_many(also=...) is for PostgreSQL")
         now = utcnow() if ops.has_updated_at else None
         scope = self._scope(ops)
         params: dict[str, Any]
@@ -419,6 +431,9 @@ class SQLStorage:
             params.update(column_arrays(ops, columns, checked))
         if scope == "project":
             params["w_project"] = self._project_id
+        if also is not None:
+            stmt = also[0](stmt)
+            params.update(also[1](now))
         with translate_errors(objname):
             rows = self._write(stmt, params).all()
         if rows:
@@ -529,11 +544,21 @@ class SQLStorage:
     def _update_values(
         self, ops: TableOps, objname: str, values: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The caller's values for an update, checked; the storage's own columns dropped."""
-        row_values = self._checked(ops, objname, values, creating=False)
-        self._own(ops, objname, row_values, creating=False)
-        row_values.pop("id", None)
-        row_values.pop("revision", None)
+        """The caller's values for an update, checked; the storage's own columns dropped
+        (``_checked`` of an update, in one loop)."""
+        checks = ops.checks
+        row_values: dict[str, Any] = {}
+        for name, value in values.items():
+            check = checks.get(name)
+            if check is None:
+                raise exception.ObjectValueError(
+                    reason=f"{objname} has no field {name!r} in table {ops.table.name}"
+                )
+            if name not in _MANAGED:  # the storage keeps these
+                check(value)
+                row_values[name] = value
+        if self._scoped and ops.has_project:  # _own refuses a move only when scoped
+            self._own(ops, objname, row_values, creating=False)
         return row_values
 
     @staticmethod

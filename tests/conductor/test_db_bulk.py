@@ -159,6 +159,31 @@ def test_a_transaction_that_only_reads_runs_in_autocommit_and_commits_nothing(
         assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "after-read"
 
 
+def test_a_writing_transaction_begins_at_once_and_commits_or_rolls_back_as_one(
+    engine: sa.Engine,
+) -> None:
+    with db.transaction_scope(engine) as tx:
+        made = db.SQLStorage(tx).create("Instance", values(2))
+    with db.transaction_scope(engine, writing=True) as tx:
+        storage = db.SQLStorage(tx)
+        row = storage.get("Instance", made["id"])  # inside the transaction already
+        if engine.dialect.name == "postgresql":
+            dbapi = tx.connection.connection.dbapi_connection
+            assert dbapi is not None
+            assert not dbapi.autocommit
+            assert dbapi.info.transaction_status.name == "INTRANS"
+        storage.update("Instance", row["id"], {"host": "written"}, row["revision"])
+    with pytest.raises(RuntimeError), db.transaction_scope(engine, writing=True) as tx:
+        db.SQLStorage(tx).update("Instance", made["id"], {"host": "rolled-back"})
+        raise RuntimeError("the request failed")
+    with db.transaction_scope(engine) as tx:
+        assert db.SQLStorage(tx).get("Instance", made["id"])["host"] == "written"
+    if engine.dialect.name == "postgresql":
+        # The pooled connection went back as it came: not in autocommit.
+        with engine.connect() as conn:
+            assert conn.get_isolation_level() == conn.default_isolation_level
+
+
 def test_update_many_keeps_awkward_text_and_json_values_exactly(engine: sa.Engine) -> None:
     # The rows travel to PostgreSQL as one JSON document: quotes, backslashes, control
     # characters, non-ASCII text and JSON-looking strings must come back as they went.

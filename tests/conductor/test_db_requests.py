@@ -124,6 +124,34 @@ def test_many_results_stored_at_once_read_back_as_stored(factory: sessionmaker[S
         assert requests.lookup_result(session, "req-m2") == (True, None)
 
 
+def test_results_stored_on_a_connection_are_stored_as_through_a_session(
+    factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A connection (the lanes') takes the driver's own statement where it can: the rows
+    # must be the very ones the session's statement writes.
+    now = dt.datetime(2031, 1, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    monkeypatch.setattr(requests, "utcnow", lambda: now)
+    results: list[tuple[str, Any] | tuple[str, Any, str | None]] = [
+        ("a", [{"x": "é\u2028", "n": 1.5, "b": 2**70}, None], "d" * 64),
+        ("b", None),
+        ("c", {"k": [True, None]}, None),
+    ]
+    with db.session_scope(factory) as session:
+        requests.store_results(session, results)
+        requests.store_results(session.connection(), [(f"{r[0]}-c", *r[1:]) for r in results])
+    with db.session_scope(factory) as session:
+        raw = session.execute(
+            sqlalchemy.text(
+                "SELECT request_id, CAST(result AS TEXT), digest, CAST(created_at AS TEXT) "
+                "FROM conductor_requests ORDER BY request_id"
+            )
+        ).all()
+    by_id = {row[0]: tuple(row[1:]) for row in raw}
+    assert len(by_id) == 6
+    for item in results:
+        assert by_id[item[0]] == by_id[f"{item[0]}-c"]
+
+
 def test_storing_many_with_a_known_request_id_raises_duplicate_entry_and_stores_none(
     factory: sessionmaker[Session],
 ) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import objects
-from conductor import db
+from conductor import db, save_lane, unit_of_work
 from conductor.db import requests as db_requests
 from conductor.db import storage as db_storage
 from conductor.manager import ConductorManager
@@ -391,6 +391,25 @@ def test_the_same_request_id_with_other_content_is_refused(
     assert not ok and isinstance(error, exception.RequestIdReused)
 
 
+def test_a_request_id_stored_before_rolls_the_lane_back_as_a_clash(
+    manager: ConductorManager, ctx: RequestContext, ordinary_saves: list[str]
+) -> None:
+    """A save whose request id is stored already (by another request) while its row is
+    still at its revision: the lane's write of results clashes (on PostgreSQL inside the
+    update's own statement), nothing of it stays, and the ordinary path answers."""
+    taken, other = new_instance(manager, ctx), new_instance(manager, ctx)
+    taken.host = other.host = "clash"
+    requests = [save_request(ctx, taken), save_request(ctx, other)]
+    with db.transaction_scope(manager._work.engine) as tx:
+        db_requests.store_result(tx.for_write(), requests[0][0], ["someone else's"], "0" * 64)
+    ordinary_saves.clear()
+    outcomes = dispatcher(manager).dispatch_batch(requests, redelivered=False)
+    assert set(ordinary_saves) == {"Instance.save"}  # (the batch's own retries aside)
+    assert not outcomes[0][0] and isinstance(outcomes[0][1], exception.RequestIdReused)
+    assert outcomes[1][0] and outcomes[1][1][0]["obj_revision"] == 2
+    assert [row["host"] for row in rows(manager, [taken, other])] == ["node-1", "clash"]
+
+
 def test_a_failing_batch_rolls_back_and_runs_the_ordinary_way(
     manager: ConductorManager,
     ctx: RequestContext,
@@ -410,13 +429,89 @@ def test_a_failing_batch_rolls_back_and_runs_the_ordinary_way(
             raise exception.DuplicateEntry(objname="ConductorRequest", keys=["request_id"])
         store(session, results)
 
-    monkeypatch.setattr(db_requests, "store_results", clash)
+    if manager._work.engine.dialect.name == "postgresql":
+        # The lane stores its results with the update itself (requests.storing_results):
+        # the clash comes once that statement ran.
+        update_many = db_storage.SQLStorage.update_many
+
+        def clash_after(self: db_storage.SQLStorage, *args: Any, **kwargs: Any) -> Any:
+            records = update_many(self, *args, **kwargs)
+            if kwargs.get("also") is not None:
+                calls.append(len(records))
+                if len(calls) == 1:
+                    raise exception.DuplicateEntry(objname="ConductorRequest", keys=["request_id"])
+            return records
+
+        monkeypatch.setattr(db_storage.SQLStorage, "update_many", clash_after)
+    else:
+        monkeypatch.setattr(db_requests, "store_results", clash)
     outcomes = dispatcher(manager).dispatch_batch(
         [save_request(ctx, obj) for obj in copies], redelivered=False
     )
     assert all(ok for ok, _ in outcomes)
     assert ordinary_saves == ["Instance.save"] * 3
     assert [updates["obj_revision"] for _, (updates, _) in outcomes] == [2, 2, 2]
+    assert calls[0] == 3
+
+
+CONTEXTS: list[dict[str, Any]] = [
+    {"user_id": "u", "project_id": "p1", "request_id": "r", "roles": ["b", "a"], "is_admin": False},
+    {"user": "é", "tenant": "t", "roles": []},  # oslo.context's names; no request id
+    {"user_id": "", "user": "v", "project_id": None, "project": "", "roles": ["\u2028", "x"]},
+    {"user_id": 5, "roles": ["a"]},  # not strings: the ordinary digest writes them
+    {"user_id": True, "roles": ["a"]},  # equal to 1, but another text
+    {"user_id": 1, "roles": ["a"]},
+    {"roles": ["a", 1]},
+    {"user_id": ["u"]},
+    {},
+]
+
+VALUES: list[Any] = [
+    "node-2",
+    'q"\\\n\x00',
+    "\ud800",
+    7,
+    2**70,
+    -0.0,
+    1.5,
+    float("nan"),
+    float("inf"),
+    True,
+    None,
+    ["z", 1],
+    {"a": "b", "c": "é"},
+    {1: 2},
+]
+
+
+def test_the_lane_digests_a_save_as_the_unit_of_work_does() -> None:
+    """``save_digest`` is ``unit_of_work._digest`` of the context ``from_dict`` makes and
+    of the arguments' values as they arrived, byte for byte, whatever their types and
+    order; one message's contexts keep their own identities."""
+    heads: dict[Any, str] = {}
+    for number, (ctxt, value) in enumerate((ctxt, value) for ctxt in CONTEXTS for value in VALUES):
+        data = {"id": number, "host": value}
+        primitive = {
+            "versioned_object.name": "Instance",
+            "versioned_object.namespace": "objects",
+            "versioned_object.version": "1.2",
+            "versioned_object.data": data,
+            "versioned_object.changes": ["host"],
+            "versioned_object.revision": 3,
+        }
+        args: dict[str, Any] = {
+            "objinst": primitive,
+            "objmethod": "save",
+            "args": [],
+            "kwargs": {},
+            "object_versions": {"Instance": "1.2", "Flavor": "1.0"},
+        }
+        for order in (args, dict(reversed(args.items()))):
+            expected = unit_of_work._digest(
+                "object_action", RequestContext.from_dict(ctxt), list(order.values())
+            )
+            assert save_lane.save_digest(ctxt, order, heads) == expected
+            assert save_lane.save_digest(ctxt, order, {}) == expected
 
 
 # -- the ordinary path, whenever in doubt ---------------------------------------------
