@@ -30,6 +30,7 @@ is away. Reads store no result, so exactly-once has nothing to do here.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import time
 import weakref
@@ -418,8 +419,14 @@ class _Connections(_Transactions):
 
         processors = []
         for column in ops.table.columns:
-            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            kind = column.type.dialect_impl(dialect)
+            process = kind.result_processor(dialect, None)
             if process is not None:
+                if (
+                    isinstance(kind, db.UTCDateTime)
+                    and kind.impl_instance.result_processor(dialect, None) is None
+                ):
+                    process = _utc_as_is(process)
                 processors.append((column.name, process))
         return _Plan(
             one=compiled(ops.select_one),
@@ -494,9 +501,33 @@ class _Connections(_Transactions):
         pooled.detach()
         if self._bulk:
             connection.autocommit = True
+            # NOTE: psycopg gives timestamps in the session's time zone; in UTC they are
+            # what UTCDateTime makes of them (timezone.utc) as they come, not converted
+            # once more per value. Before any SELECT: a cursor keeps its loaders.
+            try:
+                connection.execute("SET TIME ZONE 'UTC'")
+            except BaseException:
+                connection.close()
+                raise
         else:
             connection.isolation_level = None  # sqlite3: no implicit BEGIN, ever
         return _Kept(connection)
+
+
+def _utc_as_is(process: Any) -> Any:
+    """A ``UTCDateTime`` column's result processor where the driver gives ``datetime``
+    values (PostgreSQL: its own type converts nothing), taking one already in
+    ``timezone.utc`` as it is: what ``process_result_value`` gives for it (``astimezone``
+    to its own zone is the value itself)."""
+    utc = dt.UTC
+    datetime = dt.datetime
+
+    def process_utc(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is utc:
+            return value
+        return process(value)
+
+    return process_utc
 
 
 class _Plan(NamedTuple):
