@@ -397,13 +397,20 @@ class _Connections(_Transactions):
                 # a lone get's statement CPU went to dumping the array).
                 rows = self._rows(*plan.one, {"id": wanted[0]})
             else:
-                rows = self._rows(*plan.many, {"ids": wanted})
+                # NOTE: the array as PostgreSQL's text of it (the ids are ints): psycopg
+                # dumps a list item by item in Python.
+                rows = self._rows(*plan.many, {"ids": f"{{{','.join(map(str, wanted))}}}"})
         found: dict[int, Record] = {}
-        names, processors = plan.names, plan.processors
+        names, processors, timestamps = plan.names, plan.processors, plan.timestamps
+        utc, datetime = dt.UTC, dt.datetime
         for row in rows:
             record = dict(zip(names, row, strict=True))
             for name, process in processors:
                 record[name] = process(record[name])
+            for name, process in timestamps:
+                value = record[name]
+                if type(value) is not datetime or value.tzinfo is not utc:
+                    record[name] = process(value)
             found[record["id"]] = record
         return found
 
@@ -418,21 +425,28 @@ class _Connections(_Transactions):
             return done.string, (tuple(order) if dialect.positional and order else None)
 
         processors = []
+        timestamps = []
         for column in ops.table.columns:
             kind = column.type.dialect_impl(dialect)
             process = kind.result_processor(dialect, None)
-            if process is not None:
-                if (
-                    isinstance(kind, db.UTCDateTime)
-                    and kind.impl_instance.result_processor(dialect, None) is None
-                ):
-                    process = _utc_as_is(process)
+            if process is None:
+                continue
+            if (
+                isinstance(kind, db.UTCDateTime)
+                and kind.impl_instance.result_processor(dialect, None) is None
+            ):
+                # The driver gives datetimes (PostgreSQL): one already in timezone.utc is
+                # what process_result_value makes of it (astimezone to its own zone is
+                # the value itself), taken as it is.
+                timestamps.append((column.name, process))
+            else:
                 processors.append((column.name, process))
         return _Plan(
             one=compiled(ops.select_one),
             many=compiled(ops.select_any) if self._bulk else ("", None),
             names=ops.names,
             processors=tuple(processors),
+            timestamps=tuple(timestamps),
         )
 
     def _rows(self, sql: str, order: tuple[str, ...] | None, values: dict[str, Any]) -> list[Any]:
@@ -514,22 +528,6 @@ class _Connections(_Transactions):
         return _Kept(connection)
 
 
-def _utc_as_is(process: Any) -> Any:
-    """A ``UTCDateTime`` column's result processor where the driver gives ``datetime``
-    values (PostgreSQL: its own type converts nothing), taking one already in
-    ``timezone.utc`` as it is: what ``process_result_value`` gives for it (``astimezone``
-    to its own zone is the value itself)."""
-    utc = dt.UTC
-    datetime = dt.datetime
-
-    def process_utc(value: Any) -> Any:
-        if type(value) is datetime and value.tzinfo is utc:
-            return value
-        return process(value)
-
-    return process_utc
-
-
 class _Plan(NamedTuple):
     """One table's statements (SQL text, positional parameter order) and converters."""
 
@@ -537,6 +535,8 @@ class _Plan(NamedTuple):
     many: tuple[str, tuple[str, ...] | None]
     names: tuple[str, ...]
     processors: tuple[tuple[str, Any], ...]
+    #: UTCDateTime columns' processors, not needed for a value in timezone.utc
+    timestamps: tuple[tuple[str, Any], ...]
 
 
 class _Kept:

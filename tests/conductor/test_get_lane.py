@@ -548,6 +548,7 @@ def test_timestamps_are_the_ordinary_answer_whatever_the_session_time_zone(
     ctx: RequestContext,
     rows: dict[str, Any],
     ordinary_runs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     elsewhere = db.create_engine(engine.url)
 
@@ -581,6 +582,22 @@ def test_timestamps_are_the_ordinary_answer_whatever_the_session_time_zone(
                 assert [type(v) for v in record.values()] == [type(v) for v in stored[id_].values()]
                 created = record["created_at"]
                 assert created.tzinfo is dt.UTC and created.utcoffset() == dt.timedelta(0)
+        # Timestamps in another zone (a session not in UTC) are converted as ever
+        rows_of = reader._rows  # type: ignore[union-attr]
+        zone = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+        def elsewhere_rows(*args: Any) -> list[Any]:
+            return [
+                tuple(v.astimezone(zone) if isinstance(v, dt.datetime) else v for v in row)
+                for row in rows_of(*args)
+            ]
+
+        monkeypatch.setattr(reader, "_rows", elsewhere_rows)
+        for many in (False, True):
+            read = reader.fetch("Instance", ids if many else ids[:1])
+            for id_, record in read.items():
+                assert record == stored[id_]
+                assert record["updated_at"].tzinfo is dt.UTC
     finally:
         counted.close()
         elsewhere.dispose()
