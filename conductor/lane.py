@@ -30,6 +30,7 @@ is away. Reads store no result, so exactly-once has nothing to do here.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import time
 import weakref
@@ -396,13 +397,20 @@ class _Connections(_Transactions):
                 # a lone get's statement CPU went to dumping the array).
                 rows = self._rows(*plan.one, {"id": wanted[0]})
             else:
-                rows = self._rows(*plan.many, {"ids": wanted})
+                # NOTE: the array as PostgreSQL's text of it (the ids are ints): psycopg
+                # dumps a list item by item in Python.
+                rows = self._rows(*plan.many, {"ids": f"{{{','.join(map(str, wanted))}}}"})
         found: dict[int, Record] = {}
-        names, processors = plan.names, plan.processors
+        names, processors, timestamps = plan.names, plan.processors, plan.timestamps
+        utc, datetime = dt.UTC, dt.datetime
         for row in rows:
             record = dict(zip(names, row, strict=True))
             for name, process in processors:
                 record[name] = process(record[name])
+            for name, process in timestamps:
+                value = record[name]
+                if type(value) is not datetime or value.tzinfo is not utc:
+                    record[name] = process(value)
             found[record["id"]] = record
         return found
 
@@ -417,15 +425,28 @@ class _Connections(_Transactions):
             return done.string, (tuple(order) if dialect.positional and order else None)
 
         processors = []
+        timestamps = []
         for column in ops.table.columns:
-            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
-            if process is not None:
+            kind = column.type.dialect_impl(dialect)
+            process = kind.result_processor(dialect, None)
+            if process is None:
+                continue
+            if (
+                isinstance(kind, db.UTCDateTime)
+                and kind.impl_instance.result_processor(dialect, None) is None
+            ):
+                # The driver gives datetimes (PostgreSQL): one already in timezone.utc is
+                # what process_result_value makes of it (astimezone to its own zone is
+                # the value itself), taken as it is.
+                timestamps.append((column.name, process))
+            else:
                 processors.append((column.name, process))
         return _Plan(
             one=compiled(ops.select_one),
             many=compiled(ops.select_any) if self._bulk else ("", None),
             names=ops.names,
             processors=tuple(processors),
+            timestamps=tuple(timestamps),
         )
 
     def _rows(self, sql: str, order: tuple[str, ...] | None, values: dict[str, Any]) -> list[Any]:
@@ -494,6 +515,14 @@ class _Connections(_Transactions):
         pooled.detach()
         if self._bulk:
             connection.autocommit = True
+            # NOTE: psycopg gives timestamps in the session's time zone; in UTC they are
+            # what UTCDateTime makes of them (timezone.utc) as they come, not converted
+            # once more per value. Before any SELECT: a cursor keeps its loaders.
+            try:
+                connection.execute("SET TIME ZONE 'UTC'")
+            except BaseException:
+                connection.close()
+                raise
         else:
             connection.isolation_level = None  # sqlite3: no implicit BEGIN, ever
         return _Kept(connection)
@@ -506,6 +535,8 @@ class _Plan(NamedTuple):
     many: tuple[str, tuple[str, ...] | None]
     names: tuple[str, ...]
     processors: tuple[tuple[str, Any], ...]
+    #: UTCDateTime columns' processors, not needed for a value in timezone.utc
+    timestamps: tuple[tuple[str, Any], ...]
 
 
 class _Kept:

@@ -398,17 +398,27 @@ class RPCDispatcher:
         found: list[Any] = []
         outcomes: list[tuple[bool, Any] | None] = []
         raw: dict[int, list[int]] = {}
+        # NOTE: the requests of a message mostly call one method: the previous request's
+        # method and owner are looked up again only when this one's differ.
+        cache = self._found
+        raw_hooks = self._raw_hooks
+        last_func: Any = None
+        owner_id = 0
         for index, (_, _, method, _, namespace, version) in enumerate(requests):
             try:
-                func = self._find(method, namespace, version)
+                func = cache.get((method, namespace, version))
+                if func is None:
+                    func = self._find(method, namespace, version)
             except Exception as exc:  # this request's own failure
                 found.append(None)
                 outcomes.append((False, _refused(exc)))
                 continue
             found.append(func)
             outcomes.append(None)
-            owner_id = id(getattr(func, "__self__", None))
-            if owner_id in self._raw_hooks:
+            if func is not last_func:
+                last_func = func
+                owner_id = id(getattr(func, "__self__", None))
+            if owner_id in raw_hooks:
                 raw.setdefault(owner_id, []).append(index)
         if raw:
             # The hooks see whether the message may have been delivered before (their
@@ -416,7 +426,7 @@ class RPCDispatcher:
             _redelivered.set(redelivered)
         for owner_id, indexes in raw.items():
             try:
-                answered = self._raw_hooks[owner_id](
+                answered = raw_hooks[owner_id](
                     [requests[i][:4] for i in indexes],
                     self.serializer,
                 )
@@ -424,6 +434,9 @@ class RPCDispatcher:
                 answered = [(False, exc)] * len(indexes)
             for index, outcome in zip(indexes, answered, strict=True):
                 outcomes[index] = outcome
+        if raw and None not in outcomes:
+            # Every request answered by a raw hook, or refused: nothing left to run.
+            return outcomes  # type: ignore[return-value]
         calls: list[BatchCall | None] = []
         by_endpoint: dict[int, tuple[Any, list[BatchCall]]] = {}
         for request, func, outcome in zip(requests, found, outcomes, strict=True):

@@ -45,6 +45,7 @@ _OSLO = _oslo.VERSION_KEY
 _OSLO_REPLY = _oslo.REPLY_PREFIX
 
 _ACK = "ack"
+_INFINITY = math.inf
 _REQUEUE = "requeue"
 
 
@@ -100,6 +101,8 @@ def _reply_bodies(replies: list[dict[str, Any]], limit: int) -> list[bytes]:
 def _heartbeat_interval(value: Any) -> float | None:
     """A caller's ``hb`` in seconds, or None (no heartbeats) unless a finite positive
     number."""
+    if type(value) is float:  # what callers send: no conversion to make
+        return value if 0.0 < value < _INFINITY else None  # NaN is neither
     if not isinstance(value, (int, float)):
         return None
     try:
@@ -109,6 +112,10 @@ def _heartbeat_interval(value: Any) -> float | None:
         # dead-lettered the request's whole batch.
         return None
     return interval if math.isfinite(interval) and interval > 0 else None
+
+
+#: No caller's ``hb``: unlike any value a request holds.
+_NO_HEARTBEAT: Any = object()
 
 
 class _ReplyNotSent(Exception):
@@ -602,10 +609,15 @@ class RPCServer(Consumer):
         # NOTE: per request, the lock, the heartbeat thread's liveness check and the
         # record cost more than a request's whole validation.
         found: list[tuple[str, str, float]] = []
+        # The requests of a batch mostly share their caller's interval: converted once.
+        hb: Any = _NO_HEARTBEAT
+        interval: float | None = None
         for envelope in envelopes:
             reply_to = envelope.get("reply_to")
             if reply_to and isinstance(reply_to, str):
-                interval = _heartbeat_interval(envelope.get("hb"))
+                value = envelope.get("hb")
+                if type(value) is not type(hb) or value != hb:
+                    hb, interval = value, _heartbeat_interval(value)
                 if interval is not None:
                     found.append((envelope["id"], reply_to, interval))
         if not found:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
+import orjson
 import sqlalchemy
 from sqlalchemy import event, pool
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -70,21 +71,49 @@ def json_text(value: Any) -> str:
 
 _json_decoder = json.JSONDecoder()
 _json_scan = _json_decoder.scan_once  # type: ignore[attr-defined]  # set in __init__
+_DIGITS = b"0123456789"
+#: Digits a text holds at most for orjson to read it: an integer of 19 digits or more may
+#: be outside the 64 bits orjson reads as integers (it makes such a one a float).
+_ORJSON_DIGITS = 18
 
 
 def json_value(data: str | bytes | memoryview | float) -> Any:
-    """Both drivers decode JSON columns with this.
+    """Both drivers decode JSON columns with this: the value ``json.loads`` reads from
+    the UTF-8 text, or its error.
 
-    The stored text is valid JSON (PostgreSQL checks it; we wrote it with
-    :func:`json_text`), so the scanner alone reads it: ``json.loads`` on psycopg's bytes
-    also sniffs the encoding and matches whitespace, which took about a third of loading
-    an Instance row. Anything else (leading blanks, trailing text) gets ``json``'s own
-    decoding and its error. SQLite hands a JSON number back as a number (the column has
-    numeric affinity); it is its own value.
+    orjson reads it where it provably gives the same value (about twice as fast on a
+    row's small texts): it reads valid JSON as the stdlib does except integers outside
+    64 bits, so a text with more than 18 digits in all goes to the stdlib, as does
+    whatever orjson refuses (NaN and Infinity, lone surrogates, invalid UTF-8 or JSON:
+    the stdlib's error then). There the stored text we wrote (:func:`json_text`) is read
+    by the stdlib's scanner alone (``json.loads`` also sniffs the encoding and matches
+    whitespace), anything else by ``json``'s own decoding. SQLite hands a JSON number
+    back as a number (the column has numeric affinity); it is its own value.
     """
-    if isinstance(data, (int, float)):
+    text = None
+    if type(data) is bytes:
+        raw = data
+    elif type(data) is str:
+        text = data
+        try:
+            raw = data.encode()
+        except UnicodeEncodeError:  # a lone surrogate: the stdlib's to read
+            return _stdlib_value(data)
+    elif isinstance(data, (int, float)):
         return data
-    text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+    elif isinstance(data, str):
+        return _stdlib_value(data)  # a subclass: as it is
+    else:
+        raw = bytes(cast("memoryview", data))  # a buffer (memoryview, bytearray)
+    if len(raw) - len(raw.translate(None, _DIGITS)) <= _ORJSON_DIGITS:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _stdlib_value(raw.decode("utf-8") if text is None else text)
+
+
+def _stdlib_value(text: str) -> Any:
     try:
         value, end = _json_scan(text, 0)
     except StopIteration:

@@ -16,11 +16,12 @@ created by :func:`ensure_user_tables`, not by alembic.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Integer, MetaData, String, Table, text
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, processors
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -90,6 +91,36 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        """SQLAlchemy's (the impl's processor, then :meth:`process_result_value`), with
+        the text SQLite stores (``2026-11-22 02:03:25.123456``, naive UTC) read with its
+        zone at once: ``fromisoformat`` of it plus ``+00:00`` is what the impl's
+        ``fromisoformat`` and ``replace(tzinfo=UTC)`` give, at a third of the cost."""
+        process = super().result_processor(dialect, coltype)
+        if (
+            process is None
+            or self.impl_instance.result_processor(dialect, coltype) is not _str_to_datetime
+        ):
+            return process
+        canonical = _SQLITE_TEXT.fullmatch
+        parse = dt.datetime.fromisoformat
+
+        def process_text(value: Any) -> dt.datetime | None:
+            if type(value) is str and canonical(value):
+                try:
+                    return parse(value + "+00:00")
+                except ValueError:
+                    pass  # no such day or time: the impl says so
+            return process(value)
+
+        return process_text
+
+
+#: SQLAlchemy's SQLite DATETIME processor (``datetime.fromisoformat``).
+_str_to_datetime = processors.str_to_datetime
+#: The text it stores: fixed width, microseconds, no zone.
+_SQLITE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
 
 
 def _json() -> JSON:

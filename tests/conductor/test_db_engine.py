@@ -422,3 +422,43 @@ def test_the_package_surface_is_what_all_names() -> None:
         "SchemaNotAtHead",
         "session_factory",
     } <= exported
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22 02:03:25.123456",
+        "0001-01-01 00:00:00.000000",
+        "9999-12-31 23:59:59.999999",
+        "2024-02-29 12:00:00.000001",
+        "2026-02-29 12:00:00.000000",  # no such day
+        "2026-11-22 24:00:00.000000",  # no such hour
+        "2026-11-22T02:03:25.123456",
+        "2026-11-22 02:03:25",
+        "2026-11-22",
+        "2026-11-22 02:03:25.123456+05:30",
+        "2026-11-22 02:03:25.123456Z",
+        "٢٠٢٦-11-22 02:03:25.123456",  # digits, but not ASCII ones
+        "2026-11-22 02:03:25.1234567",
+        "garbage",
+    ],
+)
+def test_sqlite_timestamps_read_as_sqlalchemy_and_the_type_read_them(text: str) -> None:
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.types import TypeDecorator
+
+    dialect = sqlite.dialect()
+    kind: Any = models.UTCDateTime().dialect_impl(dialect)
+    ours: Any = kind.result_processor(dialect, None)
+    theirs: Any = TypeDecorator.result_processor(kind, dialect, None)  # the type's own
+    assert ours is not theirs and theirs is not None
+
+    def outcome(process: Any) -> tuple[str, Any]:
+        try:
+            value = process(text)
+        except (ValueError, TypeError) as exc:
+            return "error", type(exc)
+        return repr(value), (value.tzinfo, value.fold)
+
+    assert outcome(ours) == outcome(theirs)
+    assert ours(None) is None

@@ -7,14 +7,17 @@ PostgreSQL; every request that is not provably a stock get must take the ordinar
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 import objects
 from conductor import db, lane
+from conductor.db.storage import SQLStorage
 from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.metrics import Metrics
 from conductor.namespaces import ObjectForm
@@ -536,6 +539,68 @@ def test_a_connection_lost_while_idle_costs_no_request(
 
     assert ok and value["versioned_object.data"]["id"] == rows["full"].id
     assert len(connects) == 2  # the dead one dropped, the read run again on a new one
+
+
+# The lane reads PostgreSQL's timestamps in a session time zone of its own (UTC).
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_timestamps_are_the_ordinary_answer_whatever_the_session_time_zone(
+    engine: db.Engine,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    ordinary_runs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    elsewhere = db.create_engine(engine.url)
+
+    @sqlalchemy.event.listens_for(elsewhere, "connect")
+    def set_zone(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.execute("SET TIME ZONE 'Asia/Kolkata'")
+        dbapi_connection.commit()
+
+    counted = new_manager(elsewhere)
+    try:
+        ids = [rows[name].id for name in ("full", "bare", "unicode")]
+        requests = [get_request(ctx, id_) for id_ in ids]
+        fast = dispatcher(counted).dispatch_batch(requests)
+        lone = dispatcher(counted).dispatch_batch(requests[:1])
+        assert ordinary_runs == []
+        slow = dispatcher(counted, OrdinarySerializer()).dispatch_batch(requests)
+        same(fast, slow)
+        same(lone, slow[:1])
+        stamp = fast[0][1]["versioned_object.data"]["created_at"]
+        assert stamp.endswith("+00:00") and stamp == rows["full"].created_at.isoformat(
+            timespec="microseconds"
+        )
+        # The lane's records are the storage's, value for value and type for type
+        reader = counted._lane._reader  # type: ignore[union-attr]
+        with db.transaction_scope(elsewhere) as tx:
+            stored = SQLStorage(tx).get_many("Instance", ids)
+        for many in (False, True):
+            read = reader.fetch("Instance", ids if many else ids[:1])
+            for id_, record in read.items():
+                assert record == stored[id_]
+                assert [type(v) for v in record.values()] == [type(v) for v in stored[id_].values()]
+                created = record["created_at"]
+                assert created.tzinfo is dt.UTC and created.utcoffset() == dt.timedelta(0)
+        # Timestamps in another zone (a session not in UTC) are converted as ever
+        rows_of = reader._rows  # type: ignore[union-attr]
+        zone = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+        def elsewhere_rows(*args: Any) -> list[Any]:
+            return [
+                tuple(v.astimezone(zone) if isinstance(v, dt.datetime) else v for v in row)
+                for row in rows_of(*args)
+            ]
+
+        monkeypatch.setattr(reader, "_rows", elsewhere_rows)
+        for many in (False, True):
+            read = reader.fetch("Instance", ids if many else ids[:1])
+            for id_, record in read.items():
+                assert record == stored[id_]
+                assert record["updated_at"].tzinfo is dt.UTC
+    finally:
+        counted.close()
+        elsewhere.dispose()
 
 
 # -- inline (transport.InlineEndpoint: a lone get on the consuming thread) -----------------

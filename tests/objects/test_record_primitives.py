@@ -81,6 +81,7 @@ RECORDS = {
     "no revision": {k: v for k, v in _record().items() if k != "revision"},
     "columns missing": {"id": 1, "uuid": UUID, "revision": 1},
     "naive datetime": _record(created_at=STAMP.replace(tzinfo=None)),
+    "whole second": _record(created_at=STAMP.replace(microsecond=0)),
     "other offset": _record(updated_at=STAMP.astimezone(dt.timezone(dt.timedelta(hours=5)))),
     "upper-case uuid": _record(uuid=UUID.upper()),
     "flavor with unknown key": _record(flavor={**FLAVOR, "extra_specs": {"a": "b"}}),

@@ -301,3 +301,52 @@ def test_serializer_hooks_apply_to_context_arguments_and_results(
     result = client.call_async(Ctx("alice"), "double", item=Wrapped(21)).wait()
     assert isinstance(result, Wrapped)
     assert result.value == "alice:42"
+
+
+@pytest.mark.parametrize(
+    ("value", "interval"),
+    [
+        (2.5, 2.5),
+        (3, 3.0),
+        (True, 1.0),
+        (0.0, None),
+        (-1.0, None),
+        (float("inf"), None),
+        (float("nan"), None),
+        (10**400, None),
+        ("1", None),
+        (None, None),
+    ],
+)
+def test_a_callers_heartbeat_interval_is_a_finite_positive_number(
+    value: Any, interval: float | None
+) -> None:
+    from transport.server import _heartbeat_interval
+
+    got = _heartbeat_interval(value)
+    assert got == interval and type(got) is type(interval)
+
+
+def test_the_requests_of_a_batch_are_watched_at_their_own_intervals(
+    tp: transport.Transport, topic: str
+) -> None:
+    server = RPCServer(tp, Target(topic=topic), [Blocking()])
+    hbs: list[Any] = [5.0, 5.0, 5, float("nan"), float("nan"), None, 7.5, 5.0, "5", 0.5]
+    envelopes = [
+        {"id": f"r{i}", "reply_to": "caller" if i % 3 else "other", "hb": hb}
+        for i, hb in enumerate(hbs)
+    ]
+    watched = server._watch_batch(envelopes)
+    try:
+        running = server._running
+        assert watched == ["r0", "r1", "r2", "r6", "r7", "r9"]
+        for rid, hb in [("r0", 5.0), ("r1", 5.0), ("r2", 5.0), ("r6", 7.5), ("r7", 5.0)]:
+            assert running[rid].interval == hb
+        assert running["r9"].interval == 0.5
+        # one record per reply address and interval
+        assert (
+            running["r1"] is running["r2"] is running["r7"] and running["r0"] is not running["r1"]
+        )
+    finally:
+        server._unwatch_batch(watched)
+    assert not server._running
