@@ -48,10 +48,19 @@ class _FutureCondition(threading.Condition):
     """
 
     _lock: Any
+    #: No thread waits yet: the deque Condition.wait appends to is made by the first wait
+    #: (most futures of a pipelined get are resolved before anyone waits; one object fewer
+    #: per call for the garbage collector). notify/notify_all and the transport's resolve
+    #: read an empty tuple as no waiters.
+    _waiters: Any = ()
 
     def __init__(self) -> None:  # NOTE: Condition.__init__'s work, for an RLock
         self._lock = threading.RLock()
-        self._waiters: collections.deque[Any] = collections.deque()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if type(self._waiters) is tuple:  # the caller holds the lock (else wait raises)
+            self._waiters = collections.deque()
+        return super().wait(timeout)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         return bool(self._lock.acquire(blocking, timeout))

@@ -110,6 +110,8 @@ class VersionedObject(PendingObjectMixin):
     _obj_from_plan: ClassVar[dict[str, tuple[obj_fields.Field, Any, obj_fields.Reader]]] = {}
     _obj_mutable: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
     _obj_nested: ClassVar[tuple[tuple[str, obj_fields.Field], ...]] = ()
+    # (registry state, VERSION, manifest) of _obj_manifest(), set on each class itself.
+    _obj_manifest_kept: ClassVar[tuple[object, str, dict[str, str]] | None] = None
 
     # NOTE: == compares field values, but an object hashes by identity: pending objects
     # must be usable where asyncio puts awaitables in a dict (asyncio.gather) and as keys
@@ -534,10 +536,18 @@ class VersionedObject(PendingObjectMixin):
     @classmethod
     def _obj_manifest(cls) -> dict[str, str]:
         """Version manifest remotable calls carry: this class's tree, at this class's version."""
+        # NOTE: kept per class while the registry and VERSION stay the same (every
+        # remotable call asks; callers never mutate it, as with the registry's own cache).
+        state = VersionedObjectRegistry._state
+        version = cls.VERSION
+        kept: tuple[object, str, dict[str, str]] | None = cls.__dict__.get("_obj_manifest_kept")
+        if kept is not None and kept[0] is state and kept[1] == version:
+            return kept[2]
         name = cls.obj_name()
         manifest = VersionedObjectRegistry._manifest(name)
-        if manifest.get(name) != cls.VERSION:
-            manifest = {**manifest, name: cls.VERSION}
+        if manifest.get(name) != version:
+            manifest = {**manifest, name: version}
+        cls._obj_manifest_kept = (state, version, manifest)
         return manifest
 
     def _obj_apply_updates(
