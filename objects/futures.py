@@ -36,6 +36,8 @@ T = TypeVar("T")
 #: ``concurrent.futures``' state of a future with a result or an exception.
 _FINISHED = "FINISHED"
 _NOTHING_REPORTED: frozenset[int] = frozenset()
+#: ``concurrent.futures``' states of a future that is not done.
+_NOT_DONE = ("PENDING", "RUNNING")
 
 
 class _FutureCondition(threading.Condition):
@@ -403,7 +405,9 @@ class PendingObjectMixin:
         d = self.__dict__
         state = d.get("_obj_pending")
         if state is not None and not state.ops and state.load is not None:
-            if not state.load.done():
+            # NOTE: the load's state read as done() reads it, without taking its lock
+            # (it may change right after either way: a cancel, or the resolve to come).
+            if state.load._state in _NOT_DONE:
                 del d["_obj_pending"]
 
     #: An indirection API may hand this ``then`` step the reply's primitive instead of the
