@@ -64,6 +64,10 @@ class _FutureCondition(threading.Condition):
             self._waiters = collections.deque()
         return super().wait(timeout)
 
+    def _at_fork_reinit(self) -> None:  # Condition's clears the deque in place
+        self._lock._at_fork_reinit()
+        self._waiters = ()
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         return bool(self._lock.acquire(blocking, timeout))
 
