@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 import transport
@@ -19,6 +20,7 @@ from objects.indirection import IndirectionAPI
 from objects.persistent import save_primitive
 from objects.registry import version_tuple
 from objects.remoting import sent_changes
+from objects.serializer import VersionedObjectSerializer, _all_plain
 from transport.futures import resolve
 
 if TYPE_CHECKING:
@@ -97,7 +99,16 @@ class ConductorAPI(IndirectionAPI):
         future: Future[Any] | None = None,
         then: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
-        to_wire = self._objects.serialize_entity
+        objs = self._objects
+        wire_args: Any = list(args)
+        wire_kwargs: Any = dict(kwargs)
+        if type(objs) is not VersionedObjectSerializer or not (
+            _all_plain(wire_args) and _all_plain(wire_kwargs.values())
+        ):
+            # NOTE: plain arguments (a get's id) are what serialize_entity hands back
+            # as they are; only others take its walk.
+            wire_args = objs.serialize_entity(context, wire_args)
+            wire_kwargs = objs.serialize_entity(context, wire_kwargs)
         return self._client.start_call(
             context,
             "object_class_action_versions",
@@ -105,8 +116,8 @@ class ConductorAPI(IndirectionAPI):
                 "objname": objname,
                 "objmethod": objmethod,
                 "object_versions": dict(object_versions),
-                "args": to_wire(context, list(args)),
-                "kwargs": to_wire(context, dict(kwargs)),
+                "args": wire_args,
+                "kwargs": wire_kwargs,
             },
             future=future if future is not None else ObjectFuture(),
             then=self._class_result(context, then),
@@ -118,11 +129,11 @@ class ConductorAPI(IndirectionAPI):
         """The step that takes a class action's reply in: objects rebuilt from their
         primitives, then ``then``; a ``then`` that ``takes_primitive`` reads the primitive
         itself (a pending object loads it in place) unless it cannot read its version."""
+        if then is not None and getattr(then, "takes_primitive", False):
+            return _LoadPrimitive(then, self._objects, context)
         rebuild = self._objects.deserialize_entity
         if then is None:
             return lambda value: rebuild(context, value)
-        if getattr(then, "takes_primitive", False):
-            return _LoadPrimitive(then, rebuild, context)
         return lambda value: then(rebuild(context, value))
 
     # -- instance actions ----------------------------------------------------------
@@ -313,26 +324,38 @@ class _LoadPrimitive:
     (backported) and handed over as an object.
 
     NOTE: a slotted object rather than a closure: one object for the garbage collector
-    to walk per call in flight instead of a function and its three cells.
+    to walk per call in flight instead of a function and its three cells. A bound
+    method (a pending object's ``_obj_absorb_loaded``) is kept as its function and its
+    object: one object fewer per call in flight.
     """
 
-    __slots__ = ("then", "rebuild", "context")
+    __slots__ = ("fn", "owner", "objects", "context")
 
     def __init__(
         self,
         then: Callable[[Any], Any],
-        rebuild: Callable[[Any, Any], Any],
+        objects: VersionedObjectSerializer,
         context: Context,
     ) -> None:
-        self.then = then
-        self.rebuild = rebuild
+        if type(then) is MethodType:
+            self.fn: Any = then.__func__
+            self.owner: Any = then.__self__
+        else:
+            self.fn = then
+            self.owner = _NO_OWNER
+        self.objects = objects  # not its bound deserialize_entity: one object fewer
         self.context = context
 
     def __call__(self, value: Any) -> Any:
+        fn, owner = self.fn, self.owner
         try:
-            return self.then(value)
+            return fn(value) if owner is _NO_OWNER else fn(owner, value)
         except exception.IncompatibleObjectVersion:
-            return self.then(self.rebuild(self.context, value))
+            value = self.objects.deserialize_entity(self.context, value)
+            return fn(value) if owner is _NO_OWNER else fn(owner, value)
+
+
+_NO_OWNER: Any = object()
 
 
 def _newer(ours: str, theirs: str) -> bool:

@@ -591,6 +591,21 @@ def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
             return fallback(value, context)
 
         return read_datetime
+    if kind is ObjectField and source == "wire":
+        objname = field.objname  # type: ignore[attr-defined]
+        newest = VersionedObjectRegistry.newest
+
+        def read_object(value: Any, context: Context | None) -> Any:
+            # NOTE: what from_primitive does for a plain dict (never an object: a dict has
+            # no obj_name), without its four calls in between (a nested Flavor per get).
+            if type(value) is dict:
+                obj = newest(objname).obj_from_primitive(value, context)
+                if obj.obj_name() != objname:
+                    raise ValueError(f"expected a {objname} primitive, got {obj.obj_name()}")
+                return obj
+            return fallback(value, context)
+
+        return read_object
     if kind is ListOfStringsField:
 
         def read_strings(value: Any, context: Context | None) -> Any:

@@ -38,6 +38,8 @@ _FINISHED = "FINISHED"
 _CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
 _DONE = (*_CANCELLED, _FINISHED)
 _NOTHING_REPORTED: frozenset[int] = frozenset()
+#: ``concurrent.futures``' states of a future that is not done.
+_NOT_DONE = ("PENDING", "RUNNING")
 
 
 class _FutureCondition(threading.Condition):
@@ -50,10 +52,23 @@ class _FutureCondition(threading.Condition):
     """
 
     _lock: Any
+    #: No thread waits yet: the deque Condition.wait appends to is made by the first wait
+    #: (most futures of a pipelined get are resolved before anyone waits; one object fewer
+    #: per call for the garbage collector). notify/notify_all and the transport's resolve
+    #: read an empty tuple as no waiters.
+    _waiters: Any = ()
 
     def __init__(self) -> None:  # NOTE: Condition.__init__'s work, for an RLock
         self._lock = threading.RLock()
-        self._waiters: collections.deque[Any] = collections.deque()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if type(self._waiters) is tuple:  # the caller holds the lock (else wait raises)
+            self._waiters = collections.deque()
+        return super().wait(timeout)
+
+    def _at_fork_reinit(self) -> None:  # Condition's clears the deque in place
+        self._lock._at_fork_reinit()
+        self._waiters = ()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         return bool(self._lock.acquire(blocking, timeout))
@@ -417,7 +432,9 @@ class PendingObjectMixin:
         d = self.__dict__
         state = d.get("_obj_pending")
         if state is not None and not state.ops and state.load is not None:
-            if not state.load.done():
+            # NOTE: the load's state read as done() reads it, without taking its lock
+            # (it may change right after either way: a cancel, or the resolve to come).
+            if state.load._state in _NOT_DONE:
                 del d["_obj_pending"]
 
     #: An indirection API may hand this ``then`` step the reply's primitive instead of the

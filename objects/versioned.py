@@ -116,6 +116,8 @@ class VersionedObject(PendingObjectMixin):
     _obj_snapshotted_names: ClassVar[frozenset[str]] = frozenset()
     # fields that change in place (lists, dicts, objects), not only by assignment
     _obj_tracked_names: ClassVar[frozenset[str]] = frozenset()
+    # (registry state, VERSION, manifest) of _obj_manifest(), set on each class itself.
+    _obj_manifest_kept: ClassVar[tuple[object, str, dict[str, str]] | None] = None
 
     # NOTE: == compares field values, but an object hashes by identity: pending objects
     # must be usable where asyncio puts awaitables in a dict (asyncio.gather) and as keys
@@ -552,10 +554,18 @@ class VersionedObject(PendingObjectMixin):
     @classmethod
     def _obj_manifest(cls) -> dict[str, str]:
         """Version manifest remotable calls carry: this class's tree, at this class's version."""
+        # NOTE: kept per class while the registry and VERSION stay the same (every
+        # remotable call asks; callers never mutate it, as with the registry's own cache).
+        state = VersionedObjectRegistry._state
+        version = cls.VERSION
+        kept: tuple[object, str, dict[str, str]] | None = cls.__dict__.get("_obj_manifest_kept")
+        if kept is not None and kept[0] is state and kept[1] == version:
+            return kept[2]
         name = cls.obj_name()
         manifest = VersionedObjectRegistry._manifest(name)
-        if manifest.get(name) != cls.VERSION:
-            manifest = {**manifest, name: cls.VERSION}
+        if manifest.get(name) != version:
+            manifest = {**manifest, name: version}
+        cls._obj_manifest_kept = (state, version, manifest)
         return manifest
 
     def _obj_apply_updates(
@@ -788,12 +798,13 @@ def _read_primitive(
         # An oslo.versionedobjects caller carries the revision as a field of its own
         # (see OVO_REVISION_FIELD): its primitives have no versioned_object.revision.
         revision = data.get(OVO_REVISION_FIELD)
-    if len(primitive) > 4:
+    if len(primitive) > 4 and not _ALLOWED_KEYS.issuperset(primitive):
+        # NOTE: issuperset walks the keys without building the set of extra keys (a
+        # primitive with its revision has five: every reply of a get).
         extra = primitive.keys() - _ALLOWED_KEYS
-        if extra:
-            raise exception.ObjectValueError(
-                reason=f"object primitive has unknown key(s) {sorted(extra)}"
-            )
+        raise exception.ObjectValueError(
+            reason=f"object primitive has unknown key(s) {sorted(extra)}"
+        )
     if type(name) is not str or type(namespace) is not str or type(version) is not str:
         raise exception.ObjectValueError(
             reason="versioned_object.name, .namespace and .version must be strings"

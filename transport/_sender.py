@@ -145,11 +145,16 @@ class Sender:
             self._enqueue(item)
 
     def _enqueue(self, item: _Outgoing) -> None:  # lock held
-        self._queue.append(item)
+        queue = self._queue
+        queue.append(item)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="transport-sender", daemon=True)
             self._thread.start()
-        self._cond.notify()
+        if len(queue) == 1:
+            # NOTE: the sender thread only waits on an empty queue, so only the item that
+            # ends that needs to wake it (Condition.notify's Python-level checks, per call
+            # queued, were for nobody when the queue already held something).
+            self._cond.notify()
 
     def close(self) -> None:
         with self._lock:

@@ -86,6 +86,11 @@ class Transport:
     @property
     def reply_address(self) -> str:
         """This process's reply address (its reply queue is consumed from the first use)."""
+        waiter = self._reply_waiter
+        if waiter is not None:
+            address = waiter._address
+            if address is not None:  # NOTE: set once; the properties' hops, per call
+                return address
         return self._replies.address
 
     def register_call(self, call: PendingCall) -> None:
@@ -94,7 +99,8 @@ class Transport:
         Raises:
             ConnectionLost: the transport was cleaned up.
         """
-        self._replies.register(call)
+        waiter = self._reply_waiter
+        (waiter if waiter is not None else self._replies).register(call)
 
     def forget_call(self, request_id: str) -> None:
         """Stop waiting for replies to a call (sent or not). Safe for unknown ids."""
@@ -124,13 +130,17 @@ class Transport:
         Raises:
             ConnectionLost: the transport was cleaned up.
         """
-        self._sender.submit(
+        sender = self._sender_
+        if sender is None:
+            sender = self._sender
+        waiter = self._reply_waiter
+        sender.submit(
             target,
             body,
             ttl,
             on_sent,
             batchable=batchable,
-            inline=call and self._in_flight() <= 1,
+            inline=call and (waiter is None or len(waiter._pending) <= 1),
             call=call,
         )
 

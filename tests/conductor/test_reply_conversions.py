@@ -146,3 +146,30 @@ def test_the_conductor_keeps_each_argument_as_it_arrived_for_the_digest(
     assert served.wire_args == list(arguments.values())  # each once, nested ones not again
     assert rebuilt["objname"] == "Instance" and rebuilt["id"] == 42 and rebuilt["none"] is None
     assert isinstance(rebuilt["args"][0], objects.Flavor) and rebuilt["args"][1] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((7,), {}),
+        (("a", None, 1.5, True, ["x", "y"]), {"k": 1, "tags": ["t"]}),
+        ((), {"versioned_object.name": "x"}),
+        ((("nested", "tuple"),), {"d": {"k": "v"}}),
+        (("flavor",), {"flavor": "flavor"}),
+    ],
+)
+def test_class_action_arguments_go_out_as_the_serializer_turns_them(
+    client: Any, ctx: RequestContext, monkeypatch: pytest.MonkeyPatch, args: Any, kwargs: Any
+) -> None:
+    # Plain arguments skip the serializer's walk; the request must not tell.
+    flavor = objects.Flavor(ctx, flavorid="f", name="n", vcpus=1, memory_mb=1, root_gb=1)
+    args = tuple(flavor if a == "flavor" else a for a in args)
+    kwargs = {k: flavor if v == "flavor" else v for k, v in kwargs.items()}
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(client._client, "start_call", lambda c, m, kw, **_: sent.append(kw))
+    client.object_class_action_versions_async(ctx, "Instance", "get", {}, args, kwargs)
+    to_wire = client._objects.serialize_entity
+    assert sent[0]["args"] == to_wire(ctx, list(args))
+    assert sent[0]["kwargs"] == to_wire(ctx, dict(kwargs))
+    assert type(sent[0]["args"]) is list and type(sent[0]["kwargs"]) is dict
+    assert sent[0]["args"] is not args and sent[0]["kwargs"] is not kwargs  # copies

@@ -166,3 +166,70 @@ def test_a_field_subclass_keeps_its_own_conversions(registry: Any) -> None:
         {**loud.obj_to_primitive(), "versioned_object.data": {"word": "quiet"}}
     )
     assert again.word == "QUIET"  # a str is taken as is only by an exact StringField
+
+
+def _flavor_primitive(**data: Any) -> dict[str, Any]:
+    values = {"id": 4, "flavorid": "f", "name": "m1", "vcpus": 1, "memory_mb": 64, "root_gb": 1}
+    values.update(data)
+    return {
+        "versioned_object.name": "Flavor",
+        "versioned_object.namespace": "versionedobjects",
+        "versioned_object.version": "1.0",
+        "versioned_object.data": values,
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _flavor_primitive(),
+        None,
+        _flavor_primitive(vcpus="two"),
+        _primitive(),  # another class's primitive
+        {**_flavor_primitive(), "versioned_object.version": "9.0"},
+        {**_flavor_primitive(), "versioned_object.namespace": "elsewhere"},
+        {"versioned_object.name": "Flavor"},
+        ["not", "a", "primitive"],
+    ],
+)
+def test_a_nested_object_reads_as_from_primitive_reads_it(value: Any) -> None:
+    # The one-call reader of an ObjectField (a plain dict read straight through the
+    # registry) against the field's own from_primitive: same object, or same error.
+    field = objects.Instance.fields["flavor"]
+    reader = objects.Instance._obj_from_plan["flavor"][2]
+    ctx = RequestContext()
+
+    def outcome(read: Any) -> Any:
+        try:
+            got = read(value, ctx)
+        except Exception as exc:  # noqa: BLE001 - compared below
+            return type(exc), str(exc)
+        if got is None:
+            return None
+        assert got._context is ctx
+        return type(got), got.obj_to_primitive()
+
+    assert outcome(reader) == outcome(field.from_primitive)
+
+
+def test_a_nested_object_is_read_with_the_instance() -> None:
+    inst = objects.Instance.obj_from_primitive(_primitive(flavor=_flavor_primitive()))
+    assert inst.flavor.name == "m1" and inst.flavor.obj_what_changed() == set()
+    with pytest.raises(exception.ObjectValueError, match="Instance.flavor"):
+        objects.Instance.obj_from_primitive(_primitive(flavor=_primitive()))
+
+
+def test_the_kept_manifest_follows_the_registry_and_the_version(registry: Any) -> None:
+    stock_flavor = objects.Flavor
+    first = objects.Instance._obj_manifest()
+    assert first == {"Instance": "1.2", "Flavor": "1.0"}
+    assert objects.Instance._obj_manifest() is first  # kept while nothing changed
+
+    @registry.register
+    class Flavor(base.VersionedObject):  # a newer Flavor: the tree's manifest changes
+        VERSION = "1.1"
+        fields = dict(stock_flavor.fields)
+
+    assert objects.Instance._obj_manifest() == {"Instance": "1.2", "Flavor": "1.1"}
+    assert Flavor._obj_manifest() == {"Flavor": "1.1"}
+    assert stock_flavor._obj_manifest() == {"Flavor": "1.0"}  # its own VERSION wins

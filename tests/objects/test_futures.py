@@ -418,3 +418,18 @@ def test_an_object_future_answers_done_and_result_as_a_concurrent_future(outcome
     if outcome == "pending":
         ours.set_result(7)
         assert ours.done() and ours.result() == 7 and ours.wait() == 7
+
+
+def test_an_object_future_condition_makes_its_waiters_on_the_first_wait() -> None:
+    # No thread waits yet: nothing to notify, nothing allocated; a wait works as ever.
+    future: ObjectFuture[int] = ObjectFuture()
+    condition: Any = future._condition
+    assert not condition._waiters
+    with condition:
+        condition.notify_all()  # nobody to wake
+        assert condition.wait(0.01) is False  # times out, leaving its deque empty
+    assert len(condition._waiters) == 0
+    condition._at_fork_reinit()
+    assert not condition._waiters
+    threading.Timer(0.05, future.set_result, (5,)).start()
+    assert future.result(5) == 5
