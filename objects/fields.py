@@ -547,6 +547,27 @@ Writer = Callable[[Any], Any]
 _match_uuid = _CANONICAL_UUID.fullmatch
 
 
+def plain_strings(value: Any) -> bool:
+    """Whether ``value`` is a list of plain ``str`` (a ListOfStringsField's canonical value)."""
+    if type(value) is not list:
+        return False
+    for item in value:
+        if type(item) is not str:
+            return False
+    return True
+
+
+def plain_string_dict(value: Any) -> bool:
+    """Whether ``value`` is a dict of plain ``str`` to ``str`` (a DictOfStringsField's
+    canonical value)."""
+    if type(value) is not dict:
+        return False
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not str:
+            return False
+    return True
+
+
 def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
     """``fallback`` (``(value, context) -> value``) with a shortcut for canonical values.
 
@@ -609,24 +630,16 @@ def fast_reader(field: Field, fallback: Reader, source: str = "wire") -> Reader:
     if kind is ListOfStringsField:
 
         def read_strings(value: Any, context: Context | None) -> Any:
-            if type(value) is list:
-                for item in value:
-                    if type(item) is not str:
-                        break
-                else:
-                    return value.copy()  # never share the caller's list
+            if plain_strings(value):
+                return value.copy()  # never share the caller's list
             return fallback(value, context)
 
         return read_strings
     if kind is DictOfStringsField:
 
         def read_string_dict(value: Any, context: Context | None) -> Any:
-            if type(value) is dict:
-                for key, item in value.items():
-                    if type(key) is not str or type(item) is not str:
-                        break
-                else:
-                    return value.copy()
+            if plain_string_dict(value):
+                return value.copy()
             return fallback(value, context)
 
         return read_string_dict

@@ -372,24 +372,16 @@ def _to_wire(field: Field, plain: Any, read: Reader, writer: Any) -> Reader:
     if kind is obj_fields.ListOfStringsField:
 
         def strings_to_wire(value: Any, context: Context | None) -> Any:
-            if type(value) is list:
-                for item in value:
-                    if type(item) is not str:
-                        break
-                else:
-                    return value.copy()  # read and written: one copy, never the record's
+            if obj_fields.plain_strings(value):
+                return value.copy()  # read and written: one copy, never the record's
             return writer(read(value, context))
 
         return strings_to_wire
     if kind is obj_fields.DictOfStringsField:
 
         def string_dict_to_wire(value: Any, context: Context | None) -> Any:
-            if type(value) is dict:
-                for key, item in value.items():
-                    if type(key) is not str or type(item) is not str:
-                        break
-                else:
-                    return value.copy()
+            if obj_fields.plain_string_dict(value):
+                return value.copy()
             return writer(read(value, context))
 
         return string_dict_to_wire

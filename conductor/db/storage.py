@@ -544,19 +544,8 @@ class SQLStorage:
     def _update_values(
         self, ops: TableOps, objname: str, values: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The caller's values for an update, checked; the storage's own columns dropped
-        (``_checked`` of an update, in one loop)."""
-        checks = ops.checks
-        row_values: dict[str, Any] = {}
-        for name, value in values.items():
-            check = checks.get(name)
-            if check is None:
-                raise exception.ObjectValueError(
-                    reason=f"{objname} has no field {name!r} in table {ops.table.name}"
-                )
-            if name not in _MANAGED:  # the storage keeps these
-                check(value)
-                row_values[name] = value
+        """The caller's values for an update, checked; the storage's own columns dropped."""
+        row_values = self._checked(ops, objname, values, creating=False)
         if self._scoped and ops.has_project:  # _own refuses a move only when scoped
             self._own(ops, objname, row_values, creating=False)
         return row_values
@@ -565,6 +554,8 @@ class SQLStorage:
     def _checked(
         ops: TableOps, objname: str, values: Mapping[str, Any], *, creating: bool
     ) -> dict[str, Any]:
+        """``values`` checked column by column, in one loop; the storage's own columns
+        dropped (an id is accepted on create: an explicit key)."""
         checks = ops.checks
         out: dict[str, Any] = {}
         for name, value in values.items():
@@ -573,12 +564,8 @@ class SQLStorage:
                 raise exception.ObjectValueError(
                     reason=f"{objname} has no field {name!r} in table {ops.table.name}"
                 )
-            if name in _MANAGED:
-                # The storage keeps these; an id is accepted on create (an explicit key).
-                if name == "id" and creating:
-                    check(value)
-                    out[name] = value
-                continue
+            if name in _MANAGED and not (creating and name == "id"):
+                continue  # the storage keeps these
             check(value)
             out[name] = value
         return out
