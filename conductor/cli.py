@@ -34,6 +34,10 @@ EXIT_FAILURE = 1
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+#: Net allocations of container objects between two young-generation collections in a
+#: serving conductor (the interpreter's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
 
 def _version() -> str:
     try:
@@ -190,6 +194,21 @@ def _require(value: str | None, flag: str, env: str) -> str:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _raise_young_threshold() -> None:
+    """Collect the young generation less often (unless collection is off or rarer).
+
+    NOTE: one message of 256 gets builds its decoded requests, rows, results and replies
+    (tens of thousands of containers, alive until its replies are sent): at the default
+    threshold of 700 that was a collection every ~35 requests, each walking that live
+    message and promoting it, about 2-3 us of CPU per get (10%) in a whole-message
+    micro-benchmark; with 10,000 collections nearly stop (what a message allocates is
+    mostly freed by the time the next one starts). Cycles are still collected.
+    """
+    young, middle, old = gc.get_threshold()
+    if 0 < young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 _QUORUM_HELP = (
@@ -394,6 +413,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Freezing them out of the collector's view makes each full collection walk only what
     # requests allocate: about 1.4x more gets per second through one conductor.
     gc.freeze()
+    _raise_young_threshold()
     print(f"conductor: serving topic {args.topic!r}", flush=True)
     try:
         while not stopping.wait(1.0):

@@ -77,3 +77,23 @@ def test_demo_runs_on_the_embedded_default_and_ends_with_a_summary() -> None:
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("demo: ") and "0 errors" in last and "OK" in last
     assert time.monotonic() - started < 60
+
+
+def test_serving_raises_the_young_gc_threshold_unless_collection_is_off_or_rarer() -> None:
+    import gc
+
+    from conductor import cli as cli_module
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        cli_module._raise_young_threshold()
+        assert gc.get_threshold() == (cli_module.GC_YOUNG_THRESHOLD, 10, 10)
+        gc.set_threshold(50_000, 5, 7)
+        cli_module._raise_young_threshold()
+        assert gc.get_threshold() == (50_000, 5, 7)
+        gc.set_threshold(0, 10, 10)
+        cli_module._raise_young_threshold()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*saved)
