@@ -157,6 +157,9 @@ def serve_conductor(config: dict[str, Any]) -> None:
     )
     service.start()
     gc.freeze()  # as conductor serve does
+    from conductor import cli
+
+    cli._raise_young_threshold()  # and this too
     try:
         _serve(stages, _unknown)
     finally:
