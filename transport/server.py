@@ -154,6 +154,17 @@ class _Running:
         self.due = time.monotonic() + interval
 
 
+def _settle(incoming: Incoming, verdict: str) -> None:
+    """End a delivery as ``verdict`` says: ``_ACK``, ``_REQUEUE``, or the reason to
+    dead-letter it."""
+    if verdict is _ACK:
+        incoming.ack()
+    elif verdict is _REQUEUE:
+        incoming.requeue()
+    else:
+        incoming.dead_letter(verdict)
+
+
 class RPCServer(Consumer):
     """Consumes ``<topic>``, ``<topic>.<server>`` and the topic's fanout, runs endpoints.
 
@@ -303,12 +314,7 @@ class RPCServer(Consumer):
                 verdict = _ACK
             if self._killed:
                 return
-            if verdict is _ACK:
-                incoming.ack()
-            elif verdict is _REQUEUE:
-                incoming.requeue()
-            else:
-                incoming.dead_letter(verdict)
+            _settle(incoming, verdict)
         except BaseException as exc:  # as Consumer._handle: the delivery ends settled
             if self._killed:
                 return
@@ -357,12 +363,7 @@ class RPCServer(Consumer):
             self._unwatch(request_id)
         if self._killed:
             return
-        if outcome is _ACK:
-            incoming.ack()
-        elif outcome is _REQUEUE:
-            incoming.requeue()
-        else:
-            incoming.dead_letter(outcome)
+        _settle(incoming, outcome)
 
     def _run(
         self,
