@@ -1,6 +1,7 @@
 """What the lanes' tests (``test_get_lane``, ``test_save_lane``) share: a conductor manager
-on the test's database, a dispatcher for it, and the comparison of the lane's answers with
-the ordinary path's (the same requests through a serializer the lanes do not answer for).
+on the test's database, a dispatcher for it, a raw get request, and the comparison of the
+lane's answers with the ordinary path's (the same requests through a serializer the lanes
+do not answer for).
 
 Their fixtures ``engine`` and ``manager`` are in this folder's conftest.
 """
@@ -8,11 +9,14 @@ Their fixtures ``engine`` and ``manager`` are in this folder's conftest.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from conductor import db
 from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.service import ConductorSerializer
+from objects import base
+from objects.context import RequestContext
 from transport.dispatcher import RPCDispatcher
 
 
@@ -47,3 +51,32 @@ def same(fast: list[tuple[bool, Any]], slow: list[tuple[bool, Any]]) -> None:
             assert type(answer) is type(ordinary)
             assert str(answer) == str(ordinary)
             assert getattr(answer, "kwargs", None) == getattr(ordinary, "kwargs", None)
+
+
+def get_request(
+    ctx: RequestContext | dict[str, Any],
+    id_: Any,
+    *,
+    objname: str = "Instance",
+    objmethod: str = "get",
+    versions: dict[str, str] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    version: str = "1.0",
+) -> tuple[Any, ...]:
+    """A raw request (as ``RPCDispatcher.dispatch_batch`` takes it) of ``objname.objmethod(id_)``
+    at the newest class's manifest unless ``versions`` says otherwise."""
+    cls = base.VersionedObjectRegistry.newest(objname)
+    return (
+        uuid.uuid4().hex,
+        ctx.to_dict() if isinstance(ctx, RequestContext) else ctx,
+        "object_class_action_versions",
+        {
+            "objname": objname,
+            "objmethod": objmethod,
+            "object_versions": dict(cls._obj_manifest()) if versions is None else versions,
+            "args": [id_],
+            "kwargs": kwargs or {},
+        },
+        None,
+        version,
+    )

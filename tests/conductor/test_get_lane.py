@@ -31,6 +31,7 @@ from objects.versioned import OVO_REVISION_FIELD
 from tests.conductor.lanes import (
     OrdinarySerializer,
     dispatcher,
+    get_request,
     new_manager,
     same,
 )
@@ -80,33 +81,6 @@ def rows(manager: ConductorManager, ctx: RequestContext) -> dict[str, Any]:
         )
     )
     return {"flavor": flavor, "full": full, "bare": bare, "unicode": unicode}
-
-
-def get_request(
-    ctx: RequestContext | dict[str, Any],
-    id_: Any,
-    *,
-    objname: str = "Instance",
-    objmethod: str = "get",
-    versions: dict[str, str] | None = None,
-    kwargs: dict[str, Any] | None = None,
-    version: str = "1.0",
-) -> tuple[Any, ...]:
-    cls = base.VersionedObjectRegistry.newest(objname)
-    return (
-        uuid.uuid4().hex,
-        ctx.to_dict() if isinstance(ctx, RequestContext) else ctx,
-        "object_class_action_versions",
-        {
-            "objname": objname,
-            "objmethod": objmethod,
-            "object_versions": dict(cls._obj_manifest()) if versions is None else versions,
-            "args": [id_],
-            "kwargs": kwargs or {},
-        },
-        None,
-        version,
-    )
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from objects.persistent import save_primitive
 from tests.conductor.lanes import (
     OrdinarySerializer,
     dispatcher,
+    get_request,
     new_manager,
     same,
 )
@@ -276,20 +277,7 @@ def test_a_mixed_message_keeps_its_order_and_each_request_its_own_outcome(
     ordinary_saves.clear()
     requests = [
         save_request(ctx, first),
-        (
-            uuid.uuid4().hex,
-            ctx.to_dict(),
-            "object_class_action_versions",
-            {
-                "objname": "Instance",
-                "objmethod": "get",
-                "object_versions": dict(objects.Instance._obj_manifest()),
-                "args": [second.id],
-                "kwargs": {},
-            },
-            None,
-            "1.0",
-        ),
+        get_request(ctx, second.id),
         save_request(ctx, flavor, objmethod="create", reduced=False),
         save_request(ctx, also_first),  # a second save of the first row
         ("r-bad", ctx.to_dict(), "no_such_method", {}, None, "1.0"),
@@ -622,20 +610,7 @@ def test_metrics_count_each_message_and_request_once(
     for obj in (a, b, c):
         obj.host = "m"
     stale = objects.Instance.obj_from_primitive(a.obj_to_primitive(), ctx)
-    get = (
-        uuid.uuid4().hex,
-        ctx.to_dict(),
-        "object_class_action_versions",
-        {
-            "objname": "Instance",
-            "objmethod": "get",
-            "object_versions": dict(objects.Instance._obj_manifest()),
-            "args": [c.id],
-            "kwargs": {},
-        },
-        None,
-        "1.0",
-    )
+    get = get_request(ctx, c.id)
     replayed = save_request(ctx, b)
     # Saves only (one of them then stale); saves with a get; saves with a get_by_uuid
     # left to the ordinary path; a lone save; a redelivered one.
