@@ -650,3 +650,109 @@ def test_an_inline_read_cut_short_is_left_to_a_worker_and_inline_reads_pause(
     counted._lane._reader._inline_after = 0.0  # type: ignore[union-attr]
     assert served.dispatch_inline(rid, c, method, args, ns, version) is not None
     counted.close()
+
+
+# -- SQLite: a batch read as one JSON row ---------------------------------------------------
+
+
+#: The JSON read is SQLite's (PostgreSQL sends a batch's ids as one array).
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@sqlite_only
+def test_a_sqlite_batch_is_read_as_one_row_and_gives_the_storages_records(
+    engine: db.Engine, rows: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ordinary: list[list[int]] = []
+    fetch = lane._Transactions.fetch
+
+    def counted(self: Any, objname: str, ids: list[int], inline: bool = False) -> Any:
+        ordinary.append(ids)
+        return fetch(self, objname, ids, inline)
+
+    monkeypatch.setattr(lane._Transactions, "fetch", counted)
+    steps: list[str] = []
+    reader = lane._Connections(engine)
+    try:
+        ids = [rows[name].id for name in ("full", "bare", "unicode")] + [10**9]
+        got = reader.fetch("Instance", ids)
+        reader._free[0].connection.set_trace_callback(steps.append)
+        again = reader.fetch("Instance", list(reversed(ids)))
+    finally:
+        reader.close()
+    assert ordinary == []  # no row held a REAL or a BLOB
+    assert len(steps) == 1 and "json_group_array" in steps[0]  # one statement, one row
+    with db.transaction_scope(engine) as tx:
+        expected = SQLStorage(tx).get_many("Instance", ids)
+    assert got == again == expected and sorted(got) == sorted(ids[:3])
+    for id_, record in expected.items():  # types too: bool, datetime, parsed JSON
+        assert [type(v) for v in got[id_].values()] == [type(v) for v in record.values()]
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("vcpus", "2.5"), ("memory_mb", "1e300"), ("host", "X'00ff'"), ("host", "X''")],
+    ids=["real", "huge-real", "blob", "empty-blob"],
+)
+def test_a_sqlite_row_json_cannot_carry_exactly_is_read_the_ordinary_way(
+    engine: db.Engine,
+    rows: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    column: str,
+    value: str,
+) -> None:
+    """SQLite keeps what it is given whatever the column's type: a REAL (JSON would round
+    it to 15 digits) or a BLOB (json_array refuses it) sends the batch the ordinary way,
+    which gives it as the storage does."""
+    ordinary: list[list[int]] = []
+    fetch = lane._Transactions.fetch
+
+    def counted(self: Any, objname: str, ids: list[int], inline: bool = False) -> Any:
+        ordinary.append(ids)
+        return fetch(self, objname, ids, inline)
+
+    monkeypatch.setattr(lane._Transactions, "fetch", counted)
+    odd = rows["bare"].id
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE instances SET {column} = {value} WHERE id = {odd}")
+    ids = [rows["full"].id, odd]
+    reader = lane._Connections(engine)
+    try:
+        got = reader.fetch("Instance", ids)
+    finally:
+        reader.close()
+    assert ordinary == [ids]
+    with db.transaction_scope(engine) as tx:
+        assert got == SQLStorage(tx).get_many("Instance", ids)
+
+
+@sqlite_only
+def test_an_sqlite_without_json_functions_reads_the_ordinary_way(
+    engine: db.Engine, rows: dict[str, Any]
+) -> None:
+    """Before SQLite 3.38 the JSON functions were a build option: without them every
+    batch reads the ordinary way, and the JSON read is not tried again."""
+    ids = [rows["full"].id, rows["bare"].id]
+    reader = lane._Connections(engine)
+    try:
+        reader.fetch("Instance", ids)
+        plan = reader._plans["Instance"]
+        sql = plan.many[0].replace("json_group_array(", "json_group_array_missing(", 1)
+        reader._plans["Instance"] = plan._replace(many=(sql, None))
+        got = reader.fetch("Instance", ids)
+        assert reader._json_missing
+        tried: list[str] = []
+        rows_of = reader._rows
+
+        def counted(sql: str, *rest: Any) -> Any:
+            tried.append(sql)
+            return rows_of(sql, *rest)
+
+        reader._rows = counted  # type: ignore[method-assign, assignment]
+        assert reader.fetch("Instance", ids) == got
+    finally:
+        reader.close()
+    assert tried == []  # not tried again
+    with db.transaction_scope(engine) as tx:
+        assert got == SQLStorage(tx).get_many("Instance", ids)
