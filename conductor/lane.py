@@ -99,11 +99,15 @@ class StockGets:
         self._reader.close()
 
     def serve_inline(self, request: transport.RawRequest) -> Outcome | None:
-        """A lone stock get's outcome, read on the consuming thread
-        (``transport.InlineEndpoint``), or None to leave it to a worker: PostgreSQL only,
-        on a connection of its own whose statements the server cuts at ``INLINE_TIMEOUT``.
-        A read that fails or is cut short there goes to a worker (which reads as ever,
-        and says what is wrong), and so do the next ``INLINE_BACKOFF`` seconds' reads."""
+        """A lone stock get's outcome, read on the consuming thread or, in one process
+        (``memory://``), on the caller's (``transport.InlineEndpoint``), or None to leave
+        it to a worker. On a connection of its own, bounded at ``INLINE_TIMEOUT``: the
+        server cuts its statements there on PostgreSQL; on an SQLite file (in WAL mode,
+        where reads wait for no writer) it waits that long at most for a lock, and not at
+        all for the conductor's own transaction lock (held by a write: left to a worker).
+        A read that fails or is cut short goes to a worker (which reads as ever, and says
+        what is wrong), and so do the next ``INLINE_BACKOFF`` seconds' reads. An in-memory
+        SQLite database (one connection, shared) is never read inline."""
         reader = self._reader
         if not isinstance(reader, _Connections) or not reader.inline_ready():
             return None
@@ -165,8 +169,20 @@ class StockGets:
         # A lone request's log records carry its id, as in UnitOfWork.run.
         token = current_request.set(requests[items[0][0]][0]) if len(requests) == 1 else None
         try:
-            with self._lock:
-                rows = self._reader.fetch(objname, [id_ for _, id_ in items], inline=inline)
+            if inline:
+                # NOTE: never waits for the lock: a write holding it may take long.
+                lock: Any = self._lock
+                held = hasattr(lock, "acquire")
+                if held and not lock.acquire(blocking=False):
+                    return  # a worker reads it
+                try:
+                    rows = self._reader.fetch(objname, [id_ for _, id_ in items], inline=True)
+                finally:
+                    if held:
+                        lock.release()
+            else:
+                with self._lock:
+                    rows = self._reader.fetch(objname, [id_ for _, id_ in items])
         except exception.DatabaseError as exc:
             if inline:
                 self._reader.inline_failed(exc)
@@ -293,7 +309,8 @@ def _stock_class(objname: str) -> _Found:
 
 
 #: Seconds an inline read (``StockGets.serve_inline``) may take on PostgreSQL before it
-#: is cut short and left to a worker; well under the call monitor's heartbeat interval.
+#: is cut short (or wait for a lock on SQLite) and is left to a worker; well under the
+#: call monitor's heartbeat interval.
 INLINE_TIMEOUT = 0.2
 #: Seconds inline reads are not tried after one failed or was cut short.
 INLINE_BACKOFF = 5.0
@@ -374,8 +391,8 @@ class _Connections(_Transactions):
         _close_all(self._inline)
 
     def inline_ready(self) -> bool:
-        """Whether an inline read may be tried now (PostgreSQL, not backing off)."""
-        return self._bulk and time.monotonic() >= self._inline_after
+        """Whether an inline read may be tried now (not backing off)."""
+        return time.monotonic() >= self._inline_after
 
     def inline_failed(self, exc: BaseException) -> None:
         self._inline_after = time.monotonic() + INLINE_BACKOFF
@@ -399,7 +416,7 @@ class _Connections(_Transactions):
             return self._records(plan, rows)
         with db.translate_errors(objname):
             if inline:
-                rows = self._inline_rows(plan.one[0], {"id": wanted[0]})
+                rows = self._inline_rows(*plan.one, {"id": wanted[0]})
             elif len(wanted) == 1:
                 # NOTE: psycopg sends one int for less than a one-item array (a third of
                 # a lone get's statement CPU went to dumping the array).
@@ -515,22 +532,29 @@ class _Connections(_Transactions):
             self._free.append(connection)
             return rows
 
-    def _inline_rows(self, sql: str, values: dict[str, Any]) -> list[Any]:
-        """A lone read on the inline connection (PostgreSQL), never retried: whatever goes
-        wrong drops the connection and raises (the read then goes to a worker)."""
+    def _inline_rows(self, sql: str, order: Any, values: dict[str, Any]) -> list[Any]:
+        """A lone read on the inline connection, never retried: whatever goes wrong drops
+        the connection and raises (the read then goes to a worker)."""
+        params: Any = values if order is None else tuple(values[name] for name in order)
         if not self._inline:
             kept = self._connect()
             try:
-                # NOTE: the bound of an inline read: the consuming thread waits for it,
-                # and callers get no heartbeat meanwhile. Set once, for the session.
-                kept.cursor.execute(f"SET statement_timeout = {int(INLINE_TIMEOUT * 1000)}")
+                # NOTE: the bound of an inline read: the consuming thread (or the caller)
+                # waits for it, and callers get no heartbeat meanwhile. Set once, for the
+                # session: PostgreSQL cuts the statement; SQLite waits no longer for a lock.
+                bound = int(INLINE_TIMEOUT * 1000)
+                kept.cursor.execute(
+                    f"SET statement_timeout = {bound}"
+                    if self._bulk
+                    else f"PRAGMA busy_timeout = {bound}"
+                )
             except BaseException:
                 kept.close()
                 raise
             self._inline.append(kept)
         kept = self._inline[0]
         try:
-            kept.cursor.execute(sql, values)
+            kept.cursor.execute(sql, params)
             rows: list[Any] = kept.cursor.fetchall()
         except BaseException as exc:
             self._inline.clear()
@@ -538,7 +562,7 @@ class _Connections(_Transactions):
                 kept.close()
             error = self._engine.dialect.loaded_dbapi.Error
             if isinstance(exc, error):
-                raise sa_exc.DBAPIError.instance(sql, values, exc, error) from exc
+                raise sa_exc.DBAPIError.instance(sql, params, exc, error) from exc
             raise
         return rows
 

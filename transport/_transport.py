@@ -5,13 +5,14 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from transport._replies import ReplyWaiter
 from transport._sender import OnSent, Sender
 from transport.config import DEFAULT_CONFIG, TransportConfig, apply_url_options
-from transport.driver import Driver, Listener, OnMessage
+from transport.driver import DirectAnswer, Driver, Listener, OnMessage
 from transport.exceptions import ConnectionLost
 from transport.target import Target
 
@@ -92,6 +93,16 @@ class Transport:
             if address is not None:  # NOTE: set once; the properties' hops, per call
                 return address
         return self._replies.address
+
+    def direct_answerer(self, target: Target) -> DirectAnswer | None:
+        """A server's offer to answer ``target``'s calls on the caller's thread
+        (``Driver.offer_direct``: a server in this process), or None."""
+        return None if self._cleaned else self._driver.direct_answerer(target)
+
+    def offer_direct(self, target: Target, answer: DirectAnswer) -> Callable[[], None] | None:
+        """Offer ``answer`` for ``target``'s calls made in this process (see
+        ``Driver.offer_direct``); how to withdraw it, or None where there is no such path."""
+        return self._driver.offer_direct(target, answer)
 
     def register_call(self, call: PendingCall) -> None:
         """Match replies to ``call`` and watch its deadline and heartbeats from now.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transport import _oslo, _wire
 from transport._replies import _END, PendingCall
-from transport.driver import routing_key
+from transport.driver import DirectAnswer, routing_key
 from transport.exceptions import InvalidTarget, UnsupportedVersion
 from transport.futures import RPCFuture
 from transport.serializer import Serializer, context_to_dict
@@ -209,6 +209,7 @@ class RPCClient:
         transport = self.transport
         timeout = self.timeout if self.timeout is not None else transport.config.default_timeout
         monitor_interval = self.call_monitor_interval
+        answer: DirectAnswer | None = None
         if self._oslo:
             envelope = self._envelope(ctxt, method, kwargs, reply_to=transport.reply_address)
             body, monitor_interval = self._oslo_call(envelope, multi)
@@ -216,7 +217,8 @@ class RPCClient:
             envelope = self._envelope(
                 ctxt, method, kwargs, transport.reply_address, (multi, monitor_interval)
             )
-            body = _wire.encode(envelope, transport.config.max_message_size)
+            answer = None if multi else transport.direct_answerer(self.target)
+            body = _wire.encode(envelope, transport.config.max_message_size, keep=bool(answer))
         convert = self._converter(ctxt)
         if then is not None:
             convert = _compose(convert, then)
@@ -231,6 +233,8 @@ class RPCClient:
             future=future,
             on_error=on_error,
         )
+        if answer is not None and self._answered_directly(answer, body, call):
+            return call
         call.queue = self._route  # set by _envelope's check of this target
         call.forget = self._forget
         transport.register_call(call)
@@ -251,6 +255,35 @@ class RPCClient:
             transport.forget_call(call.request_id)
             raise
         return call
+
+    def _answered_directly(self, answer: DirectAnswer, body: bytes, call: PendingCall) -> bool:
+        """Whether a server in this process answered the call on this thread
+        (``Driver.offer_direct``); then ``call`` has its outcome.
+
+        The request and the reply still go through the wire's encoding, as they would
+        through the broker: the server reads what the broker would have given it (a copy;
+        what JSON cannot carry fails here as it would have), and the caller what it would
+        have got back. Only the broker, the sender and the reply thread are left out.
+        """
+        outcome = answer(_wire.decode(body))
+        if outcome is None:
+            return False
+        ok, value = outcome
+        request_id = call.request_id
+        reply = _wire.decode(
+            _wire.reply_body(
+                _wire.result_reply(request_id, value)
+                if ok
+                else _wire.error_reply(request_id, value),
+                self.transport.config.max_message_size,
+                keep=True,
+            )
+        )
+        if reply["t"] == "r":
+            call.deliver(reply["v"])
+        else:
+            call.fail(_wire.deserialize_exception(reply["exc"], call.allowed_exmods))
+        return True
 
     def _oslo_call(self, envelope: dict[str, Any], multi: bool) -> tuple[bytes, float | None]:
         """An oslo.messaging call's body, and the heartbeat interval to expect.

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transport.config import TransportConfig
     from transport.target import Target
 
-__all__ = ["Driver", "Incoming", "Listener", "OnMessage"]
+__all__ = ["DirectAnswer", "Driver", "Incoming", "Listener", "OnMessage"]
 
 
 class Incoming(abc.ABC):
@@ -59,6 +59,13 @@ class Incoming(abc.ABC):
 OnMessage = Callable[[Incoming], None]
 
 
+#: A server's offer to answer a decoded request envelope on its caller's thread:
+#: ``(True, serialized result)``, ``(False, exception)``, or None when it leaves the request
+#: to the broker (the ordinary way). It answers only what it answers at once and bounded
+#: (``transport.InlineEndpoint``), and never raises.
+DirectAnswer = Callable[[dict[str, Any]], "tuple[bool, Any] | None"]
+
+
 class Listener(abc.ABC):
     """A running consumption started by :meth:`Driver.listen`."""
 
@@ -88,6 +95,18 @@ class Driver(abc.ABC):
     def __init__(self, url: str, config: TransportConfig) -> None:
         self.url = url
         self.config = config
+
+    def offer_direct(self, target: Target, answer: DirectAnswer) -> Callable[[], None] | None:
+        """Let callers in this process have ``target``'s requests answered by ``answer``
+        on their own thread, without the broker (see :data:`DirectAnswer`); returns how
+        to withdraw it, or None where the driver has no such path (every driver but
+        ``memory://``: its servers are in other processes)."""
+        return None
+
+    def direct_answerer(self, target: Target) -> DirectAnswer | None:
+        """What :meth:`offer_direct` offers for ``target`` (a plain call to its topic, on
+        this broker), if anything."""
+        return None
 
     @abc.abstractmethod
     def send(

@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from transport import _oslo, _wire
@@ -212,16 +212,23 @@ class RPCServer(Consumer):
         self._held: dict[Incoming, _Held] = {}
         self._beat = threading.Condition(self._lock)
         self._beat_thread: threading.Thread | None = None
+        self._withdraw: Callable[[], None] | None = None  # of the offer to answer directly
         self._beat_wake_at = float(
             "-inf"
         )  # the thread reads _running itself before it first sleeps
 
     # -- lifecycle (transport._consumer.Consumer: start, stop, kill, wait) ------------
     def _listen(self, prefetch: int) -> Listener:
-        return self.transport.listen(self.target, self._on_message, prefetch=prefetch)
+        listener = self.transport.listen(self.target, self._on_message, prefetch=prefetch)
+        if self.dispatcher.answers_inline:
+            self._withdraw = self.transport.offer_direct(self.target, self._answer_direct)
+        return listener
 
     def _state_changed(self) -> None:  # lock held
         self._beat.notify_all()
+        if self.state is not ServerState.RUNNING and self._withdraw is not None:
+            self._withdraw()
+            self._withdraw = None
 
     def _admit(self, incoming: Incoming) -> None:  # lock held
         self._hold(incoming)
@@ -293,6 +300,37 @@ class RPCServer(Consumer):
                 return False
             self._settle_inline(incoming, envelope, outcome)
             return True
+        finally:
+            self._pool.leave()
+
+    def _answer_direct(self, envelope: dict[str, Any]) -> tuple[bool, Any] | None:
+        """A request of a caller in this process answered on the caller's thread
+        (``Driver.offer_direct``), by an endpoint that answers it at once and bounded, as
+        :meth:`_answer_inline` would on the consuming thread; None: it goes through the
+        broker. Only while no worker is busy, so a caller's calls keep the order of the
+        work they wait for; ``stop()`` waits for it as for a worker."""
+        with self._lock:
+            if self.state is not ServerState.RUNNING or not self._pool.enter():
+                return None
+        try:
+            if not self._lone_request(envelope):
+                return None
+            request_id: str = envelope["id"]
+            method: str = envelope["method"]
+            outcome = self.dispatcher.dispatch_inline(
+                request_id,
+                envelope["ctxt"],
+                method,
+                envelope["args"],
+                envelope.get("ns"),
+                envelope.get("ver"),
+            )
+            if outcome is not None and not outcome[0]:
+                self._log_failure(request_id, method, outcome[1])
+            return outcome
+        except BaseException:  # never raises: the broker's way says what is wrong
+            self._log.debug("a direct answer failed; sent through the broker", exc_info=True)
+            return None
         finally:
             self._pool.leave()
 

@@ -8,6 +8,7 @@ PostgreSQL; every request that is not provably a stock get must take the ordinar
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 from typing import Any
@@ -580,7 +581,7 @@ def test_timestamps_are_the_ordinary_answer_whatever_the_session_time_zone(
 # -- inline (transport.InlineEndpoint: a lone get on the consuming thread) -----------------
 
 
-def test_a_lone_get_answered_inline_is_the_ordinary_answer_on_postgresql_only(
+def test_a_lone_get_answered_inline_is_the_ordinary_answer(
     engine: db.Engine,
     manager: ConductorManager,
     ctx: RequestContext,
@@ -592,9 +593,6 @@ def test_a_lone_get_answered_inline_is_the_ordinary_answer_on_postgresql_only(
     for id_ in (rows["full"].id, rows["unicode"].id, 10**9):
         rid, c, method, args, ns, version = get_request(ctx, id_)
         answered = served.dispatch_inline(rid, c, method, args, ns, version)
-        if engine.dialect.name != "postgresql":
-            assert answered is None  # SQLite: its worker reads it
-            continue
         assert answered is not None and ordinary_runs == []
         slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(
             [(rid, c, method, args, ns, version)]
@@ -650,6 +648,64 @@ def test_an_inline_read_cut_short_is_left_to_a_worker_and_inline_reads_pause(
     counted._lane._reader._inline_after = 0.0  # type: ignore[union-attr]
     assert served.dispatch_inline(rid, c, method, args, ns, version) is not None
     counted.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_sqlite_inline_read_never_waits_for_the_conductors_transaction_lock(
+    engine: db.Engine, ctx: RequestContext, rows: dict[str, Any]
+) -> None:
+    """SQLite: a write holds the conductor's transaction lock, maybe for long; an inline
+    read (on the caller's thread, in one process) leaves the get to a worker instead."""
+    lock = threading.Lock()
+    lane_ = lane.StockGets(engine, lock=lock)
+    request = get_request(ctx, rows["full"].id)[:4]
+    try:
+        assert lane_.serve_inline(request) is not None
+        with lock:
+            started = time.monotonic()
+            assert lane_.serve_inline(request) is None
+            assert time.monotonic() - started < 0.05
+            assert lane_._reader.inline_ready()  # type: ignore[attr-defined]  # no backoff
+        assert lane_.serve_inline(request) is not None
+    finally:
+        lane_.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_sqlite_inline_read_waits_for_a_locked_file_at_most_its_bound(
+    engine: db.Engine, ctx: RequestContext, rows: dict[str, Any]
+) -> None:
+    """The engine's connections wait up to SQLITE_BUSY_TIMEOUT_MS for a lock; the inline
+    read's own connection no longer than INLINE_TIMEOUT (in WAL mode only a checkpoint or
+    recovery makes a reader wait at all)."""
+    lane_ = lane.StockGets(engine)
+    request = get_request(ctx, rows["full"].id)[:4]
+    try:
+        assert lane_.serve_inline(request) is not None
+        (kept,) = lane_._reader._inline  # type: ignore[attr-defined]
+        (busy,) = kept.cursor.execute("PRAGMA busy_timeout").fetchone()
+        assert busy == int(lane.INLINE_TIMEOUT * 1000)
+        with engine.connect() as other:
+            (pooled,) = other.exec_driver_sql("PRAGMA busy_timeout").one()
+        assert pooled > busy
+    finally:
+        lane_.close()
+
+
+def test_an_in_memory_sqlite_database_is_never_read_inline(ctx: RequestContext) -> None:
+    engine = db.create_engine("sqlite://")
+    try:
+        with isolated_registry():
+            objects.register_all()
+            db.Base.metadata.create_all(engine)
+            manager = new_manager(engine)
+            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), vcpus=1, memory_mb=1)
+            updates, _ = manager.object_action(ctx, inst, "create", [], {})
+            rid, c, method, args, ns, version = get_request(ctx, updates["id"])
+            assert dispatcher(manager).dispatch_inline(rid, c, method, args, ns, version) is None
+            manager.close()
+    finally:
+        engine.dispose()
 
 
 # -- SQLite: a batch read as one JSON row ---------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -256,3 +257,35 @@ def test_a_replayed_request_id_is_answered_from_the_stored_result(
     assert first == second
     monkeypatch.undo()
     assert len(objects.InstanceList.get_by_host(ctx, "replay-host")) == 1
+
+
+def test_in_one_process_stock_gets_are_answered_on_the_callers_thread(
+    running: Any, ctx: RequestContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """memory:// with the conductor in this process: a stock get is read on the caller's
+    thread (no sender, broker, worker or reply thread), with the answer and the typed
+    errors the broker's way gives; whatever else still goes through the broker."""
+    from conductor import lane
+
+    created = make_instance(ctx, tags=["a"], metadata={"k": "v"})
+    created.create()
+    threads: list[str] = []
+    serve_inline = lane.StockGets.serve_inline
+
+    def watched(self: Any, request: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return serve_inline(self, request)
+
+    monkeypatch.setattr(lane.StockGets, "serve_inline", watched)
+
+    pending = objects.Instance.get_async(ctx, created.id)
+    pending.wait()
+    assert (pending.host, pending.tags, pending.metadata) == ("node-1", ["a"], {"k": "v"})
+    with pytest.raises(exception.NotFound):
+        objects.Instance.get(ctx, 10_000_000)
+    assert threads == [threading.current_thread().name] * 2
+    # A save still goes through the broker to a worker, and the next get sees it
+    pending.host = "node-2"
+    pending.save()
+    assert objects.Instance.get(ctx, created.id).host == "node-2"
+    assert len(threads) >= 3 and set(threads) == {threading.current_thread().name}

@@ -1,7 +1,8 @@
 """Lone requests answered on the consuming thread (``transport.InlineEndpoint``).
 
 On RabbitMQ a server asks an inline endpoint first when no worker is busy; on memory://
-(whose deliveries run on the sender's thread) it never does.
+(whose deliveries run on the sender's thread) it never does on the consuming thread: there
+the endpoint answers on the caller's own thread instead (``tests/transport/test_direct.py``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Inline:
         return "done"
 
 
-def test_a_lone_request_the_endpoint_answers_skips_the_worker_on_rabbitmq_only(
+def test_a_lone_request_the_endpoint_answers_skips_the_worker(
     tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
     endpoint = Inline()
@@ -67,21 +68,23 @@ def test_a_lone_request_the_endpoint_answers_skips_the_worker_on_rabbitmq_only(
     client = RPCClient(tp, Target(topic=topic), timeout=10)
 
     answers = [client.call({}, "get", key=key) for key in ("fast1", "other", "fast2")]
-    large = "fast" + "x" * 20_000  # never decoded on the consuming thread
-    assert client.call({}, "get", key=large) == ["worker", large]
-
+    assert answers == [["inline", "fast1"], ["worker", "other"], ["inline", "fast2"]]
+    large = "fast" + "x" * 20_000
     if is_rabbit:
-        assert answers == [["inline", "fast1"], ["worker", "other"], ["inline", "fast2"]]
+        # never decoded on the consuming thread
+        assert client.call({}, "get", key=large) == ["worker", large]
         assert endpoint.asked == ["fast1", "other", "fast2"]
         # the consuming thread, not a worker of the server's pool
         assert all(not name.startswith("rpc-") for name in endpoint.inline_threads)
     else:
-        assert answers == [["worker", "fast1"], ["worker", "other"], ["worker", "fast2"]]
-        assert endpoint.asked == []
+        # the caller's own thread: no broker, no consuming thread in between
+        assert client.call({}, "get", key=large) == ["inline", large]
+        assert endpoint.asked == ["fast1", "other", "fast2", large]
+        assert endpoint.inline_threads == {threading.current_thread().name}
 
 
 @pytest.mark.rabbit
-@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory://: test_direct
 def test_inline_answers_only_while_no_worker_is_busy(
     tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
@@ -107,7 +110,7 @@ def test_inline_answers_only_while_no_worker_is_busy(
 
 
 @pytest.mark.rabbit
-@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory://: test_direct
 def test_an_inline_error_is_the_callers_and_the_request_is_acknowledged(
     tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
@@ -127,7 +130,7 @@ def test_an_inline_error_is_the_callers_and_the_request_is_acknowledged(
 
 
 @pytest.mark.rabbit
-@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory://: test_direct
 def test_an_inline_reply_that_cannot_be_sent_requeues_the_request(
     tp: transport.Transport,
     topic: str,
@@ -155,7 +158,7 @@ def test_an_inline_reply_that_cannot_be_sent_requeues_the_request(
 
 
 @pytest.mark.rabbit
-@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory://: test_direct
 def test_a_slow_inline_answer_holds_consumption_but_keeps_the_connection(
     make_transport: MakeTransport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:
@@ -198,7 +201,7 @@ def test_inline_dispatch_leaves_what_it_cannot_answer() -> None:
 
 
 @pytest.mark.rabbit
-@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory:// never inline
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)  # memory://: test_direct
 def test_a_stop_waits_for_an_inline_answer_in_progress(
     make_transport: MakeTransport, topic: str, servers: Servers, is_rabbit: bool
 ) -> None:

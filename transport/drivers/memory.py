@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from transport._ratelog import RateLimitedLog, one_line
 from transport.config import TransportConfig
 from transport.driver import (
+    DirectAnswer,
     Driver,
     Incoming,
     Listener,
@@ -94,6 +95,8 @@ class MemoryBroker:
         self._queues: dict[str, _Queue] = {}
         self._bindings: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
         self._tags = itertools.count(1)
+        # (exchange, routing key) -> the answers servers of that topic offer in-process
+        self._direct: dict[tuple[str, str], list[DirectAnswer]] = {}
 
     # -- topology ---------------------------------------------------------------
     def declare(
@@ -132,6 +135,25 @@ class MemoryBroker:
                 for n in self._bindings.get((exchange, key), ())
                 if n in self._queues
             )
+
+    # -- answers on the caller's thread (Driver.offer_direct) -----------------------
+    def offer_direct(self, exchange: str, key: str, answer: DirectAnswer) -> Callable[[], None]:
+        with self._lock:
+            self._direct.setdefault((exchange, key), []).append(answer)
+
+        def withdraw() -> None:
+            with self._lock:
+                offers = self._direct.get((exchange, key), [])
+                if answer in offers:
+                    offers.remove(answer)
+                if not offers:
+                    self._direct.pop((exchange, key), None)
+
+        return withdraw
+
+    def direct_answerer(self, exchange: str, key: str) -> DirectAnswer | None:
+        offers = self._direct.get((exchange, key))  # NOTE: unlocked: a dict read
+        return offers[0] if offers else None
 
     # -- publishing ---------------------------------------------------------------
     def publish(
@@ -313,6 +335,23 @@ class MemoryDriver(Driver):
             raise MessageUndeliverable(target=key)
         if not self.broker.publish(exchange, key, body, ttl=ttl, mandatory=True):
             raise MessageUndeliverable(target=key)
+
+    def offer_direct(self, target: Target, answer: DirectAnswer) -> Callable[[], None] | None:
+        # The queues a server of the target consumes (see listen): its topic's, its own.
+        exchange = exchange_name(target, self.config)
+        keys = [target.require_topic()] + ([routing_key(target)] if target.server else [])
+        withdraws = [self.broker.offer_direct(exchange, key, answer) for key in keys]
+
+        def withdraw() -> None:
+            for one in withdraws:
+                one()
+
+        return withdraw
+
+    def direct_answerer(self, target: Target) -> DirectAnswer | None:
+        if self._closed or target.fanout:
+            return None
+        return self.broker.direct_answerer(exchange_name(target, self.config), routing_key(target))
 
     def send_reply(self, address: str, body: bytes) -> None:
         self._check_open()

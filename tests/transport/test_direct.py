@@ -1,0 +1,226 @@
+"""memory://: a call answered on the caller's own thread (``Driver.offer_direct``).
+
+A server in the same process whose endpoint answers a request at once
+(``transport.InlineEndpoint``) answers it on the caller's thread: no sender thread, no
+broker, no worker, no reply thread. What the caller gives and gets still goes through the
+wire's encoding, so everything but the threads is as through the broker: the endpoint gets
+a copy, what JSON cannot carry fails the same way, errors arrive typed (or as
+``RemoteError``) as they would, and whatever the endpoint does not answer, or a server
+that is busy or stopped, takes the broker's way.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+import transport
+from transport import RPCClient, Target
+from transport.exceptions import MessageUndeliverable, RemoteError
+
+from .conftest import MakeTransport, Servers
+
+
+class Private(Exception):
+    """Not in any allowed module: reaches the caller as RemoteError."""
+
+
+class Direct:
+    """``get`` is answered inline, except keys starting with ``worker``; ``keep`` holds
+    what the endpoint was given and what it answered, to see that they are copies."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.given: list[Any] = []
+        self.answered: list[Any] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def serve_inline(
+        self, request: transport.RawRequest, serializer: transport.Serializer
+    ) -> tuple[bool, Any] | None:
+        _, ctxt, method, args = request
+        if method != "get" or str(args.get("key", "")).startswith("worker"):
+            return None
+        self.threads.append(threading.current_thread().name)
+        self.given.append((ctxt, args))
+        key = args["key"]
+        if key == "fail":
+            return False, ValueError("no fail")
+        if key == "private":
+            return False, Private("mine")
+        if key == "unencodable":
+            return True, {1, 2}
+        answer = {"key": key, "items": [1, 2, 3]}
+        self.answered.append(answer)
+        return True, answer
+
+    def get(self, ctxt: Any, key: Any) -> Any:
+        return {"key": key, "by": threading.current_thread().name}
+
+    def block(self, ctxt: Any) -> str:
+        self.started.set()
+        assert self.release.wait(30)
+        return "done"
+
+
+@pytest.fixture
+def transport_url() -> str:
+    return f"memory://direct-{uuid.uuid4().hex[:12]}"
+
+
+def _client(tp: transport.Transport, topic: str, **kwargs: Any) -> RPCClient:
+    return RPCClient(tp, Target(topic=topic), timeout=10, **kwargs)
+
+
+def test_a_call_is_answered_on_the_callers_thread_with_copies_both_ways(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
+    endpoint = Direct()
+    servers.start(make_transport(), Target(topic=topic, server="s1"), [endpoint])
+    client = _client(make_transport(), topic)
+    ctxt = {"user": "u", "roles": ("a", "b")}
+    key = "k1"
+
+    answer = client.call(ctxt, "get", key=key)
+
+    assert answer == {"key": "k1", "items": [1, 2, 3]}
+    assert endpoint.threads == [threading.current_thread().name]
+    # What the endpoint got is what the broker would have given it: a copy, in JSON's types
+    given_ctxt, given_args = endpoint.given[0]
+    assert given_ctxt == {"user": "u", "roles": ["a", "b"]} and given_ctxt is not ctxt
+    # What the caller got is its own: changing it changes nothing the server holds
+    answer["items"].append(4)
+    assert endpoint.answered[0] == {"key": "k1", "items": [1, 2, 3]}
+    # A server's own target (topic.server) is answered the same way
+    own = RPCClient(client.transport, Target(topic=topic, server="s1"), timeout=10)
+    assert own.call({}, "get", key="k2") == {"key": "k2", "items": [1, 2, 3]}
+    assert len(endpoint.threads) == 2
+
+
+def test_async_calls_are_answered_before_they_return(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    endpoint = Direct()
+    servers.start(tp, Target(topic=topic), [endpoint])
+    client = _client(tp, topic)
+    future = client.call_async({}, "get", key="k")
+    assert future.done() and future.result() == {"key": "k", "items": [1, 2, 3]}
+
+
+def test_errors_arrive_as_they_would_through_the_broker(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    endpoint = Direct()
+    servers.start(tp, Target(topic=topic), [endpoint])
+    client = _client(tp, topic)
+
+    with pytest.raises(ValueError, match="no fail"):
+        client.call({}, "get", key="fail")
+    with pytest.raises(RemoteError) as remote:
+        client.call({}, "get", key="private")
+    assert str(remote.value.exc_type).endswith("Private")
+    # A result JSON cannot carry is the caller's TypeError, as a reply would be
+    with pytest.raises(TypeError, match="JSON"):
+        client.call({}, "get", key="unencodable")
+    # An argument JSON cannot carry fails at the call, before the endpoint is asked
+    with pytest.raises(TypeError, match="JSON"):
+        client.call({}, "get", key={1, 2})
+    assert len(endpoint.given) == 3
+    assert endpoint.threads == [threading.current_thread().name] * 3
+
+
+def test_what_the_endpoint_leaves_goes_through_the_broker_to_a_worker(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    endpoint = Direct()
+    servers.start(tp, Target(topic=topic), [endpoint])
+    client = _client(tp, topic)
+
+    answer = client.call({}, "get", key="worker-1")
+    assert answer["by"].startswith("rpc-")  # a worker of the server's pool
+    # A stream never takes the direct way
+    (item,) = client.multicall({}, "get", key="k")
+    assert item["by"].startswith("rpc-")
+    assert len(endpoint.given) == 0
+
+
+def test_a_busy_server_leaves_calls_to_the_broker(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    """Only while no worker is busy: a call made after one that is still running must not
+    overtake the work it may depend on."""
+    endpoint = Direct()
+    servers.start(tp, Target(topic=topic), [endpoint], max_workers=2)
+    client = _client(tp, topic)
+    blocked = client.call_async({}, "block")
+    assert endpoint.started.wait(10)
+
+    assert client.call({}, "get", key="k")["by"].startswith("rpc-")
+    assert endpoint.given == []
+
+    endpoint.release.set()
+    assert blocked.wait(10) == "done"
+    assert client.call({}, "get", key="k") == {"key": "k", "items": [1, 2, 3]}
+
+
+def test_a_stopped_server_withdraws_its_offer(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
+    endpoint = Direct()
+    server = servers.start(make_transport(), Target(topic=topic), [endpoint])
+    client = _client(make_transport(), topic)
+    assert client.transport.direct_answerer(Target(topic=topic)) is not None
+
+    server.stop(timeout=10)
+
+    assert client.transport.direct_answerer(Target(topic=topic)) is None
+    with pytest.raises(MessageUndeliverable):
+        client.call({}, "get", key="k")
+    assert endpoint.given == []
+
+
+def test_a_killed_server_withdraws_its_offer_and_others_still_answer(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    first, second = Direct(), Direct()
+    killed = servers.start(tp, Target(topic=topic), [first])
+    servers.start(tp, Target(topic=topic), [second])
+    client = _client(tp, topic)
+
+    killed.kill()
+
+    for n in range(3):
+        assert client.call({}, "get", key=f"k{n}") == {"key": f"k{n}", "items": [1, 2, 3]}
+    assert len(second.given) == 3 and first.given == []
+
+
+def test_only_servers_on_the_same_broker_answer(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
+    endpoint = Direct()
+    other = transport.get_transport(f"memory://other-{uuid.uuid4().hex[:8]}")
+    try:
+        servers.start(other, Target(topic=topic), [endpoint])
+        client = _client(make_transport(), topic)
+        with pytest.raises(MessageUndeliverable):
+            client.call({}, "get", key="k")
+        assert endpoint.given == []
+    finally:
+        servers.stop_all()
+        other.cleanup()
+
+
+def test_endpoints_without_an_inline_answer_offer_nothing(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    class Plain:
+        def get(self, ctxt: Any, key: str) -> str:
+            return threading.current_thread().name
+
+    servers.start(tp, Target(topic=topic), [Plain()])
+    assert tp.direct_answerer(Target(topic=topic)) is None
+    assert _client(tp, topic).call({}, "get", key="k").startswith("rpc-")
