@@ -138,21 +138,22 @@ class MemoryBroker:
 
     # -- answers on the caller's thread (Driver.offer_direct) -----------------------
     def offer_direct(self, exchange: str, key: str, answer: DirectAnswer) -> Callable[[], None]:
+        # NOTE: the lists are replaced, never changed in place: callers read them unlocked.
         with self._lock:
-            self._direct.setdefault((exchange, key), []).append(answer)
+            self._direct[(exchange, key)] = [*self._direct.get((exchange, key), ()), answer]
 
         def withdraw() -> None:
             with self._lock:
-                offers = self._direct.get((exchange, key), [])
-                if answer in offers:
-                    offers.remove(answer)
-                if not offers:
+                offers = [a for a in self._direct.get((exchange, key), ()) if a is not answer]
+                if offers:
+                    self._direct[(exchange, key)] = offers
+                else:
                     self._direct.pop((exchange, key), None)
 
         return withdraw
 
     def direct_answerer(self, exchange: str, key: str) -> DirectAnswer | None:
-        offers = self._direct.get((exchange, key))  # NOTE: unlocked: a dict read
+        offers = self._direct.get((exchange, key))  # unlocked: see offer_direct
         return offers[0] if offers else None
 
     # -- publishing ---------------------------------------------------------------
