@@ -50,7 +50,7 @@ from conductor.metrics import Metrics, outcome_of
 from conductor.unit_of_work import current_request, message_counted
 from objects import exception
 from objects._primitive import _KEY_DATA
-from objects.persistent import fetches_by_id, record_to_primitive
+from objects.persistent import fetches_by_id, primitive_is_plain, record_to_primitive
 from objects.registry import VersionedObjectRegistry
 from objects.storage import Record
 from objects.versioned import OVO_REVISION_FIELD, VersionedObject
@@ -203,6 +203,9 @@ class StockGets:
         finally:
             if token is not None:
                 current_request.reset(token)
+        # The replies skip the encoder's read-back check (transport.PlainJSON) when the
+        # class's primitives can hold nothing but JSON's own values.
+        plain = primitive_is_plain(cls)
         for index, id_ in items:
             record = rows.get(id_)
             if record is None:
@@ -215,7 +218,7 @@ class StockGets:
             if revision is not None:
                 # As ConductorSerializer sends every object (for oslo callers' saves).
                 primitive[_KEY_DATA][OVO_REVISION_FIELD] = int(revision)
-            outcomes[index] = (True, primitive)
+            outcomes[index] = (True, transport.PlainJSON(primitive) if plain else primitive)
 
     def _stock_get(
         self, ctxt: Any, method: Any, args: Any, classes: dict[str, _Found]

@@ -52,6 +52,7 @@ __all__ = [
     "field_from_record",
     "field_to_record",
     "fetches_by_id",
+    "primitive_is_plain",
     "reads_record",
     "record_fetch_of",
     "record_to_primitive",
@@ -476,6 +477,40 @@ def _child_primitive(objname: str, values: dict[str, Any], context: Context | No
 
 
 _MISSING: Any = object()
+
+
+#: Field types whose primitives hold only JSON's own values (str, int, bool, None, lists
+#: and dicts of them): not FloatField, whose NaN and infinities the stdlib encoder refuses.
+_PLAIN_FIELDS = _STOCK_FIELDS - {obj_fields.FloatField}
+
+
+def primitive_is_plain(cls: type[VersionedObject]) -> bool:
+    """Whether every primitive :func:`record_to_primitive` gives for ``cls`` holds only
+    JSON's own values (``transport.PlainJSON``): each field, and each field of the objects
+    nested in it (the newest registered class of their name), of a built-in type that is
+    not a float. Its values are of their field's plain type or read by the field (an int,
+    a str...), so nothing else can get in."""
+    state = VersionedObjectRegistry.state()
+    cached = cls.__dict__.get("_obj_plain_primitive")
+    if cached is not None and cached[0] is cls.fields and cached[1] is state:
+        return cached[2]  # type: ignore[no-any-return]
+    plain = _plain_fields(cls, nested=False)
+    cls._obj_plain_primitive = (cls.fields, state, plain)  # type: ignore[attr-defined]
+    return plain
+
+
+def _plain_fields(cls: type[VersionedObject], nested: bool) -> bool:
+    for field in cls.fields.values():
+        kind = type(field)
+        if kind not in _PLAIN_FIELDS:
+            return False
+        if kind is obj_fields.ObjectField:
+            if nested:
+                return False  # record_to_primitive builds no object nested deeper
+            child = VersionedObjectRegistry.find_newest(field.objname)  # type: ignore[attr-defined]
+            if child is None or not _plain_fields(child, nested=True):
+                return False
+    return True
 
 
 def record_to_primitive(

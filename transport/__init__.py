@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from transport import exceptions
 from transport._transport import Transport, declare_topic, get_transport
+from transport._wire import PlainJSON
 from transport.client import RPCClient
 from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.dispatcher import (
@@ -52,6 +53,7 @@ __all__ = [
     "Notifier",
     # serialization
     "NoOpSerializer",
+    "PlainJSON",
     "Serializer",
     # errors
     "exceptions",

@@ -204,6 +204,11 @@ class Transport:
         return self._driver.listen_notifications(targets, pool, on_message, prefetch=prefetch)
 
     @property
+    def in_process(self) -> bool:
+        """Whether messages stay in this process (``Driver.in_process``)."""
+        return self._driver.in_process
+
+    @property
     def consumes_on_own_thread(self) -> bool:
         """Whether deliveries reach servers on a thread that only consumes (see
         ``Driver.consumes_on_own_thread``)."""

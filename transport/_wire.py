@@ -66,10 +66,28 @@ class Encoded(bytes):
 _NOT_KEPT: Any = object()
 
 
-def _dumps(value: Any, keep: bool = False) -> bytes:
+class PlainJSON(dict):  # type: ignore[type-arg]
+    """A result whose maker vouches that it holds only JSON's own values: ``str`` keys;
+    ``str``, ``int``, ``bool``, ``None`` and lists and dicts of these. Every JSON encoder
+    writes such a value alike, so a reply carrying it skips the read-back check that makes
+    other values take the stdlib encoder's verdict (a NaN, a UUID, a date). Its maker
+    must never vouch for floats (NaN and the infinities) or for objects of other types.
+    """
+
+    __slots__ = ()
+
+
+def plain_reply(reply: dict[str, Any]) -> bool:
+    """Whether ``reply`` is a result reply whose value is :class:`PlainJSON`."""
+    return type(reply.get("v")) is PlainJSON and type(reply.get("id")) is str
+
+
+def _dumps(value: Any, keep: bool = False, plain: bool = False) -> bytes:
     """``value`` as UTF-8 JSON; raises like the stdlib encoder (TypeError, ValueError,
     RecursionError) on what it refuses. ``keep``: an :class:`Encoded` that also holds the
-    value read back when orjson wrote it (what :func:`decode` gives for it).
+    value read back when orjson wrote it (what :func:`decode` gives for it). ``plain``:
+    the caller vouches that ``value`` holds only JSON's own values (:class:`PlainJSON`),
+    which orjson writes as the stdlib would: no read-back check.
 
     orjson writes what it can; its text counts only when it reads back equal to ``value``.
     That one check catches everything orjson takes but the stdlib refuses, which would
@@ -79,8 +97,10 @@ def _dumps(value: Any, keep: bool = False) -> bytes:
     """
     try:
         body = orjson.dumps(value)
+        if plain and not keep:
+            return body
         copy = orjson.loads(body)
-        if copy == value:
+        if plain or copy == value:
             if keep:
                 encoded = Encoded(body)
                 encoded.decoded = copy  # type: ignore[attr-defined]  # see Encoded.take
@@ -165,12 +185,15 @@ def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
     return bool(rest)
 
 
-def encode(envelope: dict[str, Any], limit: int | None = None, *, keep: bool = False) -> bytes:
+def encode(
+    envelope: dict[str, Any], limit: int | None = None, *, keep: bool = False, plain: bool = False
+) -> bytes:
     """Encode an envelope; raise MessageTooLarge over ``limit`` bytes, TypeError if not JSON
     (or nested deeper than ``MAX_DEPTH``: the other side would refuse it). ``keep``: the
-    body may be an :class:`Encoded` (a receiver in this process need not decode it)."""
+    body may be an :class:`Encoded` (a receiver in this process need not decode it).
+    ``plain``: it holds only JSON's own values (see :class:`PlainJSON`)."""
     try:
-        body = _dumps(envelope, keep)
+        body = _dumps(envelope, keep, plain)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"message is not JSON-serialisable: {exc}") from exc
     except RecursionError:
@@ -399,7 +422,7 @@ def reply_body(reply: dict[str, Any], limit: int | None = None, *, keep: bool = 
     reply (MessageTooLarge, TypeError) its caller can read instead. ``keep`` as for
     :func:`encode`."""
     try:
-        return encode(reply, limit, keep=keep)
+        return encode(reply, limit, keep=keep, plain=plain_reply(reply))
     except (MessageTooLarge, TypeError) as exc:
         return encode(error_reply(reply["id"], exc))
 

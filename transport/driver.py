@@ -91,6 +91,9 @@ class Driver(abc.ABC):
     #: Whether ``on_message`` runs on a thread of the driver's own that only consumes
     #: (a request answered there delays the next delivery, not a caller's send).
     consumes_on_own_thread = False
+    #: Whether its messages stay in this process (their receiver may take the value an
+    #: encoding read back: ``transport._wire.Encoded``).
+    in_process = False
 
     def __init__(self, url: str, config: TransportConfig) -> None:
         self.url = url

@@ -82,17 +82,19 @@ def _validate(envelope: dict[str, Any], known_address: str | None = None) -> Non
         )
 
 
-def _reply_bodies(replies: list[dict[str, Any]], limit: int) -> list[bytes]:
+def _reply_bodies(replies: list[dict[str, Any]], limit: int, keep: bool) -> list[bytes]:
     """Replies to one address as few messages as fit ``limit`` bytes each: encoded together
     in one go (the usual case), else one by one (``_wire.reply_body``: a reply that is not
-    JSON, or too large, becomes its caller's error) and packed."""
+    JSON, or too large, becomes its caller's error) and packed. ``keep``: for a receiver
+    in this process (``_wire.Encoded``)."""
     if len(replies) == 1:
-        return [_wire.reply_body(replies[0], limit, keep=True)]
+        return [_wire.reply_body(replies[0], limit, keep=keep)]
     # NOTE: one encode (and its check) for the whole batch instead of one per reply, then
     # a join: about 2 us less per reply. Equal results: the batch reads back equal
     # exactly when each reply does.
+    plain = all(_wire.plain_reply(reply) for reply in replies)
     try:
-        return [_wire.encode({"batch": replies}, limit, keep=True)]
+        return [_wire.encode({"batch": replies}, limit, keep=keep, plain=plain)]
     except (MessageTooLarge, TypeError):
         pass  # too large together, or one reply cannot go: each on its own
     return _wire.pack_replies([_wire.reply_body(reply, limit) for reply in replies], limit)
@@ -213,6 +215,8 @@ class RPCServer(Consumer):
         self._beat = threading.Condition(self._lock)
         self._beat_thread: threading.Thread | None = None
         self._withdraw: Callable[[], None] | None = None  # of the offer to answer directly
+        # Replies keep what their encoding read back only for callers in this process.
+        self._keep = transport.in_process
         self._beat_wake_at = float(
             "-inf"
         )  # the thread reads _running itself before it first sleeps
@@ -542,7 +546,7 @@ class RPCServer(Consumer):
             return
         limit = self.transport.config.max_message_size
         for reply_to, queued in replies.items():
-            for body in _reply_bodies(queued, limit):
+            for body in _reply_bodies(queued, limit, self._keep):
                 try:
                     self.transport.send_reply(reply_to, body)
                 except TransportError as exc:
@@ -566,7 +570,7 @@ class RPCServer(Consumer):
             reply_to = reply_to[len(_OSLO_REPLY) :]
             body = _oslo.reply_body(reply, self.transport.config.max_message_size)
         else:
-            body = _wire.reply_body(reply, self.transport.config.max_message_size, keep=True)
+            body = _wire.reply_body(reply, self.transport.config.max_message_size, keep=self._keep)
         try:
             self.transport.send_reply(reply_to, body)
         except TransportError as exc:

@@ -11,7 +11,10 @@ import datetime as dt
 import json
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import objects
 from objects import base, exception, fields, indirection
@@ -21,6 +24,7 @@ from objects.flavor import Flavor as BuiltinFlavor
 from objects.instance import Instance as BuiltinInstance
 from objects.persistent import (
     PersistentObject,
+    primitive_is_plain,
     reads_record,
     record_fetch_of,
     record_to_primitive,
@@ -253,3 +257,50 @@ def test_errors_of_a_load_are_the_bodys_own() -> None:
         indirection.handle_class_action(ctx, "Instance", "get", manifest, [1, 2], {})
     with pytest.raises(ValueError):
         indirection.handle_class_action(ctx, "Instance", "get_by_uuid", manifest, ["nope"], {})
+
+
+# -- plain JSON: what the lane may send without the encoder's read-back check -------------
+
+
+def test_primitives_of_the_built_in_classes_are_plain_json() -> None:
+    for cls in (objects.Instance, objects.Flavor, objects.ComputeNode):
+        assert primitive_is_plain(cls), cls
+
+
+def test_a_float_field_anywhere_makes_a_primitive_not_plain() -> None:
+    """A float may be NaN or infinite, which the stdlib encoder refuses and orjson writes
+    as null: such a primitive must take the check."""
+
+    class Gauge(PersistentObject, base.VersionedObject):
+        fields = {"id": fields.IntegerField(), "load": fields.FloatField(nullable=True)}
+
+    assert not primitive_is_plain(Gauge)
+    assert primitive_is_plain(objects.Instance)
+
+    @base.VersionedObjectRegistry.register
+    class Flavor(BuiltinFlavor):
+        VERSION = "1.1"
+        fields = {**BuiltinFlavor.fields, "weight": fields.FloatField(nullable=True)}
+
+    # Instance nests the newest Flavor, which has a float now
+    assert not primitive_is_plain(objects.Instance)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.text() | st.none(),
+    tags=st.lists(st.text(), max_size=4),
+    metadata=st.dictionaries(st.text(), st.text(), max_size=4),
+    vcpus=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    revision=st.integers(min_value=0, max_value=2**63 - 1),
+)
+def test_a_plain_primitive_is_what_any_json_encoder_reads_back_as_itself(
+    host: str | None, tags: list[str], metadata: dict[str, str], vcpus: int, revision: int
+) -> None:
+    assert primitive_is_plain(objects.Instance)
+    record = _record(host=host, tags=tags, metadata=metadata, vcpus=vcpus, revision=revision)
+    primitive = record_to_primitive(objects.Instance, record)
+    assert primitive is not None
+    # The check a plain reply skips would have passed, and the stdlib takes it as it is
+    assert orjson.loads(orjson.dumps(primitive)) == primitive
+    assert json.loads(json.dumps(primitive, allow_nan=False)) == primitive

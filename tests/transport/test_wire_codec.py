@@ -12,12 +12,13 @@ import math
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transport import _wire
-from transport.exceptions import MessageDeliveryFailure
+from transport.exceptions import MessageDeliveryFailure, MessageTooLarge
 
 _reference_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -255,3 +256,43 @@ def test_a_kept_encoding_of_what_orjson_cannot_write_exactly_is_plain_bytes(valu
         return  # refused, as without keep
     assert type(body) is bytes
     assert _wire.decode(body) == _wire.decode(_wire.encode({"v": value}))
+
+
+# -- PlainJSON: a result its maker vouches for skips the read-back check -----------------
+
+_PLAIN = {"name": "x", "n": 2**63 - 1, "ok": True, "none": None, "l": ["é", "\n"], "d": {"k": "v"}}
+
+
+def test_a_plain_result_is_written_as_the_checked_one_and_reads_back_the_same() -> None:
+    plain = _wire.result_reply("r1", _wire.PlainJSON(_PLAIN))
+    checked = _wire.result_reply("r1", dict(_PLAIN))
+    assert _wire.plain_reply(plain) and not _wire.plain_reply(checked)
+    assert not _wire.plain_reply(_wire.error_reply("r1", ValueError("x")))
+    body = _wire.reply_body(plain, 1 << 20)
+    assert body == _wire.reply_body(checked, 1 << 20) == _reference_encode(checked)
+    kept = _wire.reply_body(plain, 1 << 20, keep=True)
+    assert kept == body and _wire.decode(kept) == checked
+    # Still refused over the size limit, and what orjson cannot write takes the stdlib's way
+    with pytest.raises(MessageTooLarge):
+        _wire.encode(plain, 10, plain=True)
+    huge = _wire.result_reply("r2", _wire.PlainJSON({"n": 2**70}))
+    assert _wire.decode(_wire.reply_body(huge, 1 << 20)) == {
+        "id": "r2",
+        "t": "r",
+        "v": {"n": 2**70},
+    }
+
+
+def test_the_check_is_what_a_plain_result_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[bytes] = []
+    loads = orjson.loads
+
+    def counted(body: Any) -> Any:
+        reads.append(body)
+        return loads(body)
+
+    monkeypatch.setattr(orjson, "loads", counted)
+    _wire.reply_body(_wire.result_reply("r1", _wire.PlainJSON(_PLAIN)), 1 << 20)
+    assert reads == []
+    _wire.reply_body(_wire.result_reply("r1", dict(_PLAIN)), 1 << 20)
+    assert len(reads) == 1

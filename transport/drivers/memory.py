@@ -306,6 +306,8 @@ class _MemoryListener(Listener):
 class MemoryDriver(Driver):
     """Driver for ``memory://NAME``; see the module docstring."""
 
+    in_process = True
+
     def __init__(self, url: str, config: TransportConfig) -> None:
         super().__init__(url, config)
         parts = urlsplit(url)
