@@ -285,21 +285,10 @@ class RPCServer(Consumer):
         """Answer a lone request here, on the consuming thread, if its endpoint does at
         once (``RPCDispatcher.dispatch_inline``); False: nothing was done, it goes to a
         worker. Acknowledged after its reply is sent, as on a worker."""
-        with self._lock:
-            # Counted as a job of the pool's: stop() waits for it as for a worker's.
-            if self.state is not ServerState.RUNNING or not self._pool.enter():
-                return False
+        if not self._enter_alone():
+            return False
         try:
-            request_id: str = envelope["id"]
-            method: str = envelope["method"]
-            outcome = self.dispatcher.dispatch_inline(
-                request_id,
-                envelope["ctxt"],
-                method,
-                envelope["args"],
-                envelope.get("ns"),
-                envelope.get("ver"),
-            )
+            outcome = self._dispatch_alone(envelope)
             if outcome is None:
                 return False
             self._settle_inline(incoming, envelope, outcome)
@@ -307,30 +296,37 @@ class RPCServer(Consumer):
         finally:
             self._pool.leave()
 
+    def _enter_alone(self) -> bool:
+        """Count a request answered outside the pool as a job of the pool's (``stop()``
+        waits for it as for a worker's), when running and no worker is busy."""
+        with self._lock:
+            return self.state is ServerState.RUNNING and self._pool.enter()
+
+    def _dispatch_alone(self, envelope: dict[str, Any]) -> tuple[bool, Any] | None:
+        """``RPCDispatcher.dispatch_inline`` of a lone request's envelope."""
+        return self.dispatcher.dispatch_inline(
+            envelope["id"],
+            envelope["ctxt"],
+            envelope["method"],
+            envelope["args"],
+            envelope.get("ns"),
+            envelope.get("ver"),
+        )
+
     def _answer_direct(self, envelope: dict[str, Any]) -> tuple[bool, Any] | None:
         """A request of a caller in this process answered on the caller's thread
         (``Driver.offer_direct``), by an endpoint that answers it at once and bounded, as
         :meth:`_answer_inline` would on the consuming thread; None: it goes through the
         broker. Only while no worker is busy, so a caller's calls keep the order of the
         work they wait for; ``stop()`` waits for it as for a worker."""
-        with self._lock:
-            if self.state is not ServerState.RUNNING or not self._pool.enter():
-                return None
+        if not self._enter_alone():
+            return None
         try:
             if not self._lone_request(envelope):
                 return None
-            request_id: str = envelope["id"]
-            method: str = envelope["method"]
-            outcome = self.dispatcher.dispatch_inline(
-                request_id,
-                envelope["ctxt"],
-                method,
-                envelope["args"],
-                envelope.get("ns"),
-                envelope.get("ver"),
-            )
+            outcome = self._dispatch_alone(envelope)
             if outcome is not None and not outcome[0]:
-                self._log_failure(request_id, method, outcome[1])
+                self._log_failure(envelope["id"], envelope["method"], outcome[1])
             return outcome
         except BaseException:  # never raises: the broker's way says what is wrong
             self._log.debug("a direct answer failed; sent through the broker", exc_info=True)

@@ -390,6 +390,8 @@ def test_an_in_memory_sqlite_database_is_read_on_its_one_connection(
             fast = dispatcher(manager).dispatch_batch(requests)
             rid, c, method, args, _, _ = requests[0]
             lone = dispatcher(manager).dispatch(rid, c, method, args, None, "1.0")
+            # Never inline: the lane cannot keep a connection of its own
+            assert dispatcher(manager).dispatch_inline(rid, c, method, args, None, "1.0") is None
             assert ordinary_runs == []
             slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(requests)
 
@@ -693,22 +695,6 @@ def test_an_sqlite_inline_read_waits_for_a_locked_file_at_most_its_bound(
         lane_.close()
 
 
-def test_an_in_memory_sqlite_database_is_never_read_inline(ctx: RequestContext) -> None:
-    engine = db.create_engine("sqlite://")
-    try:
-        with isolated_registry():
-            objects.register_all()
-            db.Base.metadata.create_all(engine)
-            manager = new_manager(engine)
-            inst = objects.Instance(ctx, uuid=str(uuid.uuid4()), vcpus=1, memory_mb=1)
-            updates, _ = manager.object_action(ctx, inst, "create", [], {})
-            rid, c, method, args, ns, version = get_request(ctx, updates["id"])
-            assert dispatcher(manager).dispatch_inline(rid, c, method, args, ns, version) is None
-            manager.close()
-    finally:
-        engine.dispose()
-
-
 # -- SQLite: a batch read as one JSON row ---------------------------------------------------
 
 
@@ -716,10 +702,9 @@ def test_an_in_memory_sqlite_database_is_never_read_inline(ctx: RequestContext) 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-@sqlite_only
-def test_a_sqlite_batch_is_read_as_one_row_and_gives_the_storages_records(
-    engine: db.Engine, rows: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def ordinary_reads(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The ids of every batch read the ordinary way (a transaction, SQLStorage.get_many)."""
     ordinary: list[list[int]] = []
     fetch = lane._Transactions.fetch
 
@@ -728,6 +713,13 @@ def test_a_sqlite_batch_is_read_as_one_row_and_gives_the_storages_records(
         return fetch(self, objname, ids, inline)
 
     monkeypatch.setattr(lane._Transactions, "fetch", counted)
+    return ordinary
+
+
+@sqlite_only
+def test_a_sqlite_batch_is_read_as_one_row_and_gives_the_storages_records(
+    engine: db.Engine, rows: dict[str, Any], ordinary_reads: list[list[int]]
+) -> None:
     steps: list[str] = []
     reader = lane._Connections(engine)
     try:
@@ -737,7 +729,7 @@ def test_a_sqlite_batch_is_read_as_one_row_and_gives_the_storages_records(
         again = reader.fetch("Instance", list(reversed(ids)))
     finally:
         reader.close()
-    assert ordinary == []  # no row held a REAL or a BLOB
+    assert ordinary_reads == []  # no row held a REAL or a BLOB
     assert len(steps) == 1 and "json_group_array" in steps[0]  # one statement, one row
     with db.transaction_scope(engine) as tx:
         expected = SQLStorage(tx).get_many("Instance", ids)
@@ -755,21 +747,13 @@ def test_a_sqlite_batch_is_read_as_one_row_and_gives_the_storages_records(
 def test_a_sqlite_row_json_cannot_carry_exactly_is_read_the_ordinary_way(
     engine: db.Engine,
     rows: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    ordinary_reads: list[list[int]],
     column: str,
     value: str,
 ) -> None:
     """SQLite keeps what it is given whatever the column's type: a REAL (JSON would round
     it to 15 digits) or a BLOB (json_array refuses it) sends the batch the ordinary way,
     which gives it as the storage does."""
-    ordinary: list[list[int]] = []
-    fetch = lane._Transactions.fetch
-
-    def counted(self: Any, objname: str, ids: list[int], inline: bool = False) -> Any:
-        ordinary.append(ids)
-        return fetch(self, objname, ids, inline)
-
-    monkeypatch.setattr(lane._Transactions, "fetch", counted)
     odd = rows["bare"].id
     with engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE instances SET {column} = {value} WHERE id = {odd}")
@@ -779,7 +763,7 @@ def test_a_sqlite_row_json_cannot_carry_exactly_is_read_the_ordinary_way(
         got = reader.fetch("Instance", ids)
     finally:
         reader.close()
-    assert ordinary == [ids]
+    assert ordinary_reads == [ids]
     with db.transaction_scope(engine) as tx:
         assert got == SQLStorage(tx).get_many("Instance", ids)
 

@@ -76,6 +76,15 @@ def _client(tp: transport.Transport, topic: str, **kwargs: Any) -> RPCClient:
     return RPCClient(tp, Target(topic=topic), timeout=10, **kwargs)
 
 
+def _serve(
+    tp: transport.Transport, topic: str, servers: Servers, **kwargs: Any
+) -> tuple[Direct, RPCClient]:
+    """A server of a :class:`Direct` endpoint on ``topic``, and a client of it."""
+    endpoint = Direct()
+    servers.start(tp, Target(topic=topic), [endpoint], **kwargs)
+    return endpoint, _client(tp, topic)
+
+
 def test_a_call_is_answered_on_the_callers_thread_with_copies_both_ways(
     make_transport: MakeTransport, topic: str, servers: Servers
 ) -> None:
@@ -104,9 +113,7 @@ def test_a_call_is_answered_on_the_callers_thread_with_copies_both_ways(
 def test_async_calls_are_answered_before_they_return(
     tp: transport.Transport, topic: str, servers: Servers
 ) -> None:
-    endpoint = Direct()
-    servers.start(tp, Target(topic=topic), [endpoint])
-    client = _client(tp, topic)
+    endpoint, client = _serve(tp, topic, servers)
     future = client.call_async({}, "get", key="k")
     assert future.done() and future.result() == {"key": "k", "items": [1, 2, 3]}
 
@@ -114,9 +121,7 @@ def test_async_calls_are_answered_before_they_return(
 def test_errors_arrive_as_they_would_through_the_broker(
     tp: transport.Transport, topic: str, servers: Servers
 ) -> None:
-    endpoint = Direct()
-    servers.start(tp, Target(topic=topic), [endpoint])
-    client = _client(tp, topic)
+    endpoint, client = _serve(tp, topic, servers)
 
     with pytest.raises(ValueError, match="no fail"):
         client.call({}, "get", key="fail")
@@ -136,9 +141,7 @@ def test_errors_arrive_as_they_would_through_the_broker(
 def test_what_the_endpoint_leaves_goes_through_the_broker_to_a_worker(
     tp: transport.Transport, topic: str, servers: Servers
 ) -> None:
-    endpoint = Direct()
-    servers.start(tp, Target(topic=topic), [endpoint])
-    client = _client(tp, topic)
+    endpoint, client = _serve(tp, topic, servers)
 
     answer = client.call({}, "get", key="worker-1")
     assert answer["by"].startswith("rpc-")  # a worker of the server's pool
@@ -153,9 +156,7 @@ def test_a_busy_server_leaves_calls_to_the_broker(
 ) -> None:
     """Only while no worker is busy: a call made after one that is still running must not
     overtake the work it may depend on."""
-    endpoint = Direct()
-    servers.start(tp, Target(topic=topic), [endpoint], max_workers=2)
-    client = _client(tp, topic)
+    endpoint, client = _serve(tp, topic, servers, max_workers=2)
     blocked = client.call_async({}, "block")
     assert endpoint.started.wait(10)
 
