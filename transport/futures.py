@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
@@ -60,7 +61,12 @@ class RPCFuture(concurrent.futures.Future[Any]):
         return super().result(timeout)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        if not self.done():
+        if self.done():
+            # As asyncio.sleep(0): other tasks run once even when the answer came before
+            # the await (see objects.futures._let_the_loop_run).
+            if _asyncio_running():
+                yield
+        else:
             import asyncio
 
             loop = asyncio.get_running_loop()
@@ -79,6 +85,11 @@ class RPCFuture(concurrent.futures.Future[Any]):
 
             raise asyncio.CancelledError()
         return self.result()
+
+
+def _asyncio_running() -> bool:
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 
 def _set_waiter(waiter: Any) -> None:

@@ -144,6 +144,41 @@ def test_gather_of_hundreds_keeps_the_loop_responsive(stack: str, ctx: RequestCo
     assert median < 0.05 and max(all_lags) < 1.0, f"event loop stalled: median {median:.3f} s"
 
 
+def test_awaiting_gets_one_after_the_other_lets_other_tasks_run(
+    stack: str, ctx: RequestContext
+) -> None:
+    """Every await gives the loop back once, even for a get answered before get_async
+    returned (embedded: the conductor in this process answers on the caller's thread),
+    so a task awaiting gets in a loop cannot starve the others."""
+    created = [new_instance(ctx, host="aio-loop") for _ in range(50)]
+    objects.wait_all([inst.create_async() for inst in created])
+
+    async def main() -> tuple[int, int]:
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        gets = 0
+        for _ in range(4):
+            for inst in created:
+                assert (await objects.Instance.get_async(ctx, inst.id)).id == inst.id
+                gets += 1
+        done = True
+        await tick
+        return gets, ticks
+
+    gets, ticks = asyncio.run(main())
+    # The ticker runs about once per get: each await let it in
+    assert ticks >= gets // 2, f"{ticks} ticks during {gets} awaited gets"
+
+
 def test_reading_a_pending_field_inside_the_loop_says_to_await(
     stack: str, ctx: RequestContext
 ) -> None:

@@ -225,3 +225,34 @@ def test_endpoints_without_an_inline_answer_offer_nothing(
     servers.start(tp, Target(topic=topic), [Plain()])
     assert tp.direct_answerer(Target(topic=topic)) is None
     assert _client(tp, topic).call({}, "get", key="k").startswith("rpc-")
+
+
+def test_awaiting_a_call_answered_at_once_still_lets_other_tasks_run(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    import asyncio
+
+    endpoint, client = _serve(tp, topic, servers)
+
+    async def main() -> int:
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        for n in range(20):
+            future = client.call_async({}, "get", key=f"k{n}")
+            assert future.done()  # answered on this thread, before the await
+            assert (await future)["key"] == f"k{n}"
+        done = True
+        await tick
+        return ticks
+
+    assert asyncio.run(main()) >= 10
+    assert len(endpoint.given) == 20
