@@ -18,6 +18,7 @@ from objects import exception
 from objects.context import RequestContext
 from tests.brokers import delete_queues
 from tests.conductor.processes import REPO, child_env, serve, unique_topic
+from tests.loop_turns import turns_during
 
 
 def new_instance(ctx: RequestContext, **overrides: Any) -> Any:
@@ -153,28 +154,15 @@ def test_awaiting_gets_one_after_the_other_lets_other_tasks_run(
     created = [new_instance(ctx, host="aio-loop") for _ in range(50)]
     objects.wait_all([inst.create_async() for inst in created])
 
-    async def main() -> tuple[int, int]:
-        ticks = 0
-        done = False
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done:
-                await asyncio.sleep(0)
-                ticks += 1
-
-        tick = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
+    async def gets_one_after_the_other() -> int:
         gets = 0
         for _ in range(4):
             for inst in created:
                 assert (await objects.Instance.get_async(ctx, inst.id)).id == inst.id
                 gets += 1
-        done = True
-        await tick
-        return gets, ticks
+        return gets
 
-    gets, ticks = asyncio.run(main())
+    gets, ticks = turns_during(gets_one_after_the_other)
     # The ticker runs about once per get: each await let it in
     assert ticks >= gets // 2, f"{ticks} ticks during {gets} awaited gets"
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import transport
+from tests.loop_turns import turns_during
 from transport import RPCClient, Target
 from transport.exceptions import MessageUndeliverable, RemoteError
 
@@ -230,29 +231,14 @@ def test_endpoints_without_an_inline_answer_offer_nothing(
 def test_awaiting_a_call_answered_at_once_still_lets_other_tasks_run(
     tp: transport.Transport, topic: str, servers: Servers
 ) -> None:
-    import asyncio
-
     endpoint, client = _serve(tp, topic, servers)
 
-    async def main() -> int:
-        ticks = 0
-        done = False
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done:
-                await asyncio.sleep(0)
-                ticks += 1
-
-        tick = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
+    async def calls() -> None:
         for n in range(20):
             future = client.call_async({}, "get", key=f"k{n}")
             assert future.done()  # answered on this thread, before the await
             assert (await future)["key"] == f"k{n}"
-        done = True
-        await tick
-        return ticks
 
-    assert asyncio.run(main()) >= 10
+    _, ticks = turns_during(calls)
+    assert ticks >= 10
     assert len(endpoint.given) == 20
