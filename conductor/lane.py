@@ -410,10 +410,8 @@ class _Connections(_Transactions):
         if plan is None:
             plan = self._plans[objname] = self._plan(objname)
         if len(wanted) > 1 and not self._bulk:
-            if not plan.many[0]:
-                return super().fetch(objname, wanted)
             with db.translate_errors(objname):
-                rows = self._json_rows(plan.many[0], wanted)
+                rows = self._json_rows(plan, wanted)
             if rows is None:
                 return super().fetch(objname, wanted)
             return self._records(plan, rows)
@@ -430,13 +428,14 @@ class _Connections(_Transactions):
                 rows = self._rows(*plan.many, {"ids": f"{{{','.join(map(str, wanted))}}}"})
         return self._records(plan, rows)
 
-    def _json_rows(self, sql: str, ids: list[int]) -> list[Any] | None:
-        """SQLite: the rows of ``ids`` as one JSON text (see ``_sqlite_json``), read; None
-        when they hold what JSON cannot carry exactly (REAL, BLOB): read them as ever."""
+    def _json_rows(self, plan: _Plan, ids: list[int]) -> list[Any] | None:
+        """SQLite: the rows of ``ids`` as one JSON text (``plan.many``: see
+        ``_sqlite_json``), read; None when they hold what JSON cannot carry exactly (REAL,
+        BLOB): read them as ever."""
         if self._json_missing:
             return None
         try:
-            ((text, inexact),) = self._rows(sql, (orjson.dumps(ids).decode(),), {})
+            ((text, inexact),) = self._rows(*plan.many, {"ids": orjson.dumps(ids).decode()})
         except sa_exc.OperationalError as exc:
             # An SQLite built without JSON functions (before 3.38 they were optional).
             if "no such function" in str(exc.orig):
@@ -493,20 +492,14 @@ class _Connections(_Transactions):
             one=compiled(ops.select_one),
             many=compiled(ops.select_any)
             if self._bulk
-            else (_sqlite_json(ops.table, dialect), None),
+            else (_sqlite_json(ops.table, dialect), ("ids",)),
             names=ops.names,
             processors=tuple(processors),
             timestamps=tuple(timestamps),
         )
 
-    def _rows(self, sql: str, order: Any, values: dict[str, Any]) -> list[Any]:
-        params: Any = (
-            order
-            if type(order) is tuple and not values
-            else values
-            if order is None
-            else tuple(values[name] for name in order)
-        )
+    def _rows(self, sql: str, order: tuple[str, ...] | None, values: dict[str, Any]) -> list[Any]:
+        params = _params(order, values)
         retried = False
         while True:
             reused = bool(self._free) and not retried
@@ -535,10 +528,12 @@ class _Connections(_Transactions):
             self._free.append(connection)
             return rows
 
-    def _inline_rows(self, sql: str, order: Any, values: dict[str, Any]) -> list[Any]:
+    def _inline_rows(
+        self, sql: str, order: tuple[str, ...] | None, values: dict[str, Any]
+    ) -> list[Any]:
         """A lone read on the inline connection, never retried: whatever goes wrong drops
         the connection and raises (the read then goes to a worker)."""
-        params: Any = values if order is None else tuple(values[name] for name in order)
+        params = _params(order, values)
         if not self._inline:
             kept = self._connect()
             try:
@@ -613,6 +608,12 @@ class _Kept:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _params(order: tuple[str, ...] | None, values: dict[str, Any]) -> Any:
+    """A statement's parameters: ``values`` by name, or in ``order`` for a positional
+    driver (sqlite3)."""
+    return values if order is None else tuple(values[name] for name in order)
 
 
 def _close_all(connections: list[Any]) -> None:

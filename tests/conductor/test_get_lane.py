@@ -780,7 +780,7 @@ def test_an_sqlite_without_json_functions_reads_the_ordinary_way(
         reader.fetch("Instance", ids)
         plan = reader._plans["Instance"]
         sql = plan.many[0].replace("json_group_array(", "json_group_array_missing(", 1)
-        reader._plans["Instance"] = plan._replace(many=(sql, None))
+        reader._plans["Instance"] = plan._replace(many=(sql, plan.many[1]))
         got = reader.fetch("Instance", ids)
         assert reader._json_missing
         tried: list[str] = []
