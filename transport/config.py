@@ -19,7 +19,8 @@ class TransportConfig:
             and are rejected by receivers.
         call_monitor_interval: servers send a heartbeat this often while a call runs; None
             switches the call monitor off.
-        call_monitor_misses: heartbeats a caller may miss before it gives up on the server.
+        call_monitor_misses: heartbeats a caller may miss before it gives up on the server
+            (URL option ``call_monitor_misses``: a cluster whose failover takes longer).
         default_exchange: exchange used when a Target names none.
         quorum_queues: declare durable topic queues as RabbitMQ quorum queues (replicated
             across a cluster's nodes). Every server and declarer of a topic must agree.
@@ -79,6 +80,7 @@ URL_OPTIONS = (
     "topic_queue_message_ttl",
     "topic_queue_expires",
     "cast_ttl",
+    "call_monitor_misses",
     "control_exchange",
     "wire",
 )
@@ -90,7 +92,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def _parse_option(name: str, text: str) -> bool | float | str | None:
+def _parse_option(name: str, text: str) -> bool | float | int | str | None:
     if name == "wire":
         if text not in _WIRES:
             raise ValueError(f"transport URL option wire={text!r}: use native or oslo")
@@ -108,6 +110,10 @@ def _parse_option(name: str, text: str) -> bool | float | str | None:
         if text.lower() in _FALSE:
             return False
         raise ValueError(f"transport URL option {name}={text!r}: use true or false")
+    if name == "call_monitor_misses":
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
+            raise ValueError(f"transport URL option {name}={text!r}: use a whole number above 0")
+        return int(text)
     if text.lower() in ("", "none"):
         return None
     try:

@@ -116,6 +116,16 @@ def test_url_options_set_the_transport_config() -> None:
         tp.cleanup()
 
 
+def test_call_monitor_misses_url_option_sets_the_silence_a_caller_tolerates() -> None:
+    # (a cluster's failover can hold heartbeats up longer than the default 4 misses)
+    tp = transport.get_transport("memory://opts?call_monitor_misses=10")
+    try:
+        assert tp.config.call_monitor_misses == 10
+        assert type(tp.config.call_monitor_misses) is int
+    finally:
+        tp.cleanup()
+
+
 def test_url_options_override_the_config_passed_in() -> None:
     tp = transport.get_transport(
         "memory://opts?quorum_queues=false", TransportConfig(quorum_queues=True, cast_ttl=5)
@@ -133,6 +143,9 @@ def test_url_options_override_the_config_passed_in() -> None:
         ("quorum_queues=maybe", "quorum_queues"),
         ("cast_ttl=-1", "cast_ttl"),
         ("topic_queue_expires=soon", "topic_queue_expires"),
+        ("call_monitor_misses=0", "call_monitor_misses=.*whole number"),
+        ("call_monitor_misses=2.5", "call_monitor_misses=.*whole number"),
+        ("call_monitor_misses=many", "call_monitor_misses=.*whole number"),
         ("quorum=true", "unknown transport URL option"),
     ],
 )
