@@ -128,12 +128,16 @@ def _thread_cpu() -> dict[str, float]:
     return dict(out)
 
 
-def _serve(stages: Stages, handle: Callable[[dict[str, Any]], Any]) -> None:
+def _serve(stages: Stages, handle: Callable[[dict[str, Any]], Any], marks: Any = None) -> None:
     def command(cmd: dict[str, Any]) -> Any:
         if cmd["cmd"] == "reset":
             return stages.reset()
         if cmd["cmd"] == "stages":
             return stages.report()
+        if cmd["cmd"] == "marks_on" and marks is not None:
+            return marks.start()
+        if cmd["cmd"] == "marks" and marks is not None:
+            return marks.report()
         return handle(cmd)
 
     _common.serve_commands(command)
@@ -143,8 +147,21 @@ def _unknown(cmd: dict[str, Any]) -> Any:
     raise ValueError(f"unknown command {cmd.get('cmd')!r}")
 
 
+def _marks(config: dict[str, Any], side: str) -> Any:
+    """With ``timeline`` in the config: the side's timestamps (``bench/_timeline.py``)
+    instead of its stages (a stage's clock reads would be on the timeline too)."""
+    if not config.get("timeline"):
+        return None
+    from bench import _timeline
+
+    return _timeline.Marks(
+        _timeline.CONDUCTOR_MARKS if side == "conductor" else _timeline.CLIENT_MARKS
+    )
+
+
 def serve_conductor(config: dict[str, Any]) -> None:
-    stages = Stages(CONDUCTOR_STAGES)
+    marks = _marks(config, "conductor")
+    stages = Stages([] if marks else CONDUCTOR_STAGES)
     import conductor
     import objects
 
@@ -161,17 +178,18 @@ def serve_conductor(config: dict[str, Any]) -> None:
 
     cli._raise_young_threshold()  # and this too
     try:
-        _serve(stages, _unknown)
+        _serve(stages, _unknown, marks)
     finally:
         service.stop()
 
 
 def serve_client(config: dict[str, Any]) -> None:
-    stages = Stages(CLIENT_STAGES)
+    marks = _marks(config, "client")
+    stages = Stages([] if marks else CLIENT_STAGES)
     from bench._ours import OursWorker
 
     worker = OursWorker(config)
     try:
-        _serve(stages, worker.handle)
+        _serve(stages, worker.handle, marks)
     finally:
         worker.close()

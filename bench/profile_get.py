@@ -9,6 +9,7 @@ targets are ratios against anchors run side by side, which ``bench/bench.py`` re
 
     python bench/profile_get.py                 # get, then get_async and save with 256 in flight
     python bench/profile_get.py --only get_async --window 1024
+    python bench/profile_get.py --timeline      # where a call's time goes, not its CPU
 
 The accounting itself costs about a microsecond per wrapped call (a few per operation).
 """
@@ -100,6 +101,76 @@ def profile(
         print(f"  at this CPU per op the {cores} cores could carry at most {ceiling:,.0f} ops/s")
 
 
+#: A call's way, one call at a time: (segment, from (side, mark, end), to (side, mark,
+#: end)); end 0 is when the function was entered, 1 when it was left. ``call`` (the
+#: caller has its object) is matched to the calls by order, the others by request id.
+_SEQUENTIAL = [
+    ("client: the call built (caller's thread)", ("c", "start", 0), ("c", "submit", 0)),
+    ("client: the request published (caller's thread)", ("c", "submit", 0), ("c", "submit", 1)),
+    ("RabbitMQ -> the conductor's I/O thread", ("c", "submit", 1), ("s", "arrive", 0)),
+    ("conductor: answered on its I/O thread", ("s", "arrive", 0), ("s", "arrive", 1)),
+    ("RabbitMQ -> the client's I/O thread", ("s", "arrive", 1), ("c", "reply", 0)),
+    ("client: the reply taken in (I/O thread)", ("c", "reply", 0), ("c", "reply", 1)),
+    ("client: the caller woken, returns", ("c", "reply", 1), ("c", "call", 1)),
+    ("the whole call", ("c", "start", 0), ("c", "call", 1)),
+]
+#: Many calls in flight: the conductor answers batches on its workers.
+_PIPELINED = [
+    ("client: the call started (caller's thread)", ("c", "start", 0), ("c", "start", 1)),
+    ("client: waits for the sender (gathering a batch)", ("c", "start", 1), ("c", "publish", 0)),
+    ("client: the batch published (sender thread)", ("c", "publish", 0), ("c", "publish", 1)),
+    ("RabbitMQ -> the conductor's I/O thread", ("c", "publish", 1), ("s", "arrive", 0)),
+    ("conductor: waits for a worker", ("s", "arrive", 1), ("s", "handle", 0)),
+    ("conductor: its batch run, replies sent (worker)", ("s", "handle", 0), ("s", "handle", 1)),
+    ("RabbitMQ -> the client's I/O thread", ("s", "handle", 1), ("c", "reply", 0)),
+    ("client: its reply message taken in (I/O thread)", ("c", "reply", 0), ("c", "reply", 1)),
+    ("start to reply taken in", ("c", "start", 0), ("c", "reply", 1)),
+]
+
+
+def _timeline(
+    client: _procs.Child, conductor: _procs.Child, workload: str, window: int, seconds: float
+) -> None:
+    """Run ``workload`` with both sides noting their marks; print each segment's median."""
+    for side in (client, conductor):
+        side.call({"cmd": "marks_on"})
+    result = client.call(
+        {"cmd": "run", "workload": workload, "window": window, "ops": 10**9, "seconds": seconds}
+    )
+    notes = {"c": client.call({"cmd": "marks"}), "s": conductor.call({"cmd": "marks"})}
+    sequential = workload == "get"
+    starts = notes["c"]["by_id"].get("start", {})
+    ends = notes["c"]["ordered"].get("call", [])
+    ids = sorted(starts, key=lambda i: starts[i][0])
+    done = {i: ends[k] for k, i in enumerate(ids) if k < len(ends)} if sequential else {}
+
+    def at(request_id: str, side: str, mark: str, end: int) -> float | None:
+        if mark == "call":
+            found = done.get(request_id)
+        else:
+            found = notes[side]["by_id"].get(mark, {}).get(request_id)
+        return None if found is None else found[end]
+
+    label = workload if sequential else f"{workload}[{window}]"
+    ops, elapsed = result["ops"], result["elapsed"]
+    print(
+        f"\n{label}: {ops} ops in {elapsed:.1f}s = {ops / elapsed:,.0f} ops/s; "
+        "the median of each segment of a call's way (ms):"
+    )
+    for name, start, end in _SEQUENTIAL if sequential else _PIPELINED:
+        spans = []
+        for request_id in ids[len(ids) // 10 :]:  # past the first tenth: warm
+            a, b = at(request_id, *start), at(request_id, *end)
+            if a is not None and b is not None:
+                spans.append(b - a)
+        if spans:
+            spans.sort()
+            median = spans[len(spans) // 2] * 1e3
+            print(f"    {name:52s} {median:8.3f} ms   ({len(spans)} calls)")
+        else:
+            print(f"    {name:52s}        - (not on this way)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -118,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
         help="a PostgreSQL URL to create and drop the profile database through",
     )
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="where a call's time goes along the wire (timestamps) instead of its CPU",
+    )
     args = p.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
     name, topic, server = f"profile_{tag}", f"profile-{tag}", f"profile-{tag}"
@@ -134,12 +210,16 @@ def main(argv: list[str] | None = None) -> int:
                 "database_url": db_url,
                 "topic": topic,
                 "server": server,
+                "timeline": args.timeline,
             },
             tmp,
         )
         children.append(conductor)
         client = _procs.worker(
-            "client", "profiled-client", {"transport_url": args.transport_url, "topic": topic}, tmp
+            "client",
+            "profiled-client",
+            {"transport_url": args.transport_url, "topic": topic, "timeline": args.timeline},
+            tmp,
         )
         children.append(client)
         client.call({"cmd": "seed", "count": args.seed})
@@ -158,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": 1.0,
                 }
             )  # warm-up
-            profile(client, conductor, services, workload, args.window, args.seconds)
+            if args.timeline:
+                _timeline(client, conductor, workload, args.window, args.seconds)
+            else:
+                profile(client, conductor, services, workload, args.window, args.seconds)
     finally:
         if services is not None:
             services.close()
