@@ -433,3 +433,53 @@ def test_an_object_future_condition_makes_its_waiters_on_the_first_wait() -> Non
     assert not condition._waiters
     threading.Timer(0.05, future.set_result, (5,)).start()
     assert future.result(5) == 5
+
+
+def test_a_burst_of_resolutions_from_another_thread_wakes_the_loop_once() -> None:
+    # A transport resolves a batch of replies one after the other on its I/O thread; each
+    # awaiting task must wake, but the loop needs waking (a write to its self-pipe) only
+    # once for the burst, not once per future.
+    futures: list[ObjectFuture[int]] = [ObjectFuture() for _ in range(100)]
+    wakeups = 0
+
+    async def main() -> list[int]:
+        nonlocal wakeups
+        loop = asyncio.get_running_loop()
+        threadsafe = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakeups
+            wakeups += 1
+            return threadsafe(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        tasks = [asyncio.ensure_future(_awaited(f)) for f in futures]
+        await asyncio.sleep(0)  # every task is waiting now
+        resolver = threading.Thread(
+            target=lambda: [f.set_result(i) for i, f in enumerate(futures)]
+        )
+        resolver.start()
+        results = await asyncio.gather(*tasks)
+        resolver.join()
+        return list(results)
+
+    assert asyncio.run(main()) == list(range(100))
+    assert 1 <= wakeups <= 10, wakeups  # one per burst (a resolver slower than the loop: a few)
+
+
+async def _awaited(future: ObjectFuture[int]) -> int:
+    return await future
+
+
+def test_a_future_resolved_after_its_loop_closed_raises_nothing_in_the_resolver() -> None:
+    future: ObjectFuture[int] = ObjectFuture()
+
+    async def start_awaiting() -> None:
+        asyncio.ensure_future(_awaited(future))
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(start_awaiting())
+    loop.close()
+    future.set_result(1)  # its done-callback finds the loop closed: nobody waits any more
+    assert future.result() == 1
