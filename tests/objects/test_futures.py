@@ -455,9 +455,7 @@ def test_a_burst_of_resolutions_from_another_thread_wakes_the_loop_once() -> Non
         loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
         tasks = [asyncio.ensure_future(_awaited(f)) for f in futures]
         await asyncio.sleep(0)  # every task is waiting now
-        resolver = threading.Thread(
-            target=lambda: [f.set_result(i) for i, f in enumerate(futures)]
-        )
+        resolver = threading.Thread(target=lambda: [f.set_result(i) for i, f in enumerate(futures)])
         resolver.start()
         results = await asyncio.gather(*tasks)
         resolver.join()
