@@ -452,10 +452,15 @@ def test_a_burst_of_resolutions_from_another_thread_wakes_the_loop_once() -> Non
             wakeups += 1
             return threadsafe(*args, **kwargs)
 
-        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
         tasks = [asyncio.ensure_future(_awaited(f)) for f in futures]
         await asyncio.sleep(0)  # every task is waiting now
-        resolver = threading.Thread(target=lambda: [f.set_result(i) for i, f in enumerate(futures)])
+
+        def resolve_all() -> None:
+            for i, f in enumerate(futures):
+                f.set_result(i)
+
+        resolver = threading.Thread(target=resolve_all)
         resolver.start()
         results = await asyncio.gather(*tasks)
         resolver.join()
