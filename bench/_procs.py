@@ -183,6 +183,31 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def add_service_arguments(parser: Any, what: str) -> None:
+    """``--transport-url`` and ``--pg-url`` (where ``what``'s database is created and
+    dropped), defaulting to ``BENCH_TRANSPORT_URL`` / ``BENCH_PG_ADMIN_URL``, then the
+    local services."""
+    parser.add_argument(
+        "--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", DEFAULT_AMQP)
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_ADMIN_URL", DEFAULT_PG),
+        help=f"a PostgreSQL URL to create and drop {what} through",
+    )
+
+
+def remove_run(
+    pg_url: str, database: str, transport_url: str, topic: str, server: str, tmp: Path
+) -> None:
+    """What a profile's run leaves behind: its database, its topic's queues, its logs."""
+    import shutil
+
+    drop_database(pg_url, database)
+    delete_broker_objects(transport_url, [topic, f"{topic}.{server}", f"{topic}.dead"])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def delete_broker_objects(
     url: str, queues: list[str], exchanges: tuple[str, ...] | list[str] = ()
 ) -> None:

@@ -698,14 +698,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="--workers of each conductor (default: the conductor's default)",
     )
-    p.add_argument(
-        "--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP)
-    )
-    p.add_argument(
-        "--pg-url",
-        default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
-        help="a PostgreSQL URL to create and drop the bench database through",
-    )
+    _procs.add_service_arguments(p, "the bench database")
     p.add_argument(
         "--lean-codecs",
         type=lambda s: [c.strip() for c in s.split(",") if c.strip()],

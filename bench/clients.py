@@ -15,7 +15,6 @@ to the last finish) and each layout's median.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -63,14 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=int, default=40_000, help="gets per round, over all clients")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seed", type=int, default=2000, help="instances created up front")
-    p.add_argument(
-        "--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP)
-    )
-    p.add_argument(
-        "--pg-url",
-        default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
-        help="a PostgreSQL URL to create and drop the run's database through",
-    )
+    _procs.add_service_arguments(p, "the run's database")
     args = p.parse_args(argv)
     layouts = _layouts(args.layouts)
     tag = uuid.uuid4().hex[:8]
@@ -120,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             child.stop()
         if serve is not None:
             serve.stop()
-        _procs.drop_database(args.pg_url, name)
-        _procs.delete_broker_objects(
-            args.transport_url, [topic, f"{topic}.{topic}", f"{topic}.dead"]
-        )
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        _procs.remove_run(args.pg_url, name, args.transport_url, topic, topic, tmp)
     return 0
 
 

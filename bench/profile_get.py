@@ -181,14 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=256, help="operations in flight")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per workload")
     p.add_argument("--seed", type=int, default=2000, help="instances created up front")
-    p.add_argument(
-        "--transport-url", default=os.environ.get("BENCH_TRANSPORT_URL", _procs.DEFAULT_AMQP)
-    )
-    p.add_argument(
-        "--pg-url",
-        default=os.environ.get("BENCH_PG_ADMIN_URL", _procs.DEFAULT_PG),
-        help="a PostgreSQL URL to create and drop the profile database through",
-    )
+    _procs.add_service_arguments(p, "the profile database")
     p.add_argument(
         "--timeline",
         action="store_true",
@@ -247,13 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             services.close()
         for child in reversed(children):
             child.stop()
-        _procs.drop_database(args.pg_url, name)
-        _procs.delete_broker_objects(
-            args.transport_url, [topic, f"{topic}.{server}", f"{topic}.dead"]
-        )
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        _procs.remove_run(args.pg_url, name, args.transport_url, topic, server, tmp)
     return 0
 
 
