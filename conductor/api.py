@@ -20,7 +20,7 @@ from objects.indirection import IndirectionAPI
 from objects.persistent import save_primitive
 from objects.registry import version_tuple
 from objects.remoting import sent_changes
-from objects.serializer import VersionedObjectSerializer, _all_plain
+from objects.serializer import VersionedObjectSerializer, _all_plain, json_scalars
 from transport.futures import resolve
 
 if TYPE_CHECKING:
@@ -102,8 +102,21 @@ class ConductorAPI(IndirectionAPI):
         objs = self._objects
         wire_args: Any = list(args)
         wire_kwargs: Any = dict(kwargs)
-        if type(objs) is not VersionedObjectSerializer or not (
-            _all_plain(wire_args) and _all_plain(wire_kwargs.values())
+        versions = dict(object_versions)
+        # NOTE: arguments that are JSON scalars (a get's id), in the lists and dicts made
+        # here, let the transport encode the request off this thread (start_call's
+        # ``plain``): what serialize_entity would hand back as they are.
+        plain = (
+            type(objs) is VersionedObjectSerializer
+            and type(objname) is str
+            and type(objmethod) is str
+            and json_scalars(wire_args)
+            and json_scalars(wire_kwargs.values())
+            and _str_pairs(versions)
+        )
+        if not plain and (
+            type(objs) is not VersionedObjectSerializer
+            or not (_all_plain(wire_args) and _all_plain(wire_kwargs.values()))
         ):
             # NOTE: plain arguments (a get's id) are what serialize_entity hands back
             # as they are; only others take its walk.
@@ -115,12 +128,13 @@ class ConductorAPI(IndirectionAPI):
             {
                 "objname": objname,
                 "objmethod": objmethod,
-                "object_versions": dict(object_versions),
+                "object_versions": versions,
                 "args": wire_args,
                 "kwargs": wire_kwargs,
             },
             future=future if future is not None else ObjectFuture(),
             then=self._class_result(context, then),
+            plain=plain,
         )
 
     def _class_result(
@@ -356,6 +370,14 @@ class _LoadPrimitive:
 
 
 _NO_OWNER: Any = object()
+
+
+def _str_pairs(mapping: dict[Any, Any]) -> bool:
+    """Whether every key and value of ``mapping`` is a ``str`` (a version manifest)."""
+    for key, value in mapping.items():
+        if type(key) is not str or type(value) is not str:
+            return False
+    return True
 
 
 def _newer(ours: str, theirs: str) -> bool:

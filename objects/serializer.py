@@ -31,6 +31,19 @@ def _all_scalars(values: Iterable[Any]) -> bool:
     return True
 
 
+def json_scalars(values: Iterable[Any]) -> bool:
+    """Whether every value is a ``str``, ``int``, ``bool``, ``None`` or finite ``float``
+    (exactly those types): what every JSON encoder writes alike and reads back equal."""
+    for value in values:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is float and value - value == 0.0:  # NaN and the infinities are not
+            continue
+        return False
+    return True
+
+
 def _all_plain(values: Iterable[Any]) -> bool:
     """Whether every value is a scalar or a list of scalars: nothing in them to turn (an
     ``object_action``'s updates, its change list included, are such a dict)."""

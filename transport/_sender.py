@@ -21,10 +21,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from transport import _wire
-from transport.exceptions import ConnectionLost, MessagingTimeout
+from transport.exceptions import ConnectionLost, MessageTooLarge, MessagingTimeout
 
 if TYPE_CHECKING:
     from transport.driver import Driver
@@ -45,7 +45,7 @@ class _Outgoing:
     def __init__(
         self,
         target: Target,
-        body: bytes,
+        body: bytes | _wire.Deferred,
         ttl: float | None,
         on_sent: OnSent,
         batchable: bool,
@@ -97,7 +97,7 @@ class Sender:
     def submit(
         self,
         target: Target,
-        body: bytes,
+        body: bytes | _wire.Deferred,
         ttl: float | None,
         on_sent: OnSent,
         *,
@@ -105,7 +105,8 @@ class Sender:
         inline: bool = False,
         call: bool = False,
     ) -> None:
-        """Queue one encoded envelope; ``on_sent(None)`` once the broker has it, or
+        """Queue one encoded envelope (or a deferred one, encoded here with the rest of
+        its batch: ``_wire.Deferred``); ``on_sent(None)`` once the broker has it, or
         ``on_sent(exc)`` when it could not be sent. Callbacks run on the sender thread.
 
         ``inline``: the caller has nothing else in flight; when the sender is idle too,
@@ -120,6 +121,12 @@ class Sender:
             if not go_inline:
                 self._enqueue(item)
         if go_inline:
+            if isinstance(body, _wire.Deferred):
+                try:
+                    item.body = body = body.encode(self._max_bytes)
+                except (TypeError, MessageTooLarge) as exc:
+                    _notify(item, exc)
+                    return
             try:
                 sent = self._driver.try_send(target, body, ttl=ttl, call=call)
             except Exception as exc:
@@ -245,7 +252,16 @@ class Sender:
             if not live:
                 return
             group, first = live, live[0]
-        body = first.body if len(group) == 1 else _wire.pack_batch([item.body for item in group])
+        bodies = [item.body for item in group]
+        if any(type(part) is _wire.Deferred for part in bodies):
+            packed = _wire.encode_group(bodies, self._max_bytes)
+            if packed is None:
+                self._publish_each(group)
+                return
+            body = packed
+        else:
+            encoded = cast("list[bytes]", bodies)
+            body = encoded[0] if len(encoded) == 1 else _wire.pack_batch(encoded)
         ttl: float | None = None
         if all(item.expires is not None for item in group):
             ttl = max(item.expires for item in group if item.expires is not None) - now
@@ -256,6 +272,23 @@ class Sender:
             error = exc
         for item in group:
             _notify(item, error)
+
+    def _publish_each(self, group: list[_Outgoing]) -> None:
+        """A group that could not be encoded in one go: each deferred envelope encoded on
+        its own (what it cannot carry, or a size over the limit, fails its own call only),
+        the rest packed again within the size limit."""
+        encoded: list[_Outgoing] = []
+        for item in group:
+            body = item.body
+            if type(body) is _wire.Deferred:
+                try:
+                    item.body = body.encode(self._max_bytes)
+                except (TypeError, MessageTooLarge) as exc:
+                    _notify(item, exc)
+                    continue
+            encoded.append(item)
+        for part in self._groups(encoded):
+            self._publish(part)
 
 
 def _notify(item: _Outgoing, error: BaseException | None) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from transport import _wire
 from transport._replies import ReplyWaiter
 from transport._sender import OnSent, Sender
 from transport.config import DEFAULT_CONFIG, TransportConfig, apply_url_options
@@ -125,14 +126,15 @@ class Transport:
     def send_request(
         self,
         target: Target,
-        body: bytes,
+        body: bytes | _wire.Deferred,
         ttl: float | None,
         on_sent: OnSent,
         *,
         call: bool = False,
         batchable: bool = True,
     ) -> None:
-        """Queue an encoded request (``call``: its caller waits for a reply) or cast for
+        """Queue an encoded request (or a :class:`~transport._wire.Deferred` one, which
+        the sender encodes; ``call``: its caller waits for a reply) or cast for
         ``target``; ``on_sent(None)`` once the broker has it, ``on_sent(exc)`` with the
         typed error when it could not be sent. Requests queued meanwhile for one target
         leave packed in one message (``batchable``). A call is published on the caller's

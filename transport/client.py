@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 _TARGET_FIELDS = ("topic", "server", "fanout", "version", "namespace", "exchange")
 _UNSET: Any = object()
+_NOT_PLAIN = _wire.NOT_PLAIN
 
 
 def _request_id() -> str:
@@ -155,6 +156,7 @@ class RPCClient:
         future: Future[T],
         then: Callable[[Any], T] | None = None,
         on_error: Callable[[BaseException], bool] | None = None,
+        plain: bool = False,
     ) -> Future[T]:
         """Like :meth:`call_async`, resolving the caller's own ``future``.
 
@@ -165,8 +167,24 @@ class RPCClient:
                 (or raises) becomes the outcome.
             on_error: called with a failure first; returning True takes it over (the
                 caller sends again with the same future) and leaves ``future`` pending.
+            plain: the caller vouches that ``kwargs`` holds only ``str`` keys and
+                ``str``, ``int``, ``bool``, ``None`` and finite ``float`` values, in dicts
+                and lists made for this call that nobody changes afterwards. With no
+                serializer, the request is then encoded by the sender thread with the
+                rest of its batch (a copy of the context is taken now), not on this
+                thread; what the broker cannot take (a size over the limit) fails
+                ``future`` instead of raising here.
         """
-        self._start(ctxt, method, kwargs, multi=False, future=future, then=then, on_error=on_error)
+        self._start(
+            ctxt,
+            method,
+            kwargs,
+            multi=False,
+            future=future,
+            then=then,
+            on_error=on_error,
+            plain=plain,
+        )
         return future
 
     def multicall(self, ctxt: Any, method: str, **kwargs: Any) -> Iterator[Any]:
@@ -201,6 +219,7 @@ class RPCClient:
         future: Future[Any] | None = None,
         then: Callable[[Any], Any] | None = None,
         on_error: Callable[[BaseException], bool] | None = None,
+        plain: bool = False,
     ) -> PendingCall:
         if self.target.fanout:
             raise InvalidTarget(
@@ -210,15 +229,29 @@ class RPCClient:
         timeout = self.timeout if self.timeout is not None else transport.config.default_timeout
         monitor_interval = self.call_monitor_interval
         answer: DirectAnswer | None = None
+        body: bytes | _wire.Deferred
         if self._oslo:
             envelope = self._envelope(ctxt, method, kwargs, reply_to=transport.reply_address)
             body, monitor_interval = self._oslo_call(envelope, multi)
         else:
-            envelope = self._envelope(
-                ctxt, method, kwargs, transport.reply_address, (multi, monitor_interval)
-            )
             answer = None if multi else transport.direct_answerer(self.target)
-            body = _wire.encode(envelope, transport.config.max_message_size, keep=bool(answer))
+            wire_ctxt = (
+                _plain_context(ctxt)
+                if plain and answer is None and not multi and self._plain_envelope(monitor_interval)
+                else None
+            )
+            envelope = self._envelope(
+                ctxt,
+                method,
+                kwargs,
+                transport.reply_address,
+                (multi, monitor_interval),
+                wire_ctxt,
+            )
+            if wire_ctxt is not None:
+                body = _wire.Deferred(envelope)
+            else:
+                body = _wire.encode(envelope, transport.config.max_message_size, keep=bool(answer))
         convert = self._converter(ctxt)
         if then is not None:
             convert = _compose(convert, then)
@@ -233,7 +266,11 @@ class RPCClient:
             future=future,
             on_error=on_error,
         )
-        if answer is not None and self._answered_directly(answer, body, call):
+        if (
+            answer is not None
+            and isinstance(body, bytes)
+            and self._answered_directly(answer, body, call)
+        ):
             return call
         call.queue = self._route  # set by _envelope's check of this target
         call.forget = self._forget
@@ -255,6 +292,18 @@ class RPCClient:
             transport.forget_call(call.request_id)
             raise
         return call
+
+    def _plain_envelope(self, monitor_interval: float | None) -> bool:
+        """Whether this client's own parts of an envelope are plain JSON (see
+        ``_wire.plain_copy``): no serializer, and the target's namespace and version and
+        the heartbeat interval of plain types."""
+        namespace, version = self.target.namespace, self.target.version
+        return (
+            self.serializer is None
+            and (namespace is None or type(namespace) is str)
+            and (version is None or type(version) is str)
+            and (monitor_interval is None or _wire.plain_copy(monitor_interval) is not _NOT_PLAIN)
+        )
 
     def _answered_directly(self, answer: DirectAnswer, body: bytes, call: PendingCall) -> bool:
         """Whether a server in this process answered the call on this thread
@@ -328,15 +377,19 @@ class RPCClient:
         kwargs: dict[str, Any],
         reply_to: str | None,
         monitor: tuple[bool, float | None] | None = None,
+        ctxt_dict: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The request envelope; ``monitor`` (a native call's ``multi`` and heartbeat
-        interval) adds those two keys."""
+        interval) adds those two keys. ``ctxt_dict``: the context as a dict already (then
+        ``kwargs`` go as they are)."""
         target = self.target
         checked = self._checked
         if checked is None or checked[0] is not target or checked[1] != self.version_cap:
             self._check_target()
         serializer = self.serializer
-        if serializer is None:
+        if ctxt_dict is not None:
+            args = kwargs
+        elif serializer is None:
             ctxt_dict = context_to_dict(ctxt)
             args = kwargs
         else:
@@ -396,6 +449,18 @@ class RPCClient:
 
         self.transport.send_request(self.target, body, ttl, on_sent)
         sent.result()
+
+
+def _plain_context(ctxt: Any) -> dict[str, Any] | None:
+    """The context as a dict a deferred envelope may carry (plain JSON nobody changes:
+    the context's own ``wire_dict()``, else a copy of its dict), or None."""
+    wire_dict = getattr(ctxt, "wire_dict", None)
+    if wire_dict is not None:
+        kept = wire_dict()
+        if type(kept) is dict:
+            return kept
+    copied = _wire.plain_copy(context_to_dict(ctxt))
+    return None if copied is _NOT_PLAIN else copied
 
 
 def _identity(value: Any) -> Any:

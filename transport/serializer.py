@@ -12,7 +12,14 @@ __all__ = ["NoOpSerializer", "Serializer", "context_to_dict"]
 
 
 def context_to_dict(ctxt: object) -> dict[str, Any]:
-    """A request context as a dict: dicts pass through, other objects use ``to_dict()``."""
+    """A request context as a dict: dicts pass through, other objects use ``to_dict()``.
+
+    A context may also offer ``wire_dict()``: its ``to_dict()`` as plain JSON (``str``
+    keys; ``str``, ``int``, ``bool``, ``None``, finite ``float`` and lists and dicts of
+    these) that nobody changes afterwards, or None. A call whose arguments are vouched
+    plain (``RPCClient.start_call``'s ``plain``) then sends that dict as it is, without
+    a copy, and leaves the request's encoding to the sender thread.
+    """
     if ctxt is None:
         return {}
     if isinstance(ctxt, dict):

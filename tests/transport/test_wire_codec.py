@@ -296,3 +296,70 @@ def test_the_check_is_what_a_plain_result_skips(monkeypatch: pytest.MonkeyPatch)
     assert reads == []
     _wire.reply_body(_wire.result_reply("r1", dict(_PLAIN)), 1 << 20)
     assert len(reads) == 1
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_values)
+def test_a_deferred_envelope_reads_back_as_the_stdlib_writes_it_or_is_left_to_encode(
+    value: Any,
+) -> None:
+    copied = _wire.plain_copy(value)
+    expected = _reference_encode({"v": value})
+    if copied is _wire.NOT_PLAIN:
+        return  # encoded by its caller, as every other envelope (the test above)
+    body = _wire.encode_group([_wire.Deferred({"v": copied})], 1 << 20)
+    if expected is None:  # a surrogate: orjson refuses it too, and encode says why
+        assert body is None
+        with pytest.raises(TypeError, match="not JSON-serialisable"):
+            _wire.Deferred({"v": copied}).encode()
+        return
+    if body is None:  # orjson refused it (an integer over 64 bits, a surrogate)
+        body = _wire.Deferred({"v": copied}).encode()
+    assert _strict(_reference_decode(body)) == _strict(_reference_decode(expected))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        math.nan,
+        math.inf,
+        (1, 2),
+        {1: "a"},
+        b"x",
+        uuid.uuid4(),
+        _Number.ONE,
+        _Word.HELLO,
+        [object()],
+    ],
+    ids=repr,
+)
+def test_plain_copy_refuses_what_encoders_write_differently(value: Any) -> None:
+    assert _wire.plain_copy({"v": value}) is _wire.NOT_PLAIN
+
+
+def test_plain_copy_makes_new_containers_and_stops_at_its_depth() -> None:
+    inner = [1, "a", None, True, 2.5]
+    original = {"k": inner, "d": {"x": inner}}
+    copied = _wire.plain_copy(original)
+    assert copied == original
+    assert copied["k"] is not inner and copied["d"]["x"] is not inner
+    inner.append("later")
+    assert copied["k"] == [1, "a", None, True, 2.5]
+    deep: Any = 1
+    for _ in range(_wire.PLAIN_DEPTH):
+        deep = [deep]
+    assert _wire.plain_copy(deep) == deep
+    assert _wire.plain_copy([deep]) is _wire.NOT_PLAIN
+
+
+def test_a_group_is_one_message_as_pack_batch_makes_it() -> None:
+    first, second = {"id": "a", "v": [1, 2]}, {"id": "b", "v": "é"}
+    encoded = _wire.encode(second)
+    assert _wire.encode_group([_wire.Deferred(first), _wire.Deferred(second)], 1 << 20) == (
+        _wire.pack_batch([_wire.encode(first), encoded])
+    )
+    assert _wire.encode_group([_wire.Deferred(first), encoded], 1 << 20) == _wire.pack_batch(
+        [_wire.encode(first), encoded]
+    )
+    assert _wire.encode_group([_wire.Deferred(first)], 1 << 20) == _wire.encode(first)
+    assert _wire.encode_group([_wire.Deferred(first), encoded], 20) is None  # over the limit
