@@ -105,6 +105,9 @@ def _make_storage() -> Any:
 class WireStub:
     """An IndirectionAPI doing a transport client's share: serialize, JSON, a future."""
 
+    #: Its ``_async`` methods return their own futures (``objects`` chains onto them).
+    resolves_given_futures = False
+
     def __init__(
         self, get_reply: bytes, save_reply: bytes, objects_serializer: bool = True
     ) -> None:
