@@ -123,7 +123,8 @@ class Sender:
         if go_inline:
             if isinstance(body, _wire.Deferred):
                 try:
-                    item.body = body = body.encode(self._max_bytes)
+                    packed = _wire.encode_group([body], self._max_bytes)
+                    item.body = body = body.encode(self._max_bytes) if packed is None else packed
                 except (TypeError, MessageTooLarge) as exc:
                     _notify(item, exc)
                     return
