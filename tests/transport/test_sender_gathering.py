@@ -1,0 +1,71 @@
+"""The sender gathers a batch while many calls are in flight, and no longer than needed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from transport import Target, _sender
+
+
+class _Recorder:
+    """The part of a driver the sender uses: records when each message went out."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, bytes]] = []
+        self.done = threading.Event()
+
+    def send(
+        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
+    ) -> None:
+        self.sent.append((time.monotonic(), body))
+        self.done.set()
+
+    def try_send(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+
+def _sender_with(in_flight: int, driver: _Recorder) -> _sender.Sender:
+    # 20,000 calls in flight: a pause of 0.2 s (10 us each, under the 1 s cap)
+    return _sender.Sender(
+        driver,  # type: ignore[arg-type]
+        max_batch=100_000,
+        max_bytes=1 << 30,
+        in_flight=lambda: in_flight,
+        linger=1.0,
+    )
+
+
+def _queue(sender: _sender.Sender, count: int) -> float:
+    target = Target(topic="t")
+    started = time.monotonic()
+    for i in range(count):
+        sender.submit(target, b'{"id":"%d"}' % i, None, lambda error: None, call=True)
+    return started
+
+
+def test_the_pause_ends_once_a_quarter_of_the_calls_in_flight_are_queued() -> None:
+    driver = _Recorder()
+    sender = _sender_with(20_000, driver)
+    try:
+        started = _queue(sender, 5_000)
+        assert driver.done.wait(5)
+        took = driver.sent[0][0] - started
+        assert took < 0.15, f"published after {took:.3f}s, not once 5,000 of 20,000 were queued"
+        assert sum(body.count(b'"id"') for _, body in driver.sent) == 5_000
+    finally:
+        sender.close()
+
+
+def test_fewer_queued_wait_out_the_pause_and_leave_together() -> None:
+    driver = _Recorder()
+    sender = _sender_with(20_000, driver)
+    try:
+        started = _queue(sender, 100)
+        assert driver.done.wait(5)
+        took = driver.sent[0][0] - started
+        assert took >= 0.15, f"published after {took:.3f}s, before the pause ended"
+        assert len(driver.sent) == 1 and driver.sent[0][1].count(b'"id"') == 100
+    finally:
+        sender.close()
