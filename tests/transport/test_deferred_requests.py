@@ -55,13 +55,21 @@ def _one_in_flight(tp: transport.Transport) -> None:
     tp.register_call(PendingCall("held", "hold", 60, None, lambda v: v, ()))
 
 
-def test_plain_requests_are_encoded_on_the_sender_thread_and_answered_each(
+def _queued_client(
     tp: transport.Transport, topic: str, servers: Servers, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[RPCClient, _HeldEncoding]:
+    """A client of an ``Echo`` server whose calls queue for the sender, which holds them
+    at its encode until the test releases it."""
     servers.start(tp, Target(topic=topic), [Echo()])
     client = RPCClient(tp, Target(topic=topic), timeout=20)
     _one_in_flight(tp)
-    held = _HeldEncoding(monkeypatch)
+    return client, _HeldEncoding(monkeypatch)
+
+
+def test_plain_requests_are_encoded_on_the_sender_thread_and_answered_each(
+    tp: transport.Transport, topic: str, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, held = _queued_client(tp, topic, servers, monkeypatch)
     encoded_by: set[str] = set()
     encode = _wire.encode
 
@@ -81,10 +89,7 @@ def test_plain_requests_are_encoded_on_the_sender_thread_and_answered_each(
 def test_what_the_caller_changes_after_the_call_does_not_reach_the_server(
     tp: transport.Transport, topic: str, servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    servers.start(tp, Target(topic=topic), [Echo()])
-    client = RPCClient(tp, Target(topic=topic), timeout=20)
-    _one_in_flight(tp)
-    held = _HeldEncoding(monkeypatch)
+    client, held = _queued_client(tp, topic, servers, monkeypatch)
     ctxt = {"user": "before", "roles": ["reader"]}
 
     future = _start(client, ctxt, "echo", value="v")
@@ -99,10 +104,7 @@ def test_a_deferred_request_over_the_size_limit_fails_alone(
     make_transport: MakeTransport, topic: str, servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tp = make_transport(transport.TransportConfig(max_message_size=2000))
-    servers.start(tp, Target(topic=topic), [Echo()])
-    client = RPCClient(tp, Target(topic=topic), timeout=20)
-    _one_in_flight(tp)
-    held = _HeldEncoding(monkeypatch)
+    client, held = _queued_client(tp, topic, servers, monkeypatch)
 
     small = [_start(client, {}, "echo", value=f"small-{i}") for i in range(3)]
     large = _start(client, {}, "echo", value="y" * 5000)
@@ -115,10 +117,7 @@ def test_a_deferred_request_over_the_size_limit_fails_alone(
 def test_what_orjson_refuses_goes_the_general_way_without_failing_the_batch(
     tp: transport.Transport, topic: str, servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    servers.start(tp, Target(topic=topic), [Echo()])
-    client = RPCClient(tp, Target(topic=topic), timeout=20)
-    _one_in_flight(tp)
-    held = _HeldEncoding(monkeypatch)
+    client, held = _queued_client(tp, topic, servers, monkeypatch)
 
     big = _start(client, {}, "add", a=2**70, b=1)  # over 64 bits: the stdlib writes it
     surrogate = _start(client, {}, "echo", value="\ud800")  # nobody writes it

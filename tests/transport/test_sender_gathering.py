@@ -37,35 +37,29 @@ def _sender_with(in_flight: int, driver: _Recorder) -> _sender.Sender:
     )
 
 
-def _queue(sender: _sender.Sender, count: int) -> float:
+def _first_message(in_flight: int, count: int) -> tuple[float, list[bytes]]:
+    """Queue ``count`` requests with ``in_flight`` calls in flight: how long until the
+    first message went out, and every message sent by the time it did."""
+    driver = _Recorder()
+    sender = _sender_with(in_flight, driver)
     target = Target(topic="t")
-    started = time.monotonic()
-    for i in range(count):
-        sender.submit(target, b'{"id":"%d"}' % i, None, lambda error: None, call=True)
-    return started
+    try:
+        started = time.monotonic()
+        for i in range(count):
+            sender.submit(target, b'{"id":"%d"}' % i, None, lambda error: None, call=True)
+        assert driver.done.wait(5)
+        return driver.sent[0][0] - started, [body for _, body in driver.sent]
+    finally:
+        sender.close()
 
 
 def test_the_pause_ends_once_a_quarter_of_the_calls_in_flight_are_queued() -> None:
-    driver = _Recorder()
-    sender = _sender_with(20_000, driver)
-    try:
-        started = _queue(sender, 5_000)
-        assert driver.done.wait(5)
-        took = driver.sent[0][0] - started
-        assert took < 0.15, f"published after {took:.3f}s, not once 5,000 of 20,000 were queued"
-        assert sum(body.count(b'"id"') for _, body in driver.sent) == 5_000
-    finally:
-        sender.close()
+    took, bodies = _first_message(20_000, 5_000)
+    assert took < 0.15, f"published after {took:.3f}s, not once 5,000 of 20,000 were queued"
+    assert sum(body.count(b'"id"') for body in bodies) == 5_000
 
 
 def test_fewer_queued_wait_out_the_pause_and_leave_together() -> None:
-    driver = _Recorder()
-    sender = _sender_with(20_000, driver)
-    try:
-        started = _queue(sender, 100)
-        assert driver.done.wait(5)
-        took = driver.sent[0][0] - started
-        assert took >= 0.15, f"published after {took:.3f}s, before the pause ended"
-        assert len(driver.sent) == 1 and driver.sent[0][1].count(b'"id"') == 100
-    finally:
-        sender.close()
+    took, bodies = _first_message(20_000, 100)
+    assert took >= 0.15, f"published after {took:.3f}s, before the pause ended"
+    assert len(bodies) == 1 and bodies[0].count(b'"id"') == 100
