@@ -234,10 +234,12 @@ class Deferred:
 
     NOTE: measured with 256 gets in flight against RabbitMQ, the caller's thread is the
     pipeline's slowest stage: the 2.7 us of one request's encode and checks, taken off
-    it, gave 7-13% more gets per second. Only an envelope that :func:`plain_copy` made
-    (values every JSON encoder writes alike, in containers nobody else holds) is
-    deferred: it cannot change after the call returns, and orjson writes it as the
-    stdlib would, so the read-back check has nothing to catch.
+    it, gave 4-13% more gets per second. Only an envelope of values every JSON encoder
+    writes alike, in containers nobody else holds, is deferred: arguments their maker
+    vouches for (``RPCClient.start_call``'s ``plain``), the context as its own kept
+    ``wire_dict()`` or a :func:`plain_copy` of its dict. It cannot change after the call
+    returns, and orjson writes it as the stdlib would: the read-back check has nothing
+    to catch.
     """
 
     __slots__ = ("envelope",)

@@ -171,9 +171,10 @@ class RPCClient:
                 ``str``, ``int``, ``bool``, ``None`` and finite ``float`` values, in dicts
                 and lists made for this call that nobody changes afterwards. With no
                 serializer, the request is then encoded by the sender thread with the
-                rest of its batch (a copy of the context is taken now), not on this
-                thread; what the broker cannot take (a size over the limit) fails
-                ``future`` instead of raising here.
+                rest of its batch, not on this thread (the context goes as its
+                ``wire_dict()`` or as a copy of its dict taken now: see
+                ``transport.serializer.context_to_dict``); what the broker cannot take
+                (a size over the limit) fails ``future`` instead of raising here.
         """
         self._start(
             ctxt,
