@@ -129,8 +129,7 @@ class Sender:
         if go_inline:
             if isinstance(body, _wire.Deferred):
                 try:
-                    packed = _wire.encode_group([body], self._max_bytes)
-                    item.body = body = body.encode(self._max_bytes) if packed is None else packed
+                    item.body = body = body.encode(self._max_bytes)
                 except (TypeError, MessageTooLarge) as exc:
                     _notify(item, exc)
                     return

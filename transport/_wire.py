@@ -255,8 +255,14 @@ class Deferred:
         return self.SIZE
 
     def encode(self, limit: int | None = None) -> bytes:
-        """The envelope encoded on its own, with every check of :func:`encode`."""
-        return encode(self.envelope, limit)
+        """The envelope encoded on its own: as :func:`encode_group` writes it, else (orjson
+        refused it, or it is over ``limit``) with every check of :func:`encode`, which
+        raises what the caller is told (TypeError, MessageTooLarge)."""
+        try:
+            body = orjson.dumps(self.envelope)
+        except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits, a surrogate
+            return encode(self.envelope, limit)
+        return body if limit is None or len(body) <= limit else encode(self.envelope, limit)
 
 
 #: What :func:`plain_copy` returns for a value it does not copy.
