@@ -204,8 +204,12 @@ class StockGets:
             if token is not None:
                 current_request.reset(token)
         # The replies skip the encoder's read-back check (transport.PlainJSON) when the
-        # class's primitives can hold nothing but JSON's own values.
+        # class's primitives can hold nothing but JSON's own values. A lone inline
+        # answer's primitive is also its reply's alone (transport.FreshJSON: a caller in
+        # this process takes it without a copy); in a batch, two gets of one id share
+        # their record's values.
         plain = primitive_is_plain(cls)
+        vouched = transport.FreshJSON if inline and len(items) == 1 else transport.PlainJSON
         for index, id_ in items:
             record = rows.get(id_)
             if record is None:
@@ -218,7 +222,7 @@ class StockGets:
             if revision is not None:
                 # As ConductorSerializer sends every object (for oslo callers' saves).
                 primitive[_KEY_DATA][OVO_REVISION_FIELD] = int(revision)
-            outcomes[index] = (True, transport.PlainJSON(primitive) if plain else primitive)
+            outcomes[index] = (True, vouched(primitive) if plain else primitive)
 
     def _stock_get(
         self, ctxt: Any, method: Any, args: Any, classes: dict[str, _Found]

@@ -238,7 +238,7 @@ class RPCClient:
             answer = None if multi else transport.direct_answerer(self.target)
             wire_ctxt = (
                 _plain_context(ctxt)
-                if plain and answer is None and not multi and self._plain_envelope(monitor_interval)
+                if plain and not multi and self._plain_envelope(monitor_interval)
                 else None
             )
             envelope = self._envelope(
@@ -267,11 +267,7 @@ class RPCClient:
             future=future,
             on_error=on_error,
         )
-        if (
-            answer is not None
-            and isinstance(body, bytes)
-            and self._answered_directly(answer, body, call)
-        ):
+        if answer is not None and self._answered_directly(answer, body, call):
             return call
         call.queue = self._route  # set by _envelope's check of this target
         call.forget = self._forget
@@ -306,26 +302,43 @@ class RPCClient:
             and (monitor_interval is None or _wire.plain_copy(monitor_interval) is not _NOT_PLAIN)
         )
 
-    def _answered_directly(self, answer: DirectAnswer, body: bytes, call: PendingCall) -> bool:
+    def _answered_directly(
+        self, answer: DirectAnswer, body: bytes | _wire.Deferred, call: PendingCall
+    ) -> bool:
         """Whether a server in this process answered the call on this thread
         (``Driver.offer_direct``); then ``call`` has its outcome.
 
-        The request and the reply still go through the wire's encoding, as they would
-        through the broker: the server reads what the broker would have given it (a copy;
-        what JSON cannot carry fails here as it would have), and the caller what it would
-        have got back. Only the broker, the sender and the reply thread are left out.
+        The server reads what the broker would have given it (a copy; what JSON cannot
+        carry fails here as it would have), and the caller what it would have got back.
+        Both go through the wire's encoding, except where a copy through JSON would read
+        back equal and owned by nobody else: a vouched plain request
+        (``_wire.Deferred.handed``) and a fresh plain result (``_wire.FreshJSON``), each
+        within the broker's size limit. Only the broker, the sender and the reply thread
+        are left out.
         """
-        outcome = answer(_wire.decode(body))
+        limit = self.transport.config.max_message_size
+        if isinstance(body, _wire.Deferred):
+            request = body.handed(limit)
+            if request is None:
+                return False  # the sender's encode says what is wrong with it
+        else:
+            request = _wire.decode(body)
+        outcome = answer(request)
         if outcome is None:
             return False
         ok, value = outcome
         request_id = call.request_id
+        if ok and type(value) is _wire.FreshJSON:
+            taken = _wire.handed_result(request_id, value, limit)
+            if taken is not None:
+                call.deliver(taken)
+                return True
         reply = _wire.decode(
             _wire.reply_body(
                 _wire.result_reply(request_id, value)
                 if ok
                 else _wire.error_reply(request_id, value),
-                self.transport.config.max_message_size,
+                limit,
                 keep=True,
             )
         )

@@ -3,16 +3,18 @@
 A server in the same process whose endpoint answers a request at once
 (``transport.InlineEndpoint``) answers it on the caller's thread: no sender thread, no
 broker, no worker, no reply thread. What the caller gives and gets still goes through the
-wire's encoding, so everything but the threads is as through the broker: the endpoint gets
-a copy, what JSON cannot carry fails the same way, errors arrive typed (or as
-``RemoteError``) as they would, and whatever the endpoint does not answer, or a server
-that is busy or stopped, takes the broker's way.
+wire's encoding (but where a copy through JSON would read back equal and unshared: vouched
+plain arguments, a ``transport.FreshJSON`` result), so everything but the threads is as
+through the broker: the endpoint gets a copy, what JSON cannot carry fails the same way,
+errors arrive typed (or as ``RemoteError``) as they would, and whatever the endpoint does
+not answer, or a server that is busy or stopped, takes the broker's way.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ import pytest
 import transport
 from tests.loop_turns import turns_during
 from transport import RPCClient, Target
-from transport.exceptions import MessageUndeliverable, RemoteError
+from transport.exceptions import MessageTooLarge, MessageUndeliverable, RemoteError
 
 from .conftest import MakeTransport, Servers
 
@@ -55,6 +57,11 @@ class Direct:
             return False, Private("mine")
         if key == "unencodable":
             return True, {1, 2}
+        if str(key).startswith("fresh"):
+            pad = args.get("pad")
+            made = transport.FreshJSON({"key": key, "items": [1, 2, 3], "pad": pad, "again": pad})
+            self.answered.append(made)
+            return True, made
         answer = {"key": key, "items": [1, 2, 3]}
         self.answered.append(answer)
         return True, answer
@@ -71,6 +78,11 @@ class Direct:
 @pytest.fixture
 def transport_url() -> str:
     return f"memory://direct-{uuid.uuid4().hex[:12]}"
+
+
+def _vouched(client: RPCClient, ctxt: Any, **kwargs: Any) -> Future[Any]:
+    """A call whose arguments its maker vouches are plain (``start_call(plain=True)``)."""
+    return client.start_call(ctxt, "get", kwargs, future=Future(), plain=True)
 
 
 def _client(tp: transport.Transport, topic: str, **kwargs: Any) -> RPCClient:
@@ -242,3 +254,68 @@ def test_awaiting_a_call_answered_at_once_still_lets_other_tasks_run(
     _, ticks = turns_during(calls)
     assert ticks >= 10
     assert len(endpoint.given) == 20
+
+
+class KeptContext:
+    """A context that keeps its wire dict, as ``RequestContext.wire_dict()`` does."""
+
+    def __init__(self) -> None:
+        self.kept = {"user_id": "u", "roles": ["reader"]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.kept)
+
+    def wire_dict(self) -> dict[str, Any]:
+        return self.kept
+
+
+def test_a_vouched_request_and_a_fresh_result_are_handed_over_without_json(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    """What a JSON copy would give back equal and unshared is handed over as it is: the
+    arguments a caller vouched plain, and a result made for its one reply
+    (``transport.FreshJSON``). The context is still a copy: the caller's kept dict serves
+    all its calls."""
+    endpoint, client = _serve(tp, topic, servers)
+    ctxt = KeptContext()
+
+    result = _vouched(client, ctxt, key="fresh-1").result(0)
+
+    assert endpoint.threads == [threading.current_thread().name]
+    given_ctxt, given_args = endpoint.given[0]
+    assert given_args == {"key": "fresh-1"}
+    assert given_ctxt == ctxt.kept and given_ctxt is not ctxt.kept
+    given_ctxt["roles"].append("admin")  # what a server does to it stays with it
+    assert ctxt.kept == {"user_id": "u", "roles": ["reader"]}
+    # The caller gets a plain dict, the result's own lists in it: no copy was made
+    assert type(result) is dict
+    assert result == {"key": "fresh-1", "items": [1, 2, 3], "pad": None, "again": None}
+    assert result["items"] is endpoint.answered[0]["items"]
+    # A PlainJSON or any other result still comes back as a copy through JSON
+    other = _vouched(client, ctxt, key="k").result(0)
+    assert other == {"key": "k", "items": [1, 2, 3]}
+    assert other["items"] is not endpoint.answered[1]["items"]
+
+
+def test_what_the_broker_would_refuse_is_refused_on_the_direct_way_too(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
+    """The size limit holds both ways: a fresh result over it is the caller's
+    MessageTooLarge, as its reply's encode would make it; a vouched request over it takes
+    the broker's way, which fails its future with MessageTooLarge; the endpoint sees
+    neither."""
+    tp = make_transport(transport.TransportConfig(max_message_size=4096))
+    endpoint, client = _serve(tp, topic, servers)
+
+    assert _vouched(client, {}, key="fresh-big", pad="x" * 1000).result(10)["pad"] == "x" * 1000
+    with pytest.raises(MessageTooLarge):
+        # The request is under the limit, its result over (two copies of the pad)
+        _vouched(client, {}, key="fresh-big", pad="x" * 2500).result(10)
+    assert len(endpoint.given) == 2
+    with pytest.raises(MessageTooLarge):
+        _vouched(client, {}, key="fresh-big", pad="x" * 5000).result(10)
+    assert len(endpoint.given) == 2
+    # An integer orjson cannot write takes the broker's way too, answered by a worker
+    answer = _vouched(client, {}, key=2**70).result(10)
+    assert answer["key"] == 2**70 and answer["by"].startswith("rpc-")
+    assert len(endpoint.given) == 2
