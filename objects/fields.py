@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from objects.registry import VersionedObjectRegistry
 
 if TYPE_CHECKING:
@@ -269,6 +271,17 @@ class BooleanField(Field):
 _UTC = dt.UTC
 
 
+def utc_text(value: dt.datetime) -> str:
+    """The wire text of a datetime: ``isoformat(timespec="microseconds")``.
+
+    NOTE: for an aware UTC datetime with microseconds orjson writes the same text (RFC
+    3339, ``+00:00``) in a third of isoformat's time; a get's two or three timestamps were
+    a twentieth of its row's way to a primitive."""
+    if value.microsecond and type(value) is dt.datetime and value.tzinfo is _UTC:
+        return orjson.dumps(value)[1:-1].decode()
+    return value.isoformat(timespec="microseconds")
+
+
 class DateTimeField(Field):
     """A timezone-aware ``datetime`` in UTC.
 
@@ -308,7 +321,7 @@ class DateTimeField(Field):
         return parsed.astimezone(_UTC)
 
     def _to_primitive(self, value: Any) -> Any:
-        return value.isoformat(timespec="microseconds")
+        return utc_text(value)
 
     def _from_primitive(self, value: Any, context: Context | None) -> Any:
         if not isinstance(value, str):

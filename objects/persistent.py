@@ -362,11 +362,7 @@ def _to_wire(field: Field, plain: Any, read: Reader, writer: Any) -> Reader:
 
         def datetime_to_wire(value: Any, context: Context | None) -> Any:
             if type(value) is dt.datetime and value.tzinfo is _UTC:
-                # NOTE: isoformat(timespec="microseconds") is what the field writes; it is
-                # what the default gives unless the microseconds are 0, and a quarter cheaper.
-                if value.microsecond:
-                    return value.isoformat()
-                return value.isoformat(timespec="microseconds")
+                return obj_fields.utc_text(value)  # what the field writes
             return writer(read(value, context))
 
         return datetime_to_wire

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import objects
 from objects import base, exception, fields, indirection
+from objects._primitive import _KEY_DATA
 from objects.context import RequestContext
 from objects.fixture import MemoryStorage
 from objects.flavor import Flavor as BuiltinFlavor
@@ -304,3 +305,18 @@ def test_a_plain_primitive_is_what_any_json_encoder_reads_back_as_itself(
     # The check a plain reply skips would have passed, and the stdlib takes it as it is
     assert orjson.loads(orjson.dumps(primitive)) == primitive
     assert json.loads(json.dumps(primitive, allow_nan=False)) == primitive
+
+
+@settings(max_examples=500, deadline=None)
+@given(stamp=st.datetimes(timezones=st.just(dt.UTC)))
+def test_a_timestamp_is_written_as_the_object_writes_it(stamp: dt.datetime) -> None:
+    """Every UTC timestamp, microseconds or none, from year 1 to 9999: the record's
+    primitive holds the text the object's own primitive holds."""
+    record = _record(created_at=stamp, updated_at=stamp.replace(microsecond=0))
+    fast = record_to_primitive(objects.Instance, record)
+    slow = _by_object(objects.Instance, record)
+    _same(fast, slow)
+    assert fast is not None
+    data = fast[_KEY_DATA]
+    assert data["created_at"] == stamp.isoformat(timespec="microseconds")
+    assert data["updated_at"].endswith(".000000+00:00")
