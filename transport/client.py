@@ -174,7 +174,9 @@ class RPCClient:
                 rest of its batch, not on this thread (the context goes as its
                 ``wire_dict()`` or as a copy of its dict taken now: see
                 ``transport.serializer.context_to_dict``); what the broker cannot take
-                (a size over the limit) fails ``future`` instead of raising here.
+                (a size over the limit) fails ``future`` instead of raising here. A
+                server in this process that answers at once gets it as it is, with a
+                copy of the context, and no encode (``_wire.Deferred.handed``).
         """
         self._start(
             ctxt,
