@@ -289,3 +289,31 @@ def test_in_one_process_stock_gets_are_answered_on_the_callers_thread(
     pending.save()
     assert objects.Instance.get(ctx, created.id).host == "node-2"
     assert len(threads) >= 3 and set(threads) == {threading.current_thread().name}
+
+
+def test_gets_answered_on_the_callers_thread_share_nothing(
+    running: Any, ctx: RequestContext
+) -> None:
+    """The row's primitive reaches the caller without a copy through JSON
+    (``transport.FreshJSON``): two gets of one row must still hold values of their own,
+    and a change made in place is still seen as a change."""
+    flavor = objects.Flavor(
+        ctx, flavorid=f"f-{uuid.uuid4().hex[:8]}", name="m1", vcpus=2, memory_mb=512, root_gb=1
+    )
+    flavor.create()
+    created = make_instance(ctx, tags=["a"], metadata={"k": "v"}, flavor=flavor)
+    created.create()
+
+    first = objects.Instance.get(ctx, created.id)
+    second = objects.Instance.get(ctx, created.id)
+    first.metadata["k"] = "changed"
+    first.tags.append("b")
+    first.flavor.vcpus += 1
+
+    assert second.metadata == {"k": "v"} and second.tags == ["a"]
+    assert second.flavor.vcpus == 2
+    assert {"metadata", "tags", "flavor"} <= first.obj_what_changed()
+    assert not second.obj_what_changed()
+    first.save()
+    again = objects.Instance.get(ctx, created.id)
+    assert again.metadata == {"k": "changed"} and again.tags == ["a", "b"]
