@@ -30,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -105,11 +105,7 @@ def handed_result(request_id: str, value: FreshJSON, limit: int | None) -> dict[
     in between: a dict, the value's own (see :class:`FreshJSON`). None when its reply
     must go through :func:`reply_body` (over ``limit`` bytes, too deep, or refused by
     orjson), which says what is wrong as it would on any wire."""
-    try:
-        body = orjson.dumps(result_reply(request_id, value))
-    except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits, a surrogate
-        return None
-    if (limit is not None and len(body) > limit) or too_deep(body):
+    if plain_body(result_reply(request_id, value), limit) is None:
         return None
     return dict(value)
 
@@ -217,6 +213,20 @@ def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
     return bool(rest)
 
 
+def plain_body(value: Any, limit: int | None, levels: int = MAX_DEPTH) -> bytes | None:
+    """``value``, vouched plain JSON (:class:`PlainJSON`, :class:`Deferred`), as orjson
+    writes it, when that text is all the wire needs; None when the checked
+    :func:`encode` must decide: orjson refuses it (an integer over 64 bits, a
+    surrogate), or it is over ``limit`` bytes or nested deeper than ``levels``."""
+    try:
+        body = orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError
+        return None
+    if (limit is not None and len(body) > limit) or too_deep(body, levels):
+        return None
+    return body
+
+
 def encode(
     envelope: dict[str, Any], limit: int | None = None, *, keep: bool = False, plain: bool = False
 ) -> bytes:
@@ -296,11 +306,7 @@ class Deferred:
         NOTE: encoded and read back, as before, it cost about 3 us more per embedded get
         for a copy that reads back equal by construction (see the class's note)."""
         envelope = self.envelope
-        try:
-            body = orjson.dumps(envelope)
-        except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits, a surrogate
-            return None
-        if (limit is not None and len(body) > limit) or too_deep(body):
+        if plain_body(envelope, limit) is None:
             return None
         handed = dict(envelope)
         handed["ctxt"] = plain_copy(envelope["ctxt"])
@@ -308,13 +314,11 @@ class Deferred:
 
     def encode(self, limit: int | None = None) -> bytes:
         """The envelope encoded on its own: as :func:`encode_group` writes it, else (orjson
-        refused it, or it is over ``limit``) with every check of :func:`encode`, which
-        raises what the caller is told (TypeError, MessageTooLarge)."""
-        try:
-            body = orjson.dumps(self.envelope)
-        except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits, a surrogate
-            return encode(self.envelope, limit)
-        return body if limit is None or len(body) <= limit else encode(self.envelope, limit)
+        refused it, or it is over ``limit`` or too deep) with every check of
+        :func:`encode`, which raises what the caller is told (TypeError,
+        MessageTooLarge)."""
+        body = plain_body(self.envelope, limit)
+        return body if body is not None else encode(self.envelope, limit)
 
 
 #: What :func:`plain_copy` returns for a value it does not copy.
@@ -371,20 +375,26 @@ def plain_copy(value: Any, depth: int = PLAIN_DEPTH) -> Any:
 def encode_group(bodies: list[Any], limit: int) -> bytes | None:
     """One message of ``bodies`` (encoded envelopes and :class:`Deferred` ones), as
     :func:`pack_batch` would make it; None when one of the deferred envelopes needs
-    :func:`encode`'s verdict (orjson refused it) or together they are over ``limit``
-    bytes: then each goes on its own way."""
-    try:
-        if len(bodies) == 1:
-            only = bodies[0]
-            body = orjson.dumps(only.envelope) if type(only) is Deferred else only
-        elif all(type(item) is Deferred for item in bodies):
-            body = orjson.dumps({"batch": [item.envelope for item in bodies]})
-        else:
-            body = pack_batch(
-                [orjson.dumps(item.envelope) if type(item) is Deferred else item for item in bodies]
-            )
-    except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits, a surrogate
+    :func:`encode`'s verdict (orjson refused it, or it is nested too deep) or together
+    they are over ``limit`` bytes: then each goes on its own way.
+
+    NOTE: the depth is checked as the server's :func:`decode` checks it (a batch
+    ``BATCH_LEVELS`` deeper): an envelope it refuses would have had the whole message
+    refused, its batch-mates with it, and its caller waiting for a reply that never
+    comes."""
+    if len(bodies) == 1:
+        only = bodies[0]
+        return plain_body(only.envelope, limit) if type(only) is Deferred else only
+    if all(type(item) is Deferred for item in bodies):
+        return plain_body(
+            {"batch": [item.envelope for item in bodies]}, limit, MAX_DEPTH + BATCH_LEVELS
+        )
+    parts = [
+        plain_body(item.envelope, limit) if type(item) is Deferred else item for item in bodies
+    ]
+    if any(part is None for part in parts):
         return None
+    body = pack_batch(cast("list[bytes]", parts))
     return body if len(body) <= limit else None
 
 

@@ -164,3 +164,23 @@ def test_a_context_offering_its_wire_dict_is_sent_as_it_gives_it(
     _one_in_flight(tp)
 
     assert _start(client, Context(), "echo", value=1).result(20)["ctxt"] == {"user": "kept"}
+
+
+def test_a_deferred_request_nested_too_deep_fails_alone(
+    tp: transport.Transport, topic: str, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The depth limit holds as for an encoded request: a vouched envelope nested deeper
+    than the server reads fails its own call with TypeError, instead of going out and
+    having the server refuse the whole message its batch-mates travel in."""
+    client, held = _queued_client(tp, topic, servers, monkeypatch)
+    deep: Any = "leaf"
+    for _ in range(_wire.MAX_DEPTH + 5):
+        deep = [deep]
+
+    small = [_start(client, {}, "echo", value=f"small-{i}") for i in range(3)]
+    nested = _start(client, {}, "echo", value=deep)
+    held.release.set()
+
+    error = nested.exception(20)
+    assert isinstance(error, TypeError) and "deeper than" in str(error)
+    assert [f.result(20)["value"] for f in small] == ["small-0", "small-1", "small-2"]
