@@ -85,6 +85,8 @@ class StockGets:
     ) -> None:
         self._metrics = metrics
         self._lock = lock if lock is not None else contextlib.nullcontext()
+        # What an inline read tries to take without waiting (None: nothing to take).
+        self._try_lock: Any = lock if hasattr(lock, "acquire") else None
         # NOTE: an in-memory SQLite database is one connection the pool shares out: the
         # lane cannot keep one of its own.
         self._reader: _Reader = (
@@ -111,11 +113,52 @@ class StockGets:
         reader = self._reader
         if not isinstance(reader, _Connections) or not reader.inline_ready():
             return None
-        return self.serve([request], inline=True)[0]
+        request_id, ctxt, method, args = request
+        classes = self._found.current()
+        id_ = self._stock_get(ctxt, method, args, classes)
+        if id_ is None:
+            return None
+        objname: str = args["objname"]
+        found = classes[objname]
+        assert found is not None
+        metrics = self._metrics
+        started = 0.0
+        if metrics is not None:
+            started = time.monotonic()
+            metrics.started(1)
+        # A lone request's log records carry its id, as in UnitOfWork.run.
+        token = current_request.set(request_id)
+        try:
+            record = self._read_inline(reader, objname, id_)
+        finally:
+            current_request.reset(token)
+            if metrics is not None:
+                metrics.finished(1)
+        if record is _LEFT:
+            return None
+        # A lone inline answer's primitive is its reply's alone (transport.FreshJSON: a
+        # caller in this process takes it without a copy).
+        outcome = self._outcome(found[0], objname, id_, record, transport.FreshJSON)
+        if outcome is not None:
+            self._counted([request], [(0, outcome)], started)
+        return outcome
 
-    def serve(
-        self, requests: Sequence[transport.RawRequest], *, inline: bool = False
-    ) -> list[Outcome | None]:
+    def _read_inline(self, reader: _Connections, objname: str, id_: int) -> Record | None | Any:
+        """The row of ``id_`` (None: there is none), or ``_LEFT`` for a worker to read."""
+        # NOTE: never waits for the lock: a write holding it may take long.
+        lock = self._try_lock
+        if lock is not None and not lock.acquire(False):
+            return _LEFT  # a worker reads it
+        try:
+            return reader.fetch_one(objname, id_)
+        except Exception as exc:  # noqa: BLE001 - a worker reads it again, and says what is wrong
+            reader.inline_failed(exc)
+            return _LEFT
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def serve(self, requests: Sequence[transport.RawRequest]) -> list[Outcome | None]:
         """Each request's outcome (serialized as ``ConductorSerializer`` would have it),
         or None for those left to the ordinary path."""
         outcomes: list[Outcome | None] = [None] * len(requests)
@@ -136,7 +179,7 @@ class StockGets:
             for objname, items in wanted.items():
                 found = classes[objname]
                 assert found is not None
-                self._answer(found[0], objname, items, requests, outcomes, inline)
+                self._answer(found[0], objname, items, requests, outcomes)
         finally:
             if metrics is not None:
                 metrics.finished(taken)
@@ -145,17 +188,28 @@ class StockGets:
             if len(settled) < len(requests):
                 # The rest of this message runs the ordinary way, which would count it again.
                 message_counted()
-            if metrics is not None:
-                metrics.batch(len(requests))
-                elapsed = time.monotonic() - started
-                for index, (ok, value) in settled:
-                    error = None if ok else value
-                    objname = requests[index][3]["objname"]
-                    metrics.request_done(objname, "get", outcome_of(error), elapsed)
-            if LOG.isEnabledFor(logging.DEBUG):
-                for index, _ in settled:
-                    LOG.debug("served %s.get from its row", requests[index][3]["objname"])
+            self._counted(requests, settled, started)
         return outcomes
+
+    def _counted(
+        self,
+        requests: Sequence[transport.RawRequest],
+        settled: list[tuple[int, Outcome]],
+        started: float,
+    ) -> None:
+        """The metrics and debug log of the requests ``settled`` (index, outcome) of a
+        message of ``requests``, answered since ``started`` (``time.monotonic``)."""
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.batch(len(requests))
+            elapsed = time.monotonic() - started
+            for index, (ok, value) in settled:
+                error = None if ok else value
+                objname = requests[index][3]["objname"]
+                metrics.request_done(objname, "get", outcome_of(error), elapsed)
+        if LOG.isEnabledFor(logging.DEBUG):
+            for index, _ in settled:
+                LOG.debug("served %s.get from its row", requests[index][3]["objname"])
 
     def _answer(
         self,
@@ -164,29 +218,13 @@ class StockGets:
         items: list[tuple[int, int]],
         requests: Sequence[transport.RawRequest],
         outcomes: list[Outcome | None],
-        inline: bool = False,
     ) -> None:
         # A lone request's log records carry its id, as in UnitOfWork.run.
         token = current_request.set(requests[items[0][0]][0]) if len(requests) == 1 else None
         try:
-            if inline:
-                # NOTE: never waits for the lock: a write holding it may take long.
-                lock: Any = self._lock
-                held = hasattr(lock, "acquire")
-                if held and not lock.acquire(blocking=False):
-                    return  # a worker reads it
-                try:
-                    rows = self._reader.fetch(objname, [id_ for _, id_ in items], inline=True)
-                finally:
-                    if held:
-                        lock.release()
-            else:
-                with self._lock:
-                    rows = self._reader.fetch(objname, [id_ for _, id_ in items])
+            with self._lock:
+                rows = self._reader.fetch(objname, [id_ for _, id_ in items])
         except exception.DatabaseError as exc:
-            if inline:
-                self._reader.inline_failed(exc)
-                return  # a worker reads it again, and tells its caller what went wrong
             for index, _ in items:
                 outcomes[index] = (False, exc)
                 request_token = current_request.set(requests[index][0])
@@ -196,33 +234,39 @@ class StockGets:
                     current_request.reset(request_token)
             return
         except Exception as exc:  # noqa: BLE001 - the ordinary path gives each its error
-            if inline:
-                self._reader.inline_failed(exc)
             LOG.debug("%s gets left to the ordinary path: %s", objname, exc)
             return
         finally:
             if token is not None:
                 current_request.reset(token)
-        # The replies skip the encoder's read-back check (transport.PlainJSON) when the
-        # class's primitives can hold nothing but JSON's own values. A lone inline
-        # answer's primitive is also its reply's alone (transport.FreshJSON: a caller in
-        # this process takes it without a copy); in a batch, two gets of one id share
-        # their record's values.
-        plain = primitive_is_plain(cls)
-        vouched = transport.FreshJSON if inline and len(items) == 1 else transport.PlainJSON
+        # In a batch, two gets of one id share their record's values: their primitives
+        # are not their replies' alone (transport.PlainJSON, not FreshJSON).
         for index, id_ in items:
-            record = rows.get(id_)
-            if record is None:
-                outcomes[index] = (False, not_found(objname, id_))
-                continue
-            primitive = record_to_primitive(cls, record)
-            if primitive is None:
-                continue  # only the object can say: the ordinary path builds it
-            revision = record.get("revision")
-            if revision is not None:
-                # As ConductorSerializer sends every object (for oslo callers' saves).
-                primitive[_KEY_DATA][OVO_REVISION_FIELD] = int(revision)
-            outcomes[index] = (True, vouched(primitive) if plain else primitive)
+            outcomes[index] = self._outcome(cls, objname, id_, rows.get(id_), transport.PlainJSON)
+
+    @staticmethod
+    def _outcome(
+        cls: type[VersionedObject],
+        objname: str,
+        id_: int,
+        record: Record | None,
+        vouched: type[transport.PlainJSON],
+    ) -> Outcome | None:
+        """The outcome of a get of ``id_`` whose row is ``record`` (None: no row), or None
+        when only the object can say (the ordinary path builds it).
+
+        The replies skip the encoder's read-back check (``vouched``) when the class's
+        primitives can hold nothing but JSON's own values."""
+        if record is None:
+            return False, not_found(objname, id_)
+        primitive = record_to_primitive(cls, record)
+        if primitive is None:
+            return None
+        revision = record.get("revision")
+        if revision is not None:
+            # As ConductorSerializer sends every object (for oslo callers' saves).
+            primitive[_KEY_DATA][OVO_REVISION_FIELD] = int(revision)
+        return True, (vouched(primitive) if primitive_is_plain(cls) else primitive)
 
     def _stock_get(
         self, ctxt: Any, method: Any, args: Any, classes: dict[str, _Found]
@@ -315,6 +359,8 @@ def _stock_class(objname: str) -> _Found:
     return found
 
 
+_LEFT: Any = object()  # an inline read left to a worker
+
 #: Seconds an inline read (``StockGets.serve_inline``) may take on PostgreSQL before it
 #: is cut short (or wait for a lock on SQLite) and is left to a worker; well under the
 #: call monitor's heartbeat interval.
@@ -341,7 +387,7 @@ class _Reader:
             return False
         return True
 
-    def fetch(self, objname: str, ids: list[int], inline: bool = False) -> dict[int, Record]:
+    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
         raise NotImplementedError
 
     def inline_failed(self, exc: BaseException) -> None:
@@ -355,7 +401,7 @@ class _Transactions(_Reader):
     """SQLite: the storage's own query, in a transaction of its own (there is no round
     trip to save, and a read in WAL mode makes no writer wait)."""
 
-    def fetch(self, objname: str, ids: list[int], inline: bool = False) -> dict[int, Record]:
+    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
         with db.transaction_scope(self._engine) as tx:
             return SQLStorage(tx).get_many(objname, ids)
 
@@ -408,7 +454,16 @@ class _Connections(_Transactions):
             "lone gets go to workers for %.0fs: an inline read failed: %s", INLINE_BACKOFF, exc
         )
 
-    def fetch(self, objname: str, ids: list[int], inline: bool = False) -> dict[int, Record]:
+    def fetch_one(self, objname: str, id_: int) -> Record | None:
+        """An inline read (on the inline connection) of the row of ``id_``, or None."""
+        plan = self._plans.get(objname)
+        if plan is None:
+            plan = self._plans[objname] = self._plan(objname)
+        with db.translate_errors(objname):
+            rows = self._inline_rows(*plan.one, {"id": id_})
+        return self._records(plan, rows).get(id_)
+
+    def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
         wanted = list(dict.fromkeys(ids))
         plan = self._plans.get(objname)
         if plan is None:
@@ -420,9 +475,7 @@ class _Connections(_Transactions):
                 return super().fetch(objname, wanted)
             return self._records(plan, rows)
         with db.translate_errors(objname):
-            if inline:
-                rows = self._inline_rows(*plan.one, {"id": wanted[0]})
-            elif len(wanted) == 1:
+            if len(wanted) == 1:
                 # NOTE: psycopg sends one int for less than a one-item array (a third of
                 # a lone get's statement CPU went to dumping the array).
                 rows = self._rows(*plan.one, {"id": wanted[0]})

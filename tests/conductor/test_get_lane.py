@@ -708,9 +708,9 @@ def ordinary_reads(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     ordinary: list[list[int]] = []
     fetch = lane._Transactions.fetch
 
-    def counted(self: Any, objname: str, ids: list[int], inline: bool = False) -> Any:
+    def counted(self: Any, objname: str, ids: list[int]) -> Any:
         ordinary.append(ids)
-        return fetch(self, objname, ids, inline)
+        return fetch(self, objname, ids)
 
     monkeypatch.setattr(lane._Transactions, "fetch", counted)
     return ordinary
