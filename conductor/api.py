@@ -135,6 +135,9 @@ class ConductorAPI(IndirectionAPI):
             future=future if future is not None else ObjectFuture(),
             then=self._class_result(context, then),
             plain=plain,
+            # A pending object loads a stock get's row as it is, in the conductor's own
+            # process (objects.storage.StoredRecord, see conductor.lane).
+            takes_local=getattr(then, "takes_record", False),
         )
 
     def _class_result(

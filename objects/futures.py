@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from objects._primitive import _KEY_NAME
+from objects.storage import StoredRecord
 
 if TYPE_CHECKING:
     from objects.context import Context
@@ -469,12 +470,21 @@ class PendingObjectMixin:
     def _obj_absorb_loaded(self, loaded: Any) -> None:
         """Take the fields of ``loaded`` (the call's result); returns None (see above).
 
-        ``loaded`` is the loaded object, or its primitive as it came over the wire (see
-        ``takes_primitive`` below): read straight into this object, no copy in between.
+        ``loaded`` is the loaded object, its primitive as it came over the wire (see
+        ``takes_primitive`` below), read straight into this object with no copy in
+        between, or its record (``takes_record``), loaded as ``_from_record`` loads it.
         """
-        if type(loaded) is dict and _KEY_NAME in loaded:
+        kind = type(loaded)
+        if kind is dict and _KEY_NAME in loaded:
             self._obj_load_primitive(loaded)
+        elif kind is StoredRecord and loaded.cls is type(self):
+            # Built for this object alone, then published with one dict update (a reader
+            # on another thread never sees half of it), its state taken without a copy.
+            maker: Any = loaded.cls  # a PersistentObject class
+            self.__dict__.update(maker._from_record(self._context, loaded.record).__dict__)
         else:
+            if kind is StoredRecord:
+                loaded = loaded.cls._from_record(self._context, loaded.record)
             objname = self.obj_name()
             if not isinstance(loaded, PendingObjectMixin) or loaded.obj_name() != objname:
                 from objects.exception import ObjectActionError
@@ -499,6 +509,9 @@ class PendingObjectMixin:
     #: An indirection API may hand this ``then`` step the reply's primitive instead of the
     #: object rebuilt from it (``IndirectionAPI``): the object is then built only once.
     _obj_absorb_loaded.takes_primitive = True  # type: ignore[attr-defined]
+    #: ...or a record of its table (``objects.storage.StoredRecord``), which it loads as
+    #: ``_from_record`` does: a stock get answered in the conductor's own process.
+    _obj_absorb_loaded.takes_record = True  # type: ignore[attr-defined]
 
     def _obj_absorb(self, loaded: PendingObjectMixin) -> None:
         # Build the whole state first, then publish it with one dict update so a reader on

@@ -52,6 +52,7 @@ __all__ = [
     "field_from_record",
     "field_to_record",
     "fetches_by_id",
+    "loads_as_its_primitive",
     "primitive_is_plain",
     "reads_record",
     "record_fetch_of",
@@ -507,6 +508,15 @@ def _plain_fields(cls: type[VersionedObject], nested: bool) -> bool:
             if child is None or not _plain_fields(child, nested=True):
                 return False
     return True
+
+
+def loads_as_its_primitive(cls: type[VersionedObject]) -> bool:
+    """Whether an object of ``cls`` loaded from a record (``cls._from_record``) is the one
+    read back from the record's :func:`record_to_primitive` (a class whose loading and
+    primitives are ours, of built-in field types), all of JSON's own values
+    (:func:`primitive_is_plain`): where the primitive would only be read back in the
+    same process, the record may be loaded instead."""
+    return _primitive_plan(cls) is not None and primitive_is_plain(cls)
 
 
 def record_to_primitive(

@@ -16,9 +16,21 @@ columns get them set by the storage (``updated_at`` strictly increases per row).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 Record = dict[str, Any]
+
+
+class StoredRecord(NamedTuple):
+    """A record of ``cls`` as a stock get read it from its table, handed in the
+    conductor's own process to the pending object that asked for it, which loads it
+    (``cls._from_record``) instead of a primitive made from it and read back.
+
+    Nothing else holds ``record`` or any list or dict in it.
+    """
+
+    cls: type[Any]
+    record: Record
 
 
 class Storage(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from transport import exceptions
 from transport._transport import Transport, declare_topic, get_transport
-from transport._wire import FreshJSON, PlainJSON
+from transport._wire import FreshJSON, InProcessResult, PlainJSON
 from transport.client import RPCClient
 from transport.config import DEFAULT_CONFIG, TransportConfig
 from transport.dispatcher import (
@@ -54,6 +54,7 @@ __all__ = [
     # serialization
     "NoOpSerializer",
     "FreshJSON",
+    "InProcessResult",
     "PlainJSON",
     "Serializer",
     # errors

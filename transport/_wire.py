@@ -92,6 +92,46 @@ class FreshJSON(PlainJSON):
     __slots__ = ()
 
 
+class InProcessResult:
+    """A result in two forms, from an endpoint that answers inline
+    (``transport.InlineEndpoint``): one a caller in this process may take as it is
+    (:meth:`local`), and the JSON value every other caller gets (:meth:`wire`).
+
+    NOTE: in one process (``Driver.offer_direct``), a caller whose call says it takes
+    such forms (``RPCClient.start_call``'s ``takes_local``) gets :meth:`local`'s value with
+    no JSON and no primitive in between: an embedded get's row goes straight into its
+    object. Everyone else, the consuming thread's inline answers included, gets
+    :meth:`wire`. An endpoint returns one only from ``serve_inline``.
+    """
+
+    __slots__ = ()
+
+    def local(self, limit: int | None) -> Any | None:
+        """The form a caller in this process takes, made for it alone; None when the
+        wire form must go instead (its reply might be over ``limit`` bytes or nested
+        deeper than ``MAX_DEPTH``: the wire's own check says so and how)."""
+        raise NotImplementedError
+
+    def wire(self) -> Any | None:
+        """The serialized result (a :class:`FreshJSON` where it may be), or None when the
+        endpoint cannot answer it after all: the request then goes to a worker."""
+        raise NotImplementedError
+
+    @staticmethod
+    def fits(sample: Any, limit: int | None, extra_bytes: int, extra_levels: int) -> bool:
+        """Whether a reply whose JSON is ``sample``'s (as orjson writes it) with at most
+        ``extra_bytes`` more and ``extra_levels`` more levels of nesting is surely within
+        ``limit`` bytes and ``MAX_DEPTH``: for :meth:`local` to say (when unsure, the
+        wire form goes, and the wire's own check decides)."""
+        try:
+            body = orjson.dumps(sample)
+        except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits, ...
+            return False
+        if limit is not None and len(body) + extra_bytes > limit:
+            return False
+        return not too_deep(body, MAX_DEPTH - extra_levels)
+
+
 _PLAIN_RESULTS = (PlainJSON, FreshJSON)
 
 

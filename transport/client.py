@@ -157,6 +157,7 @@ class RPCClient:
         then: Callable[[Any], T] | None = None,
         on_error: Callable[[BaseException], bool] | None = None,
         plain: bool = False,
+        takes_local: bool = False,
     ) -> Future[T]:
         """Like :meth:`call_async`, resolving the caller's own ``future``.
 
@@ -177,6 +178,9 @@ class RPCClient:
                 (a size over the limit) fails ``future`` instead of raising here. A
                 server in this process that answers at once gets it as it is, with a
                 copy of the context, and no encode (``_wire.Deferred.handed``).
+            takes_local: ``then`` also takes the in-process form of a result
+                (``transport.InProcessResult.local``) that an endpoint in this process
+                answering at once may give; otherwise such a result comes as its wire form.
         """
         self._start(
             ctxt,
@@ -187,6 +191,7 @@ class RPCClient:
             then=then,
             on_error=on_error,
             plain=plain,
+            takes_local=takes_local and then is not None,
         )
         return future
 
@@ -223,6 +228,7 @@ class RPCClient:
         then: Callable[[Any], Any] | None = None,
         on_error: Callable[[BaseException], bool] | None = None,
         plain: bool = False,
+        takes_local: bool = False,
     ) -> PendingCall:
         if self.target.fanout:
             raise InvalidTarget(
@@ -269,7 +275,7 @@ class RPCClient:
             future=future,
             on_error=on_error,
         )
-        if answer is not None and self._answered_directly(answer, body, call):
+        if answer is not None and self._answered_directly(answer, body, call, takes_local):
             return call
         call.queue = self._route  # set by _envelope's check of this target
         call.forget = self._forget
@@ -305,7 +311,11 @@ class RPCClient:
         )
 
     def _answered_directly(
-        self, answer: DirectAnswer, body: bytes | _wire.Deferred, call: PendingCall
+        self,
+        answer: DirectAnswer,
+        body: bytes | _wire.Deferred,
+        call: PendingCall,
+        takes_local: bool = False,
     ) -> bool:
         """Whether a server in this process answered the call on this thread
         (``Driver.offer_direct``); then ``call`` has its outcome.
@@ -316,7 +326,8 @@ class RPCClient:
         back equal and owned by nobody else: a vouched plain request
         (``_wire.Deferred.handed``) and a fresh plain result (``_wire.FreshJSON``), each
         within the broker's size limit. Only the broker, the sender and the reply thread
-        are left out.
+        are left out. A caller that ``takes_local`` gets an endpoint's in-process form of
+        its result (``_wire.InProcessResult``) as it is, when that form says it fits.
         """
         limit = self.transport.config.max_message_size
         if isinstance(body, _wire.Deferred):
@@ -329,6 +340,14 @@ class RPCClient:
         if outcome is None:
             return False
         ok, value = outcome
+        if ok and isinstance(value, _wire.InProcessResult):
+            local = value.local(limit) if takes_local else None
+            if local is not None:
+                call.deliver(local)
+                return True
+            value = value.wire()
+            if value is None:
+                return False  # a worker answers it
         request_id = call.request_id
         if ok and type(value) is _wire.FreshJSON:
             taken = _wire.handed_result(request_id, value, limit)

@@ -221,7 +221,9 @@ class InlineEndpoint(Protocol):
 
     def serve_inline(self, request: RawRequest, serializer: Serializer) -> tuple[bool, Any] | None:
         """``(True, serialized result)`` or ``(False, exception)`` as
-        :meth:`RawEndpoint.serve_raw` answers, or None to leave the request to a worker
+        :meth:`RawEndpoint.serve_raw` answers (the result may be a
+        ``transport.InProcessResult``: its caller in this process may take its local
+        form), or None to leave the request to a worker
         (the ordinary way, raw hook included): whenever it is not sure to be quick. Must
         not block on anything unbounded (locks workers hold, RPC calls, a database that
         stopped answering) and should not raise (an exception is that request's failure).

@@ -289,6 +289,9 @@ class RPCServer(Consumer):
             return False
         try:
             outcome = self._dispatch_alone(envelope)
+            if outcome is not None and isinstance(outcome[1], _wire.InProcessResult):
+                value = outcome[1].wire()  # its caller is on the broker's far side
+                outcome = None if value is None else (outcome[0], value)
             if outcome is None:
                 return False
             self._settle_inline(incoming, envelope, outcome)

@@ -31,7 +31,7 @@ Plus :class:`SchemaNotAtHead`, raised by ``check_at_head`` before a conductor se
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
@@ -197,7 +197,7 @@ class translate_errors:  # noqa: N801 - a context manager named as the function 
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> bool:
+    ) -> Literal[False]:
         if exc is None:
             return False
         translated = _translated(self._name, exc)

@@ -12,11 +12,13 @@ import json
 import uuid
 from typing import Any
 
+import transport
 from conductor import db
 from conductor.manager import ConductorManager, ConductorManagerV3
 from conductor.service import ConductorSerializer
 from objects import base
 from objects.context import RequestContext
+from objects.storage import StoredRecord
 from transport.dispatcher import RPCDispatcher
 
 
@@ -51,6 +53,38 @@ def same(fast: list[tuple[bool, Any]], slow: list[tuple[bool, Any]]) -> None:
             assert type(answer) is type(ordinary)
             assert str(answer) == str(ordinary)
             assert getattr(answer, "kwargs", None) == getattr(ordinary, "kwargs", None)
+
+
+def inline_wire_form(answer: Any, cls: type[Any], ctx: RequestContext) -> Any:
+    """The wire form of a lone inline get's answer, which comes in two forms
+    (``transport.InProcessResult``), after checking that its local form (the row's record)
+    loads into a pending object exactly as the wire form (the row's primitive) does."""
+    assert isinstance(answer, transport.InProcessResult)
+    primitive = answer.wire()
+    assert primitive is not None
+    stored = answer.local(None)
+    assert type(stored) is StoredRecord and stored.cls is cls
+    via_record, via_primitive = cls._obj_new_pending(ctx), cls._obj_new_pending(ctx)
+    via_record._obj_absorb_loaded(stored)
+    via_primitive._obj_absorb_loaded(dict(primitive))
+    assert loaded_state(via_record) == loaded_state(via_primitive)
+    assert via_record._context is ctx
+    return primitive
+
+
+def loaded_state(obj: Any) -> Any:
+    """What tells two loaded objects apart: their primitives (with changes and revision),
+    what changed, the attributes they hold and their nested objects' contexts."""
+    d = obj.__dict__
+    nested = {k: v._context for k, v in d.items() if hasattr(v, "obj_to_primitive")}
+    return (
+        obj.obj_to_primitive(),
+        obj.obj_what_changed(),
+        obj.obj_revision,
+        sorted(k for k in d if k != "_obj_pending"),
+        sorted(d["_obj_snapshots"]),
+        {k: id(c) for k, c in nested.items()},
+    )
 
 
 def get_request(

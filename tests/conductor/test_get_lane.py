@@ -34,6 +34,7 @@ from tests.conductor.lanes import (
     OrdinarySerializer,
     dispatcher,
     get_request,
+    inline_wire_form,
     new_manager,
     same,
 )
@@ -600,6 +601,8 @@ def test_a_lone_get_answered_inline_is_the_ordinary_answer(
         slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(
             [(rid, c, method, args, ns, version)]
         )
+        if answered[0]:
+            answered = (True, inline_wire_form(answered[1], objects.Instance, ctx))
         same([answered], slow)
         ordinary_runs.clear()
     # What is not a stock get, or not for our serializer, is left to a worker
@@ -797,3 +800,19 @@ def test_an_sqlite_without_json_functions_reads_the_ordinary_way(
     assert tried == []  # not tried again
     with db.transaction_scope(engine) as tx:
         assert got == SQLStorage(tx).get_many("Instance", ids)
+
+
+def test_a_rows_local_form_is_given_only_when_its_reply_surely_fits(
+    manager: ConductorManager, ctx: RequestContext, rows: dict[str, Any]
+) -> None:
+    """The record goes to a caller in this process only when its reply, made the wire's
+    way, would surely be within the size limit; otherwise the primitive goes, and the
+    wire's own check says whether it fits."""
+    rid, c, method, args, ns, version = get_request(ctx, rows["full"].id)
+    answered = dispatcher(manager).dispatch_inline(rid, c, method, args, ns, version)
+    assert answered is not None and answered[0]
+    answer = answered[1]
+    size = len(json.dumps(answer.wire()))
+    assert answer.local(None) is not None
+    assert answer.local(size + 2 * lane._PRIMITIVE_EXTRA_BYTES) is not None
+    assert answer.local(size) is None

@@ -317,3 +317,51 @@ def test_gets_answered_on_the_callers_thread_share_nothing(
     first.save()
     again = objects.Instance.get(ctx, created.id)
     assert again.metadata == {"k": "changed"} and again.tags == ["a", "b"]
+
+
+def test_in_one_process_a_pending_get_loads_its_row_as_it_is(
+    running: Any, ctx: RequestContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending get (``get_async``) answered on the caller's thread loads its row's
+    record (``objects.storage.StoredRecord``): no primitive is made and read back. It is
+    the object a plain get gives, it holds nothing another get holds, and its changes are
+    seen and saved."""
+    from conductor import lane
+    from objects.storage import StoredRecord
+    from tests.conductor.lanes import loaded_state
+
+    flavor = objects.Flavor(
+        ctx, flavorid=f"f-{uuid.uuid4().hex[:8]}", name="m1", vcpus=2, memory_mb=512, root_gb=1
+    )
+    flavor.create()
+    created = make_instance(ctx, tags=["a"], metadata={"k": "v"}, flavor=flavor)
+    created.create()
+    handed: list[Any] = []
+    local = lane._RowAnswer.local
+
+    def watched(self: Any, limit: int | None) -> Any:
+        handed.append(local(self, limit))
+        return handed[-1]
+
+    monkeypatch.setattr(lane._RowAnswer, "local", watched)
+
+    first = objects.Instance.get_async(ctx, created.id)
+    second = objects.Instance.get_async(ctx, created.id)
+    first.wait()
+    second.wait()
+    assert [type(value) for value in handed] == [StoredRecord, StoredRecord]
+    plain = objects.Instance.get(ctx, created.id)  # takes no record: gets the primitive
+    assert len(handed) == 2
+    assert loaded_state(first) == loaded_state(plain)
+    assert first._context is ctx and first.flavor._context is ctx
+
+    first.metadata["k"] = "changed"
+    first.tags.append("b")
+    first.flavor.vcpus += 1
+    assert second.metadata == {"k": "v"} and second.tags == ["a"] and second.flavor.vcpus == 2
+    assert {"metadata", "tags", "flavor"} <= first.obj_what_changed()
+    assert not second.obj_what_changed()
+    first.save()
+    again = objects.Instance.get_async(ctx, created.id).wait()
+    assert again.metadata == {"k": "changed"} and again.tags == ["a", "b"]
+    assert again.obj_revision == first.obj_revision

@@ -57,6 +57,10 @@ class Direct:
             return False, Private("mine")
         if key == "unencodable":
             return True, {1, 2}
+        if str(key).startswith("forms"):
+            forms = TwoForms(key, args.get("pad"))
+            self.answered.append(forms)
+            return True, forms
         if str(key).startswith("fresh"):
             pad = args.get("pad")
             made = transport.FreshJSON({"key": key, "items": [1, 2, 3], "pad": pad, "again": pad})
@@ -73,6 +77,28 @@ class Direct:
         self.started.set()
         assert self.release.wait(30)
         return "done"
+
+
+class TwoForms(transport.InProcessResult):
+    """An answer whose local form is itself when its wire form surely fits the limit
+    (``fits``), and whose wire form is a fresh dict; ``forms-none`` has neither."""
+
+    def __init__(self, key: str, pad: str | None) -> None:
+        self.key = key
+        self.pad = pad
+        self.local_asked: list[int | None] = []
+
+    def local(self, limit: int | None) -> Any:
+        self.local_asked.append(limit)
+        if self.key == "forms-none":
+            return None
+        sample = {"key": self.key, "pad": self.pad, "again": self.pad}
+        return self if self.fits(sample, limit, 1000, 2) else None
+
+    def wire(self) -> Any:
+        if self.key == "forms-none":
+            return None
+        return transport.FreshJSON({"key": self.key, "pad": self.pad, "again": self.pad})
 
 
 @pytest.fixture
@@ -319,3 +345,41 @@ def test_what_the_broker_would_refuse_is_refused_on_the_direct_way_too(
     answer = _vouched(client, {}, key=2**70).result(10)
     assert answer["key"] == 2**70 and answer["by"].startswith("rpc-")
     assert len(endpoint.given) == 2
+
+
+def test_a_caller_that_takes_local_forms_gets_one_when_it_fits(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
+    """An answer in two forms (``transport.InProcessResult``) reaches a caller in this
+    process that takes local forms (``start_call(takes_local=True)``) as its local form,
+    when that form says it fits the size limit; otherwise, and for every other caller, as
+    its wire form, checked as any reply is; with no wire form, a worker answers."""
+    tp = make_transport(transport.TransportConfig(max_message_size=4096))
+    endpoint, client = _serve(tp, topic, servers)
+
+    def local_call(key: str, pad: str | None = None) -> Future[Any]:
+        return client.start_call(
+            {},
+            "get",
+            {"key": key} if pad is None else {"key": key, "pad": pad},
+            future=Future(),
+            then=lambda value: ("then", value),
+            plain=True,
+            takes_local=True,
+        )
+
+    assert local_call("forms-1").result(0) == ("then", endpoint.answered[0])
+    assert endpoint.answered[0].local_asked == [4096]
+    # Not taking local forms: the wire form, and local is not even asked
+    wire = _vouched(client, {}, key="forms-2").result(0)
+    assert wire == {"key": "forms-2", "pad": None, "again": None}
+    assert endpoint.answered[1].local_asked == []
+    # Too large for its local form to be sure: the wire form, which fits
+    near = local_call("forms-3", "x" * 1700).result(0)
+    assert near == ("then", {"key": "forms-3", "pad": "x" * 1700, "again": "x" * 1700})
+    # ...or does not: the caller's MessageTooLarge, as through the broker
+    with pytest.raises(MessageTooLarge):
+        local_call("forms-4", "x" * 2500).result(10)
+    # No wire form: a worker answers, on its own thread
+    by_worker = local_call("forms-none").result(10)
+    assert by_worker[0] == "then" and by_worker[1]["by"].startswith("rpc-")

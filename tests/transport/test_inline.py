@@ -48,6 +48,8 @@ class Inline:
         if key.startswith("slow"):
             time.sleep(self.delay)
             return True, ["inline", key]
+        if key.startswith("forms"):
+            return True, TwoForms(key)
         return None
 
     def get(self, ctxt: Any, key: str) -> list[str]:
@@ -57,6 +59,34 @@ class Inline:
         self.started.set()
         assert self.release.wait(30)
         return "done"
+
+
+class TwoForms(transport.InProcessResult):
+    """An answer in two forms; ``forms-none`` has no wire form (a worker answers)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def local(self, limit: int | None) -> Any:
+        return ("local", self.key)
+
+    def wire(self) -> Any:
+        return None if self.key == "forms-none" else ["wire", self.key]
+
+
+def test_a_result_in_two_forms_reaches_an_ordinary_caller_in_its_wire_form(
+    tp: transport.Transport, topic: str, servers: Servers, is_rabbit: bool
+) -> None:
+    """An inline answer that is a ``transport.InProcessResult`` goes as its wire form to a
+    caller across the broker (RabbitMQ: answered on the consuming thread) and to one in
+    this process that does not take local forms; with no wire form, a worker answers."""
+    endpoint = Inline()
+    servers.start(tp, Target(topic=topic), [endpoint])
+    client = RPCClient(tp, Target(topic=topic), timeout=10)
+
+    assert client.call({}, "get", key="forms-1") == ["wire", "forms-1"]
+    assert client.call({}, "get", key="forms-none") == ["worker", "forms-none"]
+    assert endpoint.asked == ["forms-1", "forms-none"]
 
 
 def test_a_lone_request_the_endpoint_answers_skips_the_worker(
