@@ -21,6 +21,7 @@ from objects.persistent import save_primitive
 from objects.registry import version_tuple
 from objects.remoting import sent_changes
 from objects.serializer import VersionedObjectSerializer, _all_plain, json_scalars
+from objects.storage import StoredRecord
 from transport.futures import resolve
 
 if TYPE_CHECKING:
@@ -135,9 +136,10 @@ class ConductorAPI(IndirectionAPI):
             future=future if future is not None else ObjectFuture(),
             then=self._class_result(context, then),
             plain=plain,
-            # A pending object loads a stock get's row as it is, in the conductor's own
-            # process (objects.storage.StoredRecord, see conductor.lane).
-            takes_local=getattr(then, "takes_record", False),
+            # A stock get's row as it is, in the conductor's own process
+            # (objects.storage.StoredRecord, see conductor.lane): loaded by a pending
+            # object, or built into the result (_class_result).
+            takes_local=then is None or getattr(then, "takes_record", False),
         )
 
     def _class_result(
@@ -145,12 +147,21 @@ class ConductorAPI(IndirectionAPI):
     ) -> Callable[[Any], Any]:
         """The step that takes a class action's reply in: objects rebuilt from their
         primitives, then ``then``; a ``then`` that ``takes_primitive`` reads the primitive
-        itself (a pending object loads it in place) unless it cannot read its version."""
+        itself (a pending object loads it in place) unless it cannot read its version.
+        With no ``then``, a stored record (a stock get answered in this process) is
+        built into its object as ``_from_record`` builds it."""
         if then is not None and getattr(then, "takes_primitive", False):
             return _LoadPrimitive(then, self._objects, context)
         rebuild = self._objects.deserialize_entity
         if then is None:
-            return lambda value: rebuild(context, value)
+
+            def rebuilt(value: Any) -> Any:
+                if type(value) is StoredRecord:
+                    maker: Any = value.cls  # a PersistentObject class
+                    return maker._from_record(context, value.record)
+                return rebuild(context, value)
+
+            return rebuilt
         return lambda value: then(rebuild(context, value))
 
     # -- instance actions ----------------------------------------------------------

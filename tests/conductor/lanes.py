@@ -58,7 +58,8 @@ def same(fast: list[tuple[bool, Any]], slow: list[tuple[bool, Any]]) -> None:
 def inline_wire_form(answer: Any, cls: type[Any], ctx: RequestContext) -> Any:
     """The wire form of a lone inline get's answer, which comes in two forms
     (``transport.InProcessResult``), after checking that its local form (the row's record)
-    loads into a pending object exactly as the wire form (the row's primitive) does."""
+    loads into a pending object, and builds a plain get's result, exactly as the wire
+    form (the row's primitive) does."""
     assert isinstance(answer, transport.InProcessResult)
     primitive = answer.wire()
     assert primitive is not None
@@ -69,6 +70,10 @@ def inline_wire_form(answer: Any, cls: type[Any], ctx: RequestContext) -> Any:
     via_primitive._obj_absorb_loaded(dict(primitive))
     assert loaded_state(via_record) == loaded_state(via_primitive)
     assert via_record._context is ctx
+    # ...and a plain get's result built from it is the one rebuilt from the primitive
+    built = cls._from_record(ctx, stored.record)
+    rebuilt = base.VersionedObjectSerializer().deserialize_entity(ctx, dict(primitive))
+    assert loaded_state(built) == loaded_state(rebuilt) == loaded_state(via_record)
     return primitive
 
 

@@ -322,10 +322,11 @@ def test_gets_answered_on_the_callers_thread_share_nothing(
 def test_in_one_process_a_pending_get_loads_its_row_as_it_is(
     running: Any, ctx: RequestContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pending get (``get_async``) answered on the caller's thread loads its row's
-    record (``objects.storage.StoredRecord``): no primitive is made and read back. It is
-    the object a plain get gives, it holds nothing another get holds, and its changes are
-    seen and saved."""
+    """A get answered on the caller's thread takes its row's record
+    (``objects.storage.StoredRecord``): no primitive is made and read back. A pending get
+    (``get_async``) loads it, a plain get builds its result from it; each holds nothing
+    another get holds, and its changes are seen and saved. (That the record gives the
+    object its primitive would: ``test_get_lane``.)"""
     from conductor import lane
     from objects.storage import StoredRecord
     from tests.conductor.lanes import loaded_state
@@ -349,10 +350,9 @@ def test_in_one_process_a_pending_get_loads_its_row_as_it_is(
     second = objects.Instance.get_async(ctx, created.id)
     first.wait()
     second.wait()
-    assert [type(value) for value in handed] == [StoredRecord, StoredRecord]
-    plain = objects.Instance.get(ctx, created.id)  # takes no record: gets the primitive
-    assert len(handed) == 2
-    assert loaded_state(first) == loaded_state(plain)
+    plain = objects.Instance.get(ctx, created.id)  # a plain get builds it from the record
+    assert [type(value) for value in handed] == [StoredRecord] * 3
+    assert loaded_state(first) == loaded_state(plain) == loaded_state(second)
     assert first._context is ctx and first.flavor._context is ctx
 
     first.metadata["k"] = "changed"
