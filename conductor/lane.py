@@ -149,7 +149,8 @@ class StockGets:
         else:
             # A lone inline answer's primitive is its reply's alone (transport.FreshJSON:
             # a caller in this process takes it without a copy).
-            outcome = self._outcome(cls, objname, id_, record, transport.FreshJSON)
+            fresh = transport.FreshJSON if primitive_is_plain(cls) else None
+            outcome = self._outcome(cls, objname, id_, record, fresh)
         if outcome is not None:
             self._counted([request], [(0, outcome)], started)
         return outcome
@@ -252,8 +253,9 @@ class StockGets:
                 current_request.reset(token)
         # In a batch, two gets of one id share their record's values: their primitives
         # are not their replies' alone (transport.PlainJSON, not FreshJSON).
+        vouched = transport.PlainJSON if primitive_is_plain(cls) else None
         for index, id_ in items:
-            outcomes[index] = self._outcome(cls, objname, id_, rows.get(id_), transport.PlainJSON)
+            outcomes[index] = self._outcome(cls, objname, id_, rows.get(id_), vouched)
 
     @staticmethod
     def _outcome(
@@ -261,13 +263,14 @@ class StockGets:
         objname: str,
         id_: int,
         record: Record | None,
-        vouched: type[transport.PlainJSON],
+        vouched: type[transport.PlainJSON] | None,
     ) -> Outcome | None:
         """The outcome of a get of ``id_`` whose row is ``record`` (None: no row), or None
         when only the object can say (the ordinary path builds it).
 
-        The replies skip the encoder's read-back check (``vouched``) when the class's
-        primitives can hold nothing but JSON's own values."""
+        The replies skip the encoder's read-back check when the class's primitives can
+        hold nothing but JSON's own values (``primitive_is_plain``): the caller's
+        ``vouched`` type says so, None that they can hold more."""
         if record is None:
             return False, not_found(objname, id_)
         primitive = record_to_primitive(cls, record)
@@ -277,7 +280,7 @@ class StockGets:
         if revision is not None:
             # As ConductorSerializer sends every object (for oslo callers' saves).
             primitive[_KEY_DATA][OVO_REVISION_FIELD] = int(revision)
-        return True, (vouched(primitive) if primitive_is_plain(cls) else primitive)
+        return True, (primitive if vouched is None else vouched(primitive))
 
     def _stock_get(
         self, ctxt: Any, method: Any, args: Any, classes: dict[str, _Found]
