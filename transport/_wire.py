@@ -123,13 +123,8 @@ class InProcessResult:
         ``extra_bytes`` more and ``extra_levels`` more levels of nesting is surely within
         ``limit`` bytes and ``MAX_DEPTH``: for :meth:`local` to say (when unsure, the
         wire form goes, and the wire's own check decides)."""
-        try:
-            body = orjson.dumps(sample)
-        except TypeError:  # orjson.JSONEncodeError: an integer over 64 bits, ...
-            return False
-        if limit is not None and len(body) + extra_bytes > limit:
-            return False
-        return not too_deep(body, MAX_DEPTH - extra_levels)
+        room = None if limit is None else limit - extra_bytes
+        return plain_body(sample, room, MAX_DEPTH - extra_levels) is not None
 
 
 _PLAIN_RESULTS = (PlainJSON, FreshJSON)
