@@ -157,8 +157,7 @@ class ConductorAPI(IndirectionAPI):
 
             def rebuilt(value: Any) -> Any:
                 if type(value) is StoredRecord:
-                    maker: Any = value.cls  # a PersistentObject class
-                    return maker._from_record(context, value.record)
+                    return value.build(context)
                 return rebuild(context, value)
 
             return rebuilt

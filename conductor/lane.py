@@ -509,18 +509,14 @@ class _Connections(_Transactions):
 
     def fetch_one(self, objname: str, id_: int) -> Record | None:
         """An inline read (on the inline connection) of the row of ``id_``, or None."""
-        plan = self._plans.get(objname)
-        if plan is None:
-            plan = self._plans[objname] = self._plan(objname)
+        plan = self._plan_of(objname)
         with db.translate_errors(objname):
             rows = self._inline_rows(*plan.one, {"id": id_})
         return self._records(plan, rows).get(id_)
 
     def fetch(self, objname: str, ids: list[int]) -> dict[int, Record]:
         wanted = list(dict.fromkeys(ids))
-        plan = self._plans.get(objname)
-        if plan is None:
-            plan = self._plans[objname] = self._plan(objname)
+        plan = self._plan_of(objname)
         if len(wanted) > 1 and not self._bulk:
             with db.translate_errors(objname):
                 rows = self._json_rows(plan, wanted)
@@ -570,6 +566,13 @@ class _Connections(_Transactions):
                     record[name] = process(value)
             found[record["id"]] = record
         return found
+
+    def _plan_of(self, objname: str) -> _Plan:
+        """The table's plan, made at its first read."""
+        plan = self._plans.get(objname)
+        if plan is None:
+            plan = self._plans[objname] = self._plan(objname)
+        return plan
 
     def _plan(self, objname: str) -> _Plan:
         dialect = self._engine.dialect

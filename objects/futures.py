@@ -480,11 +480,10 @@ class PendingObjectMixin:
         elif kind is StoredRecord and loaded.cls is type(self):
             # Built for this object alone, then published with one dict update (a reader
             # on another thread never sees half of it), its state taken without a copy.
-            maker: Any = loaded.cls  # a PersistentObject class
-            self.__dict__.update(maker._from_record(self._context, loaded.record).__dict__)
+            self.__dict__.update(loaded.build(self._context).__dict__)
         else:
             if kind is StoredRecord:
-                loaded = loaded.cls._from_record(self._context, loaded.record)
+                loaded = loaded.build(self._context)
             objname = self.obj_name()
             if not isinstance(loaded, PendingObjectMixin) or loaded.obj_name() != objname:
                 from objects.exception import ObjectActionError

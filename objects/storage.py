@@ -32,6 +32,10 @@ class StoredRecord(NamedTuple):
     cls: type[Any]
     record: Record
 
+    def build(self, context: Any) -> Any:
+        """The object of ``context`` loaded from the record (``cls._from_record``)."""
+        return self.cls._from_record(context, self.record)
+
 
 class Storage(Protocol):
     """What a remotable method body may ask of the database. Object names are
