@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from bench._stages import _resolve
+from transport._wire import Deferred
 
 #: What a mark keeps of a wrapped call: (args, result) -> something ``ids`` reads later.
 Keep = Callable[[tuple[Any, ...], Any], Any]
@@ -76,11 +77,18 @@ def _ids(kept: Any) -> list[str]:
         if all(type(k) is str for k in kept):
             return kept
         return [i for body in kept for i in _ids(body)]
+    if isinstance(kept, Deferred):
+        # Not yet encoded: the sender encodes it with its batch (transport._wire).
+        return _ids_of([kept.envelope])
     try:
         message = orjson.loads(bytes(kept))
     except orjson.JSONDecodeError:
         return []
     envelopes = message.get("batch", [message]) if isinstance(message, dict) else []
+    return _ids_of(envelopes)
+
+
+def _ids_of(envelopes: list[Any]) -> list[str]:
     return [
         e["id"]
         for e in envelopes
