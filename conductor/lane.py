@@ -144,13 +144,13 @@ class StockGets:
         cls = found[0]
         outcome: Outcome | None
         if record is not None and loads_as_its_primitive(cls):
-            # Its primitive is made only for a caller beyond this process (_RowAnswer).
-            outcome = (True, _RowAnswer(cls, objname, id_, record))
-        else:
-            # A lone inline answer's primitive is its reply's alone (transport.FreshJSON:
-            # a caller in this process takes it without a copy).
-            fresh = transport.FreshJSON if primitive_is_plain(cls) else None
-            outcome = self._outcome(cls, objname, id_, record, fresh)
+            # Its primitive is made only for a caller beyond this process; it is counted
+            # once its caller has it, as what the caller got (_RowAnswer).
+            return True, _RowAnswer(self, request, started, cls, id_, record)
+        # A lone inline answer's primitive is its reply's alone (transport.FreshJSON: a
+        # caller in this process takes it without a copy).
+        fresh = transport.FreshJSON if primitive_is_plain(cls) else None
+        outcome = self._outcome(cls, objname, id_, record, fresh)
         if outcome is not None:
             self._counted([request], [(0, outcome)], started)
         return outcome
@@ -324,26 +324,48 @@ class _RowAnswer(transport.InProcessResult):
     (2 us), and read it back into the object (8 us); the record loads in about 8 us, after
     the same check made on the record (``fits``). The record is the lane's alone: read for
     this request, given to its one caller.
+
+    The request is counted (metrics, debug log) when its caller has its answer: the
+    primitive made, or the record loaded or refused (a stored value the object does not
+    take fails the caller's get, and counts as that error). A primitive that cannot be
+    made leaves the request to a worker, which counts it.
     """
 
-    __slots__ = ("cls", "objname", "id", "record")
+    __slots__ = ("lane", "request", "started", "cls", "id", "record")
 
-    def __init__(self, cls: type[VersionedObject], objname: str, id_: int, record: Record) -> None:
+    def __init__(
+        self,
+        lane: StockGets,
+        request: transport.RawRequest,
+        started: float,
+        cls: type[VersionedObject],
+        id_: int,
+        record: Record,
+    ) -> None:
+        self.lane = lane
+        self.request = request
+        self.started = started
         self.cls = cls
-        self.objname = objname
         self.id = id_
         self.record = record
 
     def local(self, limit: int | None) -> StoredRecord | None:
         if not self.fits(self.record, limit, _PRIMITIVE_EXTRA_BYTES, _PRIMITIVE_EXTRA_LEVELS):
             return None
-        return StoredRecord(self.cls, self.record)
+        return StoredRecord(self.cls, self.record, self.settled)
 
     def wire(self) -> Any | None:
-        outcome = StockGets._outcome(
-            self.cls, self.objname, self.id, self.record, transport.FreshJSON
-        )
-        return None if outcome is None else outcome[1]
+        objname = self.request[3]["objname"]
+        outcome = StockGets._outcome(self.cls, objname, self.id, self.record, transport.FreshJSON)
+        if outcome is None:
+            return None
+        self.settled(None)
+        return outcome[1]
+
+    def settled(self, error: BaseException | None) -> None:
+        """Count the request as answered with ``error`` (None: its result)."""
+        outcome: Outcome = (True, None) if error is None else (False, error)
+        self.lane._counted([self.request], [(0, outcome)], self.started)
 
 
 #: What a reply carrying a record's primitive may add to the record's own JSON: the

@@ -15,7 +15,7 @@ columns get them set by the storage (``updated_at`` strictly increases per row).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 Record = dict[str, Any]
@@ -26,15 +26,27 @@ class StoredRecord(NamedTuple):
     conductor's own process to the pending object that asked for it, which loads it
     (``cls._from_record``) instead of a primitive made from it and read back.
 
-    Nothing else holds ``record`` or any list or dict in it.
+    Nothing else holds ``record`` or any list or dict in it. ``settle``, when given, is
+    told how the load went (None, or the error it raises): the answer is counted as what
+    its caller got.
     """
 
     cls: type[Any]
     record: Record
+    settle: Callable[[BaseException | None], None] | None = None
 
     def build(self, context: Any) -> Any:
         """The object of ``context`` loaded from the record (``cls._from_record``)."""
-        return self.cls._from_record(context, self.record)
+        settle = self.settle
+        if settle is None:
+            return self.cls._from_record(context, self.record)
+        try:
+            built = self.cls._from_record(context, self.record)
+        except Exception as exc:
+            settle(exc)
+            raise
+        settle(None)
+        return built
 
 
 class Storage(Protocol):

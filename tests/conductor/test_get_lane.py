@@ -628,7 +628,9 @@ def test_an_inline_read_cut_short_is_left_to_a_worker_and_inline_reads_pause(
     counted = new_manager(engine, metrics=metrics)
     served = dispatcher(counted)
     rid, c, method, args, ns, version = get_request(ctx, rows["full"].id)
-    assert served.dispatch_inline(rid, c, method, args, ns, version) is not None
+    answered = served.dispatch_inline(rid, c, method, args, ns, version)
+    assert answered is not None and answered[0]
+    assert answered[1].wire() is not None  # as the server sends it: counted then
     with engine.connect() as locker:
         # Given a table another session holds locked: the inline read waits for it
         locker.exec_driver_sql("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE")

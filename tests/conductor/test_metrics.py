@@ -260,3 +260,40 @@ def test_batch_size_counts_a_message_of_one_request(served: conductor.Conductor)
         sample(after, "conductor_batch_size_bucket", le="1.0")
         == sample(before, "conductor_batch_size_bucket", le="1.0") + 1
     )
+
+
+@pytest.mark.parametrize("form", ["local", "wire"])
+def test_a_row_that_does_not_load_is_counted_and_logged_as_the_error_its_caller_gets(
+    served: conductor.Conductor,
+    tmp_path: Path,
+    form: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stored value the object refuses (a state outside its enum, written by hand) fails
+    each get with ObjectValueError, and the conductor counts that error, once, and no
+    ``ok``: whether the caller in its process loads the row itself (``local``, the
+    embedded get's way) or takes its primitive (``wire``)."""
+    from conductor import lane
+
+    if form == "wire":
+        monkeypatch.setattr(lane._RowAnswer, "local", lambda self, limit: None)
+    ctx = RequestContext(user_id="u", project_id="p")
+    inst = new_instance(ctx)
+    inst.create()
+    with sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'metrics.sqlite'}").begin() as conn:
+        conn.execute(
+            sqlalchemy.text("UPDATE instances SET state = 'bogus' WHERE id = :id"), {"id": inst.id}
+        )
+    with pytest.raises(exception.ObjectValueError, match="state"):
+        objects.Instance.get_async(ctx, inst.id).wait()
+    with pytest.raises(exception.ObjectValueError, match="state"):
+        objects.Instance.get(ctx, inst.id)
+
+    port = served.metrics_port
+    assert port is not None
+    _, text = fetch(port, "/metrics")
+    labels = {"objname": "Instance", "objmethod": "get"}
+    assert sample(text, "conductor_requests_total", **labels, outcome="ObjectValueError") == 2
+    assert sample(text, "conductor_requests_total", **labels, outcome="ok") == 0
+    assert sample(text, "conductor_request_seconds_count", **labels) == 2
+    assert sample(text, "conductor_requests_in_flight") == 0
