@@ -263,7 +263,7 @@ def test_batch_size_counts_a_message_of_one_request(served: conductor.Conductor)
 
 
 @pytest.mark.parametrize("form", ["local", "wire"])
-def test_a_row_that_does_not_load_is_counted_and_logged_as_the_error_its_caller_gets(
+def test_a_row_that_does_not_load_is_counted_as_the_error_its_caller_gets(
     served: conductor.Conductor,
     tmp_path: Path,
     form: str,
