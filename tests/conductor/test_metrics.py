@@ -280,10 +280,15 @@ def test_a_row_that_does_not_load_is_counted_as_the_error_its_caller_gets(
     ctx = RequestContext(user_id="u", project_id="p")
     inst = new_instance(ctx)
     inst.create()
-    with sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'metrics.sqlite'}").begin() as conn:
-        conn.execute(
-            sqlalchemy.text("UPDATE instances SET state = 'bogus' WHERE id = :id"), {"id": inst.id}
-        )
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'metrics.sqlite'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sqlalchemy.text("UPDATE instances SET state = 'bogus' WHERE id = :id"),
+                {"id": inst.id},
+            )
+    finally:
+        engine.dispose()
     with pytest.raises(exception.ObjectValueError, match="state"):
         objects.Instance.get_async(ctx, inst.id).wait()
     with pytest.raises(exception.ObjectValueError, match="state"):
