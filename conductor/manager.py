@@ -183,6 +183,15 @@ class ConductorManager:
             if kind.object_class_action_versions is ConductorManager.object_class_action_versions
             else [None] * len(requests)
         )
+        if None in outcomes and not all(outcome is None for outcome in outcomes):
+            # The reads answered: sent now, not after the writes of the message commit.
+            transport.answer_now(
+                [
+                    (request[0], outcome)
+                    for request, outcome in zip(requests, outcomes, strict=True)
+                    if outcome is not None
+                ]
+            )
         if self._save_lane is not None and kind.object_action is ConductorManager.object_action:
             self._save_lane.serve(requests, outcomes, serializer)
         return outcomes

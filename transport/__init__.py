@@ -18,6 +18,7 @@ from transport.dispatcher import (
     RawEndpoint,
     RawRequest,
     RPCDispatcher,
+    answer_now,
     current_request_id,
     current_request_redelivered,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "RawRequest",
     "ServerState",
     "Target",
+    "answer_now",
     "current_request_id",
     "current_request_redelivered",
     # notifications

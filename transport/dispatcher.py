@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from transport.exceptions import NoSuchMethod, UnsupportedVersion
@@ -31,6 +31,7 @@ __all__ = [
     "RPCDispatcher",
     "RawEndpoint",
     "RawRequest",
+    "answer_now",
     "current_request_id",
     "current_request_redelivered",
 ]
@@ -62,6 +63,27 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _redelivered: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "transport_request_redelivered", default=True
 )
+
+
+#: Set by the server around the dispatch of a message of several requests: sends answers
+#: to some of them at once (see :func:`answer_now`).
+_answer_now: contextvars.ContextVar[
+    Callable[[Sequence[tuple[str, tuple[bool, Any]]]], None] | None
+] = contextvars.ContextVar("transport_answer_now", default=None)
+
+
+def answer_now(answers: Sequence[tuple[str, tuple[bool, Any]]]) -> None:
+    """From :meth:`RawEndpoint.serve_raw`: send these answers (``(request_id, outcome)``,
+    outcomes as ``serve_raw`` returns them) now, before the rest of the message is done.
+
+    For answers ready long before the rest: the reads of a message whose writes still
+    have to run and commit. The hook still returns every outcome, these included; the
+    server sends none twice. An answer that cannot go now goes with the others at the
+    end. Does nothing outside the dispatch of a message of several requests.
+    """
+    send = _answer_now.get()
+    if send is not None and answers:
+        send(answers)
 
 
 def current_request_redelivered() -> bool:

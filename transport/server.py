@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from transport import _oslo, _wire
 from transport._consumer import Consumer, ServerState
 from transport._ratelog import one_line
-from transport.dispatcher import RPCDispatcher, is_refused
+from transport.dispatcher import RPCDispatcher, _answer_now, is_refused
 from transport.driver import Incoming, Listener
 from transport.exceptions import (
     MessageDeliveryFailure,
@@ -514,6 +515,8 @@ class RPCServer(Consumer):
                 rejected[0],
             )
         watched = self._watch_batch(valid)
+        sent_now: set[str] = set()
+        token = _answer_now.set(functools.partial(self._answer_now, valid, sent_now))
         try:
             outcomes = self.dispatcher.dispatch_batch(
                 [
@@ -523,28 +526,24 @@ class RPCServer(Consumer):
                 redelivered=incoming.redelivered,
             )
         finally:
+            _answer_now.reset(token)
             if watched:
                 self._unwatch_batch(watched)
-        for envelope, (ok, value) in zip(valid, outcomes, strict=True):
-            request_id, reply_to = envelope["id"], envelope.get("reply_to")
-            if not ok:
-                self._log_failure(request_id, envelope["method"], value)
-            if reply_to is None:
-                continue
-            queued = replies.get(reply_to)
-            if queued is None:
-                queued = replies[reply_to] = []
-            if not ok:
-                queued.append(_wire.error_reply(request_id, value))
-            elif envelope.get("multi"):
-                queued.append(_wire.item_reply(request_id, value))
-                queued.append(_wire.end_reply(request_id))
-            else:
-                queued.append({"id": request_id, "t": "r", "v": value})  # _wire.result_reply
+        if sent_now:
+            pairs = [
+                (envelope, outcome)
+                for envelope, outcome in zip(valid, outcomes, strict=True)
+                if envelope["id"] not in sent_now
+            ]
+        else:
+            pairs = list(zip(valid, outcomes, strict=True))
+        self._queue_replies(pairs, replies)
         if self._killed:
             return
         limit = self.transport.config.max_message_size
         for reply_to, queued in replies.items():
+            if not queued:
+                continue  # every reply to this address went early
             for body in _reply_bodies(queued, limit, self._keep):
                 try:
                     self.transport.send_reply(reply_to, body)
@@ -560,6 +559,63 @@ class RPCServer(Consumer):
                     )
                     break
         incoming.ack()
+
+    def _queue_replies(
+        self,
+        answered: Sequence[tuple[dict[str, Any], tuple[bool, Any]]],
+        replies: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """Log the failures among ``answered`` (``(envelope, outcome)``) and queue their
+        replies per reply address."""
+        for envelope, (ok, value) in answered:
+            request_id, reply_to = envelope["id"], envelope.get("reply_to")
+            if not ok:
+                self._log_failure(request_id, envelope["method"], value)
+            if reply_to is None:
+                continue
+            queued = replies.get(reply_to)
+            if queued is None:
+                queued = replies[reply_to] = []
+            if not ok:
+                queued.append(_wire.error_reply(request_id, value))
+            elif envelope.get("multi"):
+                queued.append(_wire.item_reply(request_id, value))
+                queued.append(_wire.end_reply(request_id))
+            else:
+                queued.append({"id": request_id, "t": "r", "v": value})  # _wire.result_reply
+
+    def _answer_now(
+        self,
+        valid: list[dict[str, Any]],
+        sent_now: set[str],
+        answers: Sequence[tuple[str, tuple[bool, Any]]],
+    ) -> None:
+        """``transport.answer_now`` for the batch being dispatched: reply to ``answers``
+        at once, per address, and note in ``sent_now`` the requests whose replies went.
+        What cannot go now (a request id twice in the batch, a failed send) goes with the
+        rest at the end (a failure among them is logged twice then)."""
+        if self._killed:
+            return
+        by_id: dict[str, dict[str, Any] | None] = {}
+        for envelope in valid:
+            rid = envelope["id"]
+            by_id[rid] = None if rid in by_id else envelope
+        ready: list[tuple[dict[str, Any], tuple[bool, Any]]] = []
+        for request_id, outcome in answers:
+            found = by_id.get(request_id)
+            if found is not None and request_id not in sent_now:
+                ready.append((found, outcome))
+        now: dict[str, list[dict[str, Any]]] = {}
+        self._queue_replies(ready, now)
+        sent_now.update(e["id"] for e, _ in ready if e.get("reply_to") is None)  # casts
+        limit = self.transport.config.max_message_size
+        for reply_to, queued in now.items():
+            try:
+                for body in _reply_bodies(queued, limit, self._keep):
+                    self.transport.send_reply(reply_to, body)
+            except Exception:  # noqa: BLE001 - they go with the rest, which handles it
+                continue
+            sent_now.update(reply["id"] for reply in queued)
 
     def _reply(self, reply_to: str, reply: dict[str, Any]) -> None:
         """Send one reply; raise ``_ReplyNotSent`` when it could not be sent."""

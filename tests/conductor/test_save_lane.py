@@ -690,3 +690,69 @@ def test_update_many_returns_the_columns_asked_for(
         assert records == [{"id": a.id, "revision": 2, "host": "ra"}, None]
         with pytest.raises(ValueError):
             storage.update_many("Instance", [(b.id, {"host": "x"}, 1)], returning=("host",))
+
+
+def test_the_gets_of_a_message_are_answered_before_its_saves_are_written(
+    broker_url: str, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message that holds gets and saves: its gets' replies leave when the gets are
+    answered, not when the saves' transaction commits (over the broker, where no call
+    takes the in-process direct path)."""
+    import threading
+
+    import conductor
+    from objects import base
+    from tests.brokers import delete_queues
+    from tests.conductor.processes import unique_topic
+
+    gate, writing = threading.Event(), threading.Event()
+    serve = save_lane.StockSaves.serve
+
+    def held(self: Any, requests: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(method == "object_action" for _, _, method, _ in requests):
+            writing.set()
+            assert gate.wait(timeout=30)
+        return serve(self, requests, *args, **kwargs)
+
+    objects.register_all()
+    topic = unique_topic("test-gets-first")
+    # More workers than messages: no message waits for a worker a held one has.
+    service = conductor.Conductor(broker_url, migrated_database_url, topic=topic, workers=32)
+    service.start()
+    client = conductor.connect(broker_url, topic=topic, timeout=30)
+    try:
+        ctx = RequestContext(user_id="u", project_id="p1")
+        made = [
+            objects.Instance(
+                ctx, uuid=str(uuid.uuid4()), host="h", state="building", vcpus=1, memory_mb=64
+            )
+            for _ in range(40)
+        ]
+        objects.wait_all([inst.create_async() for inst in made])
+        to_save, to_get = made[:20], made[20:]
+        monkeypatch.setattr(save_lane.StockSaves, "serve", held)
+
+        # Saves and gets interleaved: every message of several requests holds both.
+        saves, gets = [], []
+        for saved, got in zip(to_save, to_get, strict=True):
+            saved.host = "moved"
+            saves.append(saved.save_async())
+            gets.append(objects.Instance.get_async(ctx, got.id))
+        try:
+            for got, inst in zip(gets, to_get, strict=True):
+                got.wait(timeout=10)
+                assert (got.id, got.host) == (inst.id, "h")
+            assert writing.is_set() and not any(f.done() for f in saves)
+        finally:
+            gate.set()
+        objects.wait_all(saves)
+        assert {inst.id: inst.host for inst in objects.InstanceList.get_all(ctx)} == {
+            **{inst.id: "moved" for inst in to_save},
+            **{inst.id: "h" for inst in to_get},
+        }
+    finally:
+        gate.set()
+        client.close()
+        service.stop()
+        base.set_indirection_api(None)
+        delete_queues(broker_url, [topic, f"{topic}.{service.server}"])

@@ -387,3 +387,63 @@ def test_a_raw_endpoint_over_the_memory_transport_answers_each_caller(
 
     assert [f.wait(timeout=20) for f in futures] == [i + i % 2 for i in range(200)]
     assert client.call({}, "add", a=3, b=0) == 3
+
+
+class AnswersReadsNow(BatchingEndpoint):
+    """Answers ``add`` with ``b == 0`` (the "reads") in its raw hook and sends those
+    answers at once (``transport.answer_now``); the rest of a message (the "writes")
+    waits for ``gate`` before it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.mixed = 0
+
+    def serve_raw(
+        self, requests: Sequence[transport.RawRequest], serializer: transport.Serializer
+    ) -> list[tuple[bool, Any] | None]:
+        out: list[tuple[bool, Any] | None] = [
+            (True, args["a"]) if method == "add" and args.get("b") == 0 else None
+            for _, _, method, args in requests
+        ]
+        answered = [(r[0], o) for r, o in zip(requests, out, strict=True) if o is not None]
+        if len(answered) < len(requests):
+            if answered:
+                with self.lock:
+                    self.mixed += 1
+                transport.answer_now(answered)
+            assert self.gate.wait(timeout=30)
+        return out
+
+
+def test_answers_sent_now_reach_their_callers_before_the_rest_of_the_message_runs(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    endpoint = AnswersReadsNow()
+    transport.answer_now([("r0", (True, 1))])  # outside a message's dispatch: ignored
+    replies: list[str] = []
+    send_reply = tp.send_reply
+
+    def counted(address: str, body: Any) -> None:
+        message = _wire.decode(body)
+        replies.extend(r["id"] for r in _wire.unpack(message) or [message] if r["t"] == "r")
+        send_reply(address, body)
+
+    tp.send_reply = counted  # type: ignore[method-assign]
+    # More workers than messages: no message waits for a worker another one holds.
+    servers.start(tp, Target(topic=topic), [endpoint], max_workers=32)
+    client = RPCClient(tp, Target(topic=topic), timeout=30)
+
+    # Reads and writes interleaved: every message of several requests holds both.
+    calls = [client.call_async({}, "add", a=i, b=i % 2) for i in range(60)]
+    reads, writes = calls[0::2], calls[1::2]
+
+    try:
+        assert [f.wait(timeout=10) for f in reads] == list(range(0, 60, 2))
+        assert endpoint.mixed >= 1
+        assert not any(f.done() for f in writes)
+    finally:
+        endpoint.gate.set()
+    assert [f.wait(timeout=20) for f in writes] == [i + 1 for i in range(1, 60, 2)]
+    # Each answer went once: the ones sent early are not sent again with the rest.
+    assert sorted(replies) == sorted(f.request_id for f in calls)
