@@ -220,7 +220,9 @@ class RawEndpoint(Protocol):
         :func:`current_request_redelivered` saying the message's flag. Of a message of
         several requests, the ones it leaves run after it in the same ``contextvars``
         context, a copy made for this message, so it may leave word for them in context
-        variables. Called for a message of one request too."""
+        variables. Answers it has long before the rest of the message (its reads, where
+        writes follow) it may send at once with :func:`answer_now`. Called for a message
+        of one request too."""
         ...
 
 
