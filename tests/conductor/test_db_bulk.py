@@ -313,3 +313,47 @@ def test_bulk_writes_keep_a_nul_in_a_text_whole_or_refuse_it(engine: sa.Engine) 
                     "Instance", [(a["id"], {"host": nul}, 1), (b["id"], {"host": "c"}, 1)]
                 )
             assert storage.get("Instance", a["id"])["host"] == "bulk-0"
+
+
+def test_a_bulk_update_plans_for_the_table_as_it_is_now(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """psycopg prepares a statement it ran five times, and PostgreSQL keeps a prepared
+    statement's generic plan until the table is analyzed (never, without autovacuum):
+    a batch update planned while ``instances`` held a few rows read every row once it
+    held many (a sequential scan per batch, its cost growing with the table)."""
+    url = database_for("postgresql", request, tmp_path, migrated=True)
+    engine = db.create_engine(url, pool_size=1, max_overflow=0)  # one connection
+    try:
+        with db.transaction_scope(engine) as tx:
+            made = db.SQLStorage(tx).create_many("Instance", [values(i) for i in range(40)])
+        ids = [r["id"] for r in made]
+        for n in range(15):
+            with db.transaction_scope(engine) as tx:
+                db.SQLStorage(tx).update_many(
+                    "Instance", [(i, {"state": f"s{n}"}, None) for i in ids]
+                )
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO instances (uuid, state, vcpus, memory_mb, revision, created_at,"
+                    " tags, metadata) SELECT gen_random_uuid()::text, 'grown', 1, 64, 1, now(),"
+                    " '[]', '{}' FROM generate_series(1, 20000)"
+                )
+            )
+
+        with db.transaction_scope(engine) as tx:
+            out = db.SQLStorage(tx).update_many(
+                "Instance", [(i, {"state": "last"}, None) for i in ids]
+            )
+            read = tx.connection.execute(
+                sa.text(
+                    "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables"
+                    " WHERE relname = 'instances'"
+                )
+            ).one()
+
+        assert [r["state"] for r in out if r is not None] == ["last"] * len(ids)
+        assert read.seq_tup_read < 20_000, f"the update read {read.seq_tup_read} rows"
+    finally:
+        engine.dispose()
