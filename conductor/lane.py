@@ -713,8 +713,15 @@ class _Connections(_Transactions):
             # NOTE: psycopg gives timestamps in the session's time zone; in UTC they are
             # what UTCDateTime makes of them (timezone.utc) as they come, not converted
             # once more per value. Before any SELECT: a cursor keeps its loaders.
+            # NOTE: the engine's connections prepare nothing (see db.create_engine);
+            # this one prepares its reads (psycopg's default: after five runs), whose
+            # generic plans PostgreSQL keeps until the table is analyzed (never, without
+            # autovacuum). It reads by primary key only: with sequential scans off, no
+            # plan made while the table held a few rows scans it whole once it is large.
+            connection.prepare_threshold = 5
             try:
                 connection.execute("SET TIME ZONE 'UTC'")
+                connection.execute("SET enable_seqscan = off")
             except BaseException:
                 connection.close()
                 raise

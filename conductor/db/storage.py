@@ -157,28 +157,6 @@ class SQLStorage:
             return tx.for_write().execute(stmt, params)
         return self._orm_session().execute(stmt, params)
 
-    def _write_planned_now(self, stmt: Any, params: Any) -> Any:
-        """PostgreSQL: :meth:`_write`, planned for the tables as they are now.
-
-        NOTE: psycopg prepares a statement it has run five times, and PostgreSQL keeps
-        a prepared statement's generic plan until its tables are analyzed (never,
-        without autovacuum). A batch update joins the table with rows of unknown number:
-        planned while the table held a few rows, it scanned every row of it once it held
-        many, a cost per batch that grew with the table (a save's PostgreSQL CPU went
-        40 -> 250 us as 45,000 rows were added). Planned at each run, it reads the rows
-        it writes by their primary key; the planning costs a few microseconds per row.
-        """
-        tx = self._connection_only()
-        connection = tx.for_write() if tx is not None else self._orm_session().connection()
-        raw = connection.connection.driver_connection
-        assert raw is not None  # a checked-out connection
-        kept = raw.prepare_threshold
-        raw.prepare_threshold = None  # psycopg sends it unprepared: planned with its values
-        try:
-            return self._write(stmt, params)
-        finally:
-            raw.prepare_threshold = kept
-
     @property
     def wrote(self) -> bool:
         """Whether this request wrote (see :class:`~conductor.db.writes.WriteTracker`)."""
@@ -457,10 +435,7 @@ class SQLStorage:
             stmt = also[0](stmt)
             params.update(also[1](now))
         with translate_errors(objname):
-            if self.has_bulk_statements:
-                rows = self._write_planned_now(stmt, params).all()
-            else:
-                rows = self._write(stmt, params).all()
+            rows = self._write(stmt, params).all()
         if rows:
             self.writes.wrote = True
         names = ops.names if returned is None else returned

@@ -818,3 +818,51 @@ def test_a_rows_local_form_is_given_only_when_its_reply_surely_fits(
     assert answer.local(None) is not None
     assert answer.local(size + 2 * lane._PRIMITIVE_EXTRA_BYTES) is not None
     assert answer.local(size) is None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_lanes_reads_use_the_key_however_large_the_table_has_grown(
+    engine: db.Engine,
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """psycopg prepares a statement it ran five times, and PostgreSQL keeps a prepared
+    statement's generic plan until the table is analyzed (never, without autovacuum):
+    reads planned while ``instances`` held a few rows would scan every row of it later."""
+    kept: list[Any] = []
+    connect = lane._Connections._connect
+
+    def keeping(self: Any) -> Any:
+        made = connect(self)
+        kept.append(made.connection)
+        return made
+
+    monkeypatch.setattr(lane._Connections, "_connect", keeping)
+    served = dispatcher(manager)
+    ids = [rows["full"].id, rows["bare"].id, rows["unicode"].id]
+    for _ in range(15):  # prepared, then planned generically, while the table is tiny
+        assert served.dispatch_batch([get_request(ctx, ids[0])])[0][0]
+        assert all(ok for ok, _ in served.dispatch_batch([get_request(ctx, i) for i in ids]))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO instances (uuid, state, vcpus, memory_mb, revision, created_at, tags,"
+            " metadata) SELECT gen_random_uuid()::text, 'grown', 1, 64, 1, now(), '[]', '{}'"
+            " FROM generate_series(1, 20000)"
+        )
+
+    assert served.dispatch_batch([get_request(ctx, ids[0])])[0][0]
+    assert all(ok for ok, _ in served.dispatch_batch([get_request(ctx, i) for i in ids]))
+    (connection,) = kept
+    prepared = connection.execute(
+        "SELECT name, statement FROM pg_prepared_statements WHERE statement LIKE '%instances%'"
+    ).fetchall()
+    assert prepared  # the lane's reads are prepared statements
+    for name, statement in prepared:
+        args = ", ".join(
+            f"ARRAY[{ids[0]}]::bigint[]" if "ANY" in statement else str(ids[0])
+            for _ in range(statement.count("$"))
+        )
+        plan = "\n".join(row[0] for row in connection.execute(f"EXPLAIN EXECUTE {name}({args})"))
+        assert "Seq Scan" not in plan, f"{statement}:\n{plan}"
