@@ -486,6 +486,21 @@ def test_an_unreachable_database_fails_each_get_with_database_error(
         engine.dispose()
 
 
+@pytest.fixture
+def lane_connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every connection the lane opens from now on (its ``_Kept``: ``.connection``)."""
+    made: list[Any] = []
+    connect = lane._Connections._connect
+
+    def recorded(self: Any) -> Any:
+        kept = connect(self)
+        made.append(kept)
+        return kept
+
+    monkeypatch.setattr(lane._Connections, "_connect", recorded)
+    return made
+
+
 # Ending another connection's session is PostgreSQL's (pg_terminate_backend).
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_connection_lost_while_idle_costs_no_request(
@@ -493,16 +508,9 @@ def test_a_connection_lost_while_idle_costs_no_request(
     manager: ConductorManager,
     ctx: RequestContext,
     rows: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    lane_connections: list[Any],
 ) -> None:
-    connects: list[Any] = []
-    connect = lane._Connections._connect
-
-    def counted(self: Any) -> Any:
-        connects.append(self)
-        return connect(self)
-
-    monkeypatch.setattr(lane._Connections, "_connect", counted)
+    connects = lane_connections
     served = dispatcher(manager)
     assert served.dispatch_batch([get_request(ctx, rows["full"].id)])[0][0]
     assert served.dispatch_batch([get_request(ctx, rows["bare"].id)])[0][0]
@@ -826,20 +834,11 @@ def test_the_lanes_reads_use_the_key_however_large_the_table_has_grown(
     manager: ConductorManager,
     ctx: RequestContext,
     rows: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    lane_connections: list[Any],
 ) -> None:
     """psycopg prepares a statement it ran five times, and PostgreSQL keeps a prepared
     statement's generic plan until the table is analyzed (never, without autovacuum):
     reads planned while ``instances`` held a few rows would scan every row of it later."""
-    kept: list[Any] = []
-    connect = lane._Connections._connect
-
-    def keeping(self: Any) -> Any:
-        made = connect(self)
-        kept.append(made.connection)
-        return made
-
-    monkeypatch.setattr(lane._Connections, "_connect", keeping)
     served = dispatcher(manager)
     ids = [rows["full"].id, rows["bare"].id, rows["unicode"].id]
     for _ in range(15):  # prepared, then planned generically, while the table is tiny
@@ -854,7 +853,8 @@ def test_the_lanes_reads_use_the_key_however_large_the_table_has_grown(
 
     assert served.dispatch_batch([get_request(ctx, ids[0])])[0][0]
     assert all(ok for ok, _ in served.dispatch_batch([get_request(ctx, i) for i in ids]))
-    (connection,) = kept
+    (kept,) = lane_connections
+    connection = kept.connection
     prepared = connection.execute(
         "SELECT name, statement FROM pg_prepared_statements WHERE statement LIKE '%instances%'"
     ).fetchall()
