@@ -183,7 +183,7 @@ class ConductorManager:
             if kind.object_class_action_versions is ConductorManager.object_class_action_versions
             else [None] * len(requests)
         )
-        if None in outcomes and not all(outcome is None for outcome in outcomes):
+        if None in outcomes and any(outcome is not None for outcome in outcomes):
             # The reads answered: sent now, not after the writes of the message commit.
             transport.answer_now(
                 [

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from transport import _oslo, _wire
@@ -529,15 +529,14 @@ class RPCServer(Consumer):
             _answer_now.reset(token)
             if watched:
                 self._unwatch_batch(watched)
-        if sent_now:
-            pairs = [
+        self._queue_replies(
+            (
                 (envelope, outcome)
                 for envelope, outcome in zip(valid, outcomes, strict=True)
-                if envelope["id"] not in sent_now
-            ]
-        else:
-            pairs = list(zip(valid, outcomes, strict=True))
-        self._queue_replies(pairs, replies)
+                if envelope["id"] not in sent_now  # not answered early
+            ),
+            replies,
+        )
         if self._killed:
             return
         limit = self.transport.config.max_message_size
@@ -562,7 +561,7 @@ class RPCServer(Consumer):
 
     def _queue_replies(
         self,
-        answered: Sequence[tuple[dict[str, Any], tuple[bool, Any]]],
+        answered: Iterable[tuple[dict[str, Any], tuple[bool, Any]]],
         replies: dict[str, list[dict[str, Any]]],
     ) -> None:
         """Log the failures among ``answered`` (``(envelope, outcome)``) and queue their
