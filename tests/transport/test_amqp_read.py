@@ -120,6 +120,58 @@ def test_frames_beyond_one_turn_wait_for_the_next(pair):
     assert len(raw.frames) == count
 
 
+class _CountingSocket:
+    """A socket whose reads are counted (``_drain`` only calls ``recv`` on it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reads = 0
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        self.reads += 1
+        return self.sock.recv(size, flags)
+
+
+def test_a_read_that_takes_less_than_it_asked_ends_the_turn(pair):
+    """A reply's frames are read with one system call: a read that took less than it
+    asked for is not followed by one that finds nothing (a system call that lets the
+    woken caller take the GIL only to give it back). What comes later is read on the
+    next turn, after select."""
+    ours, broker = pair
+    counting = _CountingSocket(ours)
+    raw = _Raw(ours)
+    raw.transport.sock = counting
+    message = [(1, 1, b"method"), (2, 1, b"h" * 14), (3, 1, b"body" * 200)]
+    broker.sendall(b"".join(_frame(*f) for f in message))
+    driver._drain(raw)
+    assert raw.frames == message
+    assert counting.reads == 1
+    broker.sendall(_frame(8, 0, b""))
+    driver._drain(raw)
+    assert raw.frames[-1] == (8, 0, b"")
+    assert counting.reads == 2
+
+
+def test_commands_run_whether_or_not_the_wake_socket_is_read():
+    """The I/O loop reads the wake socket only when select saw it readable; a command
+    queued meanwhile runs at once all the same, and its wake byte is read on the next
+    turn."""
+    io = driver._IOThread("test-io", lambda: None)
+    try:
+        ran: list[int] = []
+        io.post(lambda: ran.append(1))
+        io.run_commands(woken=False)
+        assert ran == [1]
+        assert io.wake_r.recv(16) == b"\0"  # left for the turn select reports it on
+        io.post(lambda: ran.append(2))
+        io.run_commands(woken=True)
+        assert ran == [1, 2]
+        with pytest.raises(BlockingIOError):
+            io.wake_r.recv(16)
+    finally:
+        io.close()
+
+
 class _Adder:
     def add(self, ctxt: dict[str, Any], a: int, b: int) -> int:
         return a + b

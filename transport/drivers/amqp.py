@@ -785,17 +785,26 @@ def _drain(raw: Any) -> None:
                 return
         return
     on_frame = raw.on_inbound_frame
+    emptied = False
     for _ in range(_FRAMES_PER_TURN):
         buf = transport._read_buffer
         missing = _missing(buf)
         if missing:
+            if emptied:
+                # NOTE: the last read took less than it asked for: the socket had no more
+                # then, and what came since makes the loop's select return at once. Asking
+                # again would mostly be a system call that finds nothing (and lets go of
+                # the GIL to the caller just woken, only to take it back).
+                return
+            size = max(missing, _READ_SIZE)
             try:
-                data = sock.recv(max(missing, _READ_SIZE), _MSG_DONTWAIT)
+                data = sock.recv(size, _MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             if not data:
                 transport.connected = False
                 raise ConnectionError("the broker closed the connection")
+            emptied = len(data) < size
             buf = transport._read_buffer = buf + data
             if _missing(buf):
                 continue  # a frame's first part: its rest is on its way
@@ -951,10 +960,19 @@ class _IOThread:
         except TimeoutError:
             raise TransportError(reason=f"the broker did not answer within {timeout}s") from None
 
-    def run_commands(self) -> None:
-        with contextlib.suppress(OSError):
-            while self.wake_r.recv(4096):
-                pass
+    def run_commands(self, woken: bool = True) -> None:
+        """Run the commands queued so far; ``woken``: the wake socket has bytes to take.
+
+        NOTE: the I/O loop passes whether ``select`` saw the wake socket readable: a
+        ``recv`` that finds nothing is a system call that lets go of the GIL, and a caller
+        just woken by a reply takes it there, only to hand it back for the loop to reach
+        its ``select``. A command is queued before its wake byte is sent, so one queued
+        now is run now or, its byte unread, on the next turn.
+        """
+        if woken:
+            with contextlib.suppress(OSError):
+                while self.wake_r.recv(4096):
+                    pass
         while True:
             try:
                 fn, future = self._commands.get_nowait()
@@ -1686,16 +1704,19 @@ class AMQPDriver(Driver):
 
     def _loop(self) -> None:
         last_beat = time.monotonic()
+        woken = True
         while not self._closing.is_set():
             if self._conn is None:
                 self._connect()
+                woken = True
                 continue
             # NOTE: the py-amqp connection captured at connect time, never kombu's
             # ``conn.connection`` property here: that one silently opens a fresh
             # connection (without our consumers) once the old one is marked dead.
             raw = self._raw
             try:
-                self._io.run_commands()
+                self._io.run_commands(woken)
+                woken = False
                 sock = raw.sock
                 if sock is None or not raw.connected:
                     raise ConnectionError("the connection was closed")
@@ -1714,6 +1735,7 @@ class AMQPDriver(Driver):
                         readable, _, _ = select.select([sock, self._io.wake_r], [], [], wait)
                     finally:
                         self._wire.acquire()
+                    woken = self._io.wake_r in readable
                     if sock not in readable:
                         readable = []
                 if readable:
