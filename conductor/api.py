@@ -123,23 +123,42 @@ class ConductorAPI(IndirectionAPI):
             # as they are; only others take its walk.
             wire_args = objs.serialize_entity(context, wire_args)
             wire_kwargs = objs.serialize_entity(context, wire_kwargs)
+        call_args = {
+            "objname": objname,
+            "objmethod": objmethod,
+            "object_versions": versions,
+            "args": wire_args,
+            "kwargs": wire_kwargs,
+        }
+        out = future if future is not None else ObjectFuture()
+        step = self._class_result(context, then)
+        # A stock get's row as it is, in the conductor's own process
+        # (objects.storage.StoredRecord, see conductor.lane): loaded by a pending object,
+        # or built into the result (_class_result).
+        takes_local = then is None or getattr(then, "takes_record", False)
+        if plain and takes_local and objmethod == "get":
+            # NOTE: a conductor in this process answers a stock get by id with its row
+            # before any request is made (RPCClient.answer_locally; only gets are asked:
+            # the lane answers nothing else). Measured on the embedded default: 35-36
+            # against 53-55 us per get_async for the call's envelope, registration and
+            # reply conversions, with the same checks and the same step taking the row.
+            local = self._client.answer_locally(context, "object_class_action_versions", call_args)
+            if local is not None:
+                try:
+                    value = step(local)
+                except Exception as exc:  # as a reply's conversion failing: this call's error
+                    resolve(out, exc=exc)
+                else:
+                    resolve(out, value)
+                return out
         return self._client.start_call(
             context,
             "object_class_action_versions",
-            {
-                "objname": objname,
-                "objmethod": objmethod,
-                "object_versions": versions,
-                "args": wire_args,
-                "kwargs": wire_kwargs,
-            },
-            future=future if future is not None else ObjectFuture(),
-            then=self._class_result(context, then),
+            call_args,
+            future=out,
+            then=step,
             plain=plain,
-            # A stock get's row as it is, in the conductor's own process
-            # (objects.storage.StoredRecord, see conductor.lane): loaded by a pending
-            # object, or built into the result (_class_result).
-            takes_local=then is None or getattr(then, "takes_record", False),
+            takes_local=takes_local,
         )
 
     def _class_result(

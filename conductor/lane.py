@@ -105,6 +105,14 @@ class StockGets:
         """Close the lane's own database connections (it opens new ones if used again)."""
         self._reader.close()
 
+    def serve_local(self, request: transport.RawRequest) -> transport.InProcessResult | None:
+        """A lone stock get's answer for a caller in this process that takes its local
+        form (``transport.InlineEndpoint.serve_local``), when the row is there and loads
+        as its primitive; None, with nothing done or counted, for anything else (the
+        call then goes the ordinary way, which reads it again and says what is wrong)."""
+        answer = self._serve_inline(request, local_only=True)
+        return answer if type(answer) is _RowAnswer else None
+
     def serve_inline(self, request: transport.RawRequest) -> Outcome | None:
         """A lone stock get's outcome, read on the consuming thread or, in one process
         (``memory://``), on the caller's (``transport.InlineEndpoint``), or None to leave
@@ -115,6 +123,11 @@ class StockGets:
         A read that fails or is cut short goes to a worker (which reads as ever, and says
         what is wrong), and so do the next ``INLINE_BACKOFF`` seconds' reads. An in-memory
         SQLite database (one connection, shared) is never read inline."""
+        outcome: Outcome | None = self._serve_inline(request, local_only=False)
+        return outcome
+
+    def _serve_inline(self, request: transport.RawRequest, local_only: bool) -> Any:
+        """:meth:`serve_inline`; ``local_only``: :meth:`serve_local`'s answer instead."""
         reader = self._reader
         if not isinstance(reader, _Connections) or not reader.inline_ready():
             return None
@@ -146,7 +159,10 @@ class StockGets:
         if record is not None and loads_as_its_primitive(cls):
             # Its primitive is made only for a caller beyond this process; it is counted
             # once its caller has it, as what the caller got (_RowAnswer).
-            return True, _RowAnswer(self, request, started, cls, id_, record)
+            answer = _RowAnswer(self, request, started, cls, id_, record)
+            return answer if local_only else (True, answer)
+        if local_only:
+            return None
         # A lone inline answer's primitive is its reply's alone (transport.FreshJSON: a
         # caller in this process takes it without a copy).
         fresh = transport.FreshJSON if primitive_is_plain(cls) else None

@@ -201,14 +201,31 @@ class ConductorManager:
     ) -> tuple[bool, Any] | None:
         """A lone stock get answered on the consuming thread (``transport.InlineEndpoint``,
         ``StockGets.serve_inline``), or None; never an RPC method. As :meth:`serve_raw`."""
-        if (
-            self._lane is None
-            or type(self).object_class_action_versions
-            is not ConductorManager.object_class_action_versions
-            or not _answers_stock_gets(serializer)
-        ):
+        if not self._lane_answers(serializer):
             return None
+        assert self._lane is not None
         return self._lane.serve_inline(request)
+
+    def serve_local(
+        self, request: transport.RawRequest, serializer: transport.Serializer
+    ) -> transport.InProcessResult | None:
+        """A lone stock get's row for a caller in this process (``transport.InlineEndpoint
+        .serve_local``, ``StockGets.serve_local``), or None with nothing done; never an
+        RPC method."""
+        if not self._lane_answers(serializer):
+            return None
+        assert self._lane is not None
+        return self._lane.serve_local(request)
+
+    def _lane_answers(self, serializer: transport.Serializer) -> bool:
+        """Whether the lane may answer a lone get: there is one, the RPC method it stands
+        for is ours, and so are the answers' serializer's."""
+        return (
+            self._lane is not None
+            and type(self).object_class_action_versions
+            is ConductorManager.object_class_action_versions
+            and _answers_stock_gets(serializer)
+        )
 
     def serve_batch(self, calls: Sequence[transport.BatchCall]) -> None:
         """Run the requests of one message in one transaction (see

@@ -25,6 +25,9 @@ __all__ = ["RPCClient"]
 T = TypeVar("T")
 
 _TARGET_FIELDS = ("topic", "server", "fanout", "version", "namespace", "exchange")
+#: What a request envelope adds around its context and arguments, at most: its id, method,
+#: namespace, version, reply address and heartbeat keys (RPCClient.answer_locally).
+_ENVELOPE_ROOM = 4096
 _UNSET: Any = object()
 _NOT_PLAIN = _wire.NOT_PLAIN
 
@@ -194,6 +197,47 @@ class RPCClient:
             takes_local=takes_local and then is not None,
         )
         return future
+
+    def answer_locally(self, ctxt: Any, method: str, kwargs: dict[str, Any]) -> Any | None:
+        """The call's result in its in-process form, when a server in this process answers
+        it at once with one (``Driver.offer_direct``, an endpoint's ``serve_local``: see
+        ``transport.InlineEndpoint``) and that form fits (``InProcessResult.local``): the
+        call is then done, and the caller takes the result as ``start_call``'s
+        ``takes_local`` step would. None: nothing was done; send the call as ever.
+
+        For calls ``start_call`` would take as ``plain`` (``kwargs`` vouched plain JSON,
+        made for this call) on a client with no serializer. What a broker would hold the
+        request to still holds: the version cap (raised as from ``start_call``), the size
+        limit and depth (a request near them goes the ordinary way, which decides); the
+        server takes it only while running with no worker busy, with a copy of the
+        context, as it takes any request answered on its caller's thread. No envelope,
+        call registration or reply is made for it.
+        """
+        transport = self.transport
+        if self._oslo or self.serializer is not None or not transport.in_process:
+            return None
+        answer = transport.direct_answerer(self.target)
+        local = getattr(answer, "local", None)
+        if local is None or not self._plain_envelope(self.call_monitor_interval):
+            return None
+        target = self.target
+        checked = self._checked
+        if checked is None or checked[0] is not target or checked[1] != self.version_cap:
+            self._check_target()
+        wire_ctxt = _plain_context(ctxt)
+        if wire_ctxt is None:
+            return None
+        limit = transport.config.max_message_size
+        # NOTE: the request's context and arguments as the broker would carry them, with
+        # room for the envelope's own keys (under _ENVELOPE_ROOM bytes, one level).
+        room = None if limit is None else limit - _ENVELOPE_ROOM - len(method)
+        if _wire.plain_body({"ctxt": wire_ctxt, "args": kwargs}, room, _wire.MAX_DEPTH - 1) is None:
+            return None
+        ctxt_copy = _wire.plain_copy(wire_ctxt)
+        if ctxt_copy is _NOT_PLAIN:
+            return None
+        result = local(_request_id(), ctxt_copy, method, kwargs, target.namespace, target.version)
+        return None if result is None else result.local(limit)
 
     def multicall(self, ctxt: Any, method: str, **kwargs: Any) -> Iterator[Any]:
         """Invoke ``method`` and iterate its results as the server produces them.

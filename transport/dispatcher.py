@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from transport._wire import InProcessResult
 from transport.exceptions import NoSuchMethod, UnsupportedVersion
 from transport.serializer import NoOpSerializer, Serializer
 from transport.target import Target, version_is_compatible
@@ -35,6 +37,8 @@ __all__ = [
     "current_request_id",
     "current_request_redelivered",
 ]
+
+LOG = logging.getLogger(__name__)
 
 _REFUSED = "_transport_refused"
 
@@ -241,6 +245,13 @@ class InlineEndpoint(Protocol):
     heartbeat while it runs.
 
     :meth:`serve_inline` is a hook, not an RPC method: no request can call it by name.
+
+    An inline endpoint may also have ``serve_local(request, serializer)``, a hook as
+    well: for a caller in this process that takes a result's local form
+    (``RPCClient.answer_locally``), a ``transport.InProcessResult`` whose local form it
+    takes, or None with nothing done (no outcome made, nothing counted or logged): the
+    call then goes the ordinary way, :meth:`serve_inline` included. Asked on the caller's
+    thread, under the same conditions as :meth:`serve_inline` there.
     """
 
     def serve_inline(self, request: RawRequest, serializer: Serializer) -> tuple[bool, Any] | None:
@@ -287,6 +298,12 @@ class RPCDispatcher:
             for endpoint in self.endpoints
             if isinstance(endpoint, InlineEndpoint)
         }
+        self._local_hooks = {
+            id(endpoint): endpoint.serve_local  # type: ignore[attr-defined]
+            for endpoint in self.endpoints
+            if isinstance(endpoint, InlineEndpoint)
+            and callable(getattr(endpoint, "serve_local", None))
+        }
 
     @property
     def answers_inline(self) -> bool:
@@ -317,6 +334,33 @@ class RPCDispatcher:
         except BaseException as exc:  # SystemExit too: it fails this request only
             return False, exc
 
+    def dispatch_local(
+        self,
+        request_id: str,
+        ctxt: dict[str, Any],
+        method: str,
+        args: dict[str, Any],
+        namespace: str | None = None,
+        version: str | None = None,
+    ) -> InProcessResult | None:
+        """A request's result in its in-process form, from its endpoint's ``serve_local``
+        (see :class:`InlineEndpoint`), or None with nothing done: no such hook, the method
+        not found at that version, or the hook left it (or failed: the ordinary way runs
+        it again, and says what is wrong)."""
+        try:
+            func = self._find(method, namespace, version)
+        except Exception:
+            return None
+        hook = self._local_hooks.get(id(getattr(func, "__self__", None)))
+        if hook is None:
+            return None
+        try:
+            result = hook((request_id, ctxt, method, args), self.serializer)
+        except Exception:
+            LOG.debug("a local answer failed; the request goes the ordinary way", exc_info=True)
+            return None
+        return result if isinstance(result, InProcessResult) else None
+
     def _find(self, method: str, namespace: str | None, version: str | None) -> Any:
         key = (method, namespace, version)
         func = self._found.get(key)
@@ -339,6 +383,7 @@ class RPCDispatcher:
                 (method == "serve_batch" and id(endpoint) in self._batch_hooks)
                 or (method == "serve_raw" and id(endpoint) in self._raw_hooks)
                 or (method == "serve_inline" and id(endpoint) in self._inline_hooks)
+                or (method == "serve_local" and id(endpoint) in self._local_hooks)
             ):
                 continue
             func = getattr(endpoint, method, None)

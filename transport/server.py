@@ -168,6 +168,21 @@ def _settle(incoming: Incoming, verdict: str) -> None:
         incoming.dead_letter(verdict)
 
 
+class _DirectAnswer:
+    """What a server offers the callers of its process (``Driver.offer_direct``): called
+    with a request envelope, :meth:`RPCServer._answer_direct`; ``local``,
+    :meth:`RPCServer._answer_local` (``RPCClient.answer_locally``)."""
+
+    __slots__ = ("_server", "local")
+
+    def __init__(self, server: RPCServer) -> None:
+        self._server = server
+        self.local = server._answer_local
+
+    def __call__(self, envelope: dict[str, Any]) -> tuple[bool, Any] | None:
+        return self._server._answer_direct(envelope)
+
+
 class RPCServer(Consumer):
     """Consumes ``<topic>``, ``<topic>.<server>`` and the topic's fanout, runs endpoints.
 
@@ -226,7 +241,7 @@ class RPCServer(Consumer):
     def _listen(self, prefetch: int) -> Listener:
         listener = self.transport.listen(self.target, self._on_message, prefetch=prefetch)
         if self.dispatcher.answers_inline:
-            self._withdraw = self.transport.offer_direct(self.target, self._answer_direct)
+            self._withdraw = self.transport.offer_direct(self.target, _DirectAnswer(self))
         return listener
 
     def _state_changed(self) -> None:  # lock held
@@ -335,6 +350,28 @@ class RPCServer(Consumer):
         except BaseException:  # never raises: the broker's way says what is wrong
             self._log.debug("a direct answer failed; sent through the broker", exc_info=True)
             return None
+        finally:
+            self._pool.leave()
+
+    def _answer_local(
+        self,
+        request_id: str,
+        ctxt: dict[str, Any],
+        method: str,
+        args: dict[str, Any],
+        namespace: str | None,
+        version: str | None,
+    ) -> _wire.InProcessResult | None:
+        """A call of a caller in this process answered with a result's local form, by its
+        endpoint's ``serve_local`` (``RPCClient.answer_locally``), under the conditions
+        of :meth:`_answer_direct`; None: nothing was done. The caller built the request
+        from vouched plain values itself, so there is no envelope to check."""
+        if not self._enter_alone():
+            return None
+        try:
+            return self.dispatcher.dispatch_local(
+                request_id, ctxt, method, args, namespace, version
+            )
         finally:
             self._pool.leave()
 

@@ -270,25 +270,62 @@ def test_in_one_process_stock_gets_are_answered_on_the_callers_thread(
     created = make_instance(ctx, tags=["a"], metadata={"k": "v"})
     created.create()
     threads: list[str] = []
-    serve_inline = lane.StockGets.serve_inline
+    serve_inline = lane.StockGets._serve_inline
 
-    def watched(self: Any, request: Any) -> Any:
+    def watched(self: Any, request: Any, local_only: bool) -> Any:
         threads.append(threading.current_thread().name)
-        return serve_inline(self, request)
+        return serve_inline(self, request, local_only)
 
-    monkeypatch.setattr(lane.StockGets, "serve_inline", watched)
+    monkeypatch.setattr(lane.StockGets, "_serve_inline", watched)
 
     pending = objects.Instance.get_async(ctx, created.id)
     pending.wait()
     assert (pending.host, pending.tags, pending.metadata) == ("node-1", ["a"], {"k": "v"})
     with pytest.raises(exception.NotFound):
         objects.Instance.get(ctx, 10_000_000)
-    assert threads == [threading.current_thread().name] * 2
+    # The found row: once, for its local form; the missing one: asked for its local form
+    # (none), then answered the ordinary way (NotFound), all on this thread.
+    assert threads == [threading.current_thread().name] * 3
     # A save still goes through the broker to a worker, and the next get sees it
     pending.host = "node-2"
     pending.save()
     assert objects.Instance.get(ctx, created.id).host == "node-2"
     assert len(threads) >= 3 and set(threads) == {threading.current_thread().name}
+
+
+def test_in_one_process_a_found_row_is_taken_before_any_request_is_made(
+    running: Any, ctx: RequestContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """memory:// with the conductor in this process: a stock get whose row is there is
+    answered with the row itself (``RPCClient.answer_locally``), before any request is
+    made; a missing row, and anything else, makes its request as ever."""
+    created = make_instance(ctx, tags=["a"], metadata={"k": "v"})
+    created.create()
+    calls: list[str] = []
+    start_call = transport.RPCClient.start_call
+
+    def counted(self: Any, ctxt: Any, method: str, kwargs: Any, **rest: Any) -> Any:
+        calls.append(kwargs.get("objmethod", method))
+        return start_call(self, ctxt, method, kwargs, **rest)
+
+    monkeypatch.setattr(transport.RPCClient, "start_call", counted)
+
+    pending = objects.Instance.get_async(ctx, created.id)
+    assert calls == []  # loaded before get_async returned, with no request
+    pending.wait()
+    got = objects.Instance.get(ctx, created.id)
+    assert calls == []
+    assert pending.obj_to_primitive() == got.obj_to_primitive()
+    assert (got.host, got.tags, got.metadata) == ("node-1", ["a"], {"k": "v"})
+    assert not got.obj_what_changed()
+    with pytest.raises(exception.NotFound):
+        objects.Instance.get(ctx, 10_000_000)
+    assert calls == ["get"]
+    got.host = "node-2"
+    got.save()
+    assert calls == ["get", "save"]
+    assert objects.Instance.get(ctx, created.id).host == "node-2"
+    assert calls == ["get", "save"]
 
 
 def test_gets_answered_on_the_callers_thread_share_nothing(

@@ -383,3 +383,109 @@ def test_a_caller_that_takes_local_forms_gets_one_when_it_fits(
     # No wire form: a worker answers, on its own thread
     by_worker = local_call("forms-none").result(10)
     assert by_worker[0] == "then" and by_worker[1]["by"].startswith("rpc-")
+
+
+class Local(Direct):
+    """Also answers ``get`` of keys starting with ``local`` with their local form alone
+    (``serve_local``); ``local-none`` and everything else: None, with nothing done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_given: list[tuple[str, Any, Any]] = []
+
+    def serve_local(
+        self, request: transport.RawRequest, serializer: transport.Serializer
+    ) -> transport.InProcessResult | None:
+        _, ctxt, method, args = request
+        self.local_given.append((threading.current_thread().name, ctxt, args))
+        key = str(args.get("key", ""))
+        if method != "get" or not key.startswith("local") or key == "local-none":
+            return None
+        forms = TwoForms(key, args.get("pad"))
+        self.answered.append(forms)
+        return forms
+
+
+def _serve_local(
+    tp: transport.Transport, topic: str, servers: Servers, **kwargs: Any
+) -> tuple[Local, RPCClient]:
+    endpoint = Local()
+    servers.start(tp, Target(topic=topic), [endpoint], **kwargs)
+    return endpoint, _client(tp, topic)
+
+
+def test_a_call_answered_locally_sends_nothing_and_gives_the_local_form(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    """``RPCClient.answer_locally``: the endpoint's ``serve_local`` answers on the
+    caller's thread with a copy of the context, and its result's local form is the
+    caller's; no inline answer, worker or reply is involved."""
+    endpoint, client = _serve_local(tp, topic, servers)
+    ctxt = {"user": "u", "roles": ["r"]}
+    args = {"key": "local-1"}
+    taken = client.answer_locally(ctxt, "get", args)
+    assert taken is endpoint.answered[0]
+    assert taken.local_asked == [tp.config.max_message_size]
+    ((thread, given_ctxt, given_args),) = endpoint.local_given
+    assert thread == threading.current_thread().name
+    assert given_ctxt == ctxt and given_ctxt is not ctxt
+    assert given_ctxt["roles"] is not ctxt["roles"]
+    assert given_args == args
+    assert endpoint.given == []  # serve_inline was not asked
+
+
+def test_what_is_not_answered_locally_is_left_as_it_was(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    """None from ``serve_local`` (or no such hook) leaves the call undone: the caller
+    sends it as ever, and it is answered the ordinary way."""
+    endpoint, client = _serve_local(tp, topic, servers)
+    assert client.answer_locally({}, "get", {"key": "local-none"}) is None
+    assert client.answer_locally({}, "get", {"key": "k"}) is None
+    assert client.call({}, "get", key="k") == {"key": "k", "items": [1, 2, 3]}
+    assert len(endpoint.given) == 1
+
+    plain_endpoint, plain_client = _serve(tp, f"{topic}-plain", servers)
+    assert plain_client.answer_locally({}, "get", {"key": "local-1"}) is None
+    assert plain_endpoint.given == []
+
+
+def test_a_busy_server_answers_nothing_locally(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    """As for answers on the caller's thread: only while no worker is busy."""
+    endpoint, client = _serve_local(tp, topic, servers, max_workers=2)
+    blocked = client.call_async({}, "block")
+    assert endpoint.started.wait(10)
+    assert client.answer_locally({}, "get", {"key": "local-1"}) is None
+    assert endpoint.local_given == []
+    endpoint.release.set()
+    assert blocked.wait(10) == "done"
+    assert client.answer_locally({}, "get", {"key": "local-1"}) is endpoint.answered[0]
+
+
+def test_a_request_near_the_size_limit_is_not_answered_locally(
+    make_transport: MakeTransport, topic: str, servers: Servers
+) -> None:
+    """A request that might not fit the broker's size limit with its envelope around it
+    is left to the ordinary way (which refuses it, MessageTooLarge, or sends it); the
+    endpoint is not asked. A local form that does not fit is not given either."""
+    tp = make_transport(transport.TransportConfig(max_message_size=8192))
+    endpoint, client = _serve_local(tp, topic, servers)
+    assert client.answer_locally({}, "get", {"key": "local-1", "pad": "x" * 5000}) is None
+    assert endpoint.local_given == []
+    with pytest.raises(MessageTooLarge):
+        _vouched(client, {}, key="local-1", pad="x" * 9000).result(10)
+    # Under the request's limit, but its answer's local form says it may not fit
+    assert client.answer_locally({}, "get", {"key": "local-2", "pad": "x" * 3700}) is None
+    assert endpoint.answered[-1].local_asked == [8192]
+
+
+def test_serve_local_is_not_an_rpc_method(
+    tp: transport.Transport, topic: str, servers: Servers
+) -> None:
+    _, client = _serve_local(tp, topic, servers)
+    with pytest.raises(transport.exceptions.NoSuchMethod):
+        client.call(
+            {}, "serve_local", request=["r", {}, "get", {"key": "local-1"}], serializer=None
+        )
