@@ -322,17 +322,16 @@ class RPCDispatcher:
         """The outcome of a request its endpoint answered inline (``(True, serialized
         result)`` or ``(False, exception)``), or None: it goes to a worker, as does one
         whose method is not found (the ordinary path refuses it)."""
-        try:
-            func = self._find(method, namespace, version)
-        except Exception:
-            return None
-        hook = self._inline_hooks.get(id(getattr(func, "__self__", None)))
+        hook = self._hook(self._inline_hooks, method, namespace, version)
         if hook is None:
             return None
         try:
-            return hook((request_id, ctxt, method, args), self.serializer)
+            outcome: tuple[bool, Any] | None = hook(
+                (request_id, ctxt, method, args), self.serializer
+            )
         except BaseException as exc:  # SystemExit too: it fails this request only
             return False, exc
+        return outcome
 
     def dispatch_local(
         self,
@@ -347,11 +346,7 @@ class RPCDispatcher:
         (see :class:`InlineEndpoint`), or None with nothing done: no such hook, the method
         not found at that version, or the hook left it (or failed: the ordinary way runs
         it again, and says what is wrong)."""
-        try:
-            func = self._find(method, namespace, version)
-        except Exception:
-            return None
-        hook = self._local_hooks.get(id(getattr(func, "__self__", None)))
+        hook = self._hook(self._local_hooks, method, namespace, version)
         if hook is None:
             return None
         try:
@@ -360,6 +355,21 @@ class RPCDispatcher:
             LOG.debug("a local answer failed; the request goes the ordinary way", exc_info=True)
             return None
         return result if isinstance(result, InProcessResult) else None
+
+    def _hook(
+        self,
+        hooks: dict[int, Callable[..., Any]],
+        method: str,
+        namespace: str | None,
+        version: str | None,
+    ) -> Callable[..., Any] | None:
+        """The hook in ``hooks`` of the endpoint whose method a request names, or None
+        (also when none is found: the ordinary path refuses such a request)."""
+        try:
+            func = self._find(method, namespace, version)
+        except Exception:
+            return None
+        return hooks.get(id(getattr(func, "__self__", None)))
 
     def _find(self, method: str, namespace: str | None, version: str | None) -> Any:
         key = (method, namespace, version)

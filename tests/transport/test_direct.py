@@ -116,10 +116,14 @@ def _client(tp: transport.Transport, topic: str, **kwargs: Any) -> RPCClient:
 
 
 def _serve(
-    tp: transport.Transport, topic: str, servers: Servers, **kwargs: Any
-) -> tuple[Direct, RPCClient]:
-    """A server of a :class:`Direct` endpoint on ``topic``, and a client of it."""
-    endpoint = Direct()
+    tp: transport.Transport,
+    topic: str,
+    servers: Servers,
+    kind: type[Direct] = Direct,
+    **kwargs: Any,
+) -> tuple[Any, RPCClient]:
+    """A server of a :class:`Direct` endpoint (or ``kind``) on ``topic``, and a client of it."""
+    endpoint = kind()
     servers.start(tp, Target(topic=topic), [endpoint], **kwargs)
     return endpoint, _client(tp, topic)
 
@@ -409,9 +413,8 @@ class Local(Direct):
 def _serve_local(
     tp: transport.Transport, topic: str, servers: Servers, **kwargs: Any
 ) -> tuple[Local, RPCClient]:
-    endpoint = Local()
-    servers.start(tp, Target(topic=topic), [endpoint], **kwargs)
-    return endpoint, _client(tp, topic)
+    endpoint, client = _serve(tp, topic, servers, Local, **kwargs)
+    return endpoint, client
 
 
 def test_a_call_answered_locally_sends_nothing_and_gives_the_local_form(
