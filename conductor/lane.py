@@ -110,8 +110,8 @@ class StockGets:
         form (``transport.InlineEndpoint.serve_local``), when the row is there and loads
         as its primitive; None, with nothing done or counted, for anything else (the
         call then goes the ordinary way, which reads it again and says what is wrong)."""
-        answer = self._serve_inline(request, local_only=True)
-        return answer if type(answer) is _RowAnswer else None
+        answer: _RowAnswer | None = self._serve_inline(request, local_only=True)
+        return answer
 
     def serve_inline(self, request: transport.RawRequest) -> Outcome | None:
         """A lone stock get's outcome, read on the consuming thread or, in one process

@@ -220,10 +220,7 @@ class RPCClient:
         local = getattr(answer, "local", None)
         if local is None or not self._plain_envelope(self.call_monitor_interval):
             return None
-        target = self.target
-        checked = self._checked
-        if checked is None or checked[0] is not target or checked[1] != self.version_cap:
-            self._check_target()
+        target = self._checked_target()
         wire_ctxt = _plain_context(ctxt)
         if wire_ctxt is None:
             return None
@@ -461,10 +458,7 @@ class RPCClient:
         """The request envelope; ``monitor`` (a native call's ``multi`` and heartbeat
         interval) adds those two keys. ``ctxt_dict``: the context as a dict already (then
         ``kwargs`` go as they are)."""
-        target = self.target
-        checked = self._checked
-        if checked is None or checked[0] is not target or checked[1] != self.version_cap:
-            self._check_target()
+        target = self._checked_target()
         serializer = self.serializer
         if ctxt_dict is not None:
             args = kwargs
@@ -495,6 +489,15 @@ class RPCClient:
             "multi": monitor[0],
             "hb": monitor[1],
         }
+
+    def _checked_target(self) -> Target:
+        """The target, once :meth:`_check_target` passed for it and the version cap (it
+        raises what sending there would)."""
+        target = self.target
+        checked = self._checked
+        if checked is None or checked[0] is not target or checked[1] != self.version_cap:
+            self._check_target()
+        return target
 
     def _check_target(self) -> None:
         """Raise what sending to the target at its version would; remember that it passed
