@@ -58,7 +58,10 @@ class WorkerPool:
         """A job counted by :meth:`enter` is done."""
         with self._lock:
             self._pending -= 1
-            if self._pending == 0:
+            # NOTE: Condition.notify_all runs three Python calls even when nobody waits
+            # (the usual case: a caller's own answer, once per embedded get); a thread in
+            # drain() is in the Condition's waiters, added under this same lock.
+            if self._pending == 0 and self._drained._waiters:  # type: ignore[attr-defined]
                 self._drained.notify_all()
 
     def _work(self) -> None:

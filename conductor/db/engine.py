@@ -77,7 +77,7 @@ _DIGITS = b"0123456789"
 _ORJSON_DIGITS = 18
 
 
-def json_value(data: str | bytes | memoryview | float) -> Any:
+def json_value(data: str | bytes | memoryview | float | None) -> Any:
     """Both drivers decode JSON columns with this: the value ``json.loads`` reads from
     the UTF-8 text, or its error.
 
@@ -90,6 +90,8 @@ def json_value(data: str | bytes | memoryview | float) -> Any:
     whitespace), anything else by ``json``'s own decoding. SQLite hands a JSON number
     back as a number (the column has numeric affinity); it is its own value.
     """
+    if data is None:  # NULL (the lane reads its rows' JSON columns with this alone)
+        return None
     text = None
     if type(data) is bytes:
         raw = data

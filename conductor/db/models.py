@@ -16,7 +16,6 @@ created by :func:`ensure_user_tables`, not by alembic.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 from typing import Any
 
@@ -103,15 +102,17 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             or self.impl_instance.result_processor(dialect, coltype) is not _str_to_datetime
         ):
             return process
-        canonical = _SQLITE_TEXT.fullmatch
         parse = dt.datetime.fromisoformat
 
         def process_text(value: Any) -> dt.datetime | None:
-            if type(value) is str and canonical(value):
+            # NOTE: a text of the stored width (26 characters: no room for a zone of
+            # its own) parses with "+00:00" as the impl's value with UTC set; a date
+            # alone would not ("2026-11-22+00:00" reads as a naive midnight).
+            if type(value) is str and len(value) == 26:
                 try:
                     return parse(value + "+00:00")
                 except ValueError:
-                    pass  # no such day or time: the impl says so
+                    pass  # no such day or time, or its own zone: the impl says so
             return process(value)
 
         return process_text
@@ -119,8 +120,6 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 #: SQLAlchemy's SQLite DATETIME processor (``datetime.fromisoformat``).
 _str_to_datetime = processors.str_to_datetime
-#: The text it stores: fixed width, microseconds, no zone.
-_SQLITE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
 
 
 def _json() -> JSON:
