@@ -131,7 +131,6 @@ class ConductorAPI(IndirectionAPI):
             "kwargs": wire_kwargs,
         }
         out = future if future is not None else ObjectFuture()
-        step = self._class_result(context, then)
         # A stock get's row as it is, in the conductor's own process
         # (objects.storage.StoredRecord, see conductor.lane): loaded by a pending object,
         # or built into the result (_class_result).
@@ -144,8 +143,16 @@ class ConductorAPI(IndirectionAPI):
             # reply conversions, with the same checks and the same step taking the row.
             local = self._client.answer_locally(context, "object_class_action_versions", call_args)
             if local is not None:
+                # NOTE: what _class_result's step makes of a StoredRecord (the lane's
+                # answer), without making the step: ``then`` takes it (takes_record),
+                # else it is built here.
                 try:
-                    value = step(local)
+                    if type(local) is not StoredRecord:
+                        value = self._class_result(context, then)(local)
+                    elif then is None:
+                        value = local.build(context)
+                    else:
+                        value = then(local)
                 except Exception as exc:  # as a reply's conversion failing: this call's error
                     resolve(out, exc=exc)
                 else:
@@ -156,7 +163,7 @@ class ConductorAPI(IndirectionAPI):
             "object_class_action_versions",
             call_args,
             future=out,
-            then=step,
+            then=self._class_result(context, then),
             plain=plain,
             takes_local=takes_local,
         )

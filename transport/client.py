@@ -81,6 +81,7 @@ class RPCClient:
         self.timeout = timeout
         self.serializer = serializer
         self.allowed_remote_exmods = tuple(allowed_remote_exmods)
+        self._plain_kept: tuple[Any, Any, Any, bool] | None = None
         self.call_monitor_interval = (
             transport.config.call_monitor_interval
             if call_monitor_interval is _UNSET
@@ -343,13 +344,25 @@ class RPCClient:
         """Whether this client's own parts of an envelope are plain JSON (see
         ``_wire.plain_copy``): no serializer, and the target's namespace and version and
         the heartbeat interval of plain types."""
-        namespace, version = self.target.namespace, self.target.version
-        return (
-            self.serializer is None
+        target, serializer = self.target, self.serializer
+        kept = self._plain_kept
+        if (
+            kept is not None
+            and kept[0] is target
+            and kept[1] is serializer
+            and kept[2] is monitor_interval
+        ):
+            return kept[3]
+        namespace, version = target.namespace, target.version
+        plain = (
+            serializer is None
             and (namespace is None or type(namespace) is str)
             and (version is None or type(version) is str)
             and (monitor_interval is None or _wire.plain_copy(monitor_interval) is not _NOT_PLAIN)
         )
+        # NOTE: asked call after call with the same three objects (a Target is frozen).
+        self._plain_kept = (target, serializer, monitor_interval, plain)
+        return plain
 
     def _answered_directly(
         self,

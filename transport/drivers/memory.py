@@ -317,6 +317,9 @@ class MemoryDriver(Driver):
         self._listeners: list[_MemoryListener] = []
         self._lock = threading.Lock()
         self._closed = False
+        #: The last target asked about by direct_answerer and its (exchange, routing key):
+        #: a client asks for its one target call after call.
+        self._direct_names: tuple[Target, str, str] | None = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -354,7 +357,16 @@ class MemoryDriver(Driver):
     def direct_answerer(self, target: Target) -> DirectAnswer | None:
         if self._closed or target.fanout:
             return None
-        return self.broker.direct_answerer(exchange_name(target, self.config), routing_key(target))
+        names = self._direct_names
+        if names is None or names[0] is not target:
+            # NOTE: the names depend on the target and this driver's config alone; a
+            # Target is frozen, so the same object names the same queue.
+            names = self._direct_names = (
+                target,
+                exchange_name(target, self.config),
+                routing_key(target),
+            )
+        return self.broker.direct_answerer(names[1], names[2])
 
     def send_reply(self, address: str, body: bytes) -> None:
         self._check_open()
