@@ -198,3 +198,127 @@ def test_replies_are_acknowledged_together_and_soon(make_transport, topic, serve
     while sub.unacked and time.monotonic() < deadline:
         time.sleep(0.02)
     assert sub.unacked == 0
+
+
+# -- replies taken from the frames (_ReplyIntake) -------------------------------------
+
+
+def _deliver_frame(channel: int, consumer_tag: str, delivery_tag: int) -> tuple[int, int, bytes]:
+    from amqp.serialization import dumps
+
+    args = dumps("sLbss", (consumer_tag, delivery_tag, False, "", "reply_q"))
+    return (1, channel, struct.pack(">HH", 60, 60) + args)
+
+
+def _header_frame(channel: int, size: int) -> tuple[int, int, bytes]:
+    # class 60, weight 0, body size, property flags: content type and delivery mode
+    # (what a broker sends; the intake reads none of them).
+    props = struct.pack(">H", 0x8000 | 0x1000) + b"\x10application/json" + b"\x02"
+    return (2, channel, struct.pack(">HHQ", 60, 0, size) + props)
+
+
+class _Inner:
+    """py-amqp's frame handler, as far as the intake sees it: what it was handed."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, int, bytes]] = []
+        self.bytes_recv = 0
+
+    def __call__(self, frame: Any) -> bool:
+        kind, channel, buf = frame
+        self.frames.append((kind, channel, bytes(buf)))
+        return True
+
+
+def _intake() -> tuple[Any, _Inner, list[tuple[int, bytes]]]:
+    inner = _Inner()
+    got: list[tuple[int, bytes]] = []
+    intake = driver._ReplyIntake(inner, inner)
+    intake.watch(5, ["reply-tag"], lambda tag, body: got.append((tag, body)))
+    return intake, inner, got
+
+
+def test_a_watched_reply_is_taken_from_its_frames_whatever_their_number():
+    intake, inner, got = _intake()
+    body = b'{"id": "x", "t": "r", "v": 1}' * 10
+    intake(_deliver_frame(5, "reply-tag", 7))
+    intake(_header_frame(5, len(body)))
+    for at in range(0, len(body), 64):  # body frames of 64 bytes
+        intake((3, 5, memoryview(body[at : at + 64])))
+    intake(_deliver_frame(5, "reply-tag", 8))
+    intake(_header_frame(5, 0))  # an empty body: no body frame comes
+    assert got == [(7, body), (8, b"")]
+    assert inner.frames == []  # py-amqp saw none of it
+    assert inner.bytes_recv == 2 + 2 + len(range(0, len(body), 64))  # counted, for heartbeats
+
+
+def test_frames_not_of_a_watched_reply_go_to_py_amqp():
+    intake, inner, got = _intake()
+    other_channel = [_deliver_frame(6, "reply-tag", 1), _header_frame(6, 2), (3, 6, b"{}")]
+    other_tag = [_deliver_frame(5, "request-tag", 2), _header_frame(5, 2), (3, 5, b"{}")]
+    not_a_delivery = [(1, 5, struct.pack(">HH", 20, 40) + b"\x00\xc8\x00\x00\x00\x00")]
+    heartbeat = [(8, 0, b"")]
+    for frame in other_channel + other_tag + not_a_delivery + heartbeat:
+        intake(frame)
+    assert got == []
+    assert inner.frames == [
+        (kind, channel, bytes(buf))
+        for kind, channel, buf in other_channel + other_tag + not_a_delivery + heartbeat
+    ]
+
+
+def test_a_delivery_py_amqp_began_before_the_channel_was_watched_ends_there():
+    inner = _Inner()
+    got: list[tuple[int, bytes]] = []
+    intake = driver._ReplyIntake(inner, inner)
+    intake(_deliver_frame(5, "reply-tag", 1))  # not watched yet: py-amqp's
+    intake.watch(5, ["reply-tag"], lambda tag, body: got.append((tag, body)))
+    intake(_header_frame(5, 2))
+    intake((3, 5, b"{}"))
+    assert got == []
+    assert [kind for kind, _, _ in inner.frames] == [1, 2, 3]
+
+
+def test_a_frame_out_of_order_in_a_delivery_is_a_broken_connection():
+    intake, inner, got = _intake()
+    intake(_deliver_frame(5, "reply-tag", 1))
+    with pytest.raises(ConnectionError):
+        intake((3, 5, b"{}"))  # a body before its header
+    intake(_deliver_frame(5, "reply-tag", 2))  # the next delivery starts afresh
+    intake(_header_frame(5, 2))
+    with pytest.raises(ConnectionError):
+        intake(_deliver_frame(5, "reply-tag", 3))  # a method before the body
+    assert got == []
+
+
+@pytest.mark.rabbit
+@pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)
+def test_replies_over_rabbitmq_skip_py_amqps_delivery(make_transport, topic, servers, monkeypatch):
+    """Once the reply queue is consumed, replies come through the intake, not through
+    py-amqp's Basic.Deliver (_deliver_reply), and are acknowledged as before."""
+    from transport import RPCClient, Target
+
+    server_tp, client_tp = make_transport(), make_transport()
+    servers.start(server_tp, Target(topic=topic), [_Adder()])
+    client = RPCClient(client_tp, Target(topic=topic), timeout=20)
+    assert client.call({}, "add", a=1, b=1) == 2  # the reply queue is consumed by now
+    calls = {"_deliver_reply": 0, "_take_reply": 0}
+    amqp_driver = client_tp._driver
+    for name in calls:
+        original = getattr(amqp_driver, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(amqp_driver, name, counted)
+    futures = [client.call_async({}, "add", a=i, b=1) for i in range(50)]
+    assert [f.wait(timeout=20) for f in futures] == [i + 1 for i in range(50)]
+    assert client.call({}, "add", a=2, b=2) == 4
+    assert calls["_deliver_reply"] == 0
+    assert calls["_take_reply"] >= 1  # replies may share a message (a batch)
+    sub = client_tp._driver._reply_sub
+    deadline = time.monotonic() + 10 * driver._REPLY_ACK_AFTER + 1
+    while sub.unacked and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sub.unacked == 0
