@@ -628,7 +628,7 @@ class _Connections(_Transactions):
         timestamps = []
         for column in ops.table.columns:
             kind = column.type.dialect_impl(dialect)
-            process = kind.result_processor(dialect, None)
+            process: Any = kind.result_processor(dialect, None)
             if process is None:
                 continue
             if isinstance(kind, sa_types.JSON) and dialect._json_deserializer is json_value:

@@ -200,25 +200,42 @@ def test_replies_are_acknowledged_together_and_soon(make_transport, topic, serve
     assert sub.unacked == 0
 
 
-# -- replies taken from the frames (_ReplyIntake) -------------------------------------
+# -- deliveries taken from the frames (_Intake) -----------------------------------------
 
 
-def _deliver_frame(channel: int, consumer_tag: str, delivery_tag: int) -> tuple[int, int, bytes]:
+def _deliver_frame(
+    channel: int, consumer_tag: str, delivery_tag: int, redelivered: bool = False
+) -> tuple[int, int, bytes]:
     from amqp.serialization import dumps
 
-    args = dumps("sLbss", (consumer_tag, delivery_tag, False, "", "reply_q"))
+    args = dumps("sLbss", (consumer_tag, delivery_tag, redelivered, "", "some_queue"))
     return (1, channel, struct.pack(">HH", 60, 60) + args)
 
 
-def _header_frame(channel: int, size: int) -> tuple[int, int, bytes]:
-    # class 60, weight 0, body size, property flags: content type and delivery mode
-    # (what a broker sends; the intake reads none of them).
-    props = struct.pack(">H", 0x8000 | 0x1000) + b"\x10application/json" + b"\x02"
-    return (2, channel, struct.pack(">HHQ", 60, 0, size) + props)
+def _header_frame(
+    channel: int,
+    size: int,
+    content_type: str | None = "application/json",
+    encoding: str | None = None,
+) -> tuple[int, int, bytes]:
+    """A content header as py-amqp writes it (class 60, weight 0, the body size, the
+    properties given, a delivery mode and headers after them)."""
+    from amqp.basic_message import Message
+
+    properties: dict[str, Any] = {"delivery_mode": 2, "application_headers": {"x": 1}}
+    if content_type is not None:
+        properties["content_type"] = content_type
+    if encoding is not None:
+        properties["content_encoding"] = encoding
+    return (
+        2,
+        channel,
+        struct.pack(">HHQ", 60, 0, size) + Message(**properties)._serialize_properties(),
+    )
 
 
 class _Inner:
-    """py-amqp's frame handler, as far as the intake sees it: what it was handed."""
+    """py-amqp's frame handler and connection, as far as the intake sees them."""
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, int, bytes]] = []
@@ -230,49 +247,101 @@ class _Inner:
         return True
 
 
-def _intake() -> tuple[Any, _Inner, list[tuple[int, bytes]]]:
+class _Channel:
+    """What the intake reads of a py-amqp channel, and how a delivery settles on it."""
+
+    def __init__(self, channel_id: int, tags: list[str]) -> None:
+        self.channel_id = channel_id
+        self.callbacks: dict[str, Any] = {tag: None for tag in tags}
+        self.is_closing = False
+        self.settled: list[tuple[str, int, bool]] = []
+
+    def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        self.settled.append(("ack", tag, multiple))
+
+    def basic_reject(self, tag: int, requeue: bool) -> None:
+        self.settled.append(("reject", tag, requeue))
+
+
+def _intake(decode: bool = False) -> tuple[Any, _Inner, _Channel, list[Any]]:
     inner = _Inner()
-    got: list[tuple[int, bytes]] = []
-    intake = driver._ReplyIntake(inner, inner)
-    intake.watch(5, ["reply-tag"], lambda tag, body: got.append((tag, body)))
-    return intake, inner, got
+    got: list[Any] = []
+    channel = _Channel(5, ["reply-tag"])
+    intake = driver._Intake(inner, inner)
+    intake.watch(channel, got.append, decode=decode)
+    return intake, inner, channel, got
 
 
-def test_a_watched_reply_is_taken_from_its_frames_whatever_their_number():
-    intake, inner, got = _intake()
+def test_a_watched_delivery_is_taken_from_its_frames_whatever_their_number():
+    intake, inner, channel, got = _intake()
     body = b'{"id": "x", "t": "r", "v": 1}' * 10
     intake(_deliver_frame(5, "reply-tag", 7))
     intake(_header_frame(5, len(body)))
     for at in range(0, len(body), 64):  # body frames of 64 bytes
         intake((3, 5, memoryview(body[at : at + 64])))
-    intake(_deliver_frame(5, "reply-tag", 8))
-    intake(_header_frame(5, 0))  # an empty body: no body frame comes
-    assert got == [(7, body), (8, b"")]
+    intake(_deliver_frame(5, "reply-tag", 8, redelivered=True))
+    intake(_header_frame(5, 0, content_type=None))  # an empty body: no body frame comes
+    assert [(d.delivery_tag, d.body, d.content_type) for d in got] == [
+        (7, body, "application/json"),
+        (8, b"", None),
+    ]
+    assert [d.delivery_info["redelivered"] for d in got] == [False, True]
     assert inner.frames == []  # py-amqp saw none of it
     assert inner.bytes_recv == 2 + 2 + len(range(0, len(body), 64))  # counted, for heartbeats
+    got[0].ack()
+    got[1].requeue()
+    got[1].reject(requeue=False)
+    assert channel.settled == [("ack", 7, False), ("reject", 8, True), ("reject", 8, False)]
 
 
-def test_frames_not_of_a_watched_reply_go_to_py_amqp():
-    intake, inner, got = _intake()
+@pytest.mark.parametrize(
+    ("encoding", "decode", "expected"),
+    [
+        (None, True, "é".encode()),
+        ("utf-8", True, "é".encode()),  # decoded and encoded again: the same bytes
+        ("binary", True, "é".encode()),  # no such codec: kept
+        ("latin-1", True, "é".encode().decode("latin-1")),  # as py-amqp's auto_decode
+        ("latin-1", False, "é".encode()),  # replies are read as bytes
+    ],
+)
+def test_a_body_is_decoded_as_py_amqp_decodes_it(encoding, decode, expected):
+    intake, _, _, got = _intake(decode=decode)
+    body = "é".encode()
+    intake(_deliver_frame(5, "reply-tag", 1))
+    intake(_header_frame(5, len(body), encoding=encoding))
+    intake((3, 5, body))
+    assert got[0].body == expected
+
+
+def test_frames_not_of_a_watched_consumer_go_to_py_amqp():
+    intake, inner, channel, got = _intake()
     other_channel = [_deliver_frame(6, "reply-tag", 1), _header_frame(6, 2), (3, 6, b"{}")]
-    other_tag = [_deliver_frame(5, "request-tag", 2), _header_frame(5, 2), (3, 5, b"{}")]
+    other_tag = [_deliver_frame(5, "cancelled-tag", 2), _header_frame(5, 2), (3, 5, b"{}")]
     not_a_delivery = [(1, 5, struct.pack(">HH", 20, 40) + b"\x00\xc8\x00\x00\x00\x00")]
     heartbeat = [(8, 0, b"")]
     for frame in other_channel + other_tag + not_a_delivery + heartbeat:
         intake(frame)
+    channel.is_closing = True  # py-amqp ignores a closing channel's deliveries
+    closing = [_deliver_frame(5, "reply-tag", 3), _header_frame(5, 2), (3, 5, b"{}")]
+    for frame in closing:
+        intake(frame)
     assert got == []
     assert inner.frames == [
-        (kind, channel, bytes(buf))
-        for kind, channel, buf in other_channel + other_tag + not_a_delivery + heartbeat
+        (kind, channel_id, bytes(buf))
+        for kind, channel_id, buf in other_channel
+        + other_tag
+        + not_a_delivery
+        + heartbeat
+        + closing
     ]
 
 
 def test_a_delivery_py_amqp_began_before_the_channel_was_watched_ends_there():
     inner = _Inner()
-    got: list[tuple[int, bytes]] = []
-    intake = driver._ReplyIntake(inner, inner)
+    got: list[Any] = []
+    intake = driver._Intake(inner, inner)
     intake(_deliver_frame(5, "reply-tag", 1))  # not watched yet: py-amqp's
-    intake.watch(5, ["reply-tag"], lambda tag, body: got.append((tag, body)))
+    intake.watch(_Channel(5, ["reply-tag"]), got.append, decode=False)
     intake(_header_frame(5, 2))
     intake((3, 5, b"{}"))
     assert got == []
@@ -280,7 +349,7 @@ def test_a_delivery_py_amqp_began_before_the_channel_was_watched_ends_there():
 
 
 def test_a_frame_out_of_order_in_a_delivery_is_a_broken_connection():
-    intake, inner, got = _intake()
+    intake, _, _, got = _intake()
     intake(_deliver_frame(5, "reply-tag", 1))
     with pytest.raises(ConnectionError):
         intake((3, 5, b"{}"))  # a body before its header
@@ -293,15 +362,27 @@ def test_a_frame_out_of_order_in_a_delivery_is_a_broken_connection():
 
 @pytest.mark.rabbit
 @pytest.mark.parametrize("transport_url", ["rabbit"], indirect=True)
-def test_replies_over_rabbitmq_skip_py_amqps_delivery(make_transport, topic, servers, monkeypatch):
-    """Once the reply queue is consumed, replies come through the intake, not through
-    py-amqp's Basic.Deliver (_deliver_reply), and are acknowledged as before."""
+def test_deliveries_over_rabbitmq_skip_py_amqps_and_kombus_layers(
+    make_transport, topic, servers, monkeypatch
+):
+    """Once the queues are consumed, replies come through the intake, not through
+    py-amqp's Basic.Deliver (_deliver_reply), and requests reach the server as the
+    intake's deliveries, not kombu's messages; both are acknowledged as before."""
     from transport import RPCClient, Target
 
     server_tp, client_tp = make_transport(), make_transport()
     servers.start(server_tp, Target(topic=topic), [_Adder()])
     client = RPCClient(client_tp, Target(topic=topic), timeout=20)
     assert client.call({}, "add", a=1, b=1) == 2  # the reply queue is consumed by now
+    kinds: list[str] = []
+    server_driver = server_tp._driver
+    original_deliver = server_driver._deliver
+
+    def deliver(sub: Any, message: Any) -> None:
+        kinds.append(type(message).__name__)
+        original_deliver(sub, message)
+
+    monkeypatch.setattr(server_driver, "_deliver", deliver)
     calls = {"_deliver_reply": 0, "_take_reply": 0}
     amqp_driver = client_tp._driver
     for name in calls:
@@ -317,6 +398,8 @@ def test_replies_over_rabbitmq_skip_py_amqps_delivery(make_transport, topic, ser
     assert client.call({}, "add", a=2, b=2) == 4
     assert calls["_deliver_reply"] == 0
     assert calls["_take_reply"] >= 1  # replies may share a message (a batch)
+    assert kinds and set(kinds) == {"_Delivery"}
+    assert server_driver._subs[0].channel is not None
     sub = client_tp._driver._reply_sub
     deadline = time.monotonic() + 10 * driver._REPLY_ACK_AFTER + 1
     while sub.unacked and time.monotonic() < deadline:
