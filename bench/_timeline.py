@@ -39,8 +39,8 @@ def _group(args: tuple[Any, ...], result: Any) -> Any:
     return [item.body for item in args[1]]  # Sender._publish(self, group)
 
 
-def _message(args: tuple[Any, ...], result: Any) -> Any:
-    return args[2].body  # AMQPDriver._deliver_reply(self, sub, message)
+def _reply_body(args: tuple[Any, ...], result: Any) -> Any:
+    return args[3]  # AMQPDriver._take_reply(self, sub, tag, body)
 
 
 def _incoming(args: tuple[Any, ...], result: Any) -> Any:
@@ -56,7 +56,7 @@ CLIENT_MARKS: list[tuple[str, str, str, Keep]] = [
     ("start", "transport.client:RPCClient", "_start", _call),
     ("submit", "transport._sender:Sender", "submit", _body_arg),
     ("publish", "transport._sender:Sender", "_publish", _group),
-    ("reply", "transport.drivers.amqp:AMQPDriver", "_deliver_reply", _message),
+    ("reply", "transport.drivers.amqp:AMQPDriver", "_take_reply", _reply_body),
     # A sequential get's synchronous call: its end is when the caller has the object.
     ("call", "conductor.api:ConductorAPI", "object_class_action_versions", _nothing),
 ]
