@@ -238,7 +238,27 @@ class ReplyWaiter:
         except Exception as exc:
             LOG.warning("dropping malformed reply: %s", exc)
             return
-        for reply in batch if batch is not None else (message,):
+        if batch is None:
+            self._on_one_reply(message)
+            return
+        # NOTE: a batch's results matched under one hold of the lock (one per reply was a
+        # tenth of the I/O thread's own work per pipelined get); anything else (heartbeats,
+        # errors, stream items, malformed replies) one by one as ever, in order.
+        results: list[tuple[PendingCall, Any]] = []
+        others: list[Any] = []
+        with self._lock:
+            pending = self._pending
+            for reply in batch:
+                if type(reply) is dict and reply.get("t") == "r" and type(reply.get("id")) is str:
+                    call = pending.pop(reply["id"], None)
+                    if call is not None:
+                        results.append((call, reply.get("v")))
+                else:
+                    others.append(reply)
+        # Resolve outside the lock: done-callbacks may start more calls right away.
+        for call, value in results:
+            call.deliver(value)
+        for reply in others:
             self._on_one_reply(reply)
 
     def _on_one_reply(self, reply: Any) -> None:
@@ -246,6 +266,10 @@ class ReplyWaiter:
             request_id, kind = reply["id"], reply["t"]
         except Exception as exc:
             LOG.warning("dropping malformed reply: %s", exc)
+            return
+        if type(request_id) is not str:
+            # (an unhashable one failed the lookup below, and with it the rest of its batch)
+            LOG.warning("dropping malformed reply: its id is a %s", type(request_id).__name__)
             return
         with self._lock:
             call = self._pending.get(request_id)
