@@ -1681,18 +1681,8 @@ class AMQPDriver(Driver):
             with contextlib.suppress(Exception):
                 message.reject(requeue=False)
             return
-        if sub.is_reply:
-            if not sub.unacked:
-                sub.unacked_since = time.monotonic()
-            sub.unacked += 1
-            sub.unacked_tag = message.delivery_tag
-            if sub.unacked >= _REPLY_ACK_EVERY:
-                with contextlib.suppress(Exception):  # a broken connection: the loop sees it
-                    self._ack_replies(sub)
-            try:
-                sub.on_message(incoming)
-            except Exception as exc:
-                _LOG_BAD.error("dropping a reply that failed to be handled: %s", one_line(exc))
+        if sub.is_reply:  # one kombu delivered before the reply callbacks were set
+            self._take_reply(sub, message.delivery_tag, incoming.body)
             return
         if message.content_type != _JSON:
             # Never decode foreign content types (pickle!): park the message instead.
