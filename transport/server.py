@@ -553,7 +553,7 @@ class RPCServer(Consumer):
             )
         watched = self._watch_batch(valid)
         sent_now: set[str] = set()
-        token = _answer_now.set(functools.partial(self._answer_now, valid, sent_now))
+        token = _answer_now.set(functools.partial(self._answer_now, valid, sent_now, {}))
         try:
             outcomes = self.dispatcher.dispatch_batch(
                 [
@@ -624,18 +624,21 @@ class RPCServer(Consumer):
         self,
         valid: list[dict[str, Any]],
         sent_now: set[str],
+        by_id: dict[str, dict[str, Any] | None],
         answers: Sequence[tuple[str, tuple[bool, Any]]],
     ) -> None:
         """``transport.answer_now`` for the batch being dispatched: reply to ``answers``
         at once, per address, and note in ``sent_now`` the requests whose replies went.
         What cannot go now (a request id twice in the batch, a failed send) goes with the
-        rest at the end (a failure among them is logged twice then)."""
+        rest at the end (a failure among them is logged twice then). ``by_id``: the
+        batch's envelopes by request id (None: the id is there twice), filled on the
+        first call (a message's gets may be answered in several parts)."""
         if self._killed:
             return
-        by_id: dict[str, dict[str, Any] | None] = {}
-        for envelope in valid:
-            rid = envelope["id"]
-            by_id[rid] = None if rid in by_id else envelope
+        if not by_id:
+            for envelope in valid:
+                rid = envelope["id"]
+                by_id[rid] = None if rid in by_id else envelope
         ready: list[tuple[dict[str, Any], tuple[bool, Any]]] = []
         for request_id, outcome in answers:
             found = by_id.get(request_id)

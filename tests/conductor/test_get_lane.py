@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy
 
 import objects
+import transport
 from conductor import db, lane
 from conductor.db.storage import SQLStorage
 from conductor.manager import ConductorManager, ConductorManagerV3
@@ -866,3 +867,57 @@ def test_the_lanes_reads_use_the_key_however_large_the_table_has_grown(
         )
         plan = "\n".join(row[0] for row in connection.execute(f"EXPLAIN EXECUTE {name}({args})"))
         assert "Seq Scan" not in plan, f"{statement}:\n{plan}"
+
+
+# -- a message's gets in parts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 70, 96, 200, 250, 1024])
+def test_gets_are_split_into_about_equal_parts_of_about_part(count: int) -> None:
+    items = list(range(count))
+    parts = lane._parts(items)
+    assert [item for part in parts for item in part] == items  # each once, in order
+    sizes = [len(part) for part in parts]
+    assert max(sizes) - min(sizes) <= 1 or len(parts) == 1
+    assert max(sizes) <= lane.PART * 3 // 2  # never much more than a part
+    if count >= lane.PART * 3 // 2:
+        assert min(sizes) >= lane.PART * 2 // 3  # nor many small ones
+
+
+def test_a_messages_gets_are_answered_in_parts_each_sent_before_the_next_is_read(
+    manager: ConductorManager,
+    ctx: RequestContext,
+    rows: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    ordinary_runs: list[str],
+) -> None:
+    """A long message's first replies go out while the rest are read: its caller's
+    process takes them in meanwhile (the pipelined get's throughput, issue 13)."""
+    ids = [rows[name].id for name in ("full", "bare", "unicode")] + [10**9]
+    requests = [get_request(ctx, ids[i % len(ids)]) for i in range(200)]
+    steps: list[tuple[str, int]] = []
+    sent: dict[str, tuple[bool, Any]] = {}
+    reader = manager._lane._reader  # type: ignore[union-attr]
+    fetch = reader.fetch
+
+    def read(objname: str, wanted: list[int]) -> Any:
+        steps.append(("read", len(wanted)))
+        return fetch(objname, wanted)
+
+    def answer_now(answers: Any) -> None:
+        steps.append(("sent", len(answers)))
+        sent.update(answers)
+
+    monkeypatch.setattr(reader, "fetch", read)
+    monkeypatch.setattr(transport, "answer_now", answer_now)
+
+    fast = dispatcher(manager).dispatch_batch(requests, redelivered=False)
+
+    assert ordinary_runs == []
+    # 200 gets: three parts (67, 67, 66); the last goes back with the message's outcomes.
+    assert steps == [("read", 67), ("sent", 67), ("read", 67), ("sent", 67), ("read", 66)]
+    order = [request[0] for request in requests]
+    assert list(sent) == order[:134]
+    assert [sent[rid] for rid in order[:134]] == fast[:134]  # what went early is the answer
+    slow = dispatcher(manager, OrdinarySerializer()).dispatch_batch(requests, redelivered=False)
+    same(fast, slow)
