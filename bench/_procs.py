@@ -38,14 +38,16 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def child_env() -> dict[str, str]:
+def child_env(repo: Path = REPO) -> dict[str, str]:
+    """The environment of a child importing ``repo``'s packages (another checkout's too:
+    ``bench/ab.py``)."""
     env = dict(os.environ)
     # Children get their configuration from arguments, never from the environment.
     env.pop("CONDUCTOR_TRANSPORT_URL", None)
     env.pop("CONDUCTOR_DATABASE_URL", None)
     env["PYTHONUNBUFFERED"] = "1"
     # The workers import the ``bench`` package (``python -m bench._worker``) and ours.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     return env
 
 
@@ -53,7 +55,12 @@ class Child:
     """A process speaking JSON lines: commands on stdin, replies on stdout."""
 
     def __init__(
-        self, name: str, argv: list[str], logdir: Path, ready_timeout: float = 60.0
+        self,
+        name: str,
+        argv: list[str],
+        logdir: Path,
+        ready_timeout: float = 60.0,
+        repo: Path = REPO,
     ) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
@@ -64,8 +71,8 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env=child_env(),
-            cwd=REPO,
+            env=child_env(repo),
+            cwd=repo,
             bufsize=1,
         )
         self.ps = psutil.Process(self.proc.pid)
@@ -221,15 +228,22 @@ def delete_broker_objects(
             channel.exchange_delete(exchange=ex)
 
 
-def worker(name: str, kind: str, config: dict[str, Any], logdir: Path) -> Child:
+def worker(name: str, kind: str, config: dict[str, Any], logdir: Path, repo: Path = REPO) -> Child:
     argv = [sys.executable, "-m", "bench._worker", kind, json.dumps(config)]
-    return Child(name, argv, logdir)
+    return Child(name, argv, logdir, repo=repo)
 
 
 class ConductorServe:
     """``conductor serve`` as a user runs it; stdout and stderr go to a log file."""
 
-    def __init__(self, name: str, args: list[str], logdir: Path, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        logdir: Path,
+        timeout: float = 60.0,
+        repo: Path = REPO,
+    ) -> None:
         script = Path(sys.executable).with_name("conductor")
         argv = [str(script)] if script.exists() else [sys.executable, "-m", "conductor.cli"]
         self.name = name
@@ -240,8 +254,8 @@ class ConductorServe:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=child_env(),
-            cwd=REPO,
+            env=child_env(repo),
+            cwd=repo,
         )
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + timeout
