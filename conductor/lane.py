@@ -80,8 +80,8 @@ T = TypeVar("T")
 #: the pipeline settled into one batch of every call in flight going back and forth,
 #: the caller's process and the conductor taking turns, each idle while the other
 #: worked. Parts keep both busy: the caller's process takes in one while the conductor
-#: builds the next. 32, 64 and 128 were measured; see bench/RESULTS.md (2026-12-05,
-#: 19:35-) for the figures.
+#: builds the next. 32, 64 and 128 were measured alike; bench/RESULTS.md ("a message's
+#: gets answered in parts") has the figures.
 PART = 64
 
 _METHOD = "object_class_action_versions"
