@@ -17,8 +17,8 @@ import transport
 from objects import base, exception
 from objects.futures import ObjectFuture
 from objects.indirection import IndirectionAPI
-from objects.persistent import save_primitive
-from objects.registry import version_tuple
+from objects.persistent import fetches_by_id, save_primitive
+from objects.registry import VersionedObjectRegistry, version_tuple
 from objects.remoting import sent_changes
 from objects.serializer import VersionedObjectSerializer, _all_plain, json_scalars
 from objects.storage import StoredRecord
@@ -72,6 +72,8 @@ class ConductorAPI(IndirectionAPI):
         self._lock = threading.Lock()
         self._closed = False
         self._oslo_wire = getattr(rpc_transport.config, "wire", "native") == "oslo"
+        # (registry state, {(objname, objmethod, version): whether it only reads})
+        self._reads: tuple[object, dict[tuple[str, str, str | None], bool]] = (None, {})
 
     # -- class actions -------------------------------------------------------------
 
@@ -166,7 +168,29 @@ class ConductorAPI(IndirectionAPI):
             then=self._class_result(context, then),
             plain=plain,
             takes_local=takes_local,
+            transient=self._only_reads(objname, objmethod, versions),
         )
+
+    def _only_reads(self, objname: Any, objmethod: Any, versions: dict[str, str]) -> bool:
+        """Whether the caller's ``objname.objmethod`` surely changes nothing: a load by id
+        whose body is ours (``objects.persistent.fetches_by_id``), of the class the
+        registry has for the caller's version. Its request then goes as a transient
+        message (``RPCClient.start_call``). Kept per registry state."""
+        version = versions.get(objname) if type(objname) is str else None
+        if type(version) is not str or type(objmethod) is not str:
+            return False
+        state = VersionedObjectRegistry._state
+        kept, known = self._reads
+        if kept is not state:
+            known = {}
+            self._reads = (state, known)
+        key = (objname, objmethod, version)
+        found = known.get(key)
+        if found is None:
+            cls = VersionedObjectRegistry.find_newest(objname)
+            found = cls is not None and cls.VERSION == version and fetches_by_id(cls, objmethod)
+            known[key] = found
+        return found
 
     def _class_result(
         self, context: Context, then: Callable[[Any], Any] | None

@@ -45,7 +45,17 @@ _ENOUGH_AT_LEAST = 32
 
 
 class _Outgoing:
-    __slots__ = ("target", "body", "ttl", "on_sent", "batchable", "call", "expires", "publish")
+    __slots__ = (
+        "target",
+        "body",
+        "ttl",
+        "on_sent",
+        "batchable",
+        "call",
+        "transient",
+        "expires",
+        "publish",
+    )
 
     def __init__(
         self,
@@ -55,8 +65,10 @@ class _Outgoing:
         on_sent: OnSent,
         batchable: bool,
         call: bool,
+        transient: bool = False,
     ) -> None:
         self.call = call
+        self.transient = transient
         self.target = target
         self.body = body
         self.ttl = ttl
@@ -110,6 +122,7 @@ class Sender:
         batchable: bool = True,
         inline: bool = False,
         call: bool = False,
+        transient: bool = False,
     ) -> None:
         """Queue one encoded envelope (or a deferred one, encoded here with the rest of
         its batch: ``_wire.Deferred``); ``on_sent(None)`` once the broker has it, or
@@ -118,8 +131,10 @@ class Sender:
         ``inline``: the caller has nothing else in flight; when the sender is idle too,
         publish on the caller's thread and save a thread hand-off (sequential calls).
         ``call``: a call, whose caller waits for a reply (see :meth:`Driver.send`).
+        ``transient``: a call that changes nothing (:meth:`Driver.send`); packed only
+        with others like it.
         """
-        item = _Outgoing(target, body, ttl, on_sent, batchable, call)
+        item = _Outgoing(target, body, ttl, on_sent, batchable, call, transient)
         with self._lock:
             if self._closed:
                 raise ConnectionLost(reason="the transport was cleaned up")
@@ -134,7 +149,7 @@ class Sender:
                     _notify(item, exc)
                     return
             try:
-                sent = self._driver.try_send(target, body, ttl=ttl, call=call)
+                sent = self._driver.try_send(target, body, ttl=ttl, call=call, transient=transient)
             except Exception as exc:
                 _notify(item, exc)
                 return
@@ -241,7 +256,13 @@ class Sender:
             if not item.batchable:
                 groups.append([item])
                 continue
-            key = (item.target.exchange, item.target.topic, item.target.server, item.call)
+            key = (
+                item.target.exchange,
+                item.target.topic,
+                item.target.server,
+                item.call,
+                item.transient,
+            )
             current = open_groups.get(key)
             size = len(item.body) + 1
             if (
@@ -294,7 +315,9 @@ class Sender:
             ttl = max(item.expires for item in group if item.expires is not None) - now
         error: BaseException | None = None
         try:
-            self._driver.send(first.target, body, ttl=ttl, call=first.call)
+            self._driver.send(
+                first.target, body, ttl=ttl, call=first.call, transient=first.transient
+            )
         except Exception as exc:  # every envelope of the group learns why
             error = exc
         for item in group:

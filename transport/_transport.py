@@ -132,6 +132,7 @@ class Transport:
         *,
         call: bool = False,
         batchable: bool = True,
+        transient: bool = False,
     ) -> None:
         """Queue an encoded request (or a :class:`~transport._wire.Deferred` one, which
         the sender encodes; ``call``: its caller waits for a reply) or cast for
@@ -139,6 +140,7 @@ class Transport:
         typed error when it could not be sent. Requests queued meanwhile for one target
         leave packed in one message (``batchable``). A call is published on the caller's
         thread when nothing else is in flight and the broker is connected.
+        ``transient``: a call that changes nothing (see ``Driver.send``).
 
         Raises:
             ConnectionLost: the transport was cleaned up.
@@ -155,6 +157,7 @@ class Transport:
             batchable=batchable,
             inline=call and (waiter is None or len(waiter._pending) <= 1),
             call=call,
+            transient=transient,
         )
 
     def send_notification(

@@ -162,6 +162,7 @@ class RPCClient:
         on_error: Callable[[BaseException], bool] | None = None,
         plain: bool = False,
         takes_local: bool = False,
+        transient: bool = False,
     ) -> Future[T]:
         """Like :meth:`call_async`, resolving the caller's own ``future``.
 
@@ -185,6 +186,11 @@ class RPCClient:
             takes_local: ``then`` also takes the in-process form of a result
                 (``transport.InProcessResult.local``) that an endpoint in this process
                 answering at once may give; otherwise such a result comes as its wire form.
+            transient: the caller vouches that the call changes nothing (a read): its
+                request need not outlive a broker restart, so it goes as a transient
+                message (with others like it). Nothing is lost that a persistent one
+                would keep: a broker restart takes the caller's reply queue with it, and
+                the call fails with ``ConnectionLost`` either way.
         """
         self._start(
             ctxt,
@@ -196,6 +202,7 @@ class RPCClient:
             on_error=on_error,
             plain=plain,
             takes_local=takes_local and then is not None,
+            transient=transient,
         )
         return future
 
@@ -271,6 +278,7 @@ class RPCClient:
         on_error: Callable[[BaseException], bool] | None = None,
         plain: bool = False,
         takes_local: bool = False,
+        transient: bool = False,
     ) -> PendingCall:
         if self.target.fanout:
             raise InvalidTarget(
@@ -334,6 +342,7 @@ class RPCClient:
                 call.on_sent,
                 call=True,
                 batchable=not (multi or self._oslo),
+                transient=transient,
             )
         except BaseException:  # the transport was cleaned up: nothing will answer
             transport.forget_call(call.request_id)

@@ -113,7 +113,13 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None = None,
+        call: bool = False,
+        transient: bool = False,
     ) -> None:
         """Hand a request or cast to the broker; returns once the broker holds it.
 
@@ -126,6 +132,8 @@ class Driver(abc.ABC):
         ``target.topic`` is set; ``target.server`` picks the ``<topic>.<server>`` queue;
         ``target.fanout`` copies it to every fanout queue of the topic (none is fine).
         ``ttl`` (seconds) drops the message if no server took it by then.
+        ``transient``: a call that changes nothing (a read): it need not be kept on the
+        broker's disk (see :meth:`RPCClient.start_call`); a driver may ignore it.
 
         Raises:
             MessageUndeliverable: no queue is bound for a non-fanout target, or (a call)
@@ -134,12 +142,18 @@ class Driver(abc.ABC):
         """
 
     def try_send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None = None,
+        call: bool = False,
+        transient: bool = False,
     ) -> bool:
         """Like :meth:`send` when that needs no wait for a (re)connect; otherwise send
         nothing and return False (the caller hands the message to a thread that may wait).
         """
-        self.send(target, body, ttl=ttl, call=call)
+        self.send(target, body, ttl=ttl, call=call, transient=transient)
         return True
 
     def ready(self) -> bool:

@@ -14,12 +14,20 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.sent: list[tuple[float, bytes]] = []
+        self.transient: list[bool] = []
         self.done = threading.Event()
 
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None = None,
+        call: bool = False,
+        transient: bool = False,
     ) -> None:
         self.sent.append((time.monotonic(), body))
+        self.transient.append(transient)
         self.done.set()
 
     def try_send(self, *args: Any, **kwargs: Any) -> bool:
@@ -63,3 +71,25 @@ def test_fewer_queued_wait_out_the_pause_and_leave_together() -> None:
     took, bodies = _first_message(20_000, 100)
     assert took >= 0.15, f"published after {took:.3f}s, before the pause ended"
     assert len(bodies) == 1 and bodies[0].count(b'"id"') == 100
+
+
+def test_reads_queued_with_writes_leave_in_messages_of_their_own() -> None:
+    """A message is transient only when every request in it may be lost with the broker
+    (``transient``: reads); queued together, reads and writes are packed apart."""
+    driver = _Recorder()
+    sender = _sender_with(20_000, driver)
+    target = Target(topic="t")
+    try:
+        for i in range(6):
+            body = b'{"id":"%d"}' % i
+            sender.submit(target, body, None, lambda error: None, call=True, transient=i % 2 == 0)
+        deadline = time.monotonic() + 5
+        while sum(body.count(b'"id"') for _, body in driver.sent) < 6:
+            assert time.monotonic() < deadline, "not every request was published"
+            time.sleep(0.01)
+    finally:
+        sender.close()
+    packed = {flag: body for flag, (_, body) in zip(driver.transient, driver.sent, strict=True)}
+    assert len(driver.sent) == 2
+    assert [packed[True].count(b'"id":"%d"' % i) for i in range(6)] == [1, 0, 1, 0, 1, 0]
+    assert [packed[False].count(b'"id":"%d"' % i) for i in range(6)] == [0, 1, 0, 1, 0, 1]

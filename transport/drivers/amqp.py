@@ -1326,12 +1326,18 @@ class AMQPDriver(Driver):
         return self._publisher.unreachable or self._consumer_failing
 
     def try_send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None = None,
+        call: bool = False,
+        transient: bool = False,
     ) -> bool:
         if not self.ready():
             return False
         try:
-            self._send(target, body, ttl=ttl, call=call, retry=False)
+            self._send(target, body, ttl=ttl, call=call, transient=transient, retry=False)
         except TransportError:
             if self._closing.is_set():
                 raise
@@ -1339,9 +1345,15 @@ class AMQPDriver(Driver):
         return True
 
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None = None,
+        call: bool = False,
+        transient: bool = False,
     ) -> None:
-        self._send(target, body, ttl=ttl, call=call)
+        self._send(target, body, ttl=ttl, call=call, transient=transient)
 
     def _await_replies(self) -> None:
         """Wait until the reply queue is consumed (a request sent before would lose its
@@ -1363,14 +1375,26 @@ class AMQPDriver(Driver):
             ) from None
 
     def _send(
-        self, target: Target, body: bytes, *, ttl: float | None, call: bool, retry: bool = True
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None,
+        call: bool,
+        transient: bool = False,
+        retry: bool = True,
     ) -> None:
         self._await_replies()
+        # NOTE: a persistent message costs the broker a write to its message store (in
+        # a sequential get, about 8-13% of the round trip: bench/RESULTS.md). A read
+        # gains nothing by it: when the broker restarts, its caller's reply queue goes
+        # (the call fails with ConnectionLost), and a kept request would be answered to
+        # nobody.
+        persistent = self.config.persistent and not (transient and call)
         if self.config.wire == "oslo":
-            self._send_oslo(target, body, ttl=ttl, call=call, retry=retry)
+            self._send_oslo(target, body, ttl=ttl, call=call, persistent=persistent, retry=retry)
             return
         exchange = exchange_name(target, self.config)
-        persistent = self.config.persistent
         if target.fanout:
             name = exchange + "_fanout"
             self._publisher.publish(
@@ -1411,7 +1435,14 @@ class AMQPDriver(Driver):
         self._routable[route] = time.monotonic()
 
     def _send_oslo(
-        self, target: Target, body: bytes, *, ttl: float | None, call: bool, retry: bool
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None,
+        call: bool,
+        persistent: bool,
+        retry: bool,
     ) -> None:
         """Publish as oslo.messaging's rabbit driver does: the control exchange (or the
         target's exchange) with key ``<topic>[.<server>]``, fanout to ``<topic>_fanout``."""
@@ -1430,7 +1461,7 @@ class AMQPDriver(Driver):
             body,
             mandatory=True,
             ttl=ttl,
-            persistent=self.config.persistent,
+            persistent=persistent,
             declare=(control,),
             retry=retry,
         )

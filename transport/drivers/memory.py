@@ -326,7 +326,13 @@ class MemoryDriver(Driver):
             raise TransportError(reason="the transport was cleaned up")
 
     def send(
-        self, target: Target, body: bytes, *, ttl: float | None = None, call: bool = False
+        self,
+        target: Target,
+        body: bytes,
+        *,
+        ttl: float | None = None,
+        call: bool = False,
+        transient: bool = False,  # nothing of this broker outlives the process anyway
     ) -> None:
         self._check_open()
         exchange = exchange_name(target, self.config)
