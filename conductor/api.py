@@ -18,7 +18,7 @@ from objects import base, exception
 from objects.futures import ObjectFuture
 from objects.indirection import IndirectionAPI
 from objects.persistent import fetches_by_id, save_primitive
-from objects.registry import VersionedObjectRegistry, version_tuple
+from objects.registry import RegistryMemo, VersionedObjectRegistry, version_tuple
 from objects.remoting import sent_changes
 from objects.serializer import VersionedObjectSerializer, _all_plain, json_scalars
 from objects.storage import StoredRecord
@@ -72,8 +72,8 @@ class ConductorAPI(IndirectionAPI):
         self._lock = threading.Lock()
         self._closed = False
         self._oslo_wire = getattr(rpc_transport.config, "wire", "native") == "oslo"
-        # (registry state, {(objname, objmethod, version): whether it only reads})
-        self._reads: tuple[object, dict[tuple[str, str, str | None], bool]] = (None, {})
+        # (objname, objmethod, version) -> whether it only reads (see _only_reads)
+        self._reads: RegistryMemo[tuple[str, str, str], bool] = RegistryMemo()
 
     # -- class actions -------------------------------------------------------------
 
@@ -179,11 +179,7 @@ class ConductorAPI(IndirectionAPI):
         version = versions.get(objname) if type(objname) is str else None
         if type(version) is not str or type(objmethod) is not str:
             return False
-        state = VersionedObjectRegistry._state
-        kept, known = self._reads
-        if kept is not state:
-            known = {}
-            self._reads = (state, known)
+        known = self._reads.current()
         key = (objname, objmethod, version)
         found = known.get(key)
         if found is None:

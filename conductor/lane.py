@@ -39,7 +39,7 @@ import logging
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from sqlalchemy import exc as sa_exc
@@ -62,7 +62,7 @@ from objects.persistent import (
     primitive_is_plain,
     record_to_primitive,
 )
-from objects.registry import VersionedObjectRegistry
+from objects.registry import RegistryMemo, VersionedObjectRegistry
 from objects.storage import Record, StoredRecord
 from objects.versioned import OVO_REVISION_FIELD, VersionedObject
 
@@ -116,7 +116,7 @@ class StockGets:
             if isinstance(engine.pool, pool.StaticPool)
             else _Connections(engine)
         )
-        self._found: RegistryMemo[_Found] = RegistryMemo()
+        self._found: RegistryMemo[str, _Found] = RegistryMemo()
 
     def close(self) -> None:
         """Close the lane's own database connections (it opens new ones if used again)."""
@@ -433,28 +433,6 @@ class _RowAnswer(transport.InProcessResult):
 #: each), with room to spare; and the levels of the reply, the primitive and its data.
 _PRIMITIVE_EXTRA_BYTES = 64 * 1024
 _PRIMITIVE_EXTRA_LEVELS = 4
-
-
-class RegistryMemo(Generic[T]):
-    """What the registry says of each object name (a lane's class checks), kept while the
-    registry stays in one state and asked again once it changed.
-
-    NOTE: like ``record_to_primitive``'s plans, this holds while the classes' methods do:
-    a method replaced on a registered class, rather than a class registered in its place,
-    is not seen.
-    """
-
-    def __init__(self) -> None:
-        self._memo: tuple[object, dict[str, T]] = (None, {})
-
-    def current(self) -> dict[str, T]:
-        """The answers so far for the registry's present state (callers add to it)."""
-        state = VersionedObjectRegistry.state()
-        known, found = self._memo
-        if known is not state:
-            found = {}
-            self._memo = (state, found)
-        return found
 
 
 def plain_context(ctxt: Any) -> bool:

@@ -57,7 +57,7 @@ from conductor.db.engine import json_text
 from conductor.db.models import utcnow as created_now
 from conductor.db.statements import table_ops
 from conductor.db.storage import SQLStorage
-from conductor.lane import RegistryMemo, plain_context, served_class
+from conductor.lane import plain_context, served_class
 from conductor.metrics import Metrics, outcome_of
 from conductor.unit_of_work import UnitOfWork, current_request, digest_chunks, message_counted
 from conductor.unit_of_work import _digest as unit_digest
@@ -81,6 +81,7 @@ from objects.persistent import (
     _record_plan,
     _saves_changes_only,
 )
+from objects.registry import RegistryMemo
 from objects.versioned import VersionedObject
 
 __all__ = ["StockSaves"]
@@ -148,7 +149,7 @@ class StockSaves:
     def __init__(self, work: UnitOfWork, *, metrics: Metrics | None = None) -> None:
         self._work = work
         self._metrics = metrics
-        self._found: RegistryMemo[_Class | None] = RegistryMemo()
+        self._found: RegistryMemo[str, _Class | None] = RegistryMemo()
 
     def serve(
         self,

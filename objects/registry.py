@@ -15,18 +15,21 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from objects import exception
 
 if TYPE_CHECKING:
     from objects.versioned import VersionedObject
 
-__all__ = ["VersionedObjectRegistry", "obj_tree_get_versions", "version_tuple"]
+__all__ = ["RegistryMemo", "VersionedObjectRegistry", "obj_tree_get_versions", "version_tuple"]
 
 _VERSION_RE = re.compile(r"\d+\.\d+(\.\d+)?")
 
 T = TypeVar("T", bound=type)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -244,3 +247,26 @@ def obj_tree_get_versions(objname: str) -> dict[str, str]:
     it can read.
     """
     return dict(VersionedObjectRegistry._manifest(objname))
+
+
+class RegistryMemo(Generic[K, V]):
+    """What the registry says of something (a class check by object name, or by name,
+    method and version), kept while the registry stays in one state and asked again once
+    it changed.
+
+    NOTE: like ``record_to_primitive``'s plans, this holds while the classes' methods do:
+    a method replaced on a registered class, rather than a class registered in its place,
+    is not seen.
+    """
+
+    def __init__(self) -> None:
+        self._memo: tuple[object, dict[K, V]] = (None, {})
+
+    def current(self) -> dict[K, V]:
+        """The answers so far for the registry's present state (callers add to it)."""
+        state = VersionedObjectRegistry.state()
+        known, found = self._memo
+        if known is not state:
+            found = {}
+            self._memo = (state, found)
+        return found
